@@ -1,0 +1,352 @@
+//! Drives one run from queued to its final state, then persists it.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::input::RunRequest;
+use super::run::{RunEnd, RunResult, RunShared, RunState, Transcript};
+use super::session::SessionInner;
+use super::{AgentInner, RunInput};
+use crate::architecture::RunCx;
+use crate::error::{RunError, RunErrorKind};
+use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted};
+use crate::governance::{AuditRecord, HookAction};
+use crate::message::Message;
+use crate::output::OutputSchema;
+use crate::store::SessionRecord;
+
+/// The whole life of a run: wait for the session's earlier runs, execute, seal, persist, publish.
+pub(crate) async fn drive(
+    agent: Arc<AgentInner>,
+    session: Arc<SessionInner>,
+    shared: Arc<RunShared>,
+    request: RunRequest,
+    previous: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+) {
+    let mut previous = previous;
+    if let Some(prev) = previous.as_mut() {
+        tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => {}
+            _ = prev => { previous = None; }
+        }
+    }
+    let (end, history_base) = if shared.cancel.is_cancelled() {
+        let error = RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started");
+        shared.emit(EventKind::RunCancelled(RunEnded { error: error.clone(), turns: 0, usage: Default::default() }));
+        (
+            RunEnd {
+                state: RunState::Cancelled,
+                output: String::new(),
+                parsed: None,
+                error: Some(error),
+                messages: Vec::new(),
+            },
+            None,
+        )
+    } else {
+        execute(&agent, &session, &shared, &request).await
+    };
+    let (result, transcript) = shared.finish(end);
+    persist(&agent, &shared, &result, &transcript, history_base).await;
+    shared.publish();
+    session.lock().live.remove(&*shared.run_id);
+    // A run cancelled while queued still holds its place: the next run starts only after the
+    // earlier ones have ended.
+    if let Some(prev) = previous {
+        let _ = prev.await;
+    }
+    drop(done);
+}
+
+/// Seeds the conversation, runs the architecture under the timeout and cancellation, validates
+/// structured output, and reports how the run ended.
+async fn execute(
+    agent: &Arc<AgentInner>,
+    session: &Arc<SessionInner>,
+    shared: &Arc<RunShared>,
+    request: &RunRequest,
+) -> (RunEnd, Option<usize>) {
+    let scope = shared.scope();
+    let input = shared_input(shared);
+    let schema = request.output_schema.clone().or_else(|| agent.output_schema.clone());
+    let native = schema.is_some() && agent.model.capabilities().native_structured_output;
+
+    let seeded = seed(agent, session, shared, request, &input, schema.as_ref().filter(|_| !native)).await;
+    let (messages, history_base) = match seeded {
+        Ok(v) => v,
+        Err(error) => {
+            shared.set_running(Vec::new());
+            shared.emit(EventKind::RunStarted(RunStarted {
+                input: input.clone(),
+                user_id: scope.user_id.as_deref().map(str::to_string),
+                model: agent.model.name().to_string(),
+            }));
+            return (end_with(shared, Err(error), Vec::new()), None);
+        }
+    };
+    shared.set_running(messages.clone());
+    shared.emit(EventKind::RunStarted(RunStarted {
+        input: input.clone(),
+        user_id: scope.user_id.as_deref().map(str::to_string),
+        model: agent.model.name().to_string(),
+    }));
+    if let Some(audit) = &agent.audit {
+        let payload = serde_json::json!({
+            "input": input.summary().chars().take(500).collect::<String>(),
+            "model": agent.model.name(), "max_turns": agent.max_turns, "architecture": agent.architecture.name(),
+        });
+        if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: "run_started", payload }).await {
+            let error = RunError::new(RunErrorKind::Store, format!("audit log: {e}"));
+            return (end_with(shared, Err(error), messages), Some(history_base));
+        }
+    }
+    for hook in agent.hooks.iter() {
+        if let HookAction::Stop(reason) = hook.before_run(&scope, &input).await {
+            let error = RunError::interrupted(
+                RunErrorKind::Guardrail,
+                format!("guardrail: {reason}"),
+                format!("stopped by a hook before the first model call: {reason}"),
+            );
+            return (end_with(shared, Err(error), messages), Some(history_base));
+        }
+    }
+
+    let max_turns = request.max_turns.unwrap_or(agent.max_turns);
+    let mut cx = RunCx::new(agent.clone(), shared.clone(), messages, schema.clone().filter(|_| native), max_turns);
+    let timeout = request.timeout.or(agent.timeout);
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = {
+        let body = body(agent, &mut cx, schema.as_ref());
+        tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled")),
+            _ = deadline => Err(RunError::interrupted(
+                RunErrorKind::Timeout,
+                "timeout",
+                format!("the run did not finish within its timeout of {} ms", timeout.map(|t| t.as_millis()).unwrap_or(0)),
+            )),
+            r = body => r,
+        }
+    };
+    (end_with(shared, outcome, cx.into_messages()), Some(history_base))
+}
+
+/// Runs the architecture, then validates structured output, sending validation errors back.
+async fn body(
+    agent: &AgentInner,
+    cx: &mut RunCx,
+    schema: Option<&OutputSchema>,
+) -> Result<(String, Option<serde_json::Value>), RunError> {
+    let mut attempt = 0u32;
+    loop {
+        let text = agent.architecture.run(cx).await?;
+        let Some(schema) = schema else { return Ok((text, None)) };
+        match schema.parse(&text) {
+            Ok(value) => return Ok((text, Some(value))),
+            Err(problem) => {
+                attempt += 1;
+                cx.emit(EventKind::OutputInvalid(OutputInvalid { attempt, error: problem.clone() }));
+                if attempt > agent.output_retries {
+                    let mut error = RunError::new(
+                        RunErrorKind::OutputValidation,
+                        format!(
+                            "the final answer does not match the output schema `{}` after {attempt} attempt(s): {problem}",
+                            schema.name()
+                        ),
+                    );
+                    error.raw_output = Some(text);
+                    return Err(error);
+                }
+                cx.messages.push(Message::user(format!(
+                    "Your answer does not match the required JSON schema: {problem}\n\
+                     Reply with only the corrected JSON value, no prose and no code fences."
+                )));
+            }
+        }
+    }
+}
+
+/// Builds the seed messages: instructions, context, memory, history, input. Returns them and the
+/// index of the input message (where this run's own messages start).
+async fn seed(
+    agent: &AgentInner,
+    session: &SessionInner,
+    shared: &RunShared,
+    request: &RunRequest,
+    input: &RunInput,
+    prompt_schema: Option<&OutputSchema>,
+) -> Result<(Vec<Message>, usize), RunError> {
+    let store = &agent.session_store;
+    let scope = shared.scope();
+    let record = {
+        let st = session.lock();
+        (!st.synced).then(|| SessionRecord {
+            id: session.id.to_string(),
+            metadata: st.metadata.clone(),
+            extensions: st.extensions.clone(),
+        })
+    };
+    if let Some(record) = record {
+        store.open_session(&record).await.map_err(|e| RunError::new(RunErrorKind::Store, e.to_string()))?;
+        session.lock().synced = true;
+    }
+    let history = store.history(&session.id).await.map_err(|e| RunError::new(RunErrorKind::Store, e.to_string()))?;
+    let mut messages = Vec::with_capacity(history.len() + 4);
+    match prompt_schema {
+        Some(schema) => {
+            let mut system = agent.instructions.clone();
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str(&schema.directive());
+            messages.push(Message::system(system));
+        }
+        None if !agent.instructions.is_empty() => messages.push(Message::system(agent.instructions.clone())),
+        None => {}
+    }
+    if let Some(context) = request.context.to_message() {
+        messages.push(context);
+    }
+    if let Some(memory) = &agent.memory {
+        match memory.recall(&scope, input).await {
+            Ok(recalled) => messages.extend(recalled),
+            Err(e) => tracing::warn!(run_id = %scope.run_id, error = %e, "memory recall failed; continuing without it"),
+        }
+    }
+    messages.extend(history);
+    let base = messages.len();
+    messages.push(input.to_message());
+    Ok((messages, base))
+}
+
+fn shared_input(shared: &RunShared) -> RunInput {
+    shared.input()
+}
+
+/// Emits the terminal event and describes the end.
+fn end_with(
+    shared: &RunShared,
+    outcome: Result<(String, Option<serde_json::Value>), RunError>,
+    messages: Vec<Message>,
+) -> RunEnd {
+    let progress = shared.progress();
+    match outcome {
+        Ok((output, parsed)) => {
+            shared.emit(EventKind::RunCompleted(RunCompleted {
+                output: output.clone(),
+                parsed: parsed.clone(),
+                turns: progress.turns,
+                usage: progress.usage,
+            }));
+            RunEnd { state: RunState::Completed, output, parsed, error: None, messages }
+        }
+        Err(error) => {
+            let state = match error.kind {
+                RunErrorKind::Cancelled => RunState::Cancelled,
+                RunErrorKind::MaxTurns | RunErrorKind::Timeout | RunErrorKind::Budget | RunErrorKind::Guardrail => {
+                    RunState::Interrupted
+                }
+                _ => RunState::Failed,
+            };
+            let ended = RunEnded { error: error.clone(), turns: progress.turns, usage: progress.usage };
+            shared.emit(match state {
+                RunState::Cancelled => EventKind::RunCancelled(ended),
+                RunState::Interrupted => EventKind::RunInterrupted(ended),
+                _ => EventKind::RunFailed(ended),
+            });
+            let output = error.raw_output.clone().unwrap_or_default();
+            RunEnd { state, output, parsed: None, error: Some(error), messages }
+        }
+    }
+}
+
+/// Saves the transcript, extends the session's history, tells memory, audit and hooks.
+async fn persist(
+    agent: &AgentInner,
+    shared: &RunShared,
+    result: &Arc<RunResult>,
+    transcript: &Arc<Transcript>,
+    history_base: Option<usize>,
+) {
+    let store = &agent.session_store;
+    let scope = shared.scope();
+    if let Err(e) = store.save_run(transcript.clone()).await {
+        tracing::warn!(run_id = %result.run_id, error = %e, "saving the run transcript failed");
+    }
+    if let (Some(base), RunState::Completed | RunState::Interrupted) = (history_base, result.state) {
+        let own = transcript.messages.get(base..).unwrap_or_default();
+        let keep = consistent_prefix(own);
+        if keep > 0 {
+            if let Err(e) = store.append_history(&result.session_id, &own[..keep]).await {
+                tracing::warn!(run_id = %result.run_id, error = %e, "extending the session history failed");
+            }
+        }
+    }
+    if let Some(memory) = &agent.memory {
+        if let Err(e) = memory.remember(&scope, transcript).await {
+            tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed");
+        }
+    }
+    if let Some(audit) = &agent.audit {
+        let payload = serde_json::json!({
+            "state": result.state, "turns": result.turns, "reason": result.interruption_reason(),
+            "error": result.error.as_ref().map(|e| e.message.clone()),
+            "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
+            "cost_usd": result.usage.cost_usd, "duration_ms": result.duration_ms,
+        });
+        if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: "run_finished", payload }).await {
+            tracing::warn!(run_id = %result.run_id, error = %e, "audit write failed");
+        }
+    }
+    for hook in agent.hooks.iter() {
+        hook.after_run(&scope, result).await;
+    }
+}
+
+/// The longest prefix in which every assistant tool call has its result, so the history never
+/// holds a dangling call that providers would reject.
+fn consistent_prefix(messages: &[Message]) -> usize {
+    let mut pending: Vec<&str> = Vec::new();
+    let mut keep = 0;
+    for (i, m) in messages.iter().enumerate() {
+        match m {
+            Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => {
+                pending = tool_calls.iter().map(|c| c.id.as_str()).collect();
+            }
+            Message::Tool { call_id, .. } => pending.retain(|id| id != call_id),
+            _ => {}
+        }
+        if pending.is_empty() {
+            keep = i + 1;
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consistent_prefix;
+    use crate::message::{Message, ToolCall};
+
+    #[test]
+    fn drops_a_dangling_tool_call() {
+        let call = |id: &str| ToolCall { id: id.into(), name: "t".into(), arguments: "{}".into() };
+        let msgs = vec![
+            Message::user("q"),
+            Message::Assistant { content: String::new(), thinking: vec![], tool_calls: vec![call("a")] },
+            Message::tool("a", "t", "r", false),
+            Message::Assistant { content: String::new(), thinking: vec![], tool_calls: vec![call("b"), call("c")] },
+            Message::tool("b", "t", "r", false),
+        ];
+        assert_eq!(consistent_prefix(&msgs), 3);
+        assert_eq!(consistent_prefix(&msgs[..3]), 3);
+    }
+}

@@ -1,0 +1,437 @@
+//! The agent layer: [`Agent`] (a configured loop driver), [`Session`] (a conversation), and [`Run`]
+//! (one execution, with its live event log).
+
+mod driver;
+mod input;
+mod run;
+mod session;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+pub use input::{KnowledgeItem, RunContext, RunInput, RunRequest, Runtime, RuntimeTask};
+pub(crate) use run::RunShared;
+pub use run::{Artifact, EventStream, Run, RunResult, RunState, RunStream, Transcript};
+use session::SessionInner;
+pub use session::{Session, SessionConfig};
+
+use crate::architecture::{Architecture, ReAct};
+use crate::capability::Capability;
+use crate::error::Error;
+use crate::governance::{ApprovalHandler, AuditLog, Budget, DefaultPermissions, Hooks, Permissions};
+use crate::model::{Generation, IntoModel, SharedModel};
+use crate::output::OutputSchema;
+use crate::store::{InMemorySessionStore, Journal, Memory, SessionStore};
+use crate::tool::{IntoTool, Tool, ToolRegistry, ToolSpec};
+
+/// A configured loop driver: instructions, a model, tools, and the policies around them.
+///
+/// An `Agent` is a value: cheap to clone (one `Arc`), `Send + Sync`, with no per-run state. One
+/// agent serves any number of concurrent runs, sessions and users.
+///
+/// ```
+/// use loom_agent::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), loom_agent::Error> {
+/// let agent = Agent::builder().instructions("Be brief.").model("echo").build()?;
+/// let result = agent.run("hello").await?;
+/// assert_eq!(result.output, "Echo: hello");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Agent {
+    pub(crate) inner: Arc<AgentInner>,
+}
+
+pub(crate) struct AgentInner {
+    pub(crate) name: String,
+    pub(crate) instructions: String,
+    pub(crate) model: SharedModel,
+    pub(crate) tools: ToolRegistry,
+    pub(crate) generation: Generation,
+    pub(crate) runtime: Runtime,
+    pub(crate) memory: Option<Arc<dyn Memory>>,
+    pub(crate) session_store: Arc<dyn SessionStore>,
+    pub(crate) journal: Option<Arc<dyn Journal>>,
+    pub(crate) budget: Option<Arc<dyn Budget>>,
+    pub(crate) permissions: Arc<dyn Permissions>,
+    pub(crate) approval: Option<Arc<dyn ApprovalHandler>>,
+    pub(crate) hooks: Arc<[Arc<dyn Hooks>]>,
+    pub(crate) audit: Option<Arc<dyn AuditLog>>,
+    pub(crate) architecture: Arc<dyn Architecture>,
+    pub(crate) max_turns: u32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) output_schema: Option<OutputSchema>,
+    pub(crate) output_retries: u32,
+    pub(crate) tool_output_limit: usize,
+    pub(crate) tool_timeout: Duration,
+    pub(crate) sessions: Mutex<HashMap<String, Weak<SessionInner>>>,
+}
+
+impl Agent {
+    /// Starts building an agent.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The full instructions sent as the system message: the agent's instructions, the
+    /// capabilities' instructions and the runtime profile's criteria.
+    pub fn instructions(&self) -> &str {
+        &self.inner.instructions
+    }
+
+    /// The model.
+    pub fn model(&self) -> &SharedModel {
+        &self.inner.model
+    }
+
+    /// The tools offered to the model.
+    pub fn tools(&self) -> &[ToolSpec] {
+        self.inner.tools.specs()
+    }
+
+    /// The runtime profile.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// The turn limit.
+    pub fn max_turns(&self) -> u32 {
+        self.inner.max_turns
+    }
+
+    /// Runs to the end. `Ok` when the run completed; otherwise [`Error::Run`] carrying the full
+    /// [`RunResult`]. Dropping the returned future cancels the run.
+    ///
+    /// Without a session id the run starts a new session (its id is in the result, so a later run
+    /// can continue it); with one, it continues that session after the session's earlier runs.
+    pub async fn run(&self, request: impl Into<RunRequest>) -> Result<RunResult, Error> {
+        let run = self.start(request);
+        let mut guard = CancelOnDrop(Some(run.clone()));
+        let result = run.result().await;
+        guard.0 = None;
+        result.into_completed()
+    }
+
+    /// Runs with an output schema made from `T` and returns the validated, typed answer.
+    pub async fn run_typed<T>(&self, request: impl Into<RunRequest>) -> Result<T, Error>
+    where
+        T: schemars::JsonSchema + serde::de::DeserializeOwned + 'static,
+    {
+        let request = request.into().output_schema(OutputSchema::of::<T>()?);
+        self.run(request).await?.parse()
+    }
+
+    /// Starts a run in the background and streams its events live. Dropping the stream before the
+    /// run ends cancels it.
+    pub fn stream(&self, request: impl Into<RunRequest>) -> RunStream {
+        RunStream::new(self.start(request))
+    }
+
+    /// Starts a run in the background and returns its handle at once.
+    pub fn start(&self, request: impl Into<RunRequest>) -> Run {
+        let request = request.into();
+        match &request.session_id {
+            Some(id) => self.session(SessionConfig::new(id.clone())).start(request),
+            None => Session::anonymous(self.clone()).start(request),
+        }
+    }
+
+    /// A session: the same id returns the same live session (merging metadata); no id makes a new one.
+    pub fn session(&self, config: SessionConfig) -> Session {
+        Session::open(self, config)
+    }
+}
+
+struct CancelOnDrop(Option<Run>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            if !run.state().is_terminal() {
+                run.cancel();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tools: Vec<&str> = self.inner.tools.specs().iter().map(|t| t.name.as_str()).collect();
+        f.debug_struct("Agent")
+            .field("name", &self.inner.name)
+            .field("model", &self.inner.model.name())
+            .field("tools", &tools)
+            .field("architecture", &self.inner.architecture.name())
+            .field("max_turns", &self.inner.max_turns)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Agent`]. Only the model is required.
+#[derive(Default)]
+pub struct AgentBuilder {
+    name: Option<String>,
+    instructions: String,
+    model: Option<Result<SharedModel, Error>>,
+    tools: Vec<Arc<dyn Tool>>,
+    capabilities: Vec<Arc<dyn Capability>>,
+    generation: Generation,
+    runtime: Option<Runtime>,
+    memory: Option<Arc<dyn Memory>>,
+    session_store: Option<Arc<dyn SessionStore>>,
+    journal: Option<Arc<dyn Journal>>,
+    budget: Option<Arc<dyn Budget>>,
+    permissions: Option<Arc<dyn Permissions>>,
+    approval: Option<Arc<dyn ApprovalHandler>>,
+    hooks: Vec<Arc<dyn Hooks>>,
+    audit: Option<Arc<dyn AuditLog>>,
+    architecture: Option<Result<Arc<dyn Architecture>, Error>>,
+    max_turns: Option<u32>,
+    timeout: Option<Duration>,
+    output_schema: Option<Result<OutputSchema, Error>>,
+    output_retries: Option<u32>,
+    tool_output_limit: Option<usize>,
+    tool_timeout: Option<Duration>,
+}
+
+impl AgentBuilder {
+    /// Names the agent (for logs and telemetry).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The instructions: the system prompt.
+    pub fn instructions(mut self, instructions: impl Into<String>) -> Self {
+        self.instructions = instructions.into();
+        self
+    }
+
+    /// The model: a model value, a shared model, or a model string such as `"echo"`.
+    pub fn model(mut self, model: impl IntoModel) -> Self {
+        self.model = Some(model.into_model());
+        self
+    }
+
+    /// Adds a tool.
+    pub fn tool(mut self, tool: impl IntoTool) -> Self {
+        self.tools.push(tool.into_tool());
+        self
+    }
+
+    /// Adds tools.
+    pub fn tools<I, T>(mut self, tools: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: IntoTool,
+    {
+        self.tools.extend(tools.into_iter().map(IntoTool::into_tool));
+        self
+    }
+
+    /// Adds a capability: its tools are registered and its instructions appended.
+    pub fn capability(mut self, capability: impl Capability) -> Self {
+        self.capabilities.push(Arc::new(capability));
+        self
+    }
+
+    /// Generation settings.
+    pub fn generation(mut self, generation: Generation) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The runtime profile.
+    pub fn runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// The memory slot.
+    pub fn memory(mut self, memory: impl Memory) -> Self {
+        self.memory = Some(Arc::new(memory));
+        self
+    }
+
+    /// The session store (in memory by default).
+    pub fn session_store(mut self, store: impl SessionStore) -> Self {
+        self.session_store = Some(Arc::new(store));
+        self
+    }
+
+    /// The journal slot.
+    pub fn journal(mut self, journal: impl Journal) -> Self {
+        self.journal = Some(Arc::new(journal));
+        self
+    }
+
+    /// The budget slot.
+    pub fn budget(mut self, budget: impl Budget) -> Self {
+        self.budget = Some(Arc::new(budget));
+        self
+    }
+
+    /// The permission policy (by default: destructive and requires_permission tools need approval).
+    pub fn permissions(mut self, permissions: impl Permissions) -> Self {
+        self.permissions = Some(Arc::new(permissions));
+        self
+    }
+
+    /// Answers approval requests. Without one, every call that needs approval is denied.
+    pub fn approval_handler(mut self, handler: impl ApprovalHandler) -> Self {
+        self.approval = Some(Arc::new(handler));
+        self
+    }
+
+    /// Adds hooks; they run in the order added.
+    pub fn hook(mut self, hooks: impl Hooks) -> Self {
+        self.hooks.push(Arc::new(hooks));
+        self
+    }
+
+    /// The audit log slot.
+    pub fn audit_log(mut self, audit: impl AuditLog) -> Self {
+        self.audit = Some(Arc::new(audit));
+        self
+    }
+
+    /// The architecture: a value, or a name (`"react"`, the default).
+    pub fn architecture(mut self, architecture: impl Architecture) -> Self {
+        self.architecture = Some(Ok(Arc::new(architecture)));
+        self
+    }
+
+    /// The architecture by name: `"react"`.
+    pub fn architecture_name(mut self, name: &str) -> Self {
+        self.architecture = Some(crate::architecture::by_name(name));
+        self
+    }
+
+    /// The most model calls per run (default: the runtime profile's, 32 for [`Runtime::sdk`]).
+    pub fn max_turns(mut self, max_turns: u32) -> Self {
+        self.max_turns = Some(max_turns);
+        self
+    }
+
+    /// How long a run may take (no limit by default).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// A JSON schema every final answer must match.
+    pub fn output_schema(mut self, name: impl Into<String>, schema: serde_json::Value) -> Self {
+        self.output_schema = Some(OutputSchema::new(name, schema));
+        self
+    }
+
+    /// How many times an answer that fails the output schema goes back to the model (default 2).
+    pub fn output_retries(mut self, retries: u32) -> Self {
+        self.output_retries = Some(retries);
+        self
+    }
+
+    /// The most bytes of one tool result the model receives (default 50,000).
+    pub fn tool_output_limit(mut self, bytes: usize) -> Self {
+        self.tool_output_limit = Some(bytes);
+        self
+    }
+
+    /// The default timeout of one tool call (default 120 s); a tool's own timeout wins.
+    pub fn tool_timeout(mut self, timeout: Duration) -> Self {
+        self.tool_timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the agent: resolves the model, compiles tool schemas, checks names.
+    pub fn build(self) -> Result<Agent, Error> {
+        let model = match self.model {
+            Some(m) => m?,
+            None => {
+                return Err(Error::Config(format!(
+                    "no model configured: call .model(…) with a model value or one of {}",
+                    crate::model::ACCEPTED_MODEL_STRINGS
+                )));
+            }
+        };
+        let runtime = self.runtime.unwrap_or_default();
+        let mut tools = self.tools;
+        let mut instructions = self.instructions.trim().to_string();
+        for cap in &self.capabilities {
+            tools.extend(cap.tools());
+            if let Some(extra) = cap.instructions() {
+                push_section(&mut instructions, extra.trim());
+            }
+        }
+        if !runtime.criteria.is_empty() {
+            let mut section = String::from("Acceptance criteria for every answer:");
+            for c in &runtime.criteria {
+                section.push_str("\n- ");
+                section.push_str(c);
+            }
+            push_section(&mut instructions, &section);
+        }
+        let tools = ToolRegistry::new(tools)?;
+        let architecture = match self.architecture {
+            Some(a) => a?,
+            None => Arc::new(ReAct),
+        };
+        let output_schema = self.output_schema.transpose()?;
+        Ok(Agent {
+            inner: Arc::new(AgentInner {
+                name: self.name.unwrap_or_else(|| "agent".to_string()),
+                instructions,
+                model,
+                tools,
+                generation: self.generation,
+                max_turns: self.max_turns.unwrap_or(runtime.max_turns),
+                runtime,
+                memory: self.memory,
+                session_store: self.session_store.unwrap_or_else(|| Arc::new(InMemorySessionStore::new())),
+                journal: self.journal,
+                budget: self.budget,
+                permissions: self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions)),
+                approval: self.approval,
+                hooks: Arc::from(self.hooks),
+                audit: self.audit,
+                architecture,
+                timeout: self.timeout,
+                output_schema,
+                output_retries: self.output_retries.unwrap_or(2),
+                tool_output_limit: self.tool_output_limit.unwrap_or(50_000),
+                tool_timeout: self.tool_timeout.unwrap_or(Duration::from_secs(120)),
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+fn push_section(instructions: &mut String, section: &str) {
+    if section.is_empty() {
+        return;
+    }
+    if !instructions.is_empty() {
+        instructions.push_str("\n\n");
+    }
+    instructions.push_str(section);
+}
+
+impl fmt::Debug for AgentBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentBuilder")
+            .field("name", &self.name)
+            .field("tools", &self.tools.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,687 @@
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::input::{RunContext, RunInput};
+use crate::error::{Error, RunError, RunFailure};
+use crate::event::{ArtifactCreated, Event, EventKind};
+use crate::governance::{Hooks, Scope};
+use crate::message::{Message, Usage};
+use crate::store::RunSummary;
+
+/// The state of a run. Serialized in lower case: `"completed"`, `"interrupted"`, …
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for earlier runs of its session to finish.
+    Queued,
+    /// Executing.
+    Running,
+    /// Ended with a final answer.
+    Completed,
+    /// Ended by an error (a model error, invalid structured output, a store failure).
+    Failed,
+    /// Ended by `cancel()`.
+    Cancelled,
+    /// Stopped by a limit or a policy: max turns, timeout, budget, guardrail. The reason is in
+    /// `RunResult::error`.
+    Interrupted,
+}
+
+impl RunState {
+    /// Whether the run has ended.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunState::Queued | RunState::Running)
+    }
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something a run produced besides its answer: a file, a report, a diff.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The id.
+    pub id: String,
+    /// A name.
+    pub name: String,
+    /// The media type (`text/markdown`, `application/json`, …).
+    pub media_type: String,
+    /// The content.
+    pub content: String,
+    /// The tool call that created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The run.
+    pub run_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// The user it acted for.
+    pub user_id: Option<String>,
+    /// How it ended.
+    pub state: RunState,
+    /// The final answer (for structured output that failed validation: the last raw answer).
+    pub output: String,
+    /// The validated structured output, when a schema was set.
+    pub parsed: Option<Value>,
+    /// Artifacts created by tools.
+    pub artifacts: Vec<Artifact>,
+    /// Every event, in order.
+    pub events: Arc<[Event]>,
+    /// What went wrong, for any state but completed.
+    pub error: Option<RunError>,
+    /// Tokens and cost of all model calls.
+    pub usage: Usage,
+    /// Model calls made.
+    pub turns: u32,
+    /// When it started executing.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// How long it executed.
+    pub duration_ms: u64,
+}
+
+impl RunResult {
+    /// Whether the run completed.
+    pub fn is_completed(&self) -> bool {
+        self.state == RunState::Completed
+    }
+
+    /// For interrupted runs: the reason (`max_turns`, `timeout`, `budget: max_tokens`, …).
+    pub fn interruption_reason(&self) -> Option<&str> {
+        self.error.as_ref().and_then(|e| e.reason.as_deref())
+    }
+
+    /// Deserializes the structured output into a type.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        let value = self.parsed.clone().ok_or_else(|| Error::Output("the run has no structured output".into()))?;
+        serde_json::from_value(value).map_err(|e| Error::Output(e.to_string()))
+    }
+
+    /// `Ok(self)` when completed, else the error carrying this result.
+    pub fn into_completed(self) -> Result<RunResult, Error> {
+        if self.is_completed() { Ok(self) } else { Err(Error::Run(RunFailure(Box::new(self)))) }
+    }
+}
+
+/// A serializable record of a run: ids, state, input, context, messages, output, events,
+/// artifacts and usage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// The run.
+    pub run_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// The user.
+    pub user_id: Option<String>,
+    /// The state.
+    pub state: RunState,
+    /// The input.
+    pub input: RunInput,
+    /// The context.
+    pub context: RunContext,
+    /// Metadata given with the request.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// The conversation as the model saw it: instructions, context, history, input, and every
+    /// model answer and tool result. While the run is in flight: the seeded messages only.
+    pub messages: Vec<Message>,
+    /// The final answer.
+    pub output: String,
+    /// The structured output.
+    pub parsed: Option<Value>,
+    /// Every event.
+    pub events: Arc<[Event]>,
+    /// Artifacts.
+    pub artifacts: Vec<Artifact>,
+    /// Usage.
+    pub usage: Usage,
+    /// The error, for runs that did not complete.
+    pub error: Option<RunError>,
+    /// Model calls made.
+    pub turns: u32,
+    /// When it started executing.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Transcript {
+    /// The run's line in a listing.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            run_id: self.run_id.clone(),
+            session_id: self.session_id.clone(),
+            user_id: self.user_id.clone(),
+            state: self.state,
+            input: self.input.clone(),
+            started_at: self.started_at.unwrap_or_else(Utc::now),
+            finished_at: self.finished_at,
+        }
+    }
+
+    /// The result this transcript records.
+    pub fn to_result(&self) -> RunResult {
+        let started_at = self.started_at.unwrap_or_else(Utc::now);
+        let finished_at = self.finished_at.unwrap_or(started_at);
+        RunResult {
+            run_id: self.run_id.clone(),
+            session_id: self.session_id.clone(),
+            user_id: self.user_id.clone(),
+            state: self.state,
+            output: self.output.clone(),
+            parsed: self.parsed.clone(),
+            artifacts: self.artifacts.clone(),
+            events: self.events.clone(),
+            error: self.error.clone(),
+            usage: self.usage,
+            turns: self.turns,
+            started_at,
+            finished_at,
+            duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+        }
+    }
+}
+
+/// Per-run state shared by the run's task, its handles and its event consumers.
+pub(crate) struct RunShared {
+    pub(crate) run_id: Arc<str>,
+    pub(crate) session_id: Arc<str>,
+    pub(crate) user_id: Option<Arc<str>>,
+    pub(crate) cancel: CancellationToken,
+    hooks: Arc<[Arc<dyn Hooks>]>,
+    inner: Mutex<RunInner>,
+}
+
+struct RunInner {
+    state: RunState,
+    events: Vec<Event>,
+    frozen: Option<Arc<[Event]>>,
+    artifacts: Vec<Artifact>,
+    input: RunInput,
+    context: RunContext,
+    metadata: Map<String, Value>,
+    seeds: Vec<Message>,
+    usage: Usage,
+    turns: u32,
+    tool_calls: u32,
+    started_at: Option<DateTime<Utc>>,
+    result: Option<Arc<RunResult>>,
+    transcript: Option<Arc<Transcript>>,
+    published: bool,
+    wakers: Vec<Waker>,
+}
+
+/// Counters a run keeps while it executes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) usage: Usage,
+    pub(crate) turns: u32,
+    pub(crate) tool_calls: u32,
+}
+
+impl RunShared {
+    pub(crate) fn new(
+        scope: &Scope,
+        input: RunInput,
+        context: RunContext,
+        metadata: Map<String, Value>,
+        hooks: Arc<[Arc<dyn Hooks>]>,
+    ) -> Arc<Self> {
+        Arc::new(RunShared {
+            run_id: scope.run_id.clone(),
+            session_id: scope.session_id.clone(),
+            user_id: scope.user_id.clone(),
+            cancel: CancellationToken::new(),
+            hooks,
+            inner: Mutex::new(RunInner {
+                state: RunState::Queued,
+                events: Vec::new(),
+                frozen: None,
+                artifacts: Vec::new(),
+                input,
+                context,
+                metadata,
+                seeds: Vec::new(),
+                usage: Usage::default(),
+                turns: 0,
+                tool_calls: 0,
+                started_at: None,
+                result: None,
+                transcript: None,
+                published: false,
+                wakers: Vec::new(),
+            }),
+        })
+    }
+
+    /// A finished run rebuilt from its stored transcript.
+    pub(crate) fn from_transcript(t: &Transcript) -> Arc<Self> {
+        let result = Arc::new(t.to_result());
+        Arc::new(RunShared {
+            run_id: Arc::from(t.run_id.as_str()),
+            session_id: Arc::from(t.session_id.as_str()),
+            user_id: t.user_id.as_deref().map(Arc::from),
+            cancel: CancellationToken::new(),
+            hooks: Arc::from(Vec::new()),
+            inner: Mutex::new(RunInner {
+                state: t.state,
+                events: Vec::new(),
+                frozen: Some(t.events.clone()),
+                artifacts: t.artifacts.clone(),
+                input: t.input.clone(),
+                context: t.context.clone(),
+                metadata: t.metadata.clone(),
+                seeds: Vec::new(),
+                usage: t.usage,
+                turns: t.turns,
+                tool_calls: 0,
+                started_at: t.started_at,
+                result: Some(result),
+                transcript: Some(Arc::new(t.clone())),
+                published: true,
+                wakers: Vec::new(),
+            }),
+        })
+    }
+
+    pub(crate) fn scope(&self) -> Scope {
+        Scope { run_id: self.run_id.clone(), session_id: self.session_id.clone(), user_id: self.user_id.clone() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RunInner> {
+        // A poisoned lock only means a panic happened while it was held; the data is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an event to the log and wakes every consumer. Returns its sequence number.
+    pub(crate) fn emit(&self, kind: EventKind) -> u64 {
+        let (seq, wakers, for_hooks) = {
+            let mut inner = self.lock();
+            if inner.frozen.is_some() {
+                return inner.frozen.as_ref().map(|f| f.len() as u64).unwrap_or(0);
+            }
+            let seq = inner.events.len() as u64;
+            let event =
+                Event { run_id: self.run_id.clone(), session_id: self.session_id.clone(), seq, at: Utc::now(), kind };
+            let for_hooks = if self.hooks.is_empty() { None } else { Some(event.clone()) };
+            inner.events.push(event);
+            (seq, std::mem::take(&mut inner.wakers), for_hooks)
+        };
+        for w in wakers {
+            w.wake();
+        }
+        if let Some(event) = for_hooks {
+            for h in self.hooks.iter() {
+                h.on_event(&event);
+            }
+        }
+        seq
+    }
+
+    pub(crate) fn add_artifact(&self, artifact: Artifact) {
+        self.lock().artifacts.push(artifact.clone());
+        self.emit(EventKind::ArtifactCreated(ArtifactCreated { artifact }));
+    }
+
+    pub(crate) fn set_running(&self, seeds: Vec<Message>) -> DateTime<Utc> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        inner.state = RunState::Running;
+        inner.started_at = Some(now);
+        inner.seeds = seeds;
+        now
+    }
+
+    pub(crate) fn input(&self) -> RunInput {
+        self.lock().input.clone()
+    }
+
+    pub(crate) fn state(&self) -> RunState {
+        self.lock().state
+    }
+
+    pub(crate) fn progress(&self) -> Progress {
+        let inner = self.lock();
+        Progress { usage: inner.usage, turns: inner.turns, tool_calls: inner.tool_calls }
+    }
+
+    pub(crate) fn record_turn(&self, turn: u32, usage: &Usage) {
+        let mut inner = self.lock();
+        inner.turns = inner.turns.max(turn);
+        inner.usage.add(usage);
+    }
+
+    pub(crate) fn record_tool_calls(&self, n: u32) {
+        self.lock().tool_calls += n;
+    }
+
+    pub(crate) fn set_turns(&self, turn: u32) {
+        let mut inner = self.lock();
+        inner.turns = inner.turns.max(turn);
+    }
+
+    /// Seals the run: freezes the event log and builds the result and the transcript. Waiters see
+    /// them only after [`RunShared::publish`], so the run can be persisted in between.
+    pub(crate) fn finish(&self, end: RunEnd) -> (Arc<RunResult>, Arc<Transcript>) {
+        let finished_at = Utc::now();
+        let (result, transcript) = {
+            let mut inner = self.lock();
+            if let (Some(r), Some(t)) = (&inner.result, &inner.transcript) {
+                return (r.clone(), t.clone());
+            }
+            let events: Arc<[Event]> = Arc::from(std::mem::take(&mut inner.events));
+            inner.frozen = Some(events.clone());
+            inner.state = end.state;
+            let started_at = inner.started_at.unwrap_or(finished_at);
+            let result = Arc::new(RunResult {
+                run_id: self.run_id.to_string(),
+                session_id: self.session_id.to_string(),
+                user_id: self.user_id.as_deref().map(str::to_string),
+                state: end.state,
+                output: end.output.clone(),
+                parsed: end.parsed.clone(),
+                artifacts: inner.artifacts.clone(),
+                events: events.clone(),
+                error: end.error.clone(),
+                usage: inner.usage,
+                turns: inner.turns,
+                started_at,
+                finished_at,
+                duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+            });
+            let messages = if end.messages.is_empty() { std::mem::take(&mut inner.seeds) } else { end.messages };
+            let transcript = Arc::new(Transcript {
+                run_id: result.run_id.clone(),
+                session_id: result.session_id.clone(),
+                user_id: result.user_id.clone(),
+                state: end.state,
+                input: inner.input.clone(),
+                context: inner.context.clone(),
+                metadata: inner.metadata.clone(),
+                messages,
+                output: end.output,
+                parsed: end.parsed,
+                events,
+                artifacts: inner.artifacts.clone(),
+                usage: inner.usage,
+                error: end.error,
+                turns: inner.turns,
+                started_at: inner.started_at,
+                finished_at: Some(finished_at),
+            });
+            inner.result = Some(result.clone());
+            inner.transcript = Some(transcript.clone());
+            (result, transcript)
+        };
+        (result, transcript)
+    }
+
+    /// Makes the sealed result visible and wakes every waiter and consumer.
+    pub(crate) fn publish(&self) {
+        let wakers = {
+            let mut inner = self.lock();
+            inner.published = true;
+            std::mem::take(&mut inner.wakers)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Arc<RunResult>> {
+        let mut inner = self.lock();
+        match &inner.result {
+            Some(r) if inner.published => Poll::Ready(r.clone()),
+            _ => {
+                register(&mut inner.wakers, cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_event(&self, cursor: usize, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let mut inner = self.lock();
+        if let Some(frozen) = &inner.frozen {
+            if let Some(e) = frozen.get(cursor) {
+                return Poll::Ready(Some(e.clone()));
+            }
+            if inner.published {
+                return Poll::Ready(None);
+            }
+            register(&mut inner.wakers, cx.waker());
+            return Poll::Pending;
+        }
+        if let Some(e) = inner.events.get(cursor) {
+            return Poll::Ready(Some(e.clone()));
+        }
+        register(&mut inner.wakers, cx.waker());
+        Poll::Pending
+    }
+
+    fn transcript(&self) -> Transcript {
+        let inner = self.lock();
+        if let (Some(t), true) = (&inner.transcript, inner.published) {
+            return (**t).clone();
+        }
+        Transcript {
+            run_id: self.run_id.to_string(),
+            session_id: self.session_id.to_string(),
+            user_id: self.user_id.as_deref().map(str::to_string),
+            state: inner.state,
+            input: inner.input.clone(),
+            context: inner.context.clone(),
+            metadata: inner.metadata.clone(),
+            messages: inner.seeds.clone(),
+            output: String::new(),
+            parsed: None,
+            events: Arc::from(inner.events.clone()),
+            artifacts: inner.artifacts.clone(),
+            usage: inner.usage,
+            error: None,
+            turns: inner.turns,
+            started_at: inner.started_at,
+            finished_at: None,
+        }
+    }
+}
+
+fn register(wakers: &mut Vec<Waker>, waker: &Waker) {
+    if !wakers.iter().any(|w| w.will_wake(waker)) {
+        wakers.push(waker.clone());
+    }
+}
+
+/// How a run ended, as the driver reports it.
+pub(crate) struct RunEnd {
+    pub(crate) state: RunState,
+    pub(crate) output: String,
+    pub(crate) parsed: Option<Value>,
+    pub(crate) error: Option<RunError>,
+    pub(crate) messages: Vec<Message>,
+}
+
+/// A handle to one run: its state, its live events, its result, and a way to cancel it. Cheap to
+/// clone; every clone sees the same run.
+#[derive(Clone)]
+pub struct Run {
+    pub(crate) shared: Arc<RunShared>,
+}
+
+impl Run {
+    /// The run's id.
+    pub fn id(&self) -> &str {
+        &self.shared.run_id
+    }
+
+    /// The run's session.
+    pub fn session_id(&self) -> &str {
+        &self.shared.session_id
+    }
+
+    /// The user the run acts for.
+    pub fn user_id(&self) -> Option<&str> {
+        self.shared.user_id.as_deref()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RunState {
+        self.shared.state()
+    }
+
+    /// Waits for the run to end. `Ok` when it completed; otherwise [`Error::Run`] carrying the full
+    /// result (state, error, events, usage).
+    pub async fn wait(&self) -> Result<RunResult, Error> {
+        self.result().await.into_completed()
+    }
+
+    /// Waits for the run to end and returns its result, whatever the state.
+    pub async fn result(&self) -> RunResult {
+        let shared = self.shared.clone();
+        let r = futures::future::poll_fn(move |cx| shared.poll_result(cx)).await;
+        (*r).clone()
+    }
+
+    /// Every event from the start, then the new ones live as they happen; ends after the run's last
+    /// event. Call it any number of times: each stream has its own cursor, and a slow consumer
+    /// neither loses events nor slows the run or anyone else.
+    pub fn events(&self) -> EventStream {
+        EventStream { shared: self.shared.clone(), cursor: 0 }
+    }
+
+    /// Asks the run to stop. A queued run never starts; a running one stops at once (the model call
+    /// or tools in flight are dropped, and tools see their cancellation token fire). The run ends
+    /// `cancelled`. Cancelling a finished run does nothing.
+    pub fn cancel(&self) {
+        self.shared.cancel.cancel();
+    }
+
+    /// The artifacts created so far.
+    pub fn artifacts(&self) -> Vec<Artifact> {
+        self.shared.lock().artifacts.clone()
+    }
+
+    /// The run's transcript (complete once the run has ended).
+    pub fn transcript(&self) -> Transcript {
+        self.shared.transcript()
+    }
+}
+
+impl fmt::Debug for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run")
+            .field("id", &self.id())
+            .field("session_id", &self.session_id())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// A run's events: the log from the start, then live. See [`Run::events`].
+pub struct EventStream {
+    shared: Arc<RunShared>,
+    cursor: usize,
+}
+
+impl Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let cursor = self.cursor;
+        match self.shared.poll_event(cursor, cx) {
+            Poll::Ready(Some(e)) => {
+                self.cursor += 1;
+                Poll::Ready(Some(e))
+            }
+            other => other,
+        }
+    }
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream").field("run_id", &self.shared.run_id).field("cursor", &self.cursor).finish()
+    }
+}
+
+/// The live events of a run started by `agent.stream` or `session.stream`. Dropping it before the
+/// run ends cancels the run (nobody is listening any more); [`RunStream::detach`] keeps it going.
+pub struct RunStream {
+    run: Run,
+    events: EventStream,
+    cancel_on_drop: bool,
+}
+
+impl RunStream {
+    pub(crate) fn new(run: Run) -> Self {
+        let events = run.events();
+        RunStream { run, events, cancel_on_drop: true }
+    }
+
+    /// The run.
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+
+    /// Keeps the run going when this stream is dropped, and returns its handle.
+    pub fn detach(mut self) -> Run {
+        self.cancel_on_drop = false;
+        self.run.clone()
+    }
+
+    /// Waits for the run to end and returns its result, whatever the state.
+    pub async fn result(mut self) -> RunResult {
+        self.cancel_on_drop = false;
+        self.run.result().await
+    }
+}
+
+impl Stream for RunStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.events).poll_next(cx)
+    }
+}
+
+impl Drop for RunStream {
+    fn drop(&mut self) {
+        if self.cancel_on_drop && !self.run.state().is_terminal() {
+            self.run.cancel();
+        }
+    }
+}
+
+impl fmt::Debug for RunStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunStream").field("run", &self.run).finish()
+    }
+}

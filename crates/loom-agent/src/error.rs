@@ -1,0 +1,290 @@
+//! Errors as values: one crate error, a model error taxonomy, the error a run ends with, and the
+//! error a tool returns.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::RunResult;
+
+/// The crate's error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad configuration: an unknown model string, a duplicate tool name, an invalid schema.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// A run ended in a state other than completed. The full result is inside.
+    #[error("{0}")]
+    Run(RunFailure),
+    /// A model call failed outside of a run.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The session was closed and takes no more runs.
+    #[error("session `{0}` is closed")]
+    SessionClosed(String),
+    /// A session or run store failed.
+    #[error("store error: {0}")]
+    Store(String),
+    /// The run's structured output could not be turned into the requested type.
+    #[error("output does not fit the requested type: {0}")]
+    Output(String),
+    /// Reading or writing a file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The run result, when this error is a run that did not complete.
+    pub fn run_result(&self) -> Option<&RunResult> {
+        match self {
+            Error::Run(failure) => Some(&failure.0),
+            _ => None,
+        }
+    }
+}
+
+/// A run that ended failed, cancelled or interrupted. Holds the whole [`RunResult`], so nothing
+/// about the run is lost when it travels as an error.
+#[derive(Debug)]
+pub struct RunFailure(pub Box<RunResult>);
+
+impl RunFailure {
+    /// The run's result.
+    pub fn result(&self) -> &RunResult {
+        &self.0
+    }
+
+    /// Takes the run's result.
+    pub fn into_result(self) -> RunResult {
+        *self.0
+    }
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.0;
+        match &r.error {
+            Some(e) => write!(f, "run {} {}: {}", r.run_id, r.state, e.message),
+            None => write!(f, "run {} {}", r.run_id, r.state),
+        }
+    }
+}
+
+/// Why a model call failed. Providers map their wire errors onto these kinds.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// A failure that may pass: a dropped connection, a 5xx, an overloaded server.
+    #[error("transient model error: {message}")]
+    Transient {
+        /// What happened.
+        message: String,
+        /// The HTTP status, when there was one.
+        status: Option<u16>,
+    },
+    /// The provider asked us to slow down.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// What happened.
+        message: String,
+        /// How long the provider asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The key was missing, wrong or not allowed.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// The provider rejected the request as malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A content filter refused the request or the answer.
+    #[error("content filtered: {0}")]
+    ContentFilter(String),
+    /// The conversation is longer than the model's context window.
+    #[error("context length exceeded: {0}")]
+    ContextLengthExceeded(String),
+    /// The model or provider sent something we could not understand.
+    #[error("malformed model response: {0}")]
+    Protocol(String),
+    /// No model could be reached or is configured.
+    #[error("model unavailable: {0}")]
+    Unavailable(String),
+    /// The call was cancelled.
+    #[error("model call cancelled")]
+    Cancelled,
+}
+
+impl ModelError {
+    /// Whether retrying the same request may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ModelError::Transient { .. } | ModelError::RateLimited { .. })
+    }
+
+    /// A short snake_case name of the kind, as it appears in run errors and events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelError::Transient { .. } => "transient",
+            ModelError::RateLimited { .. } => "rate_limited",
+            ModelError::Authentication(_) => "authentication",
+            ModelError::InvalidRequest(_) => "invalid_request",
+            ModelError::ContentFilter(_) => "content_filter",
+            ModelError::ContextLengthExceeded(_) => "context_length_exceeded",
+            ModelError::Protocol(_) => "protocol",
+            ModelError::Unavailable(_) => "unavailable",
+            ModelError::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a run that did not complete ended with; `RunResult::error`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunError {
+    /// The kind of failure.
+    pub kind: RunErrorKind,
+    /// A sentence a person can read.
+    pub message: String,
+    /// For interrupted runs: the reason, such as `max_turns`, `timeout`, `budget: max_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For model errors: the provider error kind (`rate_limited`, `authentication`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_error: Option<String>,
+    /// For structured output failures: the model's last raw answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_output: Option<String>,
+}
+
+impl RunError {
+    /// A new run error.
+    pub fn new(kind: RunErrorKind, message: impl Into<String>) -> Self {
+        RunError { kind, message: message.into(), reason: None, model_error: None, raw_output: None }
+    }
+
+    /// An interruption with its reason.
+    pub fn interrupted(kind: RunErrorKind, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        RunError { reason: Some(reason.into()), ..RunError::new(kind, message) }
+    }
+
+    pub(crate) fn from_model(err: &ModelError) -> Self {
+        if matches!(err, ModelError::Cancelled) {
+            return RunError::new(RunErrorKind::Cancelled, "the run was cancelled");
+        }
+        RunError { model_error: Some(err.kind().to_string()), ..RunError::new(RunErrorKind::Model, err.to_string()) }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The kinds of run failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunErrorKind {
+    /// The model call failed (after any retries).
+    Model,
+    /// The run reached max_turns without a final answer.
+    MaxTurns,
+    /// The run took longer than its timeout.
+    Timeout,
+    /// The run was cancelled.
+    Cancelled,
+    /// The final answer never matched the output schema.
+    OutputValidation,
+    /// A budget limit stopped the run.
+    Budget,
+    /// A guardrail or hook stopped the run.
+    Guardrail,
+    /// The run's configuration or input was invalid.
+    Config,
+    /// A store (session, journal, memory) failed.
+    Store,
+    /// A bug or an unexpected state inside the runtime.
+    Internal,
+}
+
+/// The error a tool returns. The loop turns it into an error result for the model; the run goes on.
+///
+/// Any `std::error::Error` converts into it, so `?` works in tool bodies.
+pub struct ToolError {
+    kind: ToolErrorKind,
+    message: String,
+}
+
+/// The kinds of tool failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ToolErrorKind {
+    /// The tool ran and failed.
+    Failed,
+    /// The arguments did not fit the tool's schema or types.
+    InvalidArguments,
+    /// No tool of that name is offered.
+    NotFound,
+    /// The tool took longer than its timeout.
+    Timeout,
+    /// The tool panicked.
+    Panicked,
+    /// A policy or a person refused the call.
+    Denied,
+    /// The run was cancelled while the tool ran.
+    Cancelled,
+}
+
+impl ToolError {
+    /// A failure with a message for the model.
+    pub fn new(message: impl Into<String>) -> Self {
+        ToolError { kind: ToolErrorKind::Failed, message: message.into() }
+    }
+
+    /// An error of a given kind.
+    pub fn with_kind(kind: ToolErrorKind, message: impl Into<String>) -> Self {
+        ToolError { kind, message: message.into() }
+    }
+
+    /// Arguments that do not fit.
+    pub fn invalid_arguments(message: impl Into<String>) -> Self {
+        Self::with_kind(ToolErrorKind::InvalidArguments, message)
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> ToolErrorKind {
+        self.kind
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ToolError {
+    fn from(err: E) -> Self {
+        ToolError::new(err.to_string())
+    }
+}
+
+impl fmt::Display for ToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for ToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolError").field("kind", &self.kind).field("message", &self.message).finish()
+    }
+}
+
+/// A shorthand for results with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,281 @@
+//! Run events: one typed enum, serialized as `{type, run_id, session_id, seq, at, payload}`.
+//!
+//! Every run keeps an append-only log of its events, numbered from 0 by `seq`. The log is the truth
+//! of a run: [`crate::Run::events`] replays it from the start and then follows it live, and the
+//! run's result and transcript are derived from it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::agent::{Artifact, RunInput};
+use crate::error::RunError;
+use crate::message::{FinishReason, ToolCall, Usage};
+
+/// One event of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The run.
+    pub run_id: Arc<str>,
+    /// The run's session.
+    pub session_id: Arc<str>,
+    /// Position in the run's log, from 0, without gaps.
+    pub seq: u64,
+    /// When the event happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The event's type name, such as `tool.result`.
+    pub fn type_name(&self) -> &'static str {
+        self.kind.type_name()
+    }
+
+    /// Whether this event ends its run.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.kind,
+            EventKind::RunCompleted(_)
+                | EventKind::RunFailed(_)
+                | EventKind::RunCancelled(_)
+                | EventKind::RunInterrupted(_)
+        )
+    }
+}
+
+macro_rules! event_kinds {
+    ($( $(#[$meta:meta])* $variant:ident($payload:ty) = $name:literal, )*) => {
+        /// What happened in a run. Each kind has a dotted type name and a payload.
+        #[derive(Clone, Debug, PartialEq)]
+        #[non_exhaustive]
+        pub enum EventKind {
+            $( $(#[$meta])* $variant($payload), )*
+        }
+
+        impl EventKind {
+            /// The dotted type name, such as `model.delta`.
+            pub fn type_name(&self) -> &'static str {
+                match self { $( EventKind::$variant(_) => $name, )* }
+            }
+
+            /// Every type name, in declaration order.
+            pub const TYPE_NAMES: &'static [&'static str] = &[$($name),*];
+
+            fn serialize_payload<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self { $( EventKind::$variant(p) => p.serialize(s), )* }
+            }
+
+            /// Rebuilds a kind from its type name and JSON payload.
+            pub fn from_parts(type_name: &str, payload: serde_json::Value) -> Result<Self, serde_json::Error> {
+                match type_name {
+                    $( $name => Ok(EventKind::$variant(serde_json::from_value(payload)?)), )*
+                    other => Err(serde_json::Error::custom(format!("unknown event type `{other}`"))),
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    /// The run began executing.
+    RunStarted(RunStarted) = "run.started",
+    /// A model call is about to be sent.
+    ModelRequest(ModelRequestEvent) = "model.request",
+    /// A piece of streamed model output.
+    ModelDelta(ModelDelta) = "model.delta",
+    /// A model call finished.
+    ModelResponse(ModelResponseEvent) = "model.response",
+    /// A tool call is about to be dispatched.
+    ToolCall(ToolCallEvent) = "tool.call",
+    /// A tool call finished (successfully or not).
+    ToolResult(ToolResultEvent) = "tool.result",
+    /// A tool created an artifact.
+    ArtifactCreated(ArtifactCreated) = "artifact.created",
+    /// The final answer did not fit the output schema; the error went back to the model.
+    OutputInvalid(OutputInvalid) = "output.invalid",
+    /// The run completed with a final answer.
+    RunCompleted(RunCompleted) = "run.completed",
+    /// The run failed.
+    RunFailed(RunEnded) = "run.failed",
+    /// The run was cancelled.
+    RunCancelled(RunEnded) = "run.cancelled",
+    /// The run was stopped by a limit or policy (max turns, timeout, budget, guardrail).
+    RunInterrupted(RunEnded) = "run.interrupted",
+}
+
+/// Payload of `run.started`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunStarted {
+    /// The run's input.
+    pub input: RunInput,
+    /// The user the run acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The model's name.
+    pub model: String,
+}
+
+/// Payload of `model.request`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRequestEvent {
+    /// The turn, from 1.
+    pub turn: u32,
+    /// The model's name.
+    pub model: String,
+    /// How many messages are sent.
+    pub messages: usize,
+    /// How many tools are offered.
+    pub tools: usize,
+}
+
+/// Payload of `model.delta`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelDelta {
+    /// The turn, from 1.
+    pub turn: u32,
+    /// `text` or `thinking`.
+    pub kind: DeltaKind,
+    /// The new text.
+    pub text: String,
+}
+
+/// What a delta carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaKind {
+    /// Visible answer text.
+    Text,
+    /// Reasoning text.
+    Thinking,
+}
+
+/// Payload of `model.response`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelResponseEvent {
+    /// The turn, from 1.
+    pub turn: u32,
+    /// The visible text.
+    pub text: String,
+    /// Tool calls requested.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    /// Tokens and cost of this call.
+    pub usage: Usage,
+    /// Why the model stopped.
+    pub finish_reason: FinishReason,
+}
+
+/// Payload of `tool.call`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallEvent {
+    /// The turn, from 1.
+    pub turn: u32,
+    /// The call as the model made it.
+    pub call: ToolCall,
+}
+
+/// Payload of `tool.result`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolResultEvent {
+    /// The turn, from 1.
+    pub turn: u32,
+    /// The call's id.
+    pub call_id: String,
+    /// The tool's name.
+    pub name: String,
+    /// What the model receives.
+    pub output: String,
+    /// Whether the call failed.
+    pub is_error: bool,
+    /// For failures: `not_found`, `invalid_arguments`, `failed`, `timeout`, `panicked`, `denied`, `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<crate::error::ToolErrorKind>,
+    /// Whether the output was cut to the configured limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// How long the call took.
+    pub duration_ms: u64,
+}
+
+/// Payload of `artifact.created`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactCreated {
+    /// The artifact.
+    pub artifact: Artifact,
+}
+
+/// Payload of `output.invalid`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputInvalid {
+    /// Which attempt failed, from 1.
+    pub attempt: u32,
+    /// Why it did not validate.
+    pub error: String,
+}
+
+/// Payload of `run.completed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunCompleted {
+    /// The final answer.
+    pub output: String,
+    /// The parsed structured output, when a schema was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parsed: Option<serde_json::Value>,
+    /// Model calls made.
+    pub turns: u32,
+    /// Total usage.
+    pub usage: Usage,
+}
+
+/// Payload of `run.failed`, `run.cancelled` and `run.interrupted`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunEnded {
+    /// What happened.
+    pub error: RunError,
+    /// Model calls made.
+    pub turns: u32,
+    /// Total usage.
+    pub usage: Usage,
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Payload<'a>(&'a EventKind);
+        impl Serialize for Payload<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize_payload(s)
+            }
+        }
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("type", self.kind.type_name())?;
+        map.serialize_entry("run_id", &*self.run_id)?;
+        map.serialize_entry("session_id", &*self.session_id)?;
+        map.serialize_entry("seq", &self.seq)?;
+        map.serialize_entry("at", &self.at)?;
+        map.serialize_entry("payload", &Payload(&self.kind))?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(rename = "type")]
+            ty: String,
+            run_id: Arc<str>,
+            session_id: Arc<str>,
+            seq: u64,
+            at: DateTime<Utc>,
+            payload: serde_json::Value,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        let kind = EventKind::from_parts(&raw.ty, raw.payload).map_err(D::Error::custom)?;
+        Ok(Event { run_id: raw.run_id, session_id: raw.session_id, seq: raw.seq, at: raw.at, kind })
+    }
+}

@@ -1,0 +1,64 @@
+//! Identifiers: a prefix and a time-ordered, 26-character Crockford base32 body (ULID layout).
+
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+thread_local! {
+    static STATE: Cell<u64> = Cell::new({
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(0x9E37_79B9_7F4A_7C15);
+        h.finish() | 1
+    });
+}
+
+fn next_random() -> u64 {
+    STATE.with(|s| {
+        // xorshift64*: fast, seeded per thread from the OS-randomized hasher keys.
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// A new identifier such as `run_01JC7Z3V9X4T6Q8R2M5N7P9K3B`: the prefix, an underscore, then 48 bits
+/// of milliseconds and 80 random bits in Crockford base32, so ids sort by creation time.
+pub fn new_id(prefix: &str) -> String {
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let value: u128 = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80)
+        | (u128::from(next_random()) << 16)
+        | u128::from(next_random() & 0xFFFF);
+    let mut out = String::with_capacity(prefix.len() + 27);
+    out.push_str(prefix);
+    out.push('_');
+    for i in (0..26).rev() {
+        let idx = ((value >> (i * 5)) & 0x1F) as usize;
+        out.push(ALPHABET[idx] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_prefixed_and_sorted_by_time() {
+        let a = new_id("run");
+        assert!(a.starts_with("run_"));
+        assert_eq!(a.len(), 30);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(new_id("x")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id("run");
+        assert!(b > a);
+    }
+}

@@ -1,0 +1,86 @@
+//! # Loom: an agent runtime for Rust
+//!
+//! An [`Agent`] is a configured loop driver: instructions, a model, tools, and the policies around
+//! them. It is a cheap-to-clone value that serves any number of concurrent runs and users. Each run
+//! has an id, an honest final [`RunState`], and a live log of typed [`Event`]s.
+//!
+//! ```
+//! use loom_agent::prelude::*;
+//! use loom_agent::model::{ScriptedModel, ScriptedTurn};
+//! use serde_json::json;
+//!
+//! /// Get the weather for a city.
+//! #[tool(read_only, concurrency_safe)]
+//! async fn get_weather(city: String) -> Result<String, ToolError> {
+//!     Ok(format!("{city}: sunny"))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), loom_agent::Error> {
+//! let model = ScriptedModel::new([
+//!     ScriptedTurn::tool_call("get_weather", json!({"city": "Tokyo"})),
+//!     ScriptedTurn::text("It is sunny in Tokyo."),
+//! ]);
+//! let agent = Agent::builder()
+//!     .instructions("You are a weather assistant.")
+//!     .model(model)
+//!     .tool(get_weather)
+//!     .build()?;
+//!
+//! let result = agent.run("What's the weather in Tokyo?").await?;
+//! assert_eq!(result.state, RunState::Completed);
+//! assert_eq!(result.output, "It is sunny in Tokyo.");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The layers, top down: [`agent`] (Agent, Session, Run), [`architecture`] (the ReAct loop),
+//! [`model`] and [`tool`] (the two core protocols), [`store`] (sessions, journal and memory slots),
+//! [`governance`] (hooks, permissions, budget and audit slots), and the types ([`message`],
+//! [`event`], [`error`]).
+
+pub mod agent;
+pub mod architecture;
+pub mod capability;
+pub mod error;
+pub mod event;
+pub mod governance;
+mod id;
+pub mod message;
+pub mod model;
+pub mod output;
+pub mod store;
+pub mod tool;
+
+pub use agent::{
+    Agent, AgentBuilder, Artifact, KnowledgeItem, Run, RunContext, RunInput, RunRequest, RunResult, RunState,
+    RunStream, Runtime, RuntimeTask, Session, SessionConfig, Transcript,
+};
+pub use error::{Error, ModelError, RunError, RunErrorKind, RunFailure, ToolError, ToolErrorKind};
+pub use event::{Event, EventKind};
+pub use id::new_id;
+pub use loom_agent_macros::tool;
+pub use message::{ContentPart, FinishReason, Message, ToolCall, Usage};
+pub use model::{Generation, Model};
+pub use tool::{Tool, ToolContext, ToolOutput};
+
+/// The names most programs need: `use loom_agent::prelude::*;`.
+pub mod prelude {
+    pub use crate::agent::{
+        Agent, Run, RunContext, RunRequest, RunResult, RunState, RuntimeTask, Session, SessionConfig,
+    };
+    pub use crate::error::{Error, RunErrorKind, ToolError};
+    pub use crate::event::{Event, EventKind};
+    pub use crate::model::{Generation, Model};
+    pub use crate::tool;
+    pub use crate::tool::{Json, Tool, ToolContext, ToolOutput};
+}
+
+/// Re-exports used by the code that `#[tool]` generates. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait;
+    pub use schemars;
+    pub use serde;
+    pub use serde_json;
+}

@@ -1,0 +1,126 @@
+//! Stores: where sessions, run transcripts and conversation history live ([`SessionStore`]), and
+//! the journal and memory slots.
+//!
+//! The in-memory session store is the default. The journal and memory slots are empty by default
+//! and cost nothing then; durable implementations plug in through the same traits.
+
+mod memory_store;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use memory_store::InMemorySessionStore;
+
+use crate::agent::{RunInput, RunState, Transcript};
+use crate::error::Error;
+use crate::governance::Scope;
+use crate::message::{Message, ToolCall};
+use crate::model::ModelResponse;
+
+/// A session as stored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The id.
+    pub id: String,
+    /// Business metadata (merged on each open).
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Extension fields.
+    #[serde(default)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A line of a session's run list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: String,
+    /// The session.
+    pub session_id: String,
+    /// The user.
+    pub user_id: Option<String>,
+    /// The state.
+    pub state: RunState,
+    /// The input.
+    pub input: RunInput,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended, if it has.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Where sessions, their conversation history and their runs' transcripts are kept.
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Creates the session, or merges `record`'s metadata and extensions into the stored one.
+    async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error>;
+
+    /// The conversation so far: every earlier run's messages, oldest first.
+    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error>;
+
+    /// Appends one run's messages to the conversation.
+    async fn append_history(&self, session_id: &str, messages: &[Message]) -> Result<(), Error>;
+
+    /// Saves a finished run's transcript.
+    async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error>;
+
+    /// A run's transcript.
+    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error>;
+
+    /// The session's finished runs, oldest first.
+    async fn list_runs(&self, session_id: &str) -> Result<Vec<RunSummary>, Error>;
+
+    /// Marks the session closed; its data stays readable.
+    async fn close_session(&self, session_id: &str) -> Result<(), Error>;
+}
+
+/// One record of a run's journal.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum JournalEntry {
+    /// A model call's result.
+    ModelResult {
+        /// The turn.
+        turn: u32,
+        /// The answer.
+        response: ModelResponse,
+    },
+    /// A tool call is about to run.
+    ToolIntent {
+        /// The turn.
+        turn: u32,
+        /// The call.
+        call: ToolCall,
+    },
+    /// A tool call finished.
+    ToolResult {
+        /// The turn.
+        turn: u32,
+        /// The call's id.
+        call_id: String,
+        /// What the model receives.
+        output: String,
+        /// Whether it failed.
+        is_error: bool,
+    },
+}
+
+/// The journal slot: every side effect of a run is recorded here before the run moves on.
+/// Empty by default (nothing recorded, no cost).
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Records one entry. An error fails the run: a run must not move past an unrecorded effect.
+    async fn record(&self, scope: &Scope, entry: JournalEntry) -> Result<(), Error>;
+}
+
+/// The memory slot: what a run recalls before it starts and records when it ends.
+#[async_trait::async_trait]
+pub trait Memory: Send + Sync + 'static {
+    /// Messages to add after the context and before the history (for example, known facts).
+    async fn recall(&self, scope: &Scope, input: &RunInput) -> Result<Vec<Message>, Error>;
+
+    /// Records a finished run.
+    async fn remember(&self, scope: &Scope, transcript: &Transcript) -> Result<(), Error>;
+}

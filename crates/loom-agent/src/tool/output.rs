@@ -1,0 +1,139 @@
+use serde::Serialize;
+
+use super::ToolError;
+
+/// What a tool returns to the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolOutput {
+    /// The text the model reads.
+    pub content: String,
+}
+
+impl ToolOutput {
+    /// Text output.
+    pub fn text(content: impl Into<String>) -> Self {
+        ToolOutput { content: content.into() }
+    }
+
+    /// JSON output, serialized compactly.
+    pub fn json(value: &serde_json::Value) -> Self {
+        ToolOutput { content: value.to_string() }
+    }
+}
+
+/// Wraps any `Serialize` value so a tool can return it; the model receives its JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Json<T>(pub T);
+
+/// Values a tool function may return as its output.
+pub trait IntoToolOutput {
+    /// Converts into the tool output.
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError>;
+}
+
+impl IntoToolOutput for ToolOutput {
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(self)
+    }
+}
+
+impl IntoToolOutput for String {
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput { content: self })
+    }
+}
+
+impl IntoToolOutput for &str {
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput { content: self.to_string() })
+    }
+}
+
+impl IntoToolOutput for serde_json::Value {
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(match self {
+            serde_json::Value::String(s) => ToolOutput { content: s },
+            other => ToolOutput { content: other.to_string() },
+        })
+    }
+}
+
+impl IntoToolOutput for () {
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput { content: "done".to_string() })
+    }
+}
+
+impl<T: Serialize> IntoToolOutput for Json<T> {
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        serde_json::to_string(&self.0)
+            .map(|content| ToolOutput { content })
+            .map_err(|e| ToolError::new(format!("cannot serialize the tool output: {e}")))
+    }
+}
+
+macro_rules! display_outputs {
+    ($($t:ty),*) => {$(
+        impl IntoToolOutput for $t {
+            fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+                Ok(ToolOutput { content: self.to_string() })
+            }
+        }
+    )*};
+}
+display_outputs!(bool, i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64, char);
+
+/// What a tool function may return: an output, or a `Result` of an output and any error that
+/// converts into [`ToolError`].
+pub trait IntoToolResult {
+    /// Converts into the tool's result.
+    fn into_tool_result(self) -> Result<ToolOutput, ToolError>;
+}
+
+impl<T: IntoToolOutput, E: Into<ToolError>> IntoToolResult for Result<T, E> {
+    fn into_tool_result(self) -> Result<ToolOutput, ToolError> {
+        match self {
+            Ok(v) => v.into_tool_output(),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+macro_rules! plain_results {
+    ($($t:ty),*) => {$(
+        impl IntoToolResult for $t {
+            fn into_tool_result(self) -> Result<ToolOutput, ToolError> {
+                self.into_tool_output()
+            }
+        }
+    )*};
+}
+plain_results!(
+    ToolOutput,
+    String,
+    &str,
+    serde_json::Value,
+    (),
+    bool,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    f32,
+    f64,
+    char
+);
+
+impl<T: Serialize> IntoToolResult for Json<T> {
+    fn into_tool_result(self) -> Result<ToolOutput, ToolError> {
+        self.into_tool_output()
+    }
+}
