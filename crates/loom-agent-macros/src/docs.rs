@@ -15,7 +15,8 @@ pub(crate) fn doc_lines(attrs: &[Attribute]) -> Vec<String> {
         if let Meta::NameValue(nv) = &attr.meta
             && let Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) = &nv.value
         {
-            lines.extend(s.value().lines().map(str::to_string));
+            // `split`, not `lines`: an empty `///` line is a paragraph break and must stay.
+            lines.extend(s.value().split('\n').map(|line| line.trim_end_matches('\r').to_string()));
         }
     }
     lines

@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, Ident, Item, ItemFn, Pat, PatType, Signature, Type};
+use syn::{Attribute, FnArg, Ident, Item, ItemFn, Pat, PatType, ReturnType, Signature, Type};
 
 use crate::attr::ToolAttr;
 use crate::docs;
@@ -107,6 +107,7 @@ struct Tool {
 impl Tool {
     fn analyze(attr: syn::Result<ToolAttr>, func: &ItemFn) -> syn::Result<Tool> {
         let mut errors = Errors::default();
+        let attr_parsed = attr.is_ok();
         let attr = attr.unwrap_or_else(|err| {
             errors.push(err);
             ToolAttr::default()
@@ -136,7 +137,10 @@ impl Tool {
             Some(lit) => {
                 let name = lit.value();
                 if !valid_tool_name(&name) {
-                    errors.spanned(lit, format!("invalid tool name `{name}`: use 1 to 64 ASCII letters, digits, `_` or `-`"));
+                    errors.spanned(
+                        lit,
+                        format!("invalid tool name `{name}`: use 1 to 64 ASCII letters, digits, `_` or `-`"),
+                    );
                 }
                 name
             }
@@ -164,6 +168,10 @@ impl Tool {
                 text
             }
             None => docs::description(&docs::doc_lines(&func.attrs)).unwrap_or_else(|| {
+                // After an attribute error, a `description = ".."` may be among the unread options.
+                if !attr_parsed {
+                    return String::new();
+                }
                 errors.spanned(
                     &sig.ident,
                     format!(
@@ -286,6 +294,15 @@ impl Tool {
             }
         });
 
+        // Spanned at the return type, so "`X` is not a tool result" points there.
+        let ret_span = match &func.sig.output {
+            ReturnType::Type(_, ty) => ty.span(),
+            ReturnType::Default => ident.span(),
+        };
+        let into_result = quote_spanned! {ret_span=>
+            ::loom_agent::tool::IntoToolResult::into_tool_result(__loom_ret)
+        };
+
         let flag = |on: bool, method: &str| {
             let method = Ident::new(method, Span::call_site());
             if on { quote!(.#method()) } else { TokenStream::new() }
@@ -310,6 +327,8 @@ impl Tool {
 
             impl #ident {
                 #[doc = #invoke_doc]
+                // A tool's parameters are its JSON arguments; many of them is normal.
+                #[allow(clippy::too_many_arguments)]
                 #(#other_attrs)*
                 #vis #invoke_sig #block
             }
@@ -323,6 +342,26 @@ impl Tool {
                 }
 
                 #(#deserializers)*
+
+                /// The arguments as a JSON object; `null` (which a model may send for a tool without
+                /// parameters) counts as `{}`.
+                fn __loom_object(
+                    tool: &str,
+                    arguments: ::loom_agent::__private::serde_json::Value,
+                ) -> ::core::result::Result<::loom_agent::__private::serde_json::Value, ::loom_agent::tool::ToolError> {
+                    use ::loom_agent::__private::serde_json::{Map, Value};
+                    let got = match arguments {
+                        Value::Object(_) => return ::core::result::Result::Ok(arguments),
+                        Value::Null => return ::core::result::Result::Ok(Value::Object(Map::new())),
+                        Value::Array(_) => "an array",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        Value::Bool(_) => "a boolean",
+                    };
+                    ::core::result::Result::Err(::loom_agent::tool::ToolError::invalid_arguments(::std::format!(
+                        "invalid arguments for `{tool}`: expected a JSON object, got {got}"
+                    )))
+                }
 
                 #join_error_fn
 
@@ -366,16 +405,10 @@ impl Tool {
                         __loom_ctx: ::loom_agent::tool::ToolContext,
                         __loom_arguments: ::loom_agent::__private::serde_json::Value,
                     ) -> ::core::result::Result<::loom_agent::tool::ToolOutput, ::loom_agent::tool::ToolError> {
-                        // A model may send `null` for a tool without parameters.
-                        let __loom_arguments = match __loom_arguments {
-                            ::loom_agent::__private::serde_json::Value::Null => {
-                                ::loom_agent::__private::serde_json::Value::Object(::loom_agent::__private::serde_json::Map::new())
-                            }
-                            other => other,
-                        };
+                        let __loom_arguments = __loom_object(#name, __loom_arguments)?;
                         let __loom_args: #args_struct = ::loom_agent::tool::parse_arguments(#name, __loom_arguments)?;
                         let __loom_ret = #invocation;
-                        ::loom_agent::tool::IntoToolResult::into_tool_result(__loom_ret)
+                        #into_result
                     }
                 }
             };
@@ -395,7 +428,10 @@ fn check_signature(sig: &Signature, attr: &ToolAttr, errors: &mut Errors) {
         errors.spanned(where_clause, "`#[tool]` functions cannot have a `where` clause");
     }
     if let Some(unsafety) = &sig.unsafety {
-        errors.spanned(unsafety, "`#[tool]` functions cannot be `unsafe`: the runtime calls them with whatever the model sends");
+        errors.spanned(
+            unsafety,
+            "`#[tool]` functions cannot be `unsafe`: the runtime calls them with whatever the model sends",
+        );
     }
     if let Some(abi) = &sig.abi {
         errors.spanned(abi, "`#[tool]` functions cannot have an `extern` ABI");
@@ -403,14 +439,13 @@ fn check_signature(sig: &Signature, attr: &ToolAttr, errors: &mut Errors) {
     if let Some(variadic) = &sig.variadic {
         errors.spanned(variadic, "`#[tool]` functions cannot be variadic");
     }
-    if let (Some(blocking), Some(asyncness)) = (attr.blocking, &sig.asyncness) {
-        let mut err = syn::Error::new(
+    if let (Some(blocking), Some(_)) = (attr.blocking, &sig.asyncness) {
+        errors.push(syn::Error::new(
             blocking,
             "`blocking` is for plain `fn`s that block (file or network I/O, heavy computation): it runs them on \
-             tokio's blocking thread pool. An `async fn` already runs on the runtime; remove `blocking`",
-        );
-        err.combine(syn::Error::new_spanned(asyncness, "this function is `async`"));
-        errors.push(err);
+             tokio's blocking thread pool. This function is an `async fn`, which already runs on the runtime: \
+             remove `blocking`, or make it a plain `fn`",
+        ));
     }
 }
 
@@ -418,13 +453,17 @@ fn analyze_param<'a>(pat_type: &'a PatType, context: &mut Option<&'a PatType>, e
     let ty = &*pat_type.ty;
     if is_context_type(ty) {
         if let Some(first) = context {
-            let mut err = syn::Error::new_spanned(
+            let first = match &*first.pat {
+                Pat::Ident(pat) => format!("`{}`", pat.ident),
+                _ => "the first one".to_string(),
+            };
+            errors.spanned(
                 pat_type,
-                "a `#[tool]` function takes at most one `ToolContext` parameter; remove this one and clone the \
-                 first where you need a second",
+                format!(
+                    "a `#[tool]` function takes at most one `ToolContext` parameter, and it already has {first}; \
+                     remove this one (a `ToolContext` is cheap to clone)"
+                ),
             );
-            err.combine(syn::Error::new_spanned(first, "the first `ToolContext` parameter is here"));
-            errors.push(err);
             return None;
         }
         *context = Some(pat_type);
@@ -538,11 +577,13 @@ fn is_context_type(ty: &Type) -> bool {
 /// `Option<T>` by its last path segment (`Option`, `std::option::Option`, `core::option::Option`).
 fn is_option(ty: &Type) -> bool {
     match ty {
-        Type::Path(p) => p.qself.is_none()
-            && p.path.segments.last().is_some_and(|last| {
-                last.ident == "Option"
-                    && matches!(&last.arguments, syn::PathArguments::AngleBracketed(args) if args.args.len() == 1)
-            }),
+        Type::Path(p) => {
+            p.qself.is_none()
+                && p.path.segments.last().is_some_and(|last| {
+                    last.ident == "Option"
+                        && matches!(&last.arguments, syn::PathArguments::AngleBracketed(args) if args.args.len() == 1)
+                })
+        }
         Type::Group(g) => is_option(&g.elem),
         Type::Paren(p) => is_option(&p.elem),
         _ => false,

@@ -63,6 +63,9 @@ use proc_macro::TokenStream;
 /// | `read_only`, `destructive`, `concurrency_safe`, `requires_permission`, `idempotent` | the `ToolFlags` |
 /// | `timeout_secs = N` | the per-call timeout in seconds (an integer or a float) |
 /// | `blocking` | for a plain `fn` that blocks: runs it with `tokio::task::spawn_blocking`; a panic in it becomes a `ToolError` of kind `Panicked` |
+///
+/// Inside the function, its name refers to the tool struct: a tool that calls itself writes
+/// `name::invoke(..)`. The generated code refers to the `loom_agent` crate by that name.
 #[proc_macro_attribute]
 pub fn tool(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::expand(attr.into(), item.into()).into()

@@ -118,6 +118,13 @@ pub struct RunStarted {
     pub user_id: Option<String>,
     /// The model's name.
     pub model: String,
+    /// The run's context (inputs, knowledge, extensions).
+    #[serde(default, skip_serializing_if = "is_empty_context")]
+    pub context: crate::agent::RunContext,
+}
+
+fn is_empty_context(c: &crate::agent::RunContext) -> bool {
+    c.inputs.is_empty() && c.knowledge.is_empty() && c.extensions.is_empty()
 }
 
 /// Payload of `model.request`.

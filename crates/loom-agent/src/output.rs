@@ -124,10 +124,10 @@ pub fn extract_json(text: &str) -> Option<serde_json::Value> {
         let lang = after[..body_start].trim();
         let body = &after[body_start..];
         let Some(end) = body.find("```") else { break };
-        if lang.is_empty() || lang.eq_ignore_ascii_case("json") {
-            if let Ok(v) = serde_json::from_str(body[..end].trim()) {
-                return Some(v);
-            }
+        if (lang.is_empty() || lang.eq_ignore_ascii_case("json"))
+            && let Ok(v) = serde_json::from_str(body[..end].trim())
+        {
+            return Some(v);
         }
         rest = &body[end + 3..];
     }
@@ -137,10 +137,10 @@ pub fn extract_json(text: &str) -> Option<serde_json::Value> {
         if b != b'{' && b != b'[' {
             continue;
         }
-        if let Some(end) = balanced_end(&trimmed[i..]) {
-            if let Ok(v) = serde_json::from_str(&trimmed[i..i + end]) {
-                return Some(v);
-            }
+        if let Some(end) = balanced_end(&trimmed[i..])
+            && let Ok(v) = serde_json::from_str(&trimmed[i..i + end])
+        {
+            return Some(v);
         }
     }
     None

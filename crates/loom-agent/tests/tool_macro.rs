@@ -1,6 +1,8 @@
 //! Behaviour of the `#[tool]` attribute: the generated schema, name, description, flags and
 //! timeout, and what calling the tool does.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -359,6 +361,7 @@ async fn a_wrong_type_is_an_invalid_arguments_error_naming_the_field() {
 
     let err = call_err(&get_weather, json!(["Tokyo"])).await;
     assert_eq!(err.kind(), ToolErrorKind::InvalidArguments);
+    assert_eq!(err.message(), "invalid arguments for `get_weather`: expected a JSON object, got an array");
 }
 
 #[tokio::test]
@@ -372,7 +375,11 @@ async fn a_missing_required_argument_is_an_invalid_arguments_error_naming_the_fi
 async fn an_unknown_argument_is_an_invalid_arguments_error_naming_the_field() {
     let err = call_err(&get_weather, json!({"city": "Tokyo", "country": "JP"})).await;
     assert_eq!(err.kind(), ToolErrorKind::InvalidArguments);
-    assert!(err.message().starts_with("invalid arguments for `get_weather`: unknown field `country`"), "{}", err.message());
+    assert!(
+        err.message().starts_with("invalid arguments for `get_weather`: unknown field `country`"),
+        "{}",
+        err.message()
+    );
 }
 
 /// Adds two numbers.
@@ -541,7 +548,7 @@ fn the_tool_is_a_copyable_unit_struct() {
     assert_traits(get_weather);
     assert_traits(tools::echo);
     assert_eq!(format!("{:?}", get_weather), "get_weather");
-    let tools: Vec<Arc<dyn Tool>> = vec![Arc::new(get_weather), Arc::new(tools::multiply), Arc::new(add::default())];
+    let tools: Vec<Arc<dyn Tool>> = vec![Arc::new(get_weather), Arc::new(tools::multiply), Arc::new(add)];
     let names: Vec<&str> = tools.iter().map(|t| t.name()).collect();
     assert_eq!(names, ["get_weather", "multiply", "add"]);
 }
@@ -558,4 +565,49 @@ async fn tools_can_be_defined_inside_a_function() {
     }
     assert_eq!(call(&double, json!({"n": 21})).await.unwrap(), "42");
     assert_eq!(double.parameters()["properties"]["n"]["description"], "The number.");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through an agent
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn macro_tools_run_inside_an_agent_run() {
+    use loom_agent::event::EventKind;
+    use loom_agent::model::{ScriptedModel, ScriptedTurn};
+
+    let model = ScriptedModel::new([
+        ScriptedTurn::tool_call("nearby", json!({"origin": {"lat": 1.5, "lon": 2.5}, "units": "celsius"})),
+        ScriptedTurn::tool_call("whoami", json!({"greeting": "hello"})),
+        ScriptedTurn::tool_call("get_weather", json!({"city": 3})),
+        ScriptedTurn::text("finished"),
+    ]);
+    let agent = Agent::builder()
+        .instructions("Use the tools.")
+        .model(model)
+        .tool(nearby)
+        .tool(whoami)
+        .tool(get_weather)
+        .build()
+        .unwrap();
+    let result = agent.run("go").await.unwrap();
+    assert_eq!(result.state, RunState::Completed);
+    assert_eq!(result.output, "finished");
+
+    let results: Vec<_> = result
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::ToolResult(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        (results[0].name.as_str(), results[0].output.as_str(), results[0].is_error),
+        ("nearby", "1.5,2.5 Celsius None", false)
+    );
+    assert_eq!(results[1].output, format!("hello from {} in {}", result.run_id, result.session_id));
+    assert!(results[2].is_error);
+    assert_eq!(results[2].error_kind, Some(ToolErrorKind::InvalidArguments));
 }

@@ -1,1 +1,25 @@
-fn main(){}
+//! `loom`: the command line of Loom, an agent runtime for Rust.
+//!
+//! `loom run "prompt"` runs an agent on a prompt and streams what it does: the answer on stdout as
+//! it arrives, thinking, tool calls and tool results on stderr. `--json` prints every run event as
+//! one JSON line instead, then the run's result. The exit code says how the run ended (see
+//! `loom run --help`).
+//!
+//! The layout: [`cli`] holds the clap definitions, [`run`] the `run` command, and [`render`] the
+//! human view.
+
+mod cli;
+mod render;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let exit = match cli.command {
+        cli::Command::Run(args) => run::main(args),
+    };
+    ExitCode::from(exit as u8)
+}

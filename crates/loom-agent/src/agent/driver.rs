@@ -83,6 +83,7 @@ async fn execute(
                 input: input.clone(),
                 user_id: scope.user_id.as_deref().map(str::to_string),
                 model: agent.model.name().to_string(),
+                context: request.context.clone(),
             }));
             return (end_with(shared, Err(error), Vec::new()), None);
         }
@@ -92,6 +93,7 @@ async fn execute(
         input: input.clone(),
         user_id: scope.user_id.as_deref().map(str::to_string),
         model: agent.model.name().to_string(),
+        context: request.context.clone(),
     }));
     if let Some(audit) = &agent.audit {
         let payload = serde_json::json!({
@@ -284,16 +286,16 @@ async fn persist(
     if let (Some(base), RunState::Completed | RunState::Interrupted) = (history_base, result.state) {
         let own = transcript.messages.get(base..).unwrap_or_default();
         let keep = consistent_prefix(own);
-        if keep > 0 {
-            if let Err(e) = store.append_history(&result.session_id, &own[..keep]).await {
-                tracing::warn!(run_id = %result.run_id, error = %e, "extending the session history failed");
-            }
+        if keep > 0
+            && let Err(e) = store.append_history(&result.session_id, &own[..keep]).await
+        {
+            tracing::warn!(run_id = %result.run_id, error = %e, "extending the session history failed");
         }
     }
-    if let Some(memory) = &agent.memory {
-        if let Err(e) = memory.remember(&scope, transcript).await {
-            tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed");
-        }
+    if let Some(memory) = &agent.memory
+        && let Err(e) = memory.remember(&scope, transcript).await
+    {
+        tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed");
     }
     if let Some(audit) = &agent.audit {
         let payload = serde_json::json!({

@@ -156,10 +156,10 @@ struct CancelOnDrop(Option<Run>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(run) = self.0.take() {
-            if !run.state().is_terminal() {
-                run.cancel();
-            }
+        if let Some(run) = self.0.take()
+            && !run.state().is_terminal()
+        {
+            run.cancel();
         }
     }
 }

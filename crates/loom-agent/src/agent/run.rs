@@ -183,15 +183,17 @@ impl Transcript {
             user_id: self.user_id.clone(),
             state: self.state,
             input: self.input.clone(),
-            started_at: self.started_at.unwrap_or_else(Utc::now),
+            started_at: self.started_at.or(self.finished_at).unwrap_or_else(Utc::now),
             finished_at: self.finished_at,
         }
     }
 
     /// The result this transcript records.
     pub fn to_result(&self) -> RunResult {
-        let started_at = self.started_at.unwrap_or_else(Utc::now);
-        let finished_at = self.finished_at.unwrap_or(started_at);
+        // A run that never started (cancelled while queued) reports its start as its end, as
+        // `RunShared::finish` does.
+        let finished_at = self.finished_at.or(self.started_at).unwrap_or_else(Utc::now);
+        let started_at = self.started_at.unwrap_or(finished_at);
         RunResult {
             run_id: self.run_id.clone(),
             session_id: self.session_id.clone(),

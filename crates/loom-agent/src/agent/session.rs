@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use super::run::{Run, RunEnd, RunShared, RunState, RunStream};
 use super::{Agent, RunRequest, RunResult, driver};
 use crate::error::{Error, RunError, RunErrorKind};
+use crate::event::{EventKind, RunEnded};
 use crate::governance::Scope;
 use crate::id::new_id;
 use crate::store::RunSummary;
@@ -166,27 +167,14 @@ impl Session {
         let run = Run { shared: shared.clone() };
         if self.inner.closed.load(Ordering::Acquire) {
             let message = format!("session `{}` is closed", self.inner.id);
-            shared.finish(RunEnd {
-                state: RunState::Failed,
-                output: String::new(),
-                parsed: None,
-                error: Some(RunError::new(RunErrorKind::Config, message)),
-                messages: Vec::new(),
-            });
-            shared.publish();
+            fail_at_once(&shared, RunError::new(RunErrorKind::Config, message));
             return run;
         }
         let handle = match tokio::runtime::Handle::try_current() {
             Ok(h) => h,
             Err(_) => {
-                shared.finish(RunEnd {
-                    state: RunState::Failed,
-                    output: String::new(),
-                    parsed: None,
-                    error: Some(RunError::new(RunErrorKind::Config, "runs need a Tokio runtime; none is running")),
-                    messages: Vec::new(),
-                });
-                shared.publish();
+                let error = RunError::new(RunErrorKind::Config, "runs need a Tokio runtime; none is running");
+                fail_at_once(&shared, error);
                 return run;
             }
         };
@@ -200,9 +188,14 @@ impl Session {
         run
     }
 
-    /// Starts a run and waits for it. `Ok` when it completed; otherwise [`Error::Run`].
+    /// Starts a run and waits for it. `Ok` when it completed; otherwise [`Error::Run`]. Dropping
+    /// the returned future cancels the run, as with [`Agent::run`].
     pub async fn run(&self, request: impl Into<RunRequest>) -> Result<RunResult, Error> {
-        self.start(request).wait().await
+        let run = self.start(request);
+        let mut guard = super::CancelOnDrop(Some(run.clone()));
+        let result = run.result().await;
+        guard.0 = None;
+        result.into_completed()
     }
 
     /// Starts a run and streams its events. Dropping the stream before the run ends cancels it.
@@ -254,6 +247,19 @@ impl Session {
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
     }
+}
+
+/// Ends a run that cannot start: its log still ends with a `run.failed` event.
+fn fail_at_once(shared: &RunShared, error: RunError) {
+    shared.emit(EventKind::RunFailed(RunEnded { error: error.clone(), turns: 0, usage: Default::default() }));
+    shared.finish(RunEnd {
+        state: RunState::Failed,
+        output: String::new(),
+        parsed: None,
+        error: Some(error),
+        messages: Vec::new(),
+    });
+    shared.publish();
 }
 
 impl fmt::Debug for Session {

@@ -200,10 +200,10 @@ impl RunCx {
     /// timeouts become error results for the model; the run goes on.
     pub async fn run_tools(&mut self, calls: &[ToolCall]) -> Result<(), RunError> {
         let turn = self.turn;
+        self.check_budget()?;
         for call in calls {
             self.shared.emit(EventKind::ToolCall(ToolCallEvent { turn, call: call.clone() }));
         }
-        self.check_budget()?;
         self.shared.record_tool_calls(calls.len() as u32);
         let mut prepared = Vec::with_capacity(calls.len());
         for call in calls {

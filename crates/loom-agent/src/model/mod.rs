@@ -265,7 +265,7 @@ pub fn parse_model(spec: &str) -> Result<SharedModel, Error> {
     if trimmed.is_empty() {
         return Err(Error::Config(format!("the model string is empty; accepted: {ACCEPTED_MODEL_STRINGS}")));
     }
-    Err(Error::Config(format!("unknown model `{trimmed}`; accepted: {ACCEPTED_MODEL_STRINGS}")))
+    Err(Error::Config(format!("unknown model \"{trimmed}\"; accepted: {ACCEPTED_MODEL_STRINGS}")))
 }
 
 impl fmt::Debug for dyn Model {

@@ -248,14 +248,16 @@ impl ScriptedModel {
     /// Parses a script: a JSON array of turns, or `{"turns": [...]}`.
     pub fn from_json(text: &str) -> Result<Self, Error> {
         #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Script {
-            Turns(Vec<ScriptedTurn>),
-            Object { turns: Vec<ScriptedTurn> },
+        #[serde(deny_unknown_fields)]
+        struct Script {
+            turns: Vec<ScriptedTurn>,
         }
-        let script: Script = serde_json::from_str(text).map_err(|e| Error::Config(format!("invalid script: {e}")))?;
-        let turns = match script {
-            Script::Turns(t) | Script::Object { turns: t } => t,
+        let invalid = |e: serde_json::Error| Error::Config(format!("invalid script: {e}"));
+        let value: serde_json::Value = serde_json::from_str(text).map_err(invalid)?;
+        let turns = if value.is_array() {
+            serde_json::from_value::<Vec<ScriptedTurn>>(value).map_err(invalid)?
+        } else {
+            serde_json::from_value::<Script>(value).map_err(invalid)?.turns
         };
         Ok(Self::new(turns))
     }

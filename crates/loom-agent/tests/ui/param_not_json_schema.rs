@@ -1,0 +1,14 @@
+use loom_agent::prelude::*;
+
+#[derive(serde::Deserialize)]
+struct City {
+    name: String,
+}
+
+/// Get the weather for a city.
+#[tool]
+fn get_weather(city: City) -> String {
+    city.name
+}
+
+fn main() {}

@@ -1,0 +1,162 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use loom_agent::model::ACCEPTED_MODEL_STRINGS;
+use serde_json::Value;
+
+/// The environment variable that names the model when `--model` is not given.
+pub const MODEL_ENV: &str = "LOOM_MODEL";
+
+/// The model used when neither `--model` nor `LOOM_MODEL` is set.
+pub const DEFAULT_MODEL: &str = "echo";
+
+/// `loom`: run Loom agents from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "loom", version, about = "Loom: run agents and stream what they do.", propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an agent on a prompt: the answer streams to stdout, tool calls to stderr.
+    #[command(after_help = "Run `loom run --help` for examples and exit codes.", after_long_help = run_long_help())]
+    Run(RunArgs),
+}
+
+/// The options of `loom run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The prompt; `-` reads it from standard input.
+    pub prompt: String,
+
+    /// The model: "echo" or "scripted:FILE.json" [default: $LOOM_MODEL, else "echo"].
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+
+    /// The agent's instructions (its system prompt).
+    #[arg(long, value_name = "TEXT")]
+    pub instructions: Option<String>,
+
+    /// The most model calls the run may make [default: 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_turns: Option<u32>,
+
+    /// Stop the run after this many seconds (fractions allowed: 0.5).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Print every event as one JSON line, then the run's result as the last line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The user the run acts for.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+
+    /// Run in this session (sessions live in this process only, for now).
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+
+    /// A context input for the model, repeatable; a VALUE that is not JSON is taken as a string.
+    #[arg(long = "context", value_name = "KEY=VALUE", value_parser = parse_context)]
+    pub context: Vec<(String, Value)>,
+
+    /// A JSON schema file the answer must match; the parsed value is printed.
+    #[arg(long, value_name = "FILE")]
+    pub output_schema: Option<PathBuf>,
+}
+
+fn run_long_help() -> String {
+    format!(
+        "\
+Examples:
+  loom run \"Say hello\"
+  loom run --model scripted:demo.json --max-turns 4 \"Plan the release\"
+  loom run --context repo=loom --context 'limits={{\"files\": 3}}' \"Summarise the repo\"
+  loom run --output-schema answer.schema.json \"Give me a number\"
+  loom run --json \"hello\" | jq -c 'select(.type == \"tool.call\")'
+  echo \"a long prompt\" | loom run -
+
+Models:
+  {ACCEPTED_MODEL_STRINGS}. Without --model, ${MODEL_ENV} is used, else \"{DEFAULT_MODEL}\".
+
+Output:
+  The model's text streams to stdout. Thinking, tool calls (→) and tool results (←) go to stderr,
+  so `loom run \"…\" > answer.txt` keeps only what the model says. With --json, stdout carries one JSON event
+  per line ({{type, run_id, session_id, seq, at, payload}}), then the run's result as the last line.
+  Ctrl-C cancels the run.
+
+Exit codes:
+  0  the run completed
+  1  the run failed (a model error, an answer that never matched the schema, …)
+  2  usage or configuration error (bad flags, unknown model, unreadable file)
+  3  the run was interrupted (max turns, timeout, budget, guardrail)
+  4  the run was cancelled (Ctrl-C)"
+    )
+}
+
+/// Parses `--timeout`: a positive number of seconds.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err("the timeout must be a positive number of seconds".to_string());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` seconds is too long a timeout"))
+}
+
+/// Parses `--context KEY=VALUE`: the value as JSON, or as a string when it is not JSON.
+fn parse_context(text: &str) -> Result<(String, Value), String> {
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(format!("expected KEY=VALUE, got `{text}`"));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("the key before `=` is empty in `{text}`"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    Ok((key.to_string(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_values_are_json_or_strings() {
+        assert_eq!(parse_context("n=3"), Ok(("n".to_string(), serde_json::json!(3))));
+        assert_eq!(parse_context("repo=\"loom\""), Ok(("repo".to_string(), serde_json::json!("loom"))));
+        assert_eq!(parse_context("repo=loom"), Ok(("repo".to_string(), serde_json::json!("loom"))));
+        assert_eq!(parse_context("eq=a=b"), Ok(("eq".to_string(), serde_json::json!("a=b"))));
+        assert!(parse_context("novalue").is_err());
+        assert!(parse_context("=1").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        assert_eq!(parse_timeout("0.2"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_timeout("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("NaN").is_err());
+        assert!(parse_timeout("inf").is_err());
+        assert!(parse_timeout("soon").is_err());
+    }
+
+    #[test]
+    fn the_documented_max_turns_default_holds() {
+        assert_eq!(loom_agent::Runtime::default().max_turns, 32, "update the --max-turns help");
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,250 @@
+//! `loom run`: builds the agent and the request from the flags, streams the run to the chosen view,
+//! and turns how the run ended into an exit code.
+
+use std::env::VarError;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use futures::StreamExt;
+use loom_agent::model::parse_model;
+use loom_agent::output::OutputSchema;
+use loom_agent::{Agent, Error, Event, RunContext, RunRequest, RunResult, RunState};
+
+use crate::cli::{DEFAULT_MODEL, MODEL_ENV, RunArgs};
+use crate::render::{HumanView, error_line};
+
+/// How `loom` exits; the numbers are documented in `loom run --help`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The run completed.
+    Completed = 0,
+    /// The run failed, or its output could not be written.
+    Failed = 1,
+    /// Bad flags or configuration: nothing ran.
+    Usage = 2,
+    /// The run was stopped by a limit or policy.
+    Interrupted = 3,
+    /// The run was cancelled.
+    Cancelled = 4,
+}
+
+impl Exit {
+    fn of(state: RunState) -> Exit {
+        match state {
+            RunState::Completed => Exit::Completed,
+            RunState::Interrupted => Exit::Interrupted,
+            RunState::Cancelled => Exit::Cancelled,
+            RunState::Failed | RunState::Queued | RunState::Running => Exit::Failed,
+        }
+    }
+}
+
+/// Writes a line to stderr; a stderr that cannot be written is not worth failing for.
+pub fn report(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+/// Runs `loom run` to the end.
+pub fn main(args: RunArgs) -> Exit {
+    let json = args.json;
+    let (agent, request) = match prepare(args) {
+        Ok(prepared) => prepared,
+        Err(message) => {
+            report(&format!("error: {message}"));
+            return Exit::Usage;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            report(&format!("error: cannot start the async runtime: {e}"));
+            return Exit::Failed;
+        }
+    };
+    let view = if json { View::Json } else { View::Human(HumanView::new(request.output_schema.is_none())) };
+    runtime.block_on(stream_run(&agent, request, view))
+}
+
+/// Where `--model` came from.
+enum ModelSource {
+    Flag,
+    Env,
+    Default,
+}
+
+/// Builds the agent and the request, or says what is wrong with the flags.
+fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
+    let (spec, source) = choose_model(args.model)?;
+    match source {
+        ModelSource::Flag => {}
+        ModelSource::Env => report(&format!("using model {spec} (from {MODEL_ENV})")),
+        ModelSource::Default => report(&format!("using model {spec} (default; set --model or {MODEL_ENV})")),
+    }
+    let model = parse_model(&spec).map_err(|e| describe(&e))?;
+    let mut builder = Agent::builder().name("loom").model(model);
+    if let Some(instructions) = args.instructions {
+        builder = builder.instructions(instructions);
+    }
+    let agent = builder.build().map_err(|e| describe(&e))?;
+
+    let mut context = RunContext::new();
+    for (key, value) in args.context {
+        context = context.input(key, value);
+    }
+    let mut request = RunRequest::new(read_prompt(args.prompt)?).context(context);
+    if let Some(user) = args.user {
+        request = request.user(user);
+    }
+    if let Some(session) = args.session {
+        request = request.session(session);
+    }
+    if let Some(max_turns) = args.max_turns {
+        request = request.max_turns(max_turns);
+    }
+    if let Some(timeout) = args.timeout {
+        request = request.timeout(timeout);
+    }
+    if let Some(path) = args.output_schema {
+        request = request.output_schema(load_schema(&path)?);
+    }
+    Ok((agent, request))
+}
+
+/// The model string: `--model`, else `$LOOM_MODEL`, else the default.
+fn choose_model(flag: Option<String>) -> Result<(String, ModelSource), String> {
+    if let Some(spec) = flag {
+        return Ok((spec, ModelSource::Flag));
+    }
+    match std::env::var(MODEL_ENV) {
+        Ok(spec) if !spec.trim().is_empty() => Ok((spec, ModelSource::Env)),
+        Err(VarError::NotUnicode(_)) => Err(format!("{MODEL_ENV} is not valid UTF-8")),
+        _ => Ok((DEFAULT_MODEL.to_string(), ModelSource::Default)),
+    }
+}
+
+/// The prompt as given, or standard input for `-`.
+fn read_prompt(prompt: String) -> Result<String, String> {
+    let prompt = if prompt == "-" {
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read the prompt from stdin: {e}"))?;
+        text.trim_end().to_string()
+    } else {
+        prompt
+    };
+    if prompt.trim().is_empty() {
+        return Err("the prompt is empty".to_string());
+    }
+    Ok(prompt)
+}
+
+/// Reads a JSON schema file. The schema is named by its `title`, else by the file name.
+fn load_schema(path: &Path) -> Result<OutputSchema, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read output schema {shown}: {e}"))?;
+    let schema: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("output schema {shown} is not valid JSON: {e}"))?;
+    let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('.').next()).unwrap_or_default();
+    let name = match schema.get("title").and_then(serde_json::Value::as_str) {
+        Some(title) => title.to_string(),
+        None if !stem.is_empty() => stem.to_string(),
+        None => "output".to_string(),
+    };
+    OutputSchema::new(name, schema).map_err(|e| describe(&e))
+}
+
+/// An error as a sentence, without the "configuration error:" prefix the flags already imply.
+fn describe(err: &Error) -> String {
+    match err {
+        Error::Config(message) => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Streams the run into the view until it ends. The first Ctrl-C cancels the run; a second one
+/// stops waiting for it.
+async fn stream_run(agent: &Agent, request: RunRequest, mut view: View) -> Exit {
+    let mut stream = agent.stream(request);
+    let run = stream.run().clone();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut cancelled = false;
+    let mut ctrl_c_works = true;
+    let mut write_error: Option<io::Error> = None;
+    loop {
+        tokio::select! {
+            // Polling Ctrl-C first installs its handler before the first event is shown.
+            biased;
+            signal = &mut ctrl_c, if ctrl_c_works => match signal {
+                Ok(()) if cancelled => return Exit::Cancelled,
+                Ok(()) => {
+                    cancelled = true;
+                    run.cancel();
+                    ctrl_c.set(tokio::signal::ctrl_c());
+                }
+                Err(e) => {
+                    report(&format!("warning: Ctrl-C will not cancel the run: {e}"));
+                    ctrl_c_works = false;
+                }
+            },
+            event = stream.next() => {
+                let Some(event) = event else { break };
+                if write_error.is_none()
+                    && let Err(e) = view.event(&event)
+                {
+                    // Nobody can see the run any more: stop it.
+                    run.cancel();
+                    write_error = Some(e);
+                }
+            }
+        }
+    }
+    let result = stream.result().await;
+    let written = match write_error {
+        Some(e) => Err(e),
+        None => view.finish(&result),
+    };
+    if let Err(e) = written {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            report(&format!("error: cannot write to stdout: {e}"));
+        }
+        return Exit::Failed;
+    }
+    Exit::of(result.state)
+}
+
+/// The two ways to show a run.
+enum View {
+    /// One JSON line per event, then the result.
+    Json,
+    /// For a person.
+    Human(HumanView),
+}
+
+impl View {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        match self {
+            View::Json => json_line(serde_json::to_string(event)),
+            View::Human(view) => view.event(event),
+        }
+    }
+
+    fn finish(&mut self, result: &RunResult) -> io::Result<()> {
+        match self {
+            View::Json => {
+                json_line(serde_json::to_string(result))?;
+                if result.state != RunState::Completed {
+                    report(&error_line(result));
+                }
+                Ok(())
+            }
+            View::Human(view) => view.finish(result),
+        }
+    }
+}
+
+fn json_line(line: serde_json::Result<String>) -> io::Result<()> {
+    let line = line.map_err(io::Error::other)?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
