@@ -21,9 +21,6 @@ pub enum Error {
     /// A model call failed outside of a run.
     #[error(transparent)]
     Model(#[from] ModelError),
-    /// The session was closed and takes no more runs.
-    #[error("session `{0}` is closed")]
-    SessionClosed(String),
     /// A session or run store failed.
     #[error("store error: {0}")]
     Store(String),

@@ -3,9 +3,12 @@
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+static LAST: Mutex<u128> = Mutex::new(0);
 
 thread_local! {
     static STATE: Cell<u64> = Cell::new({
@@ -31,9 +34,17 @@ fn next_random() -> u64 {
 /// of milliseconds and 80 random bits in Crockford base32, so ids sort by creation time.
 pub fn new_id(prefix: &str) -> String {
     let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let value: u128 = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80)
+    let candidate: u128 = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80)
         | (u128::from(next_random()) << 16)
         | u128::from(next_random() & 0xFFFF);
+    // Monotonic across the process: an id made later always sorts after an earlier one, even
+    // within the same millisecond (the random part then counts up from the last id).
+    let value = {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let v = if candidate > *last { candidate } else { *last + 1 };
+        *last = v;
+        v
+    };
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
     out.push('_');
@@ -54,8 +65,12 @@ mod tests {
         assert!(a.starts_with("run_"));
         assert_eq!(a.len(), 30);
         let mut seen = std::collections::HashSet::new();
+        let mut prev = String::new();
         for _ in 0..10_000 {
-            assert!(seen.insert(new_id("x")));
+            let id = new_id("x");
+            assert!(id > prev, "ids must increase: {prev} then {id}");
+            assert!(seen.insert(id.clone()));
+            prev = id;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = new_id("run");

@@ -9,8 +9,8 @@ use super::run::{RunEnd, RunResult, RunShared, RunState, Transcript};
 use super::session::SessionInner;
 use super::{AgentInner, RunInput};
 use crate::architecture::RunCx;
-use crate::error::{RunError, RunErrorKind};
-use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted};
+use crate::error::{RunError, RunErrorKind, ToolErrorKind};
+use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted, ToolResultEvent};
 use crate::governance::{AuditRecord, HookAction};
 use crate::message::Message;
 use crate::output::OutputSchema;
@@ -258,6 +258,20 @@ fn end_with(
                 }
                 _ => RunState::Failed,
             };
+            // Every tool.call gets its tool.result: calls still in flight when the run stopped
+            // are reported as cancelled.
+            for (turn, call) in shared.pending_tool_calls() {
+                shared.emit(EventKind::ToolResult(ToolResultEvent {
+                    turn,
+                    call_id: call.id,
+                    name: call.name,
+                    output: format!("Error: the run stopped before this call finished ({})", error.message),
+                    is_error: true,
+                    error_kind: Some(ToolErrorKind::Cancelled),
+                    truncated: false,
+                    duration_ms: 0,
+                }));
+            }
             let ended = RunEnded { error: error.clone(), turns: progress.turns, usage: progress.usage };
             shared.emit(match state {
                 RunState::Cancelled => EventKind::RunCancelled(ended),
@@ -283,10 +297,17 @@ async fn persist(
     if let Err(e) = store.save_run(transcript.clone()).await {
         tracing::warn!(run_id = %result.run_id, error = %e, "saving the run transcript failed");
     }
-    if let (Some(base), RunState::Completed | RunState::Interrupted) = (history_base, result.state) {
+    // A run stopped by a guardrail adds nothing: replaying the blocked content would send it to the
+    // model on the next run (or trip the guardrail again on every later run of the session).
+    let guardrail = result.error.as_ref().is_some_and(|e| e.kind == RunErrorKind::Guardrail);
+    if let (Some(base), RunState::Completed | RunState::Interrupted, false) = (history_base, result.state, guardrail) {
         let own = transcript.messages.get(base..).unwrap_or_default();
         let keep = consistent_prefix(own);
+        // An interrupted run that got no answer at all (stopped before its first model call)
+        // adds nothing, so the history never holds a question without a reply.
+        let answered = own[..keep].iter().any(|m| matches!(m, Message::Assistant { .. }));
         if keep > 0
+            && answered
             && let Err(e) = store.append_history(&result.session_id, &own[..keep]).await
         {
             tracing::warn!(run_id = %result.run_id, error = %e, "extending the session history failed");

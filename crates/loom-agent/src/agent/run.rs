@@ -363,6 +363,20 @@ impl RunShared {
         now
     }
 
+    /// Tool calls announced by a `tool.call` event that have no `tool.result` yet.
+    pub(crate) fn pending_tool_calls(&self) -> Vec<(u32, crate::message::ToolCall)> {
+        let inner = self.lock();
+        let mut pending: Vec<(u32, &crate::message::ToolCall)> = Vec::new();
+        for e in &inner.events {
+            match &e.kind {
+                EventKind::ToolCall(c) => pending.push((c.turn, &c.call)),
+                EventKind::ToolResult(r) => pending.retain(|(_, c)| c.id != r.call_id),
+                _ => {}
+            }
+        }
+        pending.into_iter().map(|(t, c)| (t, c.clone())).collect()
+    }
+
     pub(crate) fn input(&self) -> RunInput {
         self.lock().input.clone()
     }

@@ -216,13 +216,14 @@ impl Session {
     pub async fn list_runs(&self) -> Result<Vec<RunSummary>, Error> {
         let mut runs = self.inner.agent.inner.session_store.list_runs(&self.inner.id).await?;
         let live: Vec<Run> = self.inner.lock().live.values().cloned().collect();
-        let mut in_flight: Vec<RunSummary> = live
+        let in_flight: Vec<RunSummary> = live
             .iter()
             .filter(|r| !runs.iter().any(|s| s.run_id == r.id()))
             .map(|r| r.transcript().summary())
             .collect();
-        in_flight.sort_by(|a, b| a.run_id.cmp(&b.run_id));
         runs.extend(in_flight);
+        // Run ids are time-ordered from the moment a run is started: this is start order.
+        runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
         Ok(runs)
     }
 

@@ -87,6 +87,15 @@ impl RunCx {
         self.messages
     }
 
+    /// A run cancelled while this task was busy (a tool cancelling it, a `cancel()` from another
+    /// thread mid-poll) stops here instead of going on to the next step.
+    fn check_cancelled(&self) -> Result<(), RunError> {
+        if self.shared.cancel.is_cancelled() {
+            return Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled"));
+        }
+        Ok(())
+    }
+
     fn check_budget(&self) -> Result<(), RunError> {
         let Some(budget) = &self.agent.budget else { return Ok(()) };
         let p = self.shared.progress();
@@ -119,6 +128,7 @@ impl RunCx {
     /// One model call with the conversation so far: streams deltas as events, appends the answer
     /// as an assistant message, and returns it. Counts as one turn.
     pub async fn model_turn(&mut self) -> Result<ModelResponse, RunError> {
+        self.check_cancelled()?;
         self.check_budget()?;
         let turn = self.turn + 1;
         for hook in self.agent.hooks.iter() {
@@ -196,7 +206,8 @@ impl RunCx {
     /// Runs one turn's tool calls and appends their results, in call order, as tool messages.
     ///
     /// Consecutive concurrency-safe calls run at the same time; every other call runs alone, in
-    /// order. Unknown tools, malformed or schema-violating arguments, denials, errors, panics and
+    /// order. Each call is checked (schema, permissions, approval, hooks) just before it runs; the
+    /// calls of a concurrent batch are checked in call order before the batch starts. Unknown tools, malformed or schema-violating arguments, denials, errors, panics and
     /// timeouts become error results for the model; the run goes on.
     pub async fn run_tools(&mut self, calls: &[ToolCall]) -> Result<(), RunError> {
         let turn = self.turn;
@@ -205,27 +216,31 @@ impl RunCx {
             self.shared.emit(EventKind::ToolCall(ToolCallEvent { turn, call: call.clone() }));
         }
         self.shared.record_tool_calls(calls.len() as u32);
-        let mut prepared = Vec::with_capacity(calls.len());
-        for call in calls {
-            prepared.push(self.prepare(call).await?);
-        }
+        let tools = &self.agent.tools;
+        let safe =
+            |call: &ToolCall| tools.index_of(&call.name).is_some_and(|i| tools.entry(i).spec.flags.concurrency_safe);
         let mut outcomes: Vec<Option<ToolOutcome>> = (0..calls.len()).map(|_| None).collect();
         let mut i = 0;
         while i < calls.len() {
-            let safe = |p: &Prepared| matches!(p, Prepared::Ready { index, .. } if self.agent.tools.entry(*index).spec.flags.concurrency_safe);
-            if safe(&prepared[i]) {
+            if safe(&calls[i]) {
                 let mut j = i + 1;
-                while j < calls.len() && safe(&prepared[j]) {
+                while j < calls.len() && safe(&calls[j]) {
                     j += 1;
                 }
-                let batch = (i..j).map(|k| self.execute(turn, &calls[k], &prepared[k]));
+                // Checks and approvals in call order, then the batch runs together.
+                let mut prepared = Vec::with_capacity(j - i);
+                for call in &calls[i..j] {
+                    prepared.push(self.prepare(call).await?);
+                }
+                let batch = calls[i..j].iter().zip(&prepared).map(|(call, p)| self.execute(turn, call, p));
                 let results = futures::future::join_all(batch).await;
                 for (k, outcome) in (i..j).zip(results) {
                     outcomes[k] = Some(outcome);
                 }
                 i = j;
             } else {
-                outcomes[i] = Some(self.execute(turn, &calls[i], &prepared[i]).await);
+                let prepared = self.prepare(&calls[i]).await?;
+                outcomes[i] = Some(self.execute(turn, &calls[i], &prepared).await);
                 i += 1;
             }
         }
@@ -239,7 +254,7 @@ impl RunCx {
                 });
             }
         }
-        Ok(())
+        self.check_cancelled()
     }
 
     /// Resolves the tool, parses and checks the arguments, and asks permissions and hooks.

@@ -30,7 +30,8 @@ pub struct Scope {
 pub enum HookAction {
     /// Go on.
     Continue,
-    /// Stop the run: it ends interrupted with reason `guardrail: <reason>`.
+    /// Stop the run: it ends interrupted with reason `guardrail: <reason>`, and adds nothing to
+    /// its session's history.
     Stop(String),
 }
 
