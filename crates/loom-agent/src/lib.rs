@@ -61,7 +61,7 @@ pub use event::{Event, EventKind};
 pub use id::new_id;
 pub use loom_agent_macros::tool;
 pub use message::{ContentPart, FinishReason, Message, ToolCall, Usage};
-pub use model::{Generation, Model};
+pub use model::{Generation, LanguageModel, Model};
 pub use tool::{Tool, ToolContext, ToolOutput};
 
 /// The names most programs need: `use loom_agent::prelude::*;`.
@@ -71,7 +71,7 @@ pub mod prelude {
     };
     pub use crate::error::{Error, RunErrorKind, ToolError};
     pub use crate::event::{Event, EventKind};
-    pub use crate::model::{Generation, Model};
+    pub use crate::model::{Generation, LanguageModel, Model};
     pub use crate::tool;
     pub use crate::tool::{Json, Tool, ToolContext, ToolOutput};
 }

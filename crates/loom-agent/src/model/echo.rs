@@ -1,4 +1,4 @@
-use super::{Model, ModelChunk, ModelRequest, ModelStream};
+use super::{LanguageModel, ModelChunk, ModelRequest, ModelStream};
 use crate::error::ModelError;
 use crate::message::{FinishReason, Message, Usage};
 
@@ -28,7 +28,7 @@ impl Default for EchoModel {
 }
 
 #[async_trait::async_trait]
-impl Model for EchoModel {
+impl LanguageModel for EchoModel {
     fn name(&self) -> &str {
         "echo"
     }

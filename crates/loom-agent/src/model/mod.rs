@@ -1,8 +1,12 @@
-//! The [`Model`] trait every provider implements, generation settings, and the built-in offline
+//! Models: the [`LanguageModel`] trait every provider implements, the [`Model`] handle users pass
+//! around (with constructors for every provider), generation settings, and the built-in offline
 //! models ([`ScriptedModel`], [`EchoModel`]).
 
 mod assemble;
 mod echo;
+mod handle;
+#[cfg(feature = "providers")]
+pub mod providers;
 mod scripted;
 
 use std::fmt;
@@ -14,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use assemble::ResponseAssembler;
 pub use echo::EchoModel;
+pub use handle::{ACCEPTED_MODEL_STRINGS, Model};
 pub use scripted::{FnModel, ScriptedModel, ScriptedToolCall, ScriptedTurn};
 
 use crate::error::{Error, ModelError};
@@ -27,13 +32,13 @@ pub type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelChunk, ModelError>>
 /// the model can do.
 ///
 /// ```
-/// use loom_agent::model::{Model, ModelChunk, ModelRequest, ModelStream};
+/// use loom_agent::model::{LanguageModel, ModelChunk, ModelRequest, ModelStream};
 /// use loom_agent::ModelError;
 ///
 /// struct Shout;
 ///
 /// #[async_trait::async_trait]
-/// impl Model for Shout {
+/// impl LanguageModel for Shout {
 ///     fn name(&self) -> &str { "shout" }
 ///     async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {
 ///         let last = request.messages.last().map(|m| m.text()).unwrap_or_default();
@@ -43,7 +48,7 @@ pub type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelChunk, ModelError>>
 /// }
 /// ```
 #[async_trait::async_trait]
-pub trait Model: Send + Sync + 'static {
+pub trait LanguageModel: Send + Sync + 'static {
     /// The model's name, such as `gpt-4o` or `scripted`.
     fn name(&self) -> &str;
 
@@ -212,7 +217,7 @@ impl Generation {
 }
 
 /// A shared model, as the agent holds it.
-pub type SharedModel = Arc<dyn Model>;
+pub type SharedModel = Arc<dyn LanguageModel>;
 
 /// Anything the agent builder accepts as a model: a model value, a shared model, or a model string.
 pub trait IntoModel {
@@ -220,9 +225,27 @@ pub trait IntoModel {
     fn into_model(self) -> Result<SharedModel, Error>;
 }
 
-impl<M: Model> IntoModel for M {
+impl<M: LanguageModel> IntoModel for M {
     fn into_model(self) -> Result<SharedModel, Error> {
         Ok(Arc::new(self))
+    }
+}
+
+impl<M: LanguageModel> IntoModel for Arc<M> {
+    fn into_model(self) -> Result<SharedModel, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoModel for Model {
+    fn into_model(self) -> Result<SharedModel, Error> {
+        Ok(self.0)
+    }
+}
+
+impl<T: IntoModel> IntoModel for Result<T, Error> {
+    fn into_model(self) -> Result<SharedModel, Error> {
+        self?.into_model()
     }
 }
 
@@ -234,41 +257,28 @@ impl IntoModel for SharedModel {
 
 impl IntoModel for &str {
     fn into_model(self) -> Result<SharedModel, Error> {
-        parse_model(self)
+        Model::parse(self).map(|m| m.0)
     }
 }
 
 impl IntoModel for String {
     fn into_model(self) -> Result<SharedModel, Error> {
-        parse_model(&self)
+        Model::parse(&self).map(|m| m.0)
     }
 }
 
 impl IntoModel for &String {
     fn into_model(self) -> Result<SharedModel, Error> {
-        parse_model(self)
+        Model::parse(self).map(|m| m.0)
     }
 }
 
-/// The model strings this build understands, for error messages and `--help`.
-pub const ACCEPTED_MODEL_STRINGS: &str = "\"echo\", \"scripted:FILE.json\"";
-
-/// Resolves a model string: `"echo"` or `"scripted:FILE.json"`.
+/// Resolves a model string; see [`Model::parse`].
 pub fn parse_model(spec: &str) -> Result<SharedModel, Error> {
-    let trimmed = spec.trim();
-    if trimmed.eq_ignore_ascii_case("echo") {
-        return Ok(Arc::new(EchoModel::new()));
-    }
-    if let Some(path) = trimmed.strip_prefix("scripted:") {
-        return Ok(Arc::new(ScriptedModel::from_file(path)?));
-    }
-    if trimmed.is_empty() {
-        return Err(Error::Config(format!("the model string is empty; accepted: {ACCEPTED_MODEL_STRINGS}")));
-    }
-    Err(Error::Config(format!("unknown model \"{trimmed}\"; accepted: {ACCEPTED_MODEL_STRINGS}")))
+    Model::parse(spec).map(|m| m.0)
 }
 
-impl fmt::Debug for dyn Model {
+impl fmt::Debug for dyn LanguageModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Model").field("name", &self.name()).field("provider", &self.provider()).finish()
     }

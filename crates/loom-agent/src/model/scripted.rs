@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Generation, Model, ModelCapabilities, ModelChunk, ModelRequest, ModelStream};
+use super::{Generation, LanguageModel, ModelCapabilities, ModelChunk, ModelRequest, ModelStream};
 use crate::error::{Error, ModelError};
 use crate::message::{FinishReason, Message, Usage};
 use crate::tool::ToolSpec;
@@ -299,7 +299,7 @@ impl ScriptedModel {
 }
 
 #[async_trait::async_trait]
-impl Model for ScriptedModel {
+impl LanguageModel for ScriptedModel {
     fn name(&self) -> &str {
         &self.name
     }
@@ -359,7 +359,7 @@ impl std::fmt::Debug for FnModel {
 }
 
 #[async_trait::async_trait]
-impl Model for FnModel {
+impl LanguageModel for FnModel {
     fn name(&self) -> &str {
         &self.name
     }

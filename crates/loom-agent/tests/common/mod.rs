@@ -13,7 +13,7 @@ use loom_agent::event::ToolResultEvent;
 use loom_agent::governance::Hooks;
 use loom_agent::message::Message;
 use loom_agent::model::{
-    FnModel, Model, ModelChunk, ModelRequest, ModelStream, ScriptedModel, ScriptedTurn, SharedModel,
+    FnModel, LanguageModel, ModelChunk, ModelRequest, ModelStream, ScriptedModel, ScriptedTurn, SharedModel,
 };
 use loom_agent::store::{InMemorySessionStore, RunSummary, SessionRecord, SessionStore};
 use loom_agent::tool::{FunctionTool, ToolOutput};
@@ -30,7 +30,7 @@ pub fn scripted(turns: impl IntoIterator<Item = ScriptedTurn>) -> (Arc<ScriptedM
 }
 
 /// Wraps a model so the builder takes it while the test keeps a handle.
-pub fn share<M: Model>(model: M) -> (Arc<M>, SharedModel) {
+pub fn share<M: LanguageModel>(model: M) -> (Arc<M>, SharedModel) {
     let model = Arc::new(model);
     let shared: SharedModel = model.clone();
     (model, shared)
@@ -208,7 +208,7 @@ pub fn last_user_text(messages: &[Message]) -> String {
 }
 
 #[async_trait::async_trait]
-impl Model for GateModel {
+impl LanguageModel for GateModel {
     fn name(&self) -> &str {
         "gate"
     }

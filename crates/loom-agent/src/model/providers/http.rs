@@ -1,0 +1,620 @@
+//! The HTTP machinery every provider shares: one generic [`HttpModel`] over a [`WireFormat`].
+//!
+//! A wire format only builds request bodies and decodes responses. The model around it owns the
+//! rest: timeouts (connect, first byte, between chunks, total), retries with exponential backoff and
+//! jitter that honour `Retry-After`, a limit on concurrent requests, the rule that a stream is
+//! retried only before its first chunk reached the caller, and keeping keys out of every error.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::pricing::Price;
+use super::sse::{SseEvent, SseParser};
+use crate::error::ModelError;
+use crate::message::Usage;
+use crate::model::{LanguageModel, ModelCapabilities, ModelChunk, ModelRequest, ModelStream};
+
+/// An API key. Its `Debug` shows only that it is set; it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(Arc<str>);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(Arc::from(key.into().trim()))
+    }
+
+    /// The key itself, for building a request header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Replaces any occurrence of the key in `text` (error bodies can echo it).
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        if self.0.len() >= 8 && text.contains(&*self.0) {
+            text.replace(&*self.0, "[redacted]")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([redacted])")
+    }
+}
+
+/// Retries with exponential backoff and full jitter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// The first backoff.
+    pub initial_delay: Duration,
+    /// The longest backoff (and the longest `Retry-After` honoured).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 3, initial_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries.
+    pub fn none() -> Self {
+        RetryPolicy { max_attempts: 1, ..Self::default() }
+    }
+
+    /// The wait before attempt `attempt + 1` (attempt counts from 1).
+    pub fn delay(&self, attempt: u32, error: &ModelError) -> Duration {
+        if let ModelError::RateLimited { retry_after: Some(after), .. } = error {
+            return (*after).min(self.max_delay);
+        }
+        let exp = self.initial_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let cap = exp.min(self.max_delay);
+        // Full jitter: anywhere in [cap/2, cap].
+        let half = cap / 2;
+        half + Duration::from_nanos(fastrand_u64() % (half.as_nanos() as u64 + 1))
+    }
+}
+
+fn fastrand_u64() -> u64 {
+    // Each RandomState gets fresh random keys: enough randomness for backoff jitter.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5EED);
+    h.finish()
+}
+
+/// Timeouts, retries and limits of one provider.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConfig {
+    /// Establishing the connection.
+    pub connect_timeout: Duration,
+    /// From sending the request to the response headers and the first body bytes.
+    pub first_byte_timeout: Duration,
+    /// The longest silence between two body chunks.
+    pub idle_timeout: Duration,
+    /// The whole call, streaming included.
+    pub total_timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// The most requests in flight at once through this model (`None`: no limit).
+    pub max_concurrency: Option<usize>,
+    /// The largest response body accepted, and the largest single SSE event.
+    pub max_response_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(900),
+            retry: RetryPolicy::default(),
+            max_concurrency: None,
+            max_response_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a provider's wire format does: build a request, decode a response.
+pub trait WireFormat: Send + Sync + 'static {
+    /// The provider's name (`openai`, `anthropic`, …).
+    fn provider(&self) -> &str;
+
+    /// The model's name as sent.
+    fn model(&self) -> &str;
+
+    /// What the model supports.
+    fn capabilities(&self) -> ModelCapabilities;
+
+    /// The environment variable holding the key (`""` for none).
+    fn key_env(&self) -> &str;
+
+    /// Whether calls fail without a key (false for local servers).
+    fn key_required(&self) -> bool {
+        true
+    }
+
+    /// Sets the base URL.
+    fn set_base_url(&mut self, url: String);
+
+    /// The URL, the headers (the key included) and the JSON body of one call.
+    fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError>;
+
+    /// A fresh decoder for one streamed response.
+    fn decoder(&self) -> Box<dyn StreamDecoder>;
+
+    /// Decodes a whole (non-streamed) response body.
+    fn decode_body(&self, body: &[u8]) -> Result<Vec<ModelChunk>, ModelError>;
+
+    /// Maps an error response to the error taxonomy.
+    fn error(&self, status: u16, body: &str, retry_after: Option<Duration>) -> ModelError {
+        classify(status, body, retry_after)
+    }
+}
+
+/// Turns the server-sent events of one streamed response into chunks.
+pub trait StreamDecoder: Send {
+    /// One event; chunks go to `out`. Return `Ok(true)` when the stream is complete.
+    fn event(&mut self, event: SseEvent, out: &mut Vec<ModelChunk>) -> Result<bool, ModelError>;
+
+    /// The body ended; anything still pending goes to `out`.
+    fn end(&mut self, _out: &mut Vec<ModelChunk>) -> Result<(), ModelError> {
+        Ok(())
+    }
+}
+
+/// One HTTP call, as a wire format builds it.
+#[derive(Debug)]
+pub struct HttpRequest {
+    /// The full URL.
+    pub url: String,
+    /// Headers beyond `content-type: application/json`.
+    pub headers: HeaderMap,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+/// A sensitive header value (its Debug is redacted by reqwest).
+pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, ModelError> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| ModelError::Authentication("the API key contains characters not allowed in a header".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A plain header.
+pub(crate) fn header(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), ModelError> {
+    let v = HeaderValue::from_str(value)
+        .map_err(|_| ModelError::InvalidRequest(format!("invalid value for header {name}")))?;
+    headers.insert(HeaderName::from_static(name), v);
+    Ok(())
+}
+
+/// The error kind of an HTTP status and body, the rules every provider shares.
+pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> ModelError {
+    let message = error_message(body).unwrap_or_else(|| format!("HTTP {status}"));
+    let lower = body.to_ascii_lowercase();
+    let message = format!("{message} (HTTP {status})");
+    if lower.contains("context_length_exceeded")
+        || lower.contains("maximum context length")
+        || lower.contains("prompt is too long")
+        || lower.contains("too many tokens")
+    {
+        return ModelError::ContextLengthExceeded(message);
+    }
+    if lower.contains("content_filter") || lower.contains("content_policy") || lower.contains("safety") && status == 400
+    {
+        return ModelError::ContentFilter(message);
+    }
+    match status {
+        401 | 403 => ModelError::Authentication(message),
+        429 => ModelError::RateLimited { message, retry_after },
+        408 | 409 | 500..=599 => ModelError::Transient { message, status: Some(status) },
+        _ if lower.contains("overloaded") => ModelError::Transient { message, status: Some(status) },
+        _ => ModelError::InvalidRequest(message),
+    }
+}
+
+/// The human message in a provider's JSON error body (`error.message`, `message`, or `error` as a
+/// string), cut to a readable length.
+pub fn error_message(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let v = if v.is_array() { v.get(0)?.clone() } else { v };
+    let msg = v
+        .pointer("/error/message")
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("error").filter(|e| e.is_string()))
+        .and_then(|m| m.as_str())?;
+    Some(msg.chars().take(500).collect())
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok());
+    if let Some(ms) = v {
+        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
+    }
+    let s = headers.get("retry-after")?.to_str().ok()?.trim();
+    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64)
+}
+
+fn env_key(var: &str) -> Option<ApiKey> {
+    if var.is_empty() {
+        return None;
+    }
+    std::env::var(var).ok().filter(|k| !k.trim().is_empty()).map(ApiKey::new)
+}
+
+fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, ModelError> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    let built = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    built.clone().map_err(|e| ModelError::Unavailable(format!("cannot build the HTTP client: {e}")))
+}
+
+/// A model served over HTTP through a [`WireFormat`].
+pub struct HttpModel<W: WireFormat> {
+    wire: W,
+    config: HttpConfig,
+    client: Option<reqwest::Client>,
+    limiter: Option<Arc<Semaphore>>,
+    price: Option<Price>,
+    stream: bool,
+    key: Option<ApiKey>,
+}
+
+impl<W: WireFormat> HttpModel<W> {
+    /// A model over `wire`, streaming, with the default configuration and the key from the wire
+    /// format's environment variable (if set).
+    pub fn new(wire: W) -> Self {
+        let price = super::pricing::price_for(wire.model());
+        let key = env_key(wire.key_env());
+        HttpModel { wire, config: HttpConfig::default(), client: None, limiter: None, price, stream: true, key }
+    }
+
+    /// Sets the API key (instead of the provider's environment variable).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(ApiKey::new(key));
+        self
+    }
+
+    /// Sets the base URL (instead of the default or the provider's environment variable).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        let url: String = url.into();
+        self.wire.set_base_url(url.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Changes the wire format's settings.
+    pub fn configure(mut self, f: impl FnOnce(&mut W)) -> Self {
+        f(&mut self.wire);
+        self
+    }
+
+    /// Sets timeouts, retries and limits.
+    pub fn with_config(mut self, config: HttpConfig) -> Self {
+        self.limiter = config.max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
+        self.config = config;
+        self
+    }
+
+    /// Uses this HTTP client (for custom TLS, proxies, or tests).
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Streams (the default) or makes plain request/response calls.
+    pub fn streaming(mut self, stream: bool) -> Self {
+        self.stream = stream;
+        self
+    }
+
+    /// Overrides the price used to compute cost.
+    pub fn with_price(mut self, price: Price) -> Self {
+        self.price = Some(price);
+        self
+    }
+
+    /// The wire format.
+    pub fn wire(&self) -> &W {
+        &self.wire
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HttpConfig {
+        &self.config
+    }
+
+    fn scrub(&self, e: ModelError) -> ModelError {
+        scrub_error(self.key.as_ref(), e)
+    }
+
+    /// One attempt: send, check the status, and (streaming) read up to the first chunk.
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        req: &HttpRequest,
+        deadline: Instant,
+    ) -> Result<Opened, ModelError> {
+        let mut builder = client
+            .post(&req.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .headers(req.headers.clone())
+            .body(req.body.clone());
+        if self.stream {
+            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
+        }
+        let first_byte = self.config.first_byte_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let response = match tokio::time::timeout(first_byte, builder.send()).await {
+            Err(_) => return Err(transient(format!("no response within {} ms", first_byte.as_millis()))),
+            Ok(Err(e)) => return Err(transport_error(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let after = retry_after(response.headers());
+            let body = read_limited(response, self.config.max_response_bytes, first_byte).await.unwrap_or_default();
+            return Err(self.wire.error(status, &String::from_utf8_lossy(&body), after));
+        }
+        if !self.stream {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let body = read_limited(response, self.config.max_response_bytes, remaining).await?;
+            let chunks = self.wire.decode_body(&body)?;
+            return Ok(Opened { chunks: chunks.into(), body: None });
+        }
+        let mut body = BodyDecoder {
+            bytes: Box::pin(response.bytes_stream()),
+            parser: SseParser::with_limit(self.config.max_response_bytes),
+            decoder: self.wire.decoder(),
+            done: false,
+            read: 0,
+            max_bytes: self.config.max_response_bytes,
+        };
+        // Read until the first chunk (or the end): until then, a failure can still be retried.
+        let mut chunks = Vec::new();
+        while chunks.is_empty() && !body.done {
+            body.next_chunks(first_byte, &mut chunks).await?;
+        }
+        Ok(Opened { chunks: chunks.into(), body: Some(body) })
+    }
+}
+
+struct Opened {
+    chunks: VecDeque<ModelChunk>,
+    body: Option<BodyDecoder>,
+}
+
+type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+struct BodyDecoder {
+    bytes: ByteStream,
+    parser: SseParser,
+    decoder: Box<dyn StreamDecoder>,
+    done: bool,
+    read: usize,
+    max_bytes: usize,
+}
+
+impl BodyDecoder {
+    /// Reads one network chunk (waiting at most `wait`) and decodes what it completes.
+    async fn next_chunks(&mut self, wait: Duration, out: &mut Vec<ModelChunk>) -> Result<(), ModelError> {
+        let next = match tokio::time::timeout(wait, self.bytes.next()).await {
+            Err(_) => return Err(transient(format!("the stream stalled for {} ms", wait.as_millis()))),
+            Ok(n) => n,
+        };
+        let mut events = Vec::new();
+        match next {
+            Some(Ok(bytes)) => {
+                self.read += bytes.len();
+                if self.read > self.max_bytes {
+                    return Err(ModelError::Protocol(format!("the response exceeded {} bytes", self.max_bytes)));
+                }
+                self.parser
+                    .feed(&bytes, |e| events.push(e))
+                    .map_err(|e| ModelError::Protocol(format!("malformed event stream: {e}")))?;
+            }
+            Some(Err(e)) => return Err(transport_error(&e)),
+            None => {
+                self.parser
+                    .finish(|e| events.push(e))
+                    .map_err(|e| ModelError::Protocol(format!("malformed event stream: {e}")))?;
+                for e in events.drain(..) {
+                    if self.decoder.event(e, out)? {
+                        break;
+                    }
+                }
+                self.decoder.end(out)?;
+                self.done = true;
+                return Ok(());
+            }
+        }
+        for e in events {
+            if self.decoder.event(e, out)? {
+                self.decoder.end(out)?;
+                self.done = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn transient(message: String) -> ModelError {
+    ModelError::Transient { message, status: None }
+}
+
+fn transport_error(e: &reqwest::Error) -> ModelError {
+    // reqwest's Display includes the URL but never headers, so no key can leak from here.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    if e.is_decode() || e.is_body() && !e.is_timeout() && !e.is_connect() {
+        return ModelError::Transient { message: format!("the connection broke: {msg}"), status: None };
+    }
+    ModelError::Transient { message: msg, status: None }
+}
+
+async fn read_limited(response: reqwest::Response, max: usize, wait: Duration) -> Result<Vec<u8>, ModelError> {
+    let mut out = Vec::new();
+    let mut stream = response.bytes_stream();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transport_error(&e))?;
+            if out.len() + chunk.len() > max {
+                return Err(ModelError::Protocol(format!("the response exceeded {max} bytes")));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(wait, read).await {
+        Err(_) => Err(transient(format!("the response body did not arrive within {} ms", wait.as_millis()))),
+        Ok(r) => r.map(|()| out),
+    }
+}
+
+fn priced(chunk: ModelChunk, price: Option<&Price>) -> ModelChunk {
+    match (chunk, price) {
+        (ModelChunk::Usage(u), Some(p)) => ModelChunk::Usage(Usage { cost_usd: p.cost(&u), ..u }),
+        (c, _) => c,
+    }
+}
+
+#[async_trait::async_trait]
+impl<W: WireFormat> LanguageModel for HttpModel<W> {
+    fn name(&self) -> &str {
+        self.wire.model()
+    }
+
+    fn provider(&self) -> &str {
+        self.wire.provider()
+    }
+
+    fn capabilities(&self) -> ModelCapabilities {
+        self.wire.capabilities()
+    }
+
+    async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {
+        if self.key.is_none() && self.wire.key_required() {
+            return Err(ModelError::Authentication(format!(
+                "no API key for {}: set {} or give one with .api_key(…)",
+                self.wire.provider(),
+                self.wire.key_env()
+            )));
+        }
+        let http = self.wire.build(request, self.stream, self.key.as_ref()).map_err(|e| self.scrub(e))?;
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => shared_client(self.config.connect_timeout)?,
+        };
+        let permit: Option<OwnedSemaphorePermit> = match &self.limiter {
+            Some(sem) => Some(
+                sem.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ModelError::Unavailable("the request limiter closed".into()))?,
+            ),
+            None => None,
+        };
+        let deadline = Instant::now() + self.config.total_timeout;
+        let mut attempt = 0;
+        let opened = loop {
+            attempt += 1;
+            match self.attempt(&client, &http, deadline).await {
+                Ok(o) => break o,
+                Err(e) => {
+                    let e = self.scrub(e);
+                    let last = attempt >= self.config.retry.max_attempts;
+                    if !e.is_retryable() || last {
+                        return Err(e);
+                    }
+                    let wait = self.config.retry.delay(attempt, &e);
+                    if Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(provider = self.wire.provider(), attempt, error = %e, "retrying model call");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        let price = self.price;
+        let idle = self.config.idle_timeout;
+        let key = self.key.clone();
+        let state = (opened, permit, Vec::<ModelChunk>::new());
+        let stream = futures::stream::unfold(state, move |(mut opened, permit, mut buf)| {
+            let key = key.clone();
+            async move {
+                loop {
+                    if let Some(chunk) = opened.chunks.pop_front() {
+                        return Some((Ok(priced(chunk, price.as_ref())), (opened, permit, buf)));
+                    }
+                    let body = opened.body.as_mut()?;
+                    if body.done {
+                        return None;
+                    }
+                    let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
+                    buf.clear();
+                    if let Err(e) = body.next_chunks(wait, &mut buf).await {
+                        opened.body = None;
+                        let e = scrub_error(key.as_ref(), e);
+                        return Some((Err(e), (opened, permit, buf)));
+                    }
+                    opened.chunks.extend(buf.drain(..));
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+/// Removes the key from any message an error carries.
+fn scrub_error(key: Option<&ApiKey>, e: ModelError) -> ModelError {
+    let Some(key) = key else { return e };
+    match e {
+        ModelError::Transient { message, status } => ModelError::Transient { message: key.scrub(&message), status },
+        ModelError::RateLimited { message, retry_after } => {
+            ModelError::RateLimited { message: key.scrub(&message), retry_after }
+        }
+        ModelError::Authentication(m) => ModelError::Authentication(key.scrub(&m)),
+        ModelError::InvalidRequest(m) => ModelError::InvalidRequest(key.scrub(&m)),
+        ModelError::ContentFilter(m) => ModelError::ContentFilter(key.scrub(&m)),
+        ModelError::ContextLengthExceeded(m) => ModelError::ContextLengthExceeded(key.scrub(&m)),
+        ModelError::Protocol(m) => ModelError::Protocol(key.scrub(&m)),
+        ModelError::Unavailable(m) => ModelError::Unavailable(key.scrub(&m)),
+        other => other,
+    }
+}
+
+impl<W: WireFormat> fmt::Debug for HttpModel<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpModel")
+            .field("provider", &self.wire.provider())
+            .field("model", &self.wire.model())
+            .field("stream", &self.stream)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}

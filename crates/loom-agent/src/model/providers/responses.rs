@@ -1,0 +1,305 @@
+//! The OpenAI Responses API (`POST {base}/responses`).
+
+use std::collections::HashMap;
+
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+use serde_json::{Map, Value, json};
+
+use super::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
+use super::openai::is_reasoning_model;
+use super::sse::SseEvent;
+use super::strict::strict_schema;
+use crate::error::ModelError;
+use crate::message::{ContentPart, FinishReason, Message, Usage};
+use crate::model::{ModelCapabilities, ModelChunk, ModelRequest};
+
+/// The Responses wire format (stateless: `store: false`, the whole conversation is sent each turn).
+#[derive(Clone, Debug)]
+pub struct Responses {
+    pub(crate) model: String,
+    pub(crate) base_url: String,
+}
+
+/// OpenAI Responses: `OPENAI_API_KEY`, `OPENAI_BASE_URL`.
+pub fn openai_responses(model: &str) -> HttpModel<Responses> {
+    HttpModel::new(Responses {
+        model: model.to_string(),
+        base_url: super::base_url_from_env("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    })
+}
+
+fn input_items(messages: &[Message]) -> (Option<String>, Vec<Value>) {
+    let mut instructions: Option<String> = None;
+    let mut items = Vec::new();
+    for m in messages {
+        match m {
+            Message::System { content } => match &mut instructions {
+                // Leading system messages become the instructions; later ones stay in place.
+                Some(i) if items.is_empty() => {
+                    i.push_str("\n\n");
+                    i.push_str(content);
+                }
+                None if items.is_empty() => instructions = Some(content.clone()),
+                _ => items.push(json!({"role": "developer", "content": content})),
+            },
+            Message::User { content } => {
+                let parts: Vec<Value> = content
+                    .iter()
+                    .map(|p| match p {
+                        ContentPart::Text { text } => json!({"type": "input_text", "text": text}),
+                        ContentPart::Image { url, .. } => json!({"type": "input_image", "image_url": url}),
+                    })
+                    .collect();
+                items.push(json!({"role": "user", "content": parts}));
+            }
+            Message::Assistant { content, tool_calls, .. } => {
+                if !content.is_empty() {
+                    items.push(json!({"role": "assistant", "content": [{"type": "output_text", "text": content}]}));
+                }
+                for c in tool_calls {
+                    items.push(
+                        json!({"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}),
+                    );
+                }
+            }
+            Message::Tool { call_id, content, .. } => {
+                items.push(json!({"type": "function_call_output", "call_id": call_id, "output": content}));
+            }
+        }
+    }
+    (instructions, items)
+}
+
+impl WireFormat for Responses {
+    fn provider(&self) -> &str {
+        "openai"
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn capabilities(&self) -> ModelCapabilities {
+        ModelCapabilities { tools: true, native_structured_output: true, context_window: None }
+    }
+
+    fn key_env(&self) -> &str {
+        "OPENAI_API_KEY"
+    }
+
+    fn set_base_url(&mut self, url: String) {
+        self.base_url = url;
+    }
+
+    fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
+        let g = request.generation;
+        let (instructions, input) = input_items(request.messages);
+        let mut body = Map::new();
+        body.insert("model".into(), json!(self.model));
+        if let Some(i) = instructions {
+            body.insert("instructions".into(), json!(i));
+        }
+        body.insert("input".into(), Value::Array(input));
+        body.insert("store".into(), json!(false));
+        if !request.tools.is_empty() {
+            let tools: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters, "strict": false}))
+                .collect();
+            body.insert("tools".into(), Value::Array(tools));
+        }
+        if stream {
+            body.insert("stream".into(), json!(true));
+        }
+        if let Some(t) = g.temperature.filter(|_| !is_reasoning_model(&self.model)) {
+            body.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = g.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
+        if let Some(n) = g.max_output_tokens {
+            body.insert("max_output_tokens".into(), json!(n));
+        }
+        if let Some(schema) = request.output_schema {
+            let (schema, strict) = strict_schema(schema);
+            body.insert(
+                "text".into(),
+                json!({"format": {"type": "json_schema", "name": "output", "schema": schema, "strict": strict}}),
+            );
+        }
+        for (k, v) in &g.extensions {
+            body.insert(k.clone(), v.clone());
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(key) = key {
+            headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose()))?);
+        }
+        let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
+        Ok(HttpRequest { url: format!("{}/responses", self.base_url.trim_end_matches('/')), headers, body })
+    }
+
+    fn decoder(&self) -> Box<dyn StreamDecoder> {
+        Box::new(ResponsesDecoder::default())
+    }
+
+    fn decode_body(&self, body: &[u8]) -> Result<Vec<ModelChunk>, ModelError> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| ModelError::Protocol(format!("invalid JSON response: {e}")))?;
+        let mut out = Vec::new();
+        let mut calls = 0;
+        for item in v.get("output").and_then(Value::as_array).into_iter().flatten() {
+            match item.get("type").and_then(Value::as_str) {
+                Some("message") => {
+                    for c in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                        match c.get("type").and_then(Value::as_str) {
+                            Some("output_text") => out.push(ModelChunk::Text(
+                                c.get("text").and_then(Value::as_str).unwrap_or("").to_string(),
+                            )),
+                            Some("refusal") => {
+                                return Err(ModelError::ContentFilter(
+                                    c.get("refusal").and_then(Value::as_str).unwrap_or("refused").to_string(),
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Some("function_call") => {
+                    out.push(ModelChunk::ToolCallDelta {
+                        index: calls,
+                        id: item.get("call_id").and_then(Value::as_str).map(str::to_string),
+                        name: item.get("name").and_then(Value::as_str).map(str::to_string),
+                        arguments: item.get("arguments").and_then(Value::as_str).unwrap_or("{}").to_string(),
+                    });
+                    calls += 1;
+                }
+                Some("reasoning") => {
+                    for s in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
+                        if let Some(t) = s.get("text").and_then(Value::as_str) {
+                            out.push(ModelChunk::Thinking { text: t.to_string(), signature: None });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        finish_response(&v, calls > 0, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn usage(u: &Value) -> Usage {
+    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("/input_tokens_details/cached_tokens");
+    Usage {
+        input_tokens: n("/input_tokens").saturating_sub(cached),
+        cached_input_tokens: cached,
+        cache_write_tokens: 0,
+        output_tokens: n("/output_tokens"),
+        cost_usd: 0.0,
+    }
+}
+
+/// Usage and finish reason from a final `response` object.
+fn finish_response(response: &Value, has_calls: bool, out: &mut Vec<ModelChunk>) -> Result<(), ModelError> {
+    if let Some(err) = response.get("error").filter(|e| !e.is_null()) {
+        return Err(response_error(err));
+    }
+    if let Some(u) = response.get("usage").filter(|u| !u.is_null()) {
+        out.push(ModelChunk::Usage(usage(u)));
+    }
+    let finish = match response.get("status").and_then(Value::as_str) {
+        Some("incomplete") => match response.pointer("/incomplete_details/reason").and_then(Value::as_str) {
+            Some("max_output_tokens") => FinishReason::Length,
+            Some("content_filter") => FinishReason::ContentFilter,
+            _ => FinishReason::Other,
+        },
+        _ if has_calls => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    };
+    out.push(ModelChunk::Finish(finish));
+    Ok(())
+}
+
+fn response_error(err: &Value) -> ModelError {
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("unknown error").to_string();
+    match err.get("code").and_then(Value::as_str).unwrap_or("") {
+        "rate_limit_exceeded" => ModelError::RateLimited { message, retry_after: None },
+        "server_error" | "server_is_overloaded" => ModelError::Transient { message, status: None },
+        "context_length_exceeded" => ModelError::ContextLengthExceeded(message),
+        "invalid_prompt" => ModelError::InvalidRequest(message),
+        _ => ModelError::Transient { message, status: None },
+    }
+}
+
+#[derive(Default)]
+struct ResponsesDecoder {
+    /// Output index → tool call index.
+    calls: HashMap<u64, usize>,
+    done: bool,
+}
+
+impl StreamDecoder for ResponsesDecoder {
+    fn event(&mut self, event: SseEvent, out: &mut Vec<ModelChunk>) -> Result<bool, ModelError> {
+        if event.data.trim().is_empty() || event.data.trim() == "[DONE]" {
+            return Ok(event.data.trim() == "[DONE]");
+        }
+        let v: Value = serde_json::from_str(&event.data)
+            .map_err(|e| ModelError::Protocol(format!("invalid JSON in the event stream: {e}")))?;
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or(event.event.as_str());
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        match kind {
+            "response.output_text.delta" => out.push(ModelChunk::Text(s("delta"))),
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                out.push(ModelChunk::Thinking { text: s("delta"), signature: None })
+            }
+            "response.output_item.added" => {
+                let item = v.get("item").unwrap_or(&Value::Null);
+                if item.get("type").and_then(Value::as_str) == Some("function_call") {
+                    let output_index = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                    let index = self.calls.len();
+                    self.calls.insert(output_index, index);
+                    out.push(ModelChunk::ToolCallDelta {
+                        index,
+                        id: item.get("call_id").and_then(Value::as_str).map(str::to_string),
+                        name: item.get("name").and_then(Value::as_str).map(str::to_string),
+                        arguments: item.get("arguments").and_then(Value::as_str).unwrap_or("").to_string(),
+                    });
+                }
+            }
+            "response.function_call_arguments.delta" => {
+                let output_index = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                let Some(&index) = self.calls.get(&output_index) else {
+                    return Err(ModelError::Protocol(format!(
+                        "arguments for output {output_index}, which is not a function call"
+                    )));
+                };
+                out.push(ModelChunk::ToolCallDelta { index, id: None, name: None, arguments: s("delta") });
+            }
+            "response.refusal.delta" | "response.refusal.done" => {
+                return Err(ModelError::ContentFilter(format!("the model refused: {}", s("refusal"))));
+            }
+            "response.completed" | "response.incomplete" => {
+                let response = v.get("response").unwrap_or(&Value::Null);
+                finish_response(response, !self.calls.is_empty(), out)?;
+                self.done = true;
+                return Ok(true);
+            }
+            "response.failed" => {
+                return Err(response_error(v.pointer("/response/error").unwrap_or(&Value::Null)));
+            }
+            "error" => return Err(response_error(&v)),
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn end(&mut self, _out: &mut Vec<ModelChunk>) -> Result<(), ModelError> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(ModelError::Transient { message: "the stream ended before response.completed".into(), status: None })
+        }
+    }
+}

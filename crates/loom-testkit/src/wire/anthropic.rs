@@ -1,0 +1,1 @@
+//! Anthropic Messages bodies and stream pieces.

@@ -1,0 +1,1 @@
+//! OpenAI Responses API bodies and stream pieces.
