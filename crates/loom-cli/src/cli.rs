@@ -36,9 +36,20 @@ pub struct RunArgs {
     /// The prompt; `-` reads it from standard input.
     pub prompt: String,
 
-    /// The model: "echo" or "scripted:FILE.json" [default: $LOOM_MODEL, else "echo"].
+    /// The model: a name such as "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "PROVIDER:MODEL"
+    /// ("ollama:qwen3", "openai:gpt-4o-mini"), "echo" or "scripted:FILE.json"
+    /// [default: $LOOM_MODEL, else "echo"].
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
+
+    /// The provider's base URL (for OpenAI-compatible servers, proxies and gateways); otherwise the
+    /// provider's variable (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, …) or its default.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Let the agent read files under DIR (read-only: read_file and list_files, confined to DIR).
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<PathBuf>,
 
     /// The agent's instructions (its system prompt).
     #[arg(long, value_name = "TEXT")]
@@ -78,6 +89,9 @@ fn run_long_help() -> String {
         "\
 Examples:
   loom run \"Say hello\"
+  loom run --model openai:gpt-4o-mini --files . \"What does this repository do?\"
+  OPENAI_BASE_URL=http://localhost:8000/v1 loom run --model openai:my-model \"Hi\"
+  loom run --model ollama:qwen3 --base-url http://gpu-box:11434/v1 \"Hi\"
   loom run --model scripted:demo.json --max-turns 4 \"Plan the release\"
   loom run --context repo=loom --context 'limits={{\"files\": 3}}' \"Summarise the repo\"
   loom run --output-schema answer.schema.json \"Give me a number\"
@@ -86,6 +100,7 @@ Examples:
 
 Models:
   {ACCEPTED_MODEL_STRINGS}. Without --model, ${MODEL_ENV} is used, else \"{DEFAULT_MODEL}\".
+  Keys come from the provider's variable: OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, DEEPSEEK_API_KEY, …
 
 Output:
   The model's text streams to stdout. Thinking, tool calls (→) and tool results (←) go to stderr,

@@ -6,7 +6,8 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use futures::StreamExt;
-use loom_agent::model::parse_model;
+use loom_agent::Model;
+use loom_agent::capability::Files;
 use loom_agent::output::OutputSchema;
 use loom_agent::{Agent, Error, Event, RunContext, RunRequest, RunResult, RunState};
 
@@ -80,8 +81,14 @@ fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
         ModelSource::Env => report(&format!("using model {spec} (from {MODEL_ENV})")),
         ModelSource::Default => report(&format!("using model {spec} (default; set --model or {MODEL_ENV})")),
     }
-    let model = parse_model(&spec).map_err(|e| describe(&e))?;
+    let model = Model::parse_with(&spec, args.base_url.as_deref()).map_err(|e| describe(&e))?;
     let mut builder = Agent::builder().name("loom").model(model);
+    if let Some(dir) = args.files {
+        if !dir.is_dir() {
+            return Err(format!("--files {}: not a directory", dir.display()));
+        }
+        builder = builder.capability(Files::read_only(dir));
+    }
     if let Some(instructions) = args.instructions {
         builder = builder.instructions(instructions);
     }

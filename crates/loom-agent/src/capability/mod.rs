@@ -1,7 +1,11 @@
 //! Capabilities: named bundles of tools and instructions (files, web, shell, MCP, skills) that an
 //! agent takes as one unit.
 
+mod files;
+
 use std::sync::Arc;
+
+pub use files::Files;
 
 use crate::tool::Tool;
 
