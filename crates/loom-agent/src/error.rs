@@ -201,6 +201,8 @@ pub enum RunErrorKind {
     Budget,
     /// A guardrail or hook stopped the run.
     Guardrail,
+    /// The user's rate limit refused a model call.
+    RateLimit,
     /// The run's configuration or input was invalid.
     Config,
     /// A store (session, journal, memory) failed.

@@ -98,6 +98,16 @@ event_kinds! {
     ArtifactCreated(ArtifactCreated) = "artifact.created",
     /// The final answer did not fit the output schema; the error went back to the model.
     OutputInvalid(OutputInvalid) = "output.invalid",
+    /// A budget limit passed its soft-warning threshold (once per limit and run).
+    BudgetWarning(BudgetEvent) = "budget.warning",
+    /// A budget limit was reached; the run stops.
+    BudgetExceeded(BudgetEvent) = "budget.exceeded",
+    /// A permission decision on a tool call (by the policy, an approver or a hook).
+    PermissionDecision(PermissionDecisionEvent) = "permission.decision",
+    /// A guardrail redacted or blocked something.
+    GuardrailTriggered(GuardrailEvent) = "guardrail.triggered",
+    /// The rate limiter made the run wait before a model call.
+    RateLimited(RateLimitedEvent) = "rate_limit.waited",
     /// The run completed with a final answer.
     RunCompleted(RunCompleted) = "run.completed",
     /// The run failed.
@@ -223,6 +233,58 @@ pub struct OutputInvalid {
     pub attempt: u32,
     /// Why it did not validate.
     pub error: String,
+}
+
+/// Payload of `budget.warning` and `budget.exceeded`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetEvent {
+    /// The limit, such as `max_tokens` or `per_user_max_cost_usd`.
+    pub limit: String,
+    /// How much was used, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<f64>,
+    /// The limit's value, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// Payload of `permission.decision`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PermissionDecisionEvent {
+    /// The turn.
+    pub turn: u32,
+    /// The call.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// `allow`, `deny` or `edit`.
+    pub decision: String,
+    /// `policy`, `approver`, `remembered` or `hook`.
+    pub by: String,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Payload of `guardrail.triggered`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailEvent {
+    /// `input`, `output` or `tool_result`.
+    pub stage: crate::governance::GuardStage,
+    /// The guardrail's name.
+    pub guardrail: String,
+    /// `redact` or `block`.
+    pub action: String,
+    /// Why (for blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Payload of `rate_limit.waited`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitedEvent {
+    /// How long the run waited.
+    pub waited_ms: u64,
 }
 
 /// Payload of `run.completed`.

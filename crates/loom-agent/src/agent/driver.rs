@@ -9,9 +9,10 @@ use super::run::{RunEnd, RunResult, RunShared, RunState, Transcript};
 use super::session::SessionInner;
 use super::{AgentInner, RunInput};
 use crate::architecture::RunCx;
+use crate::architecture::cx::{guard_hook, guard_text};
 use crate::error::{RunError, RunErrorKind, ToolErrorKind};
 use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted, ToolResultEvent};
-use crate::governance::{AuditRecord, HookAction};
+use crate::governance::{AuditRecord, GuardStage, HookAction};
 use crate::message::Message;
 use crate::output::OutputSchema;
 use crate::store::SessionRecord;
@@ -106,7 +107,15 @@ async fn execute(
         }
     }
     for hook in agent.hooks.iter() {
-        if let HookAction::Stop(reason) = hook.before_run(&scope, &input).await {
+        let action = match guard_hook(agent, hook.before_run(&scope, &input)).await {
+            Ok(action) => action,
+            Err(e) if agent.hook_failure_denies => HookAction::Stop(e),
+            Err(e) => {
+                tracing::warn!(run_id = %scope.run_id, error = %e, "a before_run hook failed");
+                HookAction::Continue
+            }
+        };
+        if let HookAction::Stop(reason) = action {
             let error = RunError::interrupted(
                 RunErrorKind::Guardrail,
                 format!("guardrail: {reason}"),
@@ -114,6 +123,23 @@ async fn execute(
             );
             return (end_with(shared, Err(error), messages), Some(history_base));
         }
+    }
+    let mut messages = messages;
+    if !agent.guardrails.is_empty()
+        && let Some(Message::User { content }) = messages.last_mut()
+    {
+        for part in content.iter_mut() {
+            if let crate::message::ContentPart::Text { text } = part {
+                match guard_text(agent, shared, &scope, GuardStage::Input, text).await {
+                    Ok(None) => {}
+                    Ok(Some(redacted)) => *text = redacted,
+                    Err(error) => return (end_with(shared, Err(error), messages), Some(history_base)),
+                }
+            }
+        }
+    }
+    if let Some(budget) = &agent.budget {
+        budget.run_started(&scope);
     }
 
     let max_turns = request.max_turns.unwrap_or(agent.max_turns);
@@ -253,9 +279,11 @@ fn end_with(
         Err(error) => {
             let state = match error.kind {
                 RunErrorKind::Cancelled => RunState::Cancelled,
-                RunErrorKind::MaxTurns | RunErrorKind::Timeout | RunErrorKind::Budget | RunErrorKind::Guardrail => {
-                    RunState::Interrupted
-                }
+                RunErrorKind::MaxTurns
+                | RunErrorKind::Timeout
+                | RunErrorKind::Budget
+                | RunErrorKind::Guardrail
+                | RunErrorKind::RateLimit => RunState::Interrupted,
                 _ => RunState::Failed,
             };
             // Every tool.call gets its tool.result: calls still in flight when the run stopped
@@ -329,8 +357,13 @@ async fn persist(
             tracing::warn!(run_id = %result.run_id, error = %e, "audit write failed");
         }
     }
+    if let Some(budget) = &agent.budget {
+        budget.run_finished(&scope);
+    }
     for hook in agent.hooks.iter() {
-        hook.after_run(&scope, result).await;
+        if let Err(e) = guard_hook(agent, hook.after_run(&scope, result)).await {
+            tracing::warn!(run_id = %scope.run_id, error = %e, "an after_run hook failed");
+        }
     }
 }
 

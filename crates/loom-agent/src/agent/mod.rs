@@ -20,7 +20,9 @@ pub use session::{Session, SessionConfig};
 use crate::architecture::{Architecture, ReAct};
 use crate::capability::Capability;
 use crate::error::Error;
-use crate::governance::{ApprovalHandler, AuditLog, Budget, DefaultPermissions, Hooks, Permissions};
+use crate::governance::{
+    ApprovalHandler, AuditLog, Budget, DefaultPermissions, Guardrail, Hooks, Permissions, RateLimiter,
+};
 use crate::model::{Generation, IntoModel, SharedModel};
 use crate::output::OutputSchema;
 use crate::store::{InMemorySessionStore, Journal, Memory, SessionStore};
@@ -61,6 +63,10 @@ pub(crate) struct AgentInner {
     pub(crate) permissions: Arc<dyn Permissions>,
     pub(crate) approval: Option<Arc<dyn ApprovalHandler>>,
     pub(crate) hooks: Arc<[Arc<dyn Hooks>]>,
+    pub(crate) hook_timeout: Duration,
+    pub(crate) hook_failure_denies: bool,
+    pub(crate) guardrails: Arc<[Arc<dyn Guardrail>]>,
+    pub(crate) rate_limiter: Option<Arc<dyn RateLimiter>>,
     pub(crate) audit: Option<Arc<dyn AuditLog>>,
     pub(crate) architecture: Arc<dyn Architecture>,
     pub(crate) max_turns: u32,
@@ -195,6 +201,10 @@ pub struct AgentBuilder {
     permissions: Option<Arc<dyn Permissions>>,
     approval: Option<Arc<dyn ApprovalHandler>>,
     hooks: Vec<Arc<dyn Hooks>>,
+    hook_timeout: Option<Duration>,
+    hook_failure_denies: Option<bool>,
+    guardrails: Vec<Arc<dyn Guardrail>>,
+    rate_limiter: Option<Arc<dyn RateLimiter>>,
     audit: Option<Arc<dyn AuditLog>>,
     architecture: Option<Result<Arc<dyn Architecture>, Error>>,
     max_turns: Option<u32>,
@@ -297,6 +307,31 @@ impl AgentBuilder {
     /// Adds hooks; they run in the order added.
     pub fn hook(mut self, hooks: impl Hooks) -> Self {
         self.hooks.push(Arc::new(hooks));
+        self
+    }
+
+    /// How long one hook call may take (default 5 s).
+    pub fn hook_timeout(mut self, timeout: Duration) -> Self {
+        self.hook_timeout = Some(timeout);
+        self
+    }
+
+    /// What a hook that panics or times out means: deny the call / stop the run (`true`, the
+    /// default), or carry on as if it had said continue (`false`).
+    pub fn hook_failure_denies(mut self, denies: bool) -> Self {
+        self.hook_failure_denies = Some(denies);
+        self
+    }
+
+    /// Adds a guardrail; guardrails run in the order added.
+    pub fn guardrail(mut self, guardrail: impl Guardrail) -> Self {
+        self.guardrails.push(Arc::new(guardrail));
+        self
+    }
+
+    /// The rate limiter, checked before every model call.
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
+        self.rate_limiter = Some(Arc::new(limiter));
         self
     }
 
@@ -404,6 +439,10 @@ impl AgentBuilder {
                 permissions: self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions)),
                 approval: self.approval,
                 hooks: Arc::from(self.hooks),
+                hook_timeout: self.hook_timeout.unwrap_or(Duration::from_secs(5)),
+                hook_failure_denies: self.hook_failure_denies.unwrap_or(true),
+                guardrails: Arc::from(self.guardrails),
+                rate_limiter: self.rate_limiter,
                 audit: self.audit,
                 architecture,
                 timeout: self.timeout,

@@ -8,10 +8,12 @@ use serde_json::Value;
 use crate::agent::{AgentInner, RunShared};
 use crate::error::{ModelError, RunError, RunErrorKind, ToolError, ToolErrorKind};
 use crate::event::{
-    DeltaKind, EventKind, ModelDelta, ModelRequestEvent, ModelResponseEvent, ToolCallEvent, ToolResultEvent,
+    BudgetEvent, DeltaKind, EventKind, GuardrailEvent, ModelDelta, ModelRequestEvent, ModelResponseEvent,
+    PermissionDecisionEvent, RateLimitedEvent, ToolCallEvent, ToolResultEvent,
 };
 use crate::governance::{
-    Approval, ApprovalRequest, AuditRecord, BudgetVerdict, Decision, HookAction, Scope, ToolHookAction,
+    Approval, ApprovalRequest, AuditRecord, BudgetVerdict, Decision, GuardStage, GuardVerdict, Guardrail, HookAction,
+    Scope, ToolHookAction,
 };
 use crate::message::{Message, ToolCall};
 use crate::model::{ModelChunk, ModelRequest, ModelResponse, ResponseAssembler};
@@ -31,6 +33,10 @@ pub struct RunCx {
     native_schema: Option<OutputSchema>,
     turn: u32,
     max_turns: u32,
+    /// Budget limits already warned about in this run.
+    warned: Vec<String>,
+    /// Approvals remembered for this run: tool name → allowed.
+    remembered: Vec<(String, Result<(), String>)>,
 }
 
 /// One prepared tool call: ready to run, or already failed.
@@ -44,6 +50,8 @@ struct ToolOutcome {
     is_error: bool,
     error_kind: Option<ToolErrorKind>,
     truncated: bool,
+    /// A guardrail blocked this result: (guardrail, reason).
+    blocked: Option<(String, String)>,
 }
 
 impl RunCx {
@@ -55,7 +63,17 @@ impl RunCx {
         max_turns: u32,
     ) -> Self {
         let scope = shared.scope();
-        RunCx { messages, agent, shared, scope, native_schema, turn: 0, max_turns }
+        RunCx {
+            messages,
+            agent,
+            shared,
+            scope,
+            native_schema,
+            turn: 0,
+            max_turns,
+            warned: Vec::new(),
+            remembered: Vec::new(),
+        }
     }
 
     /// Model calls made so far.
@@ -96,17 +114,89 @@ impl RunCx {
         Ok(())
     }
 
-    fn check_budget(&self) -> Result<(), RunError> {
+    async fn check_budget(&mut self) -> Result<(), RunError> {
         let Some(budget) = &self.agent.budget else { return Ok(()) };
         let p = self.shared.progress();
         match budget.check(&self.scope, &p.usage, p.turns, p.tool_calls) {
             BudgetVerdict::Ok => Ok(()),
-            BudgetVerdict::Exceeded(limit) => Err(RunError::interrupted(
-                RunErrorKind::Budget,
-                format!("budget: {limit}"),
-                format!("the budget limit `{limit}` was reached"),
-            )),
+            BudgetVerdict::Warn(notice) => {
+                if !self.warned.contains(&notice.limit) {
+                    self.warned.push(notice.limit.clone());
+                    self.shared.emit(EventKind::BudgetWarning(BudgetEvent {
+                        limit: notice.limit,
+                        used: notice.used,
+                        max: notice.max,
+                    }));
+                }
+                Ok(())
+            }
+            BudgetVerdict::Exceeded(notice) => {
+                let limit = notice.limit.clone();
+                self.shared.emit(EventKind::BudgetExceeded(BudgetEvent {
+                    limit: notice.limit,
+                    used: notice.used,
+                    max: notice.max,
+                }));
+                if self.agent.audit.is_some() {
+                    let payload = serde_json::json!({"limit": limit, "used": notice.used, "max": notice.max});
+                    self.audit("budget_exceeded", payload).await?;
+                }
+                Err(RunError::interrupted(
+                    RunErrorKind::Budget,
+                    format!("budget: {limit}"),
+                    format!("the budget limit `{limit}` was reached"),
+                ))
+            }
         }
+    }
+
+    async fn rate_limit(&self) -> Result<(), RunError> {
+        let Some(limiter) = &self.agent.rate_limiter else { return Ok(()) };
+        match limiter.acquire(&self.scope).await {
+            Ok(waited) => {
+                if !waited.is_zero() {
+                    self.shared.emit(EventKind::RateLimited(RateLimitedEvent { waited_ms: waited.as_millis() as u64 }));
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                if self.agent.audit.is_some() {
+                    self.audit("rate_limited", serde_json::json!({"reason": reason})).await?;
+                }
+                Err(RunError::interrupted(RunErrorKind::RateLimit, "rate_limit", format!("rate limited: {reason}")))
+            }
+        }
+    }
+
+    /// Applies the guardrails of `stage` to `text`: `Ok(None)` unchanged, `Ok(Some(new))` redacted,
+    /// `Err` blocked (the event and audit entry are written here).
+    async fn guard(&self, stage: GuardStage, text: &str) -> Result<Option<String>, RunError> {
+        if self.agent.guardrails.is_empty() {
+            return Ok(None);
+        }
+        guard_text(&self.agent, &self.shared, &self.scope, stage, text).await
+    }
+
+    async fn guard_event(&self, stage: GuardStage, name: &str, action: &str, reason: Option<String>) {
+        record_guard_event(&self.agent, &self.shared, &self.scope, stage, name, action, reason).await;
+    }
+
+    async fn permission_event(&self, turn: u32, call: &ToolCall, decision: &str, by: &str, reason: Option<String>) {
+        if self.agent.audit.is_some() {
+            let payload = serde_json::json!({"tool": call.name, "call_id": call.id, "decision": decision, "by": by,
+                                             "reason": reason, "turn": turn});
+            if let Err(e) = self.audit("permission_decision", payload).await {
+                tracing::warn!(run_id = %self.scope.run_id, error = %e, "audit write failed");
+            }
+        }
+        self.shared.emit(EventKind::PermissionDecision(PermissionDecisionEvent {
+            turn,
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            decision: decision.to_string(),
+            by: by.to_string(),
+            reason,
+        }));
     }
 
     async fn audit(&self, action: &'static str, payload: Value) -> Result<(), RunError> {
@@ -129,13 +219,18 @@ impl RunCx {
     /// as an assistant message, and returns it. Counts as one turn.
     pub async fn model_turn(&mut self) -> Result<ModelResponse, RunError> {
         self.check_cancelled()?;
-        self.check_budget()?;
+        self.check_budget().await?;
         let turn = self.turn + 1;
         for hook in self.agent.hooks.iter() {
-            if let HookAction::Stop(reason) = hook.before_model(&self.scope, turn, &self.messages).await {
-                return Err(guardrail(reason));
+            let action = guard_hook(&self.agent, hook.before_model(&self.scope, turn, &self.messages)).await;
+            match action {
+                Ok(HookAction::Continue) => {}
+                Ok(HookAction::Stop(reason)) => return Err(guardrail(reason)),
+                Err(e) if self.agent.hook_failure_denies => return Err(guardrail(e)),
+                Err(e) => tracing::warn!(run_id = %self.scope.run_id, error = %e, "a before_model hook failed"),
             }
         }
+        self.rate_limit().await?;
         self.turn = turn;
         self.shared.set_turns(turn);
         let agent = &self.agent;
@@ -157,15 +252,18 @@ impl RunCx {
         };
         let mut stream = agent.model.stream(&request).await.map_err(|e| RunError::from_model(&e))?;
         let mut assembler = ResponseAssembler::new();
+        let mut filter = OutputFilter::new(&agent.guardrails);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| RunError::from_model(&e))?;
             match &chunk {
                 ModelChunk::Text(text) if !text.is_empty() => {
-                    self.shared.emit(EventKind::ModelDelta(ModelDelta {
-                        turn,
-                        kind: DeltaKind::Text,
-                        text: text.clone(),
-                    }));
+                    let shown = match &mut filter {
+                        None => Some(text.clone()),
+                        Some(f) => f.push(text).map_err(|(name, reason)| blocked(&name, reason))?,
+                    };
+                    if let Some(text) = shown.filter(|t| !t.is_empty()) {
+                        self.shared.emit(EventKind::ModelDelta(ModelDelta { turn, kind: DeltaKind::Text, text }));
+                    }
                 }
                 ModelChunk::Thinking { text, .. } if !text.is_empty() => {
                     self.shared.emit(EventKind::ModelDelta(ModelDelta {
@@ -179,7 +277,18 @@ impl RunCx {
             assembler.push(chunk);
         }
         drop(stream);
-        let response = assembler.finish(turn).map_err(|e: ModelError| RunError::from_model(&e))?;
+        let mut response = assembler.finish(turn).map_err(|e: ModelError| RunError::from_model(&e))?;
+        if let Some(f) = &mut filter {
+            let rest = f.finish().map_err(|(name, reason)| blocked(&name, reason))?;
+            if !rest.is_empty() {
+                self.shared.emit(EventKind::ModelDelta(ModelDelta { turn, kind: DeltaKind::Text, text: rest }));
+            }
+        }
+        if !response.text.is_empty()
+            && let Some(redacted) = self.guard(GuardStage::Output, &response.text).await?
+        {
+            response.text = redacted;
+        }
         self.shared.record_turn(turn, &response.usage);
         if let Some(budget) = &agent.budget {
             budget.record(&self.scope, &response.usage);
@@ -198,7 +307,9 @@ impl RunCx {
             tool_calls: response.tool_calls.clone(),
         });
         for hook in agent.hooks.iter() {
-            hook.after_model(&self.scope, turn, &response).await;
+            if let Err(e) = guard_hook(agent, hook.after_model(&self.scope, turn, &response)).await {
+                tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_model hook failed");
+            }
         }
         Ok(response)
     }
@@ -211,12 +322,13 @@ impl RunCx {
     /// timeouts become error results for the model; the run goes on.
     pub async fn run_tools(&mut self, calls: &[ToolCall]) -> Result<(), RunError> {
         let turn = self.turn;
-        self.check_budget()?;
+        self.check_budget().await?;
         for call in calls {
             self.shared.emit(EventKind::ToolCall(ToolCallEvent { turn, call: call.clone() }));
         }
         self.shared.record_tool_calls(calls.len() as u32);
-        let tools = &self.agent.tools;
+        let agent = self.agent.clone();
+        let tools = &agent.tools;
         let safe =
             |call: &ToolCall| tools.index_of(&call.name).is_some_and(|i| tools.entry(i).spec.flags.concurrency_safe);
         let mut outcomes: Vec<Option<ToolOutcome>> = (0..calls.len()).map(|_| None).collect();
@@ -230,7 +342,7 @@ impl RunCx {
                 // Checks and approvals in call order, then the batch runs together.
                 let mut prepared = Vec::with_capacity(j - i);
                 for call in &calls[i..j] {
-                    prepared.push(self.prepare(call).await?);
+                    prepared.push(self.prepare(turn, call).await?);
                 }
                 let batch = calls[i..j].iter().zip(&prepared).map(|(call, p)| self.execute(turn, call, p));
                 let results = futures::future::join_all(batch).await;
@@ -239,11 +351,12 @@ impl RunCx {
                 }
                 i = j;
             } else {
-                let prepared = self.prepare(&calls[i]).await?;
+                let prepared = self.prepare(turn, &calls[i]).await?;
                 outcomes[i] = Some(self.execute(turn, &calls[i], &prepared).await);
                 i += 1;
             }
         }
+        let blocked_by = outcomes.iter().flatten().find_map(|o| o.blocked.clone());
         for (call, outcome) in calls.iter().zip(outcomes) {
             if let Some(o) = outcome {
                 self.messages.push(Message::Tool {
@@ -254,12 +367,15 @@ impl RunCx {
                 });
             }
         }
+        if let Some((name, reason)) = blocked_by {
+            return Err(blocked(&name, reason));
+        }
         self.check_cancelled()
     }
 
     /// Resolves the tool, parses and checks the arguments, and asks permissions and hooks.
-    async fn prepare(&self, call: &ToolCall) -> Result<Prepared, RunError> {
-        let agent = &self.agent;
+    async fn prepare(&mut self, turn: u32, call: &ToolCall) -> Result<Prepared, RunError> {
+        let agent = &self.agent.clone();
         let Some(index) = agent.tools.index_of(&call.name) else {
             let names: Vec<&str> = agent.tools.specs().iter().map(|t| t.name.as_str()).collect();
             let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
@@ -284,58 +400,82 @@ impl RunCx {
                 call.name
             ))));
         }
-        match agent.permissions.check(&self.scope, &entry.spec, &args).await {
-            Decision::Allow => {}
-            Decision::Deny(reason) => {
-                return Ok(Prepared::Failed(ToolError::with_kind(
-                    ToolErrorKind::Denied,
-                    format!("permission denied: {reason}"),
-                )));
+        let denied = |reason: String| Ok(Prepared::Failed(ToolError::with_kind(ToolErrorKind::Denied, reason)));
+        let remembered = self.remembered.iter().find(|(tool, _)| *tool == call.name).map(|(_, r)| r.clone());
+        match remembered {
+            Some(Ok(())) => self.permission_event(turn, call, "allow", "remembered", None).await,
+            Some(Err(reason)) => {
+                self.permission_event(turn, call, "deny", "remembered", Some(reason.clone())).await;
+                return denied(format!("denied by approver: {reason}"));
             }
-            Decision::Ask(reason) => {
-                let Some(handler) = &agent.approval else {
-                    return Ok(Prepared::Failed(ToolError::with_kind(
-                        ToolErrorKind::Denied,
-                        format!(
-                            "permission denied: {reason} and needs approval, and no approval handler is configured"
-                        ),
-                    )));
-                };
-                let request = ApprovalRequest {
-                    scope: self.scope.clone(),
-                    tool: entry.spec.clone(),
-                    call: call.clone(),
-                    args: args.clone(),
-                    reason,
-                };
-                match handler.approve(request).await {
-                    Approval::Allow => {}
-                    Approval::Deny(reason) => {
-                        return Ok(Prepared::Failed(ToolError::with_kind(
-                            ToolErrorKind::Denied,
-                            format!("denied by approver: {reason}"),
-                        )));
-                    }
-                    Approval::Edit(edited) => {
-                        if let Err(problems) = entry.validate(&edited) {
-                            return Ok(Prepared::Failed(ToolError::invalid_arguments(format!(
-                                "the approver's edited arguments do not match the schema of `{}`: {problems}",
-                                call.name
-                            ))));
-                        }
-                        args = edited;
+            None => match agent.permissions.check(&self.scope, &entry.spec, &args).await {
+                Decision::Allow => {
+                    if entry.spec.flags.needs_approval() {
+                        self.permission_event(turn, call, "allow", "policy", None).await;
                     }
                 }
-            }
+                Decision::Deny(reason) => {
+                    self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
+                    return denied(format!("permission denied: {reason}"));
+                }
+                Decision::Ask(reason) => {
+                    let Some(handler) = &agent.approval else {
+                        let reason = format!("{reason} and needs approval, and no approval handler is configured");
+                        self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
+                        return denied(format!("permission denied: {reason}"));
+                    };
+                    let request = ApprovalRequest {
+                        scope: self.scope.clone(),
+                        tool: entry.spec.clone(),
+                        call: call.clone(),
+                        args: args.clone(),
+                        reason,
+                    };
+                    match handler.approve(request).await {
+                        Approval::Allow => self.permission_event(turn, call, "allow", "approver", None).await,
+                        Approval::AllowForRun => {
+                            self.remembered.push((call.name.clone(), Ok(())));
+                            self.permission_event(turn, call, "allow", "approver", Some("for this run".into())).await;
+                        }
+                        Approval::Deny(reason) => {
+                            self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
+                            return denied(format!("denied by approver: {reason}"));
+                        }
+                        Approval::DenyForRun(reason) => {
+                            self.remembered.push((call.name.clone(), Err(reason.clone())));
+                            self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
+                            return denied(format!("denied by approver: {reason}"));
+                        }
+                        Approval::Edit(edited) => {
+                            if let Err(problems) = entry.validate(&edited) {
+                                self.permission_event(turn, call, "deny", "approver", Some("invalid edit".into()))
+                                    .await;
+                                return Ok(Prepared::Failed(ToolError::invalid_arguments(format!(
+                                    "the approver's edited arguments do not match the schema of `{}`: {problems}",
+                                    call.name
+                                ))));
+                            }
+                            self.permission_event(turn, call, "edit", "approver", None).await;
+                            args = edited;
+                        }
+                    }
+                }
+            },
         }
         for hook in agent.hooks.iter() {
-            match hook.before_tool(&self.scope, call, &args).await {
+            let action = match guard_hook(agent, hook.before_tool(&self.scope, call, &args)).await {
+                Ok(action) => action,
+                Err(e) if agent.hook_failure_denies => ToolHookAction::Deny(e),
+                Err(e) => {
+                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "a before_tool hook failed");
+                    ToolHookAction::Continue
+                }
+            };
+            match action {
                 ToolHookAction::Continue => {}
                 ToolHookAction::Deny(reason) => {
-                    return Ok(Prepared::Failed(ToolError::with_kind(
-                        ToolErrorKind::Denied,
-                        format!("denied by hook: {reason}"),
-                    )));
+                    self.permission_event(turn, call, "deny", "hook", Some(reason.clone())).await;
+                    return denied(format!("denied by hook: {reason}"));
                 }
                 ToolHookAction::Rewrite(new_args) => {
                     if let Err(problems) = entry.validate(&new_args) {
@@ -360,16 +500,34 @@ impl RunCx {
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         let limit = self.agent.tool_output_limit;
-        let outcome = match result {
+        let mut outcome = match result {
             Ok(content) => {
                 let (content, truncated) = cap_output(content, limit);
-                ToolOutcome { content, is_error: false, error_kind: None, truncated }
+                ToolOutcome { content, is_error: false, error_kind: None, truncated, blocked: None }
             }
             Err(err) => {
                 let (content, truncated) = cap_output(format!("Error: {}", err.message()), limit);
-                ToolOutcome { content, is_error: true, error_kind: Some(err.kind()), truncated }
+                ToolOutcome { content, is_error: true, error_kind: Some(err.kind()), truncated, blocked: None }
             }
         };
+        if !self.agent.guardrails.is_empty() {
+            match apply_guardrails_quiet(&self.agent.guardrails, GuardStage::ToolResult, &outcome.content) {
+                GuardResult::Unchanged => {}
+                GuardResult::Redacted(text, names) => {
+                    for name in names {
+                        self.guard_event(GuardStage::ToolResult, &name, "redact", None).await;
+                    }
+                    outcome.content = text;
+                }
+                GuardResult::Blocked(name, reason) => {
+                    self.guard_event(GuardStage::ToolResult, &name, "block", Some(reason.clone())).await;
+                    outcome.content = format!("Error: blocked by guardrail `{name}`");
+                    outcome.is_error = true;
+                    outcome.error_kind = Some(ToolErrorKind::Denied);
+                    outcome.blocked = Some((name, reason));
+                }
+            }
+        }
         let event = ToolResultEvent {
             turn,
             call_id: call.id.clone(),
@@ -403,7 +561,9 @@ impl RunCx {
             }
         }
         for hook in self.agent.hooks.iter() {
-            hook.after_tool(&self.scope, call, &event).await;
+            if let Err(e) = guard_hook(&self.agent, hook.after_tool(&self.scope, call, &event)).await {
+                tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_tool hook failed");
+            }
         }
         self.shared.emit(EventKind::ToolResult(event));
         outcome
@@ -447,6 +607,156 @@ impl RunCx {
             return Err(ToolError::with_kind(ToolErrorKind::Cancelled, "the run was cancelled"));
         }
         outcome
+    }
+}
+
+/// Runs a hook under the agent's hook timeout, with panics caught: `Err` says what went wrong.
+pub(crate) async fn guard_hook<T>(agent: &AgentInner, hook: impl std::future::Future<Output = T>) -> Result<T, String> {
+    match tokio::time::timeout(agent.hook_timeout, AssertUnwindSafe(hook).catch_unwind()).await {
+        Err(_) => Err(format!("a hook did not answer within {} ms", agent.hook_timeout.as_millis())),
+        Ok(Err(_)) => Err("a hook panicked".to_string()),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+/// What the guardrails made of a text.
+pub(crate) enum GuardResult {
+    Unchanged,
+    /// The new text and the guardrails that changed it.
+    Redacted(String, Vec<String>),
+    /// The guardrail that blocked it, and why.
+    Blocked(String, String),
+}
+
+/// Applies every guardrail of `stage`, in order, each seeing the previous one's redactions.
+pub(crate) fn apply_guardrails_quiet(guards: &[Arc<dyn Guardrail>], stage: GuardStage, text: &str) -> GuardResult {
+    let mut current: Option<String> = None;
+    let mut names = Vec::new();
+    for g in guards.iter().filter(|g| g.applies_to(stage)) {
+        match g.check(stage, current.as_deref().unwrap_or(text)) {
+            GuardVerdict::Pass => {}
+            GuardVerdict::Redact(new) => {
+                names.push(g.name().to_string());
+                current = Some(new);
+            }
+            GuardVerdict::Block(reason) => return GuardResult::Blocked(g.name().to_string(), reason),
+        }
+    }
+    match current {
+        Some(t) if t != text => GuardResult::Redacted(t, names),
+        _ => GuardResult::Unchanged,
+    }
+}
+
+pub(crate) async fn record_guard_event(
+    agent: &AgentInner,
+    shared: &RunShared,
+    scope: &Scope,
+    stage: GuardStage,
+    name: &str,
+    action: &str,
+    reason: Option<String>,
+) {
+    if let Some(audit) = &agent.audit {
+        let payload = serde_json::json!({"stage": stage, "guardrail": name, "action": action, "reason": reason});
+        let record = AuditRecord { scope: scope.clone(), action: "guardrail_triggered", payload };
+        if let Err(e) = audit.append(record).await {
+            tracing::warn!(run_id = %scope.run_id, error = %e, "audit write failed");
+        }
+    }
+    shared.emit(EventKind::GuardrailTriggered(GuardrailEvent {
+        stage,
+        guardrail: name.to_string(),
+        action: action.to_string(),
+        reason,
+    }));
+}
+
+/// Applies the guardrails of `stage` with events: `Ok(None)` unchanged, `Ok(Some(new))` redacted,
+/// `Err` blocked.
+pub(crate) async fn guard_text(
+    agent: &AgentInner,
+    shared: &RunShared,
+    scope: &Scope,
+    stage: GuardStage,
+    text: &str,
+) -> Result<Option<String>, RunError> {
+    match apply_guardrails_quiet(&agent.guardrails, stage, text) {
+        GuardResult::Unchanged => Ok(None),
+        GuardResult::Redacted(new, names) => {
+            for name in names {
+                record_guard_event(agent, shared, scope, stage, &name, "redact", None).await;
+            }
+            Ok(Some(new))
+        }
+        GuardResult::Blocked(name, reason) => {
+            record_guard_event(agent, shared, scope, stage, &name, "block", Some(reason.clone())).await;
+            Err(blocked(&name, reason))
+        }
+    }
+}
+
+fn blocked(name: &str, reason: String) -> RunError {
+    RunError::interrupted(
+        RunErrorKind::Guardrail,
+        format!("guardrail: {name}"),
+        format!("blocked by guardrail `{name}`: {reason}"),
+    )
+}
+
+/// Filters streamed output through the output guardrails. Text is held back until it is more than
+/// [`OutputFilter::HOLD`] bytes behind the stream's end, so a pattern split across deltas is seen
+/// whole before it is shown. A pattern longer than the hold may be shown partly unredacted; the
+/// final answer (events, messages, result) is always checked whole.
+pub(crate) struct OutputFilter<'a> {
+    guards: &'a [Arc<dyn Guardrail>],
+    raw: String,
+    shown: usize,
+}
+
+impl<'a> OutputFilter<'a> {
+    const HOLD: usize = 256;
+
+    pub(crate) fn new(guards: &'a [Arc<dyn Guardrail>]) -> Option<Self> {
+        guards.iter().any(|g| g.applies_to(GuardStage::Output)).then_some(OutputFilter {
+            guards,
+            raw: String::new(),
+            shown: 0,
+        })
+    }
+
+    fn filtered(&self) -> Result<String, (String, String)> {
+        match apply_guardrails_quiet(self.guards, GuardStage::Output, &self.raw) {
+            GuardResult::Unchanged => Ok(self.raw.clone()),
+            GuardResult::Redacted(t, _) => Ok(t),
+            GuardResult::Blocked(name, reason) => Err((name, reason)),
+        }
+    }
+
+    /// Adds a delta; returns the text that may be shown now.
+    pub(crate) fn push(&mut self, delta: &str) -> Result<Option<String>, (String, String)> {
+        self.raw.push_str(delta);
+        let text = self.filtered()?;
+        let mut safe = text.len().saturating_sub(Self::HOLD);
+        while safe > self.shown && !text.is_char_boundary(safe) {
+            safe -= 1;
+        }
+        if safe <= self.shown {
+            return Ok(None);
+        }
+        let start = if text.is_char_boundary(self.shown) { self.shown } else { safe };
+        let out = text[start..safe].to_string();
+        self.shown = safe;
+        Ok(Some(out))
+    }
+
+    /// The rest, at the end of the stream.
+    pub(crate) fn finish(&mut self) -> Result<String, (String, String)> {
+        let text = self.filtered()?;
+        let start = self.shown.min(text.len());
+        let start = if text.is_char_boundary(start) { start } else { text.len() };
+        self.shown = text.len();
+        Ok(text[start..].to_string())
     }
 }
 

@@ -5,7 +5,7 @@
 //! hooks, budget, permissions, the journal, the audit log and events in one place, so an
 //! architecture only decides what to do next.
 
-mod cx;
+pub(crate) mod cx;
 mod react;
 
 use std::sync::Arc;

@@ -1,18 +1,29 @@
-//! Governance slots: hooks, permissions and approval, budget, and the audit log.
+//! Governance: hooks, permissions and approval, budgets, guardrails, rate limits and the audit log.
 //!
-//! Each is a small trait. A bare agent has no hooks, no budget and no audit log, and pays nothing
-//! for them. Permissions always apply: by default a tool flagged `destructive` or
+//! Each is a small trait. A bare agent has no hooks, budget, guardrails, rate limiter or audit log,
+//! and pays nothing for them. Permissions always apply: by default a tool flagged `destructive` or
 //! `requires_permission` needs approval, and with no approval handler the answer is no.
+
+mod audit;
+mod budget;
+mod guardrail;
+mod permissions;
+mod rate_limit;
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use audit::{AuditLog, AuditRecord};
+pub use budget::{Budget, BudgetNotice, BudgetVerdict};
+pub use guardrail::{GuardStage, GuardVerdict, Guardrail};
+pub use permissions::{Approval, ApprovalHandler, ApprovalRequest, Decision, DefaultPermissions, Permissions};
+pub use rate_limit::RateLimiter;
+
 use crate::agent::{RunInput, RunResult};
 use crate::event::{Event, ToolResultEvent};
-use crate::message::{Message, ToolCall, Usage};
+use crate::message::{Message, ToolCall};
 use crate::model::ModelResponse;
-use crate::tool::ToolSpec;
 
 /// Who a run acts for: run, session and user ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,109 +90,4 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// On every event, synchronously, as it is appended to the run's log. Keep it quick.
     fn on_event(&self, _event: &Event) {}
-}
-
-/// A permission decision.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
-    /// The call may run.
-    Allow,
-    /// The call may not run.
-    Deny(String),
-    /// A person (the approval handler) must decide.
-    Ask(String),
-}
-
-/// Decides whether a tool call may run.
-#[async_trait::async_trait]
-pub trait Permissions: Send + Sync + 'static {
-    /// The decision for one call.
-    async fn check(&self, scope: &Scope, tool: &ToolSpec, args: &Value) -> Decision;
-}
-
-/// The default policy: tools flagged `destructive` or `requires_permission` need approval; every
-/// other tool is allowed.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DefaultPermissions;
-
-#[async_trait::async_trait]
-impl Permissions for DefaultPermissions {
-    async fn check(&self, _scope: &Scope, tool: &ToolSpec, _args: &Value) -> Decision {
-        if tool.flags.destructive {
-            Decision::Ask(format!("`{}` is destructive", tool.name))
-        } else if tool.flags.requires_permission {
-            Decision::Ask(format!("`{}` requires permission", tool.name))
-        } else {
-            Decision::Allow
-        }
-    }
-}
-
-/// A request for approval of one tool call.
-#[derive(Clone, Debug)]
-pub struct ApprovalRequest {
-    /// Who the run acts for.
-    pub scope: Scope,
-    /// The tool.
-    pub tool: ToolSpec,
-    /// The call.
-    pub call: ToolCall,
-    /// The parsed arguments.
-    pub args: Value,
-    /// Why approval is needed.
-    pub reason: String,
-}
-
-/// An approval decision.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Approval {
-    /// Run it.
-    Allow,
-    /// Do not run it.
-    Deny(String),
-    /// Run it with these arguments.
-    Edit(Value),
-}
-
-/// Answers approval requests (a person at a terminal, a web UI, a policy service).
-#[async_trait::async_trait]
-pub trait ApprovalHandler: Send + Sync + 'static {
-    /// Decides one request.
-    async fn approve(&self, request: ApprovalRequest) -> Approval;
-}
-
-/// A budget's verdict.
-#[derive(Clone, Debug, PartialEq)]
-pub enum BudgetVerdict {
-    /// Within limits.
-    Ok,
-    /// A limit is reached; the run stops interrupted with reason `budget: <limit>`.
-    Exceeded(String),
-}
-
-/// Limits on what runs may spend, checked before every model call and tool call.
-pub trait Budget: Send + Sync + 'static {
-    /// Checks the limits given what this run has spent so far.
-    fn check(&self, scope: &Scope, run_usage: &Usage, turns: u32, tool_calls: u32) -> BudgetVerdict;
-
-    /// Records the usage of one model call.
-    fn record(&self, _scope: &Scope, _usage: &Usage) {}
-}
-
-/// One audit record.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AuditRecord {
-    /// Who the run acts for.
-    pub scope: Scope,
-    /// `run_started`, `tool_call`, `tool_result` or `run_finished`.
-    pub action: &'static str,
-    /// Details.
-    pub payload: Value,
-}
-
-/// An append-only audit log.
-#[async_trait::async_trait]
-pub trait AuditLog: Send + Sync + 'static {
-    /// Appends one record.
-    async fn append(&self, record: AuditRecord) -> Result<(), crate::Error>;
 }

@@ -46,6 +46,11 @@ fn cache_mark(block: &mut Value) {
     }
 }
 
+/// An `f32` setting as the decimal it was written as: `json!(0.2f32)` widens to 0.20000000298023224.
+fn decimal(v: f32) -> Value {
+    v.to_string().parse::<f64>().map_or(Value::Null, Value::from)
+}
+
 fn image_block(url: &str, media_type: Option<&str>) -> Value {
     if let Some(rest) = url.strip_prefix("data:")
         && let Some((meta, data)) = rest.split_once(',')
@@ -183,10 +188,10 @@ impl WireFormat for Messages {
             body.insert("stream".into(), json!(true));
         }
         if let Some(t) = g.temperature {
-            body.insert("temperature".into(), json!(t));
+            body.insert("temperature".into(), decimal(t));
         }
         if let Some(p) = g.top_p {
-            body.insert("top_p".into(), json!(p));
+            body.insert("top_p".into(), decimal(p));
         }
         if !g.stop.is_empty() {
             body.insert("stop_sequences".into(), json!(g.stop));

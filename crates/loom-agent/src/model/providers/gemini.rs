@@ -32,6 +32,11 @@ pub fn gemini(model: &str) -> HttpModel<GenerateContent> {
     })
 }
 
+/// An `f32` setting as the decimal it was written as: `json!(0.2f32)` widens to 0.20000000298023224.
+fn decimal(v: f32) -> Value {
+    v.to_string().parse::<f64>().map_or(Value::Null, Value::from)
+}
+
 fn user_part(p: &ContentPart) -> Value {
     match p {
         ContentPart::Text { text } => json!({"text": text}),
@@ -76,7 +81,11 @@ impl GenerateContent {
                         parts.push(json!({"text": content}));
                     }
                     for c in tool_calls {
-                        let args: Value = serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+                        // Gemini takes only an object (a Struct); malformed arguments go back as `{}`.
+                        let args = serde_json::from_str::<Value>(&c.arguments)
+                            .ok()
+                            .filter(Value::is_object)
+                            .unwrap_or_else(|| json!({}));
                         let mut call = json!({"name": c.name, "args": args});
                         if !c.id.starts_with("call_") {
                             call["id"] = json!(c.id);
@@ -145,10 +154,10 @@ impl WireFormat for GenerateContent {
         }
         let mut config = Map::new();
         if let Some(t) = g.temperature {
-            config.insert("temperature".into(), json!(t));
+            config.insert("temperature".into(), decimal(t));
         }
         if let Some(p) = g.top_p {
-            config.insert("topP".into(), json!(p));
+            config.insert("topP".into(), decimal(p));
         }
         if let Some(n) = g.max_output_tokens {
             config.insert("maxOutputTokens".into(), json!(n));
@@ -218,13 +227,25 @@ impl WireFormat for GenerateContent {
             let message = super::http::error_message(body).unwrap_or_else(|| "invalid API key".into());
             return ModelError::Authentication(format!("{message} (HTTP {status})"));
         }
+        if is_context_overflow(&lower) {
+            let message = super::http::error_message(body).unwrap_or_else(|| "the input is too long".into());
+            return ModelError::ContextLengthExceeded(format!("{message} (HTTP {status})"));
+        }
         super::http::classify(status, body, retry_after)
     }
+}
+
+/// Gemini's "The input token count (N) exceeds the maximum number of tokens allowed (M)."
+fn is_context_overflow(lower: &str) -> bool {
+    lower.contains("exceeds the maximum number of tokens")
 }
 
 fn gemini_error(err: &Value) -> ModelError {
     let message = err.get("message").and_then(Value::as_str).unwrap_or("unknown error").to_string();
     let status = err.get("code").and_then(Value::as_u64).map(|c| c as u16);
+    if is_context_overflow(&message.to_ascii_lowercase()) {
+        return ModelError::ContextLengthExceeded(message);
+    }
     match err.get("status").and_then(Value::as_str).unwrap_or("") {
         "RESOURCE_EXHAUSTED" => ModelError::RateLimited { message, retry_after: None },
         "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED" => ModelError::Transient { message, status },

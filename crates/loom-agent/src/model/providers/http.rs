@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -81,7 +81,7 @@ impl RetryPolicy {
         }
         let exp = self.initial_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
         let cap = exp.min(self.max_delay);
-        // Full jitter: anywhere in [cap/2, cap].
+        // Jitter: anywhere in [cap/2, cap], so concurrent clients spread out but never retry at once.
         let half = cap / 2;
         half + Duration::from_nanos(fastrand_u64() % (half.as_nanos() as u64 + 1))
     }
@@ -241,13 +241,24 @@ pub fn error_message(body: &str) -> Option<String> {
     Some(msg.chars().take(500).collect())
 }
 
+/// The wait a response asks for: `retry-after-ms` (milliseconds, OpenAI and Azure), else
+/// `Retry-After` in seconds or as an HTTP date. Values that make no sense are ignored; huge ones
+/// saturate (the retry policy caps them).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok());
-    if let Some(ms) = v {
-        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
+    fn seconds(v: f64) -> Option<Duration> {
+        (v.is_finite() && v >= 0.0).then(|| Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX))
     }
-    let s = headers.get("retry-after")?.to_str().ok()?.trim();
-    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64)
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(after) = value("retry-after-ms").and_then(|s| s.parse::<f64>().ok()).and_then(|ms| seconds(ms / 1000.0)) {
+        return Some(after);
+    }
+    let s = value("retry-after")?;
+    if let Ok(v) = s.parse::<f64>() {
+        return seconds(v);
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(s).ok()?;
+    let wait = at.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 fn env_key(var: &str) -> Option<ApiKey> {
@@ -257,17 +268,23 @@ fn env_key(var: &str) -> Option<ApiKey> {
     std::env::var(var).ok().filter(|k| !k.trim().is_empty()).map(ApiKey::new)
 }
 
+/// The process-wide client for a connect timeout (reqwest sets that timeout per client, so models
+/// with different ones cannot share one; models with the same one share its connection pool).
 fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, ModelError> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    let built = CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    built.clone().map_err(|e| ModelError::Unavailable(format!("cannot build the HTTP client: {e}")))
+    static CLIENTS: OnceLock<Mutex<Vec<(Duration, reqwest::Client)>>> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    let mut clients = clients.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
+        return Ok(c.clone());
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| ModelError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
+    clients.push((connect_timeout, client.clone()));
+    Ok(client)
 }
 
 /// A model served over HTTP through a [`WireFormat`].
@@ -353,48 +370,119 @@ impl<W: WireFormat> HttpModel<W> {
         &self,
         client: &reqwest::Client,
         req: &HttpRequest,
-        deadline: Instant,
-    ) -> Result<Opened, ModelError> {
+        body: &bytes::Bytes,
+        deadline: &Deadline,
+    ) -> Result<Opened, Failed> {
         let mut builder = client
             .post(&req.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .headers(req.headers.clone())
-            .body(req.body.clone());
+            .body(body.clone());
         if self.stream {
             builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
         }
-        let first_byte = self.config.first_byte_timeout.min(deadline.saturating_duration_since(Instant::now()));
-        let response = match tokio::time::timeout(first_byte, builder.send()).await {
-            Err(_) => return Err(transient(format!("no response within {} ms", first_byte.as_millis()))),
-            Ok(Err(e)) => return Err(transport_error(&e)),
-            Ok(Ok(r)) => r,
+        // The response headers and the first body bytes must come within first_byte_timeout.
+        let first_byte = self.config.first_byte_timeout;
+        let first_byte_at = Instant::now() + first_byte;
+        let no_response = || format!("no response within {} ms", first_byte.as_millis());
+        let response = match deadline.run(first_byte, builder.send(), no_response).await? {
+            Err(e) => return Err(transport_error(&e).into()),
+            Ok(r) => r,
         };
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let after = retry_after(response.headers());
-            let body = read_limited(response, self.config.max_response_bytes, first_byte).await.unwrap_or_default();
-            return Err(self.wire.error(status, &String::from_utf8_lossy(&body), after));
+            let body = read_limited(response, self.config.max_response_bytes, first_byte, deadline).await.unwrap_or_default();
+            // Scrubbed before the wire format sees it: the message it keeps may be cut anywhere.
+            let body = String::from_utf8_lossy(&body);
+            let body = match &self.key {
+                Some(key) => key.scrub(&body),
+                None => body.into_owned(),
+            };
+            return Err(Failed { error: self.wire.error(status, &body, after), retry_after: after });
         }
-        if !self.stream {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let body = read_limited(response, self.config.max_response_bytes, remaining).await?;
+        // A streamed call answered with plain JSON (a server that does not stream, or an error
+        // sent with 200): decode it as a whole body.
+        let json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+        if !self.stream || json {
+            let body = read_limited(response, self.config.max_response_bytes, deadline.remaining(), deadline).await?;
             let chunks = self.wire.decode_body(&body)?;
             return Ok(Opened { chunks: chunks.into(), body: None });
+        }
+        if let Some(len) = response.content_length().filter(|n| *n > self.config.max_response_bytes as u64) {
+            return Err(too_large(self.config.max_response_bytes, Some(len)).into());
         }
         let mut body = BodyDecoder {
             bytes: Box::pin(response.bytes_stream()),
             parser: SseParser::with_limit(self.config.max_response_bytes),
             decoder: self.wire.decoder(),
             done: false,
+            eof: false,
             read: 0,
             max_bytes: self.config.max_response_bytes,
         };
         // Read until the first chunk (or the end): until then, a failure can still be retried.
         let mut chunks = Vec::new();
+        let wait = first_byte_at.saturating_duration_since(Instant::now());
+        body.next_chunks(deadline, wait, no_response, &mut chunks).await?;
+        let idle = self.config.idle_timeout;
         while chunks.is_empty() && !body.done {
-            body.next_chunks(first_byte, &mut chunks).await?;
+            body.next_chunks(deadline, idle, || stalled(idle), &mut chunks).await?;
         }
         Ok(Opened { chunks: chunks.into(), body: Some(body) })
+    }
+}
+
+/// The end of a call: its total timeout, from the moment it got its place in the concurrency limit.
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    at: Instant,
+    total: Duration,
+}
+
+impl Deadline {
+    fn new(total: Duration) -> Self {
+        let now = Instant::now();
+        Deadline { at: now.checked_add(total).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400)), total }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    fn exceeded(&self) -> ModelError {
+        transient(format!("the call exceeded its total timeout of {} ms", self.total.as_millis()))
+    }
+
+    /// Runs `fut` for at most `limit`, and never past the deadline. The error says which one ran out.
+    async fn run<F: Future>(
+        &self,
+        limit: Duration,
+        fut: F,
+        message: impl FnOnce() -> String,
+    ) -> Result<F::Output, ModelError> {
+        let remaining = self.remaining();
+        if limit < remaining {
+            tokio::time::timeout(limit, fut).await.map_err(|_| transient(message()))
+        } else {
+            tokio::time::timeout(remaining, fut).await.map_err(|_| self.exceeded())
+        }
+    }
+}
+
+/// A failed attempt, and how long the server asked us to wait before the next one.
+struct Failed {
+    error: ModelError,
+    retry_after: Option<Duration>,
+}
+
+impl From<ModelError> for Failed {
+    fn from(error: ModelError) -> Self {
+        Failed { error, retry_after: None }
     }
 }
 
@@ -409,57 +497,97 @@ struct BodyDecoder {
     bytes: ByteStream,
     parser: SseParser,
     decoder: Box<dyn StreamDecoder>,
+    /// The decoder has seen the end of the answer.
     done: bool,
+    /// The body has ended.
+    eof: bool,
     read: usize,
     max_bytes: usize,
 }
 
 impl BodyDecoder {
-    /// Reads one network chunk (waiting at most `wait`) and decodes what it completes.
-    async fn next_chunks(&mut self, wait: Duration, out: &mut Vec<ModelChunk>) -> Result<(), ModelError> {
-        let next = match tokio::time::timeout(wait, self.bytes.next()).await {
-            Err(_) => return Err(transient(format!("the stream stalled for {} ms", wait.as_millis()))),
-            Ok(n) => n,
-        };
+    /// Reads one network chunk (waiting at most `limit`, and never past the deadline) and decodes
+    /// what it completes into `out`. On an error, `out` keeps the chunks decoded before it.
+    async fn next_chunks(
+        &mut self,
+        deadline: &Deadline,
+        limit: Duration,
+        timed_out: impl FnOnce() -> String,
+        out: &mut Vec<ModelChunk>,
+    ) -> Result<(), ModelError> {
+        let next = deadline.run(limit, self.bytes.next(), timed_out).await?;
         let mut events = Vec::new();
         match next {
             Some(Ok(bytes)) => {
                 self.read += bytes.len();
                 if self.read > self.max_bytes {
-                    return Err(ModelError::Protocol(format!("the response exceeded {} bytes", self.max_bytes)));
+                    return Err(too_large(self.max_bytes, None));
                 }
-                self.parser
-                    .feed(&bytes, |e| events.push(e))
-                    .map_err(|e| ModelError::Protocol(format!("malformed event stream: {e}")))?;
+                self.parser.feed(&bytes, |e| events.push(e)).map_err(sse_error)?;
             }
             Some(Err(e)) => return Err(transport_error(&e)),
             None => {
-                self.parser
-                    .finish(|e| events.push(e))
-                    .map_err(|e| ModelError::Protocol(format!("malformed event stream: {e}")))?;
+                self.eof = true;
+                self.parser.finish(|e| events.push(e)).map_err(sse_error)?;
                 for e in events.drain(..) {
                     if self.decoder.event(e, out)? {
                         break;
                     }
                 }
-                self.decoder.end(out)?;
                 self.done = true;
-                return Ok(());
+                return self.decoder.end(out);
             }
         }
         for e in events {
             if self.decoder.event(e, out)? {
-                self.decoder.end(out)?;
                 self.done = true;
-                break;
+                return self.decoder.end(out);
             }
         }
         Ok(())
+    }
+
+    /// After the last event: reads what is left of the body (normally just the end of the chunked
+    /// encoding, already on its way) so the connection goes back to the pool instead of being
+    /// closed. Gives up after `wait` or 64 KiB.
+    async fn drain(&mut self, wait: Duration) {
+        let mut left = 64 * 1024usize;
+        let rest = async {
+            while let Some(Ok(b)) = self.bytes.next().await {
+                left = match left.checked_sub(b.len()) {
+                    Some(l) => l,
+                    None => return,
+                };
+            }
+        };
+        let _ = tokio::time::timeout(wait, rest).await;
     }
 }
 
 fn transient(message: String) -> ModelError {
     ModelError::Transient { message, status: None }
+}
+
+fn stalled(idle: Duration) -> String {
+    format!("the stream stalled for {} ms", idle.as_millis())
+}
+
+fn too_large(max: usize, declared: Option<u64>) -> ModelError {
+    match declared {
+        Some(n) => ModelError::Protocol(format!(
+            "the response exceeded {max} bytes (max_response_bytes): it declared {n} bytes"
+        )),
+        None => ModelError::Protocol(format!("the response exceeded {max} bytes (max_response_bytes)")),
+    }
+}
+
+fn sse_error(e: super::sse::SseError) -> ModelError {
+    match e {
+        super::sse::SseError::TooLarge(n) => {
+            ModelError::Protocol(format!("malformed event stream: one event exceeded {n} bytes (max_response_bytes)"))
+        }
+        other => ModelError::Protocol(format!("malformed event stream: {other}")),
+    }
 }
 
 fn transport_error(e: &reqwest::Error) -> ModelError {
@@ -477,29 +605,80 @@ fn transport_error(e: &reqwest::Error) -> ModelError {
     ModelError::Transient { message: msg, status: None }
 }
 
-async fn read_limited(response: reqwest::Response, max: usize, wait: Duration) -> Result<Vec<u8>, ModelError> {
-    let mut out = Vec::new();
+/// Reads a whole body of at most `max` bytes, within `wait` and the deadline.
+async fn read_limited(
+    response: reqwest::Response,
+    max: usize,
+    wait: Duration,
+    deadline: &Deadline,
+) -> Result<Vec<u8>, ModelError> {
+    if let Some(len) = response.content_length().filter(|n| *n > max as u64) {
+        return Err(too_large(max, Some(len)));
+    }
+    let mut out = Vec::with_capacity(response.content_length().map_or(0, |n| n as usize));
     let mut stream = response.bytes_stream();
     let read = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| transport_error(&e))?;
             if out.len() + chunk.len() > max {
-                return Err(ModelError::Protocol(format!("the response exceeded {max} bytes")));
+                return Err(too_large(max, None));
             }
             out.extend_from_slice(&chunk);
         }
         Ok(())
     };
-    match tokio::time::timeout(wait, read).await {
-        Err(_) => Err(transient(format!("the response body did not arrive within {} ms", wait.as_millis()))),
-        Ok(r) => r.map(|()| out),
-    }
+    let message = || format!("the response body did not arrive within {} ms", wait.as_millis());
+    deadline.run(wait, read, message).await??;
+    Ok(out)
 }
 
 fn priced(chunk: ModelChunk, price: Option<&Price>) -> ModelChunk {
     match (chunk, price) {
         (ModelChunk::Usage(u), Some(p)) => ModelChunk::Usage(Usage { cost_usd: p.cost(&u), ..u }),
         (c, _) => c,
+    }
+}
+
+/// What the stream handed to the caller carries between polls.
+struct Streaming {
+    chunks: VecDeque<ModelChunk>,
+    body: Option<BodyDecoder>,
+    /// An error to yield once the chunks decoded before it are out.
+    error: Option<ModelError>,
+    buf: Vec<ModelChunk>,
+    price: Option<Price>,
+    idle: Duration,
+    deadline: Deadline,
+    key: Option<ApiKey>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Streaming {
+    async fn next(mut self) -> Option<(Result<ModelChunk, ModelError>, Self)> {
+        loop {
+            if let Some(chunk) = self.chunks.pop_front() {
+                let chunk = priced(chunk, self.price.as_ref());
+                return Some((Ok(chunk), self));
+            }
+            if let Some(e) = self.error.take() {
+                return Some((Err(e), self));
+            }
+            let body = self.body.as_mut()?;
+            if body.done {
+                if !body.eof {
+                    body.drain(self.idle.min(self.deadline.remaining()).min(Duration::from_millis(500))).await;
+                }
+                return None;
+            }
+            let idle = self.idle;
+            self.buf.clear();
+            let result = body.next_chunks(&self.deadline, idle, || stalled(idle), &mut self.buf).await;
+            self.chunks.extend(self.buf.drain(..));
+            if let Err(e) = result {
+                self.body = None;
+                self.error = Some(scrub_error(self.key.as_ref(), e));
+            }
+        }
     }
 }
 
@@ -525,7 +704,9 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
                 self.wire.key_env()
             )));
         }
-        let http = self.wire.build(request, self.stream, self.key.as_ref()).map_err(|e| self.scrub(e))?;
+        let mut http = self.wire.build(request, self.stream, self.key.as_ref()).map_err(|e| self.scrub(e))?;
+        // Built once, shared by every attempt without copying.
+        let body = bytes::Bytes::from(std::mem::take(&mut http.body));
         let client = match &self.client {
             Some(c) => c.clone(),
             None => shared_client(self.config.connect_timeout)?,
@@ -539,20 +720,24 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
             ),
             None => None,
         };
-        let deadline = Instant::now() + self.config.total_timeout;
+        let deadline = Deadline::new(self.config.total_timeout);
         let mut attempt = 0;
         let opened = loop {
             attempt += 1;
-            match self.attempt(&client, &http, deadline).await {
+            match self.attempt(&client, &http, &body, &deadline).await {
                 Ok(o) => break o,
-                Err(e) => {
-                    let e = self.scrub(e);
+                Err(Failed { error, retry_after }) => {
+                    let e = self.scrub(error);
                     let last = attempt >= self.config.retry.max_attempts;
                     if !e.is_retryable() || last {
                         return Err(e);
                     }
-                    let wait = self.config.retry.delay(attempt, &e);
-                    if Instant::now() + wait >= deadline {
+                    // A wait the server asked for (Retry-After on a 429 or a 5xx), else backoff.
+                    let wait = match retry_after {
+                        Some(after) => after.min(self.config.retry.max_delay),
+                        None => self.config.retry.delay(attempt, &e),
+                    };
+                    if wait >= deadline.remaining() {
                         return Err(e);
                     }
                     tracing::debug!(provider = self.wire.provider(), attempt, error = %e, "retrying model call");
@@ -560,33 +745,18 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
                 }
             }
         };
-        let price = self.price;
-        let idle = self.config.idle_timeout;
-        let key = self.key.clone();
-        let state = (opened, permit, Vec::<ModelChunk>::new());
-        let stream = futures::stream::unfold(state, move |(mut opened, permit, mut buf)| {
-            let key = key.clone();
-            async move {
-                loop {
-                    if let Some(chunk) = opened.chunks.pop_front() {
-                        return Some((Ok(priced(chunk, price.as_ref())), (opened, permit, buf)));
-                    }
-                    let body = opened.body.as_mut()?;
-                    if body.done {
-                        return None;
-                    }
-                    let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
-                    buf.clear();
-                    if let Err(e) = body.next_chunks(wait, &mut buf).await {
-                        opened.body = None;
-                        let e = scrub_error(key.as_ref(), e);
-                        return Some((Err(e), (opened, permit, buf)));
-                    }
-                    opened.chunks.extend(buf.drain(..));
-                }
-            }
-        });
-        Ok(Box::pin(stream))
+        let state = Streaming {
+            chunks: opened.chunks,
+            body: opened.body,
+            error: None,
+            buf: Vec::new(),
+            price: self.price,
+            idle: self.config.idle_timeout,
+            deadline,
+            key: self.key.clone(),
+            _permit: permit,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, Streaming::next)))
     }
 }
 

@@ -122,10 +122,10 @@ impl WireFormat for ChatCompletions {
         }
         let reasoning = is_reasoning_model(&self.model) && self.provider == "openai";
         if let Some(t) = g.temperature {
-            body.insert("temperature".into(), json!(t));
+            body.insert("temperature".into(), sampling_value(t));
         }
         if let Some(p) = g.top_p {
-            body.insert("top_p".into(), json!(p));
+            body.insert("top_p".into(), sampling_value(p));
         }
         if let Some(n) = g.max_output_tokens {
             let field = if reasoning { "max_completion_tokens" } else { "max_tokens" };
@@ -176,6 +176,9 @@ impl WireFormat for ChatCompletions {
         let choice =
             v.pointer("/choices/0").ok_or_else(|| ModelError::Protocol("the response has no choices".into()))?;
         let message = choice.get("message").unwrap_or(&Value::Null);
+        if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+            return Err(refused(refusal));
+        }
         let mut out = Vec::new();
         if let Some(r) = reasoning_text(message) {
             out.push(ModelChunk::Thinking { text: r.to_string(), signature: None });
@@ -199,6 +202,12 @@ impl WireFormat for ChatCompletions {
         out.push(ModelChunk::Finish(finish_reason(choice.get("finish_reason"))));
         Ok(out)
     }
+}
+
+/// A sampling setting as JSON, written as the `f32` reads (`0.2`, not the widened
+/// `0.20000000298023224`).
+pub(crate) fn sampling_value(v: f32) -> Value {
+    v.to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
 }
 
 /// OpenAI's usage, normalized: `prompt_tokens` includes cached tokens, which we count apart.
@@ -227,19 +236,32 @@ fn finish_reason(v: Option<&Value>) -> FinishReason {
 }
 
 fn reasoning_text(v: &Value) -> Option<&str> {
-    v.get("reasoning_content").or_else(|| v.get("reasoning")).and_then(Value::as_str).filter(|s| !s.is_empty())
+    // Servers send either field, and sometimes the other one as null.
+    let field = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    field("reasoning_content").or_else(|| field("reasoning"))
+}
+
+fn refused(refusal: &str) -> ModelError {
+    ModelError::ContentFilter(format!("the model refused: {refusal}"))
 }
 
 fn stream_error(err: &Value) -> ModelError {
     let message = err.get("message").and_then(Value::as_str).unwrap_or("unknown error").to_string();
-    let kind = err.get("type").or_else(|| err.get("code")).and_then(Value::as_str).unwrap_or("");
-    match kind {
-        "rate_limit_exceeded" | "rate_limit_error" => ModelError::RateLimited { message, retry_after: None },
-        "context_length_exceeded" => ModelError::ContextLengthExceeded(message),
-        "invalid_request_error" => ModelError::InvalidRequest(message),
-        "authentication_error" | "invalid_api_key" => ModelError::Authentication(message),
-        _ if message.to_ascii_lowercase().contains("overloaded") => ModelError::Transient { message, status: None },
-        _ => ModelError::Transient { message, status: None },
+    // The code is the more specific of the two (`type: invalid_request_error` with
+    // `code: context_length_exceeded`), and either may be null.
+    let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or("");
+    let (kind, code) = (field("type"), field("code"));
+    let is = |names: &[&str]| names.contains(&code) || names.contains(&kind);
+    if is(&["context_length_exceeded"]) {
+        ModelError::ContextLengthExceeded(message)
+    } else if is(&["rate_limit_exceeded", "rate_limit_error"]) {
+        ModelError::RateLimited { message, retry_after: None }
+    } else if is(&["authentication_error", "invalid_api_key"]) {
+        ModelError::Authentication(message)
+    } else if is(&["invalid_request_error"]) {
+        ModelError::InvalidRequest(message)
+    } else {
+        ModelError::Transient { message, status: None }
     }
 }
 
@@ -247,8 +269,39 @@ fn stream_error(err: &Value) -> ModelError {
 #[derive(Default)]
 struct ChatDecoder {
     finish: Option<FinishReason>,
-    /// Tool-call index → position, for servers that send no index.
+    /// The server's tool-call index → our position (servers need not number calls from 0).
     seen_calls: HashMap<u64, usize>,
+    /// Calls seen so far.
+    calls: usize,
+    /// For servers that send no index: the id of the call being streamed, and its position.
+    unindexed: Option<(Option<String>, usize)>,
+    /// Refusal text (`delta.refusal`), reported as an error at the end.
+    refusal: String,
+}
+
+impl ChatDecoder {
+    /// Our position for one tool-call piece.
+    fn call_index(&mut self, c: &Value) -> usize {
+        if let Some(raw) = c.get("index").and_then(Value::as_u64) {
+            let next = self.calls;
+            let index = *self.seen_calls.entry(raw).or_insert(next);
+            if index == next {
+                self.calls += 1;
+            }
+            return index;
+        }
+        // No index: a piece with a new id starts a new call; any other piece continues the last one.
+        let id = c.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
+        match &self.unindexed {
+            Some((current, index)) if id.is_none() || id == current.as_deref() => *index,
+            _ => {
+                let index = self.calls;
+                self.calls += 1;
+                self.unindexed = Some((id.map(str::to_string), index));
+                index
+            }
+        }
+    }
 }
 
 impl StreamDecoder for ChatDecoder {
@@ -273,11 +326,12 @@ impl StreamDecoder for ChatDecoder {
             if let Some(text) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                 out.push(ModelChunk::Text(text.to_string()));
             }
+            if let Some(r) = delta.get("refusal").and_then(Value::as_str) {
+                self.refusal.push_str(r);
+            }
             if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-                for (pos, c) in calls.iter().enumerate() {
-                    let raw_index = c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
-                    let next = self.seen_calls.len();
-                    let index = *self.seen_calls.entry(raw_index).or_insert(next);
+                for c in calls {
+                    let index = self.call_index(c);
                     out.push(ModelChunk::ToolCallDelta {
                         index,
                         id: c.get("id").and_then(Value::as_str).map(str::to_string),
@@ -297,6 +351,9 @@ impl StreamDecoder for ChatDecoder {
     }
 
     fn end(&mut self, out: &mut Vec<ModelChunk>) -> Result<(), ModelError> {
+        if !self.refusal.is_empty() {
+            return Err(refused(&self.refusal));
+        }
         match self.finish.take() {
             Some(reason) => {
                 out.push(ModelChunk::Finish(reason));

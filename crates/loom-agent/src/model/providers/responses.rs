@@ -6,7 +6,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Map, Value, json};
 
 use super::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
-use super::openai::is_reasoning_model;
+use super::openai::{is_reasoning_model, sampling_value};
 use super::sse::SseEvent;
 use super::strict::strict_schema;
 use crate::error::ModelError;
@@ -113,10 +113,10 @@ impl WireFormat for Responses {
             body.insert("stream".into(), json!(true));
         }
         if let Some(t) = g.temperature.filter(|_| !is_reasoning_model(&self.model)) {
-            body.insert("temperature".into(), json!(t));
+            body.insert("temperature".into(), sampling_value(t));
         }
         if let Some(p) = g.top_p {
-            body.insert("top_p".into(), json!(p));
+            body.insert("top_p".into(), sampling_value(p));
         }
         if let Some(n) = g.max_output_tokens {
             body.insert("max_output_tokens".into(), json!(n));
@@ -157,9 +157,8 @@ impl WireFormat for Responses {
                                 c.get("text").and_then(Value::as_str).unwrap_or("").to_string(),
                             )),
                             Some("refusal") => {
-                                return Err(ModelError::ContentFilter(
-                                    c.get("refusal").and_then(Value::as_str).unwrap_or("refused").to_string(),
-                                ));
+                                let refusal = c.get("refusal").and_then(Value::as_str).unwrap_or("");
+                                return Err(ModelError::ContentFilter(format!("the model refused: {refusal}")));
                             }
                             _ => {}
                         }
@@ -238,6 +237,8 @@ struct ResponsesDecoder {
     /// Output index → tool call index.
     calls: HashMap<u64, usize>,
     done: bool,
+    /// Refusal text received so far.
+    refusal: String,
 }
 
 impl StreamDecoder for ResponsesDecoder {
@@ -277,8 +278,15 @@ impl StreamDecoder for ResponsesDecoder {
                 };
                 out.push(ModelChunk::ToolCallDelta { index, id: None, name: None, arguments: s("delta") });
             }
-            "response.refusal.delta" | "response.refusal.done" => {
-                return Err(ModelError::ContentFilter(format!("the model refused: {}", s("refusal"))));
+            // The refusal's text arrives in pieces; the call fails once it is whole.
+            "response.refusal.delta" => self.refusal.push_str(&s("delta")),
+            "response.refusal.done" => {
+                let done = s("refusal");
+                let text = if done.is_empty() { std::mem::take(&mut self.refusal) } else { done };
+                return Err(ModelError::ContentFilter(format!("the model refused: {text}")));
+            }
+            "response.completed" | "response.incomplete" if !self.refusal.is_empty() => {
+                return Err(ModelError::ContentFilter(format!("the model refused: {}", self.refusal)));
             }
             "response.completed" | "response.incomplete" => {
                 let response = v.get("response").unwrap_or(&Value::Null);

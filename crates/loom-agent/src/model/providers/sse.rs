@@ -49,26 +49,52 @@ impl SseParser {
 
     /// Feeds bytes; every event completed by them is passed to `on_event`.
     pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(SseEvent)) -> Result<(), SseError> {
+        if bytes.is_empty() {
+            // Nothing to see, and a pending `\r` must still swallow the `\n` that may come next.
+            return Ok(());
+        }
         if self.skip_lf {
             if let Some(rest) = bytes.strip_prefix(b"\n") {
                 bytes = rest;
             }
             self.skip_lf = false;
         }
-        if self.buf.is_empty() {
-            // Fast path: parse straight from the input, keep only the unfinished tail.
-            let consumed = self.parse_lines(bytes, &mut on_event)?;
-            self.buf.extend_from_slice(&bytes[consumed..]);
-        } else {
-            self.buf.extend_from_slice(bytes);
-            let buf = std::mem::take(&mut self.buf);
-            let consumed = self.parse_lines(&buf, &mut on_event)?;
-            self.buf = buf;
-            self.buf.drain(..consumed);
+        if !self.buf.is_empty() {
+            // The buffer holds the start of a line (never a line end): look for its end in the new
+            // bytes only, so a long line fed in small pieces is scanned once, not once per piece.
+            let Some(end) = memchr2(b'\n', b'\r', bytes) else {
+                if self.buf.len() + bytes.len() + self.data.len() > self.max_event_bytes {
+                    return Err(SseError::TooLarge(self.max_event_bytes));
+                }
+                self.buf.extend_from_slice(bytes);
+                return Ok(());
+            };
+            self.buf.extend_from_slice(&bytes[..end]);
+            let line = std::mem::take(&mut self.buf);
+            let result = self.field(&line);
+            self.buf = line;
+            self.buf.clear();
+            result?;
+            if self.data.len() > self.max_event_bytes {
+                return Err(SseError::TooLarge(self.max_event_bytes));
+            }
+            let mut next = end + 1;
+            if bytes[end] == b'\r' {
+                match bytes.get(next) {
+                    Some(b'\n') => next += 1,
+                    Some(_) => {}
+                    None => self.skip_lf = true,
+                }
+            }
+            bytes = &bytes[next..];
         }
-        if self.buf.len() + self.data.len() > self.max_event_bytes {
+        // Parse straight from the input, keep only the unfinished tail.
+        let consumed = self.parse_lines(bytes, &mut on_event)?;
+        let tail = &bytes[consumed..];
+        if tail.len() + self.data.len() > self.max_event_bytes {
             return Err(SseError::TooLarge(self.max_event_bytes));
         }
+        self.buf.extend_from_slice(tail);
         Ok(())
     }
 
@@ -196,6 +222,88 @@ mod tests {
     #[test]
     fn a_final_event_without_blank_line_is_dispatched() {
         assert_eq!(parse_all(&[b"data: last"])[0].data, "last");
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_changes_nothing() {
+        // "a\r" + "" + "\n..." is one line end, not two (which would dispatch "a" early).
+        let events = parse_all(&[b"data: a\r", b"", b"\ndata: b\n\n"]);
+        assert_eq!(events, [SseEvent { event: String::new(), data: "a\nb".into() }]);
+    }
+
+    #[test]
+    fn a_long_line_in_small_pieces_is_parsed_once_and_limited() {
+        let line = format!("data: {}\n\n", "x".repeat(100_000));
+        let pieces: Vec<&[u8]> = line.as_bytes().chunks(7).collect();
+        assert_eq!(parse_all(&pieces)[0].data.len(), 100_000);
+        let mut p = SseParser::with_limit(50_000);
+        let result = pieces.iter().try_for_each(|c| p.feed(c, |_| {}));
+        assert_eq!(result, Err(SseError::TooLarge(50_000)));
+    }
+
+    /// One event of a generated stream: its name, its data lines, a comment before it, and the
+    /// line end after each of its lines.
+    type GenEvent = (Option<String>, Vec<String>, bool, Vec<u8>);
+
+    fn serialize(events: &[GenEvent]) -> (Vec<u8>, Vec<SseEvent>) {
+        const ENDS: [&[u8]; 3] = [b"\n", b"\r\n", b"\r"];
+        let mut out = Vec::new();
+        let mut expected = Vec::new();
+        let mut i = 0usize;
+        for (name, data, comment, ends) in events {
+            let mut lines: Vec<Vec<u8>> = Vec::new();
+            if *comment {
+                lines.push(b": keep-alive".to_vec());
+                lines.push(b"id: 7".to_vec());
+            }
+            if let Some(n) = name {
+                lines.push(format!("event: {n}").into_bytes());
+            }
+            lines.extend(data.iter().map(|d| format!("data: {d}").into_bytes()));
+            lines.push(Vec::new());
+            for line in lines {
+                let mut end = ENDS[ends[i % ends.len()] as usize % 3];
+                // After a lone CR, an empty line ended by LF would read as one CRLF.
+                if line.is_empty() && out.last() == Some(&b'\r') && end == b"\n" {
+                    end = b"\r\n";
+                }
+                out.extend_from_slice(&line);
+                out.extend_from_slice(end);
+                i += 1;
+            }
+            expected.push(SseEvent { event: name.clone().unwrap_or_default(), data: data.join("\n") });
+        }
+        (out, expected)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_split_yields_the_same_events(
+            events in proptest::collection::vec(
+                (
+                    proptest::option::of("[a-z_]{1,12}"),
+                    proptest::collection::vec("[^\r\n]{0,24}", 1..4),
+                    proptest::bool::ANY,
+                    proptest::collection::vec(0u8..3, 1..5),
+                ),
+                1..8,
+            ),
+            cuts in proptest::collection::vec(proptest::num::usize::ANY, 0..12),
+        ) {
+            let (bytes, expected) = serialize(&events);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            // Cut anywhere, even inside a UTF-8 character or a CRLF, with empty pieces allowed.
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            let mut start = 0;
+            for c in cuts {
+                pieces.push(&bytes[start..c]);
+                start = c;
+            }
+            pieces.push(&bytes[start..]);
+            proptest::prop_assert_eq!(parse_all(&[&bytes]), expected.clone());
+            proptest::prop_assert_eq!(parse_all(&pieces), expected);
+        }
     }
 
     #[test]

@@ -32,12 +32,15 @@ fn normalize(v: &mut Value) -> bool {
     if obj.contains_key("patternProperties") {
         return false;
     }
-    if let Some(ap) = obj.get("additionalProperties")
-        && ap.is_object()
-    {
-        return false;
-    }
+    // An open map (a schema for extra properties, `true`, or an object without properties, whose
+    // extra properties are allowed by default) would be closed by strict mode: keep it as it is.
     let is_object = obj.get("type").is_some_and(|t| t == "object") || obj.contains_key("properties");
+    match obj.get("additionalProperties") {
+        Some(Value::Bool(false)) => {}
+        Some(_) => return false,
+        None if is_object && !obj.contains_key("properties") => return false,
+        None => {}
+    }
     if is_object {
         let required: Vec<String> = obj
             .get("required")
@@ -85,6 +88,12 @@ fn normalize(v: &mut Value) -> bool {
 
 fn make_nullable(prop: &mut Value) {
     let Some(obj) = prop.as_object_mut() else { return };
+    // A `null` type alone would still fail an `enum` or `const` without null: wrap those instead.
+    if obj.contains_key("enum") || obj.contains_key("const") {
+        let inner = Value::Object(std::mem::take(obj));
+        obj.insert("anyOf".into(), json!([inner, {"type": "null"}]));
+        return;
+    }
     match obj.get_mut("type") {
         Some(Value::String(t)) if t != "null" => {
             let t = t.clone();
