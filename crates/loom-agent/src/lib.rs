@@ -50,6 +50,7 @@ pub mod message;
 pub mod model;
 pub mod output;
 pub mod store;
+pub mod telemetry;
 pub mod tool;
 
 pub use agent::{

@@ -64,10 +64,20 @@ impl OutputSchema {
     }
 
     /// Extracts the JSON value from a model's answer and validates it.
+    ///
+    /// Providers in strict structured-output mode answer `null` for properties the schema leaves
+    /// optional (strict mode makes every property required and nullable). When the answer fails
+    /// validation, those `null`s are dropped and it is checked again.
     pub fn parse(&self, text: &str) -> Result<serde_json::Value, String> {
         let value = extract_json(text).ok_or_else(|| "the answer contains no JSON value".to_string())?;
-        self.validate(&value)?;
-        Ok(value)
+        match self.validate(&value) {
+            Ok(()) => Ok(value),
+            Err(first) => {
+                let mut cleaned = value;
+                drop_optional_nulls(&mut cleaned, &self.inner.schema, &self.inner.schema, 0);
+                self.validate(&cleaned).map(|()| cleaned).map_err(|_| first)
+            }
+        }
     }
 
     /// Validates a value; the error lists each violation with its location.
@@ -102,6 +112,51 @@ impl OutputSchema {
 impl fmt::Debug for OutputSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OutputSchema").field("name", &self.inner.name).field("schema", &self.inner.schema).finish()
+    }
+}
+
+/// Removes `null` values of properties that `schema` does not require, recursively through
+/// properties, items and local `$ref`s.
+fn drop_optional_nulls(
+    value: &mut serde_json::Value,
+    schema: &serde_json::Value,
+    root: &serde_json::Value,
+    depth: u32,
+) {
+    if depth > 32 {
+        return;
+    }
+    let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
+        Some(r) => match r.strip_prefix('#').and_then(|p| root.pointer(p)) {
+            Some(target) => target,
+            None => return,
+        },
+        None => schema,
+    };
+    match value {
+        serde_json::Value::Object(map) => {
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(|r| r.as_array())
+                .map(|r| r.iter().filter_map(|s| s.as_str()).collect())
+                .unwrap_or_default();
+            map.retain(|k, v| !v.is_null() || required.contains(&k.as_str()));
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (k, v) in map.iter_mut() {
+                    if let Some(sub) = props.get(k) {
+                        drop_optional_nulls(v, sub, root, depth + 1);
+                    }
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(sub) = schema.get("items") {
+                for v in items {
+                    drop_optional_nulls(v, sub, root, depth + 1);
+                }
+            }
+        }
+        _ => {}
     }
 }
 

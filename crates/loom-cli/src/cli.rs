@@ -24,10 +24,35 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing would buy nothing
 pub enum Command {
     /// Run an agent on a prompt: the answer streams to stdout, tool calls to stderr.
     #[command(after_help = "Run `loom run --help` for examples and exit codes.", after_long_help = run_long_help())]
     Run(RunArgs),
+    /// Work with signed audit logs (written by `loom run --audit-log FILE`).
+    Audit(AuditArgs),
+}
+
+/// The options of `loom audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// What to do with the log.
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+/// The subcommands of `loom audit`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain and signatures (the key comes from $LOOM_AUDIT_SECRET).
+    ///
+    /// Exit codes: 0 the chain is intact; 1 entries were edited, dropped, reordered, inserted,
+    /// signed with another key or malformed (each one is named on stdout); 2 usage error (no key,
+    /// unreadable file).
+    Verify {
+        /// The audit log (JSONL).
+        file: PathBuf,
+    },
 }
 
 /// The options of `loom run`.
@@ -75,6 +100,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
 
+    /// Stop the run once it has used N tokens (checked before each model call and tool batch).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: Option<u64>,
+
+    /// Stop the run once it has cost X US dollars (counted when the model's prices are known).
+    #[arg(long, value_name = "X", value_parser = parse_cost)]
+    pub max_cost_usd: Option<f64>,
+
+    /// Allow only this tool, repeatable: every tool not named is denied.
+    #[arg(long = "allow", value_name = "TOOL")]
+    pub allow: Vec<String>,
+
+    /// Deny this tool, repeatable: the model is told it may not use it.
+    #[arg(long = "deny", value_name = "TOOL")]
+    pub deny: Vec<String>,
+
+    /// Ask before running this tool, repeatable (tools flagged destructive always ask): a prompt
+    /// when stdin is a terminal, else the call is denied.
+    #[arg(long = "ask", value_name = "TOOL")]
+    pub ask: Vec<String>,
+
     /// A context input for the model, repeatable; a VALUE that is not JSON is taken as a string.
     #[arg(long = "context", value_name = "KEY=VALUE", value_parser = parse_context)]
     pub context: Vec<(String, Value)>,
@@ -82,6 +128,11 @@ pub struct RunArgs {
     /// A JSON schema file the answer must match; the parsed value is printed.
     #[arg(long, value_name = "FILE")]
     pub output_schema: Option<PathBuf>,
+
+    /// Append a signed, hash-chained audit log of the run to FILE (JSONL); the HMAC key comes from
+    /// $LOOM_AUDIT_SECRET (at least 16 bytes). Check it with `loom audit verify FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
 }
 
 fn run_long_help() -> String {
@@ -97,6 +148,7 @@ Examples:
   loom run --output-schema answer.schema.json \"Give me a number\"
   loom run --json \"hello\" | jq -c 'select(.type == \"tool.call\")'
   echo \"a long prompt\" | loom run -
+  loom run --files . --deny list_files --max-tokens 20000 \"Read the README\"
 
 Models:
   {ACCEPTED_MODEL_STRINGS}. Without --model, ${MODEL_ENV} is used, else \"{DEFAULT_MODEL}\".
@@ -107,6 +159,12 @@ Output:
   so `loom run \"…\" > answer.txt` keeps only what the model says. With --json, stdout carries one JSON event
   per line ({{type, run_id, session_id, seq, at, payload}}), then the run's result as the last line.
   Ctrl-C cancels the run.
+
+Permissions and budget:
+  --deny and --allow are checked first. Tools flagged destructive, and those named by --ask, need
+  approval: when stdin is a terminal you are asked ([y]es, [n]o, [a]lways for this run, [e]dit the
+  arguments); otherwise the call is denied. The model is told why a call was denied, and the run goes on.
+  --max-tokens and --max-cost-usd stop the run (exit 3, reason \"budget: max_tokens\", …) once reached.
 
 Exit codes:
   0  the run completed
@@ -124,6 +182,15 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         return Err("the timeout must be a positive number of seconds".to_string());
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` seconds is too long a timeout"))
+}
+
+/// Parses `--max-cost-usd`: a positive number of US dollars.
+fn parse_cost(text: &str) -> Result<f64, String> {
+    let usd: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of US dollars"))?;
+    if !usd.is_finite() || usd <= 0.0 {
+        return Err("the cost limit must be a positive number of US dollars".to_string());
+    }
+    Ok(usd)
 }
 
 /// Parses `--context KEY=VALUE`: the value as JSON, or as a string when it is not JSON.
@@ -151,6 +218,17 @@ mod tests {
         assert_eq!(parse_context("eq=a=b"), Ok(("eq".to_string(), serde_json::json!("a=b"))));
         assert!(parse_context("novalue").is_err());
         assert!(parse_context("=1").is_err());
+    }
+
+    #[test]
+    fn cost_limits_are_positive_dollars() {
+        assert_eq!(parse_cost("0.5"), Ok(0.5));
+        assert_eq!(parse_cost("2"), Ok(2.0));
+        assert!(parse_cost("0").is_err());
+        assert!(parse_cost("-1").is_err());
+        assert!(parse_cost("inf").is_err());
+        assert!(parse_cost("NaN").is_err());
+        assert!(parse_cost("lots").is_err());
     }
 
     #[test]

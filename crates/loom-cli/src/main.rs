@@ -5,9 +5,11 @@
 //! one JSON line instead, then the run's result. The exit code says how the run ended (see
 //! `loom run --help`).
 //!
-//! The layout: [`cli`] holds the clap definitions, [`run`] the `run` command, and [`render`] the
-//! human view.
+//! The layout: [`cli`] holds the clap definitions, [`run`] the `run` command, [`audit`] the
+//! `audit` command, and [`render`] the human view.
 
+mod approval;
+mod audit;
 mod cli;
 mod render;
 mod run;
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let exit = match cli.command {
         cli::Command::Run(args) => run::main(args),
+        cli::Command::Audit(args) => audit::main(args),
     };
     ExitCode::from(exit as u8)
 }

@@ -11,6 +11,7 @@ use loom_agent::capability::Files;
 use loom_agent::output::OutputSchema;
 use loom_agent::{Agent, Error, Event, RunContext, RunRequest, RunResult, RunState};
 
+use crate::approval::Governance;
 use crate::cli::{DEFAULT_MODEL, MODEL_ENV, RunArgs};
 use crate::render::{HumanView, error_line};
 
@@ -92,7 +93,19 @@ fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
     if let Some(instructions) = args.instructions {
         builder = builder.instructions(instructions);
     }
+    if let Some(path) = args.audit_log {
+        builder = builder.audit_log(crate::audit::open_log(&path)?);
+    }
+    let governance = Governance {
+        max_tokens: args.max_tokens,
+        max_cost_usd: args.max_cost_usd,
+        allow: args.allow,
+        deny: args.deny,
+        ask: args.ask,
+    };
+    builder = governance.apply(builder);
     let agent = builder.build().map_err(|e| describe(&e))?;
+    governance.check_names(&agent)?;
 
     let mut context = RunContext::new();
     for (key, value) in args.context {

@@ -3,19 +3,21 @@
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::input::RunRequest;
 use super::run::{RunEnd, RunResult, RunShared, RunState, Transcript};
 use super::session::SessionInner;
 use super::{AgentInner, RunInput};
 use crate::architecture::RunCx;
-use crate::architecture::cx::{guard_hook, guard_text};
+use crate::architecture::cx::{GuardResult, apply_guardrails_quiet, guard_hook, record_guard_event};
 use crate::error::{RunError, RunErrorKind, ToolErrorKind};
 use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted, ToolResultEvent};
 use crate::governance::{AuditRecord, GuardStage, HookAction};
 use crate::message::Message;
 use crate::output::OutputSchema;
 use crate::store::SessionRecord;
+use crate::telemetry;
 
 /// The whole life of a run: wait for the session's earlier runs, execute, seal, persist, publish.
 pub(crate) async fn drive(
@@ -34,6 +36,7 @@ pub(crate) async fn drive(
             _ = prev => { previous = None; }
         }
     }
+    let span = telemetry::run_span(&agent, &shared.scope());
     let (end, history_base) = if shared.cancel.is_cancelled() {
         let error = RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started");
         shared.emit(EventKind::RunCancelled(RunEnded { error: error.clone(), turns: 0, usage: Default::default() }));
@@ -48,9 +51,10 @@ pub(crate) async fn drive(
             None,
         )
     } else {
-        execute(&agent, &session, &shared, &request).await
+        execute(&agent, &session, &shared, &request).instrument(span.clone()).await
     };
     let (result, transcript) = shared.finish(end);
+    telemetry::record_run(&span, &result);
     persist(&agent, &shared, &result, &transcript, history_base).await;
     shared.publish();
     session.lock().live.remove(&*shared.run_id);
@@ -80,6 +84,9 @@ async fn execute(
         Ok(v) => v,
         Err(error) => {
             shared.set_running(Vec::new());
+            if let Some(budget) = &agent.budget {
+                budget.run_started(&scope);
+            }
             shared.emit(EventKind::RunStarted(RunStarted {
                 input: input.clone(),
                 user_id: scope.user_id.as_deref().map(str::to_string),
@@ -89,7 +96,41 @@ async fn execute(
             return (end_with(shared, Err(error), Vec::new()), None);
         }
     };
+    // Input guardrails run before anything records the input: a redacted input is what the
+    // run.started event, the audit log, the transcript and the model all see.
+    let mut messages = messages;
+    let mut input = input;
+    let mut input_guard: Vec<(String, Option<String>)> = Vec::new(); // (guardrail, Some(reason) when blocking)
+    if !agent.guardrails.is_empty()
+        && let Some(Message::User { content }) = messages.last_mut()
+    {
+        let mut redacted = false;
+        for part in content.iter_mut() {
+            if let crate::message::ContentPart::Text { text } = part {
+                match apply_guardrails_quiet(&agent.guardrails, GuardStage::Input, text) {
+                    GuardResult::Unchanged => {}
+                    GuardResult::Redacted(new, names) => {
+                        *text = new;
+                        redacted = true;
+                        input_guard.extend(names.into_iter().map(|n| (n, None)));
+                    }
+                    GuardResult::Blocked(name, reason) => {
+                        input_guard.push((name, Some(reason)));
+                        break;
+                    }
+                }
+            }
+        }
+        if redacted {
+            let text = messages.last().map(Message::text).unwrap_or_default();
+            input = RunInput::Prompt(text);
+            shared.set_input(input.clone());
+        }
+    }
     shared.set_running(messages.clone());
+    if let Some(budget) = &agent.budget {
+        budget.run_started(&scope);
+    }
     shared.emit(EventKind::RunStarted(RunStarted {
         input: input.clone(),
         user_id: scope.user_id.as_deref().map(str::to_string),
@@ -124,22 +165,17 @@ async fn execute(
             return (end_with(shared, Err(error), messages), Some(history_base));
         }
     }
-    let mut messages = messages;
-    if !agent.guardrails.is_empty()
-        && let Some(Message::User { content }) = messages.last_mut()
-    {
-        for part in content.iter_mut() {
-            if let crate::message::ContentPart::Text { text } = part {
-                match guard_text(agent, shared, &scope, GuardStage::Input, text).await {
-                    Ok(None) => {}
-                    Ok(Some(redacted)) => *text = redacted,
-                    Err(error) => return (end_with(shared, Err(error), messages), Some(history_base)),
-                }
-            }
+    for (name, blocked) in input_guard {
+        let action = if blocked.is_some() { "block" } else { "redact" };
+        record_guard_event(agent, shared, &scope, GuardStage::Input, &name, action, blocked.clone()).await;
+        if let Some(reason) = blocked {
+            let error = RunError::interrupted(
+                RunErrorKind::Guardrail,
+                format!("guardrail: {name}"),
+                format!("blocked by guardrail `{name}`: {reason}"),
+            );
+            return (end_with(shared, Err(error), messages), Some(history_base));
         }
-    }
-    if let Some(budget) = &agent.budget {
-        budget.run_started(&scope);
     }
 
     let max_turns = request.max_turns.unwrap_or(agent.max_turns);
@@ -357,7 +393,9 @@ async fn persist(
             tracing::warn!(run_id = %result.run_id, error = %e, "audit write failed");
         }
     }
-    if let Some(budget) = &agent.budget {
+    if let Some(budget) = &agent.budget
+        && shared.was_started()
+    {
         budget.run_finished(&scope);
     }
     for hook in agent.hooks.iter() {

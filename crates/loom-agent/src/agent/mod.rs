@@ -26,6 +26,7 @@ use crate::governance::{
 use crate::model::{Generation, IntoModel, SharedModel};
 use crate::output::OutputSchema;
 use crate::store::{InMemorySessionStore, Journal, Memory, SessionStore};
+use crate::telemetry::Telemetry;
 use crate::tool::{IntoTool, Tool, ToolRegistry, ToolSpec};
 
 /// A configured loop driver: instructions, a model, tools, and the policies around them.
@@ -67,6 +68,7 @@ pub(crate) struct AgentInner {
     pub(crate) hook_failure_denies: bool,
     pub(crate) guardrails: Arc<[Arc<dyn Guardrail>]>,
     pub(crate) rate_limiter: Option<Arc<dyn RateLimiter>>,
+    pub(crate) telemetry: Telemetry,
     pub(crate) audit: Option<Arc<dyn AuditLog>>,
     pub(crate) architecture: Arc<dyn Architecture>,
     pub(crate) max_turns: u32,
@@ -205,6 +207,7 @@ pub struct AgentBuilder {
     hook_failure_denies: Option<bool>,
     guardrails: Vec<Arc<dyn Guardrail>>,
     rate_limiter: Option<Arc<dyn RateLimiter>>,
+    telemetry: Telemetry,
     audit: Option<Arc<dyn AuditLog>>,
     architecture: Option<Result<Arc<dyn Architecture>, Error>>,
     max_turns: Option<u32>,
@@ -335,6 +338,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Telemetry settings (spans and metrics are always emitted through `tracing`; this decides
+    /// whether prompts and outputs go on spans).
+    pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
     /// The audit log slot.
     pub fn audit_log(mut self, audit: impl AuditLog) -> Self {
         self.audit = Some(Arc::new(audit));
@@ -443,6 +453,7 @@ impl AgentBuilder {
                 hook_failure_denies: self.hook_failure_denies.unwrap_or(true),
                 guardrails: Arc::from(self.guardrails),
                 rate_limiter: self.rate_limiter,
+                telemetry: self.telemetry,
                 audit: self.audit,
                 architecture,
                 timeout: self.timeout,

@@ -377,6 +377,15 @@ impl RunShared {
         pending.into_iter().map(|(t, c)| (t, c.clone())).collect()
     }
 
+    pub(crate) fn set_input(&self, input: RunInput) {
+        self.lock().input = input;
+    }
+
+    /// Whether the run began executing (it may have been cancelled while queued).
+    pub(crate) fn was_started(&self) -> bool {
+        self.lock().started_at.is_some()
+    }
+
     pub(crate) fn input(&self) -> RunInput {
         self.lock().input.clone()
     }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
@@ -99,9 +99,7 @@ impl Session {
             }
             return Session { inner: existing };
         }
-        if registry.len() >= 1024 {
-            registry.retain(|_, w| w.strong_count() > 0);
-        }
+        prune(&mut registry);
         let session = Session::create(agent.clone(), id.clone(), config.metadata, config.extensions, false);
         registry.insert(id, Arc::downgrade(&session.inner));
         session
@@ -126,6 +124,7 @@ impl Session {
         });
         if register {
             let mut registry = agent.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            prune(&mut registry);
             registry.insert(id, Arc::downgrade(&inner));
         }
         Session { inner }
@@ -261,6 +260,17 @@ fn fail_at_once(shared: &RunShared, error: RunError) {
         messages: Vec::new(),
     });
     shared.publish();
+}
+
+/// Drops the registry's dead entries, amortized: only when it has doubled since the last pruning
+/// (its capacity is the high-water mark), so opening sessions stays O(1) on average.
+fn prune(registry: &mut HashMap<String, Weak<SessionInner>>) {
+    if registry.len() >= 1024 && registry.len() == registry.capacity() {
+        registry.retain(|_, w| w.strong_count() > 0);
+        if registry.len() * 2 > registry.capacity() {
+            registry.reserve(registry.len());
+        }
+    }
 }
 
 impl fmt::Debug for Session {

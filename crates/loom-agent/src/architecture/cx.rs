@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::agent::{AgentInner, RunShared};
 use crate::error::{ModelError, RunError, RunErrorKind, ToolError, ToolErrorKind};
@@ -19,6 +20,7 @@ use crate::message::{Message, ToolCall};
 use crate::model::{ModelChunk, ModelRequest, ModelResponse, ResponseAssembler};
 use crate::output::OutputSchema;
 use crate::store::JournalEntry;
+use crate::telemetry;
 use crate::tool::{ToolContext, ToolSpec};
 
 /// One run's working state, handed to the [`super::Architecture`]: the conversation and the two
@@ -177,6 +179,12 @@ impl RunCx {
         guard_text(&self.agent, &self.shared, &self.scope, stage, text).await
     }
 
+    /// Streamed output blocked by a guardrail: the event and audit entry, and the error.
+    async fn output_blocked(&self, name: String, reason: String) -> RunError {
+        self.guard_event(GuardStage::Output, &name, "block", Some(reason.clone())).await;
+        blocked(&name, reason)
+    }
+
     async fn guard_event(&self, stage: GuardStage, name: &str, action: &str, reason: Option<String>) {
         record_guard_event(&self.agent, &self.shared, &self.scope, stage, name, action, reason).await;
     }
@@ -233,6 +241,45 @@ impl RunCx {
         self.rate_limit().await?;
         self.turn = turn;
         self.shared.set_turns(turn);
+        let span = telemetry::chat_span(&self.agent, &self.scope, turn);
+        let started = Instant::now();
+        let outcome = self.stream_turn(turn).instrument(span.clone()).await;
+        telemetry::record_chat(&span, &self.agent, &self.messages, &outcome, started.elapsed());
+        let mut response = outcome?;
+        let agent = &self.agent;
+        if !response.text.is_empty()
+            && let Some(redacted) = self.guard(GuardStage::Output, &response.text).await?
+        {
+            response.text = redacted;
+        }
+        self.shared.record_turn(turn, &response.usage);
+        if let Some(budget) = &agent.budget {
+            budget.record(&self.scope, &response.usage);
+        }
+        self.journal(JournalEntry::ModelResult { turn, response: response.clone() }).await?;
+        self.shared.emit(EventKind::ModelResponse(ModelResponseEvent {
+            turn,
+            text: response.text.clone(),
+            tool_calls: response.tool_calls.clone(),
+            usage: response.usage,
+            finish_reason: response.finish_reason,
+        }));
+        self.messages.push(Message::Assistant {
+            content: response.text.clone(),
+            thinking: response.thinking.clone(),
+            tool_calls: response.tool_calls.clone(),
+        });
+        for hook in agent.hooks.iter() {
+            if let Err(e) = guard_hook(agent, hook.after_model(&self.scope, turn, &response)).await {
+                tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_model hook failed");
+            }
+        }
+        Ok(response)
+    }
+
+    /// Sends the conversation to the model and assembles the streamed answer, emitting deltas
+    /// (through the output guardrails' filter).
+    async fn stream_turn(&self, turn: u32) -> Result<ModelResponse, RunError> {
         let agent = &self.agent;
         let tools: &[ToolSpec] = if agent.model.capabilities().tools { agent.tools.specs() } else { &[] };
         self.shared.emit(EventKind::ModelRequest(ModelRequestEvent {
@@ -259,7 +306,10 @@ impl RunCx {
                 ModelChunk::Text(text) if !text.is_empty() => {
                     let shown = match &mut filter {
                         None => Some(text.clone()),
-                        Some(f) => f.push(text).map_err(|(name, reason)| blocked(&name, reason))?,
+                        Some(f) => match f.push(text) {
+                            Ok(shown) => shown,
+                            Err((name, reason)) => return Err(self.output_blocked(name, reason).await),
+                        },
                     };
                     if let Some(text) = shown.filter(|t| !t.is_empty()) {
                         self.shared.emit(EventKind::ModelDelta(ModelDelta { turn, kind: DeltaKind::Text, text }));
@@ -277,38 +327,14 @@ impl RunCx {
             assembler.push(chunk);
         }
         drop(stream);
-        let mut response = assembler.finish(turn).map_err(|e: ModelError| RunError::from_model(&e))?;
+        let response = assembler.finish(turn).map_err(|e: ModelError| RunError::from_model(&e))?;
         if let Some(f) = &mut filter {
-            let rest = f.finish().map_err(|(name, reason)| blocked(&name, reason))?;
+            let rest = match f.finish() {
+                Ok(rest) => rest,
+                Err((name, reason)) => return Err(self.output_blocked(name, reason).await),
+            };
             if !rest.is_empty() {
                 self.shared.emit(EventKind::ModelDelta(ModelDelta { turn, kind: DeltaKind::Text, text: rest }));
-            }
-        }
-        if !response.text.is_empty()
-            && let Some(redacted) = self.guard(GuardStage::Output, &response.text).await?
-        {
-            response.text = redacted;
-        }
-        self.shared.record_turn(turn, &response.usage);
-        if let Some(budget) = &agent.budget {
-            budget.record(&self.scope, &response.usage);
-        }
-        self.journal(JournalEntry::ModelResult { turn, response: response.clone() }).await?;
-        self.shared.emit(EventKind::ModelResponse(ModelResponseEvent {
-            turn,
-            text: response.text.clone(),
-            tool_calls: response.tool_calls.clone(),
-            usage: response.usage,
-            finish_reason: response.finish_reason,
-        }));
-        self.messages.push(Message::Assistant {
-            content: response.text.clone(),
-            thinking: response.thinking.clone(),
-            tool_calls: response.tool_calls.clone(),
-        });
-        for hook in agent.hooks.iter() {
-            if let Err(e) = guard_hook(agent, hook.after_model(&self.scope, turn, &response)).await {
-                tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_model hook failed");
             }
         }
         Ok(response)
@@ -402,65 +428,66 @@ impl RunCx {
         }
         let denied = |reason: String| Ok(Prepared::Failed(ToolError::with_kind(ToolErrorKind::Denied, reason)));
         let remembered = self.remembered.iter().find(|(tool, _)| *tool == call.name).map(|(_, r)| r.clone());
-        match remembered {
-            Some(Ok(())) => self.permission_event(turn, call, "allow", "remembered", None).await,
-            Some(Err(reason)) => {
-                self.permission_event(turn, call, "deny", "remembered", Some(reason.clone())).await;
-                return denied(format!("denied by approver: {reason}"));
+        if let Some(Err(reason)) = &remembered {
+            self.permission_event(turn, call, "deny", "remembered", Some(reason.clone())).await;
+            return denied(format!("denied by approver: {reason}"));
+        }
+        // A remembered "allow for this run" only answers the approval question: the policy still
+        // decides first, so a call it denies (other arguments, a deny list) stays denied.
+        match agent.permissions.check(&self.scope, &entry.spec, &args).await {
+            Decision::Ask(_) if remembered.is_some() => {
+                self.permission_event(turn, call, "allow", "remembered", None).await
             }
-            None => match agent.permissions.check(&self.scope, &entry.spec, &args).await {
-                Decision::Allow => {
-                    if entry.spec.flags.needs_approval() {
-                        self.permission_event(turn, call, "allow", "policy", None).await;
-                    }
+            Decision::Allow => {
+                if entry.spec.flags.needs_approval() {
+                    self.permission_event(turn, call, "allow", "policy", None).await;
                 }
-                Decision::Deny(reason) => {
+            }
+            Decision::Deny(reason) => {
+                self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
+                return denied(format!("permission denied: {reason}"));
+            }
+            Decision::Ask(reason) => {
+                let Some(handler) = &agent.approval else {
+                    let reason = format!("{reason} and needs approval, and no approval handler is configured");
                     self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
                     return denied(format!("permission denied: {reason}"));
-                }
-                Decision::Ask(reason) => {
-                    let Some(handler) = &agent.approval else {
-                        let reason = format!("{reason} and needs approval, and no approval handler is configured");
-                        self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
-                        return denied(format!("permission denied: {reason}"));
-                    };
-                    let request = ApprovalRequest {
-                        scope: self.scope.clone(),
-                        tool: entry.spec.clone(),
-                        call: call.clone(),
-                        args: args.clone(),
-                        reason,
-                    };
-                    match handler.approve(request).await {
-                        Approval::Allow => self.permission_event(turn, call, "allow", "approver", None).await,
-                        Approval::AllowForRun => {
-                            self.remembered.push((call.name.clone(), Ok(())));
-                            self.permission_event(turn, call, "allow", "approver", Some("for this run".into())).await;
+                };
+                let request = ApprovalRequest {
+                    scope: self.scope.clone(),
+                    tool: entry.spec.clone(),
+                    call: call.clone(),
+                    args: args.clone(),
+                    reason,
+                };
+                match handler.approve(request).await {
+                    Approval::Allow => self.permission_event(turn, call, "allow", "approver", None).await,
+                    Approval::AllowForRun => {
+                        self.remembered.push((call.name.clone(), Ok(())));
+                        self.permission_event(turn, call, "allow", "approver", Some("for this run".into())).await;
+                    }
+                    Approval::Deny(reason) => {
+                        self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
+                        return denied(format!("denied by approver: {reason}"));
+                    }
+                    Approval::DenyForRun(reason) => {
+                        self.remembered.push((call.name.clone(), Err(reason.clone())));
+                        self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
+                        return denied(format!("denied by approver: {reason}"));
+                    }
+                    Approval::Edit(edited) => {
+                        if let Err(problems) = entry.validate(&edited) {
+                            self.permission_event(turn, call, "deny", "approver", Some("invalid edit".into())).await;
+                            return Ok(Prepared::Failed(ToolError::invalid_arguments(format!(
+                                "the approver's edited arguments do not match the schema of `{}`: {problems}",
+                                call.name
+                            ))));
                         }
-                        Approval::Deny(reason) => {
-                            self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
-                            return denied(format!("denied by approver: {reason}"));
-                        }
-                        Approval::DenyForRun(reason) => {
-                            self.remembered.push((call.name.clone(), Err(reason.clone())));
-                            self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
-                            return denied(format!("denied by approver: {reason}"));
-                        }
-                        Approval::Edit(edited) => {
-                            if let Err(problems) = entry.validate(&edited) {
-                                self.permission_event(turn, call, "deny", "approver", Some("invalid edit".into()))
-                                    .await;
-                                return Ok(Prepared::Failed(ToolError::invalid_arguments(format!(
-                                    "the approver's edited arguments do not match the schema of `{}`: {problems}",
-                                    call.name
-                                ))));
-                            }
-                            self.permission_event(turn, call, "edit", "approver", None).await;
-                            args = edited;
-                        }
+                        self.permission_event(turn, call, "edit", "approver", None).await;
+                        args = edited;
                     }
                 }
-            },
+            }
         }
         for hook in agent.hooks.iter() {
             let action = match guard_hook(agent, hook.before_tool(&self.scope, call, &args)).await {
@@ -496,7 +523,17 @@ impl RunCx {
         let started = Instant::now();
         let result = match prepared {
             Prepared::Failed(err) => Err(ToolError::with_kind(err.kind(), err.message())),
-            Prepared::Ready { index, args } => self.invoke(turn, call, *index, args.clone()).await,
+            Prepared::Ready { index, args } => {
+                let span = telemetry::tool_span(&call.name, &call.id);
+                let result = self.invoke(turn, call, *index, args.clone()).instrument(span.clone()).await;
+                telemetry::record_tool(
+                    &span,
+                    &call.name,
+                    result.as_ref().err().map(ToolError::kind),
+                    started.elapsed(),
+                );
+                result
+            }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         let limit = self.agent.tool_output_limit;
@@ -705,29 +742,43 @@ fn blocked(name: &str, reason: String) -> RunError {
 }
 
 /// Filters streamed output through the output guardrails. Text is held back until it is more than
-/// [`OutputFilter::HOLD`] bytes behind the stream's end, so a pattern split across deltas is seen
-/// whole before it is shown. A pattern longer than the hold may be shown partly unredacted; the
-/// final answer (events, messages, result) is always checked whole.
+/// [`OutputFilter::HOLD`] bytes behind the stream's end, and the last unbroken word (up to
+/// [`OutputFilter::MAX_WORD`] bytes) is held whole, so a pattern split across deltas is seen whole
+/// before it is shown, and a long token (a JWT, a key) never shows its first part. A pattern longer
+/// than the hold may be shown partly unredacted; the final answer (events, messages, result) is
+/// always checked whole.
+///
+/// To keep long answers linear, the part already shown is committed from time to time: the raw
+/// text is cut well behind what is shown, and each delta re-checks only the text after the cut. A
+/// cut is kept only when checking the two parts apart gives exactly the text checking them together
+/// gave, so no match across it is lost.
 pub(crate) struct OutputFilter<'a> {
     guards: &'a [Arc<dyn Guardrail>],
+    /// The raw text since the last commit.
     raw: String,
+    /// Bytes of the filtered `raw` already shown.
     shown: usize,
+    /// Try to commit once `raw` is this long.
+    commit_at: usize,
 }
 
 impl<'a> OutputFilter<'a> {
     const HOLD: usize = 256;
+    const MAX_WORD: usize = 4096;
+    const WINDOW: usize = 2048;
 
     pub(crate) fn new(guards: &'a [Arc<dyn Guardrail>]) -> Option<Self> {
         guards.iter().any(|g| g.applies_to(GuardStage::Output)).then_some(OutputFilter {
             guards,
             raw: String::new(),
             shown: 0,
+            commit_at: Self::WINDOW,
         })
     }
 
-    fn filtered(&self) -> Result<String, (String, String)> {
-        match apply_guardrails_quiet(self.guards, GuardStage::Output, &self.raw) {
-            GuardResult::Unchanged => Ok(self.raw.clone()),
+    fn filter(&self, raw: &str) -> Result<String, (String, String)> {
+        match apply_guardrails_quiet(self.guards, GuardStage::Output, raw) {
+            GuardResult::Unchanged => Ok(raw.to_string()),
             GuardResult::Redacted(t, _) => Ok(t),
             GuardResult::Blocked(name, reason) => Err((name, reason)),
         }
@@ -736,23 +787,58 @@ impl<'a> OutputFilter<'a> {
     /// Adds a delta; returns the text that may be shown now.
     pub(crate) fn push(&mut self, delta: &str) -> Result<Option<String>, (String, String)> {
         self.raw.push_str(delta);
-        let text = self.filtered()?;
+        let text = self.filter(&self.raw)?;
         let mut safe = text.len().saturating_sub(Self::HOLD);
+        let word =
+            text.rfind(char::is_whitespace).map_or(0, |i| i + text[i..].chars().next().map_or(1, char::len_utf8));
+        if text.len() - word <= Self::MAX_WORD {
+            safe = safe.min(word);
+        }
         while safe > self.shown && !text.is_char_boundary(safe) {
             safe -= 1;
         }
-        if safe <= self.shown {
-            return Ok(None);
+        let out = if safe <= self.shown {
+            None
+        } else {
+            let start = if text.is_char_boundary(self.shown) { self.shown } else { safe };
+            self.shown = safe;
+            Some(text[start..safe].to_string())
+        };
+        if self.raw.len() >= self.commit_at {
+            self.commit(&text);
         }
-        let start = if text.is_char_boundary(self.shown) { self.shown } else { safe };
-        let out = text[start..safe].to_string();
-        self.shown = safe;
-        Ok(Some(out))
+        Ok(out)
+    }
+
+    /// Drops the raw text up to a cut well behind what is shown, when that is safe (see above).
+    fn commit(&mut self, text: &str) {
+        self.commit_at = self.raw.len() + Self::HOLD;
+        let Some(mut limit) = self.raw.len().checked_sub(text.len().saturating_sub(self.shown) + Self::HOLD) else {
+            return;
+        };
+        while !self.raw.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        let cut = self.raw[..limit].rfind(char::is_whitespace).filter(|c| limit - c < Self::HOLD).unwrap_or(limit);
+        if cut == 0 {
+            return;
+        }
+        let (Ok(head), Ok(tail)) = (self.filter(&self.raw[..cut]), self.filter(&self.raw[cut..])) else { return };
+        if head.len() > self.shown
+            || head.len() + tail.len() != text.len()
+            || !text.starts_with(&head)
+            || !text.ends_with(&tail)
+        {
+            return;
+        }
+        self.raw.drain(..cut);
+        self.shown -= head.len();
+        self.commit_at = self.raw.len() + Self::WINDOW;
     }
 
     /// The rest, at the end of the stream.
     pub(crate) fn finish(&mut self) -> Result<String, (String, String)> {
-        let text = self.filtered()?;
+        let text = self.filter(&self.raw)?;
         let start = self.shown.min(text.len());
         let start = if text.is_char_boundary(start) { start } else { text.len() };
         self.shown = text.len();

@@ -5,8 +5,10 @@
 //! `requires_permission` needs approval, and with no approval handler the answer is no.
 
 mod audit;
+mod audit_file;
 mod budget;
 mod guardrail;
+mod guardrails;
 mod permissions;
 mod rate_limit;
 
@@ -14,11 +16,18 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use audit::{AuditLog, AuditRecord};
-pub use budget::{Budget, BudgetNotice, BudgetVerdict};
+pub use audit::{
+    AuditEntry, AuditLog, AuditRecord, GENESIS_HASH, InMemoryAuditLog, Problem, ProblemKind, REDACTED, VerifyReport,
+    canonical_json, redact, redact_text,
+};
+pub use audit_file::FileAuditLog;
+pub use budget::{Budget, BudgetNotice, BudgetVerdict, StandardBudget, UserUsage};
 pub use guardrail::{GuardStage, GuardVerdict, Guardrail};
+pub use guardrails::{InjectionAction, InjectionGuard, PiiAction, PiiGuard, PiiKind, RegexAction, RegexGuard};
 pub use permissions::{Approval, ApprovalHandler, ApprovalRequest, Decision, DefaultPermissions, Permissions};
+pub use permissions::{FnApproval, PerUserPermissions, PermissionMode, StandardPermissions};
 pub use rate_limit::RateLimiter;
+pub use rate_limit::{RateLimitMode, TokenBucketLimiter};
 
 use crate::agent::{RunInput, RunResult};
 use crate::event::{Event, ToolResultEvent};

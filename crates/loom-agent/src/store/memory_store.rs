@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::{RunSummary, SessionRecord, SessionStore};
@@ -7,8 +7,8 @@ use crate::error::Error;
 use crate::message::Message;
 
 /// The default session store: in process memory, bounded. When more than `max_sessions` sessions
-/// are held, the least recently used tenth is dropped, so a long-lived service does not grow without
-/// bound. Nothing survives a restart.
+/// are held, the least recently used one is dropped (O(log n) per operation), so a long-lived
+/// service does not grow without bound. Nothing survives a restart.
 #[derive(Debug)]
 pub struct InMemorySessionStore {
     inner: Mutex<State>,
@@ -19,6 +19,33 @@ pub struct InMemorySessionStore {
 struct State {
     clock: u64,
     sessions: HashMap<String, Entry>,
+    /// Last use → session id: the eviction order.
+    recency: BTreeMap<u64, String>,
+}
+
+impl State {
+    /// The session's entry, created if needed, marked as used now.
+    fn touch(&mut self, id: &str) -> &mut Entry {
+        self.clock += 1;
+        let now = self.clock;
+        let entry = self.sessions.entry(id.to_string()).or_insert_with(|| Entry {
+            record: SessionRecord { id: id.to_string(), ..SessionRecord::default() },
+            ..Entry::default()
+        });
+        if entry.last_used != 0 {
+            self.recency.remove(&entry.last_used);
+        }
+        entry.last_used = now;
+        self.recency.insert(now, id.to_string());
+        entry
+    }
+
+    fn evict(&mut self, max: usize) {
+        while self.sessions.len() > max {
+            let Some((_, id)) = self.recency.pop_first() else { break };
+            self.sessions.remove(&id);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,20 +70,7 @@ impl InMemorySessionStore {
 
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, Error> {
         let mut guard = self.inner.lock().map_err(|_| Error::Store("in-memory session store lock poisoned".into()))?;
-        guard.clock += 1;
         Ok(f(&mut guard))
-    }
-
-    fn evict(state: &mut State, max: usize) {
-        if state.sessions.len() <= max {
-            return;
-        }
-        let drop_count = (max / 10).max(1) + state.sessions.len() - max;
-        let mut ages: Vec<(u64, String)> = state.sessions.iter().map(|(k, v)| (v.last_used, k.clone())).collect();
-        ages.sort_unstable();
-        for (_, key) in ages.into_iter().take(drop_count) {
-            state.sessions.remove(&key);
-        }
     }
 }
 
@@ -71,12 +85,7 @@ impl SessionStore for InMemorySessionStore {
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
         let max = self.max_sessions;
         self.with_state(|s| {
-            let now = s.clock;
-            let entry = s.sessions.entry(record.id.clone()).or_insert_with(|| Entry {
-                record: SessionRecord { id: record.id.clone(), ..SessionRecord::default() },
-                ..Entry::default()
-            });
-            entry.last_used = now;
+            let entry = s.touch(&record.id);
             entry.closed = false;
             for (k, v) in &record.metadata {
                 entry.record.metadata.insert(k.clone(), v.clone());
@@ -85,41 +94,33 @@ impl SessionStore for InMemorySessionStore {
                 entry.record.extensions.insert(k.clone(), v.clone());
             }
             let out = entry.record.clone();
-            Self::evict(s, max);
+            s.evict(max);
             out
         })
     }
 
     async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
         self.with_state(|s| {
-            let now = s.clock;
-            s.sessions
-                .get_mut(session_id)
-                .map(|e| {
-                    e.last_used = now;
-                    e.history.clone()
-                })
-                .unwrap_or_default()
+            if !s.sessions.contains_key(session_id) {
+                return Vec::new();
+            }
+            s.touch(session_id).history.clone()
         })
     }
 
     async fn append_history(&self, session_id: &str, messages: &[Message]) -> Result<(), Error> {
+        let max = self.max_sessions;
         self.with_state(|s| {
-            let now = s.clock;
-            let entry = s.sessions.entry(session_id.to_string()).or_default();
-            entry.record.id = session_id.to_string();
-            entry.last_used = now;
-            entry.history.extend_from_slice(messages);
+            s.touch(session_id).history.extend_from_slice(messages);
+            s.evict(max);
         })
     }
 
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
+        let max = self.max_sessions;
         self.with_state(|s| {
-            let now = s.clock;
-            let entry = s.sessions.entry(transcript.session_id.clone()).or_default();
-            entry.record.id = transcript.session_id.clone();
-            entry.last_used = now;
-            entry.runs.push(transcript);
+            s.touch(&transcript.session_id).runs.push(transcript.clone());
+            s.evict(max);
         })
     }
 
@@ -141,5 +142,28 @@ impl SessionStore for InMemorySessionStore {
                 e.closed = true;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn evicts_the_least_recently_used_session_one_at_a_time() {
+        let store = InMemorySessionStore::with_capacity(3);
+        for id in ["a", "b", "c"] {
+            store.append_history(id, &[Message::user(id)]).await.unwrap();
+        }
+        // Touch "a": "b" is now the least recently used.
+        assert_eq!(store.history("a").await.unwrap().len(), 1);
+        store.append_history("d", &[Message::user("d")]).await.unwrap();
+        assert!(store.history("b").await.unwrap().is_empty(), "b was evicted");
+        for id in ["a", "c", "d"] {
+            assert_eq!(store.history(id).await.unwrap().len(), 1, "{id} kept");
+        }
+        let state = store.inner.lock().unwrap();
+        assert_eq!(state.sessions.len(), 3);
+        assert_eq!(state.recency.len(), 3, "the recency index matches the sessions");
     }
 }

@@ -14,10 +14,20 @@ use crate::model::{ModelCapabilities, ModelChunk, ModelRequest};
 /// The API version header sent with every call.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+/// The prefix that marks a [`crate::message::Thinking`] signature as a redacted thinking block's data.
+/// Signatures and data are base64, so no real signature starts with it.
+pub(crate) const REDACTED_THINKING: &str = "redacted_thinking:";
+
+fn redacted(data: Option<&str>) -> Option<String> {
+    data.map(|d| format!("{REDACTED_THINKING}{d}"))
+}
+
 /// The Messages wire format.
 ///
-/// Thinking blocks are replayed with their signatures on the next turn; a redacted thinking block is
-/// kept as a [`crate::message::Thinking`] with empty text and its opaque data as the signature.
+/// Thinking blocks are replayed with their signatures on the next turn (a block may have empty text:
+/// with `thinking.display: "omitted"` only its signature comes back). A redacted thinking block is
+/// kept as a [`crate::message::Thinking`] with empty text and its opaque data, prefixed with
+/// `redacted_thinking:`, as the signature.
 /// With prompt caching on (the default), cache breakpoints are set on the system prompt, the last
 /// tool and the end of the conversation.
 #[derive(Clone, Debug)]
@@ -97,13 +107,13 @@ impl Messages {
                 Message::Assistant { content, thinking, tool_calls } => {
                     let mut blocks = Vec::new();
                     for t in thinking {
-                        match (&t.signature, t.text.is_empty()) {
-                            (Some(data), true) => blocks.push(json!({"type": "redacted_thinking", "data": data})),
-                            (Some(sig), false) => {
-                                blocks.push(json!({"type": "thinking", "thinking": t.text, "signature": sig}))
+                        // Unsigned thinking cannot be replayed; Anthropic would reject it.
+                        let Some(signature) = &t.signature else { continue };
+                        match signature.strip_prefix(REDACTED_THINKING) {
+                            Some(data) => blocks.push(json!({"type": "redacted_thinking", "data": data})),
+                            None => {
+                                blocks.push(json!({"type": "thinking", "thinking": t.text, "signature": signature}))
                             }
-                            // Unsigned thinking cannot be replayed; Anthropic would reject it.
-                            (None, _) => {}
                         }
                     }
                     if !content.is_empty() {
@@ -234,7 +244,7 @@ impl WireFormat for Messages {
                 }),
                 Some("redacted_thinking") => out.push(ModelChunk::Thinking {
                     text: String::new(),
-                    signature: block.get("data").and_then(Value::as_str).map(str::to_string),
+                    signature: redacted(block.get("data").and_then(Value::as_str)),
                 }),
                 Some("tool_use") => {
                     out.push(ModelChunk::ToolCallDelta {
@@ -292,7 +302,9 @@ fn stream_error(err: &Value) -> ModelError {
         "rate_limit_error" => ModelError::RateLimited { message, retry_after: None },
         "authentication_error" | "permission_error" => ModelError::Authentication(message),
         "invalid_request_error" if message.contains("prompt is too long") => ModelError::ContextLengthExceeded(message),
-        "invalid_request_error" | "not_found_error" | "request_too_large" => ModelError::InvalidRequest(message),
+        "invalid_request_error" | "not_found_error" | "request_too_large" | "billing_error" => {
+            ModelError::InvalidRequest(message)
+        }
         _ => ModelError::Transient { message, status: None },
     }
 }
@@ -337,7 +349,7 @@ impl StreamDecoder for MessagesDecoder {
                     }
                     Some("redacted_thinking") => out.push(ModelChunk::Thinking {
                         text: String::new(),
-                        signature: block.get("data").and_then(Value::as_str).map(str::to_string),
+                        signature: redacted(block.get("data").and_then(Value::as_str)),
                     }),
                     Some("text") => {
                         if let Some(t) = block.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {

@@ -1,6 +1,8 @@
 //! Ordered failover across models.
 
 use std::sync::Arc;
+
+use futures::StreamExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::ModelError;
@@ -74,7 +76,17 @@ impl LanguageModel for FallbackModel {
     async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {
         let mut last = ModelError::Unavailable("the fallback chain is empty".into());
         for (i, model) in self.models.iter().enumerate() {
-            match model.stream(request).await {
+            let result = match model.stream(request).await {
+                // A stream whose first item is already an error has given the caller nothing yet:
+                // that error may still fail over (models that open their stream before the call).
+                Ok(mut s) => match s.next().await {
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(first)) => Ok(Box::pin(futures::stream::iter([Ok(first)]).chain(s)) as ModelStream),
+                    None => Ok(s),
+                },
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(s) => {
                     self.last_served.store(i, Ordering::Relaxed);
                     return Ok(s);

@@ -231,8 +231,19 @@ impl WireFormat for GenerateContent {
             let message = super::http::error_message(body).unwrap_or_else(|| "the input is too long".into());
             return ModelError::ContextLengthExceeded(format!("{message} (HTTP {status})"));
         }
-        super::http::classify(status, body, retry_after)
+        // Gemini asks for a wait in the body (google.rpc.RetryInfo), not in a Retry-After header.
+        super::http::classify(status, body, retry_after.or_else(|| retry_delay(body)))
     }
+}
+
+/// The `retryDelay` of a `google.rpc.RetryInfo` detail (`"17s"`, `"0.5s"`) in an error body.
+fn retry_delay(body: &str) -> Option<std::time::Duration> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let v = if v.is_array() { v.get(0)?.clone() } else { v };
+    v.pointer("/error/details")?.as_array()?.iter().find_map(|d| {
+        let secs = d.get("retryDelay")?.as_str()?.strip_suffix('s')?.parse::<f64>().ok()?;
+        std::time::Duration::try_from_secs_f64(secs).ok()
+    })
 }
 
 /// Gemini's "The input token count (N) exceeds the maximum number of tokens allowed (M)."

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -249,7 +250,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         (v.is_finite() && v >= 0.0).then(|| Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX))
     }
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(after) = value("retry-after-ms").and_then(|s| s.parse::<f64>().ok()).and_then(|ms| seconds(ms / 1000.0)) {
+    if let Some(after) = value("retry-after-ms").and_then(|s| s.parse::<f64>().ok()).and_then(|ms| seconds(ms / 1000.0))
+    {
         return Some(after);
     }
     let s = value("retry-after")?;
@@ -383,7 +385,7 @@ impl<W: WireFormat> HttpModel<W> {
         }
         // The response headers and the first body bytes must come within first_byte_timeout.
         let first_byte = self.config.first_byte_timeout;
-        let first_byte_at = Instant::now() + first_byte;
+        let first_byte_at = after(first_byte);
         let no_response = || format!("no response within {} ms", first_byte.as_millis());
         let response = match deadline.run(first_byte, builder.send(), no_response).await? {
             Err(e) => return Err(transport_error(&e).into()),
@@ -392,7 +394,8 @@ impl<W: WireFormat> HttpModel<W> {
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let after = retry_after(response.headers());
-            let body = read_limited(response, self.config.max_response_bytes, first_byte, deadline).await.unwrap_or_default();
+            let body =
+                read_limited(response, self.config.max_response_bytes, first_byte, deadline).await.unwrap_or_default();
             // Scrubbed before the wire format sees it: the message it keeps may be cut anywhere.
             let body = String::from_utf8_lossy(&body);
             let body = match &self.key {
@@ -420,6 +423,11 @@ impl<W: WireFormat> HttpModel<W> {
             bytes: Box::pin(response.bytes_stream()),
             parser: SseParser::with_limit(self.config.max_response_bytes),
             decoder: self.wire.decoder(),
+            events: Vec::new(),
+            timer: Box::pin(tokio::time::sleep_until(first_byte_at.into())),
+            timer_at: first_byte_at,
+            due: None,
+            drained: 64 * 1024,
             done: false,
             eof: false,
             read: 0,
@@ -428,10 +436,10 @@ impl<W: WireFormat> HttpModel<W> {
         // Read until the first chunk (or the end): until then, a failure can still be retried.
         let mut chunks = Vec::new();
         let wait = first_byte_at.saturating_duration_since(Instant::now());
-        body.next_chunks(deadline, wait, no_response, &mut chunks).await?;
+        std::future::poll_fn(|cx| body.poll_next_chunks(cx, deadline, wait, no_response, &mut chunks)).await?;
         let idle = self.config.idle_timeout;
         while chunks.is_empty() && !body.done {
-            body.next_chunks(deadline, idle, || stalled(idle), &mut chunks).await?;
+            std::future::poll_fn(|cx| body.poll_next_chunks(cx, deadline, idle, || stalled(idle), &mut chunks)).await?;
         }
         Ok(Opened { chunks: chunks.into(), body: Some(body) })
     }
@@ -446,8 +454,7 @@ struct Deadline {
 
 impl Deadline {
     fn new(total: Duration) -> Self {
-        let now = Instant::now();
-        Deadline { at: now.checked_add(total).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400)), total }
+        Deadline { at: after(total), total }
     }
 
     fn remaining(&self) -> Duration {
@@ -497,6 +504,17 @@ struct BodyDecoder {
     bytes: ByteStream,
     parser: SseParser,
     decoder: Box<dyn StreamDecoder>,
+    /// Events of the network chunk being decoded (kept for its allocation).
+    events: Vec<SseEvent>,
+    /// One timer for the whole body. It is armed for `timer_at` and only moved when it fires early
+    /// (each read pushes the idle deadline forward) or a read's deadline is earlier: reads cost no
+    /// timer registration each.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timer_at: Instant,
+    /// The deadline of the read in progress (and whether it is the call's total timeout).
+    due: Option<(Instant, bool)>,
+    /// What the drain after the last event may still read.
+    drained: usize,
     /// The decoder has seen the end of the answer.
     done: bool,
     /// The body has ended.
@@ -506,17 +524,63 @@ struct BodyDecoder {
 }
 
 impl BodyDecoder {
-    /// Reads one network chunk (waiting at most `limit`, and never past the deadline) and decodes
-    /// what it completes into `out`. On an error, `out` keeps the chunks decoded before it.
-    async fn next_chunks(
+    /// Reads one network chunk (waiting at most `limit` from the first poll of this read, and never
+    /// past the deadline) and decodes what it completes into `out`. On an error, `out` keeps the
+    /// chunks decoded before it.
+    fn poll_next_chunks(
         &mut self,
+        cx: &mut Context<'_>,
         deadline: &Deadline,
         limit: Duration,
         timed_out: impl FnOnce() -> String,
         out: &mut Vec<ModelChunk>,
+    ) -> Poll<Result<(), ModelError>> {
+        let (due, by_total) =
+            *self.due.get_or_insert_with(|| match Instant::now().checked_add(limit).filter(|at| *at < deadline.at) {
+                Some(at) => (at, false),
+                None => (deadline.at, true),
+            });
+        let next = match self.bytes.poll_next_unpin(cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                if !self.poll_timer(cx, due) {
+                    return Poll::Pending;
+                }
+                self.due = None;
+                return Poll::Ready(Err(if by_total { deadline.exceeded() } else { transient(timed_out()) }));
+            }
+        };
+        self.due = None;
+        let mut events = std::mem::take(&mut self.events);
+        let result = self.decode(next, &mut events, out);
+        events.clear();
+        self.events = events;
+        Poll::Ready(result)
+    }
+
+    /// Whether `due` has passed, by the one timer: it is moved only when it is armed later than
+    /// `due`, or fires for an earlier read's deadline.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, due: Instant) -> bool {
+        if self.timer_at > due {
+            self.timer.as_mut().reset(due.into());
+            self.timer_at = due;
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= due {
+                return true;
+            }
+            self.timer.as_mut().reset(due.into());
+            self.timer_at = due;
+        }
+        false
+    }
+
+    fn decode(
+        &mut self,
+        next: Option<reqwest::Result<bytes::Bytes>>,
+        events: &mut Vec<SseEvent>,
+        out: &mut Vec<ModelChunk>,
     ) -> Result<(), ModelError> {
-        let next = deadline.run(limit, self.bytes.next(), timed_out).await?;
-        let mut events = Vec::new();
         match next {
             Some(Ok(bytes)) => {
                 self.read += bytes.len();
@@ -538,7 +602,7 @@ impl BodyDecoder {
                 return self.decoder.end(out);
             }
         }
-        for e in events {
+        for e in events.drain(..) {
             if self.decoder.event(e, out)? {
                 self.done = true;
                 return self.decoder.end(out);
@@ -550,18 +614,26 @@ impl BodyDecoder {
     /// After the last event: reads what is left of the body (normally just the end of the chunked
     /// encoding, already on its way) so the connection goes back to the pool instead of being
     /// closed. Gives up after `wait` or 64 KiB.
-    async fn drain(&mut self, wait: Duration) {
-        let mut left = 64 * 1024usize;
-        let rest = async {
-            while let Some(Ok(b)) = self.bytes.next().await {
-                left = match left.checked_sub(b.len()) {
-                    Some(l) => l,
-                    None => return,
-                };
+    fn poll_drain(&mut self, cx: &mut Context<'_>, wait: Duration) -> Poll<()> {
+        let due = *self.due.get_or_insert_with(|| (after(wait), false));
+        loop {
+            match self.bytes.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(b))) => match self.drained.checked_sub(b.len()) {
+                    Some(left) => self.drained = left,
+                    None => return Poll::Ready(()),
+                },
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending if self.poll_timer(cx, due.0) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
             }
-        };
-        let _ = tokio::time::timeout(wait, rest).await;
+        }
     }
+}
+
+/// Now plus `d`; a century when `d` is too large to add (`Duration::MAX` for "no limit").
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 fn transient(message: String) -> ModelError {
@@ -653,30 +725,39 @@ struct Streaming {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-impl Streaming {
-    async fn next(mut self) -> Option<(Result<ModelChunk, ModelError>, Self)> {
+impl futures::Stream for Streaming {
+    type Item = Result<ModelChunk, ModelError>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if let Some(chunk) = self.chunks.pop_front() {
-                let chunk = priced(chunk, self.price.as_ref());
-                return Some((Ok(chunk), self));
+            if let Some(chunk) = this.chunks.pop_front() {
+                return Poll::Ready(Some(Ok(priced(chunk, this.price.as_ref()))));
             }
-            if let Some(e) = self.error.take() {
-                return Some((Err(e), self));
+            if let Some(e) = this.error.take() {
+                return Poll::Ready(Some(Err(e)));
             }
-            let body = self.body.as_mut()?;
+            let Some(body) = this.body.as_mut() else {
+                this._permit = None;
+                return Poll::Ready(None);
+            };
             if body.done {
                 if !body.eof {
-                    body.drain(self.idle.min(self.deadline.remaining()).min(Duration::from_millis(500))).await;
+                    let wait = this.idle.min(this.deadline.remaining()).min(Duration::from_millis(500));
+                    std::task::ready!(body.poll_drain(cx, wait));
                 }
-                return None;
+                // The connection is back in the pool (or closed): the place in the limit is free.
+                this.body = None;
+                this._permit = None;
+                return Poll::Ready(None);
             }
-            let idle = self.idle;
-            self.buf.clear();
-            let result = body.next_chunks(&self.deadline, idle, || stalled(idle), &mut self.buf).await;
-            self.chunks.extend(self.buf.drain(..));
+            let idle = this.idle;
+            let result =
+                std::task::ready!(body.poll_next_chunks(cx, &this.deadline, idle, || stalled(idle), &mut this.buf));
+            this.chunks.extend(this.buf.drain(..));
             if let Err(e) = result {
-                self.body = None;
-                self.error = Some(scrub_error(self.key.as_ref(), e));
+                this.body = None;
+                this.error = Some(scrub_error(this.key.as_ref(), e));
             }
         }
     }
@@ -756,7 +837,7 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
             key: self.key.clone(),
             _permit: permit,
         };
-        Ok(Box::pin(futures::stream::unfold(state, Streaming::next)))
+        Ok(Box::pin(state))
     }
 }
 

@@ -121,10 +121,11 @@ impl WireFormat for ChatCompletions {
             body.insert("stream_options".into(), json!({"include_usage": true}));
         }
         let reasoning = is_reasoning_model(&self.model) && self.provider == "openai";
-        if let Some(t) = g.temperature {
+        // Reasoning models reject sampling settings: they are left out for them.
+        if let Some(t) = g.temperature.filter(|_| !reasoning) {
             body.insert("temperature".into(), sampling_value(t));
         }
-        if let Some(p) = g.top_p {
+        if let Some(p) = g.top_p.filter(|_| !reasoning) {
             body.insert("top_p".into(), sampling_value(p));
         }
         if let Some(n) = g.max_output_tokens {

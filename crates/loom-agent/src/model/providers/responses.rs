@@ -1,6 +1,6 @@
 //! The OpenAI Responses API (`POST {base}/responses`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Map, Value, json};
@@ -115,7 +115,7 @@ impl WireFormat for Responses {
         if let Some(t) = g.temperature.filter(|_| !is_reasoning_model(&self.model)) {
             body.insert("temperature".into(), sampling_value(t));
         }
-        if let Some(p) = g.top_p {
+        if let Some(p) = g.top_p.filter(|_| !is_reasoning_model(&self.model)) {
             body.insert("top_p".into(), sampling_value(p));
         }
         if let Some(n) = g.max_output_tokens {
@@ -236,6 +236,8 @@ fn response_error(err: &Value) -> ModelError {
 struct ResponsesDecoder {
     /// Output index → tool call index.
     calls: HashMap<u64, usize>,
+    /// Tool calls whose arguments have arrived (in pieces or whole).
+    with_arguments: HashSet<usize>,
     done: bool,
     /// Refusal text received so far.
     refusal: String,
@@ -261,11 +263,15 @@ impl StreamDecoder for ResponsesDecoder {
                     let output_index = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
                     let index = self.calls.len();
                     self.calls.insert(output_index, index);
+                    let arguments = item.get("arguments").and_then(Value::as_str).unwrap_or("").to_string();
+                    if !arguments.is_empty() {
+                        self.with_arguments.insert(index);
+                    }
                     out.push(ModelChunk::ToolCallDelta {
                         index,
                         id: item.get("call_id").and_then(Value::as_str).map(str::to_string),
                         name: item.get("name").and_then(Value::as_str).map(str::to_string),
-                        arguments: item.get("arguments").and_then(Value::as_str).unwrap_or("").to_string(),
+                        arguments,
                     });
                 }
             }
@@ -276,7 +282,35 @@ impl StreamDecoder for ResponsesDecoder {
                         "arguments for output {output_index}, which is not a function call"
                     )));
                 };
-                out.push(ModelChunk::ToolCallDelta { index, id: None, name: None, arguments: s("delta") });
+                let delta = s("delta");
+                if !delta.is_empty() {
+                    self.with_arguments.insert(index);
+                }
+                out.push(ModelChunk::ToolCallDelta { index, id: None, name: None, arguments: delta });
+            }
+            // The whole arguments again: used only when no piece came before (servers that do not
+            // stream arguments).
+            "response.function_call_arguments.done" | "response.output_item.done" => {
+                let output_index = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                let arguments = match kind {
+                    "response.function_call_arguments.done" => v.get("arguments"),
+                    _ => v
+                        .get("item")
+                        .filter(|i| i.get("type").and_then(Value::as_str) == Some("function_call"))
+                        .and_then(|i| i.get("arguments")),
+                };
+                let arguments = arguments.and_then(Value::as_str).unwrap_or("");
+                if let Some(&index) = self.calls.get(&output_index)
+                    && !arguments.is_empty()
+                    && self.with_arguments.insert(index)
+                {
+                    out.push(ModelChunk::ToolCallDelta {
+                        index,
+                        id: None,
+                        name: None,
+                        arguments: arguments.to_string(),
+                    });
+                }
             }
             // The refusal's text arrives in pieces; the call fails once it is whole.
             "response.refusal.delta" => self.refusal.push_str(&s("delta")),

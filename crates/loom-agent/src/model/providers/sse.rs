@@ -178,9 +178,27 @@ impl SseParser {
     }
 }
 
-/// The position of the first `a` or `b` in `haystack`.
+/// The position of the first `a` or `b` in `haystack`, eight bytes at a time.
 fn memchr2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&x| x == a || x == b)
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let (va, vb) = (LO * u64::from(a), LO * u64::from(b));
+    let words = haystack.chunks_exact(8);
+    let tail = words.remainder();
+    for (i, word) in words.enumerate() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        let (x, y) = (w ^ va, w ^ vb);
+        // A byte of x (or y) is zero where w matches; the lowest flagged byte is always a true
+        // match (false flags only appear above a true one).
+        let found = ((x.wrapping_sub(LO) & !x) | (y.wrapping_sub(LO) & !y)) & HI;
+        if found != 0 {
+            return Some(i * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    let base = haystack.len() - tail.len();
+    tail.iter().position(|&x| x == a || x == b).map(|p| base + p)
 }
 
 #[cfg(test)]
@@ -274,6 +292,28 @@ mod tests {
             expected.push(SseEvent { event: name.clone().unwrap_or_default(), data: data.join("\n") });
         }
         (out, expected)
+    }
+
+    #[test]
+    fn memchr2_finds_the_first_of_either_byte() {
+        let hay: Vec<u8> = (0..64u8).map(|i| b'a' + i % 26).collect();
+        assert_eq!(memchr2(b'\n', b'\r', &hay), None);
+        for len in 0..hay.len() {
+            for at in 0..len {
+                for (mark, other) in [(b'\n', b'\r'), (b'\r', b'\n')] {
+                    let mut h = hay[..len].to_vec();
+                    h[at] = mark;
+                    if at + 1 < len {
+                        h[at + 1] = other;
+                    }
+                    // A 0x0a/0x0d-adjacent byte above the match must not be reported first.
+                    if at + 2 < len {
+                        h[at + 2] = mark ^ 0x80;
+                    }
+                    assert_eq!(memchr2(b'\n', b'\r', &h), Some(at), "len {len} at {at}");
+                }
+            }
+        }
     }
 
     proptest::proptest! {
