@@ -1,5 +1,6 @@
 //! OpenAI Chat Completions (`POST {base}/chat/completions`), and every server that speaks it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
@@ -282,8 +283,8 @@ struct ChatDecoder {
 
 impl ChatDecoder {
     /// Our position for one tool-call piece.
-    fn call_index(&mut self, c: &Value) -> usize {
-        if let Some(raw) = c.get("index").and_then(Value::as_u64) {
+    fn call_index(&mut self, raw_index: Option<u64>, id: Option<&str>) -> usize {
+        if let Some(raw) = raw_index {
             let next = self.calls;
             let index = *self.seen_calls.entry(raw).or_insert(next);
             if index == next {
@@ -292,7 +293,7 @@ impl ChatDecoder {
             return index;
         }
         // No index: a piece with a new id starts a new call; any other piece continues the last one.
-        let id = c.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let id = id.filter(|s| !s.is_empty());
         match &self.unindexed {
             Some((current, index)) if id.is_none() || id == current.as_deref() => *index,
             _ => {
@@ -305,6 +306,92 @@ impl ChatDecoder {
     }
 }
 
+/// One `chat.completion.chunk`, decoded into borrowed, typed fields: only what the decoder reads,
+/// with strings borrowed from the event unless they hold escapes.
+mod chunk {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub(super) struct Chunk<'a> {
+        #[serde(borrow, default)]
+        pub(super) choices: Vec<Choice<'a>>,
+        #[serde(default)]
+        pub(super) usage: Option<Usage>,
+        #[serde(default)]
+        pub(super) error: Option<serde_json::Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Choice<'a> {
+        #[serde(borrow, default)]
+        pub(super) delta: Option<Delta<'a>>,
+        #[serde(borrow, default)]
+        pub(super) finish_reason: Option<Cow<'a, str>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Delta<'a> {
+        #[serde(borrow, default)]
+        pub(super) content: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub(super) reasoning_content: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub(super) reasoning: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub(super) refusal: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub(super) tool_calls: Option<Vec<CallDelta<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct CallDelta<'a> {
+        #[serde(default)]
+        pub(super) index: Option<u64>,
+        #[serde(borrow, default)]
+        pub(super) id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub(super) function: Option<FunctionDelta<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct FunctionDelta<'a> {
+        #[serde(borrow, default)]
+        pub(super) name: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub(super) arguments: Option<Cow<'a, str>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Usage {
+        #[serde(default)]
+        pub(super) prompt_tokens: u64,
+        #[serde(default)]
+        pub(super) completion_tokens: u64,
+        #[serde(default)]
+        pub(super) prompt_tokens_details: Option<Details>,
+        #[serde(default)]
+        pub(super) prompt_cache_hit_tokens: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Details {
+        #[serde(default)]
+        pub(super) cached_tokens: Option<u64>,
+    }
+}
+
+fn finish_reason_str(reason: &str) -> FinishReason {
+    match reason {
+        "stop" => FinishReason::Stop,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "length" => FinishReason::Length,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => FinishReason::Other,
+    }
+}
+
 impl StreamDecoder for ChatDecoder {
     fn event(&mut self, event: SseEvent, out: &mut Vec<ModelChunk>) -> Result<bool, ModelError> {
         let data = event.data.trim();
@@ -314,39 +401,51 @@ impl StreamDecoder for ChatDecoder {
         if data.is_empty() {
             return Ok(false);
         }
-        let v: Value = serde_json::from_str(data)
+        let v: chunk::Chunk<'_> = serde_json::from_str(data)
             .map_err(|e| ModelError::Protocol(format!("invalid JSON in the event stream: {e}")))?;
-        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        if let Some(err) = v.error.as_ref().filter(|e| !e.is_null()) {
             return Err(stream_error(err));
         }
-        if let Some(choice) = v.pointer("/choices/0") {
-            let delta = choice.get("delta").unwrap_or(&Value::Null);
-            if let Some(r) = reasoning_text(delta) {
-                out.push(ModelChunk::Thinking { text: r.to_string(), signature: None });
-            }
-            if let Some(text) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                out.push(ModelChunk::Text(text.to_string()));
-            }
-            if let Some(r) = delta.get("refusal").and_then(Value::as_str) {
-                self.refusal.push_str(r);
-            }
-            if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-                for c in calls {
-                    let index = self.call_index(c);
-                    out.push(ModelChunk::ToolCallDelta {
-                        index,
-                        id: c.get("id").and_then(Value::as_str).map(str::to_string),
-                        name: c.pointer("/function/name").and_then(Value::as_str).map(str::to_string),
-                        arguments: c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("").to_string(),
-                    });
+        if let Some(choice) = v.choices.into_iter().next() {
+            if let Some(delta) = choice.delta {
+                // Servers send either reasoning field, and sometimes the other one as null.
+                let reasoning =
+                    delta.reasoning_content.filter(|r| !r.is_empty()).or(delta.reasoning.filter(|r| !r.is_empty()));
+                if let Some(r) = reasoning {
+                    out.push(ModelChunk::Thinking { text: r.into_owned(), signature: None });
+                }
+                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                    out.push(ModelChunk::Text(text.into_owned()));
+                }
+                if let Some(r) = delta.refusal {
+                    self.refusal.push_str(&r);
+                }
+                for c in delta.tool_calls.into_iter().flatten() {
+                    let index = self.call_index(c.index, c.id.as_deref());
+                    let (name, arguments) = match c.function {
+                        Some(f) => (f.name.map(Cow::into_owned), f.arguments.map(Cow::into_owned).unwrap_or_default()),
+                        None => (None, String::new()),
+                    };
+                    out.push(ModelChunk::ToolCallDelta { index, id: c.id.map(Cow::into_owned), name, arguments });
                 }
             }
-            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
-                self.finish = Some(finish_reason(Some(reason)));
+            if let Some(reason) = choice.finish_reason {
+                self.finish = Some(finish_reason_str(&reason));
             }
         }
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            out.push(ModelChunk::Usage(usage(u)));
+        if let Some(u) = v.usage {
+            let cached = u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0)
+                .max(u.prompt_cache_hit_tokens.unwrap_or(0));
+            out.push(ModelChunk::Usage(Usage {
+                input_tokens: u.prompt_tokens.saturating_sub(cached),
+                cached_input_tokens: cached,
+                cache_write_tokens: 0,
+                output_tokens: u.completion_tokens,
+                cost_usd: 0.0,
+            }));
         }
         Ok(false)
     }
