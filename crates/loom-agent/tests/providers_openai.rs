@@ -598,7 +598,6 @@ async fn a_streamed_agent_run_round_trips_a_tool_call() {
 /// are read to their end and reuse the connection (see the non-streamed round trip). The fix belongs
 /// to http.rs: read the body to its end (briefly) once the decoder is done, before ending the stream.
 #[tokio::test]
-#[ignore = "known bug in http.rs: a stream that ends at [DONE] does not free its connection in time"]
 async fn a_streamed_tool_round_trip_reuses_the_connection() {
     let server = MockServer::start().await;
     server.enqueue(Reply::sse(openai::tool_call_stream(&[("call_1", "echo", r#"{"x":"hi"}"#)], 10, 2)));

@@ -6,6 +6,8 @@
 
 mod audit;
 mod audit_file;
+#[cfg(feature = "postgres")]
+mod audit_postgres;
 mod budget;
 mod guardrail;
 mod guardrails;
@@ -21,6 +23,8 @@ pub use audit::{
     canonical_json, redact, redact_text,
 };
 pub use audit_file::FileAuditLog;
+#[cfg(feature = "postgres")]
+pub use audit_postgres::{DEFAULT_AUDIT_TABLE, PostgresAuditLog};
 pub use budget::{Budget, BudgetNotice, BudgetVerdict, StandardBudget, UserUsage};
 pub use guardrail::{GuardStage, GuardVerdict, Guardrail};
 pub use guardrails::{InjectionAction, InjectionGuard, PiiAction, PiiGuard, PiiKind, RegexAction, RegexGuard};

@@ -154,6 +154,12 @@ impl<'a> Verifier<'a> {
         }
     }
 
+    /// A record that could not be read as an entry (from a store other than a file).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub fn push_malformed(&mut self, line: usize, seq: Option<u64>, detail: String) {
+        self.problems.push(Problem { line, seq, kind: ProblemKind::Malformed, detail });
+    }
+
     /// One parsed entry.
     pub fn push_entry(&mut self, line: usize, entry: &AuditEntry) {
         let content_ok = entry.compute_hash() == entry.hash;

@@ -209,14 +209,22 @@ pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Model
     let message = error_message(body).unwrap_or_else(|| format!("HTTP {status}"));
     let lower = body.to_ascii_lowercase();
     let message = format!("{message} (HTTP {status})");
-    if lower.contains("context_length_exceeded")
-        || lower.contains("maximum context length")
-        || lower.contains("prompt is too long")
-        || lower.contains("too many tokens")
+    // Body phrases decide the kind only for client errors: a 429 saying "too many tokens per
+    // minute" is a rate limit, and a 5xx mentioning a filter is still transient.
+    let client_error = matches!(status, 400 | 413 | 422);
+    if client_error
+        && (lower.contains("context_length_exceeded")
+            || lower.contains("maximum context length")
+            || lower.contains("prompt is too long")
+            || lower.contains("too many tokens"))
     {
         return ModelError::ContextLengthExceeded(message);
     }
-    if lower.contains("content_filter") || lower.contains("content_policy") || lower.contains("safety") && status == 400
+    if client_error
+        && (lower.contains("content_filter")
+            || lower.contains("content_policy")
+            || lower.contains("content filtering")
+            || lower.contains("safety"))
     {
         return ModelError::ContentFilter(message);
     }
@@ -723,6 +731,8 @@ struct Streaming {
     deadline: Deadline,
     key: Option<ApiKey>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// Whether the stream already yielded once after the body ended.
+    yielded: bool,
 }
 
 impl futures::Stream for Streaming {
@@ -745,6 +755,13 @@ impl futures::Stream for Streaming {
                 if !body.eof {
                     let wait = this.idle.min(this.deadline.remaining()).min(Duration::from_millis(500));
                     std::task::ready!(body.poll_drain(cx, wait));
+                }
+                if !this.yielded {
+                    // Give hyper's connection task one turn to put the connection back in the pool,
+                    // so the next call (often right after a quick tool) reuses it.
+                    this.yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 // The connection is back in the pool (or closed): the place in the limit is free.
                 this.body = None;
@@ -836,6 +853,7 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
             deadline,
             key: self.key.clone(),
             _permit: permit,
+            yielded: false,
         };
         Ok(Box::pin(state))
     }
@@ -867,5 +885,23 @@ impl<W: WireFormat> fmt::Debug for HttpModel<W> {
             .field("stream", &self.stream)
             .field("key", &self.key)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::classify;
+    use crate::error::ModelError;
+
+    #[test]
+    fn classify_uses_body_phrases_only_for_client_errors() {
+        let filtered = r#"{"error":{"message":"Output blocked by content filtering policy"}}"#;
+        assert!(matches!(classify(400, filtered, None), ModelError::ContentFilter(_)));
+        assert!(matches!(classify(503, filtered, None), ModelError::Transient { .. }));
+        let tpm = r#"{"error":{"message":"Too many tokens per minute"}}"#;
+        assert!(matches!(classify(429, tpm, None), ModelError::RateLimited { .. }));
+        assert!(matches!(classify(400, tpm, None), ModelError::ContextLengthExceeded(_)));
+        let policy = r#"{"error":{"code":"content_policy_violation","message":"no"}}"#;
+        assert!(matches!(classify(429, policy, None), ModelError::RateLimited { .. }));
     }
 }
