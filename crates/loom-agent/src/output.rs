@@ -82,20 +82,7 @@ impl OutputSchema {
 
     /// Validates a value; the error lists each violation with its location.
     pub fn validate(&self, value: &serde_json::Value) -> Result<(), String> {
-        if self.inner.validator.is_valid(value) {
-            return Ok(());
-        }
-        let problems: Vec<String> = self
-            .inner
-            .validator
-            .iter_errors(value)
-            .take(8)
-            .map(|e| {
-                let path = e.instance_path().as_str();
-                if path.is_empty() { e.to_string() } else { format!("at {path}: {e}") }
-            })
-            .collect();
-        Err(problems.join("; "))
+        check_schema(&self.inner.validator, value)
     }
 
     /// The instruction given to models without native structured output.
@@ -158,6 +145,23 @@ fn drop_optional_nulls(
         }
         _ => {}
     }
+}
+
+/// Checks a value against a compiled schema; the error lists up to eight violations, each with its
+/// location (`at /city: 5 is not of type "string"`). Shared by tool arguments and structured output.
+pub(crate) fn check_schema(validator: &jsonschema::Validator, value: &serde_json::Value) -> Result<(), String> {
+    if validator.is_valid(value) {
+        return Ok(());
+    }
+    let problems: Vec<String> = validator
+        .iter_errors(value)
+        .take(8)
+        .map(|e| {
+            let path = e.instance_path().as_str();
+            if path.is_empty() { e.to_string() } else { format!("at {path}: {e}") }
+        })
+        .collect();
+    Err(problems.join("; "))
 }
 
 fn short_type_name(full: &str) -> String {

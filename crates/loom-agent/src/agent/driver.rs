@@ -75,7 +75,7 @@ async fn execute(
     request: &RunRequest,
 ) -> (RunEnd, Option<usize>) {
     let scope = shared.scope();
-    let input = shared_input(shared);
+    let input = shared.input();
     let schema = request.output_schema.clone().or_else(|| agent.output_schema.clone());
     let native = schema.is_some() && agent.model.capabilities().native_structured_output;
 
@@ -83,16 +83,7 @@ async fn execute(
     let (messages, history_base) = match seeded {
         Ok(v) => v,
         Err(error) => {
-            shared.set_running(Vec::new());
-            if let Some(budget) = &agent.budget {
-                budget.run_started(&scope);
-            }
-            shared.emit(EventKind::RunStarted(RunStarted {
-                input: input.clone(),
-                user_id: scope.user_id.as_deref().map(str::to_string),
-                model: agent.model.name().to_string(),
-                context: request.context.clone(),
-            }));
+            begin(agent, shared, request, &input, Vec::new());
             return (end_with(shared, Err(error), Vec::new()), None);
         }
     };
@@ -127,16 +118,7 @@ async fn execute(
             shared.set_input(input.clone());
         }
     }
-    shared.set_running(messages.clone());
-    if let Some(budget) = &agent.budget {
-        budget.run_started(&scope);
-    }
-    shared.emit(EventKind::RunStarted(RunStarted {
-        input: input.clone(),
-        user_id: scope.user_id.as_deref().map(str::to_string),
-        model: agent.model.name().to_string(),
-        context: request.context.clone(),
-    }));
+    begin(agent, shared, request, &input, messages.clone());
     if let Some(audit) = &agent.audit {
         let payload = serde_json::json!({
             "input": input.summary().chars().take(500).collect::<String>(),
@@ -291,8 +273,20 @@ async fn seed(
     Ok((messages, base))
 }
 
-fn shared_input(shared: &RunShared) -> RunInput {
-    shared.input()
+/// The run starts executing: it becomes `running` (keeping its seed messages for the in-flight
+/// transcript), the budget's wall clock starts, and `run.started` is emitted.
+fn begin(agent: &AgentInner, shared: &RunShared, request: &RunRequest, input: &RunInput, seeds: Vec<Message>) {
+    shared.set_running(seeds);
+    let scope = shared.scope();
+    if let Some(budget) = &agent.budget {
+        budget.run_started(&scope);
+    }
+    shared.emit(EventKind::RunStarted(RunStarted {
+        input: input.clone(),
+        user_id: scope.user_id.as_deref().map(str::to_string),
+        model: agent.model.name().to_string(),
+        context: request.context.clone(),
+    }));
 }
 
 /// Emits the terminal event and describes the end.

@@ -15,19 +15,7 @@ pub(crate) struct RegisteredTool {
 impl RegisteredTool {
     /// Checks arguments against the schema; the error lists every violation with its location.
     pub(crate) fn validate(&self, args: &serde_json::Value) -> Result<(), String> {
-        if self.validator.is_valid(args) {
-            return Ok(());
-        }
-        let problems: Vec<String> = self
-            .validator
-            .iter_errors(args)
-            .take(8)
-            .map(|e| {
-                let path = e.instance_path().as_str();
-                if path.is_empty() { e.to_string() } else { format!("at {path}: {e}") }
-            })
-            .collect();
-        Err(problems.join("; "))
+        crate::output::check_schema(&self.validator, args)
     }
 }
 
