@@ -9,14 +9,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::provider::*;
 use common::*;
 use futures::StreamExt;
 use loom_agent::event::DeltaKind;
-use loom_agent::message::{ContentPart, FinishReason, Message, ToolCall, Usage};
-use loom_agent::model::providers::{HttpConfig, OpenAIModel, RetryPolicy};
-use loom_agent::model::{LanguageModel, ModelChunk, ModelRequest, ModelResponse, ResponseAssembler};
+use loom_agent::message::{ContentPart, FinishReason, Message, ToolCall};
+use loom_agent::model::providers::OpenAIModel;
+use loom_agent::model::{LanguageModel, ModelChunk, ModelResponse, ResponseAssembler};
 use loom_agent::output::OutputSchema;
-use loom_agent::tool::ToolSpec;
 use loom_agent::{Agent, EventKind, Generation, Model, ModelError, RunErrorKind, RunRequest, RunResult, RunState};
 use loom_testkit::wire::openai;
 use loom_testkit::{MockServer, Reply};
@@ -26,32 +26,6 @@ const KEY: &str = "sk-test-7Qe2b9XkLm4R8s1T";
 
 fn gpt4o(server: &MockServer) -> OpenAIModel {
     Model::openai("gpt-4o").base_url(server.url()).api_key(KEY)
-}
-
-/// Retries as by default, but without the long waits.
-fn quick_retries() -> HttpConfig {
-    HttpConfig {
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-        },
-        ..HttpConfig::default()
-    }
-}
-
-fn request<'a>(messages: &'a [Message], tools: &'a [ToolSpec], generation: &'a Generation) -> ModelRequest<'a> {
-    ModelRequest { messages, tools, generation, output_schema: None, run_id: "run_test", user_id: None, turn: 1 }
-}
-
-/// Every chunk of one call, or the first error (before or inside the stream).
-async fn chunks(model: &dyn LanguageModel, request: ModelRequest<'_>) -> Result<Vec<ModelChunk>, ModelError> {
-    let mut stream = within(20, "model call", model.stream(&request)).await?;
-    let mut out = Vec::new();
-    while let Some(chunk) = within(20, "next chunk", stream.next()).await {
-        out.push(chunk?);
-    }
-    Ok(out)
 }
 
 fn assemble(chunks: Vec<ModelChunk>) -> ModelResponse {
@@ -68,15 +42,6 @@ async fn ask(model: &dyn LanguageModel, prompt: &str) -> Result<Vec<ModelChunk>,
     chunks(model, request(&messages, &[], &generation)).await
 }
 
-fn assert_close(actual: f64, expected: f64) {
-    assert!((actual - expected).abs() < 1e-12, "cost {actual} != {expected}");
-}
-
-/// Usage without the cost (compared apart, with a tolerance).
-fn tokens(u: &Usage) -> (u64, u64, u64, u64) {
-    (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens)
-}
-
 fn deltas(result: &RunResult, kind: DeltaKind) -> Vec<(u32, String)> {
     result
         .events
@@ -86,26 +51,6 @@ fn deltas(result: &RunResult, kind: DeltaKind) -> Vec<(u32, String)> {
             _ => None,
         })
         .collect()
-}
-
-fn finish_reasons(result: &RunResult) -> Vec<FinishReason> {
-    result
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::ModelResponse(r) => Some(r.finish_reason),
-            _ => None,
-        })
-        .collect()
-}
-
-fn lookup_spec() -> ToolSpec {
-    ToolSpec {
-        name: "lookup".into(),
-        description: "Look something up.".into(),
-        parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}),
-        flags: Default::default(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

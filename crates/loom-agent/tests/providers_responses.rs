@@ -7,16 +7,13 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::provider::*;
 use common::*;
-use futures::StreamExt;
 use loom_agent::event::DeltaKind;
-use loom_agent::message::{ContentPart, FinishReason, Message, ToolCall, Usage};
-use loom_agent::model::providers::{HttpConfig, OpenAIResponsesModel, RetryPolicy};
-use loom_agent::model::{LanguageModel, ModelChunk, ModelRequest, ModelResponse, ResponseAssembler};
+use loom_agent::message::{ContentPart, FinishReason, Message, ToolCall};
+use loom_agent::model::providers::OpenAIResponsesModel;
+use loom_agent::model::{LanguageModel, ModelChunk, ModelResponse, ResponseAssembler};
 use loom_agent::output::OutputSchema;
-use loom_agent::tool::ToolSpec;
 use loom_agent::{Agent, EventKind, Generation, Model, ModelError, RunErrorKind, RunRequest, RunResult, RunState};
 use loom_testkit::wire::responses::{self, Events};
 use loom_testkit::{MockServer, Reply};
@@ -30,30 +27,6 @@ fn model(server: &MockServer, name: &str) -> OpenAIResponsesModel {
 
 fn gpt4o(server: &MockServer) -> OpenAIResponsesModel {
     model(server, "gpt-4o")
-}
-
-fn quick_retries() -> HttpConfig {
-    HttpConfig {
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-        },
-        ..HttpConfig::default()
-    }
-}
-
-fn request<'a>(messages: &'a [Message], tools: &'a [ToolSpec], generation: &'a Generation) -> ModelRequest<'a> {
-    ModelRequest { messages, tools, generation, output_schema: None, run_id: "run_test", user_id: None, turn: 1 }
-}
-
-async fn chunks(model: &dyn LanguageModel, request: ModelRequest<'_>) -> Result<Vec<ModelChunk>, ModelError> {
-    let mut stream = within(20, "model call", model.stream(&request)).await?;
-    let mut out = Vec::new();
-    while let Some(chunk) = within(20, "next chunk", stream.next()).await {
-        out.push(chunk?);
-    }
-    Ok(out)
 }
 
 async fn ask(model: &dyn LanguageModel, prompt: &str) -> Result<Vec<ModelChunk>, ModelError> {
@@ -70,14 +43,6 @@ fn assemble(chunks: Vec<ModelChunk>) -> ModelResponse {
     a.finish(1).unwrap()
 }
 
-fn assert_close(actual: f64, expected: f64) {
-    assert!((actual - expected).abs() < 1e-12, "cost {actual} != {expected}");
-}
-
-fn tokens(u: &Usage) -> (u64, u64, u64, u64) {
-    (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens)
-}
-
 fn gpt4o_cost(input: u64, cached: u64, out: u64) -> f64 {
     (input - cached) as f64 * 2.5e-6 + cached as f64 * 1.25e-6 + out as f64 * 10e-6
 }
@@ -91,26 +56,6 @@ fn text_deltas(result: &RunResult) -> Vec<(u32, String)> {
             _ => None,
         })
         .collect()
-}
-
-fn finish_reasons(result: &RunResult) -> Vec<FinishReason> {
-    result
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::ModelResponse(r) => Some(r.finish_reason),
-            _ => None,
-        })
-        .collect()
-}
-
-fn lookup_spec() -> ToolSpec {
-    ToolSpec {
-        name: "lookup".into(),
-        description: "Look something up.".into(),
-        parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}),
-        flags: Default::default(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
