@@ -16,6 +16,7 @@ const ACCEPTED: &[(&str, &str)] = &[
     ("concurrency_safe", "concurrency_safe"),
     ("requires_permission", "requires_permission"),
     ("idempotent", "idempotent"),
+    ("rerun_on_resume", "rerun_on_resume"),
     ("timeout_secs", "timeout_secs = N"),
     ("blocking", "blocking"),
 ];
@@ -32,6 +33,7 @@ pub(crate) struct ToolAttr {
     pub(crate) concurrency_safe: bool,
     pub(crate) requires_permission: bool,
     pub(crate) idempotent: bool,
+    pub(crate) rerun_on_resume: bool,
     /// `timeout_secs = N`: an expression of type `Duration`.
     pub(crate) timeout: Option<TokenStream>,
     /// `blocking`, with the span of the key for error messages.
@@ -58,6 +60,7 @@ impl ToolAttr {
                 "concurrency_safe" => attr.concurrency_safe = flag_value(&meta, &key)?,
                 "requires_permission" => attr.requires_permission = flag_value(&meta, &key)?,
                 "idempotent" => attr.idempotent = flag_value(&meta, &key)?,
+                "rerun_on_resume" => attr.rerun_on_resume = flag_value(&meta, &key)?,
                 "blocking" => {
                     if flag_value(&meta, &key)? {
                         attr.blocking = Some(meta.path.span());

@@ -313,6 +313,7 @@ impl Tool {
             flag(attr.concurrency_safe, "concurrency_safe"),
             flag(attr.requires_permission, "requires_permission"),
             flag(attr.idempotent, "idempotent"),
+            flag(attr.rerun_on_resume, "rerun_on_resume"),
         ];
         let timeout = match &attr.timeout {
             Some(duration) => quote!(::core::option::Option::Some(#duration)),

@@ -60,7 +60,7 @@ use proc_macro::TokenStream;
 /// | --- | --- |
 /// | `name = "..."` | the tool name; the function's name by default |
 /// | `description = "..."` | the description for the model; the function's doc comment by default, and one of the two is required |
-/// | `read_only`, `destructive`, `concurrency_safe`, `requires_permission`, `idempotent` | the `ToolFlags` |
+/// | `read_only`, `destructive`, `concurrency_safe`, `requires_permission`, `idempotent`, `rerun_on_resume` | the `ToolFlags` |
 /// | `timeout_secs = N` | the per-call timeout in seconds (an integer or a float) |
 /// | `blocking` | for a plain `fn` that blocks: runs it with `tokio::task::spawn_blocking`; a panic in it becomes a `ToolError` of kind `Panicked` |
 ///

@@ -27,6 +27,47 @@ pub enum Error {
     /// The run's structured output could not be turned into the requested type.
     #[error("output does not fit the requested type: {0}")]
     Output(String),
+    /// Another process holds the run's lease (it is driving the run, or died less than a lease
+    /// ago).
+    #[error("run {run_id} is held by another process (lease owner {owner}, until {until})")]
+    LeaseHeld {
+        /// The run.
+        run_id: String,
+        /// The lease holder.
+        owner: String,
+        /// When the lease expires (RFC 3339).
+        until: String,
+    },
+    /// This process lost the run's lease: another process took the run over.
+    #[error("lost the lease of run {run_id}: another process took it over")]
+    LeaseLost {
+        /// The run.
+        run_id: String,
+    },
+    /// No run with this id is stored.
+    #[error("run {0} not found")]
+    RunNotFound(String),
+    /// The run has already finished; a finished run is never replayed.
+    #[error("run {run_id} has already finished ({state}); a finished run is never replayed")]
+    RunFinished {
+        /// The run.
+        run_id: String,
+        /// How it ended.
+        state: crate::agent::RunState,
+    },
+    /// Stored data could not be read back (a corrupt or truncated row).
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+    /// The database was written by a newer version of Loom.
+    #[error(
+        "the database schema is version {found}, newer than this version of Loom supports ({supported}); upgrade Loom"
+    )]
+    SchemaTooNew {
+        /// The schema version found.
+        found: i64,
+        /// The newest this version supports.
+        supported: i64,
+    },
     /// Reading or writing a file failed.
     #[error("{context}: {source}")]
     Io {
@@ -207,6 +248,11 @@ pub enum RunErrorKind {
     Config,
     /// A store (session, journal, memory) failed.
     Store,
+    /// A resumed run found a tool call that started before the process stopped, with no recorded
+    /// result, and the tool is not safe to run again.
+    Ambiguous,
+    /// The run waits for a human decision on a tool call (see `Agent::decide`).
+    ApprovalPending,
     /// A bug or an unexpected state inside the runtime.
     Internal,
 }

@@ -44,6 +44,7 @@ impl Event {
                 | EventKind::RunFailed(_)
                 | EventKind::RunCancelled(_)
                 | EventKind::RunInterrupted(_)
+                | EventKind::RunSuspended(_)
         )
     }
 }
@@ -116,6 +117,8 @@ event_kinds! {
     RunCancelled(RunEnded) = "run.cancelled",
     /// The run was stopped by a limit or policy (max turns, timeout, budget, guardrail).
     RunInterrupted(RunEnded) = "run.interrupted",
+    /// The run paused durably, waiting for a decision on a tool call (`Agent::decide` continues it).
+    RunSuspended(RunEnded) = "run.suspended",
 }
 
 /// Payload of `run.started`.

@@ -10,21 +10,28 @@ use super::run::{RunEnd, RunResult, RunShared, RunState, Transcript};
 use super::session::SessionInner;
 use super::{AgentInner, RunInput};
 use crate::architecture::RunCx;
+use crate::architecture::replay::Replay;
 use crate::architecture::cx::{GuardResult, apply_guardrails_quiet, guard_hook, record_guard_event};
 use crate::error::{RunError, RunErrorKind, ToolErrorKind};
 use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted, ToolResultEvent};
 use crate::governance::{AuditRecord, GuardStage, HookAction};
 use crate::message::Message;
 use crate::output::OutputSchema;
-use crate::store::SessionRecord;
+use crate::store::{JournaledRun, RunRecord, SessionRecord};
 use crate::telemetry;
+
+/// How a run starts: fresh from a request, or resumed from its journal.
+pub(crate) enum Start {
+    Fresh(RunRequest),
+    Resume(Box<JournaledRun>),
+}
 
 /// The whole life of a run: wait for the session's earlier runs, execute, seal, persist, publish.
 pub(crate) async fn drive(
     agent: Arc<AgentInner>,
     session: Arc<SessionInner>,
     shared: Arc<RunShared>,
-    request: RunRequest,
+    start: Start,
     previous: Option<oneshot::Receiver<()>>,
     done: oneshot::Sender<()>,
 ) {
@@ -37,7 +44,7 @@ pub(crate) async fn drive(
         }
     }
     let span = telemetry::run_span(&agent, &shared.scope());
-    let (end, history_base) = if shared.cancel.is_cancelled() {
+    let (end, history_base, journaled) = if shared.cancel.is_cancelled() {
         let error = RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started");
         shared.emit(EventKind::RunCancelled(RunEnded { error: error.clone(), turns: 0, usage: Default::default() }));
         (
@@ -49,13 +56,25 @@ pub(crate) async fn drive(
                 messages: Vec::new(),
             },
             None,
+            matches!(start, Start::Resume(_)),
         )
     } else {
-        execute(&agent, &session, &shared, &request).instrument(span.clone()).await
+        match start {
+            Start::Fresh(request) => execute(&agent, &session, &shared, &request).instrument(span.clone()).await,
+            Start::Resume(stored) => execute_resumed(&agent, &shared, *stored).instrument(span.clone()).await,
+        }
     };
     let (result, transcript) = shared.finish(end);
     telemetry::record_run(&span, &result);
     persist(&agent, &shared, &result, &transcript, history_base).await;
+    if journaled && let Some(journal) = &agent.journal {
+        // The final commit: the run's last events and its state; the lease is released.
+        let (events, end) = shared.unpersisted();
+        match journal.end(&shared.run_id, &agent.lease, result.state, &events).await {
+            Ok(()) => shared.mark_persisted(end),
+            Err(e) => tracing::warn!(run_id = %result.run_id, error = %e, "the journal's final commit failed"),
+        }
+    }
     shared.publish();
     session.lock().live.remove(&*shared.run_id);
     // A run cancelled while queued still holds its place: the next run starts only after the
@@ -73,7 +92,7 @@ async fn execute(
     session: &Arc<SessionInner>,
     shared: &Arc<RunShared>,
     request: &RunRequest,
-) -> (RunEnd, Option<usize>) {
+) -> (RunEnd, Option<usize>, bool) {
     let scope = shared.scope();
     let input = shared.input();
     let schema = request.output_schema.clone().or_else(|| agent.output_schema.clone());
@@ -84,7 +103,7 @@ async fn execute(
         Ok(v) => v,
         Err(error) => {
             begin(agent, shared, request, &input, Vec::new());
-            return (end_with(shared, Err(error), Vec::new()), None);
+            return (end_with(shared, Err(error), Vec::new()), None, false);
         }
     };
     // Input guardrails run before anything records the input: a redacted input is what the
@@ -126,7 +145,7 @@ async fn execute(
         });
         if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: "run_started", payload }).await {
             let error = RunError::new(RunErrorKind::Store, format!("audit log: {e}"));
-            return (end_with(shared, Err(error), messages), Some(history_base));
+            return (end_with(shared, Err(error), messages), Some(history_base), false);
         }
     }
     for hook in agent.hooks.iter() {
@@ -144,7 +163,7 @@ async fn execute(
                 format!("guardrail: {reason}"),
                 format!("stopped by a hook before the first model call: {reason}"),
             );
-            return (end_with(shared, Err(error), messages), Some(history_base));
+            return (end_with(shared, Err(error), messages), Some(history_base), false);
         }
     }
     for (name, blocked) in input_guard {
@@ -156,24 +175,107 @@ async fn execute(
                 format!("guardrail: {name}"),
                 format!("blocked by guardrail `{name}`: {reason}"),
             );
-            return (end_with(shared, Err(error), messages), Some(history_base));
+            return (end_with(shared, Err(error), messages), Some(history_base), false);
         }
     }
 
     let max_turns = request.max_turns.unwrap_or(agent.max_turns);
-    let mut cx = RunCx::new(agent.clone(), shared.clone(), messages, schema.clone().filter(|_| native), max_turns);
     let timeout = request.timeout.or(agent.timeout);
+    let journaled = agent.journal.is_some();
+    if let Some(journal) = &agent.journal {
+        let record = RunRecord {
+            run_id: shared.run_id.to_string(),
+            session_id: shared.session_id.to_string(),
+            user_id: shared.user_id.as_deref().map(str::to_string),
+            input: input.clone(),
+            context: request.context.clone(),
+            metadata: request.metadata.clone(),
+            seeds: messages.clone(),
+            history_base,
+            max_turns,
+            timeout_ms: timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+            output_schema: schema.as_ref().map(|s| (s.name().to_string(), s.schema().clone())),
+            started_at: shared.started_at().unwrap_or_else(chrono::Utc::now),
+        };
+        let (events, end) = shared.unpersisted();
+        if let Err(e) = journal.begin(&record, &agent.lease, &events).await {
+            let error = RunError::new(RunErrorKind::Store, format!("journal: {e}"));
+            return (end_with(shared, Err(error), messages), Some(history_base), false);
+        }
+        shared.mark_persisted(end);
+    }
+    let cx = RunCx::new(agent.clone(), shared.clone(), messages, schema.clone().filter(|_| native), max_turns, Replay::default());
+    let end = run_body(agent, shared, cx, schema.as_ref(), timeout, journaled).await;
+    (end, Some(history_base), journaled)
+}
+
+/// Continues a run from its journal: the seeded conversation comes from the record, and the
+/// journaled results stand in for the calls the earlier execution completed.
+async fn execute_resumed(agent: &Arc<AgentInner>, shared: &Arc<RunShared>, stored: JournaledRun) -> (RunEnd, Option<usize>, bool) {
+    let record = stored.record;
+    shared.set_running(record.seeds.clone());
+    shared.set_started_at(record.started_at);
+    if let Some(budget) = &agent.budget {
+        budget.run_started(&shared.scope());
+    }
+    let schema = match record.output_schema.map(|(name, schema)| OutputSchema::new(name, schema)).transpose() {
+        Ok(schema) => schema,
+        Err(e) => {
+            let error = RunError::new(RunErrorKind::Store, format!("journal: the stored output schema is invalid: {e}"));
+            return (end_with(shared, Err(error), record.seeds), Some(record.history_base), true);
+        }
+    };
+    let native = schema.is_some() && agent.model.capabilities().native_structured_output;
+    let timeout = record.timeout_ms.map(std::time::Duration::from_millis);
+    let cx = RunCx::new(
+        agent.clone(),
+        shared.clone(),
+        record.seeds,
+        schema.clone().filter(|_| native),
+        record.max_turns,
+        Replay::new(stored.entries),
+    );
+    let end = run_body(agent, shared, cx, schema.as_ref(), timeout, true).await;
+    (end, Some(record.history_base), true)
+}
+
+/// Runs the architecture under the timeout, cancellation and (for journaled runs) the lease.
+async fn run_body(
+    agent: &Arc<AgentInner>,
+    shared: &Arc<RunShared>,
+    mut cx: RunCx,
+    schema: Option<&OutputSchema>,
+    timeout: Option<std::time::Duration>,
+    journaled: bool,
+) -> RunEnd {
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
+    // The lease is renewed at every journal write, and here between writes (a long tool call).
+    let heartbeat = async {
+        let Some(journal) = agent.journal.as_ref().filter(|_| journaled) else {
+            return std::future::pending::<RunError>().await;
+        };
+        loop {
+            tokio::time::sleep(agent.lease.ttl / 3).await;
+            match journal.renew(&shared.run_id, &agent.lease).await {
+                Ok(()) => {}
+                Err(e @ (crate::Error::LeaseLost { .. } | crate::Error::RunNotFound(_))) => {
+                    return RunError::new(RunErrorKind::Store, format!("journal: {e}"));
+                }
+                Err(e) => tracing::warn!(run_id = %shared.run_id, error = %e, "renewing the run's lease failed"),
+            }
+        }
+    };
     let outcome = {
-        let body = body(agent, &mut cx, schema.as_ref());
+        let body = body(agent, &mut cx, schema);
         tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled")),
+            e = heartbeat => Err(e),
             _ = deadline => Err(RunError::interrupted(
                 RunErrorKind::Timeout,
                 "timeout",
@@ -182,7 +284,21 @@ async fn execute(
             r = body => r,
         }
     };
-    (end_with(shared, outcome, cx.into_messages()), Some(history_base))
+    let outcome = match outcome {
+        Ok(_) if cx.unreplayed() > 0 => Err(RunError::new(
+            RunErrorKind::Internal,
+            format!(
+                "the resumed run finished without replaying {} journal entries: its execution diverged from the \
+                 journal (a nondeterministic architecture or hook?)",
+                cx.unreplayed()
+            ),
+        )),
+        other => other,
+    };
+    if shared.is_suppressing() {
+        shared.stop_suppressing();
+    }
+    end_with(shared, outcome, cx.into_messages())
 }
 
 /// Runs the architecture, then validates structured output, sending validation errors back.
@@ -314,11 +430,13 @@ fn end_with(
                 | RunErrorKind::Budget
                 | RunErrorKind::Guardrail
                 | RunErrorKind::RateLimit => RunState::Interrupted,
+                RunErrorKind::ApprovalPending => RunState::Suspended,
                 _ => RunState::Failed,
             };
             // Every tool.call gets its tool.result: calls still in flight when the run stopped
-            // are reported as cancelled.
-            for (turn, call) in shared.pending_tool_calls() {
+            // are reported as cancelled. A suspended run's calls get theirs when it continues.
+            let pending = if state == RunState::Suspended { Vec::new() } else { shared.pending_tool_calls() };
+            for (turn, call) in pending {
                 shared.emit(EventKind::ToolResult(ToolResultEvent {
                     turn,
                     call_id: call.id,
@@ -334,6 +452,7 @@ fn end_with(
             shared.emit(match state {
                 RunState::Cancelled => EventKind::RunCancelled(ended),
                 RunState::Interrupted => EventKind::RunInterrupted(ended),
+                RunState::Suspended => EventKind::RunSuspended(ended),
                 _ => EventKind::RunFailed(ended),
             });
             let output = error.raw_output.clone().unwrap_or_default();
@@ -366,12 +485,13 @@ async fn persist(
         let answered = own[..keep].iter().any(|m| matches!(m, Message::Assistant { .. }));
         if keep > 0
             && answered
-            && let Err(e) = store.append_history(&result.session_id, &own[..keep]).await
+            && let Err(e) = store.append_history(&result.session_id, &result.run_id, &own[..keep]).await
         {
             tracing::warn!(run_id = %result.run_id, error = %e, "extending the session history failed");
         }
     }
     if let Some(memory) = &agent.memory
+        && result.state != RunState::Suspended
         && let Err(e) = memory.remember(&scope, transcript).await
     {
         tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed");

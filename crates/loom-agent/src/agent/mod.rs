@@ -25,7 +25,11 @@ use crate::governance::{
 };
 use crate::model::{Generation, IntoModel, SharedModel};
 use crate::output::OutputSchema;
-use crate::store::{InMemorySessionStore, Journal, Memory, SessionStore};
+use crate::governance::Approval;
+use crate::store::{
+    InMemorySessionStore, IntoJournal, Journal, JournalEntry, JournalRunSummary, JournalSlot, Lease, Memory, RunFilter,
+    SessionStore,
+};
 use crate::telemetry::Telemetry;
 use crate::tool::{IntoTool, Tool, ToolRegistry, ToolSpec};
 
@@ -60,6 +64,8 @@ pub(crate) struct AgentInner {
     pub(crate) memory: Option<Arc<dyn Memory>>,
     pub(crate) session_store: Arc<dyn SessionStore>,
     pub(crate) journal: Option<Arc<dyn Journal>>,
+    /// This agent's lease on the runs it drives (one owner id per agent value).
+    pub(crate) lease: Lease,
     pub(crate) budget: Option<Arc<dyn Budget>>,
     pub(crate) permissions: Arc<dyn Permissions>,
     pub(crate) approval: Option<Arc<dyn ApprovalHandler>>,
@@ -158,6 +164,77 @@ impl Agent {
     pub fn session(&self, config: SessionConfig) -> Session {
         Session::open(self, config)
     }
+
+    /// The journal, if one is configured.
+    pub fn journal(&self) -> Option<&Arc<dyn Journal>> {
+        self.inner.journal.as_ref()
+    }
+
+    /// The session store.
+    pub fn session_store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.session_store
+    }
+
+    /// Continues a journaled run that did not finish — its process died, or it is suspended
+    /// waiting for approval — in its own session, as the user it ran for. Completed model calls
+    /// are not sent again and completed tool calls do not run again: their journaled results are
+    /// replayed. A tool call that started and has no recorded result runs again only when its tool
+    /// is `idempotent` or `rerun_on_resume`; otherwise the run fails as ambiguous.
+    ///
+    /// Errors: no journal configured, [`Error::RunNotFound`], [`Error::RunFinished`] (a finished
+    /// run is never replayed), [`Error::LeaseHeld`] (another process drives it, or its owner died
+    /// less than a lease ago), [`Error::Corrupt`].
+    pub async fn resume(&self, run_id: &str) -> Result<Run, Error> {
+        let journal = self.journal_or_err()?;
+        journal.acquire(run_id, &self.inner.lease).await?;
+        let stored = match journal.load(run_id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(Error::RunNotFound(run_id.to_string())),
+            Err(e) => {
+                let _ = journal.end(run_id, &self.inner.lease, RunState::Running, &[]).await;
+                return Err(e);
+            }
+        };
+        let session = self.session(SessionConfig::new(stored.record.session_id.clone()));
+        session.start_resumed(stored)
+    }
+
+    /// Sends the decision on a tool call a suspended run is waiting for, and continues the run
+    /// (see [`Approval::Defer`](crate::governance::Approval::Defer)). Works in any process that
+    /// shares the journal, after a restart too.
+    pub async fn decide(&self, run_id: &str, call_id: &str, approval: Approval) -> Result<Run, Error> {
+        let journal = self.journal_or_err()?;
+        let stored = journal.load(run_id).await?.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+        if stored.finished {
+            return Err(Error::RunFinished { run_id: run_id.to_string(), state: stored.state });
+        }
+        let mut waiting = false;
+        for entry in &stored.entries {
+            match entry {
+                JournalEntry::ApprovalPending { call, .. } if call.id == call_id => waiting = true,
+                JournalEntry::ApprovalDecision { call_id: id, .. } if id == call_id => waiting = false,
+                _ => {}
+            }
+        }
+        if !waiting || approval == Approval::Defer {
+            return Err(Error::Config(format!(
+                "run {run_id} is not waiting for a decision on call `{call_id}` (or the decision is `Defer`)"
+            )));
+        }
+        journal.decide(run_id, &JournalEntry::ApprovalDecision { call_id: call_id.to_string(), approval }).await?;
+        self.resume(run_id).await
+    }
+
+    /// Journaled runs, newest first (from the journal, across restarts).
+    pub async fn list_journaled_runs(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
+        self.journal_or_err()?.list(filter).await
+    }
+
+    fn journal_or_err(&self) -> Result<&Arc<dyn Journal>, Error> {
+        self.inner.journal.as_ref().ok_or_else(|| {
+            Error::Config("this agent has no journal: configure one with .journal(\"sqlite:./loom.db\")".into())
+        })
+    }
 }
 
 struct CancelOnDrop(Option<Run>);
@@ -198,7 +275,8 @@ pub struct AgentBuilder {
     runtime: Option<Runtime>,
     memory: Option<Arc<dyn Memory>>,
     session_store: Option<Arc<dyn SessionStore>>,
-    journal: Option<Arc<dyn Journal>>,
+    journal: Option<Result<JournalSlot, Error>>,
+    lease_ttl: Option<Duration>,
     budget: Option<Arc<dyn Budget>>,
     permissions: Option<Arc<dyn Permissions>>,
     approval: Option<Arc<dyn ApprovalHandler>>,
@@ -283,9 +361,22 @@ impl AgentBuilder {
         self
     }
 
-    /// The journal slot.
-    pub fn journal(mut self, journal: impl Journal) -> Self {
-        self.journal = Some(Arc::new(journal));
+    /// The run journal: any [`Journal`], or a URL — `"sqlite:./loom.db"` (durable, embedded;
+    /// `?synchronous=full` to sync every commit), `"postgres://…"` (`postgres` feature),
+    /// `"memory"`. A URL journal also becomes the session store (same database) unless
+    /// [`AgentBuilder::session_store`] set one, so sessions, runs, transcripts and events survive
+    /// restarts and [`Agent::resume`] can continue a run whose process died. A bad URL fails
+    /// [`AgentBuilder::build`].
+    pub fn journal(mut self, journal: impl IntoJournal) -> Self {
+        self.journal = Some(journal.into_journal());
+        self
+    }
+
+    /// How long this agent's hold on a run lasts without renewal (default 30 s). The lease is
+    /// renewed at every journal write and every third of this; another process can take over a
+    /// run (with [`Agent::resume`]) once its owner has been silent this long.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = Some(ttl);
         self
     }
 
@@ -433,6 +524,15 @@ impl AgentBuilder {
             None => Arc::new(ReAct),
         };
         let output_schema = self.output_schema.transpose()?;
+        let journal = self.journal.transpose()?;
+        let session_store = self
+            .session_store
+            .or_else(|| journal.as_ref().and_then(|j| j.session_store.clone()))
+            .unwrap_or_else(|| Arc::new(InMemorySessionStore::new()));
+        let lease = Lease {
+            owner: Arc::from(crate::id::new_id("owner")),
+            ttl: self.lease_ttl.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(10)),
+        };
         Ok(Agent {
             inner: Arc::new(AgentInner {
                 name: self.name.unwrap_or_else(|| "agent".to_string()),
@@ -443,8 +543,9 @@ impl AgentBuilder {
                 max_turns: self.max_turns.unwrap_or(runtime.max_turns),
                 runtime,
                 memory: self.memory,
-                session_store: self.session_store.unwrap_or_else(|| Arc::new(InMemorySessionStore::new())),
-                journal: self.journal,
+                session_store,
+                journal: journal.map(|j| j.journal),
+                lease,
                 budget: self.budget,
                 permissions: self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions)),
                 approval: self.approval,

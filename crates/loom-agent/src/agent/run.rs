@@ -33,6 +33,9 @@ pub enum RunState {
     /// Stopped by a limit or a policy: max turns, timeout, budget, guardrail. The reason is in
     /// `RunResult::error`.
     Interrupted,
+    /// Paused durably, waiting for a human decision on a tool call: this execution has ended, and
+    /// `Agent::decide` (in this process or another, after a restart) continues the run.
+    Suspended,
 }
 
 impl RunState {
@@ -50,6 +53,7 @@ impl RunState {
             RunState::Failed => "failed",
             RunState::Cancelled => "cancelled",
             RunState::Interrupted => "interrupted",
+            RunState::Suspended => "suspended",
         }
     }
 }
@@ -226,6 +230,10 @@ pub(crate) struct RunShared {
 struct RunInner {
     state: RunState,
     events: Vec<Event>,
+    /// Events already written to the journal.
+    persisted: usize,
+    /// A resumed run replaying its journal: the events it would emit are already in the log.
+    suppress: bool,
     frozen: Option<Arc<[Event]>>,
     artifacts: Vec<Artifact>,
     input: RunInput,
@@ -267,6 +275,8 @@ impl RunShared {
             inner: Mutex::new(RunInner {
                 state: RunState::Queued,
                 events: Vec::new(),
+                persisted: 0,
+                suppress: false,
                 frozen: None,
                 artifacts: Vec::new(),
                 input,
@@ -297,6 +307,8 @@ impl RunShared {
             inner: Mutex::new(RunInner {
                 state: t.state,
                 events: Vec::new(),
+                persisted: 0,
+                suppress: false,
                 frozen: Some(t.events.clone()),
                 artifacts: t.artifacts.clone(),
                 input: t.input.clone(),
@@ -331,6 +343,9 @@ impl RunShared {
             if inner.frozen.is_some() {
                 return inner.frozen.as_ref().map(|f| f.len() as u64).unwrap_or(0);
             }
+            if inner.suppress {
+                return inner.events.len() as u64;
+            }
             let seq = inner.events.len() as u64;
             let event =
                 Event { run_id: self.run_id.clone(), session_id: self.session_id.clone(), seq, at: Utc::now(), kind };
@@ -349,6 +364,56 @@ impl RunShared {
         seq
     }
 
+    /// A resumed run's log: the events its earlier execution persisted. While `replaying`, the
+    /// events the replay would emit again are dropped. Fails unless the events are numbered 0..n.
+    pub(crate) fn preload(&self, events: Vec<Event>, replaying: bool) -> Result<(), Error> {
+        if let Some((i, e)) = events.iter().enumerate().find(|(i, e)| e.seq != *i as u64) {
+            return Err(Error::Corrupt(format!(
+                "run {}: the stored events have a gap or duplicate at position {i} (seq {})",
+                self.run_id, e.seq
+            )));
+        }
+        let mut inner = self.lock();
+        inner.persisted = events.len();
+        inner.events = events;
+        inner.suppress = replaying;
+        Ok(())
+    }
+
+    /// Ends replay suppression: from now on events are emitted again.
+    pub(crate) fn stop_suppressing(&self) {
+        self.lock().suppress = false;
+    }
+
+    /// Whether events are being dropped (a resumed run still replaying its journal).
+    pub(crate) fn is_suppressing(&self) -> bool {
+        self.lock().suppress
+    }
+
+    /// The events not yet written to the journal, and the log length they end at.
+    pub(crate) fn unpersisted(&self) -> (Vec<Event>, usize) {
+        let inner = self.lock();
+        let events = inner.frozen.as_deref().unwrap_or(&inner.events);
+        let from = inner.persisted.min(events.len());
+        (events[from..].to_vec(), events.len())
+    }
+
+    /// Marks the log up to `end` as written to the journal.
+    pub(crate) fn mark_persisted(&self, end: usize) {
+        let mut inner = self.lock();
+        inner.persisted = inner.persisted.max(end);
+    }
+
+    /// Restores artifacts a replayed tool call created (their events are already in the log).
+    pub(crate) fn restore_artifacts(&self, artifacts: &[Artifact]) {
+        self.lock().artifacts.extend_from_slice(artifacts);
+    }
+
+    /// Artifacts created by one tool call.
+    pub(crate) fn artifacts_of(&self, call_id: &str) -> Vec<Artifact> {
+        self.lock().artifacts.iter().filter(|a| a.call_id.as_deref() == Some(call_id)).cloned().collect()
+    }
+
     pub(crate) fn add_artifact(&self, artifact: Artifact) {
         self.lock().artifacts.push(artifact.clone());
         self.emit(EventKind::ArtifactCreated(ArtifactCreated { artifact }));
@@ -361,6 +426,16 @@ impl RunShared {
         inner.started_at = Some(now);
         inner.seeds = seeds;
         now
+    }
+
+    /// Sets when the run started executing (a resumed run keeps its first start).
+    pub(crate) fn set_started_at(&self, at: DateTime<Utc>) {
+        self.lock().started_at = Some(at);
+    }
+
+    /// When the run started executing.
+    pub(crate) fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.lock().started_at
     }
 
     /// Tool calls announced by a `tool.call` event that have no `tool.result` yet.

@@ -183,8 +183,39 @@ impl Session {
             st.live.insert(run.id().to_string(), run.clone());
             st.tail.replace(done_rx)
         };
-        handle.spawn(driver::drive(agent, self.inner.clone(), shared, request, previous, done_tx));
+        handle.spawn(driver::drive(agent, self.inner.clone(), shared, driver::Start::Fresh(request), previous, done_tx));
         run
+    }
+
+    /// Continues a journaled run (its lease already taken) after the session's earlier runs.
+    pub(crate) fn start_resumed(&self, stored: crate::store::JournaledRun) -> Result<Run, Error> {
+        let agent = self.inner.agent.inner.clone();
+        let record = &stored.record;
+        let scope = Scope {
+            run_id: Arc::from(record.run_id.as_str()),
+            session_id: self.inner.id.clone(),
+            user_id: record.user_id.as_deref().map(Arc::from),
+        };
+        let shared = RunShared::new(
+            &scope,
+            record.input.clone(),
+            record.context.clone(),
+            record.metadata.clone(),
+            agent.hooks.clone(),
+        );
+        shared.preload(stored.events.clone(), !stored.entries.is_empty())?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Config("runs need a Tokio runtime; none is running".into()))?;
+        let run = Run { shared: shared.clone() };
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let previous = {
+            let mut st = self.inner.lock();
+            st.live.insert(run.id().to_string(), run.clone());
+            st.tail.replace(done_rx)
+        };
+        let start = driver::Start::Resume(Box::new(stored));
+        handle.spawn(driver::drive(agent, self.inner.clone(), shared, start, previous, done_tx));
+        Ok(run)
     }
 
     /// Starts a run and waits for it. `Ok` when it completed; otherwise [`Error::Run`]. Dropping

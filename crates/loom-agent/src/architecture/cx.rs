@@ -20,6 +20,8 @@ use crate::message::{Message, ToolCall};
 use crate::model::{ModelChunk, ModelRequest, ModelResponse, ResponseAssembler};
 use crate::output::OutputSchema;
 use crate::store::JournalEntry;
+
+use super::replay::{ApprovalReplay, Replay, ToolReplay};
 use crate::telemetry;
 use crate::tool::{ToolContext, ToolSpec};
 
@@ -39,6 +41,8 @@ pub struct RunCx {
     warned: Vec<String>,
     /// Approvals remembered for this run: tool name → allowed.
     remembered: Vec<(String, Result<(), String>)>,
+    /// A resumed run's journal entries not replayed yet.
+    replay: Replay,
 }
 
 /// One prepared tool call: ready to run, or already failed.
@@ -63,6 +67,7 @@ impl RunCx {
         messages: Vec<Message>,
         native_schema: Option<OutputSchema>,
         max_turns: u32,
+        replay: Replay,
     ) -> Self {
         let scope = shared.scope();
         RunCx {
@@ -75,6 +80,19 @@ impl RunCx {
             max_turns,
             warned: Vec::new(),
             remembered: Vec::new(),
+            replay,
+        }
+    }
+
+    /// Journal entries a resumed run did not replay (its execution diverged from the journal).
+    pub(crate) fn unreplayed(&self) -> usize {
+        self.replay.remaining().len()
+    }
+
+    /// After consuming replayed entries: once none are left, events flow again.
+    fn replayed(&self) {
+        if !self.replay.is_active() {
+            self.shared.stop_suppressing();
         }
     }
 
@@ -215,20 +233,36 @@ impl RunCx {
             .map_err(|e| RunError::new(RunErrorKind::Store, format!("audit log: {e}")))
     }
 
+    /// Writes a journal entry, with the events emitted since the last write, before the run
+    /// moves on.
     async fn journal(&self, entry: JournalEntry) -> Result<(), RunError> {
         let Some(journal) = &self.agent.journal else { return Ok(()) };
+        let (events, end) = self.shared.unpersisted();
         journal
-            .record(&self.scope, entry)
+            .append(&self.scope.run_id, &self.agent.lease, &entry, &events)
             .await
-            .map_err(|e| RunError::new(RunErrorKind::Store, format!("journal: {e}")))
+            .map_err(|e| RunError::new(RunErrorKind::Store, format!("journal: {e}")))?;
+        self.shared.mark_persisted(end);
+        Ok(())
     }
 
     /// One model call with the conversation so far: streams deltas as events, appends the answer
     /// as an assistant message, and returns it. Counts as one turn.
     pub async fn model_turn(&mut self) -> Result<ModelResponse, RunError> {
         self.check_cancelled()?;
-        self.check_budget().await?;
         let turn = self.turn + 1;
+        if self.replay.is_active()
+            && let Some(response) = self.replay.take_model(turn)
+        {
+            // Recorded by the run's earlier execution: not sent again. The spend was counted by
+            // the process that made the call; this run's own usage includes it.
+            self.replayed();
+            self.turn = turn;
+            self.shared.set_turns(turn);
+            self.shared.record_turn(turn, &response.usage);
+            return Ok(self.conclude_turn(turn, response).await);
+        }
+        self.check_budget().await?;
         for hook in self.agent.hooks.iter() {
             let action = guard_hook(&self.agent, hook.before_model(&self.scope, turn, &self.messages)).await;
             match action {
@@ -257,6 +291,12 @@ impl RunCx {
             budget.record(&self.scope, &response.usage);
         }
         self.journal(JournalEntry::ModelResult { turn, response: response.clone() }).await?;
+        Ok(self.conclude_turn(turn, response).await)
+    }
+
+    /// After a model answer is recorded: the event, the assistant message, the after_model hooks.
+    async fn conclude_turn(&mut self, turn: u32, response: ModelResponse) -> ModelResponse {
+        let agent = self.agent.clone();
         self.shared.emit(EventKind::ModelResponse(ModelResponseEvent {
             turn,
             text: response.text.clone(),
@@ -269,12 +309,14 @@ impl RunCx {
             thinking: response.thinking.clone(),
             tool_calls: response.tool_calls.clone(),
         });
-        for hook in agent.hooks.iter() {
-            if let Err(e) = guard_hook(agent, hook.after_model(&self.scope, turn, &response)).await {
-                tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_model hook failed");
+        if !self.shared.is_suppressing() {
+            for hook in agent.hooks.iter() {
+                if let Err(e) = guard_hook(&agent, hook.after_model(&self.scope, turn, &response)).await {
+                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_model hook failed");
+                }
             }
         }
-        Ok(response)
+        response
     }
 
     /// Sends the conversation to the model and assembles the streamed answer, emitting deltas
@@ -358,11 +400,51 @@ impl RunCx {
         let safe =
             |call: &ToolCall| tools.index_of(&call.name).is_some_and(|i| tools.entry(i).spec.flags.concurrency_safe);
         let mut outcomes: Vec<Option<ToolOutcome>> = (0..calls.len()).map(|_| None).collect();
+        // A resumed run: calls whose results are journaled are not run again; a call that was
+        // started and has no result runs again only if its tool says that is safe.
+        let mut rerun: Vec<Option<Prepared>> = (0..calls.len()).map(|_| None).collect();
+        if self.replay.is_active() {
+            for (k, call) in calls.iter().enumerate() {
+                match self.replay.take_tool(&call.id) {
+                    ToolReplay::None => {}
+                    ToolReplay::Done(entry) => {
+                        self.replayed();
+                        outcomes[k] = Some(self.replayed_call(turn, call, entry).await);
+                    }
+                    ToolReplay::Started(args) => {
+                        self.replayed();
+                        let index = tools.index_of(&call.name);
+                        let flags = index.map(|i| tools.entry(i).spec.flags).unwrap_or_default();
+                        match index {
+                            Some(index) if flags.idempotent || flags.rerun_on_resume => {
+                                rerun[k] = Some(Prepared::Ready { index, args });
+                            }
+                            _ => {
+                                return Err(RunError::new(
+                                    RunErrorKind::Ambiguous,
+                                    format!(
+                                        "tool call `{}` ({}) started before the run's process stopped and its result \
+                                         was not recorded; `{}` is not marked idempotent (nor rerun_on_resume), so \
+                                         it was not run again: check its effect and start a new run",
+                                        call.name, call.id, call.name
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
         let mut i = 0;
         while i < calls.len() {
-            if safe(&calls[i]) {
+            if outcomes[i].is_some() {
+                i += 1;
+            } else if let Some(prepared) = rerun[i].take() {
+                outcomes[i] = Some(self.execute(turn, &calls[i], &prepared).await);
+                i += 1;
+            } else if safe(&calls[i]) {
                 let mut j = i + 1;
-                while j < calls.len() && safe(&calls[j]) {
+                while j < calls.len() && safe(&calls[j]) && outcomes[j].is_none() && rerun[j].is_none() {
                     j += 1;
                 }
                 // Checks and approvals in call order, then the batch runs together.
@@ -448,19 +530,49 @@ impl RunCx {
                 return denied(format!("permission denied: {reason}"));
             }
             Decision::Ask(reason) => {
-                let Some(handler) = &agent.approval else {
-                    let reason = format!("{reason} and needs approval, and no approval handler is configured");
-                    self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
-                    return denied(format!("permission denied: {reason}"));
+                let recorded = if self.replay.is_active() {
+                    let recorded = self.replay.take_approval(&call.id);
+                    self.replayed();
+                    recorded
+                } else {
+                    ApprovalReplay::None
                 };
-                let request = ApprovalRequest {
-                    scope: self.scope.clone(),
-                    tool: entry.spec.clone(),
-                    call: call.clone(),
-                    args: args.clone(),
-                    reason,
+                let approval = match recorded {
+                    ApprovalReplay::Decided(approval) => approval,
+                    ApprovalReplay::None | ApprovalReplay::Pending => {
+                        let Some(handler) = &agent.approval else {
+                            let reason = format!("{reason} and needs approval, and no approval handler is configured");
+                            self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
+                            return denied(format!("permission denied: {reason}"));
+                        };
+                        let request = ApprovalRequest {
+                            scope: self.scope.clone(),
+                            tool: entry.spec.clone(),
+                            call: call.clone(),
+                            args: args.clone(),
+                            reason: reason.clone(),
+                        };
+                        handler.approve(request).await
+                    }
                 };
-                match handler.approve(request).await {
+                match approval {
+                    Approval::Defer if agent.journal.is_none() => {
+                        let reason = "the approver deferred the decision, and deferring needs a journal".to_string();
+                        self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
+                        return denied(format!("denied: {reason}"));
+                    }
+                    Approval::Defer => {
+                        self.permission_event(turn, call, "defer", "approver", Some(reason.clone())).await;
+                        self.journal(JournalEntry::ApprovalPending { turn, call: call.clone(), reason }).await?;
+                        return Err(RunError::interrupted(
+                            RunErrorKind::ApprovalPending,
+                            "approval_pending",
+                            format!(
+                                "waiting for a decision on `{}` (call {}); send it with Agent::decide",
+                                call.name, call.id
+                            ),
+                        ));
+                    }
                     Approval::Allow => self.permission_event(turn, call, "allow", "approver", None).await,
                     Approval::AllowForRun => {
                         self.remembered.push((call.name.clone(), Ok(())));
@@ -583,6 +695,11 @@ impl RunCx {
                 call_id: call.id.clone(),
                 output: outcome.content.clone(),
                 is_error: outcome.is_error,
+                error_kind: outcome.error_kind,
+                truncated: outcome.truncated,
+                blocked: outcome.blocked.clone(),
+                duration_ms,
+                artifacts: self.shared.artifacts_of(&call.id),
             })
             .await
         {
@@ -606,9 +723,55 @@ impl RunCx {
         outcome
     }
 
+    /// A call whose result the journal holds: its artifacts come back, and what followed the
+    /// result (hooks, the audit entry, the `tool.result` event) happens if the earlier execution
+    /// had not got that far.
+    async fn replayed_call(&self, turn: u32, call: &ToolCall, entry: JournalEntry) -> ToolOutcome {
+        let JournalEntry::ToolResult { output, is_error, error_kind, truncated, blocked, duration_ms, artifacts, .. } =
+            entry
+        else {
+            return ToolOutcome {
+                content: "Error: the journal holds no result for this call".into(),
+                is_error: true,
+                error_kind: Some(ToolErrorKind::Failed),
+                truncated: false,
+                blocked: None,
+            };
+        };
+        self.shared.restore_artifacts(&artifacts);
+        let event = ToolResultEvent {
+            turn,
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            output: output.clone(),
+            is_error,
+            error_kind,
+            truncated,
+            duration_ms,
+        };
+        if !self.shared.is_suppressing() {
+            if self.agent.audit.is_some() {
+                let payload = serde_json::json!({
+                    "tool": call.name, "call_id": call.id, "ok": !is_error, "error_kind": error_kind, "turn": turn,
+                });
+                if let Err(e) = self.audit("tool_result", payload).await {
+                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "audit write failed");
+                }
+            }
+            for hook in self.agent.hooks.iter() {
+                if let Err(e) = guard_hook(&self.agent, hook.after_tool(&self.scope, call, &event)).await {
+                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_tool hook failed");
+                }
+            }
+        }
+        self.shared.emit(EventKind::ToolResult(event));
+        ToolOutcome { content: output, is_error, error_kind, truncated, blocked }
+    }
+
     async fn invoke(&self, turn: u32, call: &ToolCall, index: usize, args: Value) -> Result<String, ToolError> {
         let entry = self.agent.tools.entry(index);
-        if let Err(e) = self.journal(JournalEntry::ToolIntent { turn, call: call.clone() }).await {
+        if let Err(e) = self.journal(JournalEntry::ToolIntent { turn, call: call.clone(), arguments: args.clone() }).await
+        {
             return Err(ToolError::new(format!("not run: {e}")));
         }
         if self.agent.audit.is_some() {

@@ -6,6 +6,7 @@
 //! architecture only decides what to do next.
 
 pub(crate) mod cx;
+pub(crate) mod replay;
 mod react;
 
 use std::sync::Arc;

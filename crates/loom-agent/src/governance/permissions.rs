@@ -62,7 +62,8 @@ pub struct ApprovalRequest {
 }
 
 /// An approval decision.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "decision", content = "value", rename_all = "snake_case")]
 pub enum Approval {
     /// Run it.
     Allow,
@@ -74,6 +75,10 @@ pub enum Approval {
     AllowForRun,
     /// Do not run it, nor any later call of this tool in this run.
     DenyForRun(String),
+    /// Decide later: the run pauses durably (state `suspended`) until a decision arrives through
+    /// `Agent::decide`, in this process or another one after a restart. Needs a durable journal;
+    /// without one the call is denied.
+    Defer,
 }
 
 /// Answers approval requests (a person at a terminal, a web UI, a policy service).

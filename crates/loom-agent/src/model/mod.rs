@@ -136,7 +136,7 @@ pub enum ModelChunk {
 }
 
 /// A whole model answer, assembled from chunks.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelResponse {
     /// The visible text.
     pub text: String,

@@ -52,6 +52,8 @@ impl State {
 struct Entry {
     record: SessionRecord,
     history: Vec<Message>,
+    /// Runs whose messages are in `history` (appending is idempotent per run).
+    appended: std::collections::HashSet<String>,
     runs: Vec<Arc<Transcript>>,
     last_used: u64,
     closed: bool,
@@ -108,10 +110,17 @@ impl SessionStore for InMemorySessionStore {
         })
     }
 
-    async fn append_history(&self, session_id: &str, messages: &[Message]) -> Result<(), Error> {
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
+        self.with_state(|s| s.sessions.get(session_id).map(|e| e.record.clone()))
+    }
+
+    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
         let max = self.max_sessions;
         self.with_state(|s| {
-            s.touch(session_id).history.extend_from_slice(messages);
+            let entry = s.touch(session_id);
+            if entry.appended.insert(run_id.to_string()) {
+                entry.history.extend_from_slice(messages);
+            }
             s.evict(max);
         })
     }
@@ -119,7 +128,11 @@ impl SessionStore for InMemorySessionStore {
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
         let max = self.max_sessions;
         self.with_state(|s| {
-            s.touch(&transcript.session_id).runs.push(transcript.clone());
+            let runs = &mut s.touch(&transcript.session_id).runs;
+            match runs.iter_mut().find(|t| t.run_id == transcript.run_id) {
+                Some(existing) => *existing = transcript.clone(),
+                None => runs.push(transcript.clone()),
+            }
             s.evict(max);
         })
     }
@@ -153,11 +166,11 @@ mod tests {
     async fn evicts_the_least_recently_used_session_one_at_a_time() {
         let store = InMemorySessionStore::with_capacity(3);
         for id in ["a", "b", "c"] {
-            store.append_history(id, &[Message::user(id)]).await.unwrap();
+            store.append_history(id, "r", &[Message::user(id)]).await.unwrap();
         }
         // Touch "a": "b" is now the least recently used.
         assert_eq!(store.history("a").await.unwrap().len(), 1);
-        store.append_history("d", &[Message::user("d")]).await.unwrap();
+        store.append_history("d", "r", &[Message::user("d")]).await.unwrap();
         assert!(store.history("b").await.unwrap().is_empty(), "b was evicted");
         for id in ["a", "c", "d"] {
             assert_eq!(store.history(id).await.unwrap().len(), 1, "{id} kept");

@@ -4,20 +4,34 @@
 //! The in-memory session store is the default. The journal and memory slots are empty by default
 //! and cost nothing then; durable implementations plug in through the same traits.
 
+mod journal;
+mod memory_journal;
 mod memory_store;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use journal::{
+    IntoJournal, Journal, JournalEntry, JournalRunSummary, JournalSlot, JournaledRun, Lease, RunFilter, RunRecord,
+    open_journal,
+};
+pub use memory_journal::InMemoryJournal;
 pub use memory_store::InMemorySessionStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteStore, Synchronous};
 
 use crate::agent::{RunInput, RunState, Transcript};
 use crate::error::Error;
 use crate::governance::Scope;
-use crate::message::{Message, ToolCall};
-use crate::model::ModelResponse;
+use crate::message::Message;
 
 /// A session as stored.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -60,10 +74,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The conversation so far: every earlier run's messages, oldest first.
     async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error>;
 
-    /// Appends one run's messages to the conversation.
-    async fn append_history(&self, session_id: &str, messages: &[Message]) -> Result<(), Error>;
+    /// The stored session, if any.
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error>;
 
-    /// Saves a finished run's transcript.
+    /// Appends one run's messages to the conversation. Idempotent per run: a second call for the
+    /// same run (a resumed run persisting again) adds nothing.
+    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error>;
+
+    /// Saves a run's transcript (replacing an earlier save of the same run).
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error>;
 
     /// A run's transcript.
@@ -74,45 +92,6 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Marks the session closed; its data stays readable.
     async fn close_session(&self, session_id: &str) -> Result<(), Error>;
-}
-
-/// One record of a run's journal.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum JournalEntry {
-    /// A model call's result.
-    ModelResult {
-        /// The turn.
-        turn: u32,
-        /// The answer.
-        response: ModelResponse,
-    },
-    /// A tool call is about to run.
-    ToolIntent {
-        /// The turn.
-        turn: u32,
-        /// The call.
-        call: ToolCall,
-    },
-    /// A tool call finished.
-    ToolResult {
-        /// The turn.
-        turn: u32,
-        /// The call's id.
-        call_id: String,
-        /// What the model receives.
-        output: String,
-        /// Whether it failed.
-        is_error: bool,
-    },
-}
-
-/// The journal slot: every side effect of a run is recorded here before the run moves on.
-/// Empty by default (nothing recorded, no cost).
-#[async_trait::async_trait]
-pub trait Journal: Send + Sync + 'static {
-    /// Records one entry. An error fails the run: a run must not move past an unrecorded effect.
-    async fn record(&self, scope: &Scope, entry: JournalEntry) -> Result<(), Error>;
 }
 
 /// The memory slot: what a run recalls before it starts and records when it ends.

@@ -81,9 +81,14 @@ pub struct ToolFlags {
     /// The tool needs approval before it runs.
     #[serde(default)]
     pub requires_permission: bool,
-    /// Running the tool twice with the same arguments has the effect of running it once.
+    /// Running the tool twice with the same arguments has the effect of running it once. A
+    /// resumed run runs such a call again when its result was not recorded.
     #[serde(default)]
     pub idempotent: bool,
+    /// A resumed run may run this call again when it started before the process died and its
+    /// result was not recorded (without this or `idempotent`, such a run fails as ambiguous).
+    #[serde(default)]
+    pub rerun_on_resume: bool,
 }
 
 impl ToolFlags {
@@ -95,6 +100,7 @@ impl ToolFlags {
             concurrency_safe: false,
             requires_permission: false,
             idempotent: false,
+            rerun_on_resume: false,
         }
     }
 
@@ -125,6 +131,12 @@ impl ToolFlags {
     /// Marks the tool idempotent.
     pub const fn idempotent(mut self) -> Self {
         self.idempotent = true;
+        self
+    }
+
+    /// Lets a resumed run run an unfinished call of this tool again.
+    pub const fn rerun_on_resume(mut self) -> Self {
+        self.rerun_on_resume = true;
         self
     }
 

@@ -1,0 +1,169 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use super::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
+use crate::agent::RunState;
+use crate::error::Error;
+use crate::event::Event;
+
+/// A journal in process memory: leases, replay and approvals work within one process (a run can
+/// be suspended for approval and resumed), nothing survives a restart. Useful in tests and as the
+/// reference implementation of the [`Journal`] contract.
+#[derive(Debug, Default)]
+pub struct InMemoryJournal {
+    runs: Mutex<HashMap<String, JournaledRun>>,
+}
+
+impl InMemoryJournal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, JournaledRun>) -> Result<T, Error>) -> Result<T, Error> {
+        let mut guard = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+fn expiry(lease: &Lease) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(lease.ttl).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The run, held by `lease`: renews it. `LeaseLost` when another owner holds it.
+fn held<'a>(
+    runs: &'a mut HashMap<String, JournaledRun>,
+    run_id: &str,
+    lease: &Lease,
+) -> Result<&'a mut JournaledRun, Error> {
+    let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+    if run.finished || run.lease_owner.as_deref() != Some(&*lease.owner) {
+        return Err(Error::LeaseLost { run_id: run_id.to_string() });
+    }
+    run.lease_expires_at = Some(expiry(lease));
+    Ok(run)
+}
+
+#[async_trait::async_trait]
+impl Journal for InMemoryJournal {
+    async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
+        self.with(|runs| {
+            if runs.contains_key(&record.run_id) {
+                return Err(Error::Store(format!("run {} is already journaled", record.run_id)));
+            }
+            runs.insert(
+                record.run_id.clone(),
+                JournaledRun {
+                    record: record.clone(),
+                    entries: Vec::new(),
+                    events: events.to_vec(),
+                    state: RunState::Running,
+                    finished: false,
+                    lease_owner: Some(lease.owner.to_string()),
+                    lease_expires_at: Some(expiry(lease)),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
+        self.with(|runs| {
+            let run = held(runs, run_id, lease)?;
+            run.entries.push(entry.clone());
+            push_events(&mut run.events, events);
+            Ok(())
+        })
+    }
+
+    async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
+        self.with(|runs| {
+            let run = held(runs, run_id, lease)?;
+            push_events(&mut run.events, events);
+            run.state = state;
+            run.finished = state.is_terminal() && state != RunState::Suspended;
+            run.lease_owner = None;
+            run.lease_expires_at = None;
+            Ok(())
+        })
+    }
+
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        self.with(|runs| {
+            let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+            if run.finished {
+                return Err(Error::RunFinished { run_id: run_id.to_string(), state: run.state });
+            }
+            let now = Utc::now();
+            if let (Some(owner), Some(until)) = (&run.lease_owner, run.lease_expires_at)
+                && until > now
+                && **owner != *lease.owner
+            {
+                return Err(Error::LeaseHeld {
+                    run_id: run_id.to_string(),
+                    owner: owner.clone(),
+                    until: until.to_rfc3339(),
+                });
+            }
+            run.lease_owner = Some(lease.owner.to_string());
+            run.lease_expires_at = Some(expiry(lease));
+            run.state = RunState::Running;
+            Ok(())
+        })
+    }
+
+    async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        self.with(|runs| held(runs, run_id, lease).map(|_| ()))
+    }
+
+    async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
+        self.with(|runs| {
+            let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+            if run.finished {
+                return Err(Error::RunFinished { run_id: run_id.to_string(), state: run.state });
+            }
+            run.entries.push(entry.clone());
+            Ok(())
+        })
+    }
+
+    async fn load(&self, run_id: &str) -> Result<Option<JournaledRun>, Error> {
+        self.with(|runs| Ok(runs.get(run_id).cloned()))
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
+        self.with(|runs| {
+            let mut out: Vec<JournalRunSummary> = runs
+                .values()
+                .filter(|r| filter.session_id.as_ref().is_none_or(|s| *s == r.record.session_id))
+                .filter(|r| filter.user_id.is_none() || filter.user_id == r.record.user_id)
+                .filter(|r| !filter.unfinished || !r.finished)
+                .map(|r| JournalRunSummary {
+                    run_id: r.record.run_id.clone(),
+                    session_id: r.record.session_id.clone(),
+                    user_id: r.record.user_id.clone(),
+                    state: r.state,
+                    finished: r.finished,
+                    started_at: r.record.started_at,
+                    entries: r.entries.len() as u64,
+                })
+                .collect();
+            out.sort_by(|a, b| b.run_id.cmp(&a.run_id));
+            if filter.limit > 0 {
+                out.truncate(filter.limit);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Appends events not stored yet (a resumed run re-sends none, but a retried write may).
+fn push_events(stored: &mut Vec<Event>, events: &[Event]) {
+    for e in events {
+        if e.seq as usize == stored.len() {
+            stored.push(e.clone());
+        }
+    }
+}

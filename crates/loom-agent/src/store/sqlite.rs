@@ -1,0 +1,698 @@
+//! The SQLite journal and session store: one database file holds sessions, their history, runs,
+//! transcripts, events, artifacts and run journals.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
+use super::{RunSummary, SessionRecord, SessionStore};
+use crate::agent::{RunState, Transcript};
+use crate::error::Error;
+use crate::event::Event;
+use crate::message::Message;
+
+/// The newest schema this version reads and writes.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
+/// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
+/// `Full` survives both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// No syncs: fast, and a power loss may corrupt the database.
+    Off,
+    /// Sync at checkpoints (the default): crash-safe, not power-loss-safe for the last commits.
+    #[default]
+    Normal,
+    /// Sync every commit.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A journal and session store in one SQLite file (WAL mode), safe to share between processes.
+///
+/// Writes go through one connection on a dedicated thread, so the async runtime never blocks on
+/// disk. Schema migrations run on open; a database written by a newer version is refused.
+///
+/// ```
+/// # fn main() -> Result<(), loom_agent::Error> {
+/// let dir = std::env::temp_dir().join(format!("loom-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let store = loom_agent::store::SqliteStore::open(dir.join("loom.db"))?;
+/// let agent = loom_agent::Agent::builder().model("echo").journal(store).build()?;
+/// # let _ = agent; std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    tx: mpsc::Sender<Job>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn db(e: rusqlite::Error) -> Error {
+    Error::Store(format!("sqlite: {e}"))
+}
+
+fn corrupt(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("{what}: {e}"))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|e| Error::Store(format!("serializing: {e}")))
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn expiry(lease: &Lease) -> i64 {
+    millis(Utc::now()) + lease.ttl.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn parse_state(s: &str, run_id: &str) -> Result<RunState, Error> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| corrupt(format!("run {run_id} state"), e))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with `synchronous = NORMAL`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with(path, Synchronous::Normal)
+    }
+
+    /// Opens a store from the part of a journal URL after `sqlite:`: `PATH[?synchronous=off|normal|full]`.
+    pub fn open_url(rest: &str) -> Result<Self, Error> {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err(Error::Config("the journal URL `sqlite:` needs a path, e.g. `sqlite:./loom.db`".into()));
+        }
+        let mut sync = Synchronous::Normal;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("synchronous", v)) => {
+                    sync = match v.to_ascii_lowercase().as_str() {
+                        "off" | "0" => Synchronous::Off,
+                        "normal" | "1" => Synchronous::Normal,
+                        "full" | "2" => Synchronous::Full,
+                        other => {
+                            return Err(Error::Config(format!(
+                                "unknown synchronous level `{other}` in the journal URL; accepted: off, normal, full"
+                            )));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "unknown option `{pair}` in the journal URL; accepted: synchronous=off|normal|full"
+                    )));
+                }
+            }
+        }
+        Self::open_with(path, sync)
+    }
+
+    /// Opens (creating if needed) the database at `path` with the given synchronous level.
+    pub fn open_with(path: impl AsRef<Path>, synchronous: Synchronous) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path).map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", synchronous.pragma()).map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("loom-sqlite".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| Error::Store(format!("starting the SQLite thread: {e}")))?;
+        Ok(SqliteStore { tx, path: Arc::new(path) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the store's connection thread.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.tx.send(job).map_err(|_| Error::Store("the SQLite thread has stopped".into()))?;
+        rx.await.map_err(|_| Error::Store("the SQLite thread stopped during a call".into()))?
+    }
+}
+
+/// Creates or upgrades the schema. Refuses a database from a newer version.
+fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+    if version < 1 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS loom_sessions (
+                id TEXT PRIMARY KEY, metadata TEXT NOT NULL, extensions TEXT NOT NULL,
+                closed INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS loom_history (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, run_id TEXT NOT NULL,
+                idx INTEGER NOT NULL, message TEXT NOT NULL, UNIQUE (session_id, run_id, idx));
+             CREATE TABLE IF NOT EXISTS loom_runs (
+                run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, user_id TEXT, state TEXT NOT NULL,
+                finished INTEGER NOT NULL DEFAULT 0, input TEXT, record TEXT, transcript TEXT,
+                started_at INTEGER NOT NULL, finished_at INTEGER, lease_owner TEXT, lease_expires INTEGER);
+             CREATE INDEX IF NOT EXISTS loom_runs_by_session ON loom_runs (session_id, run_id);
+             CREATE TABLE IF NOT EXISTS loom_journal (
+                run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, entry TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS loom_events (
+                run_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+             PRAGMA user_version = 1;",
+        )
+        .map_err(db)?;
+    }
+    tx.commit().map_err(db)
+}
+
+/// Serialized events: (seq, json).
+fn encode_events(events: &[Event]) -> Result<Vec<(i64, String)>, Error> {
+    events.iter().map(|e| Ok((e.seq as i64, json(e)?))).collect()
+}
+
+fn insert_events(tx: &rusqlite::Transaction<'_>, run_id: &str, events: &[(i64, String)]) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx
+        .prepare_cached("INSERT OR IGNORE INTO loom_events (run_id, seq, event) VALUES (?1, ?2, ?3)")
+        .map_err(db)?;
+    for (seq, event) in events {
+        stmt.execute(params![run_id, seq, event]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Renews the lease held by `owner`; `LeaseLost` when the run is held by someone else or finished.
+fn renew_lease(tx: &rusqlite::Transaction<'_>, run_id: &str, owner: &str, until: i64) -> Result<(), Error> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE loom_runs SET lease_expires = ?1 WHERE run_id = ?2 AND lease_owner = ?3 AND finished = 0",
+        )
+        .map_err(db)?
+        .execute(params![until, run_id, owner])
+        .map_err(db)?;
+    if n == 0 {
+        let exists: Option<i64> =
+            tx.query_row("SELECT 1 FROM loom_runs WHERE run_id = ?1", [run_id], |r| r.get(0)).optional().map_err(db)?;
+        return Err(match exists {
+            None => Error::RunNotFound(run_id.to_string()),
+            Some(_) => Error::LeaseLost { run_id: run_id.to_string() },
+        });
+    }
+    Ok(())
+}
+
+fn load_events(conn: &Connection, run_id: &str) -> Result<Vec<Event>, Error> {
+    let mut stmt = conn.prepare_cached("SELECT seq, event FROM loom_events WHERE run_id = ?1 ORDER BY seq").map_err(db)?;
+    let rows = stmt
+        .query_map([run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|(seq, text)| serde_json::from_str(&text).map_err(|e| corrupt(format!("run {run_id}: event {seq}"), e)))
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Journal for SqliteStore {
+    async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
+        let run_id = record.run_id.clone();
+        let session_id = record.session_id.clone();
+        let user_id = record.user_id.clone();
+        let input = json(&record.input)?;
+        let text = json(record)?;
+        let started = millis(record.started_at);
+        let owner = lease.owner.to_string();
+        let until = expiry(lease);
+        let events = encode_events(events)?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let n = tx
+                .execute(
+                    "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,
+                        lease_owner, lease_expires) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (run_id) DO NOTHING",
+                    params![run_id, session_id, user_id, input, text, started, owner, until],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::Store(format!("run {run_id} is already journaled")));
+            }
+            insert_events(&tx, &run_id, &events)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let kind = entry.type_name();
+        let text = json(entry)?;
+        let owner = lease.owner.to_string();
+        let until = expiry(lease);
+        let events = encode_events(events)?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            renew_lease(&tx, &run_id, &owner, until)?;
+            tx.prepare_cached(
+                "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
+                    (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = ?1), ?2, ?3)",
+            )
+            .map_err(db)?
+            .execute(params![run_id, kind, text])
+            .map_err(db)?;
+            insert_events(&tx, &run_id, &events)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let owner = lease.owner.to_string();
+        let until = expiry(lease);
+        let events = encode_events(events)?;
+        let finished = state.is_terminal() && state != RunState::Suspended;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            renew_lease(&tx, &run_id, &owner, until)?;
+            insert_events(&tx, &run_id, &events)?;
+            tx.prepare_cached(
+                "UPDATE loom_runs SET state = ?2, finished = ?3, lease_owner = NULL, lease_expires = NULL,
+                    finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END WHERE run_id = ?1",
+            )
+            .map_err(db)?
+            .execute(params![run_id, state.as_str(), finished, millis(Utc::now())])
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let owner = lease.owner.to_string();
+        let until = expiry(lease);
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let row: Option<(String, bool, Option<String>, Option<i64>, bool)> = tx
+                .query_row(
+                    "SELECT state, finished, lease_owner, lease_expires, record IS NOT NULL
+                     FROM loom_runs WHERE run_id = ?1",
+                    [&run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((state, finished, holder, expires, journaled)) = row else {
+                return Err(Error::RunNotFound(run_id));
+            };
+            if finished {
+                return Err(Error::RunFinished { state: parse_state(&state, &run_id)?, run_id });
+            }
+            if !journaled {
+                return Err(Error::RunNotFound(run_id));
+            }
+            let now = millis(Utc::now());
+            if let (Some(holder), Some(expires)) = (holder, expires)
+                && expires > now
+                && holder != owner
+            {
+                let until = DateTime::<Utc>::from_timestamp_millis(expires).map(|t| t.to_rfc3339()).unwrap_or_default();
+                return Err(Error::LeaseHeld { run_id, owner: holder, until });
+            }
+            tx.execute(
+                "UPDATE loom_runs SET lease_owner = ?2, lease_expires = ?3, state = 'running' WHERE run_id = ?1",
+                params![run_id, owner, until],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let owner = lease.owner.to_string();
+        let until = expiry(lease);
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            renew_lease(&tx, &run_id, &owner, until)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let kind = entry.type_name();
+        let text = json(entry)?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let row: Option<(String, bool)> = tx
+                .query_row("SELECT state, finished FROM loom_runs WHERE run_id = ?1", [&run_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(db)?;
+            match row {
+                None => return Err(Error::RunNotFound(run_id)),
+                Some((state, true)) => return Err(Error::RunFinished { state: parse_state(&state, &run_id)?, run_id }),
+                Some(_) => {}
+            }
+            tx.execute(
+                "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
+                    (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = ?1), ?2, ?3)",
+                params![run_id, kind, text],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn load(&self, run_id: &str) -> Result<Option<JournaledRun>, Error> {
+        let run_id = run_id.to_string();
+        self.call(move |conn| {
+            let row: Option<(Option<String>, String, bool, Option<String>, Option<i64>)> = conn
+                .query_row(
+                    "SELECT record, state, finished, lease_owner, lease_expires FROM loom_runs WHERE run_id = ?1",
+                    [&run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((Some(record), state, finished, lease_owner, expires)) = row else { return Ok(None) };
+            let record: RunRecord =
+                serde_json::from_str(&record).map_err(|e| corrupt(format!("run {run_id}: record"), e))?;
+            let mut stmt =
+                conn.prepare_cached("SELECT seq, entry FROM loom_journal WHERE run_id = ?1 ORDER BY seq").map_err(db)?;
+            let rows = stmt
+                .query_map([&run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            let entries = rows
+                .into_iter()
+                .map(|(seq, text)| {
+                    serde_json::from_str(&text).map_err(|e| corrupt(format!("run {run_id}: journal entry {seq}"), e))
+                })
+                .collect::<Result<Vec<JournalEntry>, Error>>()?;
+            let events = load_events(conn, &run_id)?;
+            Ok(Some(JournaledRun {
+                record,
+                entries,
+                events,
+                state: parse_state(&state, &run_id)?,
+                finished,
+                lease_owner,
+                lease_expires_at: expires.and_then(DateTime::<Utc>::from_timestamp_millis),
+            }))
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
+        let filter = filter.clone();
+        self.call(move |conn| {
+            let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT run_id, session_id, user_id, state, finished, started_at,
+                        (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id)
+                     FROM loom_runs r
+                     WHERE (?1 IS NULL OR session_id = ?1) AND (?2 IS NULL OR user_id = ?2) AND (?3 = 0 OR finished = 0)
+                     ORDER BY run_id DESC LIMIT ?4",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![filter.session_id, filter.user_id, filter.unfinished, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, bool>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                })
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(run_id, session_id, user_id, state, finished, started, entries)| {
+                    Ok(JournalRunSummary {
+                        state: parse_state(&state, &run_id)?,
+                        started_at: DateTime::<Utc>::from_timestamp_millis(started).unwrap_or_default(),
+                        run_id,
+                        session_id,
+                        user_id,
+                        finished,
+                        entries: entries as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SqliteStore {
+    async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
+        let record = record.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let existing = read_session(&tx, &record.id)?;
+            let mut merged = existing.unwrap_or_else(|| SessionRecord { id: record.id.clone(), ..Default::default() });
+            merged.metadata.extend(record.metadata);
+            merged.extensions.extend(record.extensions);
+            tx.execute(
+                "INSERT INTO loom_sessions (id, metadata, extensions, closed, updated_at) VALUES (?1, ?2, ?3, 0, ?4)
+                 ON CONFLICT (id) DO UPDATE SET metadata = ?2, extensions = ?3, closed = 0, updated_at = ?4",
+                params![merged.id, json(&merged.metadata)?, json(&merged.extensions)?, millis(Utc::now())],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(merged)
+        })
+        .await
+    }
+
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
+        let id = session_id.to_string();
+        self.call(move |conn| read_session(conn, &id)).await
+    }
+
+    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
+        let id = session_id.to_string();
+        self.call(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, message FROM loom_history WHERE session_id = ?1 ORDER BY id").map_err(db)?;
+            let rows = stmt
+                .query_map([&id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(row, text)| {
+                    serde_json::from_str(&text).map_err(|e| corrupt(format!("session {id}: history row {row}"), e))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+        let id = session_id.to_string();
+        let run_id = run_id.to_string();
+        let rows = messages.iter().map(json).collect::<Result<Vec<String>, Error>>()?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO loom_history (session_id, run_id, idx, message) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(db)?;
+                for (i, m) in rows.iter().enumerate() {
+                    stmt.execute(params![id, run_id, i as i64, m]).map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
+        let events = encode_events(&transcript.events)?;
+        let mut bare = (*transcript).clone();
+        bare.events = Arc::from(Vec::new());
+        let text = json(&bare)?;
+        let input = json(&bare.input)?;
+        let started = millis(bare.started_at.or(bare.finished_at).unwrap_or_else(Utc::now));
+        let finished_at = bare.finished_at.map(millis);
+        let finished = bare.state.is_terminal() && bare.state != RunState::Suspended;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            tx.prepare_cached(
+                "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
+                    finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (run_id) DO UPDATE SET state = ?4, input = ?6, transcript = ?7, finished_at = ?9,
+                    finished = CASE WHEN record IS NULL THEN ?5 ELSE finished END",
+            )
+            .map_err(db)?
+            .execute(params![
+                bare.run_id,
+                bare.session_id,
+                bare.user_id,
+                bare.state.as_str(),
+                finished,
+                input,
+                text,
+                started,
+                finished_at
+            ])
+            .map_err(db)?;
+            insert_events(&tx, &bare.run_id, &events)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
+        let session_id = session_id.to_string();
+        let run_id = run_id.to_string();
+        self.call(move |conn| {
+            let text: Option<Option<String>> = conn
+                .query_row(
+                    "SELECT transcript FROM loom_runs WHERE run_id = ?1 AND session_id = ?2",
+                    params![run_id, session_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(Some(text)) = text else { return Ok(None) };
+            let mut t: Transcript =
+                serde_json::from_str(&text).map_err(|e| corrupt(format!("run {run_id}: transcript"), e))?;
+            t.events = Arc::from(load_events(conn, &run_id)?);
+            Ok(Some(Arc::new(t)))
+        })
+        .await
+    }
+
+    async fn list_runs(&self, session_id: &str) -> Result<Vec<RunSummary>, Error> {
+        let session_id = session_id.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT run_id, user_id, state, input, started_at, finished_at FROM loom_runs
+                     WHERE session_id = ?1 AND transcript IS NOT NULL ORDER BY run_id",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([&session_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(run_id, user_id, state, input, started, finished)| {
+                    let input = match input {
+                        Some(text) => {
+                            serde_json::from_str(&text).map_err(|e| corrupt(format!("run {run_id}: input"), e))?
+                        }
+                        None => crate::agent::RunInput::Prompt(String::new()),
+                    };
+                    Ok(RunSummary {
+                        state: parse_state(&state, &run_id)?,
+                        run_id,
+                        session_id: session_id.clone(),
+                        user_id,
+                        input,
+                        started_at: DateTime::<Utc>::from_timestamp_millis(started).unwrap_or_default(),
+                        finished_at: finished.and_then(DateTime::<Utc>::from_timestamp_millis),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn close_session(&self, session_id: &str) -> Result<(), Error> {
+        let id = session_id.to_string();
+        self.call(move |conn| {
+            conn.execute("UPDATE loom_sessions SET closed = 1 WHERE id = ?1", [&id]).map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn read_session(conn: &Connection, id: &str) -> Result<Option<SessionRecord>, Error> {
+    let row: Option<(String, String)> = conn
+        .query_row("SELECT metadata, extensions FROM loom_sessions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db)?;
+    let Some((metadata, extensions)) = row else { return Ok(None) };
+    Ok(Some(SessionRecord {
+        id: id.to_string(),
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(format!("session {id}: metadata"), e))?,
+        extensions: serde_json::from_str(&extensions).map_err(|e| corrupt(format!("session {id}: extensions"), e))?,
+    }))
+}
