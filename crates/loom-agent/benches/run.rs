@@ -45,7 +45,10 @@ impl SessionStore for NullStore {
     async fn history(&self, _session_id: &str) -> Result<Vec<Message>, loom_agent::Error> {
         Ok(Vec::new())
     }
-    async fn append_history(&self, _session_id: &str, _messages: &[Message]) -> Result<(), loom_agent::Error> {
+    async fn get_session(&self, _session_id: &str) -> Result<Option<SessionRecord>, loom_agent::Error> {
+        Ok(None)
+    }
+    async fn append_history(&self, _: &str, _: &str, _messages: &[Message]) -> Result<(), loom_agent::Error> {
         Ok(())
     }
     async fn save_run(&self, _transcript: Arc<Transcript>) -> Result<(), loom_agent::Error> {

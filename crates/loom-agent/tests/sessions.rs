@@ -428,8 +428,11 @@ impl SessionStore for FlakyStore {
         }
         self.inner.history(session_id).await
     }
-    async fn append_history(&self, session_id: &str, messages: &[Message]) -> Result<(), Error> {
-        self.inner.append_history(session_id, messages).await
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
+        self.inner.get_session(session_id).await
+    }
+    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+        self.inner.append_history(session_id, run_id, messages).await
     }
     async fn save_run(&self, transcript: Arc<loom_agent::Transcript>) -> Result<(), Error> {
         if self.fail_save {

@@ -10,8 +10,8 @@ use super::run::{RunEnd, RunResult, RunShared, RunState, Transcript};
 use super::session::SessionInner;
 use super::{AgentInner, RunInput};
 use crate::architecture::RunCx;
-use crate::architecture::replay::Replay;
 use crate::architecture::cx::{GuardResult, apply_guardrails_quiet, guard_hook, record_guard_event};
+use crate::architecture::replay::Replay;
 use crate::error::{RunError, RunErrorKind, ToolErrorKind};
 use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted, ToolResultEvent};
 use crate::governance::{AuditRecord, GuardStage, HookAction};
@@ -21,6 +21,7 @@ use crate::store::{JournaledRun, RunRecord, SessionRecord};
 use crate::telemetry;
 
 /// How a run starts: fresh from a request, or resumed from its journal.
+#[allow(clippy::large_enum_variant)] // built once per run and moved into its task
 pub(crate) enum Start {
     Fresh(RunRequest),
     Resume(Box<JournaledRun>),
@@ -204,14 +205,25 @@ async fn execute(
         }
         shared.mark_persisted(end);
     }
-    let cx = RunCx::new(agent.clone(), shared.clone(), messages, schema.clone().filter(|_| native), max_turns, Replay::default());
+    let cx = RunCx::new(
+        agent.clone(),
+        shared.clone(),
+        messages,
+        schema.clone().filter(|_| native),
+        max_turns,
+        Replay::default(),
+    );
     let end = run_body(agent, shared, cx, schema.as_ref(), timeout, journaled).await;
     (end, Some(history_base), journaled)
 }
 
 /// Continues a run from its journal: the seeded conversation comes from the record, and the
 /// journaled results stand in for the calls the earlier execution completed.
-async fn execute_resumed(agent: &Arc<AgentInner>, shared: &Arc<RunShared>, stored: JournaledRun) -> (RunEnd, Option<usize>, bool) {
+async fn execute_resumed(
+    agent: &Arc<AgentInner>,
+    shared: &Arc<RunShared>,
+    stored: JournaledRun,
+) -> (RunEnd, Option<usize>, bool) {
     let record = stored.record;
     shared.set_running(record.seeds.clone());
     shared.set_started_at(record.started_at);
@@ -221,7 +233,8 @@ async fn execute_resumed(agent: &Arc<AgentInner>, shared: &Arc<RunShared>, store
     let schema = match record.output_schema.map(|(name, schema)| OutputSchema::new(name, schema)).transpose() {
         Ok(schema) => schema,
         Err(e) => {
-            let error = RunError::new(RunErrorKind::Store, format!("journal: the stored output schema is invalid: {e}"));
+            let error =
+                RunError::new(RunErrorKind::Store, format!("journal: the stored output schema is invalid: {e}"));
             return (end_with(shared, Err(error), record.seeds), Some(record.history_base), true);
         }
     };

@@ -20,12 +20,12 @@ pub use session::{Session, SessionConfig};
 use crate::architecture::{Architecture, ReAct};
 use crate::capability::Capability;
 use crate::error::Error;
+use crate::governance::Approval;
 use crate::governance::{
     ApprovalHandler, AuditLog, Budget, DefaultPermissions, Guardrail, Hooks, Permissions, RateLimiter,
 };
 use crate::model::{Generation, IntoModel, SharedModel};
 use crate::output::OutputSchema;
-use crate::governance::Approval;
 use crate::store::{
     InMemorySessionStore, IntoJournal, Journal, JournalEntry, JournalRunSummary, JournalSlot, Lease, Memory, RunFilter,
     SessionStore,

@@ -183,7 +183,14 @@ impl Session {
             st.live.insert(run.id().to_string(), run.clone());
             st.tail.replace(done_rx)
         };
-        handle.spawn(driver::drive(agent, self.inner.clone(), shared, driver::Start::Fresh(request), previous, done_tx));
+        handle.spawn(driver::drive(
+            agent,
+            self.inner.clone(),
+            shared,
+            driver::Start::Fresh(request),
+            previous,
+            done_tx,
+        ));
         run
     }
 

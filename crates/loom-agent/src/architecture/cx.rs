@@ -727,8 +727,9 @@ impl RunCx {
     /// result (hooks, the audit entry, the `tool.result` event) happens if the earlier execution
     /// had not got that far.
     async fn replayed_call(&self, turn: u32, call: &ToolCall, entry: JournalEntry) -> ToolOutcome {
-        let JournalEntry::ToolResult { output, is_error, error_kind, truncated, blocked, duration_ms, artifacts, .. } =
-            entry
+        let JournalEntry::ToolResult {
+            output, is_error, error_kind, truncated, blocked, duration_ms, artifacts, ..
+        } = entry
         else {
             return ToolOutcome {
                 content: "Error: the journal holds no result for this call".into(),
@@ -770,7 +771,8 @@ impl RunCx {
 
     async fn invoke(&self, turn: u32, call: &ToolCall, index: usize, args: Value) -> Result<String, ToolError> {
         let entry = self.agent.tools.entry(index);
-        if let Err(e) = self.journal(JournalEntry::ToolIntent { turn, call: call.clone(), arguments: args.clone() }).await
+        if let Err(e) =
+            self.journal(JournalEntry::ToolIntent { turn, call: call.clone(), arguments: args.clone() }).await
         {
             return Err(ToolError::new(format!("not run: {e}")));
         }

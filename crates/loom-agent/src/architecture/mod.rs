@@ -6,8 +6,8 @@
 //! architecture only decides what to do next.
 
 pub(crate) mod cx;
-pub(crate) mod replay;
 mod react;
+pub(crate) mod replay;
 
 use std::sync::Arc;
 

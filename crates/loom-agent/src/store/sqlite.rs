@@ -92,7 +92,8 @@ fn expiry(lease: &Lease) -> i64 {
 }
 
 fn parse_state(s: &str, run_id: &str) -> Result<RunState, Error> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| corrupt(format!("run {run_id} state"), e))
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|e| corrupt(format!("run {run_id} state"), e))
 }
 
 impl SqliteStore {
@@ -218,9 +219,8 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, run_id: &str, events: &[(i64, S
     if events.is_empty() {
         return Ok(());
     }
-    let mut stmt = tx
-        .prepare_cached("INSERT OR IGNORE INTO loom_events (run_id, seq, event) VALUES (?1, ?2, ?3)")
-        .map_err(db)?;
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO loom_events (run_id, seq, event) VALUES (?1, ?2, ?3)").map_err(db)?;
     for (seq, event) in events {
         stmt.execute(params![run_id, seq, event]).map_err(db)?;
     }
@@ -248,7 +248,8 @@ fn renew_lease(tx: &rusqlite::Transaction<'_>, run_id: &str, owner: &str, until:
 }
 
 fn load_events(conn: &Connection, run_id: &str) -> Result<Vec<Event>, Error> {
-    let mut stmt = conn.prepare_cached("SELECT seq, event FROM loom_events WHERE run_id = ?1 ORDER BY seq").map_err(db)?;
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, event FROM loom_events WHERE run_id = ?1 ORDER BY seq").map_err(db)?;
     let rows = stmt
         .query_map([run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
         .map_err(db)?
@@ -431,8 +432,9 @@ impl Journal for SqliteStore {
             let Some((Some(record), state, finished, lease_owner, expires)) = row else { return Ok(None) };
             let record: RunRecord =
                 serde_json::from_str(&record).map_err(|e| corrupt(format!("run {run_id}: record"), e))?;
-            let mut stmt =
-                conn.prepare_cached("SELECT seq, entry FROM loom_journal WHERE run_id = ?1 ORDER BY seq").map_err(db)?;
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, entry FROM loom_journal WHERE run_id = ?1 ORDER BY seq")
+                .map_err(db)?;
             let rows = stmt
                 .query_map([&run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
                 .map_err(db)?
@@ -467,7 +469,7 @@ impl Journal for SqliteStore {
                     "SELECT run_id, session_id, user_id, state, finished, started_at,
                         (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id)
                      FROM loom_runs r
-                     WHERE (?1 IS NULL OR session_id = ?1) AND (?2 IS NULL OR user_id = ?2) AND (?3 = 0 OR finished = 0)
+                     WHERE record IS NOT NULL AND (?1 IS NULL OR session_id = ?1) AND (?2 IS NULL OR user_id = ?2) AND (?3 = 0 OR finished = 0)
                      ORDER BY run_id DESC LIMIT ?4",
                 )
                 .map_err(db)?;
@@ -534,8 +536,9 @@ impl SessionStore for SqliteStore {
     async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
         let id = session_id.to_string();
         self.call(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT id, message FROM loom_history WHERE session_id = ?1 ORDER BY id").map_err(db)?;
+            let mut stmt = conn
+                .prepare_cached("SELECT id, message FROM loom_history WHERE session_id = ?1 ORDER BY id")
+                .map_err(db)?;
             let rows = stmt
                 .query_map([&id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
                 .map_err(db)?
@@ -601,7 +604,14 @@ impl SessionStore for SqliteStore {
                 finished_at
             ])
             .map_err(db)?;
-            insert_events(&tx, &bare.run_id, &events)?;
+            // A journaled run's events are written by the journal, at its boundaries and final
+            // commit, so a resumed run finds exactly the events its journal covers.
+            let journaled: bool = tx
+                .query_row("SELECT record IS NOT NULL FROM loom_runs WHERE run_id = ?1", [&bare.run_id], |r| r.get(0))
+                .map_err(db)?;
+            if !journaled {
+                insert_events(&tx, &bare.run_id, &events)?;
+            }
             tx.commit().map_err(db)
         })
         .await

@@ -245,8 +245,11 @@ impl SessionStore for SharedStore {
     async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
         self.0.history(session_id).await
     }
-    async fn append_history(&self, session_id: &str, messages: &[Message]) -> Result<(), Error> {
-        self.0.append_history(session_id, messages).await
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
+        self.0.get_session(session_id).await
+    }
+    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+        self.0.append_history(session_id, run_id, messages).await
     }
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
         self.0.save_run(transcript).await
