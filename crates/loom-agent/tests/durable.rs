@@ -1,0 +1,231 @@
+//! Durable runs in one process: sessions, runs and events that survive a restart (a new store on
+//! the same file), a durable pause for approval decided after a restart, journal URLs, and the
+//! in-memory journal's resume.
+#![cfg(feature = "sqlite")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use loom_agent::governance::{Approval, FnApproval, StandardPermissions};
+use loom_agent::message::Message;
+use loom_agent::model::ScriptedTurn;
+use loom_agent::store::{InMemoryJournal, JournalEntry, RunFilter, SqliteStore, Synchronous};
+use loom_agent::tool::{FunctionTool, ToolOutput};
+use loom_agent::{Agent, Error, RunErrorKind, RunRequest, RunState, SessionConfig};
+use serde_json::json;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn db_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "loom-durable-{}-{}-{name}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("loom.db")
+}
+
+/// A tool that counts how often its body runs.
+fn counting_tool(name: &str, runs: Arc<AtomicUsize>) -> FunctionTool {
+    FunctionTool::new(name, "Deletes x.", x_schema(), move |_ctx, args| {
+        let runs = runs.clone();
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok(ToolOutput::text(format!("deleted {}", args["x"].as_str().unwrap_or_default())))
+        }
+    })
+}
+
+#[tokio::test]
+async fn sessions_runs_and_events_survive_a_restart() {
+    let db = db_path("restart");
+    let url = format!("sqlite:{}", db.display());
+    let run_id;
+    {
+        let (_, model) = scripted([ScriptedTurn::tool_call("lookup", json!({"x": "a"})), ScriptedTurn::text("first")]);
+        let agent = Agent::builder().model(model).tool(echo_tool("lookup")).journal(url.as_str()).build().unwrap();
+        let session = agent.session(SessionConfig::new("s1").metadata("tenant", json!("acme")));
+        let result = session.run("hello").await.unwrap();
+        run_id = result.run_id.clone();
+        let stored = agent.journal().unwrap().load(&run_id).await.unwrap().unwrap();
+        let kinds: Vec<&str> = stored.entries.iter().map(JournalEntry::type_name).collect();
+        assert_eq!(kinds, ["model_result", "tool_intent", "tool_result", "model_result"]);
+        assert!(stored.finished);
+        assert_eq!(stored.state, RunState::Completed);
+        assert_eq!(stored.events, result.events.to_vec(), "every event is persisted, once");
+    }
+    // A new process: a new store handle on the same file.
+    let (recorder, model) = scripted([ScriptedTurn::text("second")]);
+    let agent = Agent::builder().model(model).journal(url.as_str()).build().unwrap();
+    let record = agent.session_store().get_session("s1").await.unwrap().unwrap();
+    assert_eq!(record.metadata["tenant"], "acme");
+    let session = agent.session(SessionConfig::new("s1"));
+    let runs = session.list_runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].run_id, run_id);
+    assert_eq!(runs[0].state, RunState::Completed);
+    let old = session.get_run(&run_id).await.unwrap().unwrap().transcript();
+    assert_eq!(old.output, "first");
+    assert_eq!(types(&old.events).first(), Some(&"run.started"));
+    assert_eq!(types(&old.events).last(), Some(&"run.completed"));
+    // The conversation continues.
+    session.run("again").await.unwrap();
+    let sent = &recorder.requests()[0].messages;
+    let texts: Vec<String> = sent.iter().map(Message::text).collect();
+    assert!(texts.contains(&"hello".to_string()) && texts.contains(&"first".to_string()), "{texts:?}");
+    assert_eq!(texts.last().unwrap(), "again");
+    let listed = agent.list_journaled_runs(&RunFilter { session_id: Some("s1".into()), ..Default::default() }).await;
+    assert_eq!(listed.unwrap().len(), 2);
+    std::fs::remove_dir_all(db.parent().unwrap()).ok();
+}
+
+#[tokio::test]
+async fn a_run_waiting_for_approval_is_decided_after_a_restart() {
+    let db = db_path("approval");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let run_id;
+    {
+        let (_, model) = scripted([ScriptedTurn::tool_call("rm", json!({"x": "report.txt"}))]);
+        let asked = asked.clone();
+        let agent = Agent::builder()
+            .model(model)
+            .tool(counting_tool("rm", runs.clone()))
+            .permissions(StandardPermissions::new().ask("rm"))
+            .approval_handler(FnApproval::new(move |request| {
+                asked.lock().unwrap().push(request.call.id.clone());
+                async { Approval::Defer }
+            }))
+            .journal(SqliteStore::open(&db).unwrap())
+            .build()
+            .unwrap();
+        let result = agent.start(RunRequest::new("clean up").session("ops")).result().await;
+        assert_eq!(result.state, RunState::Suspended);
+        let error = result.error.clone().unwrap();
+        assert_eq!(error.kind, RunErrorKind::ApprovalPending);
+        assert!(error.message.contains("rm") && error.message.contains("call_1_0"), "{}", error.message);
+        assert_eq!(types(&result.events).last(), Some(&"run.suspended"));
+        assert!(!types(&result.events).contains(&"tool.result"), "the call waits; it is not reported cancelled");
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        run_id = result.run_id.clone();
+        let stored = agent.journal().unwrap().load(&run_id).await.unwrap().unwrap();
+        assert!(!stored.finished);
+        assert_eq!(stored.state, RunState::Suspended);
+        assert_eq!(stored.lease_owner, None, "a suspended run holds no lease");
+    }
+    // After a restart: the decision arrives, the run continues from where it paused.
+    let (recorder, model) = scripted([ScriptedTurn::text("removed")]);
+    let agent = Agent::builder()
+        .model(model)
+        .tool(counting_tool("rm", runs.clone()))
+        .permissions(StandardPermissions::new().ask("rm"))
+        .journal(SqliteStore::open(&db).unwrap())
+        .build()
+        .unwrap();
+    assert!(matches!(agent.decide(&run_id, "call_9_9", Approval::Allow).await, Err(Error::Config(_))));
+    let result = agent.decide(&run_id, "call_1_0", Approval::Allow).await.unwrap().result().await;
+    assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
+    assert_eq!(result.output, "removed");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the approved call ran once");
+    assert_eq!(asked.lock().unwrap().len(), 1, "the approver was asked once");
+    let kinds = types(&result.events);
+    let suspended = kinds.iter().position(|t| *t == "run.suspended").unwrap();
+    let decided = kinds.iter().rposition(|t| *t == "permission.decision").unwrap();
+    assert!(decided > suspended, "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"run.completed"));
+    let seqs: Vec<u64> = result.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    // The model saw the approved tool's result; it was asked once after the restart.
+    let last = recorder.requests()[0].messages.last().unwrap().clone();
+    assert!(matches!(last, Message::Tool { ref content, .. } if content == "deleted report.txt"), "{last:?}");
+    assert!(matches!(agent.decide(&run_id, "call_1_0", Approval::Allow).await, Err(Error::RunFinished { .. })));
+    std::fs::remove_dir_all(db.parent().unwrap()).ok();
+}
+
+#[tokio::test]
+async fn a_denied_decision_reaches_the_model_as_a_denial() {
+    let journal = Arc::new(InMemoryJournal::new());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (_, model) = scripted([ScriptedTurn::tool_call("rm", json!({"x": "a"})), ScriptedTurn::text("ok, kept")]);
+    let agent = Agent::builder()
+        .model(model)
+        .tool(counting_tool("rm", runs.clone()))
+        .permissions(StandardPermissions::new().ask("rm"))
+        .approval_handler(FnApproval::new(|_| async { Approval::Defer }))
+        .journal(loom_agent::store::JournalSlot { journal: journal.clone(), session_store: None })
+        .build()
+        .unwrap();
+    let first = agent.start("clean up").result().await;
+    assert_eq!(first.state, RunState::Suspended);
+    let run = agent.decide(&first.run_id, "call_1_0", Approval::Deny("keep it".into())).await.unwrap();
+    let result = run.result().await;
+    assert_eq!(result.state, RunState::Completed);
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let denial = tool_results(&result.events).pop().unwrap();
+    assert!(denial.is_error && denial.output.contains("keep it"), "{denial:?}");
+}
+
+#[tokio::test]
+async fn deferring_without_a_journal_denies_the_call() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (_, model) = scripted([ScriptedTurn::tool_call("rm", json!({"x": "a"})), ScriptedTurn::text("done")]);
+    let agent = Agent::builder()
+        .model(model)
+        .tool(counting_tool("rm", runs.clone()))
+        .permissions(StandardPermissions::new().ask("rm"))
+        .approval_handler(FnApproval::new(|_| async { Approval::Defer }))
+        .build()
+        .unwrap();
+    let result = agent.run("go").await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    assert!(tool_results(&result.events)[0].output.contains("needs a journal"));
+}
+
+#[tokio::test]
+async fn journal_urls_are_checked_at_build() {
+    for (url, needle) in [
+        ("sqlite:", "needs a path"),
+        ("sqlite:./x.db?synchronous=sometimes", "synchronous"),
+        ("sqlite:./x.db?cache=big", "unknown option"),
+        ("mysql://localhost/db", "accepted"),
+    ] {
+        let err = Agent::builder().model("echo").journal(url).build().unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{url}: {err}");
+        assert!(err.to_string().contains(needle), "{url}: {err}");
+    }
+    let db = db_path("full");
+    let agent = Agent::builder().model("echo").journal(format!("sqlite:{}?synchronous=full", db.display())).build();
+    agent.unwrap().run("hi").await.unwrap();
+    SqliteStore::open_with(&db, Synchronous::Full).unwrap();
+    std::fs::remove_dir_all(db.parent().unwrap()).ok();
+}
+
+#[tokio::test]
+async fn resume_errors_are_typed() {
+    let agent = Agent::builder().model("echo").build().unwrap();
+    assert!(matches!(agent.resume("run_x").await, Err(Error::Config(_))));
+    let agent = Agent::builder().model("echo").journal("memory").build().unwrap();
+    assert!(matches!(agent.resume("run_x").await, Err(Error::RunNotFound(_))));
+    let done = agent.run("hi").await.unwrap();
+    assert!(matches!(agent.resume(&done.run_id).await, Err(Error::RunFinished { state: RunState::Completed, .. })));
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let db = db_path("newer");
+    SqliteStore::open(&db).unwrap();
+    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    match SqliteStore::open(&db) {
+        Err(Error::SchemaTooNew { found: 99, supported: 1 }) => {}
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let err = Agent::builder().model("echo").journal(format!("sqlite:{}", db.display())).build().unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+    std::fs::remove_dir_all(db.parent().unwrap()).ok();
+}
