@@ -31,6 +31,8 @@ pub enum Command {
     Run(RunArgs),
     /// Work with signed audit logs (written by `loom run --audit-log FILE`).
     Audit(AuditArgs),
+    /// List, show and resume journaled runs (written by `loom run --journal URL`).
+    Runs(RunsArgs),
 }
 
 /// The options of `loom audit`.
@@ -55,12 +57,12 @@ pub enum AuditCommand {
     },
 }
 
-/// The options of `loom run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The prompt; `-` reads it from standard input.
-    pub prompt: String,
+/// The environment variable that names the run journal when `--journal` is not given.
+pub const JOURNAL_ENV: &str = "LOOM_JOURNAL";
 
+/// The options that build the agent: shared by `loom run` and `loom runs resume`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
     /// The model: a name such as "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "PROVIDER:MODEL"
     /// ("ollama:qwen3", "openai:gpt-4o-mini"), "echo" or "scripted:FILE.json"
     /// [default: $LOOM_MODEL, else "echo"].
@@ -79,26 +81,6 @@ pub struct RunArgs {
     /// The agent's instructions (its system prompt).
     #[arg(long, value_name = "TEXT")]
     pub instructions: Option<String>,
-
-    /// The most model calls the run may make [default: 32].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_turns: Option<u32>,
-
-    /// Stop the run after this many seconds (fractions allowed: 0.5).
-    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
-    pub timeout: Option<Duration>,
-
-    /// Print every event as one JSON line, then the run's result as the last line.
-    #[arg(long)]
-    pub json: bool,
-
-    /// The user the run acts for.
-    #[arg(long, value_name = "ID")]
-    pub user: Option<String>,
-
-    /// Run in this session (sessions live in this process only, for now).
-    #[arg(long, value_name = "ID")]
-    pub session: Option<String>,
 
     /// Stop the run once it has used N tokens (checked before each model call and tool batch).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -121,6 +103,49 @@ pub struct RunArgs {
     #[arg(long = "ask", value_name = "TOOL")]
     pub ask: Vec<String>,
 
+    /// Append a signed, hash-chained audit log of the run to FILE (JSONL); the HMAC key comes from
+    /// $LOOM_AUDIT_SECRET (at least 16 bytes). Check it with `loom audit verify FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Journal the run (and keep sessions) in a durable store, so it can be listed, shown and
+    /// resumed with `loom runs`: "sqlite:PATH" (e.g. "sqlite:./loom.db", optionally
+    /// "?synchronous=full"), "postgres://USER@HOST:PORT/DB" or "memory".
+    #[arg(long, value_name = "URL", env = JOURNAL_ENV, hide_env_values = true)]
+    pub journal: Option<String>,
+}
+
+/// The options of `loom run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The prompt; `-` reads it from standard input.
+    pub prompt: String,
+
+    /// How the agent is built.
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// The most model calls the run may make [default: 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_turns: Option<u32>,
+
+    /// Stop the run after this many seconds (fractions allowed: 0.5).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Print every event as one JSON line, then the run's result as the last line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The user the run acts for.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+
+    /// Run in this session: a later run with the same session continues the conversation. Without
+    /// --journal, sessions live in this process only; with it, they persist in the journal's store.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+
     /// A context input for the model, repeatable; a VALUE that is not JSON is taken as a string.
     #[arg(long = "context", value_name = "KEY=VALUE", value_parser = parse_context)]
     pub context: Vec<(String, Value)>,
@@ -128,11 +153,81 @@ pub struct RunArgs {
     /// A JSON schema file the answer must match; the parsed value is printed.
     #[arg(long, value_name = "FILE")]
     pub output_schema: Option<PathBuf>,
+}
 
-    /// Append a signed, hash-chained audit log of the run to FILE (JSONL); the HMAC key comes from
-    /// $LOOM_AUDIT_SECRET (at least 16 bytes). Check it with `loom audit verify FILE`.
-    #[arg(long, value_name = "FILE")]
-    pub audit_log: Option<PathBuf>,
+/// The options of `loom runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// What to do with the journaled runs.
+    #[command(subcommand)]
+    pub command: RunsCommand,
+}
+
+/// The journal a `loom runs` command reads.
+#[derive(Debug, Args)]
+pub struct JournalArg {
+    /// The run journal: "sqlite:PATH" (e.g. "sqlite:./loom.db"), "postgres://USER@HOST:PORT/DB" or
+    /// "memory".
+    #[arg(long, value_name = "URL", env = JOURNAL_ENV, hide_env_values = true)]
+    pub journal: String,
+}
+
+/// The subcommands of `loom runs`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List journaled runs, newest first.
+    ///
+    /// Exit codes: 0 listed; 2 the journal cannot be opened or read.
+    List {
+        /// The journal to read.
+        #[command(flatten)]
+        journal: JournalArg,
+        /// Only this session's runs.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Only this user's runs.
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+        /// Only runs that have not finished (crashed, running, or waiting for approval).
+        #[arg(long)]
+        unfinished: bool,
+        /// At most N runs [default: no limit].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Print one JSON object per run and line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one journaled run: its record, journal entries, events and transcript.
+    ///
+    /// Exit codes: 0 shown; 1 no such run; 2 the journal cannot be opened or read.
+    Show {
+        /// The run's id (see `loom runs list`).
+        run_id: String,
+        /// The journal to read.
+        #[command(flatten)]
+        journal: JournalArg,
+        /// Print one JSON object {record, state, finished, entries, events, transcript}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a journaled run that did not finish (its process died, or it was interrupted while
+    /// running), with the same model and tool flags as `loom run`.
+    ///
+    /// Completed model calls and tool calls are replayed from the journal, not repeated. The
+    /// remaining events stream as with `loom run`, and the exit code says how the run ended (see
+    /// `loom run --help`); a run that is not found, has finished, is held by another process or
+    /// has a corrupt journal exits 1 with a message.
+    Resume {
+        /// The run's id (see `loom runs list --unfinished`).
+        run_id: String,
+        /// How the agent is built (the journal is required).
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Print every remaining event as one JSON line, then the run's result as the last line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run_long_help() -> String {
@@ -149,6 +244,15 @@ Examples:
   loom run --json \"hello\" | jq -c 'select(.type == \"tool.call\")'
   echo \"a long prompt\" | loom run -
   loom run --files . --deny list_files --max-tokens 20000 \"Read the README\"
+  loom run --journal sqlite:./loom.db --session s1 \"Remember the number 7\"
+  loom run --journal sqlite:./loom.db --session s1 \"Which number?\"   (continues the conversation)
+  loom runs list --journal sqlite:./loom.db
+  loom runs resume RUN_ID --journal sqlite:./loom.db
+
+Journal:
+  --journal URL (or $LOOM_JOURNAL) records every run, its events and its session's conversation in a
+  durable store: sqlite:PATH, postgres://…, or memory. The run id goes to stderr
+  (\"run RUN_ID in session ID\"); `loom runs list|show|resume` work with the journaled runs.
 
 Models:
   {ACCEPTED_MODEL_STRINGS}. Without --model, ${MODEL_ENV} is used, else \"{DEFAULT_MODEL}\".
@@ -170,7 +274,7 @@ Exit codes:
   0  the run completed
   1  the run failed (a model error, an answer that never matched the schema, …)
   2  usage or configuration error (bad flags, unknown model, unreadable file)
-  3  the run was interrupted (max turns, timeout, budget, guardrail)
+  3  the run was interrupted (max turns, timeout, budget, guardrail) or suspended for approval
   4  the run was cancelled (Ctrl-C)"
     )
 }

@@ -6,13 +6,14 @@
 //! `loom run --help`).
 //!
 //! The layout: [`cli`] holds the clap definitions, [`run`] the `run` command, [`audit`] the
-//! `audit` command, and [`render`] the human view.
+//! `audit` command, [`runs`] the `runs` commands (journaled runs), and [`render`] the human view.
 
 mod approval;
 mod audit;
 mod cli;
 mod render;
 mod run;
+mod runs;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     let exit = match cli.command {
         cli::Command::Run(args) => run::main(args),
         cli::Command::Audit(args) => audit::main(args),
+        cli::Command::Runs(args) => runs::main(args),
     };
     ExitCode::from(exit as u8)
 }

@@ -9,10 +9,11 @@ use futures::StreamExt;
 use loom_agent::Model;
 use loom_agent::capability::Files;
 use loom_agent::output::OutputSchema;
-use loom_agent::{Agent, Error, Event, RunContext, RunRequest, RunResult, RunState};
+use loom_agent::store::open_journal;
+use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
 
 use crate::approval::Governance;
-use crate::cli::{DEFAULT_MODEL, MODEL_ENV, RunArgs};
+use crate::cli::{AgentArgs, DEFAULT_MODEL, MODEL_ENV, RunArgs};
 use crate::render::{HumanView, error_line};
 
 /// How `loom` exits; the numbers are documented in `loom run --help`.
@@ -34,7 +35,8 @@ impl Exit {
     fn of(state: RunState) -> Exit {
         match state {
             RunState::Completed => Exit::Completed,
-            RunState::Interrupted => Exit::Interrupted,
+            // A suspended run waits for a decision: it stopped without an answer.
+            RunState::Interrupted | RunState::Suspended => Exit::Interrupted,
             RunState::Cancelled => Exit::Cancelled,
             RunState::Failed | RunState::Queued | RunState::Running => Exit::Failed,
         }
@@ -49,6 +51,7 @@ pub fn report(line: &str) {
 /// Runs `loom run` to the end.
 pub fn main(args: RunArgs) -> Exit {
     let json = args.json;
+    let journaled = args.agent.journal.is_some();
     let (agent, request) = match prepare(args) {
         Ok(prepared) => prepared,
         Err(message) => {
@@ -56,15 +59,26 @@ pub fn main(args: RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match async_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            report(&format!("error: cannot start the async runtime: {e}"));
-            return Exit::Failed;
-        }
+        Err(exit) => return exit,
     };
     let view = if json { View::Json } else { View::Human(HumanView::new(request.output_schema.is_none())) };
-    runtime.block_on(stream_run(&agent, request, view))
+    runtime.block_on(async {
+        let run = agent.start(request);
+        if journaled {
+            report(&format!("run {} in session {}", run.id(), run.session_id()));
+        }
+        stream_run(run, 0, view).await
+    })
+}
+
+/// The async runtime the commands run on.
+pub fn async_runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        report(&format!("error: cannot start the async runtime: {e}"));
+        Exit::Failed
+    })
 }
 
 /// Where `--model` came from.
@@ -74,8 +88,9 @@ enum ModelSource {
     Default,
 }
 
-/// Builds the agent and the request, or says what is wrong with the flags.
-fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
+/// Builds the agent from the flags shared by `loom run` and `loom runs resume`, or says what is
+/// wrong with them.
+pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
     let (spec, source) = choose_model(args.model)?;
     match source {
         ModelSource::Flag => {}
@@ -96,6 +111,10 @@ fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
     if let Some(path) = args.audit_log {
         builder = builder.audit_log(crate::audit::open_log(&path)?);
     }
+    if let Some(url) = args.journal {
+        let slot = open_journal(&url).map_err(|e| format!("--journal {}: {}", redact(&url), describe(&e)))?;
+        builder = builder.journal(slot);
+    }
     let governance = Governance {
         max_tokens: args.max_tokens,
         max_cost_usd: args.max_cost_usd,
@@ -106,7 +125,22 @@ fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
     builder = governance.apply(builder);
     let agent = builder.build().map_err(|e| describe(&e))?;
     governance.check_names(&agent)?;
+    Ok(agent)
+}
 
+/// A journal URL fit to print: the password of `postgres://USER:PASSWORD@HOST/DB` is hidden.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Builds the agent and the request, or says what is wrong with the flags.
+fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
+    let agent = build_agent(args.agent)?;
     let mut context = RunContext::new();
     for (key, value) in args.context {
         context = context.input(key, value);
@@ -173,18 +207,18 @@ fn load_schema(path: &Path) -> Result<OutputSchema, String> {
 }
 
 /// An error as a sentence, without the "configuration error:" prefix the flags already imply.
-fn describe(err: &Error) -> String {
+pub fn describe(err: &Error) -> String {
     match err {
         Error::Config(message) => message.clone(),
         other => other.to_string(),
     }
 }
 
-/// Streams the run into the view until it ends. The first Ctrl-C cancels the run; a second one
-/// stops waiting for it.
-async fn stream_run(agent: &Agent, request: RunRequest, mut view: View) -> Exit {
-    let mut stream = agent.stream(request);
-    let run = stream.run().clone();
+/// Streams the run into the view until it ends, leaving out its first `skip` events (those a
+/// resumed run had already emitted). The first Ctrl-C cancels the run; a second one stops waiting
+/// for it.
+pub async fn stream_run(run: Run, skip: usize, mut view: View) -> Exit {
+    let mut stream = run.events().skip(skip);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut cancelled = false;
@@ -218,7 +252,7 @@ async fn stream_run(agent: &Agent, request: RunRequest, mut view: View) -> Exit 
             }
         }
     }
-    let result = stream.result().await;
+    let result = run.result().await;
     let written = match write_error {
         Some(e) => Err(e),
         None => view.finish(&result),
@@ -233,7 +267,7 @@ async fn stream_run(agent: &Agent, request: RunRequest, mut view: View) -> Exit 
 }
 
 /// The two ways to show a run.
-enum View {
+pub enum View {
     /// One JSON line per event, then the result.
     Json,
     /// For a person.
@@ -267,4 +301,16 @@ fn json_line(line: serde_json::Result<String>) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn journal_passwords_are_not_printed() {
+        assert_eq!(redact("postgres://loom:s3cret@db:5432/loom"), "postgres://loom:***@db:5432/loom");
+        assert_eq!(redact("postgres://loom@db/loom"), "postgres://loom@db/loom");
+        assert_eq!(redact("sqlite:./loom.db"), "sqlite:./loom.db");
+    }
 }

@@ -1,0 +1,302 @@
+//! `loom runs list|show|resume`: journaled runs (written by `loom run --journal URL`).
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use loom_agent::store::{JournalEntry, JournalSlot, JournaledRun, RunFilter, open_journal};
+use loom_agent::{Error, Event, Message};
+use serde_json::{Value, json};
+
+use crate::cli::{AgentArgs, JOURNAL_ENV, RunsArgs, RunsCommand};
+use crate::render::HumanView;
+use crate::run::{Exit, View, async_runtime, build_agent, describe, redact, report, stream_run};
+
+/// How much of a summary, payload or message a line shows.
+const WIDTH: usize = 100;
+
+/// Runs `loom runs …` to the end.
+pub fn main(args: RunsArgs) -> Exit {
+    let runtime = match async_runtime() {
+        Ok(runtime) => runtime,
+        Err(exit) => return exit,
+    };
+    match args.command {
+        RunsCommand::List { journal, session, user, unfinished, limit, json } => {
+            let filter = RunFilter {
+                session_id: session,
+                user_id: user,
+                unfinished,
+                limit: limit.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            };
+            match open(&journal.journal) {
+                Ok(slot) => runtime.block_on(list(&slot, &filter, json)),
+                Err(exit) => exit,
+            }
+        }
+        RunsCommand::Show { run_id, journal, json } => match open(&journal.journal) {
+            Ok(slot) => runtime.block_on(show(&slot, &run_id, json)),
+            Err(exit) => exit,
+        },
+        RunsCommand::Resume { run_id, agent, json } => resume(&runtime, agent, &run_id, json),
+    }
+}
+
+/// Opens the journal named by `--journal` / `$LOOM_JOURNAL`.
+fn open(url: &str) -> Result<JournalSlot, Exit> {
+    open_journal(url).map_err(|e| {
+        report(&format!("error: --journal {}: {}", redact(url), describe(&e)));
+        Exit::Usage
+    })
+}
+
+/// Writes the lines to stdout; a closed pipe is not an error worth reporting.
+fn print(lines: &[String]) -> Exit {
+    let mut out = io::stdout().lock();
+    let written = lines.iter().try_for_each(|line| writeln!(out, "{line}")).and_then(|()| out.flush());
+    match written {
+        Ok(()) => Exit::Completed,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Exit::Completed,
+        Err(e) => {
+            report(&format!("error: cannot write to stdout: {e}"));
+            Exit::Failed
+        }
+    }
+}
+
+/// `loom runs list`: a table, or one JSON object per line.
+async fn list(slot: &JournalSlot, filter: &RunFilter, json: bool) -> Exit {
+    let runs = match slot.journal.list(filter).await {
+        Ok(runs) => runs,
+        Err(e) => {
+            report(&format!("error: cannot list the journal's runs: {e}"));
+            return Exit::Usage;
+        }
+    };
+    if json {
+        let lines: Result<Vec<String>, _> = runs.iter().map(serde_json::to_string).collect();
+        return match lines {
+            Ok(lines) => print(&lines),
+            Err(e) => {
+                report(&format!("error: {e}"));
+                Exit::Failed
+            }
+        };
+    }
+    if runs.is_empty() {
+        report("no journaled runs");
+        return Exit::Completed;
+    }
+    let header = ["RUN", "SESSION", "USER", "STATE", "FINISHED", "STARTED", "ENTRIES"].map(String::from);
+    let mut rows = vec![header];
+    for r in &runs {
+        rows.push([
+            r.run_id.clone(),
+            r.session_id.clone(),
+            r.user_id.clone().unwrap_or_else(|| "-".to_string()),
+            r.state.to_string(),
+            if r.finished { "yes" } else { "no" }.to_string(),
+            r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.entries.to_string(),
+        ]);
+    }
+    print(&table(&rows))
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+/// `loom runs show RUN_ID`.
+async fn show(slot: &JournalSlot, run_id: &str, json: bool) -> Exit {
+    let stored = match slot.journal.load(run_id).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => {
+            report(&format!("error: run {run_id} not found in the journal (see `loom runs list`)"));
+            return Exit::Failed;
+        }
+        Err(e) => {
+            report(&format!("error: cannot load run {run_id}: {e}"));
+            return Exit::Failed;
+        }
+    };
+    let transcript = match &slot.session_store {
+        Some(store) => match store.get_run(&stored.record.session_id, run_id).await {
+            Ok(t) => t,
+            Err(e) => {
+                report(&format!("warning: cannot load the transcript of run {run_id}: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let messages = transcript.as_ref().map(|t| t.messages.as_slice());
+    if json {
+        let value = json!({
+            "record": stored.record,
+            "state": stored.state,
+            "finished": stored.finished,
+            "lease_owner": stored.lease_owner,
+            "lease_expires_at": stored.lease_expires_at,
+            "entries": stored.entries,
+            "events": stored.events,
+            "transcript": transcript.as_deref(),
+        });
+        return print(&[value.to_string()]);
+    }
+    print(&show_lines(&stored, messages))
+}
+
+/// The human view of a journaled run.
+fn show_lines(stored: &JournaledRun, messages: Option<&[Message]>) -> Vec<String> {
+    let record = &stored.record;
+    let mut lines = vec![
+        format!("run       {}", record.run_id),
+        format!("session   {}", record.session_id),
+        format!("user      {}", record.user_id.as_deref().unwrap_or("-")),
+        format!("state     {}{}", stored.state, if stored.finished { " (finished)" } else { " (unfinished)" }),
+        format!("started   {}", record.started_at.to_rfc3339()),
+        format!("input     {}", short(record.input.summary())),
+    ];
+    if let Some(owner) = &stored.lease_owner {
+        let until = stored.lease_expires_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+        lines.push(format!("lease     {owner} until {until}"));
+    }
+    lines.push(String::new());
+    let n = stored.entries.len();
+    lines.push(format!("journal ({n} {})", if n == 1 { "entry" } else { "entries" }));
+    for entry in &stored.entries {
+        lines.push(format!("  {:<18} {}", entry.type_name(), short(&entry_summary(entry))));
+    }
+    lines.push(String::new());
+    lines.push(format!("events ({})", stored.events.len()));
+    for event in &stored.events {
+        lines.push(format!("  {:>4}  {:<20} {}", event.seq, event.type_name(), short(&payload(event))));
+    }
+    lines.push(String::new());
+    match messages {
+        Some(messages) => {
+            lines.push(format!("transcript ({} messages)", messages.len()));
+            for m in messages {
+                let text = match m {
+                    Message::Assistant { tool_calls, content, .. } if !tool_calls.is_empty() => {
+                        let names: Vec<&str> = tool_calls.iter().map(|c| c.name.as_str()).collect();
+                        format!("{content} [calls: {}]", names.join(", "))
+                    }
+                    Message::Tool { name, content, is_error, .. } => {
+                        format!("{name}{}: {content}", if *is_error { " (error)" } else { "" })
+                    }
+                    other => other.text(),
+                };
+                lines.push(format!("  {:<9} {}", m.role(), short(text.trim())));
+            }
+        }
+        None => {
+            lines.push("transcript (not stored: the run has not finished, or the journal keeps no sessions)".into())
+        }
+    }
+    lines
+}
+
+/// One line about a journal entry.
+fn entry_summary(entry: &JournalEntry) -> String {
+    match entry {
+        JournalEntry::ModelResult { turn, response } => {
+            let mut s = format!("turn {turn}: {:?}", response.text);
+            if !response.tool_calls.is_empty() {
+                let names: Vec<&str> = response.tool_calls.iter().map(|c| c.name.as_str()).collect();
+                s.push_str(&format!(" calls {}", names.join(", ")));
+            }
+            s
+        }
+        JournalEntry::ToolIntent { turn, call, arguments } => {
+            format!("turn {turn}: {} {} {}", call.id, call.name, arguments)
+        }
+        JournalEntry::ToolResult { turn, call_id, output, is_error, .. } => {
+            let status = if *is_error { "error" } else { "ok" };
+            format!("turn {turn}: {call_id} {status}: {output:?}")
+        }
+        JournalEntry::ApprovalPending { turn, call, reason } => {
+            format!("turn {turn}: {} {} waits: {reason}", call.id, call.name)
+        }
+        JournalEntry::ApprovalDecision { call_id, approval } => format!("{call_id}: {approval:?}"),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+/// An event's payload as compact JSON.
+fn payload(event: &Event) -> String {
+    match serde_json::to_value(event) {
+        Ok(Value::Object(mut map)) => map.remove("payload").map(|p| p.to_string()).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// The first line of `text`, cut to [`WIDTH`] characters.
+fn short(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    let mut out: String = first.chars().take(WIDTH).collect();
+    if out.len() < first.len() || text.lines().nth(1).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `loom runs resume RUN_ID`: continues the run and shows the rest of it as `loom run` does.
+fn resume(runtime: &tokio::runtime::Runtime, args: AgentArgs, run_id: &str, json: bool) -> Exit {
+    if args.journal.is_none() {
+        report(&format!("error: `loom runs resume` needs the run's journal: --journal URL or ${JOURNAL_ENV}"));
+        return Exit::Usage;
+    }
+    let agent = match build_agent(args) {
+        Ok(agent) => agent,
+        Err(message) => {
+            report(&format!("error: {message}"));
+            return Exit::Usage;
+        }
+    };
+    runtime.block_on(async {
+        let Some(journal) = agent.journal().map(Arc::clone) else {
+            report("error: the agent has no journal");
+            return Exit::Usage;
+        };
+        // What the run already showed: its events so far are not shown again.
+        let (skip, stream_text) = match journal.load(run_id).await {
+            Ok(Some(stored)) => (stored.events.len(), stored.record.output_schema.is_none()),
+            _ => (0, true),
+        };
+        let run = match agent.resume(run_id).await {
+            Ok(run) => run,
+            Err(e) => {
+                report(&format!("error: cannot resume: {}", resume_error(&e, run_id)));
+                return Exit::Failed;
+            }
+        };
+        report(&format!("resuming run {} in session {}", run.id(), run.session_id()));
+        let view = if json { View::Json } else { View::Human(HumanView::new(stream_text)) };
+        stream_run(run, skip, view).await
+    })
+}
+
+/// Why a run cannot be resumed, with what to do about it.
+fn resume_error(err: &Error, run_id: &str) -> String {
+    match err {
+        Error::RunNotFound(_) => format!("run {run_id} not found in the journal (see `loom runs list`)"),
+        Error::RunFinished { state, .. } => {
+            format!("run {run_id} has already finished ({state}); see it with `loom runs show {run_id}`")
+        }
+        Error::LeaseHeld { .. } => format!("{err}; try again once it expires"),
+        other => describe(other),
+    }
+}
