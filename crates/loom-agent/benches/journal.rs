@@ -44,6 +44,7 @@ fn journal_overhead(c: &mut Criterion) {
         ("memory", Some("memory".into())),
         ("sqlite_normal", Some(format!("sqlite:{}", dir.join("normal.db").display()))),
         ("sqlite_full", Some(format!("sqlite:{}?synchronous=full", dir.join("full.db").display()))),
+        ("sqlite_off", Some(format!("sqlite:{}?synchronous=off", dir.join("off.db").display()))),
     ];
     if cfg!(feature = "postgres")
         && let Ok(url) = std::env::var("LOOM_TEST_POSTGRES_URL")
@@ -78,6 +79,20 @@ fn journal_overhead(c: &mut Criterion) {
             });
         });
     }
+    group.finish();
+    // The store's own costs: one round trip to its thread (a read), one write transaction.
+    let store = loom_agent::store::SqliteStore::open(dir.join("ops.db")).unwrap();
+    let lease = loom_agent::store::Lease { owner: "bench".into(), ttl: std::time::Duration::from_secs(60) };
+    let agent = Agent::builder().model(model()).tool(tool()).journal(store.clone()).build().unwrap();
+    let run_id = rt.block_on(agent.run("hello")).unwrap().run_id;
+    use loom_agent::store::Journal;
+    let mut group = c.benchmark_group("sqlite_store");
+    group.bench_function("read_round_trip", |b| {
+        b.to_async(&rt).iter(|| async { black_box(store.load("no-such-run").await.unwrap()) });
+    });
+    group.bench_function("write_transaction", |b| {
+        b.to_async(&rt).iter(|| async { black_box(store.renew(&run_id, &lease).await.is_err()) });
+    });
     group.finish();
     std::fs::remove_dir_all(&dir).ok();
 }

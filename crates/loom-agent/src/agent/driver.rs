@@ -484,24 +484,22 @@ async fn persist(
 ) {
     let store = &agent.session_store;
     let scope = shared.scope();
-    if let Err(e) = store.save_run(transcript.clone()).await {
-        tracing::warn!(run_id = %result.run_id, error = %e, "saving the run transcript failed");
-    }
     // A run stopped by a guardrail adds nothing: replaying the blocked content would send it to the
     // model on the next run (or trip the guardrail again on every later run of the session).
     let guardrail = result.error.as_ref().is_some_and(|e| e.kind == RunErrorKind::Guardrail);
+    let mut history: Option<&[Message]> = None;
     if let (Some(base), RunState::Completed | RunState::Interrupted, false) = (history_base, result.state, guardrail) {
         let own = transcript.messages.get(base..).unwrap_or_default();
         let keep = consistent_prefix(own);
         // An interrupted run that got no answer at all (stopped before its first model call)
         // adds nothing, so the history never holds a question without a reply.
         let answered = own[..keep].iter().any(|m| matches!(m, Message::Assistant { .. }));
-        if keep > 0
-            && answered
-            && let Err(e) = store.append_history(&result.session_id, &result.run_id, &own[..keep]).await
-        {
-            tracing::warn!(run_id = %result.run_id, error = %e, "extending the session history failed");
+        if keep > 0 && answered {
+            history = Some(&own[..keep]);
         }
+    }
+    if let Err(e) = store.save_finished_run(transcript.clone(), history).await {
+        tracing::warn!(run_id = %result.run_id, error = %e, "saving the run (transcript, session history) failed");
     }
     if let Some(memory) = &agent.memory
         && result.state != RunState::Suspended

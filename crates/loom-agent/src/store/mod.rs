@@ -84,6 +84,20 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Saves a run's transcript (replacing an earlier save of the same run).
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error>;
 
+    /// Saves a run that ended: its transcript and, when given, the messages it adds to the
+    /// session's conversation, in one step where the store can (the SQL stores: one transaction).
+    /// By default: [`SessionStore::save_run`], then [`SessionStore::append_history`].
+    async fn save_finished_run(&self, transcript: Arc<Transcript>, history: Option<&[Message]>) -> Result<(), Error> {
+        let (session_id, run_id) = (transcript.session_id.clone(), transcript.run_id.clone());
+        // Each part is attempted even if the other fails; the first error is returned.
+        let saved = self.save_run(transcript).await;
+        let appended = match history {
+            Some(messages) => self.append_history(&session_id, &run_id, messages).await,
+            None => Ok(()),
+        };
+        saved.and(appended)
+    }
+
     /// A run's transcript.
     async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error>;
 

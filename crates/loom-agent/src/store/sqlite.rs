@@ -61,8 +61,15 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Under `synchronous` OFF or NORMAL a commit never waits for the disk (checkpoints run on
+    /// their own thread), so calls run on the caller's thread, under this lock: a hand-off to
+    /// another thread would cost more than the work.
+    inline: Option<Arc<std::sync::Mutex<Connection>>>,
     tx: mpsc::Sender<Job>,
     path: Arc<PathBuf>,
+    /// Keeps the checkpoint thread alive; dropping the last clone stops it (after a last
+    /// checkpoint).
+    _checkpointer: Arc<mpsc::Sender<()>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -143,7 +150,16 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", synchronous.pragma()).map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         migrate(&mut conn)?;
+        // Checkpoints (copying the WAL into the database, with fsyncs) run on their own thread,
+        // not inside a run's commit: the writer never pays for them.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(db)?;
+
+        let checkpointer = spawn_checkpointer(&path)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        if synchronous != Synchronous::Full {
+            let inline = Some(Arc::new(std::sync::Mutex::new(conn)));
+            return Ok(SqliteStore { inline, tx, path: Arc::new(path), _checkpointer: Arc::new(checkpointer) });
+        }
         std::thread::Builder::new()
             .name("loom-sqlite".into())
             .spawn(move || {
@@ -153,7 +169,7 @@ impl SqliteStore {
                 }
             })
             .map_err(|e| Error::Store(format!("starting the SQLite thread: {e}")))?;
-        Ok(SqliteStore { tx, path: Arc::new(path) })
+        Ok(SqliteStore { inline: None, tx, path: Arc::new(path), _checkpointer: Arc::new(checkpointer) })
     }
 
     /// The database file.
@@ -166,6 +182,10 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
+        if let Some(conn) = &self.inline {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            return f(&mut conn);
+        }
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = tx.send(f(conn));
@@ -173,6 +193,49 @@ impl SqliteStore {
         self.tx.send(job).map_err(|_| Error::Store("the SQLite thread has stopped".into()))?;
         rx.await.map_err(|_| Error::Store("the SQLite thread stopped during a call".into()))?
     }
+}
+
+/// A thread that checkpoints the WAL every 100 ms while the store is open, and once more when
+/// the store is dropped. PASSIVE checkpoints never block writers; under continuous writes they may
+/// never catch up, so once the log passes 4,096 frames (16 MiB) a RESTART checkpoint makes the
+/// next write start the log over (writers wait for it, briefly), which bounds the WAL.
+fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
+    const MAX_FRAMES: i64 = 4096;
+    let conn = Connection::open(path).map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(1)).map_err(db)?;
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("loom-sqlite-checkpoint".into())
+        .spawn(move || {
+            let checkpoint = |mode: &str| -> Option<(i64, i64)> {
+                match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?))) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sqlite checkpoint skipped");
+                        None
+                    }
+                }
+            };
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Some((log, done)) = checkpoint("PASSIVE")
+                            && log > MAX_FRAMES
+                            && done < log
+                        {
+                            checkpoint("RESTART");
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        checkpoint("TRUNCATE");
+                        break;
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::Store(format!("starting the SQLite checkpoint thread: {e}")))?;
+    Ok(tx)
 }
 
 /// Creates or upgrades the schema. Refuses a database from a newer version.
@@ -247,6 +310,27 @@ fn renew_lease(tx: &rusqlite::Transaction<'_>, run_id: &str, owner: &str, until:
     Ok(())
 }
 
+/// Checks that `owner` holds the run, renewing the lease only once half of it has passed: most
+/// journal writes then leave the run's row alone.
+fn hold_lease(tx: &rusqlite::Transaction<'_>, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    let row: Option<(Option<String>, Option<i64>, bool)> = tx
+        .prepare_cached("SELECT lease_owner, lease_expires, finished FROM loom_runs WHERE run_id = ?1")
+        .map_err(db)?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(db)?;
+    let Some((holder, expires, finished)) = row else { return Err(Error::RunNotFound(run_id.to_string())) };
+    if finished || holder.as_deref() != Some(&*lease.owner) {
+        return Err(Error::LeaseLost { run_id: run_id.to_string() });
+    }
+    let until = expiry(lease);
+    let half = (lease.ttl.as_millis() / 2).min(i64::MAX as u128) as i64;
+    if expires.unwrap_or(0) < until - half {
+        renew_lease(tx, run_id, &lease.owner, until)?;
+    }
+    Ok(())
+}
+
 fn load_events(conn: &Connection, run_id: &str) -> Result<Vec<Event>, Error> {
     let mut stmt =
         conn.prepare_cached("SELECT seq, event FROM loom_events WHERE run_id = ?1 ORDER BY seq").map_err(db)?;
@@ -275,12 +359,13 @@ impl Journal for SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             let n = tx
-                .execute(
+                .prepare_cached(
                     "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,
                         lease_owner, lease_expires) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (run_id) DO NOTHING",
-                    params![run_id, session_id, user_id, input, text, started, owner, until],
                 )
+                .map_err(db)?
+                .execute(params![run_id, session_id, user_id, input, text, started, owner, until])
                 .map_err(db)?;
             if n == 0 {
                 return Err(Error::Store(format!("run {run_id} is already journaled")));
@@ -295,12 +380,11 @@ impl Journal for SqliteStore {
         let run_id = run_id.to_string();
         let kind = entry.type_name();
         let text = json(entry)?;
-        let owner = lease.owner.to_string();
-        let until = expiry(lease);
+        let lease = lease.clone();
         let events = encode_events(events)?;
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            renew_lease(&tx, &run_id, &owner, until)?;
+            hold_lease(&tx, &run_id, &lease)?;
             tx.prepare_cached(
                 "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
                     (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = ?1), ?2, ?3)",
@@ -516,11 +600,12 @@ impl SessionStore for SqliteStore {
             let mut merged = existing.unwrap_or_else(|| SessionRecord { id: record.id.clone(), ..Default::default() });
             merged.metadata.extend(record.metadata);
             merged.extensions.extend(record.extensions);
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO loom_sessions (id, metadata, extensions, closed, updated_at) VALUES (?1, ?2, ?3, 0, ?4)
                  ON CONFLICT (id) DO UPDATE SET metadata = ?2, extensions = ?3, closed = 0, updated_at = ?4",
-                params![merged.id, json(&merged.metadata)?, json(&merged.extensions)?, millis(Utc::now())],
             )
+            .map_err(db)?
+            .execute(params![merged.id, json(&merged.metadata)?, json(&merged.extensions)?, millis(Utc::now())])
             .map_err(db)?;
             tx.commit().map_err(db)?;
             Ok(merged)
@@ -559,58 +644,24 @@ impl SessionStore for SqliteStore {
         let rows = messages.iter().map(json).collect::<Result<Vec<String>, Error>>()?;
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO loom_history (session_id, run_id, idx, message) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .map_err(db)?;
-                for (i, m) in rows.iter().enumerate() {
-                    stmt.execute(params![id, run_id, i as i64, m]).map_err(db)?;
-                }
-            }
+            write_history(&tx, &id, &run_id, &rows)?;
             tx.commit().map_err(db)
         })
         .await
     }
 
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
-        let events = encode_events(&transcript.events)?;
-        let mut bare = (*transcript).clone();
-        bare.events = Arc::from(Vec::new());
-        let text = json(&bare)?;
-        let input = json(&bare.input)?;
-        let started = millis(bare.started_at.or(bare.finished_at).unwrap_or_else(Utc::now));
-        let finished_at = bare.finished_at.map(millis);
-        let finished = bare.state.is_terminal() && bare.state != RunState::Suspended;
+        self.save_finished_run(transcript, None).await
+    }
+
+    async fn save_finished_run(&self, transcript: Arc<Transcript>, history: Option<&[Message]>) -> Result<(), Error> {
+        let row = RunRow::new(&transcript)?;
+        let history = history.map(|h| h.iter().map(json).collect::<Result<Vec<String>, Error>>()).transpose()?;
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            tx.prepare_cached(
-                "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
-                    finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (run_id) DO UPDATE SET state = ?4, input = ?6, transcript = ?7, finished_at = ?9,
-                    finished = CASE WHEN record IS NULL THEN ?5 ELSE finished END",
-            )
-            .map_err(db)?
-            .execute(params![
-                bare.run_id,
-                bare.session_id,
-                bare.user_id,
-                bare.state.as_str(),
-                finished,
-                input,
-                text,
-                started,
-                finished_at
-            ])
-            .map_err(db)?;
-            // A journaled run's events are written by the journal, at its boundaries and final
-            // commit, so a resumed run finds exactly the events its journal covers.
-            let journaled: bool = tx
-                .query_row("SELECT record IS NOT NULL FROM loom_runs WHERE run_id = ?1", [&bare.run_id], |r| r.get(0))
-                .map_err(db)?;
-            if !journaled {
-                insert_events(&tx, &bare.run_id, &events)?;
+            row.write(&tx)?;
+            if let Some(rows) = &history {
+                write_history(&tx, &row.session_id, &row.run_id, rows)?;
             }
             tx.commit().map_err(db)
         })
@@ -692,6 +743,83 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+}
+
+/// A transcript as stored: the row's columns, and its events apart.
+struct RunRow {
+    run_id: String,
+    session_id: String,
+    user_id: Option<String>,
+    state: RunState,
+    finished: bool,
+    input: String,
+    transcript: String,
+    started: i64,
+    finished_at: Option<i64>,
+    events: Vec<(i64, String)>,
+}
+
+impl RunRow {
+    fn new(transcript: &Transcript) -> Result<Self, Error> {
+        let events = encode_events(&transcript.events)?;
+        let mut bare = transcript.clone();
+        bare.events = Arc::from(Vec::new());
+        Ok(RunRow {
+            transcript: json(&bare)?,
+            input: json(&bare.input)?,
+            started: millis(bare.started_at.or(bare.finished_at).unwrap_or_else(Utc::now)),
+            finished_at: bare.finished_at.map(millis),
+            finished: bare.state.is_terminal() && bare.state != RunState::Suspended,
+            state: bare.state,
+            run_id: bare.run_id,
+            session_id: bare.session_id,
+            user_id: bare.user_id,
+            events,
+        })
+    }
+
+    fn write(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), Error> {
+        tx.prepare_cached(
+            "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
+                finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (run_id) DO UPDATE SET state = ?4, input = ?6, transcript = ?7, finished_at = ?9,
+                finished = CASE WHEN record IS NULL THEN ?5 ELSE finished END",
+        )
+        .map_err(db)?
+        .execute(params![
+            self.run_id,
+            self.session_id,
+            self.user_id,
+            self.state.as_str(),
+            self.finished,
+            self.input,
+            self.transcript,
+            self.started,
+            self.finished_at
+        ])
+        .map_err(db)?;
+        // A journaled run's events are written by the journal, at its boundaries and final
+        // commit, so a resumed run finds exactly the events its journal covers.
+        let journaled: bool = tx
+            .prepare_cached("SELECT record IS NOT NULL FROM loom_runs WHERE run_id = ?1")
+            .map_err(db)?
+            .query_row([&self.run_id], |r| r.get(0))
+            .map_err(db)?;
+        if !journaled {
+            insert_events(tx, &self.run_id, &self.events)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_history(tx: &rusqlite::Transaction<'_>, session_id: &str, run_id: &str, rows: &[String]) -> Result<(), Error> {
+    let mut stmt = tx
+        .prepare_cached("INSERT OR IGNORE INTO loom_history (session_id, run_id, idx, message) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(db)?;
+    for (i, m) in rows.iter().enumerate() {
+        stmt.execute(params![session_id, run_id, i as i64, m]).map_err(db)?;
+    }
+    Ok(())
 }
 
 fn read_session(conn: &Connection, id: &str) -> Result<Option<SessionRecord>, Error> {
