@@ -212,8 +212,11 @@ async fn resume_errors_are_typed() {
     assert!(matches!(agent.resume("run_x").await, Err(Error::Config(_))));
     let agent = Agent::builder().model("echo").journal("memory").build().unwrap();
     assert!(matches!(agent.resume("run_x").await, Err(Error::RunNotFound(_))));
-    let done = agent.run("hi").await.unwrap();
+    let done = agent.run(RunRequest::new("hi").user("alice")).await.unwrap();
     assert!(matches!(agent.resume(&done.run_id).await, Err(Error::RunFinished { state: RunState::Completed, .. })));
+    // Tenants are isolated: another user's run does not exist for bob.
+    assert!(matches!(agent.resume_as("bob", &done.run_id).await, Err(Error::RunNotFound(_))));
+    assert!(matches!(agent.resume_as("alice", &done.run_id).await, Err(Error::RunFinished { .. })));
 }
 
 #[tokio::test]

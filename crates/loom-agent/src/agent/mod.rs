@@ -185,7 +185,24 @@ impl Agent {
     /// run is never replayed), [`Error::LeaseHeld`] (another process drives it, or its owner died
     /// less than a lease ago), [`Error::Corrupt`].
     pub async fn resume(&self, run_id: &str) -> Result<Run, Error> {
+        self.resume_scoped(None, run_id).await
+    }
+
+    /// [`Agent::resume`] on behalf of one user: a run of another user (or of no user) is
+    /// [`Error::RunNotFound`], as if it did not exist. For services where users resume their own
+    /// runs.
+    pub async fn resume_as(&self, user_id: &str, run_id: &str) -> Result<Run, Error> {
+        self.resume_scoped(Some(user_id), run_id).await
+    }
+
+    async fn resume_scoped(&self, user_id: Option<&str>, run_id: &str) -> Result<Run, Error> {
         let journal = self.journal_or_err()?;
+        if let Some(user) = user_id {
+            let owner = journal.load(run_id).await?.and_then(|r| r.record.user_id);
+            if owner.as_deref() != Some(user) {
+                return Err(Error::RunNotFound(run_id.to_string()));
+            }
+        }
         journal.acquire(run_id, &self.inner.lease).await?;
         let stored = match journal.load(run_id).await {
             Ok(Some(stored)) => stored,
