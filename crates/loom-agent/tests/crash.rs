@@ -12,12 +12,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use loom_agent::governance::Scope;
 use loom_agent::model::Model;
+use loom_agent::store::Memory;
 use loom_agent::store::{
     Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, SqliteStore,
 };
 use loom_agent::tool::{FunctionTool, ToolFlags, ToolOutput};
-use loom_agent::{Agent, Error, Event, RunErrorKind, RunRequest, RunState};
+use loom_agent::{Agent, Error, Event, RunErrorKind, RunInput, RunRequest, RunState};
 use loom_testkit::wire::openai;
 use loom_testkit::{MockServer, Reply};
 use serde_json::json;
@@ -54,8 +56,26 @@ fn record_tool(log: PathBuf, idempotent: bool) -> FunctionTool {
     .flags(flags)
 }
 
+/// A memory that appends the run id to a file each time a run is remembered.
+struct FileMemory(PathBuf);
+
+#[async_trait::async_trait]
+impl Memory for FileMemory {
+    async fn recall(&self, _: &Scope, _: &RunInput) -> Result<Vec<loom_agent::Message>, Error> {
+        Ok(Vec::new())
+    }
+    async fn remember(&self, scope: &Scope, _: &loom_agent::Transcript) -> Result<(), Error> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.0).unwrap();
+        writeln!(f, "{}", scope.run_id).unwrap();
+        f.sync_all().unwrap();
+        Ok(())
+    }
+}
+
 fn agent(journal: impl Journal, store: SqliteStore, url: &str, log: PathBuf, idempotent: bool) -> Agent {
     Agent::builder()
+        .memory(FileMemory(log.with_extension("memory")))
         .instructions("Use the tool, then answer.")
         .model(Model::compatible(url, "gpt-test").api_key("sk-test"))
         .tool(record_tool(log, idempotent))
@@ -298,6 +318,7 @@ async fn crash_and_resume(at: &str, expect_tool_ran_before_kill: bool) {
     assert_eq!(result.output, "All done.", "{at}");
     assert_eq!(result.turns, 2, "{at}");
     assert_eq!(tool_runs(&log), 1, "{at}: the tool body ran exactly once");
+    assert_eq!(tool_runs(&log.with_extension("memory")), 1, "{at}: memory got the run once");
     assert_eq!(second.requests().len(), 2 - done_calls, "{at}: completed model calls are not sent again");
     if done_calls == 1 {
         // The resumed call carries the replayed tool result.
@@ -398,6 +419,12 @@ async fn sigkill_after_a_tool_result_then_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_before_the_final_commit_then_resume() {
     crash_and_resume("before:end:1", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_the_memory_write_then_resume() {
+    // Memory has the run and the journal says so: the resumed run does not write it again.
+    crash_and_resume("after:memory_written:1", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

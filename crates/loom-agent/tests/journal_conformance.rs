@@ -194,6 +194,7 @@ fn every_entry() -> Vec<JournalEntry> {
             approval: Approval::Edit(json!({"city": "Bergen"})),
         },
         JournalEntry::ToolIntent { turn: 1, call: call(), arguments: json!({"city": "Bergen"}) },
+        JournalEntry::MemoryWritten,
         JournalEntry::ToolResult {
             turn: 1,
             call_id: "call_1".into(),

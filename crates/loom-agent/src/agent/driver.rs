@@ -17,7 +17,7 @@ use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted,
 use crate::governance::{AuditRecord, GuardStage, HookAction};
 use crate::message::Message;
 use crate::output::OutputSchema;
-use crate::store::{JournaledRun, RunRecord, SessionRecord};
+use crate::store::{JournalEntry, JournaledRun, RunRecord, SessionRecord};
 use crate::telemetry;
 
 /// How a run starts: fresh from a request, or resumed from its journal.
@@ -67,7 +67,7 @@ pub(crate) async fn drive(
     };
     let (result, transcript) = shared.finish(end);
     telemetry::record_run(&span, &result);
-    persist(&agent, &shared, &result, &transcript, history_base).await;
+    persist(&agent, &shared, &result, &transcript, history_base, journaled).await;
     if journaled && let Some(journal) = &agent.journal {
         // The final commit: the run's last events and its state; the lease is released.
         let (events, end) = shared.unpersisted();
@@ -240,13 +240,18 @@ async fn execute_resumed(
     };
     let native = schema.is_some() && agent.model.capabilities().native_structured_output;
     let timeout = record.timeout_ms.map(std::time::Duration::from_millis);
+    let mut entries = stored.entries;
+    if entries.iter().any(|e| matches!(e, JournalEntry::MemoryWritten)) {
+        shared.set_memory_written();
+    }
+    entries.retain(|e| !matches!(e, JournalEntry::MemoryWritten));
     let cx = RunCx::new(
         agent.clone(),
         shared.clone(),
         record.seeds,
         schema.clone().filter(|_| native),
         record.max_turns,
-        Replay::new(stored.entries),
+        Replay::new(entries),
     );
     let end = run_body(agent, shared, cx, schema.as_ref(), timeout, true).await;
     (end, Some(record.history_base), true)
@@ -481,6 +486,7 @@ async fn persist(
     result: &Arc<RunResult>,
     transcript: &Arc<Transcript>,
     history_base: Option<usize>,
+    journaled: bool,
 ) {
     let store = &agent.session_store;
     let scope = shared.scope();
@@ -501,11 +507,25 @@ async fn persist(
     if let Err(e) = store.save_finished_run(transcript.clone(), history).await {
         tracing::warn!(run_id = %result.run_id, error = %e, "saving the run (transcript, session history) failed");
     }
+    // The memory write is journaled after it happens (at least once: a crash in between repeats it
+    // on resume; `remember` gets the run id to tell). A resumed run whose journal has it skips it.
     if let Some(memory) = &agent.memory
         && result.state != RunState::Suspended
-        && let Err(e) = memory.remember(&scope, transcript).await
+        && !shared.memory_written()
     {
-        tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed");
+        match memory.remember(&scope, transcript).await {
+            Ok(()) => {
+                if journaled && let Some(journal) = &agent.journal {
+                    // No events ride with this entry: a resumed run replays up to the last model
+                    // or tool boundary and emits what followed it again.
+                    let entry = JournalEntry::MemoryWritten;
+                    if let Err(e) = journal.append(&result.run_id, &agent.lease, &entry, &[]).await {
+                        tracing::warn!(run_id = %result.run_id, error = %e, "journaling the memory write failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed"),
+        }
     }
     if let Some(audit) = &agent.audit {
         let payload = serde_json::json!({

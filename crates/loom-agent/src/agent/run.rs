@@ -223,6 +223,8 @@ pub(crate) struct RunShared {
     pub(crate) session_id: Arc<str>,
     pub(crate) user_id: Option<Arc<str>>,
     pub(crate) cancel: CancellationToken,
+    /// A resumed run whose journal records that memory already has it.
+    memory_written: std::sync::atomic::AtomicBool,
     hooks: Arc<[Arc<dyn Hooks>]>,
     inner: Mutex<RunInner>,
 }
@@ -271,6 +273,7 @@ impl RunShared {
             session_id: scope.session_id.clone(),
             user_id: scope.user_id.clone(),
             cancel: CancellationToken::new(),
+            memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks,
             inner: Mutex::new(RunInner {
                 state: RunState::Queued,
@@ -303,6 +306,7 @@ impl RunShared {
             session_id: Arc::from(t.session_id.as_str()),
             user_id: t.user_id.as_deref().map(Arc::from),
             cancel: CancellationToken::new(),
+            memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks: Arc::from(Vec::new()),
             inner: Mutex::new(RunInner {
                 state: t.state,
@@ -378,6 +382,16 @@ impl RunShared {
         inner.events = events;
         inner.suppress = replaying;
         Ok(())
+    }
+
+    /// Marks the run's memory write as done (a resumed run whose journal records it).
+    pub(crate) fn set_memory_written(&self) {
+        self.memory_written.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the run's memory write is already done.
+    pub(crate) fn memory_written(&self) -> bool {
+        self.memory_written.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Ends replay suppression: from now on events are emitted again.

@@ -84,6 +84,8 @@ pub enum JournalEntry {
         /// The decision.
         approval: Approval,
     },
+    /// The finished run was handed to the memory slot (`Memory::remember`).
+    MemoryWritten,
 }
 
 impl JournalEntry {
@@ -95,6 +97,7 @@ impl JournalEntry {
             JournalEntry::ToolResult { .. } => "tool_result",
             JournalEntry::ApprovalPending { .. } => "approval_pending",
             JournalEntry::ApprovalDecision { .. } => "approval_decision",
+            JournalEntry::MemoryWritten => "memory_written",
         }
     }
 }
