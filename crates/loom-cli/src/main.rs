@@ -11,6 +11,7 @@
 mod approval;
 mod audit;
 mod cli;
+mod model_cmd;
 mod render;
 mod run;
 
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     let exit = match cli.command {
         cli::Command::Run(args) => run::main(args),
         cli::Command::Audit(args) => audit::main(args),
+        cli::Command::Model(args) => model_cmd::main(args),
     };
     ExitCode::from(exit as u8)
 }

@@ -12,7 +12,7 @@ use loom_agent::output::OutputSchema;
 use loom_agent::{Agent, Error, Event, RunContext, RunRequest, RunResult, RunState};
 
 use crate::approval::Governance;
-use crate::cli::{DEFAULT_MODEL, MODEL_ENV, RunArgs};
+use crate::cli::{DEFAULT_MODEL, LOCAL_MODEL, MODEL_ENV, RunArgs};
 use crate::render::{HumanView, error_line};
 
 /// How `loom` exits; the numbers are documented in `loom run --help`.
@@ -72,6 +72,8 @@ enum ModelSource {
     Flag,
     Env,
     Default,
+    /// No model and no provider key: the embedded model.
+    Local,
 }
 
 /// Builds the agent and the request, or says what is wrong with the flags.
@@ -81,6 +83,9 @@ fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
         ModelSource::Flag => {}
         ModelSource::Env => report(&format!("using model {spec} (from {MODEL_ENV})")),
         ModelSource::Default => report(&format!("using model {spec} (default; set --model or {MODEL_ENV})")),
+        ModelSource::Local => report(&format!(
+            "using model {spec}: SmolLM2-135M-Instruct, in-process (no --model, {MODEL_ENV} or provider key set)"
+        )),
     }
     let model = Model::parse_with(&spec, args.base_url.as_deref()).map_err(|e| describe(&e))?;
     let mut builder = Agent::builder().name("loom").model(model);
@@ -138,6 +143,9 @@ fn choose_model(flag: Option<String>) -> Result<(String, ModelSource), String> {
     match std::env::var(MODEL_ENV) {
         Ok(spec) if !spec.trim().is_empty() => Ok((spec, ModelSource::Env)),
         Err(VarError::NotUnicode(_)) => Err(format!("{MODEL_ENV} is not valid UTF-8")),
+        _ if loom_agent::model::local::provider_key_env().is_none() => {
+            Ok((LOCAL_MODEL.to_string(), ModelSource::Local))
+        }
         _ => Ok((DEFAULT_MODEL.to_string(), ModelSource::Default)),
     }
 }
