@@ -77,9 +77,10 @@ pub(crate) enum Shape {
     Choice(Value),
 }
 
-/// The schema for a turn.
-pub(crate) fn shape(tools: &[ToolSpec], output_schema: Option<&Value>) -> Shape {
-    if tools.is_empty() {
+/// The schema for a turn. `tools` are the tools the model may still call; `offered` says whether
+/// the request offered any (then the answer is `{"answer": ...}` even when none is left).
+pub(crate) fn shape(tools: &[ToolSpec], offered: bool, output_schema: Option<&Value>) -> Shape {
+    if !offered {
         return match output_schema {
             Some(s) => Shape::Json(with_options(capped(s.clone()))),
             None => Shape::Text,
@@ -130,7 +131,9 @@ fn capped(mut schema: Value) -> Value {
 fn cap(v: &mut Value) {
     match v {
         Value::Object(map) => {
-            let is_string = map.get("type").is_some_and(|t| t == "string" || t.as_array().is_some_and(|a| a.contains(&json!("string"))));
+            let is_string = map
+                .get("type")
+                .is_some_and(|t| t == "string" || t.as_array().is_some_and(|a| a.contains(&json!("string"))));
             if is_string && !map.contains_key("maxLength") && !map.contains_key("enum") && !map.contains_key("const") {
                 map.insert("maxLength".into(), json!(ARG_MAX_LENGTH));
             }

@@ -307,10 +307,11 @@ impl Weights {
             let qg = q.reshape((c.n_kv_head, n_rep * seq, c.head_dim))?;
             let att = (qg.matmul(&keys.t()?)? * scale)?; // (kv_heads, n_rep*seq, kv_len)
             let att = match &mask {
-                Some(m) => att
-                    .reshape((c.n_kv_head, n_rep, seq, kv_len))?
-                    .broadcast_add(m)?
-                    .reshape((c.n_kv_head, n_rep * seq, kv_len))?,
+                Some(m) => att.reshape((c.n_kv_head, n_rep, seq, kv_len))?.broadcast_add(m)?.reshape((
+                    c.n_kv_head,
+                    n_rep * seq,
+                    kv_len,
+                ))?,
                 None => att,
             };
             let att = candle_nn::ops::softmax_last_dim(&att)?;

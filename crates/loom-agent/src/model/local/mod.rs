@@ -216,7 +216,8 @@ impl Engine {
         let md_str = |k: &str| file.content.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
         let eos_text = String::from_utf8_lossy(tokenizer.token_bytes(tokenizer.eos())).into_owned();
         let bos_text = tokenizer.bos().map(|b| String::from_utf8_lossy(tokenizer.token_bytes(b)).into_owned());
-        let template = ChatTemplate::new(md_str("tokenizer.chat_template").as_deref(), bos_text.unwrap_or_default(), eos_text)?;
+        let template =
+            ChatTemplate::new(md_str("tokenizer.chat_template").as_deref(), bos_text.unwrap_or_default(), eos_text)?;
         let factory = constrain::factory(tokenizer.clone())?;
         let mut stop_tokens = vec![tokenizer.eos()];
         for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
@@ -245,8 +246,9 @@ struct Job {
 
 /// Builds the prompt and the output shape for a request.
 fn prepare(engine: &Engine, request: &ModelRequest<'_>) -> Result<Job, Error> {
-    let shape = constrain::shape(request.tools, request.output_schema);
-    let system = system_prompt(request.messages, request.tools, &shape);
+    let tools = tools_left(request.tools, request.messages);
+    let shape = constrain::shape(&tools, !request.tools.is_empty(), request.output_schema);
+    let system = system_prompt(request.messages, &tools, &shape);
     let answer_json = matches!(shape, Shape::Choice(_));
     let messages: Vec<TemplateMessage> = template::to_template_messages(system, request.messages, answer_json);
     let prompt = engine.template.render(&messages)?;
@@ -267,6 +269,24 @@ fn prepare(engine: &Engine, request: &ModelRequest<'_>) -> Result<Job, Error> {
     })
 }
 
+/// The tools the model may call this turn: those offered, less the ones that already answered
+/// since the last user message. A 135M model otherwise tends to repeat the same call forever; with
+/// this rule each tool runs at most once per question, and once every tool has run the model must
+/// answer.
+fn tools_left(tools: &[ToolSpec], messages: &[Message]) -> Vec<ToolSpec> {
+    let since_user = messages.iter().rposition(|m| matches!(m, Message::User { .. })).map_or(0, |i| i + 1);
+    let used: Vec<&str> = messages
+        .get(since_user..)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool { name, is_error: false, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    tools.iter().filter(|t| !used.contains(&t.name.as_str())).cloned().collect()
+}
+
 /// Our system prompt: a short role line, the agent's instructions, then how to use tools.
 fn system_prompt(messages: &[Message], tools: &[ToolSpec], shape: &Shape) -> String {
     let mut out = String::from(SYSTEM_PROMPT);
@@ -279,25 +299,20 @@ fn system_prompt(messages: &[Message], tools: &[ToolSpec], shape: &Shape) -> Str
         }
     }
     match shape {
-        Shape::Choice(_) => {
-            out.push_str("\n\nYou can call these tools:\n");
-            for t in tools {
-                let args = t
-                    .parameters
-                    .get("properties")
-                    .and_then(|p| p.as_object())
-                    .map(|p| {
-                        p.iter()
-                            .map(|(k, v)| format!("{k}: {}", v.get("type").and_then(|t| t.as_str()).unwrap_or("any")))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default();
-                out.push_str(&format!("- {}({args}): {}\n", t.name, t.description.trim()));
-            }
+        Shape::Choice(_) if tools.is_empty() => {
             out.push_str(
-                "To call a tool, reply {\"tool\": NAME, \"arguments\": {...}}. When a tool has given you what you \
-                 need, or no tool fits, reply {\"answer\": \"...\"} with the final answer.",
+                "\n\nAnswer the user's question using the tool results you were given. Reply {\"answer\": \"...\"}.",
+            );
+        }
+        Shape::Choice(_) => {
+            let list: Vec<serde_json::Value> = tools
+                .iter()
+                .map(|t| serde_json::json!({"name": t.name, "description": t.description.trim(), "parameters": t.parameters.get("properties").cloned().unwrap_or_default()}))
+                .collect();
+            out.push_str(&format!("\n\nYou can call these tools: {}\n", serde_json::Value::Array(list)));
+            out.push_str(
+                "Reply with JSON: {\"tool\": NAME, \"arguments\": {...}} to call a tool, or {\"answer\": \"...\"} to answer \
+                 directly.",
             );
         }
         Shape::Json(schema) => {
@@ -333,7 +348,8 @@ fn generate(engine: &Engine, job: Job, tx: &Sender, cancel: &AtomicBool) -> Resu
             Some(Constraint::new(&engine.factory, s).map_err(|e| ModelError::InvalidRequest(e.to_string()))?)
         }
     };
-    let mut cache = engine.cache.lock().map_err(|_| ModelError::Unavailable("the model's cache lock is poisoned".into()))?;
+    let mut cache =
+        engine.cache.lock().map_err(|_| ModelError::Unavailable("the model's cache lock is poisoned".into()))?;
     // Reuse the cached prefix; at least the last prompt token runs again to get its logits.
     let common = cache.tokens.iter().zip(&prompt_tokens).take_while(|(a, b)| a == b).count();
     let keep = common.min(prompt_tokens.len() - 1);
@@ -443,7 +459,14 @@ impl Output {
             Shape::Json(_) => OutputMode::Json,
             Shape::Choice(_) => OutputMode::Choice,
         };
-        Output { utf8: Default::default(), text: String::new(), shown: 0, mode, stop: job.stop.clone(), pending_tail: None }
+        Output {
+            utf8: Default::default(),
+            text: String::new(),
+            shown: 0,
+            mode,
+            stop: job.stop.clone(),
+            pending_tail: None,
+        }
     }
 
     /// Adds a token's bytes; returns the text to stream now, or `None` when a stop sequence ended
@@ -453,7 +476,8 @@ impl Output {
         self.text.push_str(&piece);
         match self.mode {
             OutputMode::Text => {
-                let stop_at = self.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| self.text.find(s.as_str())).min();
+                let stop_at =
+                    self.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| self.text.find(s.as_str())).min();
                 if let Some(at) = stop_at {
                     // Keep what comes before the stop sequence, send it at the end, and stop.
                     let rest = self.text.get(self.shown.min(at)..at).unwrap_or_default().to_string();

@@ -178,7 +178,11 @@ pub fn install_from(
             )));
         }
         if digest != expected {
-            return Err(Error::ModelChecksum { path: src.to_path_buf(), expected: expected.to_string(), actual: digest });
+            return Err(Error::ModelChecksum {
+                path: src.to_path_buf(),
+                expected: expected.to_string(),
+                actual: digest,
+            });
         }
     }
     tmp.persist(dest)
@@ -341,6 +345,7 @@ impl Drop for TempDir {
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (u64::from(nanos) << 16) ^ NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -56,7 +56,8 @@ impl ChatTemplate {
 /// How an assistant turn with a tool call is written back into the conversation: the same JSON
 /// the constrained decoder produces.
 pub(crate) fn tool_call_json(name: &str, arguments: &str) -> String {
-    let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or(serde_json::Value::Object(Default::default()));
+    let args: serde_json::Value =
+        serde_json::from_str(arguments).unwrap_or(serde_json::Value::Object(Default::default()));
     serde_json::json!({ "tool": name, "arguments": args }).to_string()
 }
 

@@ -41,7 +41,8 @@ impl GgufTokenizer {
         if matches!(pre.as_deref(), None | Some("smollm") | Some("default") | Some("gpt2") | Some("gpt-2")) {
             let digits = Digits::new(true);
             let byte_level = ByteLevel::new(false, true, true);
-            let seq = Sequence::new(vec![PreTokenizerWrapper::Digits(digits), PreTokenizerWrapper::ByteLevel(byte_level)]);
+            let seq =
+                Sequence::new(vec![PreTokenizerWrapper::Digits(digits), PreTokenizerWrapper::ByteLevel(byte_level)]);
             inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(seq)));
         }
         let tokens = content
