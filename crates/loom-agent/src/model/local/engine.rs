@@ -233,7 +233,7 @@ impl Weights {
         let context_length = (file.md_u32("llama.context_length").unwrap_or(2048) as usize).min(MAX_CONTEXT);
         let eps = file.md_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5);
         let rope_base = file.md_f32("llama.rope.freq_base").unwrap_or(10_000.0);
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || n_embd % n_head != 0 {
+        if n_head == 0 || n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) || !n_embd.is_multiple_of(n_head) {
             return Err(Error::ModelFile(format!("{}: inconsistent head counts", file.path.display())));
         }
         let head_dim = n_embd / n_head;
@@ -362,11 +362,6 @@ const CACHE_STEP: usize = 512;
 impl KvCache {
     pub(crate) fn new() -> KvCache {
         KvCache { layers: Vec::new(), capacity: 0, len: 0, tokens: Vec::new() }
-    }
-
-    /// Positions held.
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
 
     /// Forgets positions from `len` on (keeps the prefix).
