@@ -191,12 +191,11 @@ pub(crate) struct Config {
 }
 
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    /// Queries, keys and values: one matmul (rows stacked) when the three share a format.
+    qkv: Projection,
     wo: QMatMul,
-    gate: QMatMul,
-    up: QMatMul,
+    /// Gate and up projections, stacked the same way.
+    gate_up: Projection,
     down: QMatMul,
     attn_norm: Tensor,
     ffn_norm: Tensor,
@@ -253,14 +252,14 @@ impl Weights {
         let norm = dense(file.tensor("output_norm.weight")?)?;
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
-            let mut q = |n: &str| -> Result<QMatMul, Error> {
-                QMatMul::from_qtensor(file.tensor(&format!("blk.{i}.{n}.weight"))?).map_err(cerr("layer"))
-            };
-            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
-            let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
-            let attn_norm = dense(file.tensor(&format!("blk.{i}.attn_norm.weight"))?)?;
-            let ffn_norm = dense(file.tensor(&format!("blk.{i}.ffn_norm.weight"))?)?;
-            layers.push(Layer { wq, wk, wv, wo, gate, up, down, attn_norm, ffn_norm });
+            let mut t = |n: &str| file.tensor(&format!("blk.{i}.{n}.weight"));
+            let qkv = Projection::new(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?])?;
+            let gate_up = Projection::new(vec![t("ffn_gate")?, t("ffn_up")?])?;
+            let wo = QMatMul::from_qtensor(t("attn_output")?).map_err(cerr("layer"))?;
+            let down = QMatMul::from_qtensor(t("ffn_down")?).map_err(cerr("layer"))?;
+            let attn_norm = dense(t("attn_norm")?)?;
+            let ffn_norm = dense(t("ffn_norm")?)?;
+            layers.push(Layer { qkv, wo, gate_up, down, attn_norm, ffn_norm });
         }
         let (cos, sin) = rope_tables(head_dim, rope_base, context_length).map_err(cerr("RoPE tables"))?;
         Ok(Weights { config, embed, output, norm, layers, cos, sin })
@@ -293,9 +292,11 @@ impl Weights {
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (i, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.eps)?;
-            let q = layer.wq.forward(&h)?.reshape((1, seq, c.n_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let k = layer.wk.forward(&h)?.reshape((1, seq, c.n_kv_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let v = layer.wv.forward(&h)?.reshape((1, seq, c.n_kv_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+            let qkv = layer.qkv.forward(&h)?;
+            let [q, k, v] = qkv.as_slice() else { candle_core::bail!("the QKV projection gave {} parts", qkv.len()) };
+            let q = q.contiguous()?.reshape((1, seq, c.n_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+            let k = k.contiguous()?.reshape((1, seq, c.n_kv_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+            let v = v.contiguous()?.reshape((1, seq, c.n_kv_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             let (kc, vc) = cache.layer(i)?;
@@ -319,8 +320,9 @@ impl Weights {
             let y = y.reshape((1, c.n_head, seq, c.head_dim))?.transpose(1, 2)?.reshape((1, seq, c.n_embd))?;
             x = (layer.wo.forward(&y)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.eps)?;
-            let g = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let u = layer.up.forward(&h)?;
+            let gu = layer.gate_up.forward(&h)?;
+            let [g, u] = gu.as_slice() else { candle_core::bail!("the gate/up projection gave {} parts", gu.len()) };
+            let g = candle_nn::ops::silu(g)?;
             x = (layer.down.forward(&(g * u)?)? + &x)?;
         }
         cache.len = kv_len;
@@ -328,6 +330,57 @@ impl Weights {
         let last = candle_nn::ops::rms_norm(&last, &self.norm, c.eps)?;
         let logits = self.output.forward(&last)?.squeeze(0)?;
         logits.to_dtype(DType::F32)?.to_vec1::<f32>()
+    }
+}
+
+/// Several projections of the same input. When their weights share a quantized format they are
+/// stacked into one matrix, so the input is quantized once and the threads meet once per call
+/// instead of once per projection (on a 2-core machine the meeting costs as much as a small matmul).
+enum Projection {
+    Fused { matmul: QMatMul, widths: Vec<usize> },
+    Separate(Vec<QMatMul>),
+}
+
+impl Projection {
+    fn new(parts: Vec<QTensor>) -> Result<Projection, Error> {
+        let dtype = parts.first().map(QTensor::dtype);
+        let k = parts.first().and_then(|p| p.shape().dims().get(1).copied());
+        let same = parts.iter().all(|p| Some(p.dtype()) == dtype && p.shape().dims().get(1).copied() == k);
+        let quantized = dtype.is_some_and(|d| !matches!(d, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16));
+        if let (true, true, Some(dtype), Some(k)) = (same, quantized, dtype, k) {
+            let mut widths = Vec::with_capacity(parts.len());
+            let mut bytes = Vec::new();
+            for p in &parts {
+                widths.push(p.shape().dims().first().copied().unwrap_or(0));
+                bytes.extend_from_slice(&p.data().map_err(cerr("reading a projection"))?);
+            }
+            drop(parts);
+            let rows: usize = widths.iter().sum();
+            let storage = candle_core::quantized::QStorage::Cpu(dtype.from_data(std::borrow::Cow::Owned(bytes)));
+            let stacked = QTensor::new(storage, (rows, k)).map_err(cerr("stacking projections"))?;
+            let matmul = QMatMul::from_qtensor(stacked).map_err(cerr("stacking projections"))?;
+            return Ok(Projection::Fused { matmul, widths });
+        }
+        let matmuls = parts.into_iter().map(QMatMul::from_qtensor).collect::<candle_core::Result<Vec<_>>>();
+        Ok(Projection::Separate(matmuls.map_err(cerr("layer"))?))
+    }
+
+    /// One output per projection, in order (views into one tensor when fused).
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        match self {
+            Projection::Fused { matmul, widths } => {
+                let all = matmul.forward(x)?;
+                let last = all.rank() - 1;
+                let mut start = 0;
+                let mut out = Vec::with_capacity(widths.len());
+                for w in widths {
+                    out.push(all.narrow(last, start, *w)?);
+                    start += w;
+                }
+                Ok(out)
+            }
+            Projection::Separate(ms) => ms.iter().map(|m| m.forward(x)).collect(),
+        }
     }
 }
 
