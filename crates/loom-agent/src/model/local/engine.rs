@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 
 use super::pull;
 use crate::error::Error;
@@ -517,15 +517,7 @@ impl Sampler {
     }
 }
 
-/// Softmax-free helper for tests and benches: the index of the largest logit.
+/// The index of the largest logit (greedy decoding in the benchmark).
 pub(crate) fn argmax(logits: &[f32]) -> Option<u32> {
     logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32)
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send + Sync>() {}
-    is_send::<Weights>();
-    is_send::<KvCache>();
-    let _ = D::Minus1;
 }
