@@ -301,7 +301,8 @@ fn system_prompt(messages: &[Message], tools: &[ToolSpec], shape: &Shape) -> Str
     match shape {
         Shape::Choice(_) if tools.is_empty() => {
             out.push_str(
-                "\n\nAnswer the user's question using the tool results you were given. Reply {\"answer\": \"...\"}.",
+                "\n\nAnswer the user's question in one full sentence, using the tool results you were given. Reply \
+                 {\"answer\": \"...\"}.",
             );
         }
         Shape::Choice(_) => {

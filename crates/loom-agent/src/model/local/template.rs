@@ -94,5 +94,13 @@ pub(crate) fn to_template_messages(system: String, messages: &[Message], answer_
             }
         }
     }
+    // After tool results, restate the question: a small model answers it instead of echoing the
+    // result.
+    if let (Some(Message::Tool { .. }), Some(question)) =
+        (messages.last(), messages.iter().rev().find(|m| matches!(m, Message::User { .. })))
+        && let Some(last) = out.last_mut()
+    {
+        last.content.push_str(&format!("\n\nUsing this, answer my question: {}", question.text()));
+    }
     out
 }
