@@ -197,6 +197,14 @@ async fn structured_output_validates_against_its_schema() {
     let validator = jsonschema::validator_for(&schema).unwrap();
     assert!(validator.is_valid(&value), "{value} fits {schema}");
     assert!(chunks.iter().filter(|c| matches!(c, ModelChunk::Text(_))).count() > 1, "the JSON streams");
+
+    // An unbounded integer is bounded by the constraint: the model cannot write digits forever.
+    let schema = json!({"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]});
+    let (response, _) = call(model, &[Message::user("What is 12 + 7?")], &[], Some(&schema), &Generation::new()).await;
+    let value: Value = serde_json::from_str(&response.text).expect("the answer is JSON");
+    assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&value), "{value}");
+    assert_eq!(response.finish_reason, FinishReason::Stop);
+    assert!(response.usage.output_tokens < 40, "{:?}", response.usage);
 }
 
 #[tokio::test]

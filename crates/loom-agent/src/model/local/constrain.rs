@@ -16,6 +16,8 @@ use crate::tool::ToolSpec;
 /// The longest string the constraint lets the model write for a tool argument without its own
 /// `maxLength`.
 pub(crate) const ARG_MAX_LENGTH: u64 = 200;
+/// The bound on integers and numbers without their own `minimum` / `maximum`.
+pub(crate) const NUMBER_BOUND: i64 = 1_000_000_000_000;
 /// The longest final answer in tool mode.
 pub(crate) const ANSWER_MAX_LENGTH: u64 = 1000;
 
@@ -142,6 +144,16 @@ fn cap(v: &mut Value) {
                 && !map.contains_key("additionalProperties")
             {
                 map.insert("additionalProperties".into(), json!(false));
+            }
+            // Numbers are bounded too: without a bound a small model can write digits until
+            // max_tokens.
+            if map.get("type").is_some_and(|t| t == "integer" || t == "number") {
+                if !map.contains_key("maximum") && !map.contains_key("exclusiveMaximum") {
+                    map.insert("maximum".into(), json!(NUMBER_BOUND));
+                }
+                if !map.contains_key("minimum") && !map.contains_key("exclusiveMinimum") {
+                    map.insert("minimum".into(), json!(-NUMBER_BOUND));
+                }
             }
             if map.get("type").is_some_and(|t| t == "array") && !map.contains_key("maxItems") {
                 map.insert("maxItems".into(), json!(16));

@@ -269,8 +269,8 @@ fn prepare(engine: &Engine, request: &ModelRequest<'_>) -> Result<Job, Error> {
     })
 }
 
-/// The tools the model may call this turn: those offered, less the ones that already answered
-/// since the last user message. A 135M model otherwise tends to repeat the same call forever; with
+/// The tools the model may call this turn: those offered, less the ones that already ran (with a
+/// result or an error) since the last user message. A 135M model otherwise tends to repeat the same call forever; with
 /// this rule each tool runs at most once per question, and once every tool has run the model must
 /// answer.
 fn tools_left(tools: &[ToolSpec], messages: &[Message]) -> Vec<ToolSpec> {
@@ -280,7 +280,7 @@ fn tools_left(tools: &[ToolSpec], messages: &[Message]) -> Vec<ToolSpec> {
         .unwrap_or_default()
         .iter()
         .filter_map(|m| match m {
-            Message::Tool { name, is_error: false, .. } => Some(name.as_str()),
+            Message::Tool { name, .. } => Some(name.as_str()),
             _ => None,
         })
         .collect();
