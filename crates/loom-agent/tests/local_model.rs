@@ -53,6 +53,10 @@ fn model() -> Option<&'static LocalModel> {
         .as_ref()
 }
 
+/// The tests share one loaded model, whose generations take turns; holding this while a test
+/// generates keeps timings (the cancel test) about that test alone.
+static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 macro_rules! need_model {
     () => {
         match model() {
@@ -149,6 +153,7 @@ fn tokenizer_ids_match_llama_cpp() {
 #[tokio::test]
 async fn constrained_tool_call_names_an_offered_tool_with_valid_arguments() {
     let model = need_model!();
+    let _turn = EXCLUSIVE.lock().await;
     let tools = weather_tools();
     let cases = [
         ("What's the weather in Tokyo?", "get_weather", "city"),
@@ -179,6 +184,7 @@ async fn constrained_tool_call_names_an_offered_tool_with_valid_arguments() {
 #[tokio::test]
 async fn structured_output_validates_against_its_schema() {
     let model = need_model!();
+    let _turn = EXCLUSIVE.lock().await;
     let schema = json!({
         "type": "object",
         "properties": {
@@ -210,6 +216,7 @@ async fn structured_output_validates_against_its_schema() {
 #[tokio::test]
 async fn tools_and_output_schema_together_answer_with_the_schema() {
     let model = need_model!();
+    let _turn = EXCLUSIVE.lock().await;
     let schema = json!({"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"]});
     let messages = [Message::user("What is the capital of France?")];
     let (response, _) = call(model, &messages, &weather_tools(), Some(&schema), &Generation::new()).await;
@@ -224,6 +231,7 @@ async fn tools_and_output_schema_together_answer_with_the_schema() {
 #[tokio::test]
 async fn streaming_sends_several_deltas_and_real_usage() {
     let model = need_model!();
+    let _turn = EXCLUSIVE.lock().await;
     let messages = [Message::user("What is the capital of France?")];
     let generation = Generation::new().max_output_tokens(40);
     let (response, chunks) = call(model, &messages, &[], None, &generation).await;
@@ -239,18 +247,35 @@ async fn streaming_sends_several_deltas_and_real_usage() {
     assert!(response.usage.output_tokens <= 40);
     let generated = tokenizer.encode(&response.text).unwrap().len() as u64;
     assert!(generated.abs_diff(response.usage.output_tokens) <= 2, "{generated} vs {:?}", response.usage);
+
+    // max_output_tokens cuts the answer: exactly that many tokens, finish reason `length`, for
+    // free text and for constrained JSON alike.
+    let short = Generation::new().max_output_tokens(3);
+    let (response, _) = call(model, &messages, &[], None, &short).await;
+    assert_eq!((response.usage.output_tokens, response.finish_reason), (3, FinishReason::Length));
+    let schema = json!({"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"]});
+    let (response, _) = call(model, &messages, &[], Some(&schema), &short).await;
+    assert_eq!((response.usage.output_tokens, response.finish_reason), (3, FinishReason::Length));
 }
 
 #[tokio::test]
 async fn a_dropped_stream_stops_generation_promptly() {
     let model = need_model!();
+    let _turn = EXCLUSIVE.lock().await;
+    // A schema that forces a long answer (at least 4,000 characters, about 1,000 tokens: 15 s or
+    // more), so only cancellation can end this generation early.
+    let schema = json!({
+        "type": "object",
+        "properties": {"story": {"type": "string", "minLength": 4000, "maxLength": 5000}},
+        "required": ["story"]
+    });
     let messages = [Message::user("Write a very long story about a dragon who learns to cook.")];
     let generation = Generation::new().max_output_tokens(3000);
     let request = ModelRequest {
         messages: &messages,
         tools: &[],
         generation: &generation,
-        output_schema: None,
+        output_schema: Some(&schema),
         run_id: "run_cancel",
         user_id: None,
         turn: 1,
@@ -267,7 +292,8 @@ async fn a_dropped_stream_stops_generation_promptly() {
     }
     drop(stream);
     // The generation thread holds the model while it runs: a new call can only start once it has
-    // stopped. 3,000 tokens would take half a minute; a stop within a token leaves it free at once.
+    // stopped. The forced ~1,000 tokens would take 15 s or more; a stop within a token leaves it
+    // free at once.
     let started = Instant::now();
     let messages = [Message::user("Hi")];
     let short = Generation::new().max_output_tokens(1);
@@ -279,6 +305,7 @@ async fn a_dropped_stream_stops_generation_promptly() {
 #[tokio::test]
 async fn a_full_agent_run_calls_the_tool_and_answers() {
     let model = need_model!();
+    let _turn = EXCLUSIVE.lock().await;
     let agent = Agent::builder()
         .instructions("You are a weather assistant. Use the tools; never guess the weather.")
         .model(model.clone())

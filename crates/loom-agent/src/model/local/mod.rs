@@ -405,10 +405,12 @@ fn generate(engine: &Engine, job: Job, tx: &Sender, cancel: &AtomicBool) -> Resu
             finish = FinishReason::Stop;
             break;
         }
-        if generated >= max_tokens || constraint.as_ref().is_some_and(Constraint::is_stopped) {
-            if constraint.is_some() {
-                finish = FinishReason::Stop;
-            }
+        if constraint.as_ref().is_some_and(Constraint::is_stopped) {
+            finish = FinishReason::Stop;
+            break;
+        }
+        if generated >= max_tokens {
+            // Cut off: the finish reason stays `Length`.
             break;
         }
         logits = engine.weights.forward(&[token], &mut cache).map_err(model_err)?;
