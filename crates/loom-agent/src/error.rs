@@ -76,6 +76,23 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Fetching a local model failed: pip is missing, the download failed (the `local` feature).
+    #[error("model pull failed: {0}")]
+    ModelPull(String),
+    /// A local model file is missing, truncated, or not a model (the `local` feature).
+    #[error("model file error: {0}")]
+    ModelFile(String),
+    /// A local model file does not have the expected sha256 (the `local` feature). Nothing was
+    /// written to the cache.
+    #[error("checksum mismatch for {}: expected sha256 {expected}, got {actual}", path.display())]
+    ModelChecksum {
+        /// The file that was checked.
+        path: std::path::PathBuf,
+        /// The expected sha256, hex.
+        expected: String,
+        /// The sha256 of the file, hex.
+        actual: String,
+    },
 }
 
 impl Error {

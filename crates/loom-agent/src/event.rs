@@ -54,6 +54,9 @@ macro_rules! event_kinds {
         /// What happened in a run. Each kind has a dotted type name and a payload.
         #[derive(Clone, Debug, PartialEq)]
         #[non_exhaustive]
+        // With serde_json's `preserve_order` (turned on by llguidance under the `local` feature)
+        // `run.started`'s maps are larger than the other payloads; events are built once per step.
+        #[allow(clippy::large_enum_variant)]
         pub enum EventKind {
             $( $(#[$meta])* $variant($payload), )*
         }

@@ -38,6 +38,15 @@
 //! [`model`] and [`tool`] (the two core protocols), [`store`] (sessions, journal and memory slots),
 //! [`governance`] (hooks, permissions, budget and audit slots), and the types ([`message`],
 //! [`event`], [`error`]).
+//!
+//! ## Cargo features
+//!
+//! - `providers` (default): model providers over HTTP (OpenAI, Anthropic, Gemini, compatible servers).
+//! - `postgres`: the PostgreSQL audit log.
+//! - `local`: the embedded local model, `model::local` (SmolLM2-135M-Instruct by default, in pure Rust
+//!   with candle; constrained decoding with llguidance). Off by default to keep the core build light;
+//!   the `loom` CLI and the examples turn it on. With it, an agent built without a model and without
+//!   a provider key in the environment runs on the local model.
 
 pub mod agent;
 pub mod architecture;

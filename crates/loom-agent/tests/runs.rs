@@ -151,6 +151,14 @@ async fn exhausted_script_fails_with_model_error_unavailable() {
 
 #[test]
 fn building_without_a_model_is_a_config_error_naming_the_accepted_strings() {
+    // With the `local` feature and no provider key in the environment, the local model is the
+    // default instead (tests/local_model.rs).
+    #[cfg(feature = "local")]
+    if loom_agent::model::local::provider_key_env().is_none() {
+        let agent = Agent::builder().instructions("x").build().unwrap();
+        assert_eq!(agent.model().provider(), "local");
+        return;
+    }
     let err = Agent::builder().instructions("x").build().unwrap_err();
     let Error::Config(message) = &err else { panic!("expected Error::Config, got {err:?}") };
     assert!(message.contains("no model configured"), "{message}");

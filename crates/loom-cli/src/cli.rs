@@ -10,8 +10,11 @@ use serde_json::Value;
 /// The environment variable that names the model when `--model` is not given.
 pub const MODEL_ENV: &str = "LOOM_MODEL";
 
-/// The model used when neither `--model` nor `LOOM_MODEL` is set.
+/// The model used when neither `--model` nor `LOOM_MODEL` is set, and a provider key is.
 pub const DEFAULT_MODEL: &str = "echo";
+
+/// The model used when neither `--model`, `LOOM_MODEL` nor a provider key is set: the embedded one.
+pub const LOCAL_MODEL: &str = "local";
 
 /// `loom`: run Loom agents from the command line.
 #[derive(Debug, Parser)]
@@ -33,6 +36,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// List, show and resume journaled runs (written by `loom run --journal URL`).
     Runs(RunsArgs),
+    /// Fetch and list local models (the embedded SmolLM2-135M-Instruct).
+    Model(crate::model_cmd::ModelArgs),
 }
 
 /// The options of `loom audit`.

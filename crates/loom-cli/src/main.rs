@@ -11,6 +11,7 @@
 mod approval;
 mod audit;
 mod cli;
+mod model_cmd;
 mod render;
 mod run;
 mod runs;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::main(args),
         cli::Command::Audit(args) => audit::main(args),
         cli::Command::Runs(args) => runs::main(args),
+        cli::Command::Model(args) => model_cmd::main(args),
     };
     ExitCode::from(exit as u8)
 }

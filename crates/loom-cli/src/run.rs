@@ -13,7 +13,7 @@ use loom_agent::store::open_journal;
 use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
 
 use crate::approval::Governance;
-use crate::cli::{AgentArgs, DEFAULT_MODEL, MODEL_ENV, RunArgs};
+use crate::cli::{AgentArgs, DEFAULT_MODEL, LOCAL_MODEL, MODEL_ENV, RunArgs};
 use crate::render::{HumanView, error_line};
 
 /// How `loom` exits; the numbers are documented in `loom run --help`.
@@ -86,6 +86,8 @@ enum ModelSource {
     Flag,
     Env,
     Default,
+    /// No model and no provider key: the embedded model.
+    Local,
 }
 
 /// Builds the agent from the flags shared by `loom run` and `loom runs resume`, or says what is
@@ -96,6 +98,9 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
         ModelSource::Flag => {}
         ModelSource::Env => report(&format!("using model {spec} (from {MODEL_ENV})")),
         ModelSource::Default => report(&format!("using model {spec} (default; set --model or {MODEL_ENV})")),
+        ModelSource::Local => report(&format!(
+            "using model {spec}: SmolLM2-135M-Instruct, in-process (no --model, {MODEL_ENV} or provider key set)"
+        )),
     }
     let model = Model::parse_with(&spec, args.base_url.as_deref()).map_err(|e| describe(&e))?;
     let mut builder = Agent::builder().name("loom").model(model);
@@ -172,6 +177,9 @@ fn choose_model(flag: Option<String>) -> Result<(String, ModelSource), String> {
     match std::env::var(MODEL_ENV) {
         Ok(spec) if !spec.trim().is_empty() => Ok((spec, ModelSource::Env)),
         Err(VarError::NotUnicode(_)) => Err(format!("{MODEL_ENV} is not valid UTF-8")),
+        _ if loom_agent::model::local::provider_key_env().is_none() => {
+            Ok((LOCAL_MODEL.to_string(), ModelSource::Local))
+        }
         _ => Ok((DEFAULT_MODEL.to_string(), ModelSource::Default)),
     }
 }

@@ -55,7 +55,9 @@ fn echo_prints_the_answer() {
 
 #[test]
 fn the_default_model_is_announced() {
-    let out = loom(&["run", "hello"]);
+    // With a provider key set the default stays "echo"; without one it is the local model (see
+    // tests/model_cmd.rs).
+    let out = loom_command(&["run", "hello"]).env("OPENAI_API_KEY", "sk-test").output().expect("loom starts");
     assert_eq!(code(&out), 0);
     assert_eq!(stdout(&out), "Echo: hello\n");
     assert_eq!(stderr(&out), "using model echo (default; set --model or LOOM_MODEL)\n");

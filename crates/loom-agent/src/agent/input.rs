@@ -210,7 +210,10 @@ impl RunContext {
         let mut out = String::from("Context for this run.");
         if !self.inputs.is_empty() {
             out.push_str("\n\nInputs (JSON):\n");
-            let pretty = serde_json::to_string_pretty(&self.inputs).unwrap_or_default();
+            // Keys sorted at every level, whether or not serde_json keeps insertion order (its
+            // `preserve_order` feature, which the `local` feature's llguidance turns on).
+            let pretty =
+                serde_json::to_string_pretty(&sorted_keys(&Value::Object(self.inputs.clone()))).unwrap_or_default();
             out.push_str(&pretty);
         }
         if !self.knowledge.is_empty() {
@@ -392,5 +395,18 @@ impl Runtime {
 impl Default for Runtime {
     fn default() -> Self {
         Runtime::sdk()
+    }
+}
+
+/// A copy of `value` with every object's keys in sorted order.
+fn sorted_keys(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted_keys(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted_keys).collect()),
+        other => other.clone(),
     }
 }

@@ -511,6 +511,11 @@ impl AgentBuilder {
     pub fn build(self) -> Result<Agent, Error> {
         let model = match self.model {
             Some(m) => m?,
+            #[cfg(feature = "local")]
+            None if crate::model::local::provider_key_env().is_none() => {
+                tracing::info!("no model configured and no provider key set: using the local model");
+                std::sync::Arc::new(crate::model::LocalModel::new())
+            }
             None => {
                 return Err(Error::Config(format!(
                     "no model configured: call .model(…) with a model value or one of {}",

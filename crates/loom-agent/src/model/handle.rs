@@ -27,13 +27,25 @@ use crate::error::Error;
 pub struct Model(pub(crate) SharedModel);
 
 /// The model strings this build understands, for error messages and `--help`.
-pub const ACCEPTED_MODEL_STRINGS: &str = if cfg!(feature = "providers") {
-    "\"echo\", \"scripted:FILE.json\", a model name starting with \"claude-\" (Anthropic), \"gpt-\", \"o1\", \
-     \"o3\", \"o4-\" or \"chatgpt-\" (OpenAI), \"gemini-\" (Gemini), or \"PROVIDER:MODEL\" with PROVIDER one of \
-     openai, openai-responses, anthropic, gemini, ollama, vllm, llamacpp, lmstudio, deepseek, qwen, mistral, \
-     groq, openrouter, together"
-} else {
-    "\"echo\", \"scripted:FILE.json\" (model providers need the `providers` feature)"
+pub const ACCEPTED_MODEL_STRINGS: &str = match (cfg!(feature = "providers"), cfg!(feature = "local")) {
+    (true, local) => {
+        if local {
+            "\"echo\", \"scripted:FILE.json\", \"local\" (the embedded SmolLM2-135M-Instruct), \"local:FILE.gguf\", a \
+             model name starting with \"claude-\" (Anthropic), \"gpt-\", \"o1\", \"o3\", \"o4-\" or \"chatgpt-\" (OpenAI), \
+             \"gemini-\" (Gemini), or \"PROVIDER:MODEL\" with PROVIDER one of openai, openai-responses, anthropic, \
+             gemini, ollama, vllm, llamacpp, lmstudio, deepseek, qwen, mistral, groq, openrouter, together"
+        } else {
+            "\"echo\", \"scripted:FILE.json\", a model name starting with \"claude-\" (Anthropic), \"gpt-\", \"o1\", \
+             \"o3\", \"o4-\" or \"chatgpt-\" (OpenAI), \"gemini-\" (Gemini), or \"PROVIDER:MODEL\" with PROVIDER one of \
+             openai, openai-responses, anthropic, gemini, ollama, vllm, llamacpp, lmstudio, deepseek, qwen, mistral, \
+             groq, openrouter, together"
+        }
+    }
+    (false, true) => {
+        "\"echo\", \"scripted:FILE.json\", \"local\" (the embedded SmolLM2-135M-Instruct), \"local:FILE.gguf\" \
+         (model providers need the `providers` feature)"
+    }
+    (false, false) => "\"echo\", \"scripted:FILE.json\" (model providers need the `providers` feature)",
 };
 
 impl Model {
@@ -67,6 +79,15 @@ impl Model {
         EchoModel::new()
     }
 
+    /// The embedded local model, SmolLM2-135M-Instruct, run in-process (the `local` feature). It
+    /// needs no key and no network once cached; the first use fetches it (see
+    /// [`local::pull`](super::local::pull)). The model string `"local"`; `"local:FILE.gguf"` runs
+    /// another llama-architecture GGUF.
+    #[cfg(feature = "local")]
+    pub fn local() -> super::LocalModel {
+        super::LocalModel::new()
+    }
+
     /// A scripted model.
     pub fn scripted(turns: impl IntoIterator<Item = ScriptedTurn>) -> ScriptedModel {
         ScriptedModel::new(turns)
@@ -92,6 +113,17 @@ impl Model {
         }
         if let Some(path) = s.strip_prefix("scripted:") {
             return Ok(Model::new(ScriptedModel::from_file(path)?));
+        }
+        #[cfg(feature = "local")]
+        if s.eq_ignore_ascii_case("local") {
+            return Ok(Model::new(Model::local()));
+        }
+        #[cfg(feature = "local")]
+        if let Some(path) = s.strip_prefix("local:") {
+            if path.trim().is_empty() {
+                return Err(Error::Config(format!("the model string \"{s}\" names no GGUF file after the colon")));
+            }
+            return Ok(Model::new(super::LocalModel::from_path(path.trim())));
         }
         #[cfg(feature = "providers")]
         let parsed = providers_parse(s, base_url).ok_or_else(unknown)?;

@@ -5,6 +5,8 @@
 mod assemble;
 mod echo;
 mod handle;
+#[cfg(feature = "local")]
+pub mod local;
 #[cfg(feature = "providers")]
 pub mod providers;
 mod scripted;
@@ -19,6 +21,8 @@ use serde::{Deserialize, Serialize};
 pub use assemble::ResponseAssembler;
 pub use echo::EchoModel;
 pub use handle::{ACCEPTED_MODEL_STRINGS, Model};
+#[cfg(feature = "local")]
+pub use local::LocalModel;
 pub use scripted::{FnModel, ScriptedModel, ScriptedToolCall, ScriptedTurn};
 
 use crate::error::{Error, ModelError};

@@ -47,17 +47,20 @@ fn normalize(v: &mut Value) -> bool {
             .and_then(Value::as_array)
             .map(|r| r.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
-        let mut all = Vec::new();
+        let mut all: Vec<String> = Vec::new();
         if let Some(props) = obj.get_mut("properties").and_then(Value::as_object_mut) {
             for (name, prop) in props.iter_mut() {
                 ok &= normalize(prop);
                 if !required.contains(name) {
                     make_nullable(prop);
                 }
-                all.push(json!(name));
+                all.push(name.clone());
             }
         }
-        obj.insert("required".into(), Value::Array(all));
+        // Sorted, so the list is the same whether or not serde_json keeps insertion order (its
+        // `preserve_order` feature, which the `local` feature's llguidance turns on).
+        all.sort();
+        obj.insert("required".into(), json!(all));
         obj.insert("additionalProperties".into(), json!(false));
     }
     for key in ["items", "not"] {
