@@ -250,6 +250,27 @@ async fn run_child_until(db: &Path, url: &str, log: &Path, at: &str, idempotent:
     run_id.expect("the child printed its run id")
 }
 
+/// A run whose child process was killed at a boundary: its scratch folder, database, tool log and id.
+struct Crashed {
+    dir: PathBuf,
+    db: PathBuf,
+    log: PathBuf,
+    run_id: String,
+}
+
+/// Starts the child on a fresh database against a mock serving the whole script, and kills it at `at`.
+async fn crashed(name: &str, at: &str, idempotent: bool) -> Crashed {
+    let dir = scratch(name);
+    let db = dir.join("loom.db");
+    let log = dir.join("tool.log");
+    let first = MockServer::start().await;
+    for r in replies() {
+        first.enqueue(r);
+    }
+    let run_id = run_child_until(&db, &first.url(), &log, at, idempotent).await;
+    Crashed { dir, db, log, run_id }
+}
+
 /// Resumes, retrying while the dead child's lease has not expired yet.
 async fn resume(agent: &Agent, run_id: &str) -> Result<loom_agent::Run, Error> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -290,14 +311,7 @@ fn model_results(stored: &JournaledRun) -> usize {
 /// Kill at one boundary, resume, and check everything.
 async fn crash_and_resume(at: &str, expect_tool_ran_before_kill: bool) {
     let reference = reference_types().await;
-    let dir = scratch("run");
-    let db = dir.join("loom.db");
-    let log = dir.join("tool.log");
-    let first = MockServer::start().await;
-    for r in replies() {
-        first.enqueue(r);
-    }
-    let run_id = run_child_until(&db, &first.url(), &log, at, false).await;
+    let Crashed { dir, db, log, run_id } = crashed("run", at, false).await;
     assert_eq!(integrity(&db), "ok", "{at}: the database is sound after SIGKILL");
     assert_eq!(tool_runs(&log), usize::from(expect_tool_ran_before_kill), "{at}: tool runs before the kill");
 
@@ -367,14 +381,7 @@ async fn sigkill_after_a_journaled_model_call_then_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_a_tool_intent_then_resume() {
     // The intent is recorded, the body has not run: a non-idempotent tool's call is ambiguous.
-    let dir = scratch("intent");
-    let db = dir.join("loom.db");
-    let log = dir.join("tool.log");
-    let first = MockServer::start().await;
-    for r in replies() {
-        first.enqueue(r);
-    }
-    let run_id = run_child_until(&db, &first.url(), &log, "after:tool_intent:1", false).await;
+    let Crashed { dir, db, log, run_id } = crashed("intent", "after:tool_intent:1", false).await;
     assert_eq!(tool_runs(&log), 0);
     let store = SqliteStore::open(&db).unwrap();
     let second = MockServer::start().await;
@@ -392,14 +399,7 @@ async fn sigkill_after_a_tool_intent_then_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_a_tool_intent_reruns_an_idempotent_tool() {
-    let dir = scratch("intent-idem");
-    let db = dir.join("loom.db");
-    let log = dir.join("tool.log");
-    let first = MockServer::start().await;
-    for r in replies() {
-        first.enqueue(r);
-    }
-    let run_id = run_child_until(&db, &first.url(), &log, "after:tool_intent:1", true).await;
+    let Crashed { dir, db, log, run_id } = crashed("intent-idem", "after:tool_intent:1", true).await;
     let store = SqliteStore::open(&db).unwrap();
     let second = MockServer::start().await;
     second.enqueue(replies().remove(1));
@@ -429,14 +429,7 @@ async fn sigkill_after_the_memory_write_then_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_resumers_of_one_run_exactly_one_wins() {
-    let dir = scratch("race");
-    let db = dir.join("loom.db");
-    let log = dir.join("tool.log");
-    let first = MockServer::start().await;
-    for r in replies() {
-        first.enqueue(r);
-    }
-    let run_id = run_child_until(&db, &first.url(), &log, "after:tool_result:1", false).await;
+    let Crashed { dir, db, log, run_id } = crashed("race", "after:tool_result:1", false).await;
     tokio::time::sleep(Duration::from_millis(400)).await; // the dead child's lease expires
     let second = MockServer::start().await;
     second.always(replies().remove(1));
@@ -472,14 +465,7 @@ async fn concurrent_resumers_of_one_run_exactly_one_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_truncated_journal_rows_are_clear_errors() {
-    let dir = scratch("corrupt");
-    let db = dir.join("loom.db");
-    let log = dir.join("tool.log");
-    let first = MockServer::start().await;
-    for r in replies() {
-        first.enqueue(r);
-    }
-    let run_id = run_child_until(&db, &first.url(), &log, "after:tool_result:1", false).await;
+    let Crashed { dir, db, log, run_id } = crashed("corrupt", "after:tool_result:1", false).await;
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("UPDATE loom_journal SET entry = substr(entry, 1, 20) WHERE run_id = ?1 AND seq = 1", [&run_id])
         .unwrap();

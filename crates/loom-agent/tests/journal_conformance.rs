@@ -608,6 +608,22 @@ async fn save_run_replaces(b: &Backend) {
 // Durable-store checks
 // ---------------------------------------------------------------------------------------------
 
+/// In a store that is both journal and session store, a journaled run's events come from the
+/// journal only: saving its transcript before the final commit adds none (a resumed run would
+/// otherwise find events past its last boundary and emit them twice).
+async fn journaled_events_come_from_the_journal(b: &Backend) {
+    let (run, ses, _) = ids("journaled");
+    let a = long("a");
+    let evs = events(&run, &ses, 0..3);
+    b.journal.begin(&record(&run, &ses, None), &a, &evs[..1]).await.unwrap();
+    let done = transcript(&run, &ses, RunState::Completed, "sunny", evs.clone());
+    b.sessions.save_run(Arc::new(done)).await.unwrap();
+    assert_eq!(b.journal.load(&run).await.unwrap().unwrap().events, evs[..1], "only the journal's events");
+    b.journal.end(&run, &a, RunState::Completed, &evs[1..]).await.unwrap();
+    assert_eq!(b.journal.load(&run).await.unwrap().unwrap().events, evs);
+    assert_eq!(*b.sessions.get_run(&ses, &run).await.unwrap().unwrap().events, evs[..]);
+}
+
 fn assert_corrupt<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) {
     match result {
         Err(Error::Corrupt(_)) => {}
@@ -703,6 +719,7 @@ mod sqlite {
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
+        journaled_events_come_from_the_journal,
     );
 
     #[tokio::test]
@@ -749,6 +766,7 @@ mod postgres {
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
+        journaled_events_come_from_the_journal,
     );
 
     async fn raw_client(url: &str) -> Client {

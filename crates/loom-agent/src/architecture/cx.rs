@@ -705,22 +705,30 @@ impl RunCx {
         {
             tracing::warn!(run_id = %self.scope.run_id, error = %e, "journal write failed");
         }
-        if self.agent.audit.is_some() {
+        self.conclude_call(call, event, true).await;
+        outcome
+    }
+
+    /// What follows a recorded tool result: the audit entry and the `after_tool` hooks (when
+    /// `effects`), then the `tool.result` event.
+    async fn conclude_call(&self, call: &ToolCall, event: ToolResultEvent, effects: bool) {
+        if effects && self.agent.audit.is_some() {
             let payload = serde_json::json!({
-                "tool": call.name, "call_id": call.id, "ok": !outcome.is_error,
-                "error_kind": outcome.error_kind, "turn": turn,
+                "tool": call.name, "call_id": call.id, "ok": !event.is_error,
+                "error_kind": event.error_kind, "turn": event.turn,
             });
             if let Err(e) = self.audit("tool_result", payload).await {
                 tracing::warn!(run_id = %self.scope.run_id, error = %e, "audit write failed");
             }
         }
-        for hook in self.agent.hooks.iter() {
-            if let Err(e) = guard_hook(&self.agent, hook.after_tool(&self.scope, call, &event)).await {
-                tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_tool hook failed");
+        if effects {
+            for hook in self.agent.hooks.iter() {
+                if let Err(e) = guard_hook(&self.agent, hook.after_tool(&self.scope, call, &event)).await {
+                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_tool hook failed");
+                }
             }
         }
         self.shared.emit(EventKind::ToolResult(event));
-        outcome
     }
 
     /// A call whose result the journal holds: its artifacts come back, and what followed the
@@ -750,22 +758,7 @@ impl RunCx {
             truncated,
             duration_ms,
         };
-        if !self.shared.is_suppressing() {
-            if self.agent.audit.is_some() {
-                let payload = serde_json::json!({
-                    "tool": call.name, "call_id": call.id, "ok": !is_error, "error_kind": error_kind, "turn": turn,
-                });
-                if let Err(e) = self.audit("tool_result", payload).await {
-                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "audit write failed");
-                }
-            }
-            for hook in self.agent.hooks.iter() {
-                if let Err(e) = guard_hook(&self.agent, hook.after_tool(&self.scope, call, &event)).await {
-                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_tool hook failed");
-                }
-            }
-        }
-        self.shared.emit(EventKind::ToolResult(event));
+        self.conclude_call(call, event, !self.shared.is_suppressing()).await;
         ToolOutcome { content: output, is_error, error_kind, truncated, blocked }
     }
 

@@ -707,27 +707,34 @@ async fn save_run_tx(client: &mut Client, bare: &Transcript, events: &(Vec<i64>,
     let finished_at = bare.finished_at.map(millis);
     let finished = bare.state.is_terminal() && bare.state != RunState::Suspended;
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
-    tx.execute(
-        "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
+    let row = tx
+        .query_one(
+            "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
             finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (run_id) DO UPDATE SET state = EXCLUDED.state, input = EXCLUDED.input,
             transcript = EXCLUDED.transcript, finished_at = EXCLUDED.finished_at,
-            finished = CASE WHEN loom_runs.record IS NULL THEN EXCLUDED.finished ELSE loom_runs.finished END",
-        &[
-            &bare.run_id,
-            &bare.session_id,
-            &bare.user_id,
-            &bare.state.as_str(),
-            &finished,
-            &input,
-            &text,
-            &started,
-            &finished_at,
-        ],
-    )
-    .await
-    .map_err(|e| pg("saving the run", e))?;
-    insert_events(&tx, &bare.run_id, events).await?;
+            finished = CASE WHEN loom_runs.record IS NULL THEN EXCLUDED.finished ELSE loom_runs.finished END
+         RETURNING record IS NOT NULL",
+            &[
+                &bare.run_id,
+                &bare.session_id,
+                &bare.user_id,
+                &bare.state.as_str(),
+                &finished,
+                &input,
+                &text,
+                &started,
+                &finished_at,
+            ],
+        )
+        .await
+        .map_err(|e| pg("saving the run", e))?;
+    // A journaled run's events are written by the journal (at its boundaries and final commit),
+    // so a resumed run finds exactly the events its journal covers.
+    let journaled: bool = get(&row, 0)?;
+    if !journaled {
+        insert_events(&tx, &bare.run_id, events).await?;
+    }
     tx.commit().await.map_err(|e| pg("committing", e))
 }
 

@@ -273,6 +273,18 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     tx.commit().map_err(db)
 }
 
+/// Appends a journal entry after the run's last one (the caller's transaction holds the write lock).
+fn insert_entry(tx: &rusqlite::Transaction<'_>, run_id: &str, kind: &str, entry: &str) -> Result<(), Error> {
+    tx.prepare_cached(
+        "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
+            (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = ?1), ?2, ?3)",
+    )
+    .map_err(db)?
+    .execute(params![run_id, kind, entry])
+    .map_err(db)?;
+    Ok(())
+}
+
 /// Serialized events: (seq, json).
 fn encode_events(events: &[Event]) -> Result<Vec<(i64, String)>, Error> {
     events.iter().map(|e| Ok((e.seq as i64, json(e)?))).collect()
@@ -385,13 +397,7 @@ impl Journal for SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             hold_lease(&tx, &run_id, &lease)?;
-            tx.prepare_cached(
-                "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
-                    (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = ?1), ?2, ?3)",
-            )
-            .map_err(db)?
-            .execute(params![run_id, kind, text])
-            .map_err(db)?;
+            insert_entry(&tx, &run_id, kind, &text)?;
             insert_events(&tx, &run_id, &events)?;
             tx.commit().map_err(db)
         })
@@ -491,12 +497,7 @@ impl Journal for SqliteStore {
                 Some((state, true)) => return Err(Error::RunFinished { state: parse_state(&state, &run_id)?, run_id }),
                 Some(_) => {}
             }
-            tx.execute(
-                "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
-                    (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = ?1), ?2, ?3)",
-                params![run_id, kind, text],
-            )
-            .map_err(db)?;
+            insert_entry(&tx, &run_id, kind, &text)?;
             tx.commit().map_err(db)
         })
         .await
@@ -779,32 +780,32 @@ impl RunRow {
     }
 
     fn write(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), Error> {
-        tx.prepare_cached(
-            "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
+        let journaled: bool = tx
+            .prepare_cached(
+                "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
                 finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (run_id) DO UPDATE SET state = ?4, input = ?6, transcript = ?7, finished_at = ?9,
-                finished = CASE WHEN record IS NULL THEN ?5 ELSE finished END",
-        )
-        .map_err(db)?
-        .execute(params![
-            self.run_id,
-            self.session_id,
-            self.user_id,
-            self.state.as_str(),
-            self.finished,
-            self.input,
-            self.transcript,
-            self.started,
-            self.finished_at
-        ])
-        .map_err(db)?;
+                finished = CASE WHEN record IS NULL THEN ?5 ELSE finished END
+             RETURNING record IS NOT NULL",
+            )
+            .map_err(db)?
+            .query_row(
+                params![
+                    self.run_id,
+                    self.session_id,
+                    self.user_id,
+                    self.state.as_str(),
+                    self.finished,
+                    self.input,
+                    self.transcript,
+                    self.started,
+                    self.finished_at
+                ],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
         // A journaled run's events are written by the journal, at its boundaries and final
         // commit, so a resumed run finds exactly the events its journal covers.
-        let journaled: bool = tx
-            .prepare_cached("SELECT record IS NOT NULL FROM loom_runs WHERE run_id = ?1")
-            .map_err(db)?
-            .query_row([&self.run_id], |r| r.get(0))
-            .map_err(db)?;
         if !journaled {
             insert_events(tx, &self.run_id, &self.events)?;
         }
