@@ -51,34 +51,29 @@
 pub mod agent;
 pub mod architecture;
 pub mod capability;
-pub mod error;
-pub mod event;
 pub mod governance;
-mod id;
-pub mod message;
 pub mod model;
 pub mod output;
 pub mod store;
 pub mod telemetry;
 pub mod tool;
 
-pub use agent::{
-    Agent, AgentBuilder, Artifact, KnowledgeItem, Run, RunContext, RunInput, RunRequest, RunResult, RunState,
-    RunStream, Runtime, RuntimeTask, Session, SessionConfig, Transcript,
-};
-pub use error::{Error, ModelError, RunError, RunErrorKind, RunFailure, ToolError, ToolErrorKind};
-pub use event::{Event, EventKind};
-pub use id::new_id;
+pub use loom_core::{error, event, message, run};
+
+pub use agent::{Agent, AgentBuilder, Run, RunRequest, RunStream, Runtime, Session, SessionConfig};
 pub use loom_agent_macros::tool;
-pub use message::{ContentPart, FinishReason, Message, ToolCall, Usage};
+pub use loom_core::error::{Error, ModelError, RunError, RunErrorKind, RunFailure, ToolError, ToolErrorKind};
+pub use loom_core::event::{Event, EventKind};
+pub use loom_core::message::{ContentPart, FinishReason, Message, ToolCall, Usage};
+pub use loom_core::new_id;
+pub use loom_core::run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript};
 pub use model::{Generation, LanguageModel, Model};
 pub use tool::{Tool, ToolContext, ToolOutput};
 
 /// The names most programs need: `use loom_agent::prelude::*;`.
 pub mod prelude {
-    pub use crate::agent::{
-        Agent, Run, RunContext, RunRequest, RunResult, RunState, RuntimeTask, Session, SessionConfig,
-    };
+    pub use crate::agent::{Agent, Run, RunRequest, Session, SessionConfig};
+    pub use crate::run::{RunContext, RunResult, RunState, RuntimeTask};
     pub use crate::error::{Error, RunErrorKind, ToolError};
     pub use crate::event::{Event, EventKind};
     pub use crate::model::{Generation, LanguageModel, Model};

@@ -76,7 +76,7 @@ pub(crate) fn run_span(agent: &AgentInner, scope: &Scope) -> Span {
     span
 }
 
-pub(crate) fn record_run(span: &Span, result: &crate::agent::RunResult) {
+pub(crate) fn record_run(span: &Span, result: &crate::run::RunResult) {
     if span.is_disabled() {
         return;
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use common::*;
 use loom_agent::governance::{
+    AuditAction,
     AuditEntry, AuditLog, AuditRecord, FileAuditLog, GENESIS_HASH, InMemoryAuditLog, ProblemKind, REDACTED, Scope,
     VerifyReport,
 };
@@ -35,7 +36,7 @@ fn scope(run: &str) -> Scope {
 }
 
 fn record(run: &str, n: u64) -> AuditRecord {
-    AuditRecord { scope: scope(run), action: "tool_call", payload: json!({"n": n, "tool": "lookup"}) }
+    AuditRecord { scope: scope(run), action: AuditAction::ToolCall, payload: json!({"n": n, "tool": "lookup"}) }
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -317,7 +318,7 @@ async fn secrets_in_payloads_are_redacted_before_writing() {
                  "headers": {"Authorization": "Bearer abcdefghijklmnop"}, "token": "t"},
         "input_tokens": 12,
     });
-    log.append(AuditRecord { scope: scope("run_s"), action: "tool_call", payload }).await.unwrap();
+    log.append(AuditRecord { scope: scope("run_s"), action: AuditAction::ToolCall, payload }).await.unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     for secret in ["sk-live", "abc123def456", "abcdefghijklmnop", "\"x\"", "\"t\""] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");

@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-use loom_agent::governance::{AuditLog, AuditRecord, GENESIS_HASH, PostgresAuditLog, ProblemKind, Scope, VerifyReport};
+use loom_agent::governance::{AuditAction, AuditLog, AuditRecord, GENESIS_HASH, PostgresAuditLog, ProblemKind, Scope, VerifyReport};
 use loom_agent::model::ScriptedTurn;
 use loom_agent::{Agent, Error, RunRequest};
 use serde_json::{Value, json};
@@ -55,7 +55,7 @@ async fn drop_table(client: &Client, table: &str) {
 fn record(run: &str, n: u64) -> AuditRecord {
     AuditRecord {
         scope: Scope { run_id: run.into(), session_id: "ses_1".into(), user_id: Some("ulla".into()) },
-        action: "tool_call",
+        action: AuditAction::ToolCall,
         payload: json!({"n": n, "tool": "lookup", "nested": {"b": 1.5, "a": [1, "x"]}}),
     }
 }
@@ -219,7 +219,7 @@ async fn a_secret_reaches_no_row() {
     let secret = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789";
     let record = AuditRecord {
         scope: Scope { run_id: "run_1".into(), session_id: "ses_1".into(), user_id: None },
-        action: "tool_call",
+        action: AuditAction::ToolCall,
         payload: json!({"api_key": secret, "text": format!("key {secret}")}),
     };
     log.append(record).await.unwrap();

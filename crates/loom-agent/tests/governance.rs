@@ -492,7 +492,7 @@ async fn the_audit_log_records_run_and_tool_actions_in_order() {
     let agent = Agent::builder().model(shared).tool(echo_tool("lookup")).audit_log(audit.clone()).build().unwrap();
     let result = agent.run(RunRequest::new("go").user("dora")).await.unwrap();
     let records = audit.0.lock().unwrap().clone();
-    let actions: Vec<&str> = records.iter().map(|r| r.action).collect();
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(actions, ["run_started", "tool_call", "tool_result", "run_finished"]);
     for r in &records {
         assert_eq!(&*r.scope.run_id, result.run_id);

@@ -67,7 +67,7 @@ fn event(stage: GuardStage, name: &str, action: &str) -> (GuardStage, String, St
 }
 
 fn summary(events: &[GuardrailEvent]) -> Vec<(GuardStage, String, String)> {
-    events.iter().map(|e| (e.stage, e.guardrail.clone(), e.action.clone())).collect()
+    events.iter().map(|e| (e.stage, e.guardrail.clone(), e.action.to_string())).collect()
 }
 
 /// A tool `fetch` that answers `text`.

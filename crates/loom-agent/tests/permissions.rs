@@ -58,7 +58,7 @@ impl Outcome {
             .iter()
             .filter_map(|e| match &e.kind {
                 EventKind::PermissionDecision(d) => {
-                    Some((d.tool.clone(), d.decision.clone(), d.by.clone(), d.reason.clone()))
+                    Some((d.tool.clone(), d.decision.to_string(), d.by.to_string(), d.reason.clone()))
                 }
                 _ => None,
             })

@@ -6,15 +6,17 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::input::RunRequest;
-use super::run::{RunEnd, RunResult, RunShared, RunState, Transcript};
+use super::run::{RunEnd, RunShared};
+use crate::run::{RunResult, RunState, Transcript};
 use super::session::SessionInner;
-use super::{AgentInner, RunInput};
+use super::AgentInner;
+use crate::run::RunInput;
 use crate::architecture::RunCx;
 use crate::architecture::cx::{GuardResult, apply_guardrails_quiet, guard_hook, record_guard_event};
 use crate::architecture::replay::Replay;
 use crate::error::{RunError, RunErrorKind, ToolErrorKind};
 use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted, ToolResultEvent};
-use crate::governance::{AuditRecord, GuardStage, HookAction};
+use crate::governance::{AuditAction, AuditRecord, GuardAction, GuardStage, HookAction};
 use crate::message::Message;
 use crate::output::OutputSchema;
 use crate::store::{JournalEntry, JournaledRun, RunRecord, SessionRecord};
@@ -144,7 +146,7 @@ async fn execute(
             "input": input.summary().chars().take(500).collect::<String>(),
             "model": agent.model.name(), "max_turns": agent.max_turns, "architecture": agent.architecture.name(),
         });
-        if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: "run_started", payload }).await {
+        if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: AuditAction::RunStarted, payload }).await {
             let error = RunError::new(RunErrorKind::Store, format!("audit log: {e}"));
             return (end_with(shared, Err(error), messages), Some(history_base), false);
         }
@@ -168,7 +170,7 @@ async fn execute(
         }
     }
     for (name, blocked) in input_guard {
-        let action = if blocked.is_some() { "block" } else { "redact" };
+        let action = if blocked.is_some() { GuardAction::Block } else { GuardAction::Redact };
         record_guard_event(agent, shared, &scope, GuardStage::Input, &name, action, blocked.clone()).await;
         if let Some(reason) = blocked {
             let error = RunError::interrupted(
@@ -534,7 +536,7 @@ async fn persist(
             "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
             "cost_usd": result.usage.cost_usd, "duration_ms": result.duration_ms,
         });
-        if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: "run_finished", payload }).await {
+        if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: AuditAction::RunFinished, payload }).await {
             tracing::warn!(run_id = %result.run_id, error = %e, "audit write failed");
         }
     }

@@ -11,9 +11,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-pub use input::{KnowledgeItem, RunContext, RunInput, RunRequest, Runtime, RuntimeTask};
+pub use crate::run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript};
+pub use input::{RunRequest, Runtime};
 pub(crate) use run::RunShared;
-pub use run::{Artifact, EventStream, Run, RunResult, RunState, RunStream, Transcript};
+pub use run::{EventStream, Run, RunStream};
 use session::SessionInner;
 pub use session::{Session, SessionConfig};
 
@@ -328,7 +329,7 @@ impl AgentBuilder {
 
     /// The model: a model value, a shared model, or a model string such as `"echo"`.
     pub fn model(mut self, model: impl IntoModel) -> Self {
-        self.model = Some(model.into_model());
+        self.model = Some(crate::model::resolve_model(model));
         self
     }
 
@@ -385,7 +386,7 @@ impl AgentBuilder {
     /// restarts and [`Agent::resume`] can continue a run whose process died. A bad URL fails
     /// [`AgentBuilder::build`].
     pub fn journal(mut self, journal: impl IntoJournal) -> Self {
-        self.journal = Some(journal.into_journal());
+        self.journal = Some(crate::store::resolve_journal(journal));
         self
     }
 
@@ -552,7 +553,7 @@ impl AgentBuilder {
             .or_else(|| journal.as_ref().and_then(|j| j.session_store.clone()))
             .unwrap_or_else(|| Arc::new(InMemorySessionStore::new()));
         let lease = Lease {
-            owner: Arc::from(crate::id::new_id("owner")),
+            owner: Arc::from(crate::new_id("owner")),
             ttl: self.lease_ttl.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(10)),
         };
         Ok(Agent {

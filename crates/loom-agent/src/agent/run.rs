@@ -5,218 +5,15 @@ use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::input::{RunContext, RunInput};
-use crate::error::{Error, RunError, RunFailure};
+use crate::error::{Error, RunError};
 use crate::event::{ArtifactCreated, Event, EventKind};
 use crate::governance::{Hooks, Scope};
 use crate::message::{Message, Usage};
-use crate::store::RunSummary;
-
-/// The state of a run. Serialized in lower case: `"completed"`, `"interrupted"`, …
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    /// Waiting for earlier runs of its session to finish.
-    Queued,
-    /// Executing.
-    Running,
-    /// Ended with a final answer.
-    Completed,
-    /// Ended by an error (a model error, invalid structured output, a store failure).
-    Failed,
-    /// Ended by `cancel()`.
-    Cancelled,
-    /// Stopped by a limit or a policy: max turns, timeout, budget, guardrail. The reason is in
-    /// `RunResult::error`.
-    Interrupted,
-    /// Paused durably, waiting for a human decision on a tool call: this execution has ended, and
-    /// `Agent::decide` (in this process or another, after a restart) continues the run.
-    Suspended,
-}
-
-impl RunState {
-    /// Whether the run has ended.
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, RunState::Queued | RunState::Running)
-    }
-
-    /// The lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Queued => "queued",
-            RunState::Running => "running",
-            RunState::Completed => "completed",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-            RunState::Interrupted => "interrupted",
-            RunState::Suspended => "suspended",
-        }
-    }
-}
-
-impl fmt::Display for RunState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Something a run produced besides its answer: a file, a report, a diff.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Artifact {
-    /// The id.
-    pub id: String,
-    /// A name.
-    pub name: String,
-    /// The media type (`text/markdown`, `application/json`, …).
-    pub media_type: String,
-    /// The content.
-    pub content: String,
-    /// The tool call that created it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_id: Option<String>,
-}
-
-/// The outcome of a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunResult {
-    /// The run.
-    pub run_id: String,
-    /// Its session.
-    pub session_id: String,
-    /// The user it acted for.
-    pub user_id: Option<String>,
-    /// How it ended.
-    pub state: RunState,
-    /// The final answer (for structured output that failed validation: the last raw answer).
-    pub output: String,
-    /// The validated structured output, when a schema was set.
-    pub parsed: Option<Value>,
-    /// Artifacts created by tools.
-    pub artifacts: Vec<Artifact>,
-    /// Every event, in order.
-    pub events: Arc<[Event]>,
-    /// What went wrong, for any state but completed.
-    pub error: Option<RunError>,
-    /// Tokens and cost of all model calls.
-    pub usage: Usage,
-    /// Model calls made.
-    pub turns: u32,
-    /// When it started executing.
-    pub started_at: DateTime<Utc>,
-    /// When it ended.
-    pub finished_at: DateTime<Utc>,
-    /// How long it executed.
-    pub duration_ms: u64,
-}
-
-impl RunResult {
-    /// Whether the run completed.
-    pub fn is_completed(&self) -> bool {
-        self.state == RunState::Completed
-    }
-
-    /// For interrupted runs: the reason (`max_turns`, `timeout`, `budget: max_tokens`, …).
-    pub fn interruption_reason(&self) -> Option<&str> {
-        self.error.as_ref().and_then(|e| e.reason.as_deref())
-    }
-
-    /// Deserializes the structured output into a type.
-    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        let value = self.parsed.clone().ok_or_else(|| Error::Output("the run has no structured output".into()))?;
-        serde_json::from_value(value).map_err(|e| Error::Output(e.to_string()))
-    }
-
-    /// `Ok(self)` when completed, else the error carrying this result.
-    pub fn into_completed(self) -> Result<RunResult, Error> {
-        if self.is_completed() { Ok(self) } else { Err(Error::Run(RunFailure(Box::new(self)))) }
-    }
-}
-
-/// A serializable record of a run: ids, state, input, context, messages, output, events,
-/// artifacts and usage.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Transcript {
-    /// The run.
-    pub run_id: String,
-    /// Its session.
-    pub session_id: String,
-    /// The user.
-    pub user_id: Option<String>,
-    /// The state.
-    pub state: RunState,
-    /// The input.
-    pub input: RunInput,
-    /// The context.
-    pub context: RunContext,
-    /// Metadata given with the request.
-    #[serde(default)]
-    pub metadata: Map<String, Value>,
-    /// The conversation as the model saw it: instructions, context, history, input, and every
-    /// model answer and tool result. While the run is in flight: the seeded messages only.
-    pub messages: Vec<Message>,
-    /// The final answer.
-    pub output: String,
-    /// The structured output.
-    pub parsed: Option<Value>,
-    /// Every event.
-    pub events: Arc<[Event]>,
-    /// Artifacts.
-    pub artifacts: Vec<Artifact>,
-    /// Usage.
-    pub usage: Usage,
-    /// The error, for runs that did not complete.
-    pub error: Option<RunError>,
-    /// Model calls made.
-    pub turns: u32,
-    /// When it started executing.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it ended.
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl Transcript {
-    /// The run's line in a listing.
-    pub fn summary(&self) -> RunSummary {
-        RunSummary {
-            run_id: self.run_id.clone(),
-            session_id: self.session_id.clone(),
-            user_id: self.user_id.clone(),
-            state: self.state,
-            input: self.input.clone(),
-            started_at: self.started_at.or(self.finished_at).unwrap_or_else(Utc::now),
-            finished_at: self.finished_at,
-        }
-    }
-
-    /// The result this transcript records.
-    pub fn to_result(&self) -> RunResult {
-        // A run that never started (cancelled while queued) reports its start as its end, as
-        // `RunShared::finish` does.
-        let finished_at = self.finished_at.or(self.started_at).unwrap_or_else(Utc::now);
-        let started_at = self.started_at.unwrap_or(finished_at);
-        RunResult {
-            run_id: self.run_id.clone(),
-            session_id: self.session_id.clone(),
-            user_id: self.user_id.clone(),
-            state: self.state,
-            output: self.output.clone(),
-            parsed: self.parsed.clone(),
-            artifacts: self.artifacts.clone(),
-            events: self.events.clone(),
-            error: self.error.clone(),
-            usage: self.usage,
-            turns: self.turns,
-            started_at,
-            finished_at,
-            duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
-        }
-    }
-}
-
+use crate::run::{Artifact, RunContext, RunInput, RunResult, RunState, Transcript};
+use crate::tool::ArtifactSink;
 /// Per-run state shared by the run's task, its handles and its event consumers.
 pub(crate) struct RunShared {
     pub(crate) run_id: Arc<str>,
@@ -428,10 +225,6 @@ impl RunShared {
         self.lock().artifacts.iter().filter(|a| a.call_id.as_deref() == Some(call_id)).cloned().collect()
     }
 
-    pub(crate) fn add_artifact(&self, artifact: Artifact) {
-        self.lock().artifacts.push(artifact.clone());
-        self.emit(EventKind::ArtifactCreated(ArtifactCreated { artifact }));
-    }
 
     pub(crate) fn set_running(&self, seeds: Vec<Message>) -> DateTime<Utc> {
         let now = Utc::now();
@@ -625,6 +418,13 @@ impl RunShared {
             started_at: inner.started_at,
             finished_at: None,
         }
+    }
+}
+
+impl ArtifactSink for RunShared {
+    fn add_artifact(&self, artifact: Artifact) {
+        self.lock().artifacts.push(artifact.clone());
+        self.emit(EventKind::ArtifactCreated(ArtifactCreated { artifact }));
     }
 }
 

@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::run::{Run, RunEnd, RunShared, RunState, RunStream};
+use super::run::{Run, RunEnd, RunShared, RunStream};
+use crate::run::RunState;
 use super::{Agent, RunRequest, RunResult, driver};
 use crate::error::{Error, RunError, RunErrorKind};
 use crate::event::{EventKind, RunEnded};
 use crate::governance::Scope;
-use crate::id::new_id;
+use crate::new_id;
 use crate::store::RunSummary;
 
 /// Session-level configuration.

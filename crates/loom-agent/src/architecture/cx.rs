@@ -7,6 +7,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::agent::{AgentInner, RunShared};
+use crate::governance::{AuditAction, DecidedBy, GuardAction, PermissionDecision};
 use crate::error::{ModelError, RunError, RunErrorKind, ToolError, ToolErrorKind};
 use crate::event::{
     BudgetEvent, DeltaKind, EventKind, GuardrailEvent, ModelDelta, ModelRequestEvent, ModelResponseEvent,
@@ -23,7 +24,7 @@ use crate::store::JournalEntry;
 
 use super::replay::{ApprovalReplay, Replay, ToolReplay};
 use crate::telemetry;
-use crate::tool::{ToolContext, ToolSpec};
+use crate::tool::{ArtifactSink, ToolContext, ToolSpec};
 
 /// One run's working state, handed to the [`super::Architecture`]: the conversation and the two
 /// operations that touch the world, a model turn and a batch of tool calls.
@@ -159,7 +160,7 @@ impl RunCx {
                 }));
                 if self.agent.audit.is_some() {
                     let payload = serde_json::json!({"limit": limit, "used": notice.used, "max": notice.max});
-                    self.audit("budget_exceeded", payload).await?;
+                    self.audit(AuditAction::BudgetExceeded, payload).await?;
                 }
                 Err(RunError::interrupted(
                     RunErrorKind::Budget,
@@ -181,7 +182,7 @@ impl RunCx {
             }
             Err(reason) => {
                 if self.agent.audit.is_some() {
-                    self.audit("rate_limited", serde_json::json!({"reason": reason})).await?;
+                    self.audit(AuditAction::RateLimited, serde_json::json!({"reason": reason})).await?;
                 }
                 Err(RunError::interrupted(RunErrorKind::RateLimit, "rate_limit", format!("rate limited: {reason}")))
             }
@@ -199,19 +200,26 @@ impl RunCx {
 
     /// Streamed output blocked by a guardrail: the event and audit entry, and the error.
     async fn output_blocked(&self, name: String, reason: String) -> RunError {
-        self.guard_event(GuardStage::Output, &name, "block", Some(reason.clone())).await;
+        self.guard_event(GuardStage::Output, &name, GuardAction::Block, Some(reason.clone())).await;
         blocked(&name, reason)
     }
 
-    async fn guard_event(&self, stage: GuardStage, name: &str, action: &str, reason: Option<String>) {
+    async fn guard_event(&self, stage: GuardStage, name: &str, action: GuardAction, reason: Option<String>) {
         record_guard_event(&self.agent, &self.shared, &self.scope, stage, name, action, reason).await;
     }
 
-    async fn permission_event(&self, turn: u32, call: &ToolCall, decision: &str, by: &str, reason: Option<String>) {
+    async fn permission_event(
+        &self,
+        turn: u32,
+        call: &ToolCall,
+        decision: PermissionDecision,
+        by: DecidedBy,
+        reason: Option<String>,
+    ) {
         if self.agent.audit.is_some() {
             let payload = serde_json::json!({"tool": call.name, "call_id": call.id, "decision": decision, "by": by,
                                              "reason": reason, "turn": turn});
-            if let Err(e) = self.audit("permission_decision", payload).await {
+            if let Err(e) = self.audit(AuditAction::PermissionDecision, payload).await {
                 tracing::warn!(run_id = %self.scope.run_id, error = %e, "audit write failed");
             }
         }
@@ -219,13 +227,13 @@ impl RunCx {
             turn,
             call_id: call.id.clone(),
             tool: call.name.clone(),
-            decision: decision.to_string(),
-            by: by.to_string(),
+            decision,
+            by,
             reason,
         }));
     }
 
-    async fn audit(&self, action: &'static str, payload: Value) -> Result<(), RunError> {
+    async fn audit(&self, action: AuditAction, payload: Value) -> Result<(), RunError> {
         let Some(audit) = &self.agent.audit else { return Ok(()) };
         audit
             .append(AuditRecord { scope: self.scope.clone(), action, payload })
@@ -511,22 +519,22 @@ impl RunCx {
         let denied = |reason: String| Ok(Prepared::Failed(ToolError::with_kind(ToolErrorKind::Denied, reason)));
         let remembered = self.remembered.iter().find(|(tool, _)| *tool == call.name).map(|(_, r)| r.clone());
         if let Some(Err(reason)) = &remembered {
-            self.permission_event(turn, call, "deny", "remembered", Some(reason.clone())).await;
+            self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Remembered, Some(reason.clone())).await;
             return denied(format!("denied by approver: {reason}"));
         }
         // A remembered "allow for this run" only answers the approval question: the policy still
         // decides first, so a call it denies (other arguments, a deny list) stays denied.
         match agent.permissions.check(&self.scope, &entry.spec, &args).await {
             Decision::Ask(_) if remembered.is_some() => {
-                self.permission_event(turn, call, "allow", "remembered", None).await
+                self.permission_event(turn, call, PermissionDecision::Allow, DecidedBy::Remembered, None).await
             }
             Decision::Allow => {
                 if entry.spec.flags.needs_approval() {
-                    self.permission_event(turn, call, "allow", "policy", None).await;
+                    self.permission_event(turn, call, PermissionDecision::Allow, DecidedBy::Policy, None).await;
                 }
             }
             Decision::Deny(reason) => {
-                self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
+                self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Policy, Some(reason.clone())).await;
                 return denied(format!("permission denied: {reason}"));
             }
             Decision::Ask(reason) => {
@@ -542,7 +550,7 @@ impl RunCx {
                     ApprovalReplay::None | ApprovalReplay::Pending => {
                         let Some(handler) = &agent.approval else {
                             let reason = format!("{reason} and needs approval, and no approval handler is configured");
-                            self.permission_event(turn, call, "deny", "policy", Some(reason.clone())).await;
+                            self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Policy, Some(reason.clone())).await;
                             return denied(format!("permission denied: {reason}"));
                         };
                         let request = ApprovalRequest {
@@ -558,11 +566,11 @@ impl RunCx {
                 match approval {
                     Approval::Defer if agent.journal.is_none() => {
                         let reason = "the approver deferred the decision, and deferring needs a journal".to_string();
-                        self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
+                        self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Approver, Some(reason.clone())).await;
                         return denied(format!("denied: {reason}"));
                     }
                     Approval::Defer => {
-                        self.permission_event(turn, call, "defer", "approver", Some(reason.clone())).await;
+                        self.permission_event(turn, call, PermissionDecision::Defer, DecidedBy::Approver, Some(reason.clone())).await;
                         self.journal(JournalEntry::ApprovalPending { turn, call: call.clone(), reason }).await?;
                         return Err(RunError::interrupted(
                             RunErrorKind::ApprovalPending,
@@ -573,29 +581,29 @@ impl RunCx {
                             ),
                         ));
                     }
-                    Approval::Allow => self.permission_event(turn, call, "allow", "approver", None).await,
+                    Approval::Allow => self.permission_event(turn, call, PermissionDecision::Allow, DecidedBy::Approver, None).await,
                     Approval::AllowForRun => {
                         self.remembered.push((call.name.clone(), Ok(())));
-                        self.permission_event(turn, call, "allow", "approver", Some("for this run".into())).await;
+                        self.permission_event(turn, call, PermissionDecision::Allow, DecidedBy::Approver, Some("for this run".into())).await;
                     }
                     Approval::Deny(reason) => {
-                        self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
+                        self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Approver, Some(reason.clone())).await;
                         return denied(format!("denied by approver: {reason}"));
                     }
                     Approval::DenyForRun(reason) => {
                         self.remembered.push((call.name.clone(), Err(reason.clone())));
-                        self.permission_event(turn, call, "deny", "approver", Some(reason.clone())).await;
+                        self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Approver, Some(reason.clone())).await;
                         return denied(format!("denied by approver: {reason}"));
                     }
                     Approval::Edit(edited) => {
                         if let Err(problems) = entry.validate(&edited) {
-                            self.permission_event(turn, call, "deny", "approver", Some("invalid edit".into())).await;
+                            self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Approver, Some("invalid edit".into())).await;
                             return Ok(Prepared::Failed(ToolError::invalid_arguments(format!(
                                 "the approver's edited arguments do not match the schema of `{}`: {problems}",
                                 call.name
                             ))));
                         }
-                        self.permission_event(turn, call, "edit", "approver", None).await;
+                        self.permission_event(turn, call, PermissionDecision::Edit, DecidedBy::Approver, None).await;
                         args = edited;
                     }
                 }
@@ -613,7 +621,7 @@ impl RunCx {
             match action {
                 ToolHookAction::Continue => {}
                 ToolHookAction::Deny(reason) => {
-                    self.permission_event(turn, call, "deny", "hook", Some(reason.clone())).await;
+                    self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Hook, Some(reason.clone())).await;
                     return denied(format!("denied by hook: {reason}"));
                 }
                 ToolHookAction::Rewrite(new_args) => {
@@ -664,12 +672,12 @@ impl RunCx {
                 GuardResult::Unchanged => {}
                 GuardResult::Redacted(text, names) => {
                     for name in names {
-                        self.guard_event(GuardStage::ToolResult, &name, "redact", None).await;
+                        self.guard_event(GuardStage::ToolResult, &name, GuardAction::Redact, None).await;
                     }
                     outcome.content = text;
                 }
                 GuardResult::Blocked(name, reason) => {
-                    self.guard_event(GuardStage::ToolResult, &name, "block", Some(reason.clone())).await;
+                    self.guard_event(GuardStage::ToolResult, &name, GuardAction::Block, Some(reason.clone())).await;
                     outcome.content = format!("Error: blocked by guardrail `{name}`");
                     outcome.is_error = true;
                     outcome.error_kind = Some(ToolErrorKind::Denied);
@@ -717,7 +725,7 @@ impl RunCx {
                 "tool": call.name, "call_id": call.id, "ok": !event.is_error,
                 "error_kind": event.error_kind, "turn": event.turn,
             });
-            if let Err(e) = self.audit("tool_result", payload).await {
+            if let Err(e) = self.audit(AuditAction::ToolResult, payload).await {
                 tracing::warn!(run_id = %self.scope.run_id, error = %e, "audit write failed");
             }
         }
@@ -772,12 +780,13 @@ impl RunCx {
         if self.agent.audit.is_some() {
             let payload = serde_json::json!({"tool": call.name, "call_id": call.id, "args": args, "turn": turn,
                                              "destructive": entry.spec.flags.destructive});
-            if let Err(e) = self.audit("tool_call", payload).await {
+            if let Err(e) = self.audit(AuditAction::ToolCall, payload).await {
                 return Err(ToolError::new(format!("not run: {e}")));
             }
         }
         let token = self.shared.cancel.child_token();
-        let ctx = ToolContext::for_run(&self.shared, &call.id, token.clone());
+        let sink: Arc<dyn ArtifactSink> = self.shared.clone();
+        let ctx = ToolContext::for_call(&self.scope, &call.id, token.clone(), Some(sink));
         let timeout = entry.timeout.unwrap_or(self.agent.tool_timeout);
         let future = AssertUnwindSafe(entry.tool.call(ctx, args)).catch_unwind();
         let outcome = match tokio::time::timeout(timeout, future).await {
@@ -849,12 +858,12 @@ pub(crate) async fn record_guard_event(
     scope: &Scope,
     stage: GuardStage,
     name: &str,
-    action: &str,
+    action: GuardAction,
     reason: Option<String>,
 ) {
     if let Some(audit) = &agent.audit {
         let payload = serde_json::json!({"stage": stage, "guardrail": name, "action": action, "reason": reason});
-        let record = AuditRecord { scope: scope.clone(), action: "guardrail_triggered", payload };
+        let record = AuditRecord { scope: scope.clone(), action: AuditAction::GuardrailTriggered, payload };
         if let Err(e) = audit.append(record).await {
             tracing::warn!(run_id = %scope.run_id, error = %e, "audit write failed");
         }
@@ -862,7 +871,7 @@ pub(crate) async fn record_guard_event(
     shared.emit(EventKind::GuardrailTriggered(GuardrailEvent {
         stage,
         guardrail: name.to_string(),
-        action: action.to_string(),
+        action,
         reason,
     }));
 }
@@ -880,12 +889,12 @@ pub(crate) async fn guard_text(
         GuardResult::Unchanged => Ok(None),
         GuardResult::Redacted(new, names) => {
             for name in names {
-                record_guard_event(agent, shared, scope, stage, &name, "redact", None).await;
+                record_guard_event(agent, shared, scope, stage, &name, GuardAction::Redact, None).await;
             }
             Ok(Some(new))
         }
         GuardResult::Blocked(name, reason) => {
-            record_guard_event(agent, shared, scope, stage, &name, "block", Some(reason.clone())).await;
+            record_guard_event(agent, shared, scope, stage, &name, GuardAction::Block, Some(reason.clone())).await;
             Err(blocked(&name, reason))
         }
     }

@@ -16,29 +16,12 @@ pub use redact::{REDACTED, redact, redact_text};
 pub(crate) use verify::Verifier;
 pub use verify::{Problem, ProblemKind, VerifyReport};
 
-use super::Scope;
+use loom_core::run::Scope;
 
 /// The `prev_hash` of the first entry of a chain: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One audit record.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AuditRecord {
-    /// Who the run acts for.
-    pub scope: Scope,
-    /// `run_started`, `tool_call`, `tool_result`, `permission_decision`, `guardrail_triggered`,
-    /// `budget_exceeded`, `rate_limited` or `run_finished`.
-    pub action: &'static str,
-    /// Details.
-    pub payload: Value,
-}
-
-/// An append-only audit log.
-#[async_trait::async_trait]
-pub trait AuditLog: Send + Sync + 'static {
-    /// Appends one record.
-    async fn append(&self, record: AuditRecord) -> Result<(), crate::Error>;
-}
+pub use loom_core::governance::{AuditAction, AuditLog, AuditRecord};
 
 /// One entry of a signed audit chain, as [`FileAuditLog`](super::FileAuditLog) writes it: one JSON
 /// object per line, fields in this order: `{seq, at, run_id, session_id, user_id, action, payload,
@@ -221,7 +204,7 @@ impl Fields<'_> {
 /// is taken.
 pub(crate) struct Prepared {
     pub scope: Scope,
-    pub action: &'static str,
+    pub action: AuditAction,
     pub payload: Value,
     pub payload_json: String,
 }
@@ -241,7 +224,7 @@ impl Prepared {
             run_id: &self.scope.run_id,
             session_id: &self.scope.session_id,
             user_id: self.scope.user_id.as_deref(),
-            action: self.action,
+            action: self.action.as_str(),
             payload_json: &self.payload_json,
             prev_hash,
         }
@@ -481,7 +464,7 @@ mod tests {
     fn the_hashed_content_is_the_canonical_form_of_every_field_but_hash_and_signature() {
         let prepared = Prepared::new(AuditRecord {
             scope: scope(Some("u\"1")),
-            action: "tool_call",
+            action: AuditAction::ToolCall,
             payload: json!({"tool": "t", "args": {"b": 2, "a": [1, 2.25]}}),
         });
         let content = prepared.fields(7, "2025-01-01T00:00:00.000001Z", GENESIS_HASH).content();
@@ -496,8 +479,8 @@ mod tests {
     #[test]
     fn lines_parse_back_to_the_same_entry_and_hash() {
         let log = InMemoryAuditLog::new("0123456789abcdef").unwrap();
-        log.push(Prepared::new(AuditRecord { scope: scope(None), action: "a", payload: json!({"n": 0.1, "k": [1]}) }));
-        log.push(Prepared::new(AuditRecord { scope: scope(Some("u")), action: "b", payload: json!("x") }));
+        log.push(Prepared::new(AuditRecord { scope: scope(None), action: "a".into(), payload: json!({"n": 0.1, "k": [1]}) }));
+        log.push(Prepared::new(AuditRecord { scope: scope(Some("u")), action: "b".into(), payload: json!("x") }));
         let entries = log.entries();
         assert_eq!(entries[0].prev_hash, GENESIS_HASH);
         assert_eq!(entries[1].prev_hash, entries[0].hash);

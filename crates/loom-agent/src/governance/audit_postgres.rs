@@ -189,7 +189,7 @@ impl PostgresAuditLog {
                 &&*prepared.scope.run_id,
                 &&*prepared.scope.session_id,
                 &user_id,
-                &prepared.action,
+                &prepared.action.as_str(),
                 &prepared.payload_json,
                 &prev_hash,
                 &hash,

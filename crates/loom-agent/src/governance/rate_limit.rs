@@ -4,15 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Scope;
+use loom_core::run::Scope;
 
-/// Limits how fast users may call models. `acquire` either lets the call go (after waiting, if the
-/// limiter waits) or refuses it; a refusal interrupts the run with reason `rate_limit`.
-#[async_trait::async_trait]
-pub trait RateLimiter: Send + Sync + 'static {
-    /// Takes one permit for the run's user: `Ok(waited)` or `Err(why)`.
-    async fn acquire(&self, scope: &Scope) -> Result<Duration, String>;
-}
+pub use loom_core::governance::RateLimiter;
+
 
 /// What [`TokenBucketLimiter`] does when a user's bucket is empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

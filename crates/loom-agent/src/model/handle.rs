@@ -228,7 +228,7 @@ impl Model {
         I: IntoIterator<Item = M>,
         M: super::IntoModel,
     {
-        let models = models.into_iter().map(super::IntoModel::into_model).collect::<Result<Vec<_>, _>>()?;
+        let models = models.into_iter().map(super::resolve_model).collect::<Result<Vec<_>, _>>()?;
         Ok(super::providers::FallbackModel::new(models))
     }
 }

@@ -3,8 +3,8 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use super::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
-use crate::agent::RunState;
+use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
+use crate::run::RunState;
 use crate::error::Error;
 use crate::event::Event;
 

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::{RunSummary, SessionRecord, SessionStore};
-use crate::agent::Transcript;
+use crate::run::Transcript;
 use crate::error::Error;
 use crate::message::Message;
 

@@ -11,9 +11,9 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
 
-use super::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
+use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
 use super::{RunSummary, SessionRecord, SessionStore};
-use crate::agent::{RunInput, RunState, Transcript};
+use crate::run::{RunInput, RunState, Transcript};
 use crate::error::Error;
 use crate::event::Event;
 use crate::message::Message;

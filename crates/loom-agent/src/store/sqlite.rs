@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
+use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
 use super::{RunSummary, SessionRecord, SessionStore};
-use crate::agent::{RunState, Transcript};
+use crate::run::{RunInput, RunState, Transcript};
 use crate::error::Error;
 use crate::event::Event;
 use crate::message::Message;
@@ -719,7 +719,7 @@ impl SessionStore for SqliteStore {
                         Some(text) => {
                             serde_json::from_str(&text).map_err(|e| corrupt(format!("run {run_id}: input"), e))?
                         }
-                        None => crate::agent::RunInput::Prompt(String::new()),
+                        None => RunInput::Prompt(String::new()),
                     };
                     Ok(RunSummary {
                         state: parse_state(&state, &run_id)?,

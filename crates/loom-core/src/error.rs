@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::RunResult;
+use crate::run::{RunResult, RunState};
 
 /// The crate's error.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ pub enum Error {
         /// The run.
         run_id: String,
         /// How it ended.
-        state: crate::agent::RunState,
+        state: RunState,
     },
     /// Stored data could not be read back (a corrupt or truncated row).
     #[error("corrupt store data: {0}")]
@@ -226,7 +226,9 @@ impl RunError {
         RunError { reason: Some(reason.into()), ..RunError::new(kind, message) }
     }
 
-    pub(crate) fn from_model(err: &ModelError) -> Self {
+    /// The error a run ends with when a model call failed: `cancelled` for a cancelled call,
+    /// otherwise `model`, keeping the model error's kind.
+    pub fn from_model(err: &ModelError) -> Self {
         if matches!(err, ModelError::Cancelled) {
             return RunError::new(RunErrorKind::Cancelled, "the run was cancelled");
         }

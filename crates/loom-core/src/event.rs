@@ -1,7 +1,7 @@
 //! Run events: one typed enum, serialized as `{type, run_id, session_id, seq, at, payload}`.
 //!
 //! Every run keeps an append-only log of its events, numbered from 0 by `seq`. The log is the truth
-//! of a run: [`crate::Run::events`] replays it from the start and then follows it live, and the
+//! of a run: `Run::events` (in `loom-agent`) replays it from the start and then follows it live, and the
 //! run's result and transcript are derived from it.
 
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use serde::de::Error as _;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::agent::{Artifact, RunInput};
+use crate::governance::{DecidedBy, GuardAction, GuardStage, PermissionDecision};
+use crate::run::{Artifact, RunContext, RunInput};
 use crate::error::RunError;
 use crate::message::{FinishReason, ToolCall, Usage};
 
@@ -136,10 +137,10 @@ pub struct RunStarted {
     pub model: String,
     /// The run's context (inputs, knowledge, extensions).
     #[serde(default, skip_serializing_if = "is_empty_context")]
-    pub context: crate::agent::RunContext,
+    pub context: RunContext,
 }
 
-fn is_empty_context(c: &crate::agent::RunContext) -> bool {
+fn is_empty_context(c: &RunContext) -> bool {
     c.inputs.is_empty() && c.knowledge.is_empty() && c.extensions.is_empty()
 }
 
@@ -263,10 +264,10 @@ pub struct PermissionDecisionEvent {
     pub call_id: String,
     /// The tool.
     pub tool: String,
-    /// `allow`, `deny` or `edit`.
-    pub decision: String,
+    /// `allow`, `deny`, `edit` or `defer`.
+    pub decision: PermissionDecision,
     /// `policy`, `approver`, `remembered` or `hook`.
-    pub by: String,
+    pub by: DecidedBy,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -276,11 +277,11 @@ pub struct PermissionDecisionEvent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuardrailEvent {
     /// `input`, `output` or `tool_result`.
-    pub stage: crate::governance::GuardStage,
+    pub stage: GuardStage,
     /// The guardrail's name.
     pub guardrail: String,
     /// `redact` or `block`.
-    pub action: String,
+    pub action: GuardAction,
     /// Why (for blocks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
