@@ -18,11 +18,10 @@ use std::time::Duration;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::agent::AgentInner;
 use crate::error::RunError;
 use crate::governance::Scope;
 use crate::message::Message;
-use crate::model::ModelResponse;
+use crate::model::{Generation, LanguageModel, ModelResponse};
 
 /// Telemetry settings of an agent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,7 +49,7 @@ fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-pub(crate) fn run_span(agent: &AgentInner, scope: &Scope) -> Span {
+pub(crate) fn run_span(agent: &str, model: &dyn LanguageModel, scope: &Scope) -> Span {
     let span = tracing::info_span!(
         target: "loom",
         "invoke_agent",
@@ -58,10 +57,10 @@ pub(crate) fn run_span(agent: &AgentInner, scope: &Scope) -> Span {
         otel.kind = "internal",
         otel.status_code = Empty,
         gen_ai.operation.name = "invoke_agent",
-        gen_ai.agent.name = %agent.name,
+        gen_ai.agent.name = %agent,
         gen_ai.conversation.id = %scope.session_id,
-        gen_ai.request.model = %agent.model.name(),
-        gen_ai.provider.name = %agent.model.provider(),
+        gen_ai.request.model = %model.name(),
+        gen_ai.provider.name = %model.provider(),
         loom.run_id = %scope.run_id,
         loom.user_id = scope.user_id.as_deref(),
         loom.run.state = Empty,
@@ -71,7 +70,7 @@ pub(crate) fn run_span(agent: &AgentInner, scope: &Scope) -> Span {
         error.type = Empty,
     );
     if !span.is_disabled() {
-        span.record("otel.name", format!("invoke_agent {}", agent.name));
+        span.record("otel.name", format!("invoke_agent {agent}"));
     }
     span
 }
@@ -90,8 +89,7 @@ pub(crate) fn record_run(span: &Span, result: &crate::run::RunResult) {
     }
 }
 
-pub(crate) fn chat_span(agent: &AgentInner, scope: &Scope, turn: u32) -> Span {
-    let g = &agent.generation;
+pub(crate) fn chat_span(model: &dyn LanguageModel, g: &Generation, scope: &Scope, turn: u32) -> Span {
     let span = tracing::info_span!(
         target: "loom",
         "chat",
@@ -99,8 +97,8 @@ pub(crate) fn chat_span(agent: &AgentInner, scope: &Scope, turn: u32) -> Span {
         otel.kind = "client",
         otel.status_code = Empty,
         gen_ai.operation.name = "chat",
-        gen_ai.provider.name = %agent.model.provider(),
-        gen_ai.request.model = %agent.model.name(),
+        gen_ai.provider.name = %model.provider(),
+        gen_ai.request.model = %model.name(),
         gen_ai.request.temperature = g.temperature,
         gen_ai.request.max_tokens = g.max_output_tokens.map(i64::from),
         gen_ai.request.top_p = g.top_p,
@@ -117,19 +115,19 @@ pub(crate) fn chat_span(agent: &AgentInner, scope: &Scope, turn: u32) -> Span {
         error.type = Empty,
     );
     if !span.is_disabled() {
-        span.record("otel.name", format!("chat {}", agent.model.name()));
+        span.record("otel.name", format!("chat {}", model.name()));
     }
     span
 }
 
 pub(crate) fn record_chat(
     span: &Span,
-    agent: &AgentInner,
+    model: &str,
+    capture_content: bool,
     messages: &[Message],
     outcome: &Result<ModelResponse, RunError>,
     elapsed: Duration,
 ) {
-    let model = agent.model.name();
     match outcome {
         Ok(r) => {
             if !span.is_disabled() {
@@ -143,7 +141,7 @@ pub(crate) fn record_chat(
                 span.record("gen_ai.usage.cache_creation.input_tokens", as_i64(u.cache_write_tokens));
                 let reason = serde_json::to_value(r.finish_reason).ok().and_then(|v| v.as_str().map(str::to_string));
                 span.record("gen_ai.response.finish_reasons", format!("[\"{}\"]", reason.unwrap_or_default()));
-                if agent.telemetry.capture_content {
+                if capture_content {
                     span.record("gen_ai.input.messages", serde_json::to_string(messages).unwrap_or_default());
                     let out = serde_json::json!([{"role": "assistant", "content": r.text, "tool_calls": r.tool_calls}]);
                     span.record("gen_ai.output.messages", out.to_string());

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 pub use crate::run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript};
 pub use input::{RunRequest, Runtime};
-pub(crate) use run::RunShared;
 pub use run::{EventStream, Run, RunStream};
 use session::SessionInner;
 pub use session::{Session, SessionConfig};
@@ -27,6 +26,7 @@ use crate::governance::{
 };
 use crate::model::{Generation, IntoModel, SharedModel};
 use crate::output::OutputSchema;
+use crate::runtime::{Guardrails, HookSet, Limits, Policies, RunEnv, Stores};
 use crate::store::{
     InMemorySessionStore, IntoJournal, Journal, JournalEntry, JournalRunSummary, JournalSlot, Lease, Memory, RunFilter,
     SessionStore,
@@ -56,34 +56,13 @@ pub struct Agent {
 }
 
 pub(crate) struct AgentInner {
-    pub(crate) name: String,
-    pub(crate) instructions: String,
-    pub(crate) model: SharedModel,
-    pub(crate) tools: ToolRegistry,
-    pub(crate) generation: Generation,
-    pub(crate) runtime: Runtime,
-    pub(crate) memory: Option<Arc<dyn Memory>>,
-    pub(crate) session_store: Arc<dyn SessionStore>,
-    pub(crate) journal: Option<Arc<dyn Journal>>,
-    /// This agent's lease on the runs it drives (one owner id per agent value).
-    pub(crate) lease: Lease,
-    pub(crate) budget: Option<Arc<dyn Budget>>,
-    pub(crate) permissions: Arc<dyn Permissions>,
-    pub(crate) approval: Option<Arc<dyn ApprovalHandler>>,
-    pub(crate) hooks: Arc<[Arc<dyn Hooks>]>,
-    pub(crate) hook_timeout: Duration,
-    pub(crate) hook_failure_denies: bool,
-    pub(crate) guardrails: Arc<[Arc<dyn Guardrail>]>,
-    pub(crate) rate_limiter: Option<Arc<dyn RateLimiter>>,
-    pub(crate) telemetry: Telemetry,
-    pub(crate) audit: Option<Arc<dyn AuditLog>>,
+    /// What every run consults (the runtime layer reads nothing else).
+    pub(crate) env: Arc<RunEnv>,
     pub(crate) architecture: Arc<dyn Architecture>,
+    pub(crate) runtime: Runtime,
     pub(crate) max_turns: u32,
     pub(crate) timeout: Option<Duration>,
     pub(crate) output_schema: Option<OutputSchema>,
-    pub(crate) output_retries: u32,
-    pub(crate) tool_output_limit: usize,
-    pub(crate) tool_timeout: Duration,
     pub(crate) sessions: Mutex<HashMap<String, Weak<SessionInner>>>,
 }
 
@@ -95,23 +74,23 @@ impl Agent {
 
     /// The agent's name.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        &self.inner.env.name
     }
 
     /// The full instructions sent as the system message: the agent's instructions, the
     /// capabilities' instructions and the runtime profile's criteria.
     pub fn instructions(&self) -> &str {
-        &self.inner.instructions
+        &self.inner.env.instructions
     }
 
     /// The model.
     pub fn model(&self) -> &SharedModel {
-        &self.inner.model
+        &self.inner.env.model
     }
 
     /// The tools offered to the model.
     pub fn tools(&self) -> &[ToolSpec] {
-        self.inner.tools.specs()
+        self.inner.env.tools.specs()
     }
 
     /// The runtime profile.
@@ -168,12 +147,12 @@ impl Agent {
 
     /// The journal, if one is configured.
     pub fn journal(&self) -> Option<&Arc<dyn Journal>> {
-        self.inner.journal.as_ref()
+        self.inner.env.stores.journal.as_ref()
     }
 
     /// The session store.
     pub fn session_store(&self) -> &Arc<dyn SessionStore> {
-        &self.inner.session_store
+        &self.inner.env.stores.sessions
     }
 
     /// Continues a journaled run that did not finish — its process died, or it is suspended
@@ -204,12 +183,12 @@ impl Agent {
                 return Err(Error::RunNotFound(run_id.to_string()));
             }
         }
-        journal.acquire(run_id, &self.inner.lease).await?;
+        journal.acquire(run_id, &self.inner.env.stores.lease).await?;
         let stored = match journal.load(run_id).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return Err(Error::RunNotFound(run_id.to_string())),
             Err(e) => {
-                let _ = journal.end(run_id, &self.inner.lease, RunState::Running, &[]).await;
+                let _ = journal.end(run_id, &self.inner.env.stores.lease, RunState::Running, &[]).await;
                 return Err(e);
             }
         };
@@ -249,7 +228,7 @@ impl Agent {
     }
 
     fn journal_or_err(&self) -> Result<&Arc<dyn Journal>, Error> {
-        self.inner.journal.as_ref().ok_or_else(|| {
+        self.inner.env.stores.journal.as_ref().ok_or_else(|| {
             Error::Config("this agent has no journal: configure one with .journal(\"sqlite:./loom.db\")".into())
         })
     }
@@ -269,10 +248,10 @@ impl Drop for CancelOnDrop {
 
 impl fmt::Debug for Agent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tools: Vec<&str> = self.inner.tools.specs().iter().map(|t| t.name.as_str()).collect();
+        let tools: Vec<&str> = self.inner.env.tools.specs().iter().map(|t| t.name.as_str()).collect();
         f.debug_struct("Agent")
-            .field("name", &self.inner.name)
-            .field("model", &self.inner.model.name())
+            .field("name", &self.inner.env.name)
+            .field("model", &self.inner.env.model.name())
             .field("tools", &tools)
             .field("architecture", &self.inner.architecture.name())
             .field("max_turns", &self.inner.max_turns)
@@ -556,35 +535,41 @@ impl AgentBuilder {
             owner: Arc::from(crate::new_id("owner")),
             ttl: self.lease_ttl.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(10)),
         };
-        Ok(Agent {
-            inner: Arc::new(AgentInner {
-                name: self.name.unwrap_or_else(|| "agent".to_string()),
-                instructions,
-                model,
-                tools,
-                generation: self.generation,
-                max_turns: self.max_turns.unwrap_or(runtime.max_turns),
-                runtime,
-                memory: self.memory,
-                session_store,
-                journal: journal.map(|j| j.journal),
-                lease,
+        let env = RunEnv {
+            name: self.name.unwrap_or_else(|| "agent".to_string()),
+            instructions,
+            model,
+            tools,
+            generation: self.generation,
+            policies: Policies {
                 budget: self.budget,
                 permissions: self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions)),
                 approval: self.approval,
-                hooks: Arc::from(self.hooks),
-                hook_timeout: self.hook_timeout.unwrap_or(Duration::from_secs(5)),
-                hook_failure_denies: self.hook_failure_denies.unwrap_or(true),
-                guardrails: Arc::from(self.guardrails),
+                hooks: HookSet {
+                    hooks: Arc::from(self.hooks),
+                    timeout: self.hook_timeout.unwrap_or(Duration::from_secs(5)),
+                    failure_denies: self.hook_failure_denies.unwrap_or(true),
+                },
+                guardrails: Guardrails(Arc::from(self.guardrails)),
                 rate_limiter: self.rate_limiter,
-                telemetry: self.telemetry,
                 audit: self.audit,
-                architecture,
-                timeout: self.timeout,
-                output_schema,
+            },
+            stores: Stores { sessions: session_store, journal: journal.map(|j| j.journal), lease, memory: self.memory },
+            limits: Limits {
                 output_retries: self.output_retries.unwrap_or(2),
                 tool_output_limit: self.tool_output_limit.unwrap_or(50_000),
                 tool_timeout: self.tool_timeout.unwrap_or(Duration::from_secs(120)),
+            },
+            telemetry: self.telemetry,
+        };
+        Ok(Agent {
+            inner: Arc::new(AgentInner {
+                env: Arc::new(env),
+                max_turns: self.max_turns.unwrap_or(runtime.max_turns),
+                runtime,
+                architecture,
+                timeout: self.timeout,
+                output_schema,
                 sessions: Mutex::new(HashMap::new()),
             }),
         })

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::run::{Run, RunEnd, RunShared, RunStream};
-use crate::run::RunState;
+use super::run::{Run, RunStream};
 use super::{Agent, RunRequest, RunResult, driver};
 use crate::error::{Error, RunError, RunErrorKind};
 use crate::event::{EventKind, RunEnded};
 use crate::governance::Scope;
 use crate::new_id;
+use crate::run::RunState;
+use crate::runtime::{RunEnd, RunLog};
 use crate::store::RunSummary;
 
 /// Session-level configuration.
@@ -151,79 +152,65 @@ impl Session {
     pub fn start(&self, request: impl Into<RunRequest>) -> Run {
         let mut request = request.into();
         let input = request.input.take().unwrap_or_else(|| super::RunInput::Prompt(String::new()));
-        let agent = self.inner.agent.inner.clone();
+        let agent = &self.inner.agent.inner;
         let scope = Scope {
             run_id: Arc::from(new_id("run")),
             session_id: self.inner.id.clone(),
             user_id: request.user_id.as_deref().map(Arc::from),
         };
-        let shared = RunShared::new(
+        let log = RunLog::new(
             &scope,
             input,
             request.context.clone(),
             std::mem::take(&mut request.metadata),
-            agent.hooks.clone(),
+            agent.env.policies.hooks.hooks.clone(),
         );
-        let run = Run { shared: shared.clone() };
+        let run = Run { log: log.clone() };
         if self.inner.closed.load(Ordering::Acquire) {
             let message = format!("session `{}` is closed", self.inner.id);
-            fail_at_once(&shared, RunError::new(RunErrorKind::Config, message));
+            fail_at_once(&log, RunError::new(RunErrorKind::Config, message));
             return run;
         }
-        let handle = match tokio::runtime::Handle::try_current() {
-            Ok(h) => h,
-            Err(_) => {
-                let error = RunError::new(RunErrorKind::Config, "runs need a Tokio runtime; none is running");
-                fail_at_once(&shared, error);
-                return run;
-            }
-        };
-        let (done_tx, done_rx) = oneshot::channel::<()>();
-        let previous = {
-            let mut st = self.inner.lock();
-            st.live.insert(run.id().to_string(), run.clone());
-            st.tail.replace(done_rx)
-        };
-        handle.spawn(driver::drive(
-            agent,
-            self.inner.clone(),
-            shared,
-            driver::Start::Fresh(request),
-            previous,
-            done_tx,
-        ));
+        if let Err(no_runtime) = self.spawn(&run, driver::Start::Fresh(request)) {
+            fail_at_once(&log, RunError::new(RunErrorKind::Config, no_runtime));
+        }
         run
     }
 
     /// Continues a journaled run (its lease already taken) after the session's earlier runs.
     pub(crate) fn start_resumed(&self, stored: crate::store::JournaledRun) -> Result<Run, Error> {
-        let agent = self.inner.agent.inner.clone();
         let record = &stored.record;
         let scope = Scope {
             run_id: Arc::from(record.run_id.as_str()),
             session_id: self.inner.id.clone(),
             user_id: record.user_id.as_deref().map(Arc::from),
         };
-        let shared = RunShared::new(
+        let log = RunLog::new(
             &scope,
             record.input.clone(),
             record.context.clone(),
             record.metadata.clone(),
-            agent.hooks.clone(),
+            self.inner.agent.inner.env.policies.hooks.hooks.clone(),
         );
-        shared.preload(stored.events.clone(), !stored.entries.is_empty())?;
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::Config("runs need a Tokio runtime; none is running".into()))?;
-        let run = Run { shared: shared.clone() };
+        log.preload(stored.events.clone(), !stored.entries.is_empty())?;
+        let run = Run { log };
+        self.spawn(&run, driver::Start::Resume(Box::new(stored))).map_err(|e| Error::Config(e.into()))?;
+        Ok(run)
+    }
+
+    /// Queues a run behind the session's earlier runs and spawns its driver. Fails (saying why)
+    /// outside a Tokio runtime.
+    fn spawn(&self, run: &Run, start: driver::Start) -> Result<(), &'static str> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| "runs need a Tokio runtime; none is running")?;
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let previous = {
             let mut st = self.inner.lock();
             st.live.insert(run.id().to_string(), run.clone());
             st.tail.replace(done_rx)
         };
-        let start = driver::Start::Resume(Box::new(stored));
-        handle.spawn(driver::drive(agent, self.inner.clone(), shared, start, previous, done_tx));
-        Ok(run)
+        let agent = self.inner.agent.inner.clone();
+        handle.spawn(driver::drive(agent, self.inner.clone(), run.log.clone(), start, previous, done_tx));
+        Ok(())
     }
 
     /// Starts a run and waits for it. `Ok` when it completed; otherwise [`Error::Run`]. Dropping
@@ -246,13 +233,13 @@ impl Session {
         if let Some(run) = self.inner.lock().live.get(run_id).cloned() {
             return Ok(Some(run));
         }
-        let stored = self.inner.agent.inner.session_store.get_run(&self.inner.id, run_id).await?;
-        Ok(stored.map(|t| Run { shared: RunShared::from_transcript(&t) }))
+        let stored = self.inner.agent.inner.env.stores.sessions.get_run(&self.inner.id, run_id).await?;
+        Ok(stored.map(|t| Run { log: RunLog::from_transcript(&t) }))
     }
 
     /// The session's runs, oldest first: finished ones from the store, then those in flight.
     pub async fn list_runs(&self) -> Result<Vec<RunSummary>, Error> {
-        let mut runs = self.inner.agent.inner.session_store.list_runs(&self.inner.id).await?;
+        let mut runs = self.inner.agent.inner.env.stores.sessions.list_runs(&self.inner.id).await?;
         let live: Vec<Run> = self.inner.lock().live.values().cloned().collect();
         let in_flight: Vec<RunSummary> = live
             .iter()
@@ -279,7 +266,7 @@ impl Session {
                 registry.remove(&*self.inner.id);
             }
         }
-        self.inner.agent.inner.session_store.close_session(&self.inner.id).await
+        self.inner.agent.inner.env.stores.sessions.close_session(&self.inner.id).await
     }
 
     /// Whether the session is closed.
@@ -289,16 +276,16 @@ impl Session {
 }
 
 /// Ends a run that cannot start: its log still ends with a `run.failed` event.
-fn fail_at_once(shared: &RunShared, error: RunError) {
-    shared.emit(EventKind::RunFailed(RunEnded { error: error.clone(), turns: 0, usage: Default::default() }));
-    shared.finish(RunEnd {
+fn fail_at_once(log: &RunLog, error: RunError) {
+    log.emit(EventKind::RunFailed(RunEnded { error: error.clone(), turns: 0, usage: Default::default() }));
+    log.finish(RunEnd {
         state: RunState::Failed,
         output: String::new(),
         parsed: None,
         error: Some(error),
         messages: Vec::new(),
     });
-    shared.publish();
+    log.publish();
 }
 
 /// Drops the registry's dead entries, amortized: only when it has doubled since the last pruning

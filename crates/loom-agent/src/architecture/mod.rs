@@ -1,17 +1,15 @@
 //! Architectures drive the turns of a run. [`ReAct`] is the default; others implement
 //! [`Architecture`] with the same building blocks.
 //!
-//! Every side effect goes through [`RunCx`]: [`RunCx::model_turn`] and [`RunCx::run_tools`] apply
-//! hooks, budget, permissions, the journal, the audit log and events in one place, so an
-//! architecture only decides what to do next.
+//! Every side effect goes through [`RunCx`] (the runtime layer): [`RunCx::model_turn`] and
+//! [`RunCx::run_tools`] apply hooks, budget, permissions, the journal, the audit log and events in
+//! one place, so an architecture only decides what to do next.
 
-pub(crate) mod cx;
 mod react;
-pub(crate) mod replay;
 
 use std::sync::Arc;
 
-pub use cx::RunCx;
+pub use crate::runtime::RunCx;
 pub use react::ReAct;
 
 use crate::error::{Error, RunError};

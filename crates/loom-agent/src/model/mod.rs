@@ -10,11 +10,11 @@ pub mod local;
 pub mod providers;
 mod scripted;
 
-pub use loom_core::model::*;
 pub use echo::EchoModel;
 pub use handle::{ACCEPTED_MODEL_STRINGS, Model};
 #[cfg(feature = "local")]
 pub use local::LocalModel;
+pub use loom_core::model::*;
 pub use scripted::{FnModel, ScriptedModel, ScriptedToolCall, ScriptedTurn};
 
 use crate::error::Error;

@@ -1,0 +1,233 @@
+//! A run's first step. A fresh run is seeded (instructions, context, memory, history, input), its
+//! input goes through the input guardrails, it becomes `running` (`run.started`), the audit log and
+//! the `before_run` hooks see it, and the journal registers it. A resumed run takes all of that
+//! from its journal record instead.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::context::{RunCx, blocked, stopped_by_hook};
+use super::env::GuardResult;
+use super::replay::Recorder;
+use crate::error::{RunError, RunErrorKind};
+use crate::event::{EventKind, RunStarted};
+use crate::governance::{AuditAction, GuardAction, GuardStage, HookAction};
+use crate::message::{ContentPart, Message};
+use crate::output::OutputSchema;
+use crate::run::{RunContext, RunInput};
+use crate::store::{JournalEntry, JournaledRun, RunRecord, SessionRecord};
+
+/// What a fresh run is asked to do, beyond its input (which the run's log holds).
+pub(crate) struct RunPlan {
+    /// The session to create or update in the store first (when the store is not current).
+    pub(crate) open_session: Option<SessionRecord>,
+    /// The run's context.
+    pub(crate) context: RunContext,
+    /// Request metadata.
+    pub(crate) metadata: Map<String, Value>,
+    /// The output schema, if any.
+    pub(crate) output_schema: Option<OutputSchema>,
+    /// The turn limit.
+    pub(crate) max_turns: u32,
+    /// The timeout.
+    pub(crate) timeout: Option<Duration>,
+    /// The architecture's name (for the audit log).
+    pub(crate) architecture: String,
+}
+
+impl RunCx {
+    /// Seeds and starts a fresh run. `Err` ends the run with that error.
+    pub(crate) async fn begin(&mut self, plan: &RunPlan) -> Result<(), RunError> {
+        self.max_turns = plan.max_turns;
+        let schema = plan.output_schema.as_ref();
+        let native = schema.is_some() && self.env.model.capabilities().native_structured_output;
+        let input = self.log.input();
+        let (mut messages, history_base) = match self.seed(plan, &input, schema.filter(|_| !native)).await {
+            Ok(seeded) => seeded,
+            Err(error) => {
+                self.started(&input, &plan.context, Vec::new());
+                return Err(error);
+            }
+        };
+        // Input guardrails run before anything records the input: a redacted input is what the
+        // run.started event, the audit log, the transcript and the model all see.
+        let (input, input_guard) = self.guard_input(&mut messages, input);
+        self.started(&input, &plan.context, messages.clone());
+        self.messages = messages;
+        self.history_base = Some(history_base);
+        let policies = &self.env.policies;
+        let payload = serde_json::json!({
+            "input": input.summary().chars().take(500).collect::<String>(),
+            "model": self.env.model.name(), "max_turns": self.max_turns, "architecture": plan.architecture,
+        });
+        self.audit(AuditAction::RunStarted, payload).await?;
+        for hook in policies.hooks.iter() {
+            let action = match policies.hooks.call(hook.before_run(&self.scope, &input)).await {
+                Ok(action) => action,
+                Err(e) if policies.hooks.failure_denies => HookAction::Stop(e),
+                Err(e) => {
+                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "a before_run hook failed");
+                    HookAction::Continue
+                }
+            };
+            if let HookAction::Stop(reason) = action {
+                let mut error = stopped_by_hook(reason.clone());
+                error.message = format!("stopped by a hook before the first model call: {reason}");
+                return Err(error);
+            }
+        }
+        for (name, blocked_by) in input_guard {
+            let action = if blocked_by.is_some() { GuardAction::Block } else { GuardAction::Redact };
+            self.guard_event(GuardStage::Input, &name, action, blocked_by.clone()).await;
+            if let Some(reason) = blocked_by {
+                return Err(blocked(&name, reason));
+            }
+        }
+        self.native_schema = plan.output_schema.clone().filter(|_| native);
+        let record = RunRecord {
+            run_id: self.scope.run_id.to_string(),
+            session_id: self.scope.session_id.to_string(),
+            user_id: self.scope.user_id.as_deref().map(str::to_string),
+            input,
+            context: plan.context.clone(),
+            metadata: plan.metadata.clone(),
+            seeds: self.messages.clone(),
+            history_base,
+            max_turns: self.max_turns,
+            timeout_ms: plan.timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+            output_schema: schema.map(|s| (s.name().to_string(), s.schema().clone())),
+            started_at: self.log.started_at().unwrap_or_else(chrono::Utc::now),
+        };
+        self.recorder.begin(&record).await?;
+        self.journaled = self.recorder.is_journaled();
+        Ok(())
+    }
+
+    /// Continues a run from its journal: the seeded conversation comes from the record, and the
+    /// journaled results stand in for the calls the earlier execution completed. Returns the
+    /// run's output schema and timeout.
+    pub(crate) fn resume(
+        &mut self,
+        stored: JournaledRun,
+    ) -> Result<(Option<OutputSchema>, Option<Duration>), RunError> {
+        let record = stored.record;
+        self.journaled = true;
+        self.history_base = Some(record.history_base);
+        self.log.set_running(record.seeds.clone());
+        self.log.set_started_at(record.started_at);
+        if let Some(budget) = &self.env.policies.budget {
+            budget.run_started(&self.scope);
+        }
+        self.messages = record.seeds;
+        self.max_turns = record.max_turns;
+        let schema =
+            record.output_schema.map(|(name, schema)| OutputSchema::new(name, schema)).transpose().map_err(|e| {
+                RunError::new(RunErrorKind::Store, format!("journal: the stored output schema is invalid: {e}"))
+            })?;
+        let native = schema.is_some() && self.env.model.capabilities().native_structured_output;
+        self.native_schema = schema.clone().filter(|_| native);
+        let mut entries = stored.entries;
+        if entries.iter().any(|e| matches!(e, JournalEntry::MemoryWritten)) {
+            self.log.set_memory_written();
+        }
+        entries.retain(|e| !matches!(e, JournalEntry::MemoryWritten));
+        self.recorder = Recorder::new(&self.env.stores, self.log.clone(), entries);
+        Ok((schema, record.timeout_ms.map(Duration::from_millis)))
+    }
+
+    /// The run starts executing: it becomes `running` (keeping its seed messages for the in-flight
+    /// transcript), the budget's wall clock starts, and `run.started` is emitted.
+    fn started(&self, input: &RunInput, context: &RunContext, seeds: Vec<Message>) {
+        self.log.set_running(seeds);
+        if let Some(budget) = &self.env.policies.budget {
+            budget.run_started(&self.scope);
+        }
+        self.log.emit(EventKind::RunStarted(RunStarted {
+            input: input.clone(),
+            user_id: self.scope.user_id.as_deref().map(str::to_string),
+            model: self.env.model.name().to_string(),
+            context: context.clone(),
+        }));
+    }
+
+    /// Builds the seed messages: instructions, context, memory, history, input. Returns them and the
+    /// index of the input message (where this run's own messages start).
+    async fn seed(
+        &mut self,
+        plan: &RunPlan,
+        input: &RunInput,
+        prompt_schema: Option<&OutputSchema>,
+    ) -> Result<(Vec<Message>, usize), RunError> {
+        let stores = &self.env.stores;
+        let store_error = |e: crate::Error| RunError::new(RunErrorKind::Store, e.to_string());
+        if let Some(record) = &plan.open_session {
+            stores.sessions.open_session(record).await.map_err(store_error)?;
+            self.session_opened = true;
+        }
+        let history = stores.sessions.history(&self.scope.session_id).await.map_err(store_error)?;
+        let mut messages = Vec::with_capacity(history.len() + 4);
+        let instructions = &self.env.instructions;
+        match prompt_schema {
+            Some(schema) => {
+                let mut system = instructions.clone();
+                if !system.is_empty() {
+                    system.push_str("\n\n");
+                }
+                system.push_str(&schema.directive());
+                messages.push(Message::system(system));
+            }
+            None if !instructions.is_empty() => messages.push(Message::system(instructions.clone())),
+            None => {}
+        }
+        if let Some(context) = plan.context.to_message() {
+            messages.push(context);
+        }
+        if let Some(memory) = &stores.memory {
+            match memory.recall(&self.scope, input).await {
+                Ok(recalled) => messages.extend(recalled),
+                Err(e) => {
+                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "memory recall failed; continuing without it")
+                }
+            }
+        }
+        messages.extend(history);
+        let base = messages.len();
+        messages.push(input.to_message());
+        Ok((messages, base))
+    }
+
+    /// Applies the input guardrails to the input message. Returns the input as the run records it
+    /// and what each guardrail did: (guardrail, Some(reason) when it blocked).
+    fn guard_input(&self, messages: &mut [Message], input: RunInput) -> (RunInput, Vec<(String, Option<String>)>) {
+        let guardrails = &self.env.policies.guardrails;
+        let mut verdicts = Vec::new();
+        if guardrails.is_empty() {
+            return (input, verdicts);
+        }
+        let Some(Message::User { content }) = messages.last_mut() else { return (input, verdicts) };
+        let mut redacted = false;
+        for part in content.iter_mut() {
+            if let ContentPart::Text { text } = part {
+                match guardrails.apply(GuardStage::Input, text) {
+                    GuardResult::Unchanged => {}
+                    GuardResult::Redacted(new, names) => {
+                        *text = new;
+                        redacted = true;
+                        verdicts.extend(names.into_iter().map(|n| (n, None)));
+                    }
+                    GuardResult::Blocked(name, reason) => {
+                        verdicts.push((name, Some(reason)));
+                        break;
+                    }
+                }
+            }
+        }
+        if !redacted {
+            return (input, verdicts);
+        }
+        let input = RunInput::Prompt(messages.last().map(Message::text).unwrap_or_default());
+        self.log.set_input(input.clone());
+        (input, verdicts)
+    }
+}

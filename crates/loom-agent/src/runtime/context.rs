@@ -1,0 +1,335 @@
+//! [`RunCx`]: one run's working state and the one pipeline for its side effects. An architecture
+//! drives turns only through it: [`RunCx::model_turn`] and [`RunCx::run_tools`]; the driver calls
+//! `begin` / `resume` before and `finish` after (begin.rs, finish.rs).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use super::env::{GuardResult, RunEnv};
+use super::log::RunLog;
+use super::replay::Recorder;
+use crate::error::{RunError, RunErrorKind};
+use crate::event::{BudgetEvent, EventKind, GuardrailEvent, ModelResponseEvent, RateLimitedEvent};
+use crate::governance::{AuditAction, BudgetVerdict, GuardAction, GuardStage, HookAction, Scope};
+use crate::message::Message;
+use crate::model::ModelResponse;
+use crate::output::OutputSchema;
+use crate::store::JournalEntry;
+use crate::telemetry;
+use crate::tool::ToolSpec;
+
+/// One run's working state, handed to the [`Architecture`](crate::architecture::Architecture):
+/// the conversation and the two operations that touch the world, a model turn and a batch of tool
+/// calls. Budget, hooks, rate limits, permissions, approval, guardrails, the journal, the audit log
+/// and events all apply inside them, so an architecture only decides what to do next.
+pub struct RunCx {
+    /// The conversation so far. Architectures may add messages (for example a critique) before the
+    /// next model turn.
+    pub messages: Vec<Message>,
+    pub(super) env: Arc<RunEnv>,
+    pub(super) log: Arc<RunLog>,
+    pub(super) scope: Scope,
+    /// The output schema, when the model enforces it natively.
+    pub(super) native_schema: Option<OutputSchema>,
+    pub(super) turn: u32,
+    pub(super) max_turns: u32,
+    /// Budget limits already warned about in this run.
+    warned: Vec<String>,
+    /// Approvals remembered for this run: tool name → allowed.
+    pub(super) remembered: Vec<(String, Result<(), String>)>,
+    /// The journal, both ways: writes, and a resumed run's entries not replayed yet.
+    pub(super) recorder: Recorder,
+    /// Where this run's own messages start (the input message), once seeded.
+    pub(super) history_base: Option<usize>,
+    /// Whether the journal has this run (it began there, or it resumed from there).
+    pub(super) journaled: bool,
+    /// Whether `begin` created or updated the session in the store.
+    pub(super) session_opened: bool,
+}
+
+impl RunCx {
+    /// A run context before `begin` / `resume` seeds it.
+    pub(crate) fn new(env: Arc<RunEnv>, log: Arc<RunLog>, max_turns: u32) -> Self {
+        let scope = log.scope();
+        let recorder = Recorder::new(&env.stores, log.clone(), Vec::new());
+        RunCx {
+            messages: Vec::new(),
+            env,
+            log,
+            scope,
+            native_schema: None,
+            turn: 0,
+            max_turns,
+            warned: Vec::new(),
+            remembered: Vec::new(),
+            recorder,
+            history_base: None,
+            journaled: false,
+            session_opened: false,
+        }
+    }
+
+    /// Model calls made so far.
+    pub fn turn(&self) -> u32 {
+        self.turn
+    }
+
+    /// The most model calls this run may make.
+    pub fn max_turns(&self) -> u32 {
+        self.max_turns
+    }
+
+    /// Who the run acts for.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The tools offered to the model.
+    pub fn tools(&self) -> &[ToolSpec] {
+        self.env.tools.specs()
+    }
+
+    /// Appends an event to the run's log.
+    pub fn emit(&self, kind: EventKind) {
+        self.log.emit(kind);
+    }
+
+    /// The run's log.
+    pub(crate) fn log(&self) -> &Arc<RunLog> {
+        &self.log
+    }
+
+    /// Whether the journal has this run.
+    pub(crate) fn is_journaled(&self) -> bool {
+        self.journaled
+    }
+
+    /// Whether `begin` created or updated the session in the store.
+    pub(crate) fn session_opened(&self) -> bool {
+        self.session_opened
+    }
+
+    /// Marks a resumed run as journaled before it starts (a run cancelled while queued still
+    /// gets its journal's final commit).
+    pub(crate) fn set_journaled(&mut self) {
+        self.journaled = true;
+    }
+
+    /// Journal entries a resumed run did not replay (its execution diverged from the journal).
+    pub(crate) fn unreplayed(&self) -> usize {
+        self.recorder.unreplayed()
+    }
+
+    /// Whether effects run: not while a resumed run replays what already happened.
+    pub(super) fn live(&self) -> bool {
+        !self.log.is_suppressing()
+    }
+
+    /// One model call with the conversation so far: streams deltas as events, appends the answer
+    /// as an assistant message, and returns it. Counts as one turn. A resumed run gets the
+    /// journaled answer instead of calling the model again.
+    pub async fn model_turn(&mut self) -> Result<ModelResponse, RunError> {
+        self.check_cancelled()?;
+        let turn = self.turn + 1;
+        let response = match self.recorder.model(turn) {
+            // Recorded by the run's earlier execution: not sent again. The spend was counted by
+            // the process that made the call; this run's own usage includes it.
+            Some(recorded) => {
+                self.turn = turn;
+                self.log.set_turns(turn);
+                self.log.record_turn(turn, &recorded.usage);
+                recorded
+            }
+            None => self.call_model(turn).await?,
+        };
+        self.log.emit(EventKind::ModelResponse(ModelResponseEvent {
+            turn,
+            text: response.text.clone(),
+            tool_calls: response.tool_calls.clone(),
+            usage: response.usage,
+            finish_reason: response.finish_reason,
+        }));
+        self.messages.push(Message::Assistant {
+            content: response.text.clone(),
+            thinking: response.thinking.clone(),
+            tool_calls: response.tool_calls.clone(),
+        });
+        if self.live() {
+            let hooks = &self.env.policies.hooks;
+            for hook in hooks.iter() {
+                if let Err(e) = hooks.call(hook.after_model(&self.scope, turn, &response)).await {
+                    tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_model hook failed");
+                }
+            }
+        }
+        Ok(response)
+    }
+
+    /// A live model call: budget → before_model hooks → rate limit → the call → output guardrails
+    /// → usage and budget → journal.
+    async fn call_model(&mut self, turn: u32) -> Result<ModelResponse, RunError> {
+        self.check_budget().await?;
+        let hooks = &self.env.policies.hooks;
+        for hook in hooks.iter() {
+            match hooks.call(hook.before_model(&self.scope, turn, &self.messages)).await {
+                Ok(HookAction::Continue) => {}
+                Ok(HookAction::Stop(reason)) => return Err(stopped_by_hook(reason)),
+                Err(e) if hooks.failure_denies => return Err(stopped_by_hook(e)),
+                Err(e) => tracing::warn!(run_id = %self.scope.run_id, error = %e, "a before_model hook failed"),
+            }
+        }
+        self.rate_limit().await?;
+        self.turn = turn;
+        self.log.set_turns(turn);
+        let span = telemetry::chat_span(self.env.model.as_ref(), &self.env.generation, &self.scope, turn);
+        let started = Instant::now();
+        let outcome = self.stream_turn(turn).instrument(span.clone()).await;
+        telemetry::record_chat(
+            &span,
+            self.env.model.name(),
+            self.env.telemetry.capture_content,
+            &self.messages,
+            &outcome,
+            started.elapsed(),
+        );
+        let mut response = outcome?;
+        if !response.text.is_empty()
+            && let Some(redacted) = self.guard(GuardStage::Output, &response.text).await?
+        {
+            response.text = redacted;
+        }
+        self.log.record_turn(turn, &response.usage);
+        if let Some(budget) = &self.env.policies.budget {
+            budget.record(&self.scope, &response.usage);
+        }
+        self.recorder.record(JournalEntry::ModelResult { turn, response: response.clone() }).await?;
+        Ok(response)
+    }
+
+    /// A run cancelled while this task was busy (a tool cancelling it, a `cancel()` from another
+    /// thread mid-poll) stops here instead of going on to the next step.
+    pub(super) fn check_cancelled(&self) -> Result<(), RunError> {
+        if self.log.cancel.is_cancelled() {
+            return Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled"));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn check_budget(&mut self) -> Result<(), RunError> {
+        let Some(budget) = &self.env.policies.budget else { return Ok(()) };
+        let p = self.log.progress();
+        match budget.check(&self.scope, &p.usage, p.turns, p.tool_calls) {
+            BudgetVerdict::Ok => Ok(()),
+            BudgetVerdict::Warn(notice) => {
+                if !self.warned.contains(&notice.limit) {
+                    self.warned.push(notice.limit.clone());
+                    self.log.emit(EventKind::BudgetWarning(BudgetEvent {
+                        limit: notice.limit,
+                        used: notice.used,
+                        max: notice.max,
+                    }));
+                }
+                Ok(())
+            }
+            BudgetVerdict::Exceeded(notice) => {
+                let limit = notice.limit.clone();
+                self.log.emit(EventKind::BudgetExceeded(BudgetEvent {
+                    limit: notice.limit,
+                    used: notice.used,
+                    max: notice.max,
+                }));
+                let payload = serde_json::json!({"limit": limit, "used": notice.used, "max": notice.max});
+                self.audit(AuditAction::BudgetExceeded, payload).await?;
+                Err(RunError::interrupted(
+                    RunErrorKind::Budget,
+                    format!("budget: {limit}"),
+                    format!("the budget limit `{limit}` was reached"),
+                ))
+            }
+        }
+    }
+
+    async fn rate_limit(&self) -> Result<(), RunError> {
+        let Some(limiter) = &self.env.policies.rate_limiter else { return Ok(()) };
+        match limiter.acquire(&self.scope).await {
+            Ok(waited) => {
+                if !waited.is_zero() {
+                    self.log.emit(EventKind::RateLimited(RateLimitedEvent { waited_ms: waited.as_millis() as u64 }));
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                self.audit(AuditAction::RateLimited, serde_json::json!({"reason": reason})).await?;
+                Err(RunError::interrupted(RunErrorKind::RateLimit, "rate_limit", format!("rate limited: {reason}")))
+            }
+        }
+    }
+
+    /// Appends an audit record; a failure ends the run (`store`).
+    pub(super) async fn audit(&self, action: AuditAction, payload: serde_json::Value) -> Result<(), RunError> {
+        self.env
+            .policies
+            .audit(&self.scope, action, payload)
+            .await
+            .map_err(|e| RunError::new(RunErrorKind::Store, format!("audit log: {e}")))
+    }
+
+    /// Applies the guardrails of `stage` to `text`, with events: `Ok(None)` unchanged,
+    /// `Ok(Some(new))` redacted, `Err` blocked.
+    pub(super) async fn guard(&self, stage: GuardStage, text: &str) -> Result<Option<String>, RunError> {
+        if self.env.policies.guardrails.is_empty() {
+            return Ok(None);
+        }
+        match self.env.policies.guardrails.apply(stage, text) {
+            GuardResult::Unchanged => Ok(None),
+            GuardResult::Redacted(new, names) => {
+                for name in names {
+                    self.guard_event(stage, &name, GuardAction::Redact, None).await;
+                }
+                Ok(Some(new))
+            }
+            GuardResult::Blocked(name, reason) => {
+                self.guard_event(stage, &name, GuardAction::Block, Some(reason.clone())).await;
+                Err(blocked(&name, reason))
+            }
+        }
+    }
+
+    /// A guardrail's `guardrail.triggered` event and audit entry.
+    pub(super) async fn guard_event(&self, stage: GuardStage, name: &str, action: GuardAction, reason: Option<String>) {
+        self.env
+            .policies
+            .audit_or_warn(
+                &self.scope,
+                AuditAction::GuardrailTriggered,
+                || serde_json::json!({"stage": stage, "guardrail": name, "action": action, "reason": reason}),
+            )
+            .await;
+        self.log.emit(EventKind::GuardrailTriggered(GuardrailEvent {
+            stage,
+            guardrail: name.to_string(),
+            action,
+            reason,
+        }));
+    }
+}
+
+/// The error of a run a guardrail blocked.
+pub(super) fn blocked(name: &str, reason: String) -> RunError {
+    RunError::interrupted(
+        RunErrorKind::Guardrail,
+        format!("guardrail: {name}"),
+        format!("blocked by guardrail `{name}`: {reason}"),
+    )
+}
+
+/// The error of a run a hook stopped.
+pub(super) fn stopped_by_hook(reason: String) -> RunError {
+    RunError::interrupted(
+        RunErrorKind::Guardrail,
+        format!("guardrail: {reason}"),
+        format!("stopped by a hook: {reason}"),
+    )
+}

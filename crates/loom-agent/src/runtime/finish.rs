@@ -1,0 +1,201 @@
+//! A run's last step: the terminal event, the sealed result and transcript, and what persists them
+//! (the session store and history, memory, the audit log, the budget, the `after_run` hooks, the
+//! journal's final commit).
+
+use std::sync::Arc;
+
+use super::context::RunCx;
+use super::log::RunEnd;
+use crate::error::{RunError, RunErrorKind, ToolErrorKind};
+use crate::event::{EventKind, RunCompleted, RunEnded, ToolResultEvent};
+use crate::governance::AuditAction;
+use crate::message::Message;
+use crate::run::{RunResult, RunState, Transcript};
+use crate::store::JournalEntry;
+
+/// How the architecture's work came out: the answer (and its structured value), or the error.
+pub(crate) type Outcome = Result<(String, Option<serde_json::Value>), RunError>;
+
+impl RunCx {
+    /// Ends the run: emits its terminal event, seals its result and transcript, and persists them.
+    /// The caller publishes the result.
+    pub(crate) async fn finish(mut self, outcome: Outcome) -> Arc<RunResult> {
+        let outcome = match outcome {
+            Ok(_) if self.unreplayed() > 0 => Err(RunError::new(
+                RunErrorKind::Internal,
+                format!(
+                    "the resumed run finished without replaying {} journal entries: its execution diverged from \
+                     the journal (a nondeterministic architecture or hook?)",
+                    self.unreplayed()
+                ),
+            )),
+            other => other,
+        };
+        self.log.stop_suppressing();
+        let messages = std::mem::take(&mut self.messages);
+        let end = self.end_with(outcome, messages);
+        let (result, transcript) = self.log.finish(end);
+        self.persist(&result, &transcript).await;
+        if self.journaled
+            && let Err(e) = self.recorder.end(result.state).await
+        {
+            tracing::warn!(run_id = %result.run_id, error = %e, "the journal's final commit failed");
+        }
+        result
+    }
+
+    /// Emits the terminal event and describes the end.
+    fn end_with(&self, outcome: Outcome, messages: Vec<Message>) -> RunEnd {
+        let progress = self.log.progress();
+        let error = match outcome {
+            Ok((output, parsed)) => {
+                self.log.emit(EventKind::RunCompleted(RunCompleted {
+                    output: output.clone(),
+                    parsed: parsed.clone(),
+                    turns: progress.turns,
+                    usage: progress.usage,
+                }));
+                return RunEnd { state: RunState::Completed, output, parsed, error: None, messages };
+            }
+            Err(error) => error,
+        };
+        let state = match error.kind {
+            RunErrorKind::Cancelled => RunState::Cancelled,
+            RunErrorKind::MaxTurns
+            | RunErrorKind::Timeout
+            | RunErrorKind::Budget
+            | RunErrorKind::Guardrail
+            | RunErrorKind::RateLimit => RunState::Interrupted,
+            RunErrorKind::ApprovalPending => RunState::Suspended,
+            _ => RunState::Failed,
+        };
+        // Every tool.call gets its tool.result: calls still in flight when the run stopped are
+        // reported as cancelled. A suspended run's calls get theirs when it continues.
+        let pending = if state == RunState::Suspended { Vec::new() } else { self.log.pending_tool_calls() };
+        for (turn, call) in pending {
+            self.log.emit(EventKind::ToolResult(ToolResultEvent {
+                turn,
+                call_id: call.id,
+                name: call.name,
+                output: format!("Error: the run stopped before this call finished ({})", error.message),
+                is_error: true,
+                error_kind: Some(ToolErrorKind::Cancelled),
+                truncated: false,
+                duration_ms: 0,
+            }));
+        }
+        let ended = RunEnded { error: error.clone(), turns: progress.turns, usage: progress.usage };
+        self.log.emit(match state {
+            RunState::Cancelled => EventKind::RunCancelled(ended),
+            RunState::Interrupted => EventKind::RunInterrupted(ended),
+            RunState::Suspended => EventKind::RunSuspended(ended),
+            _ => EventKind::RunFailed(ended),
+        });
+        let output = error.raw_output.clone().unwrap_or_default();
+        RunEnd { state, output, parsed: None, error: Some(error), messages }
+    }
+
+    /// Saves the transcript, extends the session's history, tells memory, audit, budget and hooks.
+    async fn persist(&self, result: &Arc<RunResult>, transcript: &Arc<Transcript>) {
+        let stores = &self.env.stores;
+        let policies = &self.env.policies;
+        let scope = &self.scope;
+        // A run stopped by a guardrail adds nothing: replaying the blocked content would send it to the
+        // model on the next run (or trip the guardrail again on every later run of the session).
+        let guardrail = result.error.as_ref().is_some_and(|e| e.kind == RunErrorKind::Guardrail);
+        let mut history: Option<&[Message]> = None;
+        if let (Some(base), RunState::Completed | RunState::Interrupted, false) =
+            (self.history_base, result.state, guardrail)
+        {
+            let own = transcript.messages.get(base..).unwrap_or_default();
+            let keep = consistent_prefix(own);
+            // An interrupted run that got no answer at all (stopped before its first model call)
+            // adds nothing, so the history never holds a question without a reply.
+            let answered = own[..keep].iter().any(|m| matches!(m, Message::Assistant { .. }));
+            if keep > 0 && answered {
+                history = Some(&own[..keep]);
+            }
+        }
+        if let Err(e) = stores.sessions.save_finished_run(transcript.clone(), history).await {
+            tracing::warn!(run_id = %result.run_id, error = %e, "saving the run (transcript, session history) failed");
+        }
+        // The memory write is journaled after it happens (at least once: a crash in between repeats
+        // it on resume; `remember` gets the run id to tell). A resumed run whose journal has it skips it.
+        if let Some(memory) = &stores.memory
+            && result.state != RunState::Suspended
+            && !self.log.memory_written()
+        {
+            match memory.remember(scope, transcript).await {
+                // No events ride with this entry: a resumed run replays up to the last model or
+                // tool boundary and emits what followed it again.
+                Ok(()) if self.journaled => {
+                    if let Err(e) = self.recorder.record_alone(&JournalEntry::MemoryWritten).await {
+                        tracing::warn!(run_id = %result.run_id, error = %e, "journaling the memory write failed");
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed"),
+            }
+        }
+        policies
+            .audit_or_warn(scope, AuditAction::RunFinished, || {
+                serde_json::json!({
+                    "state": result.state, "turns": result.turns, "reason": result.interruption_reason(),
+                    "error": result.error.as_ref().map(|e| e.message.clone()),
+                    "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
+                    "cost_usd": result.usage.cost_usd, "duration_ms": result.duration_ms,
+                })
+            })
+            .await;
+        if let Some(budget) = &policies.budget
+            && self.log.was_started()
+        {
+            budget.run_finished(scope);
+        }
+        for hook in policies.hooks.iter() {
+            if let Err(e) = policies.hooks.call(hook.after_run(scope, result)).await {
+                tracing::warn!(run_id = %scope.run_id, error = %e, "an after_run hook failed");
+            }
+        }
+    }
+}
+
+/// The longest prefix in which every assistant tool call has its result, so the history never
+/// holds a dangling call that providers would reject.
+fn consistent_prefix(messages: &[Message]) -> usize {
+    let mut pending: Vec<&str> = Vec::new();
+    let mut keep = 0;
+    for (i, m) in messages.iter().enumerate() {
+        match m {
+            Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => {
+                pending = tool_calls.iter().map(|c| c.id.as_str()).collect();
+            }
+            Message::Tool { call_id, .. } => pending.retain(|id| id != call_id),
+            _ => {}
+        }
+        if pending.is_empty() {
+            keep = i + 1;
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consistent_prefix;
+    use crate::message::{Message, ToolCall};
+
+    #[test]
+    fn drops_a_dangling_tool_call() {
+        let call = |id: &str| ToolCall { id: id.into(), name: "t".into(), arguments: "{}".into() };
+        let msgs = vec![
+            Message::user("q"),
+            Message::Assistant { content: String::new(), thinking: vec![], tool_calls: vec![call("a")] },
+            Message::tool("a", "t", "r", false),
+            Message::Assistant { content: String::new(), thinking: vec![], tool_calls: vec![call("b"), call("c")] },
+            Message::tool("b", "t", "r", false),
+        ];
+        assert_eq!(consistent_prefix(&msgs), 3);
+        assert_eq!(consistent_prefix(&msgs[..3]), 3);
+    }
+}

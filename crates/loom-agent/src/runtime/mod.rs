@@ -1,0 +1,37 @@
+//! The runtime: the one layer that owns every side effect of a run.
+//!
+//! [`RunCx`] is the run's working state and its pipeline: `begin` (or `resume`) seeds and starts
+//! the run, [`RunCx::model_turn`] and [`RunCx::run_tools`] are the two steps an architecture
+//! drives, and `finish` ends it. Each step consults the agent's policies ([`env`]: budget, hooks,
+//! rate limit, permissions, approval, guardrails, audit) in a fixed order, writes the journal before
+//! moving on ([`replay`]: the same recorder replays a resumed run's journal), and appends events to
+//! the run's log ([`log`]).
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | `env.rs` | what every run consults: model, tools, stores, limits, the policies as one value |
+//! | `log.rs` | the run's event log, state and counters; its sealed result and transcript |
+//! | `context.rs` | `RunCx`: the model turn, budget, rate limit, guardrail and audit helpers |
+//! | `begin.rs` / `finish.rs` | a run's first and last steps |
+//! | `stream.rs` | one live model call, streamed |
+//! | `output_filter.rs` | streaming redaction by the output guardrails |
+//! | `tools.rs` | tool batching and execution |
+//! | `approval.rs` | the permission and approval state machine |
+//! | `replay.rs` | the journal, both ways: record, and replay on resume |
+
+mod approval;
+mod begin;
+mod context;
+pub(crate) mod env;
+mod finish;
+pub(crate) mod log;
+mod output_filter;
+pub(crate) mod replay;
+mod stream;
+mod tools;
+
+pub(crate) use begin::RunPlan;
+pub use context::RunCx;
+pub(crate) use env::{Guardrails, HookSet, Limits, Policies, RunEnv, Stores};
+pub(crate) use finish::Outcome;
+pub(crate) use log::{RunEnd, RunLog};

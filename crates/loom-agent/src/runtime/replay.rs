@@ -1,0 +1,196 @@
+//! The run's journal, both ways: every model result, tool intent, tool result and approval is
+//! written before the run moves on ([`Recorder::record`]), and a resumed run takes its journaled
+//! results back instead of calling the model or the tool again ([`Recorder::model`],
+//! [`Recorder::tool`], [`Recorder::approval`]). While a resumed run replays, its log drops the
+//! events it already holds and the steps skip effects that already happened (hooks, audit); both
+//! resume once the last entry is consumed.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::env::Stores;
+use super::log::RunLog;
+use crate::error::{RunError, RunErrorKind};
+use crate::governance::Approval;
+use crate::model::ModelResponse;
+use crate::run::RunState;
+use crate::store::{Journal, JournalEntry, Lease, RunRecord};
+
+/// A run's journal handle and the entries a resumed run has not consumed yet.
+pub(crate) struct Recorder {
+    journal: Option<Arc<dyn Journal>>,
+    lease: Lease,
+    log: Arc<RunLog>,
+    entries: Vec<JournalEntry>,
+}
+
+/// What the journal says about one tool call.
+pub(crate) enum ToolReplay {
+    /// Nothing: the call runs normally.
+    None,
+    /// It ran and its result is recorded.
+    Done(JournalEntry),
+    /// It was about to run (intent recorded) with these arguments, and no result is recorded.
+    Started(Value),
+}
+
+/// What the journal says about an approval.
+pub(crate) enum ApprovalReplay {
+    /// Nothing recorded.
+    None,
+    /// The run paused for it, and no decision has arrived.
+    Pending,
+    /// The decision.
+    Decided(Approval),
+}
+
+impl Recorder {
+    /// A recorder for a run; `entries` are a resumed run's journal (empty for a fresh run).
+    pub(crate) fn new(stores: &Stores, log: Arc<RunLog>, entries: Vec<JournalEntry>) -> Self {
+        Recorder { journal: stores.journal.clone(), lease: stores.lease.clone(), log, entries }
+    }
+
+    /// Whether the run is journaled.
+    pub(crate) fn is_journaled(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Whether a resumed run is still replaying its journal.
+    pub(crate) fn is_replaying(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
+    /// Journal entries a resumed run did not replay (its execution diverged from the journal).
+    pub(crate) fn unreplayed(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Registers the run with the journal, with its events so far.
+    pub(crate) async fn begin(&self, record: &RunRecord) -> Result<(), RunError> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let (events, end) = self.log.unpersisted();
+        journal.begin(record, &self.lease, &events).await.map_err(store_error)?;
+        self.log.mark_persisted(end);
+        Ok(())
+    }
+
+    /// Writes a journal entry, with the events emitted since the last write, before the run
+    /// moves on.
+    pub(crate) async fn record(&self, entry: JournalEntry) -> Result<(), RunError> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let (events, end) = self.log.unpersisted();
+        journal.append(&self.log.run_id, &self.lease, &entry, &events).await.map_err(store_error)?;
+        self.log.mark_persisted(end);
+        Ok(())
+    }
+
+    /// Writes a journal entry with no events (an entry after the last model or tool boundary).
+    pub(crate) async fn record_alone(&self, entry: &JournalEntry) -> Result<(), crate::Error> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        journal.append(&self.log.run_id, &self.lease, entry, &[]).await
+    }
+
+    /// The final commit: the run's last events and its state; the lease is released.
+    pub(crate) async fn end(&self, state: RunState) -> Result<(), crate::Error> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let (events, end) = self.log.unpersisted();
+        journal.end(&self.log.run_id, &self.lease, state, &events).await?;
+        self.log.mark_persisted(end);
+        Ok(())
+    }
+
+    /// The recorded result of model call `turn`, if the journal has it.
+    pub(crate) fn model(&mut self, turn: u32) -> Option<ModelResponse> {
+        let i =
+            self.entries.iter().position(|e| matches!(e, JournalEntry::ModelResult { turn: t, .. } if *t == turn))?;
+        let response = match self.entries.remove(i) {
+            JournalEntry::ModelResult { response, .. } => Some(response),
+            _ => None,
+        };
+        self.consumed();
+        response
+    }
+
+    /// What the journal says about one tool call.
+    pub(crate) fn tool(&mut self, call_id: &str) -> ToolReplay {
+        if !self.is_replaying() {
+            return ToolReplay::None;
+        }
+        let found = self.take_tool(call_id);
+        if !matches!(found, ToolReplay::None) {
+            self.consumed();
+        }
+        found
+    }
+
+    /// What the journal says about the approval of one call.
+    pub(crate) fn approval(&mut self, call_id: &str) -> ApprovalReplay {
+        if !self.is_replaying() {
+            return ApprovalReplay::None;
+        }
+        let found = self.take_approval(call_id);
+        self.consumed();
+        found
+    }
+
+    /// Once every entry is consumed, events and effects flow again.
+    fn consumed(&self) {
+        if self.entries.is_empty() {
+            self.log.stop_suppressing();
+        }
+    }
+
+    fn take_tool(&mut self, call_id: &str) -> ToolReplay {
+        let mut intent: Option<Value> = None;
+        let mut done: Option<JournalEntry> = None;
+        let mut i = 0;
+        while i < self.entries.len() {
+            match &self.entries[i] {
+                JournalEntry::ToolIntent { call, .. } if call.id == call_id => {
+                    if let JournalEntry::ToolIntent { arguments, .. } = self.entries.remove(i) {
+                        intent = Some(arguments);
+                    }
+                }
+                JournalEntry::ToolResult { call_id: id, .. } if id == call_id => {
+                    done = Some(self.entries.remove(i));
+                }
+                _ => i += 1,
+            }
+        }
+        match (done, intent) {
+            (Some(entry), _) => ToolReplay::Done(entry),
+            (None, Some(args)) => ToolReplay::Started(args),
+            (None, None) => ToolReplay::None,
+        }
+    }
+
+    fn take_approval(&mut self, call_id: &str) -> ApprovalReplay {
+        let mut pending = false;
+        let mut decided = None;
+        let mut i = 0;
+        while i < self.entries.len() {
+            match &self.entries[i] {
+                JournalEntry::ApprovalPending { call, .. } if call.id == call_id => {
+                    self.entries.remove(i);
+                    pending = true;
+                }
+                JournalEntry::ApprovalDecision { call_id: id, .. } if id == call_id => {
+                    if let JournalEntry::ApprovalDecision { approval, .. } = self.entries.remove(i) {
+                        decided = Some(approval);
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+        match (decided, pending) {
+            (Some(a), _) => ApprovalReplay::Decided(a),
+            (None, true) => ApprovalReplay::Pending,
+            (None, false) => ApprovalReplay::None,
+        }
+    }
+}
+
+fn store_error(e: crate::Error) -> RunError {
+    RunError::new(RunErrorKind::Store, format!("journal: {e}"))
+}
