@@ -3,6 +3,7 @@
 
 mod driver;
 mod input;
+mod profile;
 mod run;
 mod session;
 
@@ -12,7 +13,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 pub use crate::run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript};
-pub use input::{RunRequest, Runtime};
+pub use input::RunRequest;
+pub use profile::Runtime;
 pub use run::{EventStream, Run, RunStream};
 use session::SessionInner;
 pub use session::{Session, SessionConfig};

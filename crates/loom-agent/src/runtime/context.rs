@@ -20,7 +20,7 @@ use crate::store::JournalEntry;
 use crate::telemetry;
 use crate::tool::ToolSpec;
 
-/// One run's working state, handed to the [`Architecture`](crate::architecture::Architecture):
+/// One run's working state, handed to the architecture:
 /// the conversation and the two operations that touch the world, a model turn and a batch of tool
 /// calls. Budget, hooks, rate limits, permissions, approval, guardrails, the journal, the audit log
 /// and events all apply inside them, so an architecture only decides what to do next.
