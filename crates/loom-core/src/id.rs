@@ -1,8 +1,5 @@
 //! Identifiers: a prefix and a time-ordered, 26-character Crockford base32 body (ULID layout).
 
-use std::cell::Cell;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,38 +7,18 @@ const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 static LAST: Mutex<u128> = Mutex::new(0);
 
-thread_local! {
-    static STATE: Cell<u64> = Cell::new({
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(0x9E37_79B9_7F4A_7C15);
-        h.finish() | 1
-    });
-}
-
-fn next_random() -> u64 {
-    STATE.with(|s| {
-        // xorshift64*: fast, seeded per thread from the OS-randomized hasher keys.
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
-}
-
 /// A new identifier such as `run_01JC7Z3V9X4T6Q8R2M5N7P9K3B`: the prefix, an underscore, then 48 bits
 /// of milliseconds and 80 random bits in Crockford base32, so ids sort by creation time.
 pub fn new_id(prefix: &str) -> String {
     let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let candidate: u128 = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80)
-        | (u128::from(next_random()) << 16)
-        | u128::from(next_random() & 0xFFFF);
+        | (u128::from(fastrand::u64(..)) << 16)
+        | u128::from(fastrand::u16(..));
     // Monotonic across the process: an id made later always sorts after an earlier one, even
     // within the same millisecond (the random part then counts up from the last id).
     let value = {
         let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-        let v = if candidate > *last { candidate } else { *last + 1 };
+        let v = if candidate > *last { candidate } else { last.saturating_add(1) };
         *last = v;
         v
     };
