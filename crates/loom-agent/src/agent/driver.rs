@@ -121,7 +121,7 @@ async fn execute(agent: &AgentInner, session: &SessionInner, cx: &mut RunCx, sta
 }
 
 /// What a fresh run is asked to do, from its request and the agent's defaults.
-fn plan(agent: &AgentInner, session: &SessionInner, request: &RunRequest) -> RunPlan {
+fn plan<'a>(agent: &'a AgentInner, session: &SessionInner, request: &'a RunRequest) -> RunPlan<'a> {
     let open_session = {
         let st = session.lock();
         (!st.synced).then(|| SessionRecord {
@@ -132,12 +132,12 @@ fn plan(agent: &AgentInner, session: &SessionInner, request: &RunRequest) -> Run
     };
     RunPlan {
         open_session,
-        context: request.context.clone(),
-        metadata: request.metadata.clone(),
+        context: &request.context,
+        metadata: &request.metadata,
         output_schema: request.output_schema.clone().or_else(|| agent.output_schema.clone()),
         max_turns: request.max_turns.unwrap_or(agent.max_turns),
         timeout: request.timeout.or(agent.timeout),
-        architecture: agent.architecture.name().to_string(),
+        architecture: agent.architecture.name(),
     }
 }
 

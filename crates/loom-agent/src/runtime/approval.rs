@@ -137,7 +137,7 @@ impl RunCx {
             }
             Approval::Defer => {
                 self.decided(turn, call, PermissionDecision::Defer, by, Some(reason.clone())).await;
-                self.recorder.record(JournalEntry::ApprovalPending { turn, call: call.clone(), reason }).await?;
+                self.recorder.record(|| JournalEntry::ApprovalPending { turn, call: call.clone(), reason }).await?;
                 Err(RunError::interrupted(
                     RunErrorKind::ApprovalPending,
                     "approval_pending",

@@ -19,13 +19,13 @@ use crate::run::{RunContext, RunInput};
 use crate::store::{JournalEntry, JournaledRun, RunRecord, SessionRecord};
 
 /// What a fresh run is asked to do, beyond its input (which the run's log holds).
-pub(crate) struct RunPlan {
+pub(crate) struct RunPlan<'a> {
     /// The session to create or update in the store first (when the store is not current).
     pub(crate) open_session: Option<SessionRecord>,
     /// The run's context.
-    pub(crate) context: RunContext,
+    pub(crate) context: &'a RunContext,
     /// Request metadata.
-    pub(crate) metadata: Map<String, Value>,
+    pub(crate) metadata: &'a Map<String, Value>,
     /// The output schema, if any.
     pub(crate) output_schema: Option<OutputSchema>,
     /// The turn limit.
@@ -33,12 +33,12 @@ pub(crate) struct RunPlan {
     /// The timeout.
     pub(crate) timeout: Option<Duration>,
     /// The architecture's name (for the audit log).
-    pub(crate) architecture: String,
+    pub(crate) architecture: &'a str,
 }
 
 impl RunCx {
     /// Seeds and starts a fresh run. `Err` ends the run with that error.
-    pub(crate) async fn begin(&mut self, plan: &RunPlan) -> Result<(), RunError> {
+    pub(crate) async fn begin(&mut self, plan: &RunPlan<'_>) -> Result<(), RunError> {
         self.max_turns = plan.max_turns;
         let schema = plan.output_schema.as_ref();
         let native = schema.is_some() && self.env.model.capabilities().native_structured_output;
@@ -46,22 +46,24 @@ impl RunCx {
         let (mut messages, history_base) = match self.seed(plan, &input, schema.filter(|_| !native)).await {
             Ok(seeded) => seeded,
             Err(error) => {
-                self.started(&input, &plan.context, Vec::new());
+                self.started(&input, plan.context, Vec::new());
                 return Err(error);
             }
         };
         // Input guardrails run before anything records the input: a redacted input is what the
         // run.started event, the audit log, the transcript and the model all see.
         let (input, input_guard) = self.guard_input(&mut messages, input);
-        self.started(&input, &plan.context, messages.clone());
+        self.started(&input, plan.context, messages.clone());
         self.messages = messages;
         self.history_base = Some(history_base);
         let policies = &self.env.policies;
-        let payload = serde_json::json!({
-            "input": input.summary().chars().take(500).collect::<String>(),
-            "model": self.env.model.name(), "max_turns": self.max_turns, "architecture": plan.architecture,
-        });
-        self.audit(AuditAction::RunStarted, payload).await?;
+        if policies.audit.is_some() {
+            let payload = serde_json::json!({
+                "input": input.summary().chars().take(500).collect::<String>(),
+                "model": self.env.model.name(), "max_turns": self.max_turns, "architecture": plan.architecture,
+            });
+            self.audit(AuditAction::RunStarted, payload).await?;
+        }
         for hook in policies.hooks.iter() {
             let action = match policies.hooks.call(hook.before_run(&self.scope, &input)).await {
                 Ok(action) => action,
@@ -85,7 +87,7 @@ impl RunCx {
             }
         }
         self.native_schema = plan.output_schema.clone().filter(|_| native);
-        let record = RunRecord {
+        let record = || RunRecord {
             run_id: self.scope.run_id.to_string(),
             session_id: self.scope.session_id.to_string(),
             user_id: self.scope.user_id.as_deref().map(str::to_string),
@@ -99,7 +101,7 @@ impl RunCx {
             output_schema: schema.map(|s| (s.name().to_string(), s.schema().clone())),
             started_at: self.log.started_at().unwrap_or_else(chrono::Utc::now),
         };
-        self.recorder.begin(&record).await?;
+        self.recorder.begin(record).await?;
         self.journaled = self.recorder.is_journaled();
         Ok(())
     }
@@ -155,7 +157,7 @@ impl RunCx {
     /// index of the input message (where this run's own messages start).
     async fn seed(
         &mut self,
-        plan: &RunPlan,
+        plan: &RunPlan<'_>,
         input: &RunInput,
         prompt_schema: Option<&OutputSchema>,
     ) -> Result<(Vec<Message>, usize), RunError> {

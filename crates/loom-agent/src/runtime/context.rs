@@ -204,7 +204,7 @@ impl RunCx {
         if let Some(budget) = &self.env.policies.budget {
             budget.record(&self.scope, &response.usage);
         }
-        self.recorder.record(JournalEntry::ModelResult { turn, response: response.clone() }).await?;
+        self.recorder.record(|| JournalEntry::ModelResult { turn, response: response.clone() }).await?;
         Ok(response)
     }
 

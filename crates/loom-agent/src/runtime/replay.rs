@@ -66,21 +66,22 @@ impl Recorder {
         self.entries.len()
     }
 
-    /// Registers the run with the journal, with its events so far.
-    pub(crate) async fn begin(&self, record: &RunRecord) -> Result<(), RunError> {
+    /// Registers the run with the journal, with its events so far. `record` is built only for a
+    /// journaled run.
+    pub(crate) async fn begin(&self, record: impl FnOnce() -> RunRecord) -> Result<(), RunError> {
         let Some(journal) = &self.journal else { return Ok(()) };
         let (events, end) = self.log.unpersisted();
-        journal.begin(record, &self.lease, &events).await.map_err(store_error)?;
+        journal.begin(&record(), &self.lease, &events).await.map_err(store_error)?;
         self.log.mark_persisted(end);
         Ok(())
     }
 
     /// Writes a journal entry, with the events emitted since the last write, before the run
-    /// moves on.
-    pub(crate) async fn record(&self, entry: JournalEntry) -> Result<(), RunError> {
+    /// moves on. `entry` is built only for a journaled run.
+    pub(crate) async fn record(&self, entry: impl FnOnce() -> JournalEntry) -> Result<(), RunError> {
         let Some(journal) = &self.journal else { return Ok(()) };
         let (events, end) = self.log.unpersisted();
-        journal.append(&self.log.run_id, &self.lease, &entry, &events).await.map_err(store_error)?;
+        journal.append(&self.log.run_id, &self.lease, &entry(), &events).await.map_err(store_error)?;
         self.log.mark_persisted(end);
         Ok(())
     }

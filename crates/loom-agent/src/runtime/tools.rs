@@ -177,7 +177,7 @@ impl RunCx {
         // results; they are logged, and the journal/audit implementations own their durability.
         if let Err(e) = self
             .recorder
-            .record(JournalEntry::ToolResult {
+            .record(|| JournalEntry::ToolResult {
                 turn,
                 call_id: call.id.clone(),
                 output: outcome.content.clone(),
@@ -251,8 +251,10 @@ impl RunCx {
 
     async fn invoke(&self, turn: u32, call: &ToolCall, index: usize, args: Value) -> Result<String, ToolError> {
         let entry = self.env.tools.entry(index);
-        if let Err(e) =
-            self.recorder.record(JournalEntry::ToolIntent { turn, call: call.clone(), arguments: args.clone() }).await
+        if let Err(e) = self
+            .recorder
+            .record(|| JournalEntry::ToolIntent { turn, call: call.clone(), arguments: args.clone() })
+            .await
         {
             return Err(ToolError::new(format!("not run: {e}")));
         }
