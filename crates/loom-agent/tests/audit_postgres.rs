@@ -252,3 +252,37 @@ async fn bad_table_names_and_unreachable_servers_are_errors() {
         assert!(matches!(log.clone().table(bad), Err(Error::Config(_))), "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn a_log_built_on_a_store_shares_its_pool_and_survives_a_dropped_connection() {
+    let Some(url) = database_url() else { return };
+    let table = unique_table();
+    // The pool's connections carry a name of their own, so the test can kill exactly those.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store =
+        loom_agent::store::PostgresStore::connect(&format!("{url}{sep}application_name={table}")).await.unwrap();
+    let log = PostgresAuditLog::with_store(&store, SECRET).unwrap().table(&table).unwrap();
+    log.append(record("run_pool", 1)).await.unwrap();
+    // Kill the pool's connections: the next append opens a new one instead of failing for good.
+    let admin = raw_client(&url).await;
+    let killed = admin
+        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&table.as_str()])
+        .await
+        .unwrap();
+    assert!(!killed.is_empty(), "the pool holds a connection");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut appended = false;
+    for _ in 0..2 {
+        // A connection killed between checkout and use fails that one call; the next one reconnects.
+        if log.append(record("run_pool", 2)).await.is_ok() {
+            appended = true;
+            break;
+        }
+    }
+    assert!(appended, "the log did not reconnect");
+    let report = log.verify().await.unwrap();
+    assert!(report.is_intact(), "{:#?}", report.problems);
+    assert_eq!(report.entries, 2);
+    assert!(PostgresAuditLog::with_store(&store, "").is_err(), "an empty secret is refused");
+    drop_table(&admin, &table).await;
+}

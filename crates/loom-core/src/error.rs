@@ -23,7 +23,7 @@ pub enum Error {
     Model(#[from] ModelError),
     /// A session or run store failed.
     #[error("store error: {0}")]
-    Store(String),
+    Store(#[source] StoreError),
     /// The run's structured output could not be turned into the requested type.
     #[error("output does not fit the requested type: {0}")]
     Output(String),
@@ -57,7 +57,7 @@ pub enum Error {
     },
     /// Stored data could not be read back (a corrupt or truncated row).
     #[error("corrupt store data: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] StoreError),
     /// The database was written by a newer version of Loom.
     #[error(
         "the database schema is version {found}, newer than this version of Loom supports ({supported}); upgrade Loom"
@@ -102,6 +102,77 @@ impl Error {
             Error::Run(failure) => Some(&failure.0),
             _ => None,
         }
+    }
+}
+
+impl Error {
+    /// A store failure, keeping the driver's error as its source.
+    pub fn store(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Store(StoreError::with_source(message, source))
+    }
+
+    /// Stored data that could not be read back, keeping the decoding error as its source.
+    pub fn corrupt(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Corrupt(StoreError::with_source(message, source))
+    }
+}
+
+/// What a store reports when it fails: a message (already saying what failed, with the driver's
+/// text), and the driver's error itself as the [`source`](std::error::Error::source) when there is
+/// one. Reads as its message (`Deref<Target = str>`), and converts from a `String` or `&str` for
+/// stores that have no source to keep.
+#[derive(Debug)]
+pub struct StoreError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A failure with no underlying error.
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError { message: message.into(), source: None }
+    }
+
+    /// A failure caused by `source`.
+    pub fn with_source(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError { message: message.into(), source: Some(Box::new(source)) }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl std::ops::Deref for StoreError {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for StoreError {
+    fn from(message: String) -> Self {
+        StoreError::new(message)
+    }
+}
+
+impl From<&str> for StoreError {
+    fn from(message: &str) -> Self {
+        StoreError::new(message)
     }
 }
 

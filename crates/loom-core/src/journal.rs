@@ -145,6 +145,84 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
+impl Lease {
+    /// The lease's length in milliseconds (saturating).
+    pub fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// When this lease, taken or renewed at `now_ms`, expires (milliseconds since the epoch).
+    pub fn expiry_ms(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(self.ttl_ms())
+    }
+
+    /// Whether a held lease that expires at `expires_ms` is past half its life at `now_ms`, so a
+    /// write should renew it (most writes then leave the run's row alone).
+    pub fn due_for_renewal(&self, expires_ms: Option<i64>, now_ms: i64) -> bool {
+        expires_ms.unwrap_or(0) < self.expiry_ms(now_ms).saturating_sub(self.ttl_ms() / 2)
+    }
+}
+
+/// What a journal knows about one run's lease: what the lease rule reads. Every journal builds one
+/// from its own storage and asks [`may_take_over`], [`may_write`] or [`may_decide`], so the rule is
+/// written once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseView<'a> {
+    /// The state last written.
+    pub state: RunState,
+    /// Whether the run has finished.
+    pub finished: bool,
+    /// Whether the run is journaled (a store may hold runs it never journaled).
+    pub journaled: bool,
+    /// The lease holder.
+    pub owner: Option<&'a str>,
+    /// When the holder's lease expires, in milliseconds since the epoch.
+    pub expires_ms: Option<i64>,
+}
+
+/// The lease rule for taking a run over ([`Journal::acquire`]): an unknown or unjournaled run is
+/// [`Error::RunNotFound`]; a finished one is [`Error::RunFinished`] (never replayed); one whose
+/// lease another owner holds until after `now_ms` is [`Error::LeaseHeld`]; anything else may be
+/// taken.
+pub fn may_take_over(run_id: &str, run: Option<LeaseView<'_>>, lease: &Lease, now_ms: i64) -> Result<(), Error> {
+    let Some(run) = run else { return Err(Error::RunNotFound(run_id.to_string())) };
+    if run.finished {
+        return Err(Error::RunFinished { run_id: run_id.to_string(), state: run.state });
+    }
+    if !run.journaled {
+        return Err(Error::RunNotFound(run_id.to_string()));
+    }
+    if let (Some(holder), Some(expires)) = (run.owner, run.expires_ms)
+        && expires > now_ms
+        && holder != &*lease.owner
+    {
+        let until = DateTime::<Utc>::from_timestamp_millis(expires).map(|t| t.to_rfc3339()).unwrap_or_default();
+        return Err(Error::LeaseHeld { run_id: run_id.to_string(), owner: holder.to_string(), until });
+    }
+    Ok(())
+}
+
+/// The lease rule for a write under a lease ([`Journal::append`], [`Journal::end`],
+/// [`Journal::renew`]): an unknown run is [`Error::RunNotFound`]; a finished one, or one another
+/// owner holds, is [`Error::LeaseLost`].
+pub fn may_write(run_id: &str, run: Option<LeaseView<'_>>, lease: &Lease) -> Result<(), Error> {
+    let Some(run) = run else { return Err(Error::RunNotFound(run_id.to_string())) };
+    if run.finished || run.owner != Some(&*lease.owner) {
+        return Err(Error::LeaseLost { run_id: run_id.to_string() });
+    }
+    Ok(())
+}
+
+/// The rule for a decision on a suspended run ([`Journal::decide`]), which needs no lease: an
+/// unknown run is [`Error::RunNotFound`], a finished one [`Error::RunFinished`].
+pub fn may_decide(run_id: &str, run: Option<LeaseView<'_>>) -> Result<(), Error> {
+    let Some(run) = run else { return Err(Error::RunNotFound(run_id.to_string())) };
+    if run.finished {
+        return Err(Error::RunFinished { run_id: run_id.to_string(), state: run.state });
+    }
+    Ok(())
+}
+
 /// A journaled run as loaded for resuming or inspection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JournaledRun {
@@ -287,5 +365,65 @@ impl IntoJournal for &str {
 impl IntoJournal for String {
     fn into_journal_ref(self) -> Result<JournalRef, Error> {
         Ok(JournalRef::Url(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(owner: &str) -> Lease {
+        Lease { owner: Arc::from(owner), ttl: Duration::from_secs(30) }
+    }
+
+    fn view(owner: Option<&str>, expires_ms: Option<i64>) -> LeaseView<'_> {
+        LeaseView { state: RunState::Running, finished: false, journaled: true, owner, expires_ms }
+    }
+
+    #[test]
+    fn takeover_follows_the_rule() {
+        let me = lease("me");
+        assert!(matches!(may_take_over("r", None, &me, 0), Err(Error::RunNotFound(_))));
+        let finished = LeaseView { finished: true, state: RunState::Completed, ..view(None, None) };
+        assert!(matches!(
+            may_take_over("r", Some(finished), &me, 0),
+            Err(Error::RunFinished { state: RunState::Completed, .. })
+        ));
+        let unjournaled = LeaseView { journaled: false, ..view(None, None) };
+        assert!(matches!(may_take_over("r", Some(unjournaled), &me, 0), Err(Error::RunNotFound(_))));
+        match may_take_over("r", Some(view(Some("other"), Some(1_000))), &me, 999) {
+            Err(Error::LeaseHeld { owner, until, .. }) => {
+                assert_eq!(owner, "other");
+                assert!(until.starts_with("1970-01-01T00:00:01"), "{until}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(may_take_over("r", Some(view(Some("other"), Some(1_000))), &me, 1_000).is_ok(), "expired");
+        assert!(may_take_over("r", Some(view(Some("me"), Some(1_000))), &me, 0).is_ok(), "ours");
+        assert!(may_take_over("r", Some(view(None, None)), &me, 0).is_ok(), "free");
+    }
+
+    #[test]
+    fn writes_need_the_lease() {
+        let me = lease("me");
+        assert!(matches!(may_write("r", None, &me), Err(Error::RunNotFound(_))));
+        assert!(matches!(may_write("r", Some(view(Some("other"), None)), &me), Err(Error::LeaseLost { .. })));
+        assert!(matches!(may_write("r", Some(view(None, None)), &me), Err(Error::LeaseLost { .. })));
+        let finished = LeaseView { finished: true, ..view(Some("me"), None) };
+        assert!(matches!(may_write("r", Some(finished), &me), Err(Error::LeaseLost { .. })));
+        assert!(may_write("r", Some(view(Some("me"), None)), &me).is_ok());
+        assert!(matches!(may_decide("r", Some(finished)), Err(Error::RunFinished { .. })));
+        assert!(may_decide("r", Some(view(None, None))).is_ok());
+    }
+
+    #[test]
+    fn expiry_saturates_and_renewal_waits_for_half_the_lease() {
+        let me = lease("me");
+        assert_eq!(me.expiry_ms(1_000), 31_000);
+        assert_eq!(Lease { owner: Arc::from("x"), ttl: Duration::MAX }.expiry_ms(5), i64::MAX);
+        assert!(!me.due_for_renewal(Some(31_000), 1_000));
+        assert!(!me.due_for_renewal(Some(31_000), 15_999));
+        assert!(me.due_for_renewal(Some(31_000), 16_001));
+        assert!(me.due_for_renewal(None, 0));
     }
 }

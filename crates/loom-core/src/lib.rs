@@ -42,7 +42,7 @@ pub mod store;
 pub mod tool;
 
 pub use capability::Capability;
-pub use error::{Error, ModelError, RunError, RunErrorKind, RunFailure, ToolError, ToolErrorKind};
+pub use error::{Error, ModelError, RunError, RunErrorKind, RunFailure, StoreError, ToolError, ToolErrorKind};
 pub use event::{Event, EventKind};
 pub use id::new_id;
 pub use journal::Journal;

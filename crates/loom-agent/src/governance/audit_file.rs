@@ -221,7 +221,7 @@ impl AuditLog for FileAuditLog {
         let log = self.clone();
         tokio::task::spawn_blocking(move || log.write_entry(&prepared))
             .await
-            .map_err(|e| Error::Store(format!("audit log writer: {e}")))?
+            .map_err(|e| Error::store(format!("audit log writer: {e}"), e))?
     }
 }
 

@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, OnceCell};
-use tokio_postgres::{Client, NoTls};
+use tokio::sync::OnceCell;
+use tokio_postgres::Client;
 
 use super::audit::{AuditEntry, GENESIS_HASH, Prepared, Signer, Verifier, VerifyReport, now_rfc3339, sha256_hex};
 use super::{AuditLog, AuditRecord};
 use crate::Error;
+use crate::store::PostgresStore;
+use crate::store::postgres::{PgPool, PooledConn};
 
 /// The table used unless [`PostgresAuditLog::table`] names another.
 pub const DEFAULT_AUDIT_TABLE: &str = "loom_audit_log";
@@ -46,8 +48,9 @@ pub const DEFAULT_AUDIT_TABLE: &str = "loom_audit_log";
 /// lock. So any number of [`PostgresAuditLog`] values, in any number of processes, appending to one
 /// table keep one valid chain. Redaction and serialization happen before the transaction.
 ///
-/// One value holds one connection; clones share it, and its appends are serialized. The connection
-/// is not re-established: after it breaks, every call fails with [`Error::Store`].
+/// Connections come from a pool (up to 8, opened as needed on the current tokio runtime; a broken
+/// one is replaced on the next call), the same pool as [`PostgresStore`]'s: build the log with
+/// [`PostgresAuditLog::with_store`] to share the store's.
 #[derive(Clone)]
 pub struct PostgresAuditLog {
     inner: Arc<Inner>,
@@ -56,7 +59,7 @@ pub struct PostgresAuditLog {
 }
 
 struct Inner {
-    client: Mutex<Client>,
+    pool: Arc<PgPool>,
     signer: Signer,
 }
 
@@ -66,30 +69,49 @@ impl std::fmt::Debug for PostgresAuditLog {
     }
 }
 
-fn store_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Store(format!("postgres audit log: {what}: {e}"))
+fn store_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::store(format!("postgres audit log: {what}: {e}"), e)
 }
 
 impl PostgresAuditLog {
     /// Connects to the database at `url` (a `postgres://` URL or a key-value connection string,
-    /// without TLS), signing with `secret`, which must not be empty. The connection runs as a task
-    /// on the current tokio runtime; a failure to connect (or no runtime) is an [`Error::Store`].
+    /// without TLS), signing with `secret`, which must not be empty. Connections run as tasks on
+    /// the current tokio runtime; a URL that does not parse, a failure to connect, or no runtime is
+    /// an [`Error::Store`].
     pub async fn connect(url: &str, secret: impl AsRef<[u8]>) -> Result<PostgresAuditLog, Error> {
         let signer = Signer::new(secret.as_ref())?;
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|e| store_error("connecting needs a tokio runtime", e))?;
-        let (client, connection) =
-            tokio_postgres::connect(url, NoTls).await.map_err(|e| store_error("connecting", e))?;
-        runtime.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "postgres audit log: the connection ended with an error");
-            }
-        });
-        Ok(PostgresAuditLog {
-            inner: Arc::new(Inner { client: Mutex::new(client), signer }),
+        let pool = PgPool::new(url).map_err(|e| match e {
+            Error::Config(msg) => Error::Store(format!("postgres audit log: connecting: {msg}").into()),
+            other => other,
+        })?;
+        let log = Self::from_pool(Arc::new(pool), signer);
+        let conn = log.conn().await?;
+        log.inner.pool.put(conn);
+        Ok(log)
+    }
+
+    /// An audit log in the database of `store`, sharing its connection pool, signing with
+    /// `secret` (which must not be empty). Connects on first use.
+    pub fn with_store(store: &PostgresStore, secret: impl AsRef<[u8]>) -> Result<PostgresAuditLog, Error> {
+        Ok(Self::from_pool(store.pool().clone(), Signer::new(secret.as_ref())?))
+    }
+
+    fn from_pool(pool: Arc<PgPool>, signer: Signer) -> PostgresAuditLog {
+        PostgresAuditLog {
+            inner: Arc::new(Inner { pool, signer }),
             table: DEFAULT_AUDIT_TABLE.into(),
             created: Arc::new(OnceCell::new()),
-        })
+        }
+    }
+
+    /// A pooled connection, the table created on first use.
+    async fn conn(&self) -> Result<PooledConn, Error> {
+        let mut conn = self.inner.pool.get().await?;
+        if let Err(e) = self.ensure_table(&mut conn.client).await {
+            self.inner.pool.put(conn);
+            return Err(e);
+        }
+        Ok(conn)
     }
 
     /// Uses the table `name` (created on first use if missing) instead of `loom_audit_log`. The
@@ -151,8 +173,13 @@ impl PostgresAuditLog {
     }
 
     async fn insert(&self, prepared: &Prepared) -> Result<(), Error> {
-        let mut client = self.inner.client.lock().await;
-        self.ensure_table(&mut client).await?;
+        let mut conn = self.conn().await?;
+        let result = self.insert_on(&mut conn.client, prepared).await;
+        self.inner.pool.put(conn);
+        result
+    }
+
+    async fn insert_on(&self, client: &mut Client, prepared: &Prepared) -> Result<(), Error> {
         let tx = client.transaction().await.map_err(|e| store_error("beginning", e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&self.lock_key()])
             .await
@@ -206,19 +233,19 @@ impl PostgresAuditLog {
     /// order, so a [`Problem`](super::Problem)'s `line` is the row's position in that order (from 1).
     /// Fails only when the table cannot be read; what is wrong with it is in the report.
     pub async fn verify(&self) -> Result<VerifyReport, Error> {
-        let mut client = self.inner.client.lock().await;
-        self.ensure_table(&mut client).await?;
+        let conn = self.conn().await?;
         let sql = format!(
             "SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), run_id, session_id, \
              user_id, action, payload_text, prev_hash, hash, signature FROM {} ORDER BY seq",
             self.table
         );
-        let rows = client.query(&sql, &[]).await.map_err(|e| store_error("reading the entries", e))?;
-        drop(client);
+        let rows = conn.client.query(&sql, &[]).await.map_err(|e| store_error("reading the entries", e));
+        self.inner.pool.put(conn);
+        let rows = rows?;
         let mut verifier = Verifier::new(&self.inner.signer);
         for (i, row) in rows.iter().enumerate() {
             let line = i + 1;
-            let read = |e| store_error("reading a row", e);
+            let read = |e: tokio_postgres::Error| store_error("reading a row", e);
             let seq: i64 = row.try_get(0).map_err(read)?;
             let payload_text: String = row.try_get(6).map_err(read)?;
             let payload = match serde_json::from_str::<Value>(&payload_text) {

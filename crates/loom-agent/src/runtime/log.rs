@@ -171,10 +171,13 @@ impl RunLog {
     /// events the replay would emit again are dropped. Fails unless the events are numbered 0..n.
     pub(crate) fn preload(&self, events: Vec<Event>, replaying: bool) -> Result<(), Error> {
         if let Some((i, e)) = events.iter().enumerate().find(|(i, e)| e.seq != *i as u64) {
-            return Err(Error::Corrupt(format!(
-                "run {}: the stored events have a gap or duplicate at position {i} (seq {})",
-                self.run_id, e.seq
-            )));
+            return Err(Error::Corrupt(
+                format!(
+                    "run {}: the stored events have a gap or duplicate at position {i} (seq {})",
+                    self.run_id, e.seq
+                )
+                .into(),
+            ));
         }
         let mut inner = self.lock();
         inner.persisted = events.len();

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use crate::error::Error;
 use crate::event::Event;
 use crate::run::RunState;
-use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
+use loom_core::journal::{
+    Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, LeaseView, RunFilter, RunRecord, may_decide,
+    may_take_over, may_write,
+};
 
 /// A journal in process memory: leases, replay and approvals work within one process (a run can
 /// be suspended for approval and resumed), nothing survives a restart. Useful in tests and as the
@@ -28,21 +31,30 @@ impl InMemoryJournal {
     }
 }
 
-fn expiry(lease: &Lease) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(lease.ttl).unwrap_or(chrono::Duration::MAX)
+fn expiry(lease: &Lease, now_ms: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(lease.expiry_ms(now_ms)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// The run, held by `lease`: renews it. `LeaseLost` when another owner holds it.
+/// What the lease rule reads of a run.
+fn view(run: &JournaledRun) -> LeaseView<'_> {
+    LeaseView {
+        state: run.state,
+        finished: run.finished,
+        journaled: true,
+        owner: run.lease_owner.as_deref(),
+        expires_ms: run.lease_expires_at.map(|t| t.timestamp_millis()),
+    }
+}
+
+/// The run, held by `lease`: renews it. `LeaseLost` when another owner holds it (the lease rule).
 fn held<'a>(
     runs: &'a mut HashMap<String, JournaledRun>,
     run_id: &str,
     lease: &Lease,
 ) -> Result<&'a mut JournaledRun, Error> {
+    may_write(run_id, runs.get(run_id).map(view), lease)?;
     let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
-    if run.finished || run.lease_owner.as_deref() != Some(&*lease.owner) {
-        return Err(Error::LeaseLost { run_id: run_id.to_string() });
-    }
-    run.lease_expires_at = Some(expiry(lease));
+    run.lease_expires_at = Some(expiry(lease, Utc::now().timestamp_millis()));
     Ok(run)
 }
 
@@ -51,7 +63,7 @@ impl Journal for InMemoryJournal {
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
         self.with(|runs| {
             if runs.contains_key(&record.run_id) {
-                return Err(Error::Store(format!("run {} is already journaled", record.run_id)));
+                return Err(Error::Store(format!("run {} is already journaled", record.run_id).into()));
             }
             runs.insert(
                 record.run_id.clone(),
@@ -62,7 +74,7 @@ impl Journal for InMemoryJournal {
                     state: RunState::Running,
                     finished: false,
                     lease_owner: Some(lease.owner.to_string()),
-                    lease_expires_at: Some(expiry(lease)),
+                    lease_expires_at: Some(expiry(lease, Utc::now().timestamp_millis())),
                 },
             );
             Ok(())
@@ -92,23 +104,11 @@ impl Journal for InMemoryJournal {
 
     async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
         self.with(|runs| {
+            let now = Utc::now().timestamp_millis();
+            may_take_over(run_id, runs.get(run_id).map(view), lease, now)?;
             let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
-            if run.finished {
-                return Err(Error::RunFinished { run_id: run_id.to_string(), state: run.state });
-            }
-            let now = Utc::now();
-            if let (Some(owner), Some(until)) = (&run.lease_owner, run.lease_expires_at)
-                && until > now
-                && **owner != *lease.owner
-            {
-                return Err(Error::LeaseHeld {
-                    run_id: run_id.to_string(),
-                    owner: owner.clone(),
-                    until: until.to_rfc3339(),
-                });
-            }
             run.lease_owner = Some(lease.owner.to_string());
-            run.lease_expires_at = Some(expiry(lease));
+            run.lease_expires_at = Some(expiry(lease, now));
             run.state = RunState::Running;
             Ok(())
         })
@@ -120,10 +120,8 @@ impl Journal for InMemoryJournal {
 
     async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
         self.with(|runs| {
+            may_decide(run_id, runs.get(run_id).map(view))?;
             let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
-            if run.finished {
-                return Err(Error::RunFinished { run_id: run_id.to_string(), state: run.state });
-            }
             run.entries.push(entry.clone());
             Ok(())
         })

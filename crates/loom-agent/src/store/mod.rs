@@ -8,7 +8,9 @@ mod journal;
 mod memory_journal;
 mod memory_store;
 #[cfg(feature = "postgres")]
-mod postgres;
+pub(crate) mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -1,0 +1,314 @@
+//! The PostgreSQL journal and session store: one database holds sessions, their history, runs,
+//! transcripts, events and run journals, in tables named `loom_*` (the same layout as the SQLite
+//! store).
+
+mod pool;
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
+
+use crate::error::Error;
+use crate::event::Event;
+use crate::store::sql::{decode_event, now_ms};
+use loom_core::journal::{Lease, LeaseView, may_write};
+pub(crate) use pool::{PgPool, PooledConn, pg};
+
+/// The newest schema this version reads and writes.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
+
+/// The tables of schema version 1.
+const SCHEMA_V1: &str = "
+    CREATE TABLE IF NOT EXISTS loom_sessions (
+        id TEXT PRIMARY KEY, metadata TEXT NOT NULL, extensions TEXT NOT NULL,
+        closed BOOLEAN NOT NULL DEFAULT FALSE, updated_at BIGINT NOT NULL);
+    CREATE TABLE IF NOT EXISTS loom_history (
+        id BIGSERIAL PRIMARY KEY, session_id TEXT NOT NULL, run_id TEXT NOT NULL,
+        idx BIGINT NOT NULL, message TEXT NOT NULL, UNIQUE (session_id, run_id, idx));
+    CREATE INDEX IF NOT EXISTS loom_history_by_session ON loom_history (session_id, id);
+    CREATE TABLE IF NOT EXISTS loom_runs (
+        run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, user_id TEXT, state TEXT NOT NULL,
+        finished BOOLEAN NOT NULL DEFAULT FALSE, input TEXT, record TEXT, transcript TEXT,
+        started_at BIGINT NOT NULL, finished_at BIGINT, lease_owner TEXT, lease_expires BIGINT);
+    CREATE INDEX IF NOT EXISTS loom_runs_by_session ON loom_runs (session_id, run_id);
+    CREATE TABLE IF NOT EXISTS loom_journal (
+        run_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, entry TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq));
+    CREATE TABLE IF NOT EXISTS loom_events (
+        run_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq));";
+
+/// A journal and session store in a PostgreSQL database, safe to share between processes and
+/// machines (feature `postgres`).
+///
+/// [`PostgresStore::new`] only checks the URL; the first call connects (without TLS) and creates
+/// or upgrades the schema, in a transaction under `pg_advisory_xact_lock`, so any number of
+/// processes may start at once. A database written by a newer version of Loom is refused with
+/// [`Error::SchemaTooNew`]. The schema version is kept in the table `loom_schema_version`.
+///
+/// A store (and its clones) keeps up to 8 connections, opened as needed on the current tokio
+/// runtime; a connection that breaks is dropped and replaced on the next call.
+///
+/// Leases are timed with this process's clock (milliseconds since the Unix epoch), as with the
+/// SQLite store: keep the clocks of the machines sharing a database in sync, well within a lease's
+/// time to live.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), loom_agent::Error> {
+/// let store = loom_agent::store::PostgresStore::connect("postgres://loom@localhost:5432/loom").await?;
+/// let agent = loom_agent::Agent::builder().model("echo").journal(store).build()?;
+/// # let _ = agent; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Arc<PgPool>,
+    migrated: OnceCell<()>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("host", &self.inner.pool.host())
+            .field("dbname", &self.inner.pool.dbname())
+            .finish_non_exhaustive()
+    }
+}
+
+fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, Error> {
+    row.try_get(idx).map_err(|e| pg("reading a row", e))
+}
+
+/// Events as the array parameters of one insert: (seqs, JSON texts).
+fn event_columns(events: &[Event]) -> Result<(Vec<i64>, Vec<String>), Error> {
+    Ok(crate::store::sql::encode_events(events)?.into_iter().unzip())
+}
+
+impl PostgresStore {
+    /// A store for the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?…]` or a
+    /// key-value connection string), without connecting: the first call connects. A URL that does
+    /// not parse is an [`Error::Config`] (which never repeats the password).
+    pub fn new(url: &str) -> Result<Self, Error> {
+        Ok(PostgresStore { inner: Arc::new(Inner { pool: Arc::new(PgPool::new(url)?), migrated: OnceCell::new() }) })
+    }
+
+    /// Connects to the database at `url` now (see [`PostgresStore::new`]) and creates or upgrades
+    /// the schema: a database that cannot be reached is an [`Error::Store`] here rather than on
+    /// first use.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let store = Self::new(url)?;
+        let conn = store.conn().await?;
+        store.release(conn);
+        Ok(store)
+    }
+
+    /// Takes an idle connection or opens one, migrating the schema on the store's first connection.
+    async fn conn(&self) -> Result<PooledConn, Error> {
+        let mut conn = self.inner.pool.get().await?;
+        if let Err(e) = self.inner.migrated.get_or_try_init(|| migrate(&mut conn.client)).await {
+            self.release(conn);
+            return Err(e);
+        }
+        Ok(conn)
+    }
+
+    /// Hands a connection back to the pool (a closed one is dropped).
+    fn release(&self, conn: PooledConn) {
+        self.inner.pool.put(conn);
+    }
+
+    /// The store's connection pool (the audit log can share it).
+    pub(crate) fn pool(&self) -> &Arc<PgPool> {
+        &self.inner.pool
+    }
+}
+
+/// Runs `op` on a pooled connection and hands the connection back, whatever the outcome.
+macro_rules! with_conn {
+    ($store:expr, |$client:ident| $body:expr) => {{
+        let mut conn = $store.conn().await?;
+        let result = {
+            let $client = &mut conn.client;
+            $body.await
+        };
+        $store.release(conn);
+        result
+    }};
+}
+
+mod journal;
+mod sessions;
+
+/// Creates or upgrades the schema under the migration lock. Refuses a database from a newer version.
+async fn migrate(client: &mut Client) -> Result<(), Error> {
+    let tx = client.transaction().await.map_err(|e| pg("beginning the migration", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| pg("taking the migration lock", e))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS loom_schema_version (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .map_err(|e| pg("creating loom_schema_version", e))?;
+    let row = tx
+        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM loom_schema_version", &[])
+        .await
+        .map_err(|e| pg("reading the schema version", e))?;
+    let version: i64 = get(&row, 0)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+    }
+    if version < 1 {
+        tx.batch_execute(SCHEMA_V1).await.map_err(|e| pg("creating the schema", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (1, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
+    tx.commit().await.map_err(|e| pg("committing the migration", e))
+}
+
+async fn insert_events(tx: &Transaction<'_>, run_id: &str, events: &(Vec<i64>, Vec<String>)) -> Result<(), Error> {
+    if events.0.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO loom_events (run_id, seq, event)
+         SELECT $1::TEXT, e.seq, e.event FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS e(seq, event)
+         ON CONFLICT (run_id, seq) DO NOTHING",
+        &[&run_id, &events.0, &events.1],
+    )
+    .await
+    .map_err(|e| pg("inserting events", e))?;
+    Ok(())
+}
+
+/// Renews the lease held by `lease`'s owner until `until` (locking the run's row until the
+/// transaction ends); `RunNotFound` or `LeaseLost` (the lease rule) when it does not hold the run.
+async fn renew_lease(tx: &Transaction<'_>, run_id: &str, lease: &Lease, until: i64) -> Result<(), Error> {
+    let owner: &str = &lease.owner;
+    let n = tx
+        .execute(
+            "UPDATE loom_runs SET lease_expires = $1 WHERE run_id = $2 AND lease_owner = $3 AND NOT finished",
+            &[&until, &run_id, &owner],
+        )
+        .await
+        .map_err(|e| pg("renewing the lease", e))?;
+    if n == 0 {
+        // The update matched nothing: the rule says why (unknown run, finished, another owner).
+        let row = lease_row(tx, run_id, false).await?;
+        may_write(run_id, row.as_ref().map(LeaseRow::view), lease)?;
+        return Err(Error::LeaseLost { run_id: run_id.to_string() });
+    }
+    Ok(())
+}
+
+/// A run's lease columns, as read for the lease rule.
+struct LeaseRow {
+    state: loom_core::run::RunState,
+    finished: bool,
+    journaled: bool,
+    owner: Option<String>,
+    expires_ms: Option<i64>,
+}
+
+impl LeaseRow {
+    fn view(&self) -> LeaseView<'_> {
+        LeaseView {
+            state: self.state,
+            finished: self.finished,
+            journaled: self.journaled,
+            owner: self.owner.as_deref(),
+            expires_ms: self.expires_ms,
+        }
+    }
+}
+
+/// Reads the run's lease columns; `for_update` locks the row until the transaction ends.
+async fn lease_row(tx: &Transaction<'_>, run_id: &str, for_update: bool) -> Result<Option<LeaseRow>, Error> {
+    let sql = if for_update {
+        "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires FROM loom_runs WHERE run_id = $1 \
+         FOR UPDATE"
+    } else {
+        "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires FROM loom_runs WHERE run_id = $1"
+    };
+    let row = tx.query_opt(sql, &[&run_id]).await.map_err(|e| pg("reading the run", e))?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(LeaseRow {
+        state: crate::store::sql::parse_state(get(&row, 0)?, run_id)?,
+        finished: get(&row, 1)?,
+        journaled: get(&row, 2)?,
+        owner: get(&row, 3)?,
+        expires_ms: get(&row, 4)?,
+    }))
+}
+
+/// Appends a journal entry at the next seq. The caller holds the run's row lock, so concurrent
+/// writers of one run never pick the same seq.
+async fn insert_entry(tx: &Transaction<'_>, run_id: &str, kind: &str, text: &str) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO loom_journal (run_id, seq, kind, entry)
+         SELECT $1::TEXT, COALESCE(MAX(seq) + 1, 0), $2::TEXT, $3::TEXT FROM loom_journal WHERE run_id = $1::TEXT",
+        &[&run_id, &kind, &text],
+    )
+    .await
+    .map_err(|e| pg("appending to the journal", e))?;
+    Ok(())
+}
+
+async fn load_events(tx: &Transaction<'_>, run_id: &str) -> Result<Vec<Event>, Error> {
+    let rows = tx
+        .query("SELECT seq, event FROM loom_events WHERE run_id = $1 ORDER BY seq", &[&run_id])
+        .await
+        .map_err(|e| pg("reading events", e))?;
+    rows.iter().map(|row| decode_event(run_id, get(row, 0)?, get(row, 1)?)).collect()
+}
+
+/// A consistent read-only snapshot.
+async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, Error> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| pg("beginning a read", e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn new_does_not_connect_and_debug_hides_the_password() {
+        let store = PostgresStore::new("postgres://loom:s3cret-pw@db.example:6543/journal").unwrap();
+        let debug = format!("{store:?}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert!(debug.contains("db.example:6543") && debug.contains("journal"), "{debug}");
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_without_the_password() {
+        for url in ["postgres://loom:s3cret-pw@db.example:notaport/x", "postgres://loom:s3cret-pw@h/x?bogus=1"] {
+            match PostgresStore::new(url) {
+                Err(Error::Config(msg)) => assert!(!msg.contains("s3cret-pw"), "{msg}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn scrub_removes_the_password() {
+        assert_eq!(pool::scrub("postgres://u:pw@h/db", "a pw b".into()), "a *** b");
+        assert_eq!(pool::scrub("postgres://u@h/db", "a pw b".into()), "a pw b");
+    }
+}

@@ -1,0 +1,192 @@
+//! Row encoding and decoding shared by the SQL stores (SQLite and PostgreSQL): how runs, events,
+//! journal entries, history and sessions become column values and come back, and the errors that
+//! name the row that could not be read. The two backends differ only in their driver calls.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::event::Event;
+use crate::message::Message;
+use crate::run::{RunInput, RunState, Transcript};
+use crate::store::{JournalEntry, RunRecord, SessionRecord};
+
+/// Stored data that cannot be read back: what it was, and the decoding error as the source.
+pub(crate) fn corrupt(what: impl std::fmt::Display, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::corrupt(format!("{what}: {e}"), e)
+}
+
+/// A value as the JSON text a column holds.
+pub(crate) fn json<T: Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|e| Error::store(format!("serializing: {e}"), e))
+}
+
+/// A column's JSON text decoded; `what` names the row for the error.
+pub(crate) fn decode<T: DeserializeOwned>(text: &str, what: impl FnOnce() -> String) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|e| corrupt(what(), e))
+}
+
+/// A time as stored: milliseconds since the epoch.
+pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The time now, as stored.
+pub(crate) fn now_ms() -> i64 {
+    millis(Utc::now())
+}
+
+/// A stored time read back (the epoch for an out-of-range value).
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// A stored run state read back.
+pub(crate) fn parse_state(s: &str, run_id: &str) -> Result<RunState, Error> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|e| corrupt(format!("run {run_id} state"), e))
+}
+
+/// Whether a run in `state` has finished for good (a suspended run has not).
+pub(crate) fn is_finished(state: RunState) -> bool {
+    state.is_terminal() && state != RunState::Suspended
+}
+
+/// Events as stored: (seq, JSON).
+pub(crate) fn encode_events(events: &[Event]) -> Result<Vec<(i64, String)>, Error> {
+    events
+        .iter()
+        .map(|e| {
+            let seq =
+                i64::try_from(e.seq).map_err(|_| Error::Store(format!("event seq {} out of range", e.seq).into()))?;
+            Ok((seq, json(e)?))
+        })
+        .collect()
+}
+
+/// One stored event read back.
+pub(crate) fn decode_event(run_id: &str, seq: i64, text: &str) -> Result<Event, Error> {
+    decode(text, || format!("run {run_id}: event {seq}"))
+}
+
+/// One stored journal entry read back.
+pub(crate) fn decode_entry(run_id: &str, seq: i64, text: &str) -> Result<JournalEntry, Error> {
+    decode(text, || format!("run {run_id}: journal entry {seq}"))
+}
+
+/// A stored run record read back.
+pub(crate) fn decode_record(run_id: &str, text: &str) -> Result<RunRecord, Error> {
+    decode(text, || format!("run {run_id}: record"))
+}
+
+/// A stored transcript read back (its events are stored apart).
+pub(crate) fn decode_transcript(run_id: &str, text: &str) -> Result<Transcript, Error> {
+    decode(text, || format!("run {run_id}: transcript"))
+}
+
+/// A run's stored input read back (a run stored without one had an empty prompt).
+pub(crate) fn decode_input(run_id: &str, text: Option<&str>) -> Result<RunInput, Error> {
+    match text {
+        Some(text) => decode(text, || format!("run {run_id}: input")),
+        None => Ok(RunInput::Prompt(String::new())),
+    }
+}
+
+/// One stored history message read back.
+pub(crate) fn decode_history(session_id: &str, row: i64, text: &str) -> Result<Message, Error> {
+    decode(text, || format!("session {session_id}: history row {row}"))
+}
+
+/// Messages as stored history rows.
+pub(crate) fn encode_history(messages: &[Message]) -> Result<Vec<String>, Error> {
+    messages.iter().map(json).collect()
+}
+
+/// A stored session read back.
+pub(crate) fn decode_session(id: &str, metadata: &str, extensions: &str) -> Result<SessionRecord, Error> {
+    Ok(SessionRecord {
+        id: id.to_string(),
+        metadata: decode(metadata, || format!("session {id}: metadata"))?,
+        extensions: decode(extensions, || format!("session {id}: extensions"))?,
+    })
+}
+
+/// The session to store when `record` is opened over what is stored: metadata and extensions merged.
+pub(crate) fn merge_session(existing: Option<SessionRecord>, record: &SessionRecord) -> SessionRecord {
+    let mut merged = existing.unwrap_or_else(|| SessionRecord { id: record.id.clone(), ..Default::default() });
+    merged.metadata.extend(record.metadata.clone());
+    merged.extensions.extend(record.extensions.clone());
+    merged
+}
+
+/// A run's columns as a journal's `begin` stores them.
+pub(crate) struct RecordRow {
+    pub(crate) input: String,
+    pub(crate) record: String,
+    pub(crate) started: i64,
+}
+
+impl RecordRow {
+    pub(crate) fn new(record: &RunRecord) -> Result<Self, Error> {
+        Ok(RecordRow { input: json(&record.input)?, record: json(record)?, started: millis(record.started_at) })
+    }
+}
+
+/// A finished run's transcript as stored: the row's columns, and its events apart.
+pub(crate) struct RunRow {
+    pub(crate) run_id: String,
+    pub(crate) session_id: String,
+    pub(crate) user_id: Option<String>,
+    pub(crate) state: RunState,
+    pub(crate) finished: bool,
+    pub(crate) input: String,
+    pub(crate) transcript: String,
+    pub(crate) started: i64,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) events: Vec<(i64, String)>,
+}
+
+impl RunRow {
+    pub(crate) fn new(transcript: &Transcript) -> Result<Self, Error> {
+        let events = encode_events(&transcript.events)?;
+        let mut bare = transcript.clone();
+        bare.events = Arc::from(Vec::new());
+        Ok(RunRow {
+            transcript: json(&bare)?,
+            input: json(&bare.input)?,
+            started: millis(bare.started_at.or(bare.finished_at).unwrap_or_else(Utc::now)),
+            finished_at: bare.finished_at.map(millis),
+            finished: is_finished(bare.state),
+            state: bare.state,
+            run_id: bare.run_id,
+            session_id: bare.session_id,
+            user_id: bare.user_id,
+            events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_row_keeps_its_decoding_error_as_the_source() {
+        let err = decode_entry("run_1", 3, "{not json").unwrap_err();
+        assert!(matches!(&err, Error::Corrupt(m) if m.contains("run run_1: journal entry 3")), "{err}");
+        let source = std::error::Error::source(&err).and_then(std::error::Error::source);
+        assert!(source.is_some_and(|s| s.is::<serde_json::Error>()), "{err:?}");
+    }
+
+    #[test]
+    fn states_and_times_round_trip() {
+        assert_eq!(parse_state("suspended", "r").ok(), Some(RunState::Suspended));
+        assert!(matches!(parse_state("sleeping", "r"), Err(Error::Corrupt(_))));
+        let t = from_millis(1_700_000_000_123);
+        assert_eq!(millis(t), 1_700_000_000_123);
+        assert!(!is_finished(RunState::Suspended) && is_finished(RunState::Cancelled));
+    }
+}

@@ -1,0 +1,207 @@
+//! The SQLite store as a [`Journal`].
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{SqliteStore, db, hold_lease, insert_entry, insert_events, load_events, renew_lease, with_lease};
+use crate::error::Error;
+use crate::event::Event;
+use crate::run::RunState;
+use crate::store::sql::{
+    self, RecordRow, decode_entry, decode_record, encode_events, from_millis, json, now_ms, parse_state,
+};
+use loom_core::journal::{
+    Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide, may_take_over,
+};
+
+#[async_trait::async_trait]
+impl Journal for SqliteStore {
+    async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
+        let run_id = record.run_id.clone();
+        let session_id = record.session_id.clone();
+        let user_id = record.user_id.clone();
+        let row = RecordRow::new(record)?;
+        let owner = lease.owner.to_string();
+        let until = lease.expiry_ms(now_ms());
+        let events = encode_events(events)?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,
+                        lease_owner, lease_expires) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (run_id) DO NOTHING",
+                )
+                .map_err(db)?
+                .execute(params![run_id, session_id, user_id, row.input, row.record, row.started, owner, until])
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::Store(format!("run {run_id} is already journaled").into()));
+            }
+            insert_events(&tx, &run_id, &events)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let kind = entry.type_name();
+        let text = json(entry)?;
+        let lease = lease.clone();
+        let events = encode_events(events)?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            hold_lease(&tx, &run_id, &lease)?;
+            insert_entry(&tx, &run_id, kind, &text)?;
+            insert_events(&tx, &run_id, &events)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let lease = lease.clone();
+        let events = encode_events(events)?;
+        let finished = sql::is_finished(state);
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
+            insert_events(&tx, &run_id, &events)?;
+            tx.prepare_cached(
+                "UPDATE loom_runs SET state = ?2, finished = ?3, lease_owner = NULL, lease_expires = NULL,
+                    finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END WHERE run_id = ?1",
+            )
+            .map_err(db)?
+            .execute(params![run_id, state.as_str(), finished, now_ms()])
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let lease = lease.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let now = now_ms();
+            with_lease(&tx, &run_id, |view| may_take_over(&run_id, view, &lease, now))?;
+            tx.execute(
+                "UPDATE loom_runs SET lease_owner = ?2, lease_expires = ?3, state = 'running' WHERE run_id = ?1",
+                params![run_id, &*lease.owner, lease.expiry_ms(now)],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let lease = lease.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let kind = entry.type_name();
+        let text = json(entry)?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            with_lease(&tx, &run_id, |view| may_decide(&run_id, view))?;
+            insert_entry(&tx, &run_id, kind, &text)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn load(&self, run_id: &str) -> Result<Option<JournaledRun>, Error> {
+        let run_id = run_id.to_string();
+        self.call(move |conn| {
+            let row: Option<(Option<String>, String, bool, Option<String>, Option<i64>)> = conn
+                .query_row(
+                    "SELECT record, state, finished, lease_owner, lease_expires FROM loom_runs WHERE run_id = ?1",
+                    [&run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((Some(record), state, finished, lease_owner, expires)) = row else { return Ok(None) };
+            let record: RunRecord = decode_record(&run_id, &record)?;
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, entry FROM loom_journal WHERE run_id = ?1 ORDER BY seq")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([&run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            let entries = rows
+                .into_iter()
+                .map(|(seq, text)| decode_entry(&run_id, seq, &text))
+                .collect::<Result<Vec<JournalEntry>, Error>>()?;
+            let events = load_events(conn, &run_id)?;
+            Ok(Some(JournaledRun {
+                record,
+                entries,
+                events,
+                state: parse_state(&state, &run_id)?,
+                finished,
+                lease_owner,
+                lease_expires_at: expires.map(from_millis),
+            }))
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
+        let filter = filter.clone();
+        self.call(move |conn| {
+            let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT run_id, session_id, user_id, state, finished, started_at,
+                        (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id)
+                     FROM loom_runs r
+                     WHERE record IS NOT NULL AND (?1 IS NULL OR session_id = ?1) AND (?2 IS NULL OR user_id = ?2) AND (?3 = 0 OR finished = 0)
+                     ORDER BY run_id DESC LIMIT ?4",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![filter.session_id, filter.user_id, filter.unfinished, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, bool>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                })
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(run_id, session_id, user_id, state, finished, started, entries)| {
+                    Ok(JournalRunSummary {
+                        state: parse_state(&state, &run_id)?,
+                        started_at: from_millis(started),
+                        run_id,
+                        session_id,
+                        user_id,
+                        finished,
+                        entries: entries as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}

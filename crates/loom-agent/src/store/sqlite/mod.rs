@@ -1,0 +1,353 @@
+//! The SQLite journal and session store: one database file holds sessions, their history, runs,
+//! transcripts, events, artifacts and run journals.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::event::Event;
+use crate::store::sql::{decode_event, now_ms};
+use loom_core::journal::{Lease, LeaseView, may_write};
+
+mod journal;
+mod sessions;
+
+/// The newest schema this version reads and writes.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
+/// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
+/// `Full` survives both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// No syncs: fast, and a power loss may corrupt the database.
+    Off,
+    /// Sync at checkpoints (the default): crash-safe, not power-loss-safe for the last commits.
+    #[default]
+    Normal,
+    /// Sync every commit.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A journal and session store in one SQLite file (WAL mode), safe to share between processes.
+///
+/// Writes go through one connection on a dedicated thread, so the async runtime never blocks on
+/// disk. Schema migrations run on open; a database written by a newer version is refused.
+///
+/// ```
+/// # fn main() -> Result<(), loom_agent::Error> {
+/// let dir = std::env::temp_dir().join(format!("loom-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let store = loom_agent::store::SqliteStore::open(dir.join("loom.db"))?;
+/// let agent = loom_agent::Agent::builder().model("echo").journal(store).build()?;
+/// # let _ = agent; std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// Under `synchronous` OFF or NORMAL a commit never waits for the disk (checkpoints run on
+    /// their own thread), so calls run on the caller's thread, under this lock: a hand-off to
+    /// another thread would cost more than the work.
+    inline: Option<Arc<std::sync::Mutex<Connection>>>,
+    tx: mpsc::Sender<Job>,
+    path: Arc<PathBuf>,
+    /// Keeps the checkpoint thread alive; dropping the last clone stops it (after a last
+    /// checkpoint).
+    _checkpointer: Arc<mpsc::Sender<()>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+/// A SQLite failure, keeping the driver's error as the source.
+pub(super) fn db(e: rusqlite::Error) -> Error {
+    Error::store(format!("sqlite: {e}"), e)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with `synchronous = NORMAL`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with(path, Synchronous::Normal)
+    }
+
+    /// Opens a store from the part of a journal URL after `sqlite:`: `PATH[?synchronous=off|normal|full]`.
+    pub fn open_url(rest: &str) -> Result<Self, Error> {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err(Error::Config("the journal URL `sqlite:` needs a path, e.g. `sqlite:./loom.db`".into()));
+        }
+        let mut sync = Synchronous::Normal;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("synchronous", v)) => {
+                    sync = match v.to_ascii_lowercase().as_str() {
+                        "off" | "0" => Synchronous::Off,
+                        "normal" | "1" => Synchronous::Normal,
+                        "full" | "2" => Synchronous::Full,
+                        other => {
+                            return Err(Error::Config(format!(
+                                "unknown synchronous level `{other}` in the journal URL; accepted: off, normal, full"
+                            )));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "unknown option `{pair}` in the journal URL; accepted: synchronous=off|normal|full"
+                    )));
+                }
+            }
+        }
+        Self::open_with(path, sync)
+    }
+
+    /// Opens (creating if needed) the database at `path` with the given synchronous level.
+    pub fn open_with(path: impl AsRef<Path>, synchronous: Synchronous) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn =
+            Connection::open(&path).map_err(|e| Error::store(format!("opening {}: {e}", path.display()), e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", synchronous.pragma()).map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        migrate(&mut conn)?;
+        // Checkpoints (copying the WAL into the database, with fsyncs) run on their own thread,
+        // not inside a run's commit: the writer never pays for them.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(db)?;
+
+        let checkpointer = spawn_checkpointer(&path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        if synchronous != Synchronous::Full {
+            let inline = Some(Arc::new(std::sync::Mutex::new(conn)));
+            return Ok(SqliteStore { inline, tx, path: Arc::new(path), _checkpointer: Arc::new(checkpointer) });
+        }
+        std::thread::Builder::new()
+            .name("loom-sqlite".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| Error::store(format!("starting the SQLite thread: {e}"), e))?;
+        Ok(SqliteStore { inline: None, tx, path: Arc::new(path), _checkpointer: Arc::new(checkpointer) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the store's connection thread.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        if let Some(conn) = &self.inline {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            return f(&mut conn);
+        }
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.tx.send(job).map_err(|_| Error::Store("the SQLite thread has stopped".into()))?;
+        rx.await.map_err(|e| Error::store("the SQLite thread stopped during a call", e))?
+    }
+}
+
+/// A thread that checkpoints the WAL every 100 ms while the store is open, and once more when
+/// the store is dropped. PASSIVE checkpoints never block writers; under continuous writes they may
+/// never catch up, so once the log passes 4,096 frames (16 MiB) a RESTART checkpoint makes the
+/// next write start the log over (writers wait for it, briefly), which bounds the WAL.
+fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
+    const MAX_FRAMES: i64 = 4096;
+    let conn = Connection::open(path).map_err(|e| Error::store(format!("opening {}: {e}", path.display()), e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(1)).map_err(db)?;
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("loom-sqlite-checkpoint".into())
+        .spawn(move || {
+            let checkpoint = |mode: &str| -> Option<(i64, i64)> {
+                match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?))) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sqlite checkpoint skipped");
+                        None
+                    }
+                }
+            };
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Some((log, done)) = checkpoint("PASSIVE")
+                            && log > MAX_FRAMES
+                            && done < log
+                        {
+                            checkpoint("RESTART");
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        checkpoint("TRUNCATE");
+                        break;
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::store(format!("starting the SQLite checkpoint thread: {e}"), e))?;
+    Ok(tx)
+}
+
+/// Creates or upgrades the schema. Refuses a database from a newer version.
+fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+    if version < 1 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS loom_sessions (
+                id TEXT PRIMARY KEY, metadata TEXT NOT NULL, extensions TEXT NOT NULL,
+                closed INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS loom_history (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, run_id TEXT NOT NULL,
+                idx INTEGER NOT NULL, message TEXT NOT NULL, UNIQUE (session_id, run_id, idx));
+             CREATE TABLE IF NOT EXISTS loom_runs (
+                run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, user_id TEXT, state TEXT NOT NULL,
+                finished INTEGER NOT NULL DEFAULT 0, input TEXT, record TEXT, transcript TEXT,
+                started_at INTEGER NOT NULL, finished_at INTEGER, lease_owner TEXT, lease_expires INTEGER);
+             CREATE INDEX IF NOT EXISTS loom_runs_by_session ON loom_runs (session_id, run_id);
+             CREATE TABLE IF NOT EXISTS loom_journal (
+                run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, entry TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS loom_events (
+                run_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+             PRAGMA user_version = 1;",
+        )
+        .map_err(db)?;
+    }
+    tx.commit().map_err(db)
+}
+
+/// Appends a journal entry after the run's last one (the caller's transaction holds the write lock).
+pub(super) fn insert_entry(tx: &rusqlite::Transaction<'_>, run_id: &str, kind: &str, entry: &str) -> Result<(), Error> {
+    tx.prepare_cached(
+        "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
+            (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = ?1), ?2, ?3)",
+    )
+    .map_err(db)?
+    .execute(params![run_id, kind, entry])
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) fn insert_events(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    events: &[(i64, String)],
+) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO loom_events (run_id, seq, event) VALUES (?1, ?2, ?3)").map_err(db)?;
+    for (seq, event) in events {
+        stmt.execute(params![run_id, seq, event]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Renews the lease held by `lease`'s owner until `until`; `RunNotFound` or `LeaseLost` (the lease
+/// rule) when it does not hold the run.
+pub(super) fn renew_lease(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    lease: &Lease,
+    until: i64,
+) -> Result<(), Error> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE loom_runs SET lease_expires = ?1 WHERE run_id = ?2 AND lease_owner = ?3 AND finished = 0",
+        )
+        .map_err(db)?
+        .execute(params![until, run_id, &*lease.owner])
+        .map_err(db)?;
+    if n == 0 {
+        // The update matched nothing: the rule says why (unknown run, finished, another owner).
+        return with_lease(tx, run_id, |view| {
+            may_write(run_id, view, lease)?;
+            Err(Error::LeaseLost { run_id: run_id.to_string() })
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `lease` holds the run, renewing it only once half of it has passed: most journal
+/// writes then leave the run's row alone.
+pub(super) fn hold_lease(tx: &rusqlite::Transaction<'_>, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    let expires =
+        with_lease(tx, run_id, |view| may_write(run_id, view, lease).map(|()| view.and_then(|v| v.expires_ms)))?;
+    let now = now_ms();
+    if lease.due_for_renewal(expires, now) {
+        renew_lease(tx, run_id, lease, lease.expiry_ms(now))?;
+    }
+    Ok(())
+}
+
+/// A run's lease columns: state, finished, journaled, owner, expiry.
+type LeaseColumns = (String, bool, bool, Option<String>, Option<i64>);
+
+/// Reads the run's lease and hands it to the lease rule.
+pub(super) fn with_lease<T>(
+    conn: &Connection,
+    run_id: &str,
+    rule: impl FnOnce(Option<LeaseView<'_>>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let row: Option<LeaseColumns> = conn
+        .prepare_cached(
+            "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires FROM loom_runs WHERE run_id = ?1",
+        )
+        .map_err(db)?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()
+        .map_err(db)?;
+    let Some((state, finished, journaled, owner, expires_ms)) = row else { return rule(None) };
+    let state = crate::store::sql::parse_state(&state, run_id)?;
+    rule(Some(LeaseView { state, finished, journaled, owner: owner.as_deref(), expires_ms }))
+}
+
+pub(super) fn load_events(conn: &Connection, run_id: &str) -> Result<Vec<Event>, Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, event FROM loom_events WHERE run_id = ?1 ORDER BY seq").map_err(db)?;
+    let rows = stmt
+        .query_map([run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    rows.into_iter().map(|(seq, text)| decode_event(run_id, seq, &text)).collect()
+}

@@ -1,0 +1,210 @@
+//! The SQLite store as a [`SessionStore`]: sessions, history and finished runs' transcripts.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{SqliteStore, db, insert_events, load_events};
+use crate::error::Error;
+use crate::message::Message;
+use crate::run::Transcript;
+use crate::store::sql::{
+    RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, from_millis, json,
+    merge_session, now_ms, parse_state,
+};
+use crate::store::{RunSummary, SessionRecord, SessionStore};
+
+#[async_trait::async_trait]
+impl SessionStore for SqliteStore {
+    async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
+        let record = record.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let merged = merge_session(read_session(&tx, &record.id)?, &record);
+            tx.prepare_cached(
+                "INSERT INTO loom_sessions (id, metadata, extensions, closed, updated_at) VALUES (?1, ?2, ?3, 0, ?4)
+                 ON CONFLICT (id) DO UPDATE SET metadata = ?2, extensions = ?3, closed = 0, updated_at = ?4",
+            )
+            .map_err(db)?
+            .execute(params![merged.id, json(&merged.metadata)?, json(&merged.extensions)?, now_ms()])
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(merged)
+        })
+        .await
+    }
+
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
+        let id = session_id.to_string();
+        self.call(move |conn| read_session(conn, &id)).await
+    }
+
+    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
+        let id = session_id.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, message FROM loom_history WHERE session_id = ?1 ORDER BY id")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([&id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows.into_iter().map(|(row, text)| decode_history(&id, row, &text)).collect()
+        })
+        .await
+    }
+
+    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+        let id = session_id.to_string();
+        let run_id = run_id.to_string();
+        let rows = encode_history(messages)?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            write_history(&tx, &id, &run_id, &rows)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
+        self.save_finished_run(transcript, None).await
+    }
+
+    async fn save_finished_run(&self, transcript: Arc<Transcript>, history: Option<&[Message]>) -> Result<(), Error> {
+        let row = RunRow::new(&transcript)?;
+        let history = history.map(encode_history).transpose()?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            write_run(&tx, &row)?;
+            if let Some(rows) = &history {
+                write_history(&tx, &row.session_id, &row.run_id, rows)?;
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
+        let session_id = session_id.to_string();
+        let run_id = run_id.to_string();
+        self.call(move |conn| {
+            let text: Option<Option<String>> = conn
+                .query_row(
+                    "SELECT transcript FROM loom_runs WHERE run_id = ?1 AND session_id = ?2",
+                    params![run_id, session_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(Some(text)) = text else { return Ok(None) };
+            let mut t: Transcript = decode_transcript(&run_id, &text)?;
+            t.events = Arc::from(load_events(conn, &run_id)?);
+            Ok(Some(Arc::new(t)))
+        })
+        .await
+    }
+
+    async fn list_runs(&self, session_id: &str) -> Result<Vec<RunSummary>, Error> {
+        let session_id = session_id.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT run_id, user_id, state, input, started_at, finished_at FROM loom_runs
+                     WHERE session_id = ?1 AND transcript IS NOT NULL ORDER BY run_id",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([&session_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(run_id, user_id, state, input, started, finished)| {
+                    let input = decode_input(&run_id, input.as_deref())?;
+                    Ok(RunSummary {
+                        state: parse_state(&state, &run_id)?,
+                        run_id,
+                        session_id: session_id.clone(),
+                        user_id,
+                        input,
+                        started_at: from_millis(started),
+                        finished_at: finished.map(from_millis),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn close_session(&self, session_id: &str) -> Result<(), Error> {
+        let id = session_id.to_string();
+        self.call(move |conn| {
+            conn.execute("UPDATE loom_sessions SET closed = 1 WHERE id = ?1", [&id]).map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Writes a finished run's row (and, for a run the journal does not cover, its events).
+fn write_run(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> Result<(), Error> {
+    let journaled: bool = tx
+        .prepare_cached(
+            "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
+                finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (run_id) DO UPDATE SET state = ?4, input = ?6, transcript = ?7, finished_at = ?9,
+                finished = CASE WHEN record IS NULL THEN ?5 ELSE finished END
+             RETURNING record IS NOT NULL",
+        )
+        .map_err(db)?
+        .query_row(
+            params![
+                row.run_id,
+                row.session_id,
+                row.user_id,
+                row.state.as_str(),
+                row.finished,
+                row.input,
+                row.transcript,
+                row.started,
+                row.finished_at
+            ],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    // A journaled run's events are written by the journal, at its boundaries and final
+    // commit, so a resumed run finds exactly the events its journal covers.
+    if !journaled {
+        insert_events(tx, &row.run_id, &row.events)?;
+    }
+    Ok(())
+}
+
+fn write_history(tx: &rusqlite::Transaction<'_>, session_id: &str, run_id: &str, rows: &[String]) -> Result<(), Error> {
+    let mut stmt = tx
+        .prepare_cached("INSERT OR IGNORE INTO loom_history (session_id, run_id, idx, message) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(db)?;
+    for (i, m) in rows.iter().enumerate() {
+        stmt.execute(params![session_id, run_id, i as i64, m]).map_err(db)?;
+    }
+    Ok(())
+}
+
+fn read_session(conn: &Connection, id: &str) -> Result<Option<SessionRecord>, Error> {
+    let row: Option<(String, String)> = conn
+        .query_row("SELECT metadata, extensions FROM loom_sessions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db)?;
+    let Some((metadata, extensions)) = row else { return Ok(None) };
+    decode_session(id, &metadata, &extensions).map(Some)
+}
