@@ -46,8 +46,19 @@ pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
 
 /// A stored run state read back.
 pub(crate) fn parse_state(s: &str, run_id: &str) -> Result<RunState, Error> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|e| corrupt(format!("run {run_id} state"), e))
+    Ok(match s {
+        "queued" => RunState::Queued,
+        "running" => RunState::Running,
+        "completed" => RunState::Completed,
+        "failed" => RunState::Failed,
+        "cancelled" => RunState::Cancelled,
+        "interrupted" => RunState::Interrupted,
+        "suspended" => RunState::Suspended,
+        other => {
+            return serde_json::from_value(serde_json::Value::String(other.to_string()))
+                .map_err(|e| corrupt(format!("run {run_id} state"), e));
+        }
+    })
 }
 
 /// Whether a run in `state` has finished for good (a suspended run has not).
@@ -183,7 +194,17 @@ mod tests {
 
     #[test]
     fn states_and_times_round_trip() {
-        assert_eq!(parse_state("suspended", "r").ok(), Some(RunState::Suspended));
+        for state in [
+            RunState::Queued,
+            RunState::Running,
+            RunState::Completed,
+            RunState::Failed,
+            RunState::Cancelled,
+            RunState::Interrupted,
+            RunState::Suspended,
+        ] {
+            assert_eq!(parse_state(state.as_str(), "r").ok(), Some(state));
+        }
         assert!(matches!(parse_state("sleeping", "r"), Err(Error::Corrupt(_))));
         let t = from_millis(1_700_000_000_123);
         assert_eq!(millis(t), 1_700_000_000_123);
