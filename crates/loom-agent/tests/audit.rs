@@ -11,9 +11,8 @@ use std::time::Instant;
 
 use common::*;
 use loom_agent::governance::{
-    AuditAction,
-    AuditEntry, AuditLog, AuditRecord, FileAuditLog, GENESIS_HASH, InMemoryAuditLog, ProblemKind, REDACTED, Scope,
-    VerifyReport,
+    AuditAction, AuditEntry, AuditLog, AuditRecord, FileAuditLog, GENESIS_HASH, InMemoryAuditLog, ProblemKind,
+    REDACTED, Scope, VerifyReport,
 };
 use loom_agent::model::ScriptedTurn;
 use loom_agent::{Agent, RunRequest};

@@ -9,7 +9,9 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-use loom_agent::governance::{AuditAction, AuditLog, AuditRecord, GENESIS_HASH, PostgresAuditLog, ProblemKind, Scope, VerifyReport};
+use loom_agent::governance::{
+    AuditAction, AuditLog, AuditRecord, GENESIS_HASH, PostgresAuditLog, ProblemKind, Scope, VerifyReport,
+};
 use loom_agent::model::ScriptedTurn;
 use loom_agent::{Agent, Error, RunRequest};
 use serde_json::{Value, json};

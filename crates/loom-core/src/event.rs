@@ -11,10 +11,10 @@ use serde::de::Error as _;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::governance::{DecidedBy, GuardAction, GuardStage, PermissionDecision};
-use crate::run::{Artifact, RunContext, RunInput};
 use crate::error::RunError;
+use crate::governance::{DecidedBy, GuardAction, GuardStage, PermissionDecision};
 use crate::message::{FinishReason, ToolCall, Usage};
+use crate::run::{Artifact, RunContext, RunInput};
 
 /// One event of a run.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,12 +13,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::run::{Artifact, RunContext, RunInput, RunState};
 use crate::error::{Error, ToolErrorKind};
 use crate::event::Event;
 use crate::governance::Approval;
 use crate::message::{Message, ToolCall};
 use crate::model::ModelResponse;
+use crate::run::{Artifact, RunContext, RunInput, RunState};
 use crate::store::SessionStore;
 
 /// One record of a run's journal.

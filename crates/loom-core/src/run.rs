@@ -253,8 +253,6 @@ fn sorted_keys(value: &Value) -> Value {
     }
 }
 
-
-
 /// The state of a run. Serialized in lower case: `"completed"`, `"interrupted"`, …
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,12 +5,10 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use super::AgentInner;
 use super::input::RunRequest;
 use super::run::{RunEnd, RunShared};
-use crate::run::{RunResult, RunState, Transcript};
 use super::session::SessionInner;
-use super::AgentInner;
-use crate::run::RunInput;
 use crate::architecture::RunCx;
 use crate::architecture::cx::{GuardResult, apply_guardrails_quiet, guard_hook, record_guard_event};
 use crate::architecture::replay::Replay;
@@ -19,6 +17,8 @@ use crate::event::{EventKind, OutputInvalid, RunCompleted, RunEnded, RunStarted,
 use crate::governance::{AuditAction, AuditRecord, GuardAction, GuardStage, HookAction};
 use crate::message::Message;
 use crate::output::OutputSchema;
+use crate::run::RunInput;
+use crate::run::{RunResult, RunState, Transcript};
 use crate::store::{JournalEntry, JournaledRun, RunRecord, SessionRecord};
 use crate::telemetry;
 
@@ -146,7 +146,9 @@ async fn execute(
             "input": input.summary().chars().take(500).collect::<String>(),
             "model": agent.model.name(), "max_turns": agent.max_turns, "architecture": agent.architecture.name(),
         });
-        if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: AuditAction::RunStarted, payload }).await {
+        if let Err(e) =
+            audit.append(AuditRecord { scope: scope.clone(), action: AuditAction::RunStarted, payload }).await
+        {
             let error = RunError::new(RunErrorKind::Store, format!("audit log: {e}"));
             return (end_with(shared, Err(error), messages), Some(history_base), false);
         }
@@ -536,7 +538,9 @@ async fn persist(
             "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
             "cost_usd": result.usage.cost_usd, "duration_ms": result.duration_ms,
         });
-        if let Err(e) = audit.append(AuditRecord { scope: scope.clone(), action: AuditAction::RunFinished, payload }).await {
+        if let Err(e) =
+            audit.append(AuditRecord { scope: scope.clone(), action: AuditAction::RunFinished, payload }).await
+        {
             tracing::warn!(run_id = %result.run_id, error = %e, "audit write failed");
         }
     }

@@ -225,7 +225,6 @@ impl RunShared {
         self.lock().artifacts.iter().filter(|a| a.call_id.as_deref() == Some(call_id)).cloned().collect()
     }
 
-
     pub(crate) fn set_running(&self, seeds: Vec<Message>) -> DateTime<Utc> {
         let now = Utc::now();
         let mut inner = self.lock();

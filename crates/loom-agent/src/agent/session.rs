@@ -7,12 +7,12 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::run::{Run, RunEnd, RunShared, RunStream};
-use crate::run::RunState;
 use super::{Agent, RunRequest, RunResult, driver};
 use crate::error::{Error, RunError, RunErrorKind};
 use crate::event::{EventKind, RunEnded};
 use crate::governance::Scope;
 use crate::new_id;
+use crate::run::RunState;
 use crate::store::RunSummary;
 
 /// Session-level configuration.

@@ -7,7 +7,6 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::agent::{AgentInner, RunShared};
-use crate::governance::{AuditAction, DecidedBy, GuardAction, PermissionDecision};
 use crate::error::{ModelError, RunError, RunErrorKind, ToolError, ToolErrorKind};
 use crate::event::{
     BudgetEvent, DeltaKind, EventKind, GuardrailEvent, ModelDelta, ModelRequestEvent, ModelResponseEvent,
@@ -17,6 +16,7 @@ use crate::governance::{
     Approval, ApprovalRequest, AuditRecord, BudgetVerdict, Decision, GuardStage, GuardVerdict, Guardrail, HookAction,
     Scope, ToolHookAction,
 };
+use crate::governance::{AuditAction, DecidedBy, GuardAction, PermissionDecision};
 use crate::message::{Message, ToolCall};
 use crate::model::{ModelChunk, ModelRequest, ModelResponse, ResponseAssembler};
 use crate::output::OutputSchema;
@@ -519,7 +519,8 @@ impl RunCx {
         let denied = |reason: String| Ok(Prepared::Failed(ToolError::with_kind(ToolErrorKind::Denied, reason)));
         let remembered = self.remembered.iter().find(|(tool, _)| *tool == call.name).map(|(_, r)| r.clone());
         if let Some(Err(reason)) = &remembered {
-            self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Remembered, Some(reason.clone())).await;
+            self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Remembered, Some(reason.clone()))
+                .await;
             return denied(format!("denied by approver: {reason}"));
         }
         // A remembered "allow for this run" only answers the approval question: the policy still
@@ -534,7 +535,8 @@ impl RunCx {
                 }
             }
             Decision::Deny(reason) => {
-                self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Policy, Some(reason.clone())).await;
+                self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Policy, Some(reason.clone()))
+                    .await;
                 return denied(format!("permission denied: {reason}"));
             }
             Decision::Ask(reason) => {
@@ -550,7 +552,14 @@ impl RunCx {
                     ApprovalReplay::None | ApprovalReplay::Pending => {
                         let Some(handler) = &agent.approval else {
                             let reason = format!("{reason} and needs approval, and no approval handler is configured");
-                            self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Policy, Some(reason.clone())).await;
+                            self.permission_event(
+                                turn,
+                                call,
+                                PermissionDecision::Deny,
+                                DecidedBy::Policy,
+                                Some(reason.clone()),
+                            )
+                            .await;
                             return denied(format!("permission denied: {reason}"));
                         };
                         let request = ApprovalRequest {
@@ -566,11 +575,25 @@ impl RunCx {
                 match approval {
                     Approval::Defer if agent.journal.is_none() => {
                         let reason = "the approver deferred the decision, and deferring needs a journal".to_string();
-                        self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Approver, Some(reason.clone())).await;
+                        self.permission_event(
+                            turn,
+                            call,
+                            PermissionDecision::Deny,
+                            DecidedBy::Approver,
+                            Some(reason.clone()),
+                        )
+                        .await;
                         return denied(format!("denied: {reason}"));
                     }
                     Approval::Defer => {
-                        self.permission_event(turn, call, PermissionDecision::Defer, DecidedBy::Approver, Some(reason.clone())).await;
+                        self.permission_event(
+                            turn,
+                            call,
+                            PermissionDecision::Defer,
+                            DecidedBy::Approver,
+                            Some(reason.clone()),
+                        )
+                        .await;
                         self.journal(JournalEntry::ApprovalPending { turn, call: call.clone(), reason }).await?;
                         return Err(RunError::interrupted(
                             RunErrorKind::ApprovalPending,
@@ -581,23 +604,53 @@ impl RunCx {
                             ),
                         ));
                     }
-                    Approval::Allow => self.permission_event(turn, call, PermissionDecision::Allow, DecidedBy::Approver, None).await,
+                    Approval::Allow => {
+                        self.permission_event(turn, call, PermissionDecision::Allow, DecidedBy::Approver, None).await
+                    }
                     Approval::AllowForRun => {
                         self.remembered.push((call.name.clone(), Ok(())));
-                        self.permission_event(turn, call, PermissionDecision::Allow, DecidedBy::Approver, Some("for this run".into())).await;
+                        self.permission_event(
+                            turn,
+                            call,
+                            PermissionDecision::Allow,
+                            DecidedBy::Approver,
+                            Some("for this run".into()),
+                        )
+                        .await;
                     }
                     Approval::Deny(reason) => {
-                        self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Approver, Some(reason.clone())).await;
+                        self.permission_event(
+                            turn,
+                            call,
+                            PermissionDecision::Deny,
+                            DecidedBy::Approver,
+                            Some(reason.clone()),
+                        )
+                        .await;
                         return denied(format!("denied by approver: {reason}"));
                     }
                     Approval::DenyForRun(reason) => {
                         self.remembered.push((call.name.clone(), Err(reason.clone())));
-                        self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Approver, Some(reason.clone())).await;
+                        self.permission_event(
+                            turn,
+                            call,
+                            PermissionDecision::Deny,
+                            DecidedBy::Approver,
+                            Some(reason.clone()),
+                        )
+                        .await;
                         return denied(format!("denied by approver: {reason}"));
                     }
                     Approval::Edit(edited) => {
                         if let Err(problems) = entry.validate(&edited) {
-                            self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Approver, Some("invalid edit".into())).await;
+                            self.permission_event(
+                                turn,
+                                call,
+                                PermissionDecision::Deny,
+                                DecidedBy::Approver,
+                                Some("invalid edit".into()),
+                            )
+                            .await;
                             return Ok(Prepared::Failed(ToolError::invalid_arguments(format!(
                                 "the approver's edited arguments do not match the schema of `{}`: {problems}",
                                 call.name
@@ -621,7 +674,8 @@ impl RunCx {
             match action {
                 ToolHookAction::Continue => {}
                 ToolHookAction::Deny(reason) => {
-                    self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Hook, Some(reason.clone())).await;
+                    self.permission_event(turn, call, PermissionDecision::Deny, DecidedBy::Hook, Some(reason.clone()))
+                        .await;
                     return denied(format!("denied by hook: {reason}"));
                 }
                 ToolHookAction::Rewrite(new_args) => {
@@ -868,12 +922,7 @@ pub(crate) async fn record_guard_event(
             tracing::warn!(run_id = %scope.run_id, error = %e, "audit write failed");
         }
     }
-    shared.emit(EventKind::GuardrailTriggered(GuardrailEvent {
-        stage,
-        guardrail: name.to_string(),
-        action,
-        reason,
-    }));
+    shared.emit(EventKind::GuardrailTriggered(GuardrailEvent { stage, guardrail: name.to_string(), action, reason }));
 }
 
 /// Applies the guardrails of `stage` with events: `Ok(None)` unchanged, `Ok(Some(new))` redacted,

@@ -479,7 +479,11 @@ mod tests {
     #[test]
     fn lines_parse_back_to_the_same_entry_and_hash() {
         let log = InMemoryAuditLog::new("0123456789abcdef").unwrap();
-        log.push(Prepared::new(AuditRecord { scope: scope(None), action: "a".into(), payload: json!({"n": 0.1, "k": [1]}) }));
+        log.push(Prepared::new(AuditRecord {
+            scope: scope(None),
+            action: "a".into(),
+            payload: json!({"n": 0.1, "k": [1]}),
+        }));
         log.push(Prepared::new(AuditRecord { scope: scope(Some("u")), action: "b".into(), payload: json!("x") }));
         let entries = log.entries();
         assert_eq!(entries[0].prev_hash, GENESIS_HASH);

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use loom_core::run::Scope;
 use crate::message::Usage;
 pub use loom_core::governance::{Budget, BudgetNotice, BudgetVerdict};
+use loom_core::run::Scope;
 
 /// How many runs [`StandardBudget`] tracks at once before it forgets the oldest (a run whose end
 /// was never reported).

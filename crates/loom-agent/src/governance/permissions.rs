@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use loom_core::run::Scope;
 use crate::tool::ToolSpec;
 pub use loom_core::governance::{Approval, ApprovalHandler, ApprovalRequest, Decision, Permissions};
+use loom_core::run::Scope;
 
 /// The default policy: tools flagged `destructive` or `requires_permission` need approval; every
 /// other tool is allowed.

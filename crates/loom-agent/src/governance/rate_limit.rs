@@ -8,7 +8,6 @@ use loom_core::run::Scope;
 
 pub use loom_core::governance::RateLimiter;
 
-
 /// What [`TokenBucketLimiter`] does when a user's bucket is empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RateLimitMode {

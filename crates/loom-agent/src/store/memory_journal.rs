@@ -3,10 +3,10 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
-use crate::run::RunState;
 use crate::error::Error;
 use crate::event::Event;
+use crate::run::RunState;
+use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
 
 /// A journal in process memory: leases, replay and approvals work within one process (a run can
 /// be suspended for approval and resumed), nothing survives a restart. Useful in tests and as the

@@ -2,9 +2,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::{RunSummary, SessionRecord, SessionStore};
-use crate::run::Transcript;
 use crate::error::Error;
 use crate::message::Message;
+use crate::run::Transcript;
 
 /// The default session store: in process memory, bounded. When more than `max_sessions` sessions
 /// are held, the least recently used one is dropped (O(log n) per operation), so a long-lived

@@ -24,4 +24,3 @@ pub use memory_store::InMemorySessionStore;
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, Synchronous};
-

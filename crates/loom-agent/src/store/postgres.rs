@@ -11,12 +11,12 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
 
-use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
 use super::{RunSummary, SessionRecord, SessionStore};
-use crate::run::{RunInput, RunState, Transcript};
 use crate::error::Error;
 use crate::event::Event;
 use crate::message::Message;
+use crate::run::{RunInput, RunState, Transcript};
+use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
 
 /// The newest schema this version reads and writes.
 pub(crate) const SCHEMA_VERSION: i64 = 1;

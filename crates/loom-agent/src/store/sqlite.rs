@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
 use super::{RunSummary, SessionRecord, SessionStore};
-use crate::run::{RunInput, RunState, Transcript};
 use crate::error::Error;
 use crate::event::Event;
 use crate::message::Message;
+use crate::run::{RunInput, RunState, Transcript};
+use loom_core::journal::{Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
 
 /// The newest schema this version reads and writes.
 pub(crate) const SCHEMA_VERSION: i64 = 1;

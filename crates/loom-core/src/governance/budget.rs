@@ -3,7 +3,6 @@
 use crate::message::Usage;
 use crate::run::Scope;
 
-
 /// Which limit a budget verdict is about, with the amounts when known.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BudgetNotice {

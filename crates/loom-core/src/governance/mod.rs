@@ -9,6 +9,7 @@ mod hooks;
 mod permissions;
 mod rate_limit;
 
+pub use crate::run::Scope;
 pub use audit::{AuditAction, AuditLog, AuditRecord};
 pub use budget::{Budget, BudgetNotice, BudgetVerdict};
 pub use decision::{DecidedBy, GuardAction, PermissionDecision};
@@ -16,4 +17,3 @@ pub use guardrail::{GuardStage, GuardVerdict, Guardrail};
 pub use hooks::{HookAction, Hooks, ToolHookAction};
 pub use permissions::{Approval, ApprovalHandler, ApprovalRequest, Decision, Permissions};
 pub use rate_limit::RateLimiter;
-pub use crate::run::Scope;

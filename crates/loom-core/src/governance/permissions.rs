@@ -6,7 +6,6 @@ use crate::message::ToolCall;
 use crate::run::Scope;
 use crate::tool::ToolSpec;
 
-
 /// A permission decision.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
@@ -24,7 +23,6 @@ pub trait Permissions: Send + Sync + 'static {
     /// The decision for one call.
     async fn check(&self, scope: &Scope, tool: &ToolSpec, args: &Value) -> Decision;
 }
-
 
 /// A request for approval of one tool call.
 #[derive(Clone, Debug)]
