@@ -1,14 +1,21 @@
 //! Models: the [`LanguageModel`] trait every provider implements, the [`Model`] handle users pass
 //! around (with constructors for every provider), generation settings, and the built-in offline
 //! models ([`ScriptedModel`], [`EchoModel`]).
+//!
+//! The HTTP providers are the `loom-providers` crate, here as [`providers`] (the `providers`
+//! feature, on by default); the embedded local model is the `loom-local` crate, here as [`local`]
+//! (the `local` feature).
 
 mod echo;
 mod handle;
-#[cfg(feature = "local")]
-pub mod local;
-#[cfg(feature = "providers")]
-pub mod providers;
 mod scripted;
+
+/// The embedded local model (the `local` feature): the `loom-local` crate.
+#[cfg(feature = "local")]
+pub use loom_local as local;
+/// Model providers over HTTP (the `providers` feature): the `loom-providers` crate.
+#[cfg(feature = "providers")]
+pub use loom_providers as providers;
 
 pub use echo::EchoModel;
 pub use handle::{ACCEPTED_MODEL_STRINGS, Model};

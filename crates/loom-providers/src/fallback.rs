@@ -5,8 +5,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::error::ModelError;
-use crate::model::{LanguageModel, ModelCapabilities, ModelRequest, ModelStream};
+use loom_core::error::ModelError;
+use loom_core::model::{LanguageModel, ModelCapabilities, ModelRequest, ModelStream};
 
 /// Tries each model in order; moves to the next on an error that another provider might not have
 /// (transient, rate limited, unavailable, authentication). Invalid requests, content filters and

@@ -1,7 +1,7 @@
 //! OpenAI-compatible servers: presets with their default base URL and key variable.
 
-use super::http::HttpModel;
-use super::openai::ChatCompletions;
+use crate::http::HttpModel;
+use crate::openai::ChatCompletions;
 
 /// A known OpenAI-compatible server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl Preset {
         HttpModel::new(ChatCompletions {
             provider: self.name.to_string(),
             model: model.to_string(),
-            base_url: super::base_url_from_env(self.base_url_env, self.base_url),
+            base_url: crate::base_url_from_env(self.base_url_env, self.base_url),
             key_env: self.key_env,
             key_required: self.key_required,
             extra_headers: Vec::new(),
@@ -115,7 +115,7 @@ impl Preset {
 }
 
 /// A model on a preset by name (the name must be one of [`PRESETS`]).
-pub(crate) fn preset_model(name: &str, model: &str) -> HttpModel<ChatCompletions> {
+pub fn preset_model(name: &str, model: &str) -> HttpModel<ChatCompletions> {
     match Preset::named(name) {
         Some(p) => p.model(model),
         None => compatible("http://localhost", model),
@@ -142,7 +142,7 @@ pub fn openai(model: &str) -> HttpModel<ChatCompletions> {
     HttpModel::new(ChatCompletions {
         provider: "openai".to_string(),
         model: model.to_string(),
-        base_url: super::base_url_from_env("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+        base_url: crate::base_url_from_env("OPENAI_BASE_URL", "https://api.openai.com/v1"),
         key_env: "OPENAI_API_KEY",
         key_required: true,
         extra_headers: Vec::new(),

@@ -3,14 +3,14 @@
 use reqwest::header::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use super::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
-use super::sse::SseEvent;
-use crate::error::ModelError;
-use crate::message::{ContentPart, FinishReason, Message, Usage};
-use crate::model::{ModelCapabilities, ModelChunk, ModelRequest};
+use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
+use crate::sse::SseEvent;
+use loom_core::error::ModelError;
+use loom_core::message::{ContentPart, FinishReason, Message, Usage};
+use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
 
 /// The Gemini wire format. Function calls carry their thought signature back on the next turn
-/// (kept as a [`crate::message::Thinking`] block of the assistant message).
+/// (kept as a [`loom_core::message::Thinking`] block of the assistant message).
 #[derive(Clone, Debug)]
 pub struct GenerateContent {
     pub(crate) model: String,
@@ -27,7 +27,7 @@ pub fn gemini(model: &str) -> HttpModel<GenerateContent> {
     };
     HttpModel::new(GenerateContent {
         model: model.trim_start_matches("models/").to_string(),
-        base_url: super::base_url_from_env("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"),
+        base_url: crate::base_url_from_env("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"),
         key_env,
     })
 }
@@ -224,15 +224,15 @@ impl WireFormat for GenerateContent {
     fn error(&self, status: u16, body: &str, retry_after: Option<std::time::Duration>) -> ModelError {
         let lower = body.to_ascii_lowercase();
         if status == 400 && (lower.contains("api key not valid") || lower.contains("api_key_invalid")) {
-            let message = super::http::error_message(body).unwrap_or_else(|| "invalid API key".into());
+            let message = crate::http::error_message(body).unwrap_or_else(|| "invalid API key".into());
             return ModelError::Authentication(format!("{message} (HTTP {status})"));
         }
         if is_context_overflow(&lower) {
-            let message = super::http::error_message(body).unwrap_or_else(|| "the input is too long".into());
+            let message = crate::http::error_message(body).unwrap_or_else(|| "the input is too long".into());
             return ModelError::ContextLengthExceeded(format!("{message} (HTTP {status})"));
         }
         // Gemini asks for a wait in the body (google.rpc.RetryInfo), not in a Retry-After header.
-        super::http::classify(status, body, retry_after.or_else(|| retry_delay(body)))
+        crate::http::classify(status, body, retry_after.or_else(|| retry_delay(body)))
     }
 }
 

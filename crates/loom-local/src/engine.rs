@@ -11,8 +11,8 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::pull;
-use crate::error::Error;
+use crate::pull;
+use loom_core::error::Error;
 
 /// A candle error as the crate's error.
 pub(crate) fn cerr(context: &str) -> impl Fn(candle_core::Error) -> Error + '_ {

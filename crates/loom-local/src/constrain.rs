@@ -9,9 +9,9 @@ use llguidance::toktrie::{InferenceCapabilities, SimpleVob, TokEnv, TokRxInfo, T
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{Value, json};
 
-use super::tokenizer::GgufTokenizer;
-use crate::error::Error;
-use crate::tool::ToolSpec;
+use crate::tokenizer::GgufTokenizer;
+use loom_core::error::Error;
+use loom_core::tool::ToolSpec;
 
 /// The longest string the constraint lets the model write for a tool argument without its own
 /// `maxLength`.

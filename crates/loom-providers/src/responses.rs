@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Map, Value, json};
 
-use super::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
-use super::openai::{is_reasoning_model, sampling_value};
-use super::sse::SseEvent;
-use super::strict::strict_schema;
-use crate::error::ModelError;
-use crate::message::{ContentPart, FinishReason, Message, Usage};
-use crate::model::{ModelCapabilities, ModelChunk, ModelRequest};
+use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
+use crate::openai::{is_reasoning_model, sampling_value};
+use crate::sse::SseEvent;
+use crate::strict::strict_schema;
+use loom_core::error::ModelError;
+use loom_core::message::{ContentPart, FinishReason, Message, Usage};
+use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
 
 /// The Responses wire format (stateless: `store: false`, the whole conversation is sent each turn).
 #[derive(Clone, Debug)]
@@ -24,7 +24,7 @@ pub struct Responses {
 pub fn openai_responses(model: &str) -> HttpModel<Responses> {
     HttpModel::new(Responses {
         model: model.to_string(),
-        base_url: super::base_url_from_env("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+        base_url: crate::base_url_from_env("OPENAI_BASE_URL", "https://api.openai.com/v1"),
     })
 }
 

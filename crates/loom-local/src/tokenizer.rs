@@ -9,7 +9,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 
-use crate::error::Error;
+use loom_core::error::Error;
 
 /// A tokenizer over a GGUF vocabulary.
 pub struct GgufTokenizer {

@@ -5,16 +5,16 @@ use std::collections::HashMap;
 use reqwest::header::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use super::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, header, secret_header};
-use super::sse::SseEvent;
-use crate::error::ModelError;
-use crate::message::{ContentPart, FinishReason, Message, Usage};
-use crate::model::{ModelCapabilities, ModelChunk, ModelRequest};
+use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, header, secret_header};
+use crate::sse::SseEvent;
+use loom_core::error::ModelError;
+use loom_core::message::{ContentPart, FinishReason, Message, Usage};
+use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
 
 /// The API version header sent with every call.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// The prefix that marks a [`crate::message::Thinking`] signature as a redacted thinking block's data.
+/// The prefix that marks a [`loom_core::message::Thinking`] signature as a redacted thinking block's data.
 /// Signatures and data are base64, so no real signature starts with it.
 pub(crate) const REDACTED_THINKING: &str = "redacted_thinking:";
 
@@ -26,7 +26,7 @@ fn redacted(data: Option<&str>) -> Option<String> {
 ///
 /// Thinking blocks are replayed with their signatures on the next turn (a block may have empty text:
 /// with `thinking.display: "omitted"` only its signature comes back). A redacted thinking block is
-/// kept as a [`crate::message::Thinking`] with empty text and its opaque data, prefixed with
+/// kept as a [`loom_core::message::Thinking`] with empty text and its opaque data, prefixed with
 /// `redacted_thinking:`, as the signature.
 /// With prompt caching on (the default), cache breakpoints are set on the system prompt, the last
 /// tool and the end of the conversation.
@@ -44,7 +44,7 @@ pub struct Messages {
 pub fn anthropic(model: &str) -> HttpModel<Messages> {
     HttpModel::new(Messages {
         model: model.to_string(),
-        base_url: super::base_url_from_env("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+        base_url: crate::base_url_from_env("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
         prompt_caching: true,
         default_max_tokens: 4096,
     })

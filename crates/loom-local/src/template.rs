@@ -5,8 +5,8 @@
 
 use minijinja::{Environment, ErrorKind, context};
 
-use crate::error::Error;
-use crate::message::Message;
+use loom_core::error::Error;
+use loom_core::message::Message;
 
 /// ChatML, for GGUFs without a template.
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + \

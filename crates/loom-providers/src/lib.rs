@@ -1,18 +1,33 @@
-//! Model providers over HTTP: OpenAI (Chat Completions and Responses), Anthropic Messages, Google
-//! Gemini, and OpenAI-compatible servers by base URL.
+//! Loom's model providers over HTTP: OpenAI (Chat Completions and Responses), Anthropic Messages,
+//! Google Gemini, and OpenAI-compatible servers by base URL, with ordered failover across models.
 //!
 //! Every provider is an [`HttpModel`] over its [`WireFormat`]: they share timeouts, retries,
-//! concurrency limits, pricing and key handling. Build one with [`crate::Model::openai`] and
-//! friends, or from a model string with [`crate::Model::parse`].
+//! concurrency limits, pricing and key handling. Each implements `loom_core`'s
+//! [`LanguageModel`](loom_core::model::LanguageModel), so any Loom agent can use it.
+//!
+//! Most programs do not add this crate: `loom-agent` pulls it in with its `providers` feature (on by
+//! default) and re-exports it as `loom_agent::model::providers`, with constructors on its `Model`
+//! handle (`Model::openai("gpt-5.1")`, `Model::anthropic(…)`, `Model::parse("ollama:qwen3")`, …).
+//! Used on its own:
+//!
+//! ```no_run
+//! use loom_providers::{HttpConfig, RetryPolicy, compatible};
+//!
+//! let model = compatible::openai("gpt-5.1")
+//!     .api_key("sk-…")
+//!     .with_config(HttpConfig { retry: RetryPolicy::none(), ..HttpConfig::default() });
+//! let local = compatible::compatible("http://localhost:8000/v1", "my-model");
+//! # let _ = (model, local);
+//! ```
 
-pub(crate) mod anthropic;
-pub(crate) mod compatible;
+pub mod anthropic;
+pub mod compatible;
 mod fallback;
-pub(crate) mod gemini;
+pub mod gemini;
 mod http;
 mod openai;
 pub mod pricing;
-pub(crate) mod responses;
+pub mod responses;
 pub mod sse;
 mod strict;
 

@@ -1,0 +1,276 @@
+//! OpenAI Chat Completions (`POST {base}/chat/completions`), and every server that speaks it.
+//!
+//! This file is the wire format: the request, a whole response, the shared helpers. The streamed
+//! response is decoded in `stream` (the decoder) with `scan` (a hand-written scanner for the common
+//! `chat.completion.chunk` events; see docs/benchmarks.md for what it saves) and `chunk` (the typed
+//! serde structs both decode into); their tests, proptests included, are in `tests`.
+
+mod chunk;
+mod scan;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+use serde_json::{Map, Value, json};
+
+use crate::http::{ApiKey, HttpRequest, StreamDecoder, WireFormat, secret_header};
+use crate::strict::strict_schema;
+use loom_core::error::ModelError;
+use loom_core::message::{ContentPart, FinishReason, Message, Usage};
+use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
+use stream::ChatDecoder;
+
+/// The Chat Completions wire format.
+#[derive(Clone, Debug)]
+pub struct ChatCompletions {
+    pub(crate) provider: String,
+    pub(crate) model: String,
+    pub(crate) base_url: String,
+    pub(crate) key_env: &'static str,
+    pub(crate) key_required: bool,
+    pub(crate) extra_headers: Vec<(String, String)>,
+    pub(crate) native_structured_output: bool,
+    pub(crate) context_window: Option<u32>,
+}
+
+/// Whether a model takes `max_completion_tokens` and reasoning settings (o-series, gpt-5 and later).
+pub(crate) fn is_reasoning_model(model: &str) -> bool {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    ["o1", "o3", "o4", "gpt-5", "gpt-6"].iter().any(|p| {
+        m.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
+    })
+}
+
+impl ChatCompletions {
+    fn messages(&self, messages: &[Message]) -> Vec<Value> {
+        messages
+            .iter()
+            .map(|m| match m {
+                Message::System { content } => json!({"role": "system", "content": content}),
+                Message::User { content } => json!({"role": "user", "content": user_content(content)}),
+                Message::Assistant { content, tool_calls, .. } => {
+                    let mut msg = Map::new();
+                    msg.insert("role".into(), json!("assistant"));
+                    msg.insert("content".into(), if content.is_empty() { Value::Null } else { json!(content) });
+                    if !tool_calls.is_empty() {
+                        let calls: Vec<Value> = tool_calls
+                            .iter()
+                            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                            .collect();
+                        msg.insert("tool_calls".into(), Value::Array(calls));
+                    }
+                    Value::Object(msg)
+                }
+                Message::Tool { call_id, content, .. } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
+            })
+            .collect()
+    }
+}
+
+fn user_content(parts: &[ContentPart]) -> Value {
+    if let [ContentPart::Text { text }] = parts {
+        return json!(text);
+    }
+    Value::Array(
+        parts
+            .iter()
+            .map(|p| match p {
+                ContentPart::Text { text } => json!({"type": "text", "text": text}),
+                ContentPart::Image { url, .. } => json!({"type": "image_url", "image_url": {"url": url}}),
+            })
+            .collect(),
+    )
+}
+
+impl WireFormat for ChatCompletions {
+    fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn capabilities(&self) -> ModelCapabilities {
+        ModelCapabilities {
+            tools: true,
+            native_structured_output: self.native_structured_output,
+            context_window: self.context_window,
+        }
+    }
+
+    fn key_env(&self) -> &str {
+        self.key_env
+    }
+
+    fn key_required(&self) -> bool {
+        self.key_required
+    }
+
+    fn set_base_url(&mut self, url: String) {
+        self.base_url = url;
+    }
+
+    fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
+        let g = request.generation;
+        let mut body = Map::new();
+        body.insert("model".into(), json!(self.model));
+        body.insert("messages".into(), Value::Array(self.messages(request.messages)));
+        if !request.tools.is_empty() {
+            let tools: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+                .collect();
+            body.insert("tools".into(), Value::Array(tools));
+        }
+        if stream {
+            body.insert("stream".into(), json!(true));
+            body.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        let reasoning = is_reasoning_model(&self.model) && self.provider == "openai";
+        // Reasoning models reject sampling settings: they are left out for them.
+        if let Some(t) = g.temperature.filter(|_| !reasoning) {
+            body.insert("temperature".into(), sampling_value(t));
+        }
+        if let Some(p) = g.top_p.filter(|_| !reasoning) {
+            body.insert("top_p".into(), sampling_value(p));
+        }
+        if let Some(n) = g.max_output_tokens {
+            let field = if reasoning { "max_completion_tokens" } else { "max_tokens" };
+            body.insert(field.into(), json!(n));
+        }
+        if !g.stop.is_empty() {
+            body.insert("stop".into(), json!(g.stop));
+        }
+        if let Some(seed) = g.seed {
+            body.insert("seed".into(), json!(seed));
+        }
+        if let Some(schema) = request.output_schema {
+            let (schema, strict) = strict_schema(schema);
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": strict}}),
+            );
+        }
+        // Provider-specific fields (reasoning_effort, prompt_cache_key, …) pass through as given.
+        for (k, v) in &g.extensions {
+            body.insert(k.clone(), v.clone());
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(key) = key {
+            headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose()))?);
+        }
+        for (name, value) in &self.extra_headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ModelError::InvalidRequest(format!("invalid header name {name}")))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| ModelError::InvalidRequest(format!("invalid value for header {name}")))?;
+            headers.insert(name, value);
+        }
+        let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
+        Ok(HttpRequest { url: format!("{}/chat/completions", self.base_url.trim_end_matches('/')), headers, body })
+    }
+
+    fn decoder(&self) -> Box<dyn StreamDecoder> {
+        Box::new(ChatDecoder::default())
+    }
+
+    fn decode_body(&self, body: &[u8]) -> Result<Vec<ModelChunk>, ModelError> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| ModelError::Protocol(format!("invalid JSON response: {e}")))?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            return Err(stream_error(err));
+        }
+        let choice =
+            v.pointer("/choices/0").ok_or_else(|| ModelError::Protocol("the response has no choices".into()))?;
+        let message = choice.get("message").unwrap_or(&Value::Null);
+        if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+            return Err(refused(refusal));
+        }
+        let mut out = Vec::new();
+        if let Some(r) = reasoning_text(message) {
+            out.push(ModelChunk::Thinking { text: r.to_string(), signature: None });
+        }
+        if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            out.push(ModelChunk::Text(text.to_string()));
+        }
+        if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+            for (index, c) in calls.iter().enumerate() {
+                out.push(ModelChunk::ToolCallDelta {
+                    index,
+                    id: c.get("id").and_then(Value::as_str).map(str::to_string),
+                    name: c.pointer("/function/name").and_then(Value::as_str).map(str::to_string),
+                    arguments: c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("").to_string(),
+                });
+            }
+        }
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            out.push(ModelChunk::Usage(usage(u)));
+        }
+        out.push(ModelChunk::Finish(finish_reason(choice.get("finish_reason"))));
+        Ok(out)
+    }
+}
+
+/// A sampling setting as JSON, written as the `f32` reads (`0.2`, not the widened
+/// `0.20000000298023224`).
+pub(crate) fn sampling_value(v: f32) -> Value {
+    v.to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+}
+
+/// OpenAI's usage, normalized: `prompt_tokens` includes cached tokens, which we count apart.
+pub(crate) fn usage(u: &Value) -> Usage {
+    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let prompt = n("/prompt_tokens");
+    // OpenAI reports cached tokens in prompt_tokens_details; DeepSeek as prompt_cache_hit_tokens.
+    let cached = n("/prompt_tokens_details/cached_tokens").max(n("/prompt_cache_hit_tokens"));
+    Usage {
+        input_tokens: prompt.saturating_sub(cached),
+        cached_input_tokens: cached,
+        cache_write_tokens: 0,
+        output_tokens: n("/completion_tokens"),
+        cost_usd: 0.0,
+    }
+}
+
+fn finish_reason(v: Option<&Value>) -> FinishReason {
+    match v.and_then(Value::as_str) {
+        Some("stop") | None => FinishReason::Stop,
+        Some("tool_calls") | Some("function_call") => FinishReason::ToolCalls,
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some(_) => FinishReason::Other,
+    }
+}
+
+fn reasoning_text(v: &Value) -> Option<&str> {
+    // Servers send either field, and sometimes the other one as null.
+    let field = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    field("reasoning_content").or_else(|| field("reasoning"))
+}
+
+fn refused(refusal: &str) -> ModelError {
+    ModelError::ContentFilter(format!("the model refused: {refusal}"))
+}
+
+fn stream_error(err: &Value) -> ModelError {
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("unknown error").to_string();
+    // The code is the more specific of the two (`type: invalid_request_error` with
+    // `code: context_length_exceeded`), and either may be null.
+    let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or("");
+    let (kind, code) = (field("type"), field("code"));
+    let is = |names: &[&str]| names.contains(&code) || names.contains(&kind);
+    if is(&["context_length_exceeded"]) {
+        ModelError::ContextLengthExceeded(message)
+    } else if is(&["rate_limit_exceeded", "rate_limit_error"]) {
+        ModelError::RateLimited { message, retry_after: None }
+    } else if is(&["authentication_error", "invalid_api_key"]) {
+        ModelError::Authentication(message)
+    } else if is(&["invalid_request_error"]) {
+        ModelError::InvalidRequest(message)
+    } else {
+        ModelError::Transient { message, status: None }
+    }
+}
