@@ -432,7 +432,7 @@ impl Transcript {
     /// The result this transcript records.
     pub fn to_result(&self) -> RunResult {
         // A run that never started (cancelled while queued) reports its start as its end, as
-        // `RunShared::finish` does.
+        // `RunLog::finish` does.
         let finished_at = self.finished_at.or(self.started_at).unwrap_or_else(Utc::now);
         let started_at = self.started_at.unwrap_or(finished_at);
         RunResult {
