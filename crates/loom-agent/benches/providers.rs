@@ -14,6 +14,11 @@
 //!    `sched_yield` so the kernel brings the running total up to date.
 //! 2. `sse`: `SseParser::feed` over a ~1 MB realistic OpenAI stream fed in 1, 4 and 16 KB pieces, and
 //!    the full decode (SSE + JSON into `ModelChunk`s) over the same bytes.
+//! 3. `sse_vs_crate`: our `SseParser` against the `eventsource-stream` crate on the same ~1 MB
+//!    stream, in the same run: fed one event per piece (as providers stream them, and as
+//!    `model_call` serves them), and in 1, 4 and 16 KB pieces. The crate is driven as a `Stream`
+//!    over the pieces, polled by `futures::executor::block_on_stream` (the pieces are always ready,
+//!    so that costs one poll per event).
 //!
 //! ```text
 //! cargo bench -p loom-agent --bench providers -- --warm-up-time 1 --measurement-time 3
@@ -361,6 +366,77 @@ fn decode(wire: &ChatCompletions, bytes: &[u8], piece: usize) -> usize {
     n
 }
 
+/// The same stream as [`big_stream`], one event per piece.
+fn big_stream_events() -> Vec<Vec<u8>> {
+    let events = answer_events();
+    let (body, done) = events.split_at(events.len() - 1);
+    let mut out = Vec::new();
+    let mut len = 0;
+    while len < 1024 * 1024 {
+        for e in body {
+            len += e.len();
+            out.push(e.as_bytes().to_vec());
+        }
+    }
+    out.push(done[0].as_bytes().to_vec());
+    out
+}
+
+/// Our parser over the pieces: bytes of data and events seen.
+fn parse_ours<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> (usize, usize) {
+    let mut parser = SseParser::new();
+    let (mut n, mut events) = (0, 0);
+    for piece in pieces {
+        parser
+            .feed(piece, |e| {
+                n += e.data.len();
+                events += 1;
+            })
+            .unwrap();
+    }
+    parser
+        .finish(|e| {
+            n += e.data.len();
+            events += 1;
+        })
+        .unwrap();
+    (n, events)
+}
+
+/// The `eventsource-stream` crate over the same pieces.
+fn parse_crate<'a>(pieces: impl Iterator<Item = &'a [u8]> + Unpin) -> (usize, usize) {
+    use eventsource_stream::Eventsource;
+    let stream = futures::stream::iter(pieces.map(Ok::<_, std::convert::Infallible>)).eventsource();
+    let (mut n, mut events) = (0, 0);
+    for e in futures::executor::block_on_stream(stream) {
+        n += e.unwrap().data.len();
+        events += 1;
+    }
+    (n, events)
+}
+
+fn sse_vs_crate(c: &mut Criterion) {
+    let events = big_stream_events();
+    let bytes = events.concat();
+    assert_eq!(parse_ours(events.iter().map(Vec::as_slice)), parse_crate(events.iter().map(Vec::as_slice)));
+    let mut group = c.benchmark_group("sse_vs_crate");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("ours/event", |b| b.iter(|| black_box(parse_ours(events.iter().map(Vec::as_slice)))));
+    group.bench_function("eventsource_stream/event", |b| {
+        b.iter(|| black_box(parse_crate(events.iter().map(Vec::as_slice))))
+    });
+    for kb in [1usize, 4, 16] {
+        assert_eq!(parse_ours(bytes.chunks(kb * 1024)), parse_crate(bytes.chunks(kb * 1024)));
+        group.bench_with_input(BenchmarkId::new("ours", format!("{kb}KB")), &kb, |b, &kb| {
+            b.iter(|| black_box(parse_ours(bytes.chunks(kb * 1024))))
+        });
+        group.bench_with_input(BenchmarkId::new("eventsource_stream", format!("{kb}KB")), &kb, |b, &kb| {
+            b.iter(|| black_box(parse_crate(bytes.chunks(kb * 1024))))
+        });
+    }
+    group.finish();
+}
+
 fn sse(c: &mut Criterion) {
     let bytes = big_stream();
     let wire = Model::openai("gpt-4o").wire().clone();
@@ -405,7 +481,7 @@ fn profile(spec: &str) {
     });
 }
 
-criterion_group!(benches, model_call, sse, clock_cost);
+criterion_group!(benches, model_call, sse, sse_vs_crate, clock_cost);
 
 fn main() {
     if let Ok(spec) = std::env::var("LOOM_PROFILE_CALLS") {
