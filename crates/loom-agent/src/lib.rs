@@ -34,10 +34,11 @@
 //! # }
 //! ```
 //!
-//! The layers, top down: [`agent`] (Agent, Session, Run), [`architecture`] (the ReAct loop),
-//! [`model`] and [`tool`] (the two core protocols), [`store`] (sessions, journal and memory slots),
-//! [`governance`] (hooks, permissions, budget and audit slots), and the types ([`message`],
-//! [`event`], [`error`]).
+//! The layers, top down: [`agent`] (Agent, Session, Run, the driver), [`architecture`] (the ReAct
+//! loop), [`runtime`] (`RunCx`, the one pipeline for a run's side effects), then the standard
+//! implementations — [`model`], [`tool`](mod@tool), [`store`], [`governance`], [`capability`] — over
+//! the `loom-core` crate's types and protocols, re-exported here as [`run`], [`message`], [`event`]
+//! and [`error`].
 //!
 //! ## Cargo features
 //!

@@ -199,7 +199,7 @@ impl Agent {
     }
 
     /// Sends the decision on a tool call a suspended run is waiting for, and continues the run
-    /// (see [`Approval::Defer`](crate::governance::Approval::Defer)). Works in any process that
+    /// (see [`Approval::Defer`]). Works in any process that
     /// shares the journal, after a restart too.
     pub async fn decide(&self, run_id: &str, call_id: &str, approval: Approval) -> Result<Run, Error> {
         let journal = self.journal_or_err()?;

@@ -2,8 +2,8 @@
 //! around (with constructors for every provider), generation settings, and the built-in offline
 //! models ([`ScriptedModel`], [`EchoModel`]).
 //!
-//! The HTTP providers are the `loom-providers` crate, here as [`providers`] (the `providers`
-//! feature, on by default); the embedded local model is the `loom-local` crate, here as [`local`]
+//! The HTTP providers are the `loom-providers` crate, here as `providers` (the `providers`
+//! feature, on by default); the embedded local model is the `loom-local` crate, here as `local`
 //! (the `local` feature).
 
 mod echo;

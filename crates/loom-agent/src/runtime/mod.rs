@@ -2,10 +2,10 @@
 //!
 //! [`RunCx`] is the run's working state and its pipeline: `begin` (or `resume`) seeds and starts
 //! the run, [`RunCx::model_turn`] and [`RunCx::run_tools`] are the two steps an architecture
-//! drives, and `finish` ends it. Each step consults the agent's policies ([`env`]: budget, hooks,
+//! drives, and `finish` ends it. Each step consults the agent's policies (`env.rs`: budget, hooks,
 //! rate limit, permissions, approval, guardrails, audit) in a fixed order, writes the journal before
-//! moving on ([`replay`]: the same recorder replays a resumed run's journal), and appends events to
-//! the run's log ([`log`]).
+//! moving on (`replay.rs`: the same recorder replays a resumed run's journal), and appends events to
+//! the run's log (`log.rs`).
 //!
 //! | file | what it owns |
 //! |---|---|
