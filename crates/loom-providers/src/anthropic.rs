@@ -22,7 +22,8 @@ fn redacted(data: Option<&str>) -> Option<String> {
     data.map(|d| format!("{REDACTED_THINKING}{d}"))
 }
 
-/// The Messages wire format.
+/// The Anthropic Messages wire format (named apart from [`loom_core::message::Message`], which it
+/// is one letter from).
 ///
 /// Thinking blocks are replayed with their signatures on the next turn (a block may have empty text:
 /// with `thinking.display: "omitted"` only its signature comes back). A redacted thinking block is
@@ -31,7 +32,7 @@ fn redacted(data: Option<&str>) -> Option<String> {
 /// With prompt caching on (the default), cache breakpoints are set on the system prompt, the last
 /// tool and the end of the conversation.
 #[derive(Clone, Debug)]
-pub struct Messages {
+pub struct AnthropicMessages {
     pub(crate) model: String,
     pub(crate) base_url: String,
     /// Cache breakpoints on (default true).
@@ -40,9 +41,13 @@ pub struct Messages {
     pub default_max_tokens: u32,
 }
 
+/// The old name of [`AnthropicMessages`].
+#[deprecated(note = "renamed to AnthropicMessages")]
+pub type Messages = AnthropicMessages;
+
 /// Anthropic: `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`.
-pub fn anthropic(model: &str) -> HttpModel<Messages> {
-    HttpModel::new(Messages {
+pub fn anthropic(model: &str) -> HttpModel<AnthropicMessages> {
+    HttpModel::new(AnthropicMessages {
         model: model.to_string(),
         base_url: crate::base_url_from_env("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
         prompt_caching: true,
@@ -72,7 +77,7 @@ fn image_block(url: &str, media_type: Option<&str>) -> Value {
     json!({"type": "image", "source": {"type": "url", "url": url}})
 }
 
-impl Messages {
+impl AnthropicMessages {
     /// The system blocks and the alternating messages.
     fn convert(&self, messages: &[Message]) -> (Vec<Value>, Vec<Value>) {
         let mut system = Vec::new();
@@ -139,7 +144,7 @@ impl Messages {
     }
 }
 
-impl WireFormat for Messages {
+impl WireFormat for AnthropicMessages {
     fn provider(&self) -> &str {
         "anthropic"
     }

@@ -31,6 +31,8 @@ pub mod responses;
 pub mod sse;
 mod strict;
 
+pub use anthropic::AnthropicMessages;
+#[allow(deprecated)]
 pub use anthropic::Messages;
 pub use compatible::{PRESETS, Preset};
 pub use fallback::FallbackModel;
@@ -47,7 +49,7 @@ pub type OpenAIModel = HttpModel<ChatCompletions>;
 /// An OpenAI Responses API model.
 pub type OpenAIResponsesModel = HttpModel<Responses>;
 /// An Anthropic Messages model.
-pub type AnthropicModel = HttpModel<Messages>;
+pub type AnthropicModel = HttpModel<AnthropicMessages>;
 /// A Google Gemini model.
 pub type GeminiModel = HttpModel<GenerateContent>;
 
