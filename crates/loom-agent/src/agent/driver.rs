@@ -52,7 +52,7 @@ pub(crate) async fn drive(
         }
         Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started"))
     } else {
-        execute(&agent, &session, &mut cx, start).instrument(span.clone()).await
+        execute(&agent, &session, &log, &mut cx, start).instrument(span.clone()).await
     };
     let result = cx.finish(outcome).await;
     telemetry::record_run(&span, &result);
@@ -68,7 +68,7 @@ pub(crate) async fn drive(
 
 /// Begins or resumes the run, then runs the architecture under the timeout, cancellation and (for
 /// journaled runs) the lease.
-async fn execute(agent: &AgentInner, session: &SessionInner, cx: &mut RunCx, start: Start) -> Outcome {
+async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &mut RunCx, start: Start) -> Outcome {
     let (schema, timeout) = match start {
         Start::Fresh(request) => {
             let plan = plan(agent, session, &request);
@@ -81,7 +81,6 @@ async fn execute(agent: &AgentInner, session: &SessionInner, cx: &mut RunCx, sta
         }
         Start::Resume(stored) => cx.resume(*stored)?,
     };
-    let log = cx.log().clone();
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::context::{RunCx, blocked, stopped_by_hook};
+use super::context::{RunCx, stopped_by_hook};
 use super::env::GuardResult;
 use super::replay::Recorder;
 use crate::error::{RunError, RunErrorKind};
@@ -80,10 +80,9 @@ impl RunCx {
             }
         }
         for (name, blocked_by) in input_guard {
-            let action = if blocked_by.is_some() { GuardAction::Block } else { GuardAction::Redact };
-            self.guard_event(GuardStage::Input, &name, action, blocked_by.clone()).await;
-            if let Some(reason) = blocked_by {
-                return Err(blocked(&name, reason));
+            match blocked_by {
+                Some(reason) => return Err(self.guard_blocked(GuardStage::Input, name, reason).await),
+                None => self.guard_event(GuardStage::Input, &name, GuardAction::Redact, None).await,
             }
         }
         self.native_schema = plan.output_schema.clone().filter(|_| native);
@@ -101,9 +100,7 @@ impl RunCx {
             output_schema: schema.map(|s| (s.name().to_string(), s.schema().clone())),
             started_at: self.log.started_at().unwrap_or_else(chrono::Utc::now),
         };
-        self.recorder.begin(record).await?;
-        self.journaled = self.recorder.is_journaled();
-        Ok(())
+        self.recorder.begin(record).await
     }
 
     /// Continues a run from its journal: the seeded conversation comes from the record, and the
@@ -114,7 +111,12 @@ impl RunCx {
         stored: JournaledRun,
     ) -> Result<(Option<OutputSchema>, Option<Duration>), RunError> {
         let record = stored.record;
-        self.journaled = true;
+        let mut entries = stored.entries;
+        if entries.iter().any(|e| matches!(e, JournalEntry::MemoryWritten)) {
+            self.log.set_memory_written();
+        }
+        entries.retain(|e| !matches!(e, JournalEntry::MemoryWritten));
+        self.recorder = Recorder::resumed(&self.env.stores, self.log.clone(), entries);
         self.history_base = Some(record.history_base);
         self.log.set_running(record.seeds.clone());
         self.log.set_started_at(record.started_at);
@@ -129,12 +131,6 @@ impl RunCx {
             })?;
         let native = schema.is_some() && self.env.model.capabilities().native_structured_output;
         self.native_schema = schema.clone().filter(|_| native);
-        let mut entries = stored.entries;
-        if entries.iter().any(|e| matches!(e, JournalEntry::MemoryWritten)) {
-            self.log.set_memory_written();
-        }
-        entries.retain(|e| !matches!(e, JournalEntry::MemoryWritten));
-        self.recorder = Recorder::new(&self.env.stores, self.log.clone(), entries);
         Ok((schema, record.timeout_ms.map(Duration::from_millis)))
     }
 

@@ -43,8 +43,6 @@ pub struct RunCx {
     pub(super) recorder: Recorder,
     /// Where this run's own messages start (the input message), once seeded.
     pub(super) history_base: Option<usize>,
-    /// Whether the journal has this run (it began there, or it resumed from there).
-    pub(super) journaled: bool,
     /// Whether `begin` created or updated the session in the store.
     pub(super) session_opened: bool,
 }
@@ -53,7 +51,7 @@ impl RunCx {
     /// A run context before `begin` / `resume` seeds it.
     pub(crate) fn new(env: Arc<RunEnv>, log: Arc<RunLog>, max_turns: u32) -> Self {
         let scope = log.scope();
-        let recorder = Recorder::new(&env.stores, log.clone(), Vec::new());
+        let recorder = Recorder::new(&env.stores, log.clone());
         RunCx {
             messages: Vec::new(),
             env,
@@ -66,7 +64,6 @@ impl RunCx {
             remembered: Vec::new(),
             recorder,
             history_base: None,
-            journaled: false,
             session_opened: false,
         }
     }
@@ -96,14 +93,9 @@ impl RunCx {
         self.log.emit(kind);
     }
 
-    /// The run's log.
-    pub(crate) fn log(&self) -> &Arc<RunLog> {
-        &self.log
-    }
-
-    /// Whether the journal has this run.
+    /// Whether the journal has this run (it began there, or it resumed from there).
     pub(crate) fn is_journaled(&self) -> bool {
-        self.journaled
+        self.recorder.is_journaled()
     }
 
     /// Whether `begin` created or updated the session in the store.
@@ -114,7 +106,7 @@ impl RunCx {
     /// Marks a resumed run as journaled before it starts (a run cancelled while queued still
     /// gets its journal's final commit).
     pub(crate) fn set_journaled(&mut self) {
-        self.journaled = true;
+        self.recorder = Recorder::resumed(&self.env.stores, self.log.clone(), Vec::new());
     }
 
     /// Journal entries a resumed run did not replay (its execution diverged from the journal).
@@ -290,11 +282,14 @@ impl RunCx {
                 }
                 Ok(Some(new))
             }
-            GuardResult::Blocked(name, reason) => {
-                self.guard_event(stage, &name, GuardAction::Block, Some(reason.clone())).await;
-                Err(blocked(&name, reason))
-            }
+            GuardResult::Blocked(name, reason) => Err(self.guard_blocked(stage, name, reason).await),
         }
+    }
+
+    /// A guardrail blocked the run at `stage`: its event and audit entry, and the run's error.
+    pub(super) async fn guard_blocked(&self, stage: GuardStage, name: String, reason: String) -> RunError {
+        self.guard_event(stage, &name, GuardAction::Block, Some(reason.clone())).await;
+        blocked(&name, reason)
     }
 
     /// A guardrail's `guardrail.triggered` event and audit entry.

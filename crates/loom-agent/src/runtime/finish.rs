@@ -36,9 +36,7 @@ impl RunCx {
         let end = self.end_with(outcome, messages);
         let (result, transcript) = self.log.finish(end);
         self.persist(&result, &transcript).await;
-        if self.journaled
-            && let Err(e) = self.recorder.end(result.state).await
-        {
+        if let Err(e) = self.recorder.end(result.state).await {
             tracing::warn!(run_id = %result.run_id, error = %e, "the journal's final commit failed");
         }
         result
@@ -128,12 +126,11 @@ impl RunCx {
             match memory.remember(scope, transcript).await {
                 // No events ride with this entry: a resumed run replays up to the last model or
                 // tool boundary and emits what followed it again.
-                Ok(()) if self.journaled => {
+                Ok(()) => {
                     if let Err(e) = self.recorder.record_alone(&JournalEntry::MemoryWritten).await {
                         tracing::warn!(run_id = %result.run_id, error = %e, "journaling the memory write failed");
                     }
                 }
-                Ok(()) => {}
                 Err(e) => tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed"),
             }
         }

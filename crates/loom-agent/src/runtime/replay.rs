@@ -19,7 +19,11 @@ use crate::store::{Journal, JournalEntry, Lease, RunRecord};
 
 /// A run's journal handle and the entries a resumed run has not consumed yet.
 pub(crate) struct Recorder {
+    /// The journal, once it has this run (after `begin`, or for a resumed run); until then nothing
+    /// is written.
     journal: Option<Arc<dyn Journal>>,
+    /// The agent's journal, before `begin` registers the run there.
+    configured: Option<Arc<dyn Journal>>,
     lease: Lease,
     log: Arc<RunLog>,
     entries: Vec<JournalEntry>,
@@ -46,12 +50,23 @@ pub(crate) enum ApprovalReplay {
 }
 
 impl Recorder {
-    /// A recorder for a run; `entries` are a resumed run's journal (empty for a fresh run).
-    pub(crate) fn new(stores: &Stores, log: Arc<RunLog>, entries: Vec<JournalEntry>) -> Self {
-        Recorder { journal: stores.journal.clone(), lease: stores.lease.clone(), log, entries }
+    /// A recorder for a fresh run: it writes nothing until [`Recorder::begin`] registers the run.
+    pub(crate) fn new(stores: &Stores, log: Arc<RunLog>) -> Self {
+        Recorder {
+            journal: None,
+            configured: stores.journal.clone(),
+            lease: stores.lease.clone(),
+            log,
+            entries: Vec::new(),
+        }
     }
 
-    /// Whether the run is journaled.
+    /// A recorder for a run the journal already has; `entries` are its journal, to replay.
+    pub(crate) fn resumed(stores: &Stores, log: Arc<RunLog>, entries: Vec<JournalEntry>) -> Self {
+        Recorder { journal: stores.journal.clone(), entries, ..Recorder::new(stores, log) }
+    }
+
+    /// Whether the journal has this run.
     pub(crate) fn is_journaled(&self) -> bool {
         self.journal.is_some()
     }
@@ -68,11 +83,12 @@ impl Recorder {
 
     /// Registers the run with the journal, with its events so far. `record` is built only for a
     /// journaled run.
-    pub(crate) async fn begin(&self, record: impl FnOnce() -> RunRecord) -> Result<(), RunError> {
-        let Some(journal) = &self.journal else { return Ok(()) };
+    pub(crate) async fn begin(&mut self, record: impl FnOnce() -> RunRecord) -> Result<(), RunError> {
+        let Some(journal) = &self.configured else { return Ok(()) };
         let (events, end) = self.log.unpersisted();
         journal.begin(&record(), &self.lease, &events).await.map_err(store_error)?;
         self.log.mark_persisted(end);
+        self.journal = Some(journal.clone());
         Ok(())
     }
 

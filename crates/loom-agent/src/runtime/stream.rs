@@ -3,11 +3,11 @@
 
 use futures::StreamExt;
 
-use super::context::{RunCx, blocked};
+use super::context::RunCx;
 use super::output_filter::OutputFilter;
 use crate::error::{ModelError, RunError};
 use crate::event::{DeltaKind, EventKind, ModelDelta, ModelRequestEvent};
-use crate::governance::{GuardAction, GuardStage};
+use crate::governance::GuardStage;
 use crate::model::{ModelChunk, ModelRequest, ModelResponse, ResponseAssembler};
 use crate::output::OutputSchema;
 use crate::tool::ToolSpec;
@@ -44,7 +44,9 @@ impl RunCx {
                         None => Some(text.clone()),
                         Some(f) => match f.push(text) {
                             Ok(shown) => shown,
-                            Err((name, reason)) => return Err(self.output_blocked(name, reason).await),
+                            Err((name, reason)) => {
+                                return Err(self.guard_blocked(GuardStage::Output, name, reason).await);
+                            }
                         },
                     };
                     if let Some(text) = shown.filter(|t| !t.is_empty()) {
@@ -67,18 +69,12 @@ impl RunCx {
         if let Some(f) = &mut filter {
             let rest = match f.finish() {
                 Ok(rest) => rest,
-                Err((name, reason)) => return Err(self.output_blocked(name, reason).await),
+                Err((name, reason)) => return Err(self.guard_blocked(GuardStage::Output, name, reason).await),
             };
             if !rest.is_empty() {
                 self.log.emit(EventKind::ModelDelta(ModelDelta { turn, kind: DeltaKind::Text, text: rest }));
             }
         }
         Ok(response)
-    }
-
-    /// Streamed output blocked by a guardrail: the event and audit entry, and the error.
-    async fn output_blocked(&self, name: String, reason: String) -> RunError {
-        self.guard_event(GuardStage::Output, &name, GuardAction::Block, Some(reason.clone())).await;
-        blocked(&name, reason)
     }
 }

@@ -52,8 +52,9 @@ fn held<'a>(
     run_id: &str,
     lease: &Lease,
 ) -> Result<&'a mut JournaledRun, Error> {
-    may_write(run_id, runs.get(run_id).map(view), lease)?;
-    let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+    let run = runs.get_mut(run_id);
+    may_write(run_id, run.as_deref().map(view), lease)?;
+    let run = run.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
     run.lease_expires_at = Some(expiry(lease, Utc::now().timestamp_millis()));
     Ok(run)
 }
@@ -105,8 +106,9 @@ impl Journal for InMemoryJournal {
     async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
         self.with(|runs| {
             let now = Utc::now().timestamp_millis();
-            may_take_over(run_id, runs.get(run_id).map(view), lease, now)?;
-            let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+            let run = runs.get_mut(run_id);
+            may_take_over(run_id, run.as_deref().map(view), lease, now)?;
+            let run = run.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
             run.lease_owner = Some(lease.owner.to_string());
             run.lease_expires_at = Some(expiry(lease, now));
             run.state = RunState::Running;
@@ -120,8 +122,9 @@ impl Journal for InMemoryJournal {
 
     async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
         self.with(|runs| {
-            may_decide(run_id, runs.get(run_id).map(view))?;
-            let run = runs.get_mut(run_id).ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+            let run = runs.get_mut(run_id);
+            may_decide(run_id, run.as_deref().map(view))?;
+            let run = run.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
             run.entries.push(entry.clone());
             Ok(())
         })
