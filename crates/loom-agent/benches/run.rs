@@ -22,7 +22,7 @@ use loom_agent::event::{ModelRequestEvent, ToolResultEvent};
 use loom_agent::model::{ScriptedModel, ScriptedTurn};
 use loom_agent::output::extract_json;
 use loom_agent::prelude::*;
-use loom_agent::store::{InMemorySessionStore, RunSummary, SessionRecord, SessionStore};
+use loom_agent::store::{InMemorySessionStore, RunSummary, SessionKey, SessionRecord, SessionStore};
 use loom_agent::tool::FunctionTool;
 use loom_agent::{Message, Transcript};
 use serde_json::json;
@@ -42,25 +42,29 @@ impl SessionStore for NullStore {
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, loom_agent::Error> {
         Ok(record.clone())
     }
-    async fn history(&self, _session_id: &str) -> Result<Vec<Message>, loom_agent::Error> {
+    async fn history(&self, _session_id: SessionKey<'_>) -> Result<Vec<Message>, loom_agent::Error> {
         Ok(Vec::new())
     }
-    async fn get_session(&self, _session_id: &str) -> Result<Option<SessionRecord>, loom_agent::Error> {
+    async fn get_session(&self, _session_id: SessionKey<'_>) -> Result<Option<SessionRecord>, loom_agent::Error> {
         Ok(None)
     }
-    async fn append_history(&self, _: &str, _: &str, _messages: &[Message]) -> Result<(), loom_agent::Error> {
+    async fn append_history(&self, _: SessionKey<'_>, _: &str, _messages: &[Message]) -> Result<(), loom_agent::Error> {
         Ok(())
     }
     async fn save_run(&self, _transcript: Arc<Transcript>) -> Result<(), loom_agent::Error> {
         Ok(())
     }
-    async fn get_run(&self, _session_id: &str, _run_id: &str) -> Result<Option<Arc<Transcript>>, loom_agent::Error> {
+    async fn get_run(
+        &self,
+        _session_id: SessionKey<'_>,
+        _run_id: &str,
+    ) -> Result<Option<Arc<Transcript>>, loom_agent::Error> {
         Ok(None)
     }
-    async fn list_runs(&self, _session_id: &str) -> Result<Vec<RunSummary>, loom_agent::Error> {
+    async fn list_runs(&self, _session_id: SessionKey<'_>) -> Result<Vec<RunSummary>, loom_agent::Error> {
         Ok(Vec::new())
     }
-    async fn close_session(&self, _session_id: &str) -> Result<(), loom_agent::Error> {
+    async fn close_session(&self, _session_id: SessionKey<'_>) -> Result<(), loom_agent::Error> {
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ use common::*;
 use futures::StreamExt;
 use loom_agent::message::{Message, ToolCall};
 use loom_agent::model::{FnModel, ScriptedTurn};
+use loom_agent::store::SessionKey;
 use loom_agent::store::SessionStore;
 use loom_agent::{Agent, Run, RunRequest, RunState, RunStream, Session};
 use serde_json::json;
@@ -56,31 +57,34 @@ async fn a_thousand_runs_across_a_hundred_sessions_have_no_cross_talk() {
     for i in 0..RUNS {
         let session = format!("s{}", i % SESSIONS);
         let prompt = format!("p:{session}:{i}");
-        let run = agent.start(RunRequest::new(prompt.clone()).session(session.clone()).user(format!("u{i}")));
-        runs.push((i, session, prompt, run));
+        // Three users share every session id: each (user, id) is its own conversation.
+        let user = format!("u{}", i % 3);
+        let run = agent.start(RunRequest::new(prompt.clone()).session(session.clone()).user(user.clone()));
+        runs.push((i, (user, session), prompt, run));
     }
     let results = within(60, "1000 runs", futures::future::join_all(runs.iter().map(|(_, _, _, r)| r.result()))).await;
 
-    let mut by_session: HashMap<String, Vec<String>> = HashMap::new();
-    for ((i, session, prompt, run), result) in runs.iter().zip(&results) {
+    let mut by_session: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for ((i, (user, session), prompt, run), result) in runs.iter().zip(&results) {
         assert_eq!(result.state, RunState::Completed, "run {i}: {:?}", result.error);
         assert_eq!(result.output, format!("ans:tag:{prompt}"), "run {i} got another run's answer");
         assert_eq!(&result.session_id, session);
         assert_eq!(result.run_id, run.id());
-        assert_eq!(result.user_id.as_deref(), Some(format!("u{i}").as_str()));
+        assert_eq!(result.user_id.as_deref(), Some(user.as_str()));
         check_log(&result.events, run.id(), session, RunState::Completed);
         let tool = tool_results(&result.events);
         assert_eq!(tool.len(), 1);
         assert_eq!(tool[0].output, format!("tag:{prompt}"));
-        by_session.entry(session.clone()).or_default().push(prompt.clone());
+        by_session.entry((user.clone(), session.clone())).or_default().push(prompt.clone());
     }
     let run_ids: std::collections::HashSet<&str> = results.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(run_ids.len(), RUNS, "run ids are unique");
 
-    // Every session's history holds exactly its own runs, in the order they were started.
-    assert_eq!(by_session.len(), SESSIONS);
-    for (session, prompts) in &by_session {
-        let history = store.0.history(session).await.unwrap();
+    // Every session's history holds exactly its own user's runs, in the order they were started.
+    assert_eq!(by_session.len(), SESSIONS * 3);
+    for ((user, session), prompts) in &by_session {
+        let key = SessionKey::of_user(user, session);
+        let history = store.0.history(key).await.unwrap();
         let mut expected = Vec::with_capacity(prompts.len() * 4);
         for p in prompts {
             expected.push(Message::user(p.clone()));
@@ -92,8 +96,8 @@ async fn a_thousand_runs_across_a_hundred_sessions_have_no_cross_talk() {
             expected.push(Message::tool("call_1_0", "tag", format!("tag:{p}"), false));
             expected.push(Message::assistant(format!("ans:tag:{p}")));
         }
-        assert_eq!(history, expected, "history of {session}");
-        let listed = store.0.list_runs(session).await.unwrap();
+        assert_eq!(history, expected, "history of {session} for {user}");
+        let listed = store.0.list_runs(key).await.unwrap();
         assert_eq!(listed.len(), prompts.len());
     }
 }

@@ -7,6 +7,7 @@
 #![cfg(all(unix, feature = "sqlite", feature = "providers"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use loom_agent::store::SessionKey;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -355,7 +356,7 @@ async fn crash_and_resume(at: &str, expect_tool_ran_before_kill: bool) {
     let session = agent.session(loom_agent::SessionConfig::new("crash-session"));
     let transcript = session.get_run(&run_id).await.unwrap().unwrap().transcript();
     assert_eq!(transcript.state, RunState::Completed);
-    let history = agent.session_store().history("crash-session").await.unwrap();
+    let history = agent.session_store().history(SessionKey::new("crash-session")).await.unwrap();
     assert_eq!(history.len(), 4, "{at}: user, assistant call, tool result, answer; never twice");
     assert_eq!(integrity(&db), "ok");
     // A finished run is never replayed.

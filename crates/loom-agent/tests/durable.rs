@@ -6,6 +6,7 @@
 
 mod common;
 
+use loom_agent::store::SessionKey;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,7 +64,7 @@ async fn sessions_runs_and_events_survive_a_restart() {
     // A new process: a new store handle on the same file.
     let (recorder, model) = scripted([ScriptedTurn::text("second")]);
     let agent = Agent::builder().model(model).journal(url.as_str()).build().unwrap();
-    let record = agent.session_store().get_session("s1").await.unwrap().unwrap();
+    let record = agent.session_store().get_session(SessionKey::new("s1")).await.unwrap().unwrap();
     assert_eq!(record.metadata["tenant"], "acme");
     let session = agent.session(SessionConfig::new("s1"));
     let runs = session.list_runs().await.unwrap();
@@ -225,7 +226,7 @@ async fn a_database_from_a_newer_version_is_refused() {
     SqliteStore::open(&db).unwrap();
     rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 99).unwrap();
     match SqliteStore::open(&db) {
-        Err(Error::SchemaTooNew { found: 99, supported: 1 }) => {}
+        Err(Error::SchemaTooNew { found: 99, supported: 2 }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     let err = Agent::builder().model("echo").journal(format!("sqlite:{}", db.display())).build().unwrap_err();

@@ -7,6 +7,7 @@
 
 mod common;
 
+use loom_agent::store::SessionKey;
 use std::collections::HashMap;
 
 use common::*;
@@ -234,7 +235,7 @@ proptest! {
                     completed_or_interrupted += 1;
                 }
             }
-            let history = store.0.history("props").await.unwrap();
+            let history = store.0.history(SessionKey::new("props")).await.unwrap();
             assert_history_consistent(&history);
             // Each kept run contributed its prompt, once, in order.
             let prompts: Vec<String> = history.iter().filter(|m| matches!(m, Message::User { .. })).map(Message::text).collect();

@@ -4,6 +4,7 @@
 
 mod common;
 
+use loom_agent::store::SessionKey;
 use std::time::Instant;
 
 use common::*;
@@ -119,7 +120,7 @@ async fn input_pii_is_redacted_before_the_model_sees_it_and_in_the_history() {
     assert_eq!(summary(&guard_events(&result)), [event(GuardStage::Input, "pii", "redact")]);
     assert_eq!(guard_events(&result)[0].reason, None);
 
-    let history = store.0.history(&result.session_id).await.unwrap();
+    let history = store.0.history(SessionKey::new(&result.session_id)).await.unwrap();
     assert_eq!(history, vec![Message::user(redacted), Message::assistant("noted")]);
     session.run("next").await.unwrap();
     let second = &model.requests()[1].messages;

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use loom_agent::store::SessionKey;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -546,40 +547,47 @@ fn obj(value: Value) -> Map<String, Value> {
 async fn sessions_merge(b: &Backend) {
     let (_, ses, _) = ids("merge");
     let s = &b.sessions;
-    assert!(s.get_session(&ses).await.unwrap().is_none());
+    assert!(s.get_session(SessionKey::new(&ses)).await.unwrap().is_none());
     let first = SessionRecord {
         id: ses.clone(),
+        user_id: None,
         metadata: obj(json!({"a": 1, "keep": true})),
         extensions: obj(json!({"x": "1"})),
     };
     assert_eq!(s.open_session(&first).await.unwrap(), first);
-    let second = SessionRecord { id: ses.clone(), metadata: obj(json!({"a": 3, "b": 2})), extensions: Map::new() };
+    let second = SessionRecord {
+        id: ses.clone(),
+        user_id: None,
+        metadata: obj(json!({"a": 3, "b": 2})),
+        extensions: Map::new(),
+    };
     let merged = s.open_session(&second).await.unwrap();
     let expected = SessionRecord {
         id: ses.clone(),
+        user_id: None,
         metadata: obj(json!({"a": 3, "b": 2, "keep": true})),
         extensions: obj(json!({"x": "1"})),
     };
     assert_eq!(merged, expected);
-    assert_eq!(s.get_session(&ses).await.unwrap(), Some(expected.clone()));
-    s.close_session(&ses).await.unwrap();
-    assert_eq!(s.get_session(&ses).await.unwrap(), Some(expected), "a closed session stays readable");
+    assert_eq!(s.get_session(SessionKey::new(&ses)).await.unwrap(), Some(expected.clone()));
+    s.close_session(SessionKey::new(&ses)).await.unwrap();
+    assert_eq!(s.get_session(SessionKey::new(&ses)).await.unwrap(), Some(expected), "a closed session stays readable");
 }
 
 async fn history_is_idempotent_per_run(b: &Backend) {
     let (_, ses, _) = ids("history");
     let s = &b.sessions;
     s.open_session(&SessionRecord { id: ses.clone(), ..SessionRecord::default() }).await.unwrap();
-    assert!(s.history(&ses).await.unwrap().is_empty());
+    assert!(s.history(SessionKey::new(&ses)).await.unwrap().is_empty());
     let first = vec![Message::user("one"), Message::assistant("two")];
     let second = vec![Message::user("three"), Message::assistant("four")];
-    s.append_history(&ses, "run_1", &first).await.unwrap();
-    s.append_history(&ses, "run_1", &first).await.unwrap();
-    assert_eq!(s.history(&ses).await.unwrap(), first, "a second append of one run adds nothing");
-    s.append_history(&ses, "run_2", &second).await.unwrap();
-    s.append_history(&ses, "run_1", &first).await.unwrap();
+    s.append_history(SessionKey::new(&ses), "run_1", &first).await.unwrap();
+    s.append_history(SessionKey::new(&ses), "run_1", &first).await.unwrap();
+    assert_eq!(s.history(SessionKey::new(&ses)).await.unwrap(), first, "a second append of one run adds nothing");
+    s.append_history(SessionKey::new(&ses), "run_2", &second).await.unwrap();
+    s.append_history(SessionKey::new(&ses), "run_1", &first).await.unwrap();
     let all: Vec<Message> = first.iter().chain(&second).cloned().collect();
-    assert_eq!(s.history(&ses).await.unwrap(), all, "runs in the order appended");
+    assert_eq!(s.history(SessionKey::new(&ses)).await.unwrap(), all, "runs in the order appended");
 }
 
 async fn save_run_replaces(b: &Backend) {
@@ -593,15 +601,58 @@ async fn save_run_replaces(b: &Backend) {
     s.save_run(Arc::new(early)).await.unwrap();
     let done = Transcript { started_at, ..transcript(&run, &ses, RunState::Completed, "sunny", evs) };
     s.save_run(Arc::new(done.clone())).await.unwrap();
-    let got = s.get_run(&ses, &run).await.unwrap().expect("the run is saved");
+    let got = s.get_run(SessionKey::of_user("ulla", &ses), &run).await.unwrap().expect("the run is saved");
     assert_eq!(*got, done, "the latest save, with its events");
-    assert!(s.get_run(&ses, "run_missing").await.unwrap().is_none());
+    assert!(s.get_run(SessionKey::of_user("ulla", &ses), "run_missing").await.unwrap().is_none());
 
     let later = format!("{run}_z");
     let other = transcript(&later, &ses, RunState::Failed, "no", Vec::new());
     s.save_run(Arc::new(other.clone())).await.unwrap();
-    let runs = s.list_runs(&ses).await.unwrap();
+    let runs = s.list_runs(SessionKey::of_user("ulla", &ses)).await.unwrap();
     assert_eq!(runs, vec![done.summary(), other.summary()], "one line per run, oldest first");
+}
+
+/// One session id under two users and under none names three sessions: none of them sees another's
+/// metadata, history or runs, and closing one leaves the others open.
+async fn sessions_are_scoped_by_user(b: &Backend) {
+    let (run, ses, user) = ids("scoped");
+    let other = format!("{user}_other");
+    let s = &b.sessions;
+    let (mine, theirs, nobody) =
+        (SessionKey::of_user(&user, &ses), SessionKey::of_user(&other, &ses), SessionKey::new(&ses));
+    let opened = s
+        .open_session(&SessionRecord {
+            id: ses.clone(),
+            user_id: Some(user.clone()),
+            metadata: obj(json!({"secret": "mine"})),
+            ..SessionRecord::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(opened.user_id.as_deref(), Some(user.as_str()));
+    s.append_history(mine, &run, &[Message::user("my secret")]).await.unwrap();
+    let t = Transcript { user_id: Some(user.clone()), ..transcript(&run, &ses, RunState::Completed, "ok", Vec::new()) };
+    s.save_run(Arc::new(t.clone())).await.unwrap();
+
+    for key in [theirs, nobody] {
+        assert!(s.get_session(key).await.unwrap().is_none(), "{key:?} sees the session");
+        assert!(s.history(key).await.unwrap().is_empty(), "{key:?} sees the history");
+        assert!(s.get_run(key, &run).await.unwrap().is_none(), "{key:?} sees the run");
+        assert!(s.list_runs(key).await.unwrap().is_empty(), "{key:?} lists the run");
+    }
+    // The other user's session of the same id is a session of its own.
+    s.open_session(&SessionRecord { id: ses.clone(), user_id: Some(other.clone()), ..SessionRecord::default() })
+        .await
+        .unwrap();
+    s.append_history(theirs, &format!("{run}_b"), &[Message::user("their words")]).await.unwrap();
+    assert_eq!(s.history(mine).await.unwrap(), vec![Message::user("my secret")]);
+    assert_eq!(s.history(theirs).await.unwrap(), vec![Message::user("their words")]);
+    assert!(s.get_session(theirs).await.unwrap().unwrap().metadata.is_empty(), "metadata stays with its user");
+    assert_eq!(s.get_session(mine).await.unwrap().unwrap().metadata, obj(json!({"secret": "mine"})));
+    assert_eq!(*s.get_run(mine, &run).await.unwrap().unwrap(), t);
+    assert_eq!(s.list_runs(mine).await.unwrap(), vec![t.summary()]);
+    s.close_session(theirs).await.unwrap();
+    assert!(s.get_session(mine).await.unwrap().is_some());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,13 +666,13 @@ async fn journaled_events_come_from_the_journal(b: &Backend) {
     let (run, ses, _) = ids("journaled");
     let a = long("a");
     let evs = events(&run, &ses, 0..3);
-    b.journal.begin(&record(&run, &ses, None), &a, &evs[..1]).await.unwrap();
+    b.journal.begin(&record(&run, &ses, Some("ulla")), &a, &evs[..1]).await.unwrap();
     let done = transcript(&run, &ses, RunState::Completed, "sunny", evs.clone());
     b.sessions.save_run(Arc::new(done)).await.unwrap();
     assert_eq!(b.journal.load(&run).await.unwrap().unwrap().events, evs[..1], "only the journal's events");
     b.journal.end(&run, &a, RunState::Completed, &evs[1..]).await.unwrap();
     assert_eq!(b.journal.load(&run).await.unwrap().unwrap().events, evs);
-    assert_eq!(*b.sessions.get_run(&ses, &run).await.unwrap().unwrap().events, evs[..]);
+    assert_eq!(*b.sessions.get_run(SessionKey::of_user("ulla", &ses), &run).await.unwrap().unwrap().events, evs[..]);
 }
 
 fn assert_corrupt<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) {
@@ -651,7 +702,7 @@ async fn prepare_victims(b: &Backend) -> Victims {
     let t = transcript(&transcript_run, &ses, RunState::Completed, "x", Vec::new());
     b.sessions.save_run(Arc::new(t)).await.unwrap();
     b.sessions.open_session(&SessionRecord { id: ses.clone(), ..SessionRecord::default() }).await.unwrap();
-    b.sessions.append_history(&ses, &record_run, &[Message::user("hi")]).await.unwrap();
+    b.sessions.append_history(SessionKey::new(&ses), &record_run, &[Message::user("hi")]).await.unwrap();
     Victims { record_run, event_run, state_session, transcript_run, session: ses }
 }
 
@@ -674,9 +725,46 @@ async fn check_victims(b: &Backend, v: &Victims) {
         b.journal.list(&RunFilter { session_id: Some(v.state_session.clone()), ..RunFilter::default() }).await,
         "list with a bad state",
     );
-    assert_corrupt(b.sessions.get_run(&v.session, &v.transcript_run).await, "get_run with a bad transcript");
-    assert_corrupt(b.sessions.get_session(&v.session).await, "get_session with bad metadata");
-    assert_corrupt(b.sessions.history(&v.session).await, "history with a bad message");
+    assert_corrupt(
+        b.sessions.get_run(SessionKey::of_user("ulla", &v.session), &v.transcript_run).await,
+        "get_run with a bad transcript",
+    );
+    assert_corrupt(b.sessions.get_session(SessionKey::new(&v.session)).await, "get_session with bad metadata");
+    assert_corrupt(b.sessions.history(SessionKey::new(&v.session)).await, "history with a bad message");
+}
+
+/// A version-1 database (sessions keyed by id alone) where users `ann` and `bob` shared the session
+/// `shared`, and `solo` had runs of no user: rows for both SQL backends (SQLite and PostgreSQL
+/// accept the same statements).
+fn v1_rows() -> Vec<String> {
+    let msg = |text: &str| serde_json::to_string(&Message::user(text)).unwrap();
+    let mut sql = vec![
+        "INSERT INTO loom_sessions (id, metadata, extensions, updated_at) VALUES ('shared', '{\"m\":1}', '{}', 0)"
+            .into(),
+        "INSERT INTO loom_sessions (id, metadata, extensions, updated_at) VALUES ('solo', '{}', '{}', 0)".into(),
+    ];
+    for (run, session, user) in [("r1", "shared", "'ann'"), ("r2", "shared", "'bob'"), ("r3", "solo", "NULL")] {
+        sql.push(format!(
+            "INSERT INTO loom_runs (run_id, session_id, user_id, state, started_at) VALUES ('{run}', '{session}', {user}, 'completed', 0)"
+        ));
+        sql.push(format!(
+            "INSERT INTO loom_history (session_id, run_id, idx, message) VALUES ('{session}', '{run}', 0, '{}')",
+            msg(run)
+        ));
+    }
+    sql
+}
+
+/// After the upgrade, each user holds only the history of their own runs.
+async fn check_v1_upgrade(s: &dyn SessionStore) {
+    assert_eq!(s.history(SessionKey::of_user("ann", "shared")).await.unwrap(), vec![Message::user("r1")]);
+    assert_eq!(s.history(SessionKey::of_user("bob", "shared")).await.unwrap(), vec![Message::user("r2")]);
+    assert!(s.history(SessionKey::new("shared")).await.unwrap().is_empty(), "no user inherits the shared history");
+    assert!(s.get_session(SessionKey::new("shared")).await.unwrap().is_none());
+    let ann = s.get_session(SessionKey::of_user("ann", "shared")).await.unwrap().expect("ann's session");
+    assert_eq!(ann.metadata, obj(json!({"m": 1})));
+    assert_eq!(s.history(SessionKey::new("solo")).await.unwrap(), vec![Message::user("r3")]);
+    assert!(s.get_session(SessionKey::new("solo")).await.unwrap().is_some());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -706,7 +794,7 @@ mod memory {
         concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs,
         // The in-memory session store, held to the same session checks.
-        sessions_merge, history_is_idempotent_per_run, save_run_replaces,
+        sessions_merge, history_is_idempotent_per_run, save_run_replaces, sessions_are_scoped_by_user,
     );
 }
 
@@ -719,7 +807,7 @@ mod sqlite {
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
-        journaled_events_come_from_the_journal,
+        sessions_are_scoped_by_user, journaled_events_come_from_the_journal,
     );
 
     #[tokio::test]
@@ -734,6 +822,40 @@ mod sqlite {
         }
         drop(conn);
         check_victims(&b, &v).await;
+    }
+
+    #[tokio::test]
+    async fn version_1_databases_are_split_by_user() {
+        let path = temp_db();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE loom_sessions (
+                id TEXT PRIMARY KEY, metadata TEXT NOT NULL, extensions TEXT NOT NULL,
+                closed INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
+             CREATE TABLE loom_history (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, run_id TEXT NOT NULL,
+                idx INTEGER NOT NULL, message TEXT NOT NULL, UNIQUE (session_id, run_id, idx));
+             CREATE TABLE loom_runs (
+                run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, user_id TEXT, state TEXT NOT NULL,
+                finished INTEGER NOT NULL DEFAULT 0, input TEXT, record TEXT, transcript TEXT,
+                started_at INTEGER NOT NULL, finished_at INTEGER, lease_owner TEXT, lease_expires INTEGER);
+             CREATE TABLE loom_journal (
+                run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, entry TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+             CREATE TABLE loom_events (
+                run_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for sql in v1_rows() {
+            conn.execute(&sql, []).unwrap();
+        }
+        drop(conn);
+        let store = loom_agent::store::SqliteStore::open(&path).unwrap();
+        check_v1_upgrade(&store).await;
+        drop(store);
+        remove_db(&path);
     }
 
     #[tokio::test]
@@ -766,7 +888,7 @@ mod postgres {
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
-        journaled_events_come_from_the_journal,
+        sessions_are_scoped_by_user, journaled_events_come_from_the_journal,
     );
 
     async fn raw_client(url: &str) -> Client {
@@ -800,6 +922,50 @@ mod postgres {
                 assert_eq!(client.execute(sql.as_str(), &[]).await.unwrap(), 1, "{sql}");
             }
             check_victims(&b, &v).await;
+        })
+        .await;
+        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+        if let Err(e) = check {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn version_1_databases_are_split_by_user() {
+        let Some(url) = postgres_url() else { return };
+        let schema = format!("loom_conformance_{}", unique());
+        let client = raw_client(&url).await;
+        client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let scoped = with_schema(&url, &schema);
+        let check = tokio::spawn(async move {
+            let v1 = raw_client(&scoped).await;
+            v1.batch_execute(
+                "CREATE TABLE loom_schema_version (version BIGINT NOT NULL, applied_at BIGINT NOT NULL);
+                 INSERT INTO loom_schema_version VALUES (1, 0);
+                 CREATE TABLE loom_sessions (
+                    id TEXT PRIMARY KEY, metadata TEXT NOT NULL, extensions TEXT NOT NULL,
+                    closed BOOLEAN NOT NULL DEFAULT FALSE, updated_at BIGINT NOT NULL);
+                 CREATE TABLE loom_history (
+                    id BIGSERIAL PRIMARY KEY, session_id TEXT NOT NULL, run_id TEXT NOT NULL,
+                    idx BIGINT NOT NULL, message TEXT NOT NULL, UNIQUE (session_id, run_id, idx));
+                 CREATE INDEX loom_history_by_session ON loom_history (session_id, id);
+                 CREATE TABLE loom_runs (
+                    run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, user_id TEXT, state TEXT NOT NULL,
+                    finished BOOLEAN NOT NULL DEFAULT FALSE, input TEXT, record TEXT, transcript TEXT,
+                    started_at BIGINT NOT NULL, finished_at BIGINT, lease_owner TEXT, lease_expires BIGINT);
+                 CREATE TABLE loom_journal (
+                    run_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, entry TEXT NOT NULL,
+                    PRIMARY KEY (run_id, seq));
+                 CREATE TABLE loom_events (
+                    run_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (run_id, seq));",
+            )
+            .await
+            .unwrap();
+            for sql in v1_rows() {
+                v1.execute(sql.as_str(), &[]).await.unwrap();
+            }
+            let store = PostgresStore::connect(&scoped).await.unwrap();
+            check_v1_upgrade(&store).await;
         })
         .await;
         client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
@@ -875,6 +1041,6 @@ mod postgres {
         let (run, ses, _) = ids("slot");
         slot.journal.begin(&record(&run, &ses, None), &long("a"), &[]).await.unwrap();
         assert!(slot.journal.load(&run).await.unwrap().is_some());
-        assert!(sessions.get_session(&ses).await.unwrap().is_none());
+        assert!(sessions.get_session(SessionKey::new(&ses)).await.unwrap().is_none());
     }
 }

@@ -12,7 +12,7 @@ use common::*;
 use futures::FutureExt;
 use loom_agent::message::{Message, ToolCall};
 use loom_agent::model::{FnModel, ScriptedTurn};
-use loom_agent::store::{SessionRecord, SessionStore};
+use loom_agent::store::{SessionKey, SessionRecord, SessionStore};
 use loom_agent::tool::{FunctionTool, ToolOutput};
 use loom_agent::{Agent, Error, RunErrorKind, RunRequest, RunState, SessionConfig};
 use serde_json::json;
@@ -300,7 +300,7 @@ async fn get_run_and_list_runs_see_live_and_finished_runs() {
     model.gate("B");
     let (model, shared) = share(model);
     let agent = Agent::builder().model(shared).build().unwrap();
-    let session = agent.session(SessionConfig::new("lookups"));
+    let session = agent.session(SessionConfig::new("lookups").user("u"));
     let a = session.run(RunRequest::new("A").user("u")).await.unwrap();
 
     let b = session.start("B");
@@ -422,16 +422,21 @@ impl SessionStore for FlakyStore {
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
         self.inner.open_session(record).await
     }
-    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
+    async fn history(&self, session_id: SessionKey<'_>) -> Result<Vec<Message>, Error> {
         if self.fail_history {
             return Err(Error::Store("history unavailable".into()));
         }
         self.inner.history(session_id).await
     }
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
+    async fn get_session(&self, session_id: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
         self.inner.get_session(session_id).await
     }
-    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+    async fn append_history(
+        &self,
+        session_id: SessionKey<'_>,
+        run_id: &str,
+        messages: &[Message],
+    ) -> Result<(), Error> {
         self.inner.append_history(session_id, run_id, messages).await
     }
     async fn save_run(&self, transcript: Arc<loom_agent::Transcript>) -> Result<(), Error> {
@@ -440,13 +445,17 @@ impl SessionStore for FlakyStore {
         }
         self.inner.save_run(transcript).await
     }
-    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<loom_agent::Transcript>>, Error> {
+    async fn get_run(
+        &self,
+        session_id: SessionKey<'_>,
+        run_id: &str,
+    ) -> Result<Option<Arc<loom_agent::Transcript>>, Error> {
         self.inner.get_run(session_id, run_id).await
     }
-    async fn list_runs(&self, session_id: &str) -> Result<Vec<loom_agent::store::RunSummary>, Error> {
+    async fn list_runs(&self, session_id: SessionKey<'_>) -> Result<Vec<loom_agent::store::RunSummary>, Error> {
         self.inner.list_runs(session_id).await
     }
-    async fn close_session(&self, session_id: &str) -> Result<(), Error> {
+    async fn close_session(&self, session_id: SessionKey<'_>) -> Result<(), Error> {
         self.inner.close_session(session_id).await
     }
 }
@@ -473,5 +482,8 @@ async fn a_store_that_cannot_save_does_not_fail_a_completed_run() {
     let session = agent.session(SessionConfig::new("unsaved"));
     assert_eq!(session.run("hi").await.unwrap().output, "one");
     // History is a separate write and still happened.
-    assert_eq!(store.inner.0.history("unsaved").await.unwrap(), vec![Message::user("hi"), Message::assistant("one")]);
+    assert_eq!(
+        store.inner.0.history(SessionKey::new("unsaved")).await.unwrap(),
+        vec![Message::user("hi"), Message::assistant("one")]
+    );
 }

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use loom_agent::store::{JournalEntry, JournalSlot, JournaledRun, RunFilter, open_journal};
+use loom_agent::store::{JournalEntry, JournalSlot, JournaledRun, RunFilter, SessionKey, open_journal};
 use loom_agent::{Error, Event, Message};
 use serde_json::{Value, json};
 
@@ -132,7 +132,10 @@ async fn show(slot: &JournalSlot, run_id: &str, json: bool) -> Exit {
         }
     };
     let transcript = match &slot.session_store {
-        Some(store) => match store.get_run(&stored.record.session_id, run_id).await {
+        Some(store) => match store
+            .get_run(SessionKey::scoped(stored.record.user_id.as_deref(), &stored.record.session_id), run_id)
+            .await
+        {
             Ok(t) => t,
             Err(e) => {
                 report(&format!("warning: cannot load the transcript of run {run_id}: {e}"));

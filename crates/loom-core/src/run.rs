@@ -416,6 +416,11 @@ pub struct Transcript {
 }
 
 impl Transcript {
+    /// The key of the run's session: its id within the run's user.
+    pub fn session_key(&self) -> crate::store::SessionKey<'_> {
+        crate::store::SessionKey { user_id: self.user_id.as_deref(), session_id: &self.session_id }
+    }
+
     /// The run's line in a listing.
     pub fn summary(&self) -> RunSummary {
         RunSummary {
@@ -462,4 +467,11 @@ pub struct Scope {
     pub session_id: Arc<str>,
     /// The user.
     pub user_id: Option<Arc<str>>,
+}
+
+impl Scope {
+    /// The key of the run's session: its id within the run's user.
+    pub fn session_key(&self) -> crate::store::SessionKey<'_> {
+        crate::store::SessionKey { user_id: self.user_id.as_deref(), session_id: &self.session_id }
+    }
 }

@@ -10,17 +10,71 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::run::{RunInput, RunState, Scope, Transcript};
 
+/// Which session: its id, within the user who owns it.
+///
+/// A session belongs to the user who opened it, or to no user. The same id under two users names
+/// two different sessions, with their own history and runs: stores key every lookup by both.
+///
+/// ```
+/// use loom_core::store::SessionKey;
+///
+/// let alice = SessionKey::of_user("alice", "chat-1");
+/// let bob = SessionKey::of_user("bob", "chat-1");
+/// assert_ne!(alice, bob);
+/// assert_eq!(SessionKey::new("chat-1").user_id, None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey<'a> {
+    /// The owner, if the session has one.
+    pub user_id: Option<&'a str>,
+    /// The session id, unique within its owner.
+    pub session_id: &'a str,
+}
+
+impl<'a> SessionKey<'a> {
+    /// The session `session_id` of no user.
+    pub fn new(session_id: &'a str) -> Self {
+        SessionKey { user_id: None, session_id }
+    }
+
+    /// The session `session_id` of the user `user_id`.
+    pub fn of_user(user_id: &'a str, session_id: &'a str) -> Self {
+        SessionKey { user_id: Some(user_id), session_id }
+    }
+
+    /// The session `session_id` of `user_id`, if any.
+    pub fn scoped(user_id: Option<&'a str>, session_id: &'a str) -> Self {
+        SessionKey { user_id, session_id }
+    }
+
+    /// The owner as the SQL stores keep it: the user id, or `""` for no user (user ids are never
+    /// empty: the agent refuses an empty one).
+    pub fn owner(&self) -> &'a str {
+        self.user_id.unwrap_or("")
+    }
+}
+
 /// A session as stored.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
-    /// The id.
+    /// The id (unique within its user).
     pub id: String,
+    /// The user who owns the session, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     /// Business metadata (merged on each open).
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Extension fields.
     #[serde(default)]
     pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl SessionRecord {
+    /// The session's key: its id within its user.
+    pub fn key(&self) -> SessionKey<'_> {
+        SessionKey { user_id: self.user_id.as_deref(), session_id: &self.id }
+    }
 }
 
 /// A line of a session's run list.
@@ -43,20 +97,23 @@ pub struct RunSummary {
 }
 
 /// Where sessions, their conversation history and their runs' transcripts are kept.
+///
+/// Every session is named by a [`SessionKey`] (its id within its user): a store never returns one
+/// user's session, history or runs for another user's key, even when the ids are the same.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Creates the session, or merges `record`'s metadata and extensions into the stored one.
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error>;
 
     /// The conversation so far: every earlier run's messages, oldest first.
-    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error>;
+    async fn history(&self, session: SessionKey<'_>) -> Result<Vec<Message>, Error>;
 
     /// The stored session, if any.
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error>;
+    async fn get_session(&self, session: SessionKey<'_>) -> Result<Option<SessionRecord>, Error>;
 
     /// Appends one run's messages to the conversation. Idempotent per run: a second call for the
     /// same run (a resumed run persisting again) adds nothing.
-    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error>;
+    async fn append_history(&self, session: SessionKey<'_>, run_id: &str, messages: &[Message]) -> Result<(), Error>;
 
     /// Saves a run's transcript (replacing an earlier save of the same run).
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error>;
@@ -65,24 +122,25 @@ pub trait SessionStore: Send + Sync + 'static {
     /// session's conversation, in one step where the store can (the SQL stores: one transaction).
     /// By default: [`SessionStore::save_run`], then [`SessionStore::append_history`].
     async fn save_finished_run(&self, transcript: Arc<Transcript>, history: Option<&[Message]>) -> Result<(), Error> {
-        let (session_id, run_id) = (transcript.session_id.clone(), transcript.run_id.clone());
+        let owner = transcript.clone();
         // Each part is attempted even if the other fails; the first error is returned.
         let saved = self.save_run(transcript).await;
         let appended = match history {
-            Some(messages) => self.append_history(&session_id, &run_id, messages).await,
+            Some(messages) => self.append_history(owner.session_key(), &owner.run_id, messages).await,
             None => Ok(()),
         };
         saved.and(appended)
     }
 
-    /// A run's transcript.
-    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error>;
+    /// A run's transcript: `None` for a run of another session (or of the same id under another
+    /// user).
+    async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error>;
 
     /// The session's finished runs, oldest first.
-    async fn list_runs(&self, session_id: &str) -> Result<Vec<RunSummary>, Error>;
+    async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error>;
 
     /// Marks the session closed; its data stays readable.
-    async fn close_session(&self, session_id: &str) -> Result<(), Error>;
+    async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error>;
 }
 
 /// The memory slot: what a run recalls before it starts and records when it ends.

@@ -125,6 +125,7 @@ fn plan<'a>(agent: &'a AgentInner, session: &SessionInner, request: &'a RunReque
         let st = session.lock();
         (!st.synced).then(|| SessionRecord {
             id: session.id.to_string(),
+            user_id: session.user_id.as_deref().map(str::to_string),
             metadata: st.metadata.clone(),
             extensions: st.extensions.clone(),
         })

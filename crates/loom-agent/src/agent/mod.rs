@@ -65,7 +65,7 @@ pub(crate) struct AgentInner {
     pub(crate) max_turns: u32,
     pub(crate) timeout: Option<Duration>,
     pub(crate) output_schema: Option<OutputSchema>,
-    pub(crate) sessions: Mutex<HashMap<String, Weak<SessionInner>>>,
+    pub(crate) sessions: Mutex<HashMap<session::SessionId, Weak<SessionInner>>>,
 }
 
 impl Agent {
@@ -110,6 +110,8 @@ impl Agent {
     ///
     /// Without a session id the run starts a new session (its id is in the result, so a later run
     /// can continue it); with one, it continues that session after the session's earlier runs.
+    /// Sessions belong to the request's user: the same session id from two users names two
+    /// sessions, and neither sees the other's history.
     pub async fn run(&self, request: impl Into<RunRequest>) -> Result<RunResult, Error> {
         let run = self.start(request);
         let mut guard = CancelOnDrop(Some(run.clone()));
@@ -137,12 +139,17 @@ impl Agent {
     pub fn start(&self, request: impl Into<RunRequest>) -> Run {
         let request = request.into();
         match &request.session_id {
-            Some(id) => self.session(SessionConfig::new(id.clone())).start(request),
-            None => Session::anonymous(self.clone()).start(request),
+            Some(id) => {
+                let config =
+                    SessionConfig { id: Some(id.clone()), user_id: request.user_id.clone(), ..Default::default() };
+                self.session(config).start(request)
+            }
+            None => Session::anonymous(self.clone(), request.user_id.as_deref()).start(request),
         }
     }
 
-    /// A session: the same id returns the same live session (merging metadata); no id makes a new one.
+    /// A session: the same id (and user) returns the same live session (merging metadata); no id
+    /// makes a new one. The session belongs to [`SessionConfig::user_id`], or to no user.
     pub fn session(&self, config: SessionConfig) -> Session {
         Session::open(self, config)
     }
@@ -194,8 +201,12 @@ impl Agent {
                 return Err(e);
             }
         };
-        let session = self.session(SessionConfig::new(stored.record.session_id.clone()));
-        session.start_resumed(stored)
+        let config = SessionConfig {
+            id: Some(stored.record.session_id.clone()),
+            user_id: stored.record.user_id.clone(),
+            ..Default::default()
+        };
+        self.session(config).start_resumed(stored)
     }
 
     /// Sends the decision on a tool call a suspended run is waiting for, and continues the run

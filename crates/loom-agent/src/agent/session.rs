@@ -27,8 +27,13 @@ use crate::store::RunSummary;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionConfig {
-    /// The session id; the same id reuses the same session. A new id is made when `None`.
+    /// The session id; the same id (of the same user) reuses the same session. A new id is made
+    /// when `None`.
     pub id: Option<String>,
+    /// The user who owns the session, if any. A session belongs to one user (or to none): the same
+    /// id opened for another user is another session, with its own history and runs, and a run
+    /// of another user on this session is refused.
+    pub user_id: Option<String>,
     /// Business metadata, merged into the session's.
     pub metadata: Map<String, Value>,
     /// Extension fields, merged into the session's.
@@ -39,6 +44,12 @@ impl SessionConfig {
     /// A config for the session with this id.
     pub fn new(id: impl Into<String>) -> Self {
         SessionConfig { id: Some(id.into()), ..Self::default() }
+    }
+
+    /// The session of this user (see [`SessionConfig::user_id`]).
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
     }
 
     /// Adds a metadata entry.
@@ -63,6 +74,8 @@ pub struct Session {
 
 pub(crate) struct SessionInner {
     pub(crate) id: Arc<str>,
+    /// The owner, if any.
+    pub(crate) user_id: Option<Arc<str>>,
     pub(crate) agent: Agent,
     pub(crate) state: Mutex<SessionState>,
     closed: AtomicBool,
@@ -85,13 +98,18 @@ impl SessionInner {
     }
 }
 
+/// The in-process registry's key of a session: (user, id).
+pub(crate) type SessionId = (Option<Arc<str>>, Arc<str>);
+
 impl Session {
     pub(crate) fn open(agent: &Agent, config: SessionConfig) -> Session {
+        let user = config.user_id.as_deref().map(Arc::from);
         let Some(id) = config.id else {
-            return Session::create(agent.clone(), new_id("sess"), config.metadata, config.extensions, true);
+            return Session::create(agent.clone(), user, new_id("sess"), config.metadata, config.extensions, true);
         };
+        let key: SessionId = (user, Arc::from(id.as_str()));
         let mut registry = agent.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = registry.get(&id).and_then(|w| w.upgrade()) {
+        if let Some(existing) = registry.get(&key).and_then(|w| w.upgrade()) {
             drop(registry);
             if !config.metadata.is_empty() || !config.extensions.is_empty() {
                 let mut st = existing.lock();
@@ -102,17 +120,18 @@ impl Session {
             return Session { inner: existing };
         }
         prune(&mut registry);
-        let session = Session::create(agent.clone(), id.clone(), config.metadata, config.extensions, false);
-        registry.insert(id, Arc::downgrade(&session.inner));
+        let session = Session::create(agent.clone(), key.0.clone(), id, config.metadata, config.extensions, false);
+        registry.insert(key, Arc::downgrade(&session.inner));
         session
     }
 
-    pub(crate) fn anonymous(agent: Agent) -> Session {
-        Session::create(agent, new_id("sess"), Map::new(), Map::new(), false)
+    pub(crate) fn anonymous(agent: Agent, user_id: Option<&str>) -> Session {
+        Session::create(agent, user_id.map(Arc::from), new_id("sess"), Map::new(), Map::new(), false)
     }
 
     fn create(
         agent: Agent,
+        user_id: Option<Arc<str>>,
         id: String,
         metadata: Map<String, Value>,
         extensions: Map<String, Value>,
@@ -120,6 +139,7 @@ impl Session {
     ) -> Session {
         let inner = Arc::new(SessionInner {
             id: Arc::from(id.as_str()),
+            user_id,
             agent: agent.clone(),
             state: Mutex::new(SessionState { metadata, extensions, synced: false, tail: None, live: HashMap::new() }),
             closed: AtomicBool::new(false),
@@ -127,7 +147,7 @@ impl Session {
         if register {
             let mut registry = agent.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
             prune(&mut registry);
-            registry.insert(id, Arc::downgrade(&inner));
+            registry.insert((inner.user_id.clone(), inner.id.clone()), Arc::downgrade(&inner));
         }
         Session { inner }
     }
@@ -135,6 +155,16 @@ impl Session {
     /// The session's id.
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// The user who owns the session, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        self.inner.user_id.as_deref()
+    }
+
+    /// The session's key in the stores: its id within its user.
+    pub fn key(&self) -> crate::store::SessionKey<'_> {
+        crate::store::SessionKey { user_id: self.inner.user_id.as_deref(), session_id: &self.inner.id }
     }
 
     /// The session's metadata.
@@ -149,14 +179,19 @@ impl Session {
 
     /// Starts a run and returns its handle at once; the run proceeds in the background after the
     /// session's earlier runs. Needs a Tokio runtime: outside one the run ends `failed` at once.
+    ///
+    /// The run acts for the session's user. A request naming another user (or any user, on a
+    /// session of no user) ends `failed` at once (kind `config`): a session's conversation is
+    /// its user's alone.
     pub fn start(&self, request: impl Into<RunRequest>) -> Run {
         let mut request = request.into();
         let input = request.input.take().unwrap_or_else(|| super::RunInput::Prompt(String::new()));
         let agent = &self.inner.agent.inner;
+        let foreign_user = request.user_id.take().filter(|u| Some(u.as_str()) != self.inner.user_id.as_deref());
         let scope = Scope {
             run_id: Arc::from(new_id("run")),
             session_id: self.inner.id.clone(),
-            user_id: request.user_id.as_deref().map(Arc::from),
+            user_id: self.inner.user_id.clone(),
         };
         let log = RunLog::new(
             &scope,
@@ -166,6 +201,23 @@ impl Session {
             agent.env.policies.hooks.hooks.clone(),
         );
         let run = Run { log: log.clone() };
+        if let Some(user) = foreign_user {
+            let owner = match &self.inner.user_id {
+                Some(owner) => format!("user `{owner}`"),
+                None => "no user".to_string(),
+            };
+            let message = format!(
+                "a run for user `{user}` cannot join session `{}`, which belongs to {owner}; \
+                 open the user's own session (SessionConfig::user, or RunRequest::session with RunRequest::user)",
+                self.inner.id
+            );
+            fail_at_once(&log, RunError::new(RunErrorKind::Config, message));
+            return run;
+        }
+        if self.user_id() == Some("") {
+            fail_at_once(&log, RunError::new(RunErrorKind::Config, "the user id is empty; omit it for no user"));
+            return run;
+        }
         if self.inner.closed.load(Ordering::Acquire) {
             let message = format!("session `{}` is closed", self.inner.id);
             fail_at_once(&log, RunError::new(RunErrorKind::Config, message));
@@ -233,13 +285,13 @@ impl Session {
         if let Some(run) = self.inner.lock().live.get(run_id).cloned() {
             return Ok(Some(run));
         }
-        let stored = self.inner.agent.inner.env.stores.sessions.get_run(&self.inner.id, run_id).await?;
+        let stored = self.inner.agent.inner.env.stores.sessions.get_run(self.key(), run_id).await?;
         Ok(stored.map(|t| Run { log: RunLog::from_transcript(&t) }))
     }
 
     /// The session's runs, oldest first: finished ones from the store, then those in flight.
     pub async fn list_runs(&self) -> Result<Vec<RunSummary>, Error> {
-        let mut runs = self.inner.agent.inner.env.stores.sessions.list_runs(&self.inner.id).await?;
+        let mut runs = self.inner.agent.inner.env.stores.sessions.list_runs(self.key()).await?;
         let live: Vec<Run> = self.inner.lock().live.values().cloned().collect();
         let in_flight: Vec<RunSummary> = live
             .iter()
@@ -262,11 +314,12 @@ impl Session {
         }
         {
             let mut registry = self.inner.agent.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            if registry.get(&*self.inner.id).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.inner))) {
-                registry.remove(&*self.inner.id);
+            let key: SessionId = (self.inner.user_id.clone(), self.inner.id.clone());
+            if registry.get(&key).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.inner))) {
+                registry.remove(&key);
             }
         }
-        self.inner.agent.inner.env.stores.sessions.close_session(&self.inner.id).await
+        self.inner.agent.inner.env.stores.sessions.close_session(self.key()).await
     }
 
     /// Whether the session is closed.
@@ -290,7 +343,7 @@ fn fail_at_once(log: &RunLog, error: RunError) {
 
 /// Drops the registry's dead entries, amortized: only when it has doubled since the last pruning
 /// (its capacity is the high-water mark), so opening sessions stays O(1) on average.
-fn prune(registry: &mut HashMap<String, Weak<SessionInner>>) {
+fn prune(registry: &mut HashMap<SessionId, Weak<SessionInner>>) {
     if registry.len() >= 1024 && registry.len() == registry.capacity() {
         registry.retain(|_, w| w.strong_count() > 0);
         if registry.len() * 2 > registry.capacity() {
@@ -301,6 +354,10 @@ fn prune(registry: &mut HashMap<String, Weak<SessionInner>>) {
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("id", &self.inner.id).field("closed", &self.is_closed()).finish()
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("user_id", &self.inner.user_id)
+            .field("closed", &self.is_closed())
+            .finish()
     }
 }

@@ -163,7 +163,7 @@ impl RunCx {
             stores.sessions.open_session(record).await.map_err(store_error)?;
             self.session_opened = true;
         }
-        let history = stores.sessions.history(&self.scope.session_id).await.map_err(store_error)?;
+        let history = stores.sessions.history(self.scope.session_key()).await.map_err(store_error)?;
         let mut messages = Vec::with_capacity(history.len() + 4);
         let instructions = &self.env.instructions;
         match prompt_schema {

@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::{RunSummary, SessionRecord, SessionStore};
+use super::{RunSummary, SessionKey, SessionRecord, SessionStore};
 use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
@@ -15,29 +15,41 @@ pub struct InMemorySessionStore {
     max_sessions: usize,
 }
 
+/// A session's owned key: (user, id).
+type Key = (Option<String>, String);
+
+fn owned(key: SessionKey<'_>) -> Key {
+    (key.user_id.map(str::to_string), key.session_id.to_string())
+}
+
 #[derive(Debug, Default)]
 struct State {
     clock: u64,
-    sessions: HashMap<String, Entry>,
-    /// Last use → session id: the eviction order.
-    recency: BTreeMap<u64, String>,
+    sessions: HashMap<Key, Entry>,
+    /// Last use → session key: the eviction order.
+    recency: BTreeMap<u64, Key>,
 }
 
 impl State {
     /// The session's entry, created if needed, marked as used now.
-    fn touch(&mut self, id: &str) -> &mut Entry {
+    fn touch(&mut self, key: SessionKey<'_>) -> &mut Entry {
         self.clock += 1;
         let now = self.clock;
-        let entry = self.sessions.entry(id.to_string()).or_insert_with(|| Entry {
-            record: SessionRecord { id: id.to_string(), ..SessionRecord::default() },
+        let key = owned(key);
+        let entry = self.sessions.entry(key.clone()).or_insert_with(|| Entry {
+            record: SessionRecord { id: key.1.clone(), user_id: key.0.clone(), ..SessionRecord::default() },
             ..Entry::default()
         });
         if entry.last_used != 0 {
             self.recency.remove(&entry.last_used);
         }
         entry.last_used = now;
-        self.recency.insert(now, id.to_string());
+        self.recency.insert(now, key);
         entry
+    }
+
+    fn get(&self, key: SessionKey<'_>) -> Option<&Entry> {
+        self.sessions.get(&owned(key))
     }
 
     fn evict(&mut self, max: usize) {
@@ -87,7 +99,7 @@ impl SessionStore for InMemorySessionStore {
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
         let max = self.max_sessions;
         self.with_state(|s| {
-            let entry = s.touch(&record.id);
+            let entry = s.touch(record.key());
             entry.closed = false;
             for (k, v) in &record.metadata {
                 entry.record.metadata.insert(k.clone(), v.clone());
@@ -101,23 +113,23 @@ impl SessionStore for InMemorySessionStore {
         })
     }
 
-    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
+    async fn history(&self, session: SessionKey<'_>) -> Result<Vec<Message>, Error> {
         self.with_state(|s| {
-            if !s.sessions.contains_key(session_id) {
+            if s.get(session).is_none() {
                 return Vec::new();
             }
-            s.touch(session_id).history.clone()
+            s.touch(session).history.clone()
         })
     }
 
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
-        self.with_state(|s| s.sessions.get(session_id).map(|e| e.record.clone()))
+    async fn get_session(&self, session: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
+        self.with_state(|s| s.get(session).map(|e| e.record.clone()))
     }
 
-    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+    async fn append_history(&self, session: SessionKey<'_>, run_id: &str, messages: &[Message]) -> Result<(), Error> {
         let max = self.max_sessions;
         self.with_state(|s| {
-            let entry = s.touch(session_id);
+            let entry = s.touch(session);
             if entry.appended.insert(run_id.to_string()) {
                 entry.history.extend_from_slice(messages);
             }
@@ -128,7 +140,7 @@ impl SessionStore for InMemorySessionStore {
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
         let max = self.max_sessions;
         self.with_state(|s| {
-            let runs = &mut s.touch(&transcript.session_id).runs;
+            let runs = &mut s.touch(transcript.session_key()).runs;
             match runs.iter_mut().find(|t| t.run_id == transcript.run_id) {
                 Some(existing) => *existing = transcript.clone(),
                 None => runs.push(transcript.clone()),
@@ -137,21 +149,17 @@ impl SessionStore for InMemorySessionStore {
         })
     }
 
-    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
-        self.with_state(|s| {
-            s.sessions.get(session_id).and_then(|e| e.runs.iter().find(|t| t.run_id == run_id).cloned())
-        })
+    async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
+        self.with_state(|s| s.get(session).and_then(|e| e.runs.iter().find(|t| t.run_id == run_id).cloned()))
     }
 
-    async fn list_runs(&self, session_id: &str) -> Result<Vec<RunSummary>, Error> {
-        self.with_state(|s| {
-            s.sessions.get(session_id).map(|e| e.runs.iter().map(|t| t.summary()).collect()).unwrap_or_default()
-        })
+    async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
+        self.with_state(|s| s.get(session).map(|e| e.runs.iter().map(|t| t.summary()).collect()).unwrap_or_default())
     }
 
-    async fn close_session(&self, session_id: &str) -> Result<(), Error> {
+    async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error> {
         self.with_state(|s| {
-            if let Some(e) = s.sessions.get_mut(session_id) {
+            if let Some(e) = s.sessions.get_mut(&owned(session)) {
                 e.closed = true;
             }
         })
@@ -166,14 +174,14 @@ mod tests {
     async fn evicts_the_least_recently_used_session_one_at_a_time() {
         let store = InMemorySessionStore::with_capacity(3);
         for id in ["a", "b", "c"] {
-            store.append_history(id, "r", &[Message::user(id)]).await.unwrap();
+            store.append_history(SessionKey::new(id), "r", &[Message::user(id)]).await.unwrap();
         }
         // Touch "a": "b" is now the least recently used.
-        assert_eq!(store.history("a").await.unwrap().len(), 1);
-        store.append_history("d", "r", &[Message::user("d")]).await.unwrap();
-        assert!(store.history("b").await.unwrap().is_empty(), "b was evicted");
+        assert_eq!(store.history(SessionKey::new("a")).await.unwrap().len(), 1);
+        store.append_history(SessionKey::new("d"), "r", &[Message::user("d")]).await.unwrap();
+        assert!(store.history(SessionKey::new("b")).await.unwrap().is_empty(), "b was evicted");
         for id in ["a", "c", "d"] {
-            assert_eq!(store.history(id).await.unwrap().len(), 1, "{id} kept");
+            assert_eq!(store.history(SessionKey::new(id)).await.unwrap().len(), 1, "{id} kept");
         }
         let state = store.inner.lock().unwrap();
         assert_eq!(state.sessions.len(), 3);

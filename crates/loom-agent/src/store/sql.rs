@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::message::Message;
 use crate::run::{RunInput, RunState, Transcript};
-use crate::store::{JournalEntry, RunRecord, SessionRecord};
+use crate::store::{JournalEntry, RunRecord, SessionKey, SessionRecord};
 
 /// Stored data that cannot be read back: what it was, and the decoding error as the source.
 pub(crate) fn corrupt(what: impl std::fmt::Display, e: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -117,9 +117,11 @@ pub(crate) fn encode_history(messages: &[Message]) -> Result<Vec<String>, Error>
 }
 
 /// A stored session read back.
-pub(crate) fn decode_session(id: &str, metadata: &str, extensions: &str) -> Result<SessionRecord, Error> {
+pub(crate) fn decode_session(key: SessionKey<'_>, metadata: &str, extensions: &str) -> Result<SessionRecord, Error> {
+    let id = key.session_id;
     Ok(SessionRecord {
         id: id.to_string(),
+        user_id: key.user_id.map(str::to_string),
         metadata: decode(metadata, || format!("session {id}: metadata"))?,
         extensions: decode(extensions, || format!("session {id}: extensions"))?,
     })
@@ -127,7 +129,11 @@ pub(crate) fn decode_session(id: &str, metadata: &str, extensions: &str) -> Resu
 
 /// The session to store when `record` is opened over what is stored: metadata and extensions merged.
 pub(crate) fn merge_session(existing: Option<SessionRecord>, record: &SessionRecord) -> SessionRecord {
-    let mut merged = existing.unwrap_or_else(|| SessionRecord { id: record.id.clone(), ..Default::default() });
+    let mut merged = existing.unwrap_or_else(|| SessionRecord {
+        id: record.id.clone(),
+        user_id: record.user_id.clone(),
+        ..Default::default()
+    });
     merged.metadata.extend(record.metadata.clone());
     merged.extensions.extend(record.extensions.clone());
     merged

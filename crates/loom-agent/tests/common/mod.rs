@@ -17,7 +17,7 @@ use loom_agent::message::Message;
 use loom_agent::model::{
     FnModel, LanguageModel, ModelChunk, ModelRequest, ModelStream, ScriptedModel, ScriptedTurn, SharedModel,
 };
-use loom_agent::store::{InMemorySessionStore, RunSummary, SessionRecord, SessionStore};
+use loom_agent::store::{InMemorySessionStore, RunSummary, SessionKey, SessionRecord, SessionStore};
 use loom_agent::tool::{FunctionTool, ToolOutput};
 use loom_agent::{Error, Event, EventKind, ModelError, Run, RunState, Transcript};
 use serde_json::{Value, json};
@@ -242,25 +242,30 @@ impl SessionStore for SharedStore {
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
         self.0.open_session(record).await
     }
-    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
+    async fn history(&self, session_id: SessionKey<'_>) -> Result<Vec<Message>, Error> {
         self.0.history(session_id).await
     }
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
+    async fn get_session(&self, session_id: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
         self.0.get_session(session_id).await
     }
-    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+    async fn append_history(
+        &self,
+        session_id: SessionKey<'_>,
+        run_id: &str,
+        messages: &[Message],
+    ) -> Result<(), Error> {
         self.0.append_history(session_id, run_id, messages).await
     }
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
         self.0.save_run(transcript).await
     }
-    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
+    async fn get_run(&self, session_id: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
         self.0.get_run(session_id, run_id).await
     }
-    async fn list_runs(&self, session_id: &str) -> Result<Vec<RunSummary>, Error> {
+    async fn list_runs(&self, session_id: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
         self.0.list_runs(session_id).await
     }
-    async fn close_session(&self, session_id: &str) -> Result<(), Error> {
+    async fn close_session(&self, session_id: SessionKey<'_>) -> Result<(), Error> {
         self.0.close_session(session_id).await
     }
 }

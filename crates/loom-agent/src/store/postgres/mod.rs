@@ -17,7 +17,7 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
@@ -42,6 +42,26 @@ const SCHEMA_V1: &str = "
     CREATE TABLE IF NOT EXISTS loom_events (
         run_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL,
         PRIMARY KEY (run_id, seq));";
+
+/// Version 2: sessions belong to a user, keyed by (owner, id) where the owner is the user id or
+/// `''` for none; history rows carry their session's owner. Existing data is split by the user each
+/// run ran for: a session id that two users shared becomes one session per user.
+const MIGRATE_V2: &str = "
+    ALTER TABLE loom_history ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    UPDATE loom_history h SET owner = COALESCE(r.user_id, '') FROM loom_runs r WHERE r.run_id = h.run_id;
+    CREATE INDEX loom_history_by_owner ON loom_history (session_id, owner, id);
+    ALTER TABLE loom_sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE loom_sessions DROP CONSTRAINT loom_sessions_pkey;
+    INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
+        SELECT DISTINCT o.owner, s.id, s.metadata, s.extensions, s.closed, s.updated_at FROM loom_sessions s
+        JOIN (SELECT owner, session_id FROM loom_history
+              UNION SELECT COALESCE(user_id, ''), session_id FROM loom_runs) o ON o.session_id = s.id
+        WHERE s.owner = '' AND o.owner <> '';
+    DELETE FROM loom_sessions s WHERE s.owner = ''
+        AND EXISTS (SELECT 1 FROM loom_sessions v WHERE v.id = s.id AND v.owner <> '')
+        AND NOT EXISTS (SELECT 1 FROM loom_history h WHERE h.session_id = s.id AND h.owner = '')
+        AND NOT EXISTS (SELECT 1 FROM loom_runs r WHERE r.session_id = s.id AND r.user_id IS NULL);
+    ALTER TABLE loom_sessions ADD PRIMARY KEY (owner, id);";
 
 /// A journal and session store in a PostgreSQL database, safe to share between processes and
 /// machines (feature `postgres`).
@@ -169,6 +189,12 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
     if version < 1 {
         tx.batch_execute(SCHEMA_V1).await.map_err(|e| pg("creating the schema", e))?;
         tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (1, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
+    if version < 2 {
+        tx.batch_execute(MIGRATE_V2).await.map_err(|e| pg("upgrading the schema to version 2", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (2, $1)", &[&now_ms()])
             .await
             .map_err(|e| pg("recording the schema version", e))?;
     }

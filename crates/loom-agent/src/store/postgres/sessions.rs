@@ -12,27 +12,32 @@ use crate::store::sql::{
     RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, from_millis, json,
     merge_session, now_ms, parse_state,
 };
-use crate::store::{RunSummary, SessionRecord, SessionStore};
+use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
 
 async fn open_session_tx(client: &mut Client, record: &SessionRecord) -> Result<SessionRecord, Error> {
     let now = now_ms();
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
+    let owner = record.key().owner();
     // Create the row first, then lock it: concurrent opens merge one after the other.
     tx.execute(
-        "INSERT INTO loom_sessions (id, metadata, extensions, closed, updated_at) VALUES ($1, '{}', '{}', FALSE, $2)
-         ON CONFLICT (id) DO NOTHING",
-        &[&record.id, &now],
+        "INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
+         VALUES ($1, $2, '{}', '{}', FALSE, $3) ON CONFLICT (owner, id) DO NOTHING",
+        &[&owner, &record.id, &now],
     )
     .await
     .map_err(|e| pg("creating the session", e))?;
     let row = tx
-        .query_one("SELECT metadata, extensions FROM loom_sessions WHERE id = $1 FOR UPDATE", &[&record.id])
+        .query_one(
+            "SELECT metadata, extensions FROM loom_sessions WHERE owner = $1 AND id = $2 FOR UPDATE",
+            &[&owner, &record.id],
+        )
         .await
         .map_err(|e| pg("reading the session", e))?;
-    let merged = merge_session(Some(decode_session(&record.id, get(&row, 0)?, get(&row, 1)?)?), record);
+    let merged = merge_session(Some(decode_session(record.key(), get(&row, 0)?, get(&row, 1)?)?), record);
     tx.execute(
-        "UPDATE loom_sessions SET metadata = $2, extensions = $3, closed = FALSE, updated_at = $4 WHERE id = $1",
-        &[&merged.id, &json(&merged.metadata)?, &json(&merged.extensions)?, &now],
+        "UPDATE loom_sessions SET metadata = $3, extensions = $4, closed = FALSE, updated_at = $5
+         WHERE owner = $1 AND id = $2",
+        &[&owner, &merged.id, &json(&merged.metadata)?, &json(&merged.extensions)?, &now],
     )
     .await
     .map_err(|e| pg("updating the session", e))?;
@@ -40,27 +45,38 @@ async fn open_session_tx(client: &mut Client, record: &SessionRecord) -> Result<
     Ok(merged)
 }
 
-async fn get_session_tx(client: &mut Client, id: &str) -> Result<Option<SessionRecord>, Error> {
+async fn get_session_tx(client: &mut Client, key: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
     let row = client
-        .query_opt("SELECT metadata, extensions FROM loom_sessions WHERE id = $1", &[&id])
+        .query_opt(
+            "SELECT metadata, extensions FROM loom_sessions WHERE owner = $1 AND id = $2",
+            &[&key.owner(), &key.session_id],
+        )
         .await
         .map_err(|e| pg("reading the session", e))?;
-    row.map(|row| decode_session(id, get(&row, 0)?, get(&row, 1)?)).transpose()
+    row.map(|row| decode_session(key, get(&row, 0)?, get(&row, 1)?)).transpose()
 }
 
-async fn history_tx(client: &mut Client, id: &str) -> Result<Vec<Message>, Error> {
+async fn history_tx(client: &mut Client, key: SessionKey<'_>) -> Result<Vec<Message>, Error> {
     let rows = client
-        .query("SELECT id, message FROM loom_history WHERE session_id = $1 ORDER BY id", &[&id])
+        .query(
+            "SELECT id, message FROM loom_history WHERE session_id = $1 AND owner = $2 ORDER BY id",
+            &[&key.session_id, &key.owner()],
+        )
         .await
         .map_err(|e| pg("reading the history", e))?;
-    rows.iter().map(|row| decode_history(id, get(row, 0)?, get(row, 1)?)).collect()
+    rows.iter().map(|row| decode_history(key.session_id, get(row, 0)?, get(row, 1)?)).collect()
 }
 
-async fn append_history_tx(client: &mut Client, id: &str, run_id: &str, rows: &[String]) -> Result<(), Error> {
+async fn append_history_tx(
+    client: &mut Client,
+    key: SessionKey<'_>,
+    run_id: &str,
+    rows: &[String],
+) -> Result<(), Error> {
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
     let stmt = tx
         .prepare(
-            "INSERT INTO loom_history (session_id, run_id, idx, message) VALUES ($1, $2, $3, $4)
+            "INSERT INTO loom_history (owner, session_id, run_id, idx, message) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (session_id, run_id, idx) DO NOTHING",
         )
         .await
@@ -68,7 +84,9 @@ async fn append_history_tx(client: &mut Client, id: &str, run_id: &str, rows: &[
     // One row at a time, so the ids (the history's order) follow the messages' order.
     for (i, message) in rows.iter().enumerate() {
         let idx = i64::try_from(i).unwrap_or(i64::MAX);
-        tx.execute(&stmt, &[&id, &run_id, &idx, message]).await.map_err(|e| pg("appending to the history", e))?;
+        tx.execute(&stmt, &[&key.owner(), &key.session_id, &run_id, &idx, message])
+            .await
+            .map_err(|e| pg("appending to the history", e))?;
     }
     tx.commit().await.map_err(|e| pg("committing", e))
 }
@@ -107,10 +125,14 @@ async fn save_run_tx(client: &mut Client, run: &RunRow) -> Result<(), Error> {
     tx.commit().await.map_err(|e| pg("committing", e))
 }
 
-async fn get_run_tx(client: &mut Client, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
+async fn get_run_tx(client: &mut Client, key: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
     let tx = snapshot(client).await?;
     let row = tx
-        .query_opt("SELECT transcript FROM loom_runs WHERE run_id = $1 AND session_id = $2", &[&run_id, &session_id])
+        .query_opt(
+            "SELECT transcript FROM loom_runs
+             WHERE run_id = $1 AND session_id = $2 AND user_id IS NOT DISTINCT FROM $3::TEXT",
+            &[&run_id, &key.session_id, &key.user_id],
+        )
         .await
         .map_err(|e| pg("reading the run", e))?;
     let Some(row) = row else { return Ok(None) };
@@ -121,12 +143,14 @@ async fn get_run_tx(client: &mut Client, session_id: &str, run_id: &str) -> Resu
     Ok(Some(Arc::new(t)))
 }
 
-async fn list_runs_tx(client: &mut Client, session_id: &str) -> Result<Vec<RunSummary>, Error> {
+async fn list_runs_tx(client: &mut Client, key: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
+    let session_id = key.session_id;
     let rows = client
         .query(
             "SELECT run_id, user_id, state, input, started_at, finished_at FROM loom_runs
-             WHERE session_id = $1 AND transcript IS NOT NULL ORDER BY run_id COLLATE \"C\"",
-            &[&session_id],
+             WHERE session_id = $1 AND user_id IS NOT DISTINCT FROM $2::TEXT AND transcript IS NOT NULL
+             ORDER BY run_id COLLATE \"C\"",
+            &[&session_id, &key.user_id],
         )
         .await
         .map_err(|e| pg("listing runs", e))?;
@@ -147,9 +171,12 @@ async fn list_runs_tx(client: &mut Client, session_id: &str) -> Result<Vec<RunSu
         .collect()
 }
 
-async fn close_session_tx(client: &mut Client, id: &str) -> Result<(), Error> {
+async fn close_session_tx(client: &mut Client, key: SessionKey<'_>) -> Result<(), Error> {
     client
-        .execute("UPDATE loom_sessions SET closed = TRUE WHERE id = $1", &[&id])
+        .execute(
+            "UPDATE loom_sessions SET closed = TRUE WHERE owner = $1 AND id = $2",
+            &[&key.owner(), &key.session_id],
+        )
         .await
         .map_err(|e| pg("closing the session", e))?;
     Ok(())
@@ -161,17 +188,17 @@ impl SessionStore for PostgresStore {
         with_conn!(self, |client| open_session_tx(client, record))
     }
 
-    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
-        with_conn!(self, |client| history_tx(client, session_id))
+    async fn history(&self, session: SessionKey<'_>) -> Result<Vec<Message>, Error> {
+        with_conn!(self, |client| history_tx(client, session))
     }
 
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
-        with_conn!(self, |client| get_session_tx(client, session_id))
+    async fn get_session(&self, session: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
+        with_conn!(self, |client| get_session_tx(client, session))
     }
 
-    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+    async fn append_history(&self, session: SessionKey<'_>, run_id: &str, messages: &[Message]) -> Result<(), Error> {
         let rows = encode_history(messages)?;
-        with_conn!(self, |client| append_history_tx(client, session_id, run_id, &rows))
+        with_conn!(self, |client| append_history_tx(client, session, run_id, &rows))
     }
 
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
@@ -179,15 +206,15 @@ impl SessionStore for PostgresStore {
         with_conn!(self, |client| save_run_tx(client, &run))
     }
 
-    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
-        with_conn!(self, |client| get_run_tx(client, session_id, run_id))
+    async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
+        with_conn!(self, |client| get_run_tx(client, session, run_id))
     }
 
-    async fn list_runs(&self, session_id: &str) -> Result<Vec<RunSummary>, Error> {
-        with_conn!(self, |client| list_runs_tx(client, session_id))
+    async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
+        with_conn!(self, |client| list_runs_tx(client, session))
     }
 
-    async fn close_session(&self, session_id: &str) -> Result<(), Error> {
-        with_conn!(self, |client| close_session_tx(client, session_id))
+    async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error> {
+        with_conn!(self, |client| close_session_tx(client, session))
     }
 }

@@ -17,7 +17,7 @@ mod journal;
 mod sessions;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -219,6 +219,29 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
     Ok(tx)
 }
 
+/// Version 2: sessions belong to a user. A session is keyed by (owner, id), where the owner is the
+/// user id or `''` for none; history rows carry their session's owner. Existing data is split by
+/// the user each run ran for: a session id that two users shared becomes one session per user,
+/// each holding only its own user's history.
+const MIGRATE_V2: &str = "
+    ALTER TABLE loom_history ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    UPDATE loom_history SET owner = COALESCE(
+        (SELECT r.user_id FROM loom_runs r WHERE r.run_id = loom_history.run_id), '');
+    CREATE INDEX loom_history_by_owner ON loom_history (session_id, owner, id);
+    CREATE TABLE loom_sessions_v2 (
+        owner TEXT NOT NULL, id TEXT NOT NULL, metadata TEXT NOT NULL, extensions TEXT NOT NULL,
+        closed INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL, PRIMARY KEY (owner, id));
+    INSERT OR IGNORE INTO loom_sessions_v2 (owner, id, metadata, extensions, closed, updated_at)
+        SELECT o.owner, s.id, s.metadata, s.extensions, s.closed, s.updated_at FROM loom_sessions s
+        JOIN (SELECT owner, session_id FROM loom_history
+              UNION SELECT COALESCE(user_id, ''), session_id FROM loom_runs) o ON o.session_id = s.id;
+    INSERT OR IGNORE INTO loom_sessions_v2 (owner, id, metadata, extensions, closed, updated_at)
+        SELECT '', id, metadata, extensions, closed, updated_at FROM loom_sessions s
+        WHERE NOT EXISTS (SELECT 1 FROM loom_sessions_v2 v WHERE v.id = s.id);
+    DROP TABLE loom_sessions;
+    ALTER TABLE loom_sessions_v2 RENAME TO loom_sessions;
+    PRAGMA user_version = 2;";
+
 /// Creates or upgrades the schema. Refuses a database from a newer version.
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
@@ -250,6 +273,9 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
              PRAGMA user_version = 1;",
         )
         .map_err(db)?;
+    }
+    if version < 2 {
+        tx.execute_batch(MIGRATE_V2).map_err(db)?;
     }
     tx.commit().map_err(db)
 }

@@ -12,7 +12,7 @@ use crate::store::sql::{
     RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, from_millis, json,
     merge_session, now_ms, parse_state,
 };
-use crate::store::{RunSummary, SessionRecord, SessionStore};
+use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
 
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
@@ -20,13 +20,20 @@ impl SessionStore for SqliteStore {
         let record = record.clone();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            let merged = merge_session(read_session(&tx, &record.id)?, &record);
+            let merged = merge_session(read_session(&tx, record.key())?, &record);
             tx.prepare_cached(
-                "INSERT INTO loom_sessions (id, metadata, extensions, closed, updated_at) VALUES (?1, ?2, ?3, 0, ?4)
-                 ON CONFLICT (id) DO UPDATE SET metadata = ?2, extensions = ?3, closed = 0, updated_at = ?4",
+                "INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5)
+                 ON CONFLICT (owner, id) DO UPDATE SET metadata = ?3, extensions = ?4, closed = 0, updated_at = ?5",
             )
             .map_err(db)?
-            .execute(params![merged.id, json(&merged.metadata)?, json(&merged.extensions)?, now_ms()])
+            .execute(params![
+                merged.key().owner(),
+                merged.id,
+                json(&merged.metadata)?,
+                json(&merged.extensions)?,
+                now_ms()
+            ])
             .map_err(db)?;
             tx.commit().map_err(db)?;
             Ok(merged)
@@ -34,19 +41,19 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, Error> {
-        let id = session_id.to_string();
-        self.call(move |conn| read_session(conn, &id)).await
+    async fn get_session(&self, session: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
+        let (user, id) = owned(session);
+        self.call(move |conn| read_session(conn, SessionKey::scoped(user.as_deref(), &id))).await
     }
 
-    async fn history(&self, session_id: &str) -> Result<Vec<Message>, Error> {
-        let id = session_id.to_string();
+    async fn history(&self, session: SessionKey<'_>) -> Result<Vec<Message>, Error> {
+        let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
         self.call(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT id, message FROM loom_history WHERE session_id = ?1 ORDER BY id")
+                .prepare_cached("SELECT id, message FROM loom_history WHERE session_id = ?1 AND owner = ?2 ORDER BY id")
                 .map_err(db)?;
             let rows = stmt
-                .query_map([&id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .query_map([&id, &owner], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
                 .map_err(db)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db)?;
@@ -55,13 +62,13 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn append_history(&self, session_id: &str, run_id: &str, messages: &[Message]) -> Result<(), Error> {
-        let id = session_id.to_string();
+    async fn append_history(&self, session: SessionKey<'_>, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+        let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
         let run_id = run_id.to_string();
         let rows = encode_history(messages)?;
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            write_history(&tx, &id, &run_id, &rows)?;
+            write_history(&tx, &owner, &id, &run_id, &rows)?;
             tx.commit().map_err(db)
         })
         .await
@@ -78,21 +85,21 @@ impl SessionStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             write_run(&tx, &row)?;
             if let Some(rows) = &history {
-                write_history(&tx, &row.session_id, &row.run_id, rows)?;
+                write_history(&tx, row.user_id.as_deref().unwrap_or(""), &row.session_id, &row.run_id, rows)?;
             }
             tx.commit().map_err(db)
         })
         .await
     }
 
-    async fn get_run(&self, session_id: &str, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
-        let session_id = session_id.to_string();
+    async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
+        let (user, session_id) = owned(session);
         let run_id = run_id.to_string();
         self.call(move |conn| {
             let text: Option<Option<String>> = conn
                 .query_row(
-                    "SELECT transcript FROM loom_runs WHERE run_id = ?1 AND session_id = ?2",
-                    params![run_id, session_id],
+                    "SELECT transcript FROM loom_runs WHERE run_id = ?1 AND session_id = ?2 AND user_id IS ?3",
+                    params![run_id, session_id, user],
                     |r| r.get(0),
                 )
                 .optional()
@@ -105,17 +112,17 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn list_runs(&self, session_id: &str) -> Result<Vec<RunSummary>, Error> {
-        let session_id = session_id.to_string();
+    async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
+        let (user, session_id) = owned(session);
         self.call(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT run_id, user_id, state, input, started_at, finished_at FROM loom_runs
-                     WHERE session_id = ?1 AND transcript IS NOT NULL ORDER BY run_id",
+                     WHERE session_id = ?1 AND user_id IS ?2 AND transcript IS NOT NULL ORDER BY run_id",
                 )
                 .map_err(db)?;
             let rows = stmt
-                .query_map([&session_id], |r| {
+                .query_map(params![session_id, user], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, Option<String>>(1)?,
@@ -146,10 +153,11 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn close_session(&self, session_id: &str) -> Result<(), Error> {
-        let id = session_id.to_string();
+    async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error> {
+        let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
         self.call(move |conn| {
-            conn.execute("UPDATE loom_sessions SET closed = 1 WHERE id = ?1", [&id]).map_err(db)?;
+            conn.execute("UPDATE loom_sessions SET closed = 1 WHERE owner = ?1 AND id = ?2", [&owner, &id])
+                .map_err(db)?;
             Ok(())
         })
         .await
@@ -190,21 +198,38 @@ fn write_run(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> Result<(), Error> 
     Ok(())
 }
 
-fn write_history(tx: &rusqlite::Transaction<'_>, session_id: &str, run_id: &str, rows: &[String]) -> Result<(), Error> {
+fn write_history(
+    tx: &rusqlite::Transaction<'_>,
+    owner: &str,
+    session_id: &str,
+    run_id: &str,
+    rows: &[String],
+) -> Result<(), Error> {
     let mut stmt = tx
-        .prepare_cached("INSERT OR IGNORE INTO loom_history (session_id, run_id, idx, message) VALUES (?1, ?2, ?3, ?4)")
+        .prepare_cached(
+            "INSERT OR IGNORE INTO loom_history (owner, session_id, run_id, idx, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
         .map_err(db)?;
     for (i, m) in rows.iter().enumerate() {
-        stmt.execute(params![session_id, run_id, i as i64, m]).map_err(db)?;
+        stmt.execute(params![owner, session_id, run_id, i as i64, m]).map_err(db)?;
     }
     Ok(())
 }
 
-fn read_session(conn: &Connection, id: &str) -> Result<Option<SessionRecord>, Error> {
+/// A session key as owned strings, to move into a store call.
+fn owned(key: SessionKey<'_>) -> (Option<String>, String) {
+    (key.user_id.map(str::to_string), key.session_id.to_string())
+}
+
+fn read_session(conn: &Connection, key: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
     let row: Option<(String, String)> = conn
-        .query_row("SELECT metadata, extensions FROM loom_sessions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT metadata, extensions FROM loom_sessions WHERE owner = ?1 AND id = ?2",
+            [key.owner(), key.session_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()
         .map_err(db)?;
     let Some((metadata, extensions)) = row else { return Ok(None) };
-    decode_session(id, &metadata, &extensions).map(Some)
+    decode_session(key, &metadata, &extensions).map(Some)
 }
