@@ -62,7 +62,7 @@ pub mod tool;
 
 pub use loom_core::{error, event, message, run};
 
-pub use agent::{Agent, AgentBuilder, Run, RunRequest, RunStream, Runtime, Session, SessionConfig};
+pub use agent::{Agent, AgentBuilder, ResumeOptions, Run, RunRequest, RunStream, Runtime, Session, SessionConfig};
 pub use loom_agent_macros::tool;
 pub use loom_core::error::{Error, ModelError, RunError, RunErrorKind, RunFailure, ToolError, ToolErrorKind};
 pub use loom_core::event::{Event, EventKind};

@@ -233,3 +233,74 @@ async fn a_database_from_a_newer_version_is_refused() {
     assert!(err.to_string().contains("newer"), "{err}");
     std::fs::remove_dir_all(db.parent().unwrap()).ok();
 }
+
+/// A model named `name` that asks to delete a file, then answers `done by NAME`.
+fn deleting_model(name: &'static str) -> loom_agent::model::FnModel {
+    loom_agent::model::FnModel::new(name, move |req| match req.messages.last() {
+        Some(Message::Tool { .. }) => ScriptedTurn::text(format!("done by {name}")),
+        _ => ScriptedTurn::tool_call("rm", json!({"x": "a"})),
+    })
+}
+
+#[tokio::test]
+async fn a_resume_never_switches_models_silently() {
+    let db = db_path("model");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let build = |name: &'static str, defer: bool| {
+        let mut builder = Agent::builder()
+            .model(deleting_model(name))
+            .tool(counting_tool("rm", runs.clone()))
+            .permissions(StandardPermissions::new().ask("rm"))
+            .journal(SqliteStore::open(&db).unwrap());
+        if defer {
+            builder = builder.approval_handler(FnApproval::new(|_| async { Approval::Defer }));
+        }
+        builder.build().unwrap()
+    };
+    let first = build("model-a", true);
+    let request = RunRequest::new("clean up").metadata("ticket", json!("T-1"));
+    let suspended = first.start(request).result().await;
+    assert_eq!(suspended.state, RunState::Suspended);
+    let record = first.journal().unwrap().load(&suspended.run_id).await.unwrap().unwrap().record;
+    let recorded = record.model.clone().expect("the record keeps the model");
+    assert_eq!((recorded.provider.as_str(), recorded.name.as_str()), ("model-a", "model-a"));
+    assert_eq!(record.metadata.get("ticket"), Some(&json!("T-1")), "request metadata is recorded");
+    drop(first);
+
+    // Another model: an error naming both, and the run is left as it was.
+    let other = build("model-b", false);
+    match other.resume(&suspended.run_id).await {
+        Err(Error::ModelChanged { recorded, current, .. }) => {
+            assert!(recorded.contains("model-a") && current.contains("model-b"), "{recorded} / {current}");
+        }
+        other => panic!("expected ModelChanged, got {other:?}"),
+    }
+    let stored = other.journal().unwrap().load(&suspended.run_id).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.lease_owner.as_deref()), (RunState::Suspended, None));
+
+    // The switch, chosen explicitly, is recorded in the run's events.
+    other
+        .journal()
+        .unwrap()
+        .decide(
+            &suspended.run_id,
+            &JournalEntry::ApprovalDecision { call_id: "call_1_0".into(), approval: Approval::Allow },
+        )
+        .await
+        .unwrap();
+    let options = loom_agent::ResumeOptions::default().allow_model_change();
+    let result = other.resume_with(&suspended.run_id, options).await.unwrap().result().await;
+    assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
+    assert_eq!(result.output, "done by model-b");
+    let changed = result
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            loom_agent::EventKind::ModelChanged(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a model.changed event");
+    assert!(changed.from.contains("model-a") && changed.to.contains("model-b"), "{changed:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    std::fs::remove_dir_all(db.parent().unwrap()).ok();
+}

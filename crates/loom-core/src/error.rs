@@ -55,6 +55,20 @@ pub enum Error {
         /// How it ended.
         state: RunState,
     },
+    /// A resume would run on another model than the run started on. Resume with the recorded
+    /// model, or say that the switch is meant (`ResumeOptions::allow_model_change`).
+    #[error(
+        "run {run_id} started on {recorded}; this agent's model is {current}. Resume with the same model, \
+         or allow the change explicitly"
+    )]
+    ModelChanged {
+        /// The run.
+        run_id: String,
+        /// The model the run started on (model string or provider:name, and base URL).
+        recorded: String,
+        /// The model the resume was given.
+        current: String,
+    },
     /// Stored data could not be read back (a corrupt or truncated row).
     #[error("corrupt store data: {0}")]
     Corrupt(#[source] StoreError),

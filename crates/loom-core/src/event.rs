@@ -123,6 +123,17 @@ event_kinds! {
     RunInterrupted(RunEnded) = "run.interrupted",
     /// The run paused durably, waiting for a decision on a tool call (`Agent::decide` continues it).
     RunSuspended(RunEnded) = "run.suspended",
+    /// A resumed run continues on another model than it started on, as its resumer chose.
+    ModelChanged(ModelChanged) = "model.changed",
+}
+
+/// Payload of `model.changed`: a resume was told to continue the run on another model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelChanged {
+    /// The model the run started on (model string or provider:name, and base URL).
+    pub from: String,
+    /// The model it continues on.
+    pub to: String,
 }
 
 /// Payload of `run.started`.

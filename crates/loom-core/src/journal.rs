@@ -134,6 +134,72 @@ pub struct RunRecord {
     pub output_schema: Option<(String, Value)>,
     /// When it started executing.
     pub started_at: DateTime<Utc>,
+    /// The model it ran on (absent in records written before Loom kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<RecordedModel>,
+}
+
+/// The model a durable run ran on, as its record keeps it: never a key.
+///
+/// A resume compares it with the model it is given ([`RecordedModel::same_model`]) and never
+/// switches models silently; `spec` and `base_url` let a tool (such as `loom runs resume`) build
+/// the same model again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedModel {
+    /// The provider (`openai`, `anthropic`, `local`, …).
+    pub provider: String,
+    /// The model's name as sent to the provider.
+    pub name: String,
+    /// The model string that builds it again, if any (see `LanguageModel::model_string`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    /// The base URL, without user info, query or fragment (they may hold credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+impl RecordedModel {
+    /// What `model` is, as a run record keeps it.
+    pub fn of(model: &dyn crate::model::LanguageModel) -> Self {
+        RecordedModel {
+            provider: model.provider().to_string(),
+            name: model.name().to_string(),
+            spec: model.model_string(),
+            base_url: model.base_url().map(scrub_url),
+        }
+    }
+
+    /// Whether `other` is the same model: same provider and name. The base URL may differ (the
+    /// same model behind another endpoint, proxy or gateway).
+    pub fn same_model(&self, other: &RecordedModel) -> bool {
+        self.provider == other.provider && self.name == other.name
+    }
+}
+
+impl std::fmt::Display for RecordedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.spec {
+            Some(spec) => f.write_str(spec)?,
+            None => write!(f, "{}:{}", self.provider, self.name)?,
+        }
+        match &self.base_url {
+            Some(url) => write!(f, " at {url}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A URL without user info, query string or fragment.
+fn scrub_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
+    }
 }
 
 /// Who drives a run, and for how long without renewing.
@@ -425,5 +491,17 @@ mod tests {
         assert!(!me.due_for_renewal(Some(31_000), 15_999));
         assert!(me.due_for_renewal(Some(31_000), 16_001));
         assert!(me.due_for_renewal(None, 0));
+    }
+}
+
+#[cfg(test)]
+mod recorded_model_tests {
+    use super::scrub_url;
+
+    #[test]
+    fn urls_lose_credentials() {
+        assert_eq!(scrub_url("https://u:pw@api.example/v1?key=abc#x"), "https://api.example/v1");
+        assert_eq!(scrub_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(scrub_url("https://h/a@b/c"), "https://h/a@b/c");
     }
 }

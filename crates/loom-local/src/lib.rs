@@ -267,6 +267,13 @@ impl LanguageModel for LocalModel {
         "local"
     }
 
+    fn model_string(&self) -> Option<String> {
+        Some(match &self.source {
+            Source::Default => "local".to_string(),
+            Source::Path(path) => format!("local:{}", path.display()),
+        })
+    }
+
     fn capabilities(&self) -> ModelCapabilities {
         ModelCapabilities { tools: true, native_structured_output: true, context_window: Some(8192) }
     }

@@ -165,6 +165,10 @@ impl WireFormat for AnthropicMessages {
         self.base_url = url;
     }
 
+    fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
         let g = request.generation;
         let (mut system, mut messages) = self.convert(request.messages);

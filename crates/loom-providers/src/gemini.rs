@@ -136,6 +136,10 @@ impl WireFormat for GenerateContent {
         self.base_url = url;
     }
 
+    fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
         let g = request.generation;
         let (system, contents) = Self::contents(request.messages);

@@ -91,6 +91,14 @@ impl WireFormat for Responses {
         self.base_url = url;
     }
 
+    fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn model_string(&self) -> String {
+        format!("openai-responses:{}", self.model)
+    }
+
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
         let g = request.generation;
         let (instructions, input) = input_items(request.messages);

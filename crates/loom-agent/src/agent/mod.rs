@@ -170,28 +170,53 @@ impl Agent {
     /// replayed. A tool call that started and has no recorded result runs again only when its tool
     /// is `idempotent` or `rerun_on_resume`; otherwise the run fails as ambiguous.
     ///
+    /// The run continues on the model it started on: when this agent's model is another one
+    /// (another provider or model name), the resume fails with [`Error::ModelChanged`] rather than
+    /// switch models silently; [`Agent::resume_with`] and
+    /// [`ResumeOptions::allow_model_change`] make the switch explicit.
+    ///
     /// Errors: no journal configured, [`Error::RunNotFound`], [`Error::RunFinished`] (a finished
     /// run is never replayed), [`Error::LeaseHeld`] (another process drives it, or its owner died
-    /// less than a lease ago), [`Error::Corrupt`].
+    /// less than a lease ago), [`Error::ModelChanged`], [`Error::Corrupt`].
     pub async fn resume(&self, run_id: &str) -> Result<Run, Error> {
-        self.resume_scoped(None, run_id).await
+        self.resume_with(run_id, ResumeOptions::default()).await
     }
 
     /// [`Agent::resume`] on behalf of one user: a run of another user (or of no user) is
     /// [`Error::RunNotFound`], as if it did not exist. For services where users resume their own
     /// runs.
     pub async fn resume_as(&self, user_id: &str, run_id: &str) -> Result<Run, Error> {
-        self.resume_scoped(Some(user_id), run_id).await
+        self.resume_with(run_id, ResumeOptions::default().user(user_id)).await
     }
 
-    async fn resume_scoped(&self, user_id: Option<&str>, run_id: &str) -> Result<Run, Error> {
+    /// [`Agent::resume`] with options: on behalf of one user, and whether the run may continue on
+    /// this agent's model when it started on another (the run then records a `model.changed`
+    /// event naming both).
+    pub async fn resume_with(&self, run_id: &str, options: ResumeOptions) -> Result<Run, Error> {
         let journal = self.journal_or_err()?;
-        if let Some(user) = user_id {
-            let owner = journal.load(run_id).await?.and_then(|r| r.record.user_id);
-            if owner.as_deref() != Some(user) {
-                return Err(Error::RunNotFound(run_id.to_string()));
-            }
+        let peek = journal.load(run_id).await?.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+        if let Some(user) = &options.user_id
+            && peek.record.user_id.as_ref() != Some(user)
+        {
+            return Err(Error::RunNotFound(run_id.to_string()));
         }
+        if peek.finished {
+            return Err(Error::RunFinished { run_id: run_id.to_string(), state: peek.state });
+        }
+        let current = crate::store::RecordedModel::of(self.inner.env.model.as_ref());
+        let switched = match &peek.record.model {
+            Some(recorded) if !recorded.same_model(&current) => {
+                if !options.allow_model_change {
+                    return Err(Error::ModelChanged {
+                        run_id: run_id.to_string(),
+                        recorded: recorded.to_string(),
+                        current: current.to_string(),
+                    });
+                }
+                Some((recorded.to_string(), current.to_string()))
+            }
+            _ => None,
+        };
         journal.acquire(run_id, &self.inner.env.stores.lease).await?;
         let stored = match journal.load(run_id).await {
             Ok(Some(stored)) => stored,
@@ -206,7 +231,7 @@ impl Agent {
             user_id: stored.record.user_id.clone(),
             ..Default::default()
         };
-        self.session(config).start_resumed(stored)
+        self.session(config).start_resumed(stored, switched)
     }
 
     /// Sends the decision on a tool call a suspended run is waiting for, and continues the run
@@ -244,6 +269,38 @@ impl Agent {
         self.inner.env.stores.journal.as_ref().ok_or_else(|| {
             Error::Config("this agent has no journal: configure one with .journal(\"sqlite:./loom.db\")".into())
         })
+    }
+}
+
+/// How [`Agent::resume_with`] continues a run.
+///
+/// ```
+/// use loom_agent::ResumeOptions;
+///
+/// let options = ResumeOptions::default().user("alice").allow_model_change();
+/// assert!(options.allow_model_change);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResumeOptions {
+    /// Resume only a run of this user; another user's run is [`Error::RunNotFound`].
+    pub user_id: Option<String>,
+    /// Continue on this agent's model even when the run started on another one (recorded as a
+    /// `model.changed` event). Off by default: a different model is [`Error::ModelChanged`].
+    pub allow_model_change: bool,
+}
+
+impl ResumeOptions {
+    /// Resume only a run of this user.
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
+    }
+
+    /// Allow the run to continue on this agent's model when it started on another.
+    pub fn allow_model_change(mut self) -> Self {
+        self.allow_model_change = true;
+        self
     }
 }
 

@@ -197,7 +197,7 @@ impl Session {
             &scope,
             input,
             request.context.clone(),
-            std::mem::take(&mut request.metadata),
+            request.metadata.clone(),
             agent.env.policies.hooks.hooks.clone(),
         );
         let run = Run { log: log.clone() };
@@ -230,7 +230,12 @@ impl Session {
     }
 
     /// Continues a journaled run (its lease already taken) after the session's earlier runs.
-    pub(crate) fn start_resumed(&self, stored: crate::store::JournaledRun) -> Result<Run, Error> {
+    /// `switched`: (from, to) when the resumer chose to continue on another model.
+    pub(crate) fn start_resumed(
+        &self,
+        stored: crate::store::JournaledRun,
+        switched: Option<(String, String)>,
+    ) -> Result<Run, Error> {
         let record = &stored.record;
         let scope = Scope {
             run_id: Arc::from(record.run_id.as_str()),
@@ -244,7 +249,15 @@ impl Session {
             record.metadata.clone(),
             self.inner.agent.inner.env.policies.hooks.hooks.clone(),
         );
-        log.preload(stored.events.clone(), !stored.entries.is_empty())?;
+        log.preload(stored.events.clone(), false)?;
+        if let Some((from, to)) = switched {
+            tracing::warn!(run_id = %record.run_id, %from, %to, "the resumed run continues on another model");
+            log.emit(EventKind::ModelChanged(crate::event::ModelChanged { from, to }));
+        }
+        if !stored.entries.is_empty() {
+            // Replayed calls emit nothing until the replay catches up with the journal.
+            log.start_suppressing();
+        }
         let run = Run { log };
         self.spawn(&run, driver::Start::Resume(Box::new(stored))).map_err(|e| Error::Config(e.into()))?;
         Ok(run)

@@ -33,6 +33,10 @@ impl LanguageModel for EchoModel {
         "echo"
     }
 
+    fn model_string(&self) -> Option<String> {
+        Some("echo".to_string())
+    }
+
     async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {
         let last = request
             .messages

@@ -16,7 +16,7 @@ use crate::governance::{AuditAction, GuardAction, GuardStage, HookAction};
 use crate::message::{ContentPart, Message};
 use crate::output::OutputSchema;
 use crate::run::{RunContext, RunInput};
-use crate::store::{JournalEntry, JournaledRun, RunRecord, SessionRecord};
+use crate::store::{JournalEntry, JournaledRun, RecordedModel, RunRecord, SessionRecord};
 
 /// What a fresh run is asked to do, beyond its input (which the run's log holds).
 pub(crate) struct RunPlan<'a> {
@@ -99,6 +99,7 @@ impl RunCx {
             timeout_ms: plan.timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
             output_schema: schema.map(|s| (s.name().to_string(), s.schema().clone())),
             started_at: self.log.started_at().unwrap_or_else(chrono::Utc::now),
+            model: Some(RecordedModel::of(self.env.model.as_ref())),
         };
         self.recorder.begin(record).await
     }

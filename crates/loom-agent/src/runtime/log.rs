@@ -196,6 +196,11 @@ impl RunLog {
         self.memory_written.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Starts replay suppression: events are dropped until [`RunLog::stop_suppressing`].
+    pub(crate) fn start_suppressing(&self) {
+        self.lock().suppress = true;
+    }
+
     /// Ends replay suppression: from now on events are emitted again.
     pub(crate) fn stop_suppressing(&self) {
         self.lock().suppress = false;

@@ -53,6 +53,18 @@ pub trait LanguageModel: Send + Sync + 'static {
         ModelCapabilities::default()
     }
 
+    /// The model string that builds this model again (the agent's model-string grammar), such as
+    /// `openai:gpt-4o-mini` or `local`; `None` (the default) when no string builds it. A durable
+    /// run records it, so a resume can run on the model the run started on.
+    fn model_string(&self) -> Option<String> {
+        None
+    }
+
+    /// The base URL requests go to, for models behind an HTTP API (`None` by default).
+    fn base_url(&self) -> Option<&str> {
+        None
+    }
+
     /// Sends one request and streams the answer: text, thinking, tool-call deltas, usage and a
     /// finish reason. An error before the stream starts, or inside it, fails the call.
     async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError>;

@@ -118,6 +118,14 @@ pub trait WireFormat: Send + Sync + 'static {
     /// Sets the base URL.
     fn set_base_url(&mut self, url: String);
 
+    /// The base URL requests go to.
+    fn base_url(&self) -> &str;
+
+    /// The model string that builds this model again (`PROVIDER:MODEL` by default).
+    fn model_string(&self) -> String {
+        format!("{}:{}", self.provider(), self.model())
+    }
+
     /// The URL, the headers (the key included) and the JSON body of one call.
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError>;
 
@@ -352,6 +360,14 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
 
     fn capabilities(&self) -> ModelCapabilities {
         self.wire.capabilities()
+    }
+
+    fn model_string(&self) -> Option<String> {
+        Some(self.wire.model_string())
+    }
+
+    fn base_url(&self) -> Option<&str> {
+        Some(self.wire.base_url())
     }
 
     async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {
