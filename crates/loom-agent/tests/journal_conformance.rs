@@ -182,7 +182,7 @@ fn every_entry() -> Vec<JournalEntry> {
             turn: 1,
             response: ModelResponse {
                 text: "let me look".into(),
-                thinking: vec![Thinking { text: "weather tool".into(), signature: Some("sig".into()) }],
+                thinking: vec![Thinking::signed("weather tool", "sig", "anthropic")],
                 tool_calls: vec![call()],
                 usage: Usage { input_tokens: 12, output_tokens: 7, cost_usd: 0.25, ..Usage::default() },
                 finish_reason: FinishReason::ToolCalls,

@@ -176,7 +176,7 @@ impl WireFormat for Responses {
                 Some("reasoning") => {
                     for s in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
                         if let Some(t) = s.get("text").and_then(Value::as_str) {
-                            out.push(ModelChunk::Thinking { text: t.to_string(), signature: None });
+                            out.push(ModelChunk::Thinking { text: t.to_string(), signature: None, provider: None });
                         }
                     }
                 }
@@ -255,7 +255,7 @@ impl StreamDecoder for ResponsesDecoder {
         match kind {
             "response.output_text.delta" => out.push(ModelChunk::Text(s("delta"))),
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                out.push(ModelChunk::Thinking { text: s("delta"), signature: None })
+                out.push(ModelChunk::Thinking { text: s("delta"), signature: None, provider: None })
             }
             "response.output_item.added" => {
                 let item = v.get("item").unwrap_or(&Value::Null);

@@ -191,7 +191,7 @@ impl WireFormat for ChatCompletions {
         }
         let mut out = Vec::new();
         if let Some(r) = reasoning_text(message) {
-            out.push(ModelChunk::Thinking { text: r.to_string(), signature: None });
+            out.push(ModelChunk::Thinking { text: r.to_string(), signature: None, provider: None });
         }
         if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
             out.push(ModelChunk::Text(text.to_string()));
