@@ -180,6 +180,10 @@ impl WireFormat for AnthropicMessages {
         self.base_url = url;
     }
 
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
         let g = request.generation;
         let (mut system, mut messages) = self.convert(request.messages);
@@ -236,7 +240,7 @@ impl WireFormat for AnthropicMessages {
         }
         header(&mut headers, "anthropic-version", ANTHROPIC_VERSION)?;
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
-        Ok(HttpRequest { url: format!("{}/v1/messages", self.base_url.trim_end_matches('/')), headers, body })
+        Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/v1/messages", &[])?, headers, body })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {

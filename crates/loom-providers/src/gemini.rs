@@ -153,6 +153,10 @@ impl WireFormat for GenerateContent {
         self.base_url = url;
     }
 
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
         let g = request.generation;
         let (system, contents) = Self::contents(request.messages);
@@ -214,11 +218,11 @@ impl WireFormat for GenerateContent {
         if let Some(key) = key {
             headers.insert("x-goog-api-key", secret_header(key.expose())?);
         }
-        let base = self.base_url.trim_end_matches('/');
         let url = if stream {
-            format!("{base}/v1beta/models/{}:streamGenerateContent?alt=sse", self.model)
+            let path = format!("/v1beta/models/{}:streamGenerateContent", self.model);
+            crate::http::endpoint(&self.base_url, &path, &[("alt", "sse")])?
         } else {
-            format!("{base}/v1beta/models/{}:generateContent", self.model)
+            crate::http::endpoint(&self.base_url, &format!("/v1beta/models/{}:generateContent", self.model), &[])?
         };
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
         Ok(HttpRequest { url, headers, body })

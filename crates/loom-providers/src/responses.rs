@@ -91,6 +91,10 @@ impl WireFormat for Responses {
         self.base_url = url;
     }
 
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
         let g = request.generation;
         let (instructions, input) = input_items(request.messages);
@@ -136,7 +140,7 @@ impl WireFormat for Responses {
             headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose()))?);
         }
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
-        Ok(HttpRequest { url: format!("{}/responses", self.base_url.trim_end_matches('/')), headers, body })
+        Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/responses", &[])?, headers, body })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {

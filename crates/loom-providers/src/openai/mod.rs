@@ -112,6 +112,10 @@ impl WireFormat for ChatCompletions {
         self.base_url = url;
     }
 
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
         let g = request.generation;
         let mut body = Map::new();
@@ -170,7 +174,7 @@ impl WireFormat for ChatCompletions {
             headers.insert(name, value);
         }
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
-        Ok(HttpRequest { url: format!("{}/chat/completions", self.base_url.trim_end_matches('/')), headers, body })
+        Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/chat/completions", &[])?, headers, body })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {
