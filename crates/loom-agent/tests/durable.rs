@@ -1,6 +1,7 @@
 //! Durable runs in one process: sessions, runs and events that survive a restart (a new store on
 //! the same file), a durable pause for approval decided after a restart, journal URLs, and the
-//! in-memory journal's resume.
+//! in-memory journal's resume, and a read-only tool call that started without a result being run
+//! again on resume.
 #![cfg(feature = "sqlite")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,14 +11,19 @@ use loom_agent::store::SessionKey;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
+use loom_agent::capability::Files;
 use loom_agent::governance::{Approval, FnApproval, StandardPermissions};
 use loom_agent::message::Message;
 use loom_agent::model::ScriptedTurn;
-use loom_agent::store::{InMemoryJournal, JournalEntry, RunFilter, SqliteStore, Synchronous};
+use loom_agent::store::{
+    InMemoryJournal, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, SqliteStore,
+    Synchronous,
+};
 use loom_agent::tool::{FunctionTool, ToolOutput};
-use loom_agent::{Agent, Error, RunErrorKind, RunRequest, RunState, SessionConfig};
+use loom_agent::{Agent, Error, Event, RunErrorKind, RunRequest, RunState, SessionConfig};
 use serde_json::json;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -303,4 +309,126 @@ async fn a_resume_never_switches_models_silently() {
     assert!(changed.from.contains("model-a") && changed.to.contains("model-b"), "{changed:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     std::fs::remove_dir_all(db.parent().unwrap()).ok();
+}
+
+/// A journal whose process "dies" right after it records a tool intent: that append and every
+/// journal call after it never return (the run is stuck, as a killed process would be, and its
+/// lease is no longer renewed).
+struct DiesAfterToolIntent {
+    inner: Arc<InMemoryJournal>,
+    dead: std::sync::atomic::AtomicBool,
+}
+
+impl DiesAfterToolIntent {
+    async fn alive(&self) {
+        if self.dead.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Journal for DiesAfterToolIntent {
+    async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
+        self.alive().await;
+        self.inner.begin(record, lease, events).await
+    }
+    async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
+        self.alive().await;
+        self.inner.append(run_id, lease, entry, events).await?;
+        if entry.type_name() == "tool_intent" {
+            self.dead.store(true, Ordering::SeqCst);
+            self.alive().await;
+        }
+        Ok(())
+    }
+    async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
+        self.alive().await;
+        self.inner.end(run_id, lease, state, events).await
+    }
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        self.alive().await;
+        self.inner.acquire(run_id, lease).await
+    }
+    async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        self.alive().await;
+        self.inner.renew(run_id, lease).await
+    }
+    async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
+        self.alive().await;
+        self.inner.decide(run_id, entry).await
+    }
+    async fn load(&self, run_id: &str) -> Result<Option<JournaledRun>, Error> {
+        self.inner.load(run_id).await
+    }
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
+        self.inner.list(filter).await
+    }
+}
+
+#[tokio::test]
+async fn a_read_file_call_started_without_a_result_is_run_again_on_resume() {
+    let root = db_path("files").parent().unwrap().to_path_buf();
+    std::fs::write(root.join("notes.txt"), "remember the milk").unwrap();
+    let inner = Arc::new(InMemoryJournal::new());
+    let dying = DiesAfterToolIntent { inner: inner.clone(), dead: Default::default() };
+    let read = ScriptedTurn::tool_call("read_file", json!({"path": "notes.txt"}));
+    let (_, model) = scripted([read, ScriptedTurn::text("unused")]);
+    let first = Agent::builder()
+        .model(model)
+        .capability(Files::read_only(&root))
+        .journal(dying)
+        .lease_ttl(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let stuck = first.start("What do my notes say?");
+    let run_id = stuck.id().to_string();
+    // The process stops with the read_file intent journaled and no result.
+    let stored = within(10, "the tool intent is journaled", async {
+        loop {
+            if let Some(run) = inner.load(&run_id).await.unwrap()
+                && run.entries.iter().any(|e| e.type_name() == "tool_intent")
+            {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let kinds: Vec<&str> = stored.entries.iter().map(JournalEntry::type_name).collect();
+    assert_eq!(kinds, ["model_result", "tool_intent"], "started, no result");
+    assert!(!stored.finished);
+
+    // Another process resumes once the dead one's lease has expired.
+    let (recorder, model) = scripted([ScriptedTurn::text("They say: remember the milk.")]);
+    let second = Agent::builder()
+        .model(model)
+        .capability(Files::read_only(&root))
+        .journal(loom_agent::store::JournalSlot { journal: inner.clone(), session_store: None })
+        .build()
+        .unwrap();
+    let run = within(10, "resume", async {
+        loop {
+            match second.resume(&run_id).await {
+                Err(Error::LeaseHeld { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => return other.unwrap(),
+            }
+        }
+    })
+    .await;
+    let result = within(10, "the resumed run", run.result()).await;
+    assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
+    assert_eq!(result.output, "They say: remember the milk.");
+    // The read ran again in the resumed run, and the model got its result.
+    let sent = &recorder.requests()[0].messages;
+    let fed = tool_messages(sent);
+    assert_eq!(fed.len(), 1, "{fed:?}");
+    assert_eq!((fed[0].1.as_str(), fed[0].2), ("remember the milk", false));
+    let after = inner.load(&run_id).await.unwrap().unwrap();
+    assert!(after.finished);
+    let kinds: Vec<&str> = after.entries.iter().map(JournalEntry::type_name).collect();
+    // The rerun records its own intent before it runs, then the result.
+    assert_eq!(kinds, ["model_result", "tool_intent", "tool_intent", "tool_result", "model_result"]);
+    drop(stuck);
+    std::fs::remove_dir_all(&root).ok();
 }

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use loom_agent::store::SessionKey;
+use loom_agent::store::{RecordedModel, SessionKey};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -155,6 +155,12 @@ fn record(run_id: &str, session_id: &str, user_id: Option<&str>) -> RunRecord {
         timeout_ms: Some(30_000),
         output_schema: Some(("answer".into(), json!({"type": "object"}))),
         started_at: Utc::now(),
+        model: Some(RecordedModel {
+            provider: "openai".into(),
+            name: "gpt-4o-mini".into(),
+            spec: Some("openai:gpt-4o-mini".into()),
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+        }),
     }
 }
 
@@ -183,7 +189,7 @@ fn every_entry() -> Vec<JournalEntry> {
             turn: 1,
             response: ModelResponse {
                 text: "let me look".into(),
-                thinking: vec![Thinking { text: "weather tool".into(), signature: Some("sig".into()) }],
+                thinking: vec![Thinking::signed("weather tool", "sig", "anthropic")],
                 tool_calls: vec![call()],
                 usage: Usage { input_tokens: 12, output_tokens: 7, cost_usd: 0.25, ..Usage::default() },
                 finish_reason: FinishReason::ToolCalls,

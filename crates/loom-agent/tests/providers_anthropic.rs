@@ -517,7 +517,7 @@ async fn omitted_thinking_is_replayed_as_a_thinking_block_with_its_signature() {
     );
     let transcript = run.transcript();
     assert!(transcript.messages.iter().any(|m| matches!(m, Message::Assistant { thinking, .. }
-        if thinking == &vec![Thinking { text: String::new(), signature: Some("EqQBCkgIARABGAIiQOmitted==".into()) }])));
+        if thinking == &vec![Thinking::signed("", "EqQBCkgIARABGAIiQOmitted==", "anthropic")])));
 }
 
 #[tokio::test]
@@ -529,8 +529,9 @@ async fn redacted_thinking_in_history_is_replayed_with_its_data() {
         Message::Assistant {
             content: String::new(),
             thinking: vec![
-                Thinking { text: "plan".into(), signature: Some("sig-1".into()) },
-                Thinking { text: String::new(), signature: Some("redacted_thinking:EmwKAhgB".into()) },
+                Thinking::signed("plan", "sig-1", "anthropic"),
+                // A block from a transcript written before tags: replayed as before.
+                Thinking { text: String::new(), signature: Some("redacted_thinking:EmwKAhgB".into()), provider: None },
             ],
             tool_calls: vec![ToolCall::new("toolu_9", "lookup", &json!({"x": "z"}))],
         },
@@ -553,11 +554,7 @@ async fn unsigned_thinking_is_not_replayed() {
     server.enqueue(Reply::sse(wire::text_stream("ok", 10, 2)));
     let messages = vec![
         Message::user("q"),
-        Message::Assistant {
-            content: "a".into(),
-            thinking: vec![Thinking { text: "unsigned".into(), signature: None }],
-            tool_calls: vec![],
-        },
+        Message::Assistant { content: "a".into(), thinking: vec![Thinking::text("unsigned")], tool_calls: vec![] },
         Message::user("q2"),
     ];
     ok_call(&model(&server), &messages).await;
@@ -724,8 +721,8 @@ async fn non_streaming_bodies_are_decoded() {
         ModelResponse {
             text: "Here:".into(),
             thinking: vec![
-                Thinking { text: "Think.".into(), signature: Some("sig-1".into()) },
-                Thinking { text: String::new(), signature: Some("redacted_thinking:opaque".into()) },
+                Thinking::signed("Think.", "sig-1", "anthropic"),
+                Thinking::signed("", "redacted_thinking:opaque", "anthropic"),
             ],
             tool_calls: vec![
                 ToolCall::new("toolu_1", "lookup", &json!({"x": "a"})),

@@ -123,7 +123,7 @@ fn delta(index: usize, id: Option<&str>, name: &str, args: &str) -> ModelChunk {
 }
 
 fn signature(sig: &str) -> ModelChunk {
-    ModelChunk::Thinking { text: String::new(), signature: Some(sig.to_string()) }
+    ModelChunk::Thinking { text: String::new(), signature: Some(sig.to_string()), provider: Some("gemini".into()) }
 }
 
 fn usage(input: u64, cached: u64, output: u64) -> Usage {
@@ -155,7 +155,7 @@ async fn request_path_headers_and_body_are_exact() {
         Message::user("And this."),
         Message::Assistant {
             content: "Checking.".into(),
-            thinking: vec![Thinking { text: String::new(), signature: Some("sig-A/b+c==".into()) }],
+            thinking: vec![Thinking::signed("", "sig-A/b+c==", "gemini")],
             tool_calls: vec![
                 ToolCall::new("call_1_0", "lookup", &json!({"x": "a"})),
                 ToolCall { id: "fc-7".into(), name: "lookup".into(), arguments: "[1]".into() },
@@ -229,7 +229,7 @@ async fn a_signature_on_a_text_only_turn_goes_back_on_its_first_part() {
         Message::user("q"),
         Message::Assistant {
             content: "Hi.".into(),
-            thinking: vec![Thinking { text: "thought summary".into(), signature: Some("sig-text".into()) }],
+            thinking: vec![Thinking::signed("thought summary", "sig-text", "gemini")],
             tool_calls: vec![],
         },
         Message::user("q2"),
@@ -320,7 +320,7 @@ async fn streamed_text_function_calls_usage_and_finish_are_decoded() {
     assert_eq!(
         zero_cost(&chunks),
         vec![
-            ModelChunk::Thinking { text: "Planning the lookup.".into(), signature: None },
+            ModelChunk::Thinking { text: "Planning the lookup.".into(), signature: None, provider: None },
             ModelChunk::Text("Let me ".into()),
             ModelChunk::Text("check.".into()),
             signature("sig-1"),
@@ -336,7 +336,7 @@ async fn streamed_text_function_calls_usage_and_finish_are_decoded() {
     let r = assemble(&chunks);
     assert!(close(r.usage.cost_usd, cost), "{}", r.usage.cost_usd);
     assert_eq!(r.text, "Let me check.");
-    assert_eq!(r.thinking, vec![Thinking { text: "Planning the lookup.".into(), signature: Some("sig-1".into()) }]);
+    assert_eq!(r.thinking, vec![Thinking::signed("Planning the lookup.", "sig-1", "gemini")]);
     assert_eq!(
         r.tool_calls,
         vec![
@@ -595,7 +595,7 @@ async fn tool_round_trip(streaming: bool) {
         assistant,
         &Message::Assistant {
             content: "Looking.".into(),
-            thinking: vec![Thinking { text: "Need a lookup.".into(), signature: Some("sig/turn-1==".into()) }],
+            thinking: vec![Thinking::signed("Need a lookup.", "sig/turn-1==", "gemini")],
             tool_calls: vec![
                 ToolCall::new("call_1_0", "lookup", &json!({"x": "tokyo"})),
                 ToolCall::new("call_1_1", "fail", &json!({})),
@@ -694,12 +694,11 @@ async fn a_key_echoed_at_the_truncation_point_does_not_leak_in_part() {
     assert!(!err.to_string().contains("AIzaSyMOCK"), "{err}");
 }
 
-/// A run that fails over from Anthropic to Gemini mid-run hands Gemini the Anthropic thinking
-/// signature as a `thoughtSignature` (and the other way round, a Gemini signature goes to Anthropic
-/// as a thinking block). Signatures only verify with the provider that minted them, so the failover
-/// call is rejected. `Thinking` records no provider, so the wire formats cannot tell (message.rs).
+/// A run that fails over from Anthropic to Gemini mid-run must not hand Gemini the Anthropic
+/// thinking signature as a `thoughtSignature` (signatures only verify with the provider that minted
+/// them). The turn Anthropic produced goes to Gemini with the placeholder Google documents for
+/// history Gemini did not write.
 #[tokio::test]
-#[ignore = "cross-provider bug: Thinking signatures are replayed to a provider that did not mint them"]
 async fn a_signature_minted_by_another_provider_is_not_replayed() {
     use loom_testkit::wire::anthropic as claude;
     let anthropic = MockServer::start().await;
@@ -726,6 +725,44 @@ async fn a_signature_minted_by_another_provider_is_not_replayed() {
     let agent = Agent::builder().model(fallback).tool(echo_tool("lookup")).build().unwrap();
     let result = within(20, "run", agent.run("q")).await.unwrap();
     assert_eq!(result.output, "done");
-    let body = gemini.requests()[0].json().to_string();
-    assert!(!body.contains("AnthropicSignature"), "{body}");
+    let body = gemini.requests()[0].json();
+    assert!(!body.to_string().contains("AnthropicSignature"), "{body}");
+    assert_eq!(
+        body["contents"][1],
+        json!({"role": "model", "parts": [{
+            "functionCall": {"name": "lookup", "args": {"x": "a"}, "id": "toolu_1"},
+            "thoughtSignature": "skip_thought_signature_validator"
+        }]})
+    );
+    assert_eq!(body["contents"][2]["parts"][0]["functionResponse"]["response"], json!({"content": "lookup:a"}));
+}
+
+/// The other way round: a run that fails over from Gemini to Anthropic sends Anthropic no thinking
+/// block for the turn Gemini signed (Anthropic would reject the foreign signature).
+#[tokio::test]
+async fn a_gemini_signature_is_not_replayed_to_anthropic() {
+    use loom_testkit::wire::anthropic as claude;
+    let gemini = MockServer::start().await;
+    let call = wire::signed(wire::function_call("lookup", json!({"x": "a"}), None), "GeminiSignature==");
+    gemini.enqueue(Reply::sse(vec![wire::chunk(vec![call], Some("STOP"), Some(wire::usage(10, 0, 5, 0)))]));
+    gemini.always(Reply::json(503, wire::error_body(503, "overloaded", "UNAVAILABLE")));
+    let anthropic = MockServer::start().await;
+    anthropic.enqueue(Reply::sse(claude::text_stream("done", 5, 1)));
+    let secondary = Model::anthropic("claude-sonnet-4-5")
+        .base_url(anthropic.url())
+        .api_key("sk-ant-test-0000000000")
+        .with_config(fast_retries(1));
+    let fallback = Model::fallback([Model::new(no_retry(&gemini)), Model::new(secondary)]).unwrap();
+    let agent = Agent::builder().model(fallback).tool(echo_tool("lookup")).build().unwrap();
+    let result = within(20, "run", agent.run("q")).await.unwrap();
+    assert_eq!(result.output, "done");
+    let body = anthropic.requests()[0].json();
+    assert!(!body.to_string().contains("GeminiSignature"), "{body}");
+    let assistant = &body["messages"][1];
+    assert_eq!(assistant["role"], "assistant");
+    let content = assistant["content"].as_array().unwrap();
+    assert_eq!(content.len(), 1, "only the tool call: {assistant}");
+    assert_eq!(content[0]["type"], "tool_use");
+    assert_eq!(content[0]["name"], "lookup");
+    assert_eq!(content[0]["input"], json!({"x": "a"}));
 }

@@ -358,8 +358,8 @@ async fn reasoning_fields_become_thinking_chunks() {
     assert_eq!(
         got,
         vec![
-            ModelChunk::Thinking { text: "Let me ".into(), signature: None },
-            ModelChunk::Thinking { text: "think. ".into(), signature: None },
+            ModelChunk::Thinking { text: "Let me ".into(), signature: None, provider: None },
+            ModelChunk::Thinking { text: "think. ".into(), signature: None, provider: None },
             ModelChunk::Text("42".into()),
             ModelChunk::Finish(FinishReason::Stop),
         ]

@@ -843,3 +843,185 @@ async fn unbounded_timeouts_are_accepted() {
     server.always(Reply::json(200, wire::completion(Some("whole"), &[], 1, 1)));
     assert_eq!(text_of(&call(&model_at(&server.url(), cfg).streaming(false)).await.unwrap()), "whole");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Configuration and unexpected answers: a malformed base URL, a base URL with a query, an HTML
+// page where an event stream was expected, and retries announced through `tracing`.
+
+#[tokio::test]
+async fn a_malformed_base_url_is_a_configuration_error_and_never_retried() {
+    for bad in ["localhost:8080/v1", "api.openai.com/v1", "ftp://example.com/v1", "not a url"] {
+        let m = model_at(bad, config());
+        let err = m.check().unwrap_err();
+        assert!(matches!(err, ModelError::Configuration(_)), "{bad}: {err:?}");
+        // A call fails the same way, at once: nothing was sent, so nothing is retried.
+        let started = Instant::now();
+        let err = call(&m).await.unwrap_err();
+        assert_eq!(err.kind(), "configuration", "{bad}: {err:?}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("invalid base URL") && err.to_string().contains(bad), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        // As a model string's base URL, it is a configuration error before any run.
+        let parsed = Model::parse_with("openai:gpt-4o-mini", Some(bad));
+        assert!(matches!(parsed, Err(Error::Config(ref m)) if m.contains("invalid base URL")), "{bad}: {parsed:?}");
+    }
+    let result = run(model_at("localhost:8080/v1", config())).await;
+    let message = failed_with(&result, "configuration");
+    assert!(message.contains("localhost:8080/v1"), "{message}");
+}
+
+#[tokio::test]
+async fn a_base_url_with_a_query_keeps_it_and_gets_the_endpoint_path() {
+    let server = MockServer::start().await;
+    server.enqueue(ok_stream("hello"));
+    let m = model_at(&format!("{}/openai/v1?api-version=2024-10-21", server.url()), config());
+    m.check().unwrap();
+    assert_eq!(text_of(&call(&m).await.unwrap()), "hello");
+    assert_eq!(server.requests()[0].path, "/openai/v1/chat/completions?api-version=2024-10-21");
+
+    // Gemini adds its own query parameter to the base's.
+    let server = MockServer::start().await;
+    server.enqueue(Reply::sse(loom_testkit::wire::gemini::text_stream("hi", 3, 1)));
+    let gemini = Model::gemini("gemini-2.5-flash")
+        .base_url(format!("{}/proxy/?tenant=a", server.url()))
+        .api_key(KEY)
+        .with_config(config());
+    call(&gemini).await.unwrap();
+    assert_eq!(
+        server.requests()[0].path,
+        "/proxy/v1beta/models/gemini-2.5-flash:streamGenerateContent?tenant=a&alt=sse"
+    );
+
+    // Anthropic: the base's path and query both survive.
+    let server = MockServer::start().await;
+    server.enqueue(Reply::sse(loom_testkit::wire::anthropic::text_stream("hi", 3, 1)));
+    let claude = Model::anthropic("claude-sonnet-4-5")
+        .base_url(format!("{}/gw?k=v", server.url()))
+        .api_key(KEY)
+        .with_config(config());
+    call(&claude).await.unwrap();
+    assert_eq!(server.requests()[0].path, "/gw/v1/messages?k=v");
+}
+
+#[tokio::test]
+async fn an_html_page_answering_a_streamed_call_names_its_content_type_and_is_not_retried() {
+    let server = MockServer::start().await;
+    let page = format!("<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>token {KEY}</body></html>");
+    server.always(Reply::html(200, &page));
+    let err = call(&model(&server)).await.unwrap_err();
+    assert!(matches!(err, ModelError::Protocol(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("content type `text/html; charset=utf-8`"), "{message}");
+    assert!(message.contains("not `text/event-stream`"), "{message}");
+    assert!(message.contains("<!DOCTYPE html> <html><head><title>Sign in</title>"), "{message}");
+    assert!(!message.contains("finish_reason"), "{message}");
+    assert!(!message.contains(KEY), "the key is scrubbed: {message}");
+    assert_eq!(server.requests().len(), 1, "not retried");
+    // Through a run: the run's error says the same.
+    let result = run(model(&server)).await;
+    assert!(failed_with(&result, "protocol").contains("text/html"));
+}
+
+/// One `tracing` event: the thread it was emitted on, level, target and fields (the message
+/// under `message`).
+type CapturedEvent = (std::thread::ThreadId, tracing::Level, String, std::collections::BTreeMap<String, String>);
+
+/// The process's `tracing` events. Installed as the global subscriber (once), so no callsite's
+/// cached interest can hide an event; each test reads the events of its own thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<CapturedEvent>>>);
+
+impl Captured {
+    fn global() -> &'static Captured {
+        static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        CAPTURED.get_or_init(|| {
+            let captured = Captured::default();
+            tracing::subscriber::set_global_default(captured.clone()).unwrap();
+            captured
+        })
+    }
+
+    /// This thread's events from loom-providers.
+    fn mine(&self) -> Vec<(tracing::Level, std::collections::BTreeMap<String, String>)> {
+        let me = std::thread::current().id();
+        let all = self.0.lock().unwrap();
+        all.iter()
+            .filter(|(thread, _, target, _)| *thread == me && target.starts_with("loom_providers"))
+            .map(|(_, level, _, fields)| (*level, fields.clone()))
+            .collect()
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(std::collections::BTreeMap<String, String>);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.insert(field.name().to_string(), format!("{value:?}"));
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.0.insert(field.name().to_string(), value.to_string());
+            }
+        }
+        let mut fields = Fields(Default::default());
+        event.record(&mut fields);
+        let meta = event.metadata();
+        let thread = std::thread::current().id();
+        self.0.lock().unwrap().push((thread, *meta.level(), meta.target().to_string(), fields.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn a_first_byte_that_never_comes_times_out_and_each_retry_is_announced() {
+    let captured = Captured::global();
+    let server = MockServer::start().await;
+    server.always(Reply::silent());
+    let cfg = HttpConfig {
+        first_byte_timeout: Duration::from_millis(100),
+        retry: RetryPolicy { max_attempts: 2, ..config().retry },
+        ..config()
+    };
+    let started = Instant::now();
+    let err = call(&model_at(&server.url(), cfg)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(err.kind(), "transient");
+    assert!(err.to_string().contains("no response within 100 ms"), "{err}");
+    assert_eq!(server.requests().len(), 2);
+
+    let events = captured.mine();
+    let warns: Vec<_> = events.iter().filter(|(level, _)| *level == tracing::Level::WARN).collect();
+    assert_eq!(warns.len(), 2, "{events:?}");
+    let retry = &warns[0].1;
+    assert_eq!(retry["provider"], "openai");
+    assert_eq!(retry["model"], "gpt-4o-mini");
+    assert_eq!(retry["attempt"], "1");
+    assert_eq!(retry["max_attempts"], "2");
+    let delay: u64 = retry["delay_ms"].parse().unwrap();
+    assert!(delay <= 50, "{delay}");
+    assert!(retry["reason"].contains("no response within 100 ms"), "{retry:?}");
+    assert!(retry["message"].contains(&format!("retrying in {delay} ms")), "{retry:?}");
+    let gave_up = &warns[1].1;
+    assert_eq!(gave_up["attempt"], "2");
+    assert!(gave_up["message"].contains("no attempts left"), "{gave_up:?}");
+    assert!(events.iter().any(|(level, f)| *level == tracing::Level::INFO && f["attempt"] == "2"), "{events:?}");
+}
+
+#[test]
+fn the_default_timeouts_give_up_on_a_silent_server_within_minutes() {
+    let d = HttpConfig::default();
+    assert_eq!(d.first_byte_timeout, Duration::from_secs(60));
+    assert_eq!(d.connect_timeout, Duration::from_secs(10));
+    assert_eq!(d.total_timeout, Duration::from_secs(900));
+    let silent = d.first_byte_timeout * d.retry.max_attempts + d.retry.max_delay * (d.retry.max_attempts - 1);
+    assert!(silent <= Duration::from_secs(240), "{silent:?}");
+}

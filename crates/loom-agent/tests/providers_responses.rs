@@ -235,7 +235,7 @@ async fn streamed_function_calls_reasoning_and_text_are_decoded() {
             .completed(responses::usage(300, 0, 40)),
     ));
     let got = ask(&gpt4o(&server), "weather and time").await.unwrap();
-    assert_eq!(got[0], ModelChunk::Thinking { text: "Need ".into(), signature: None });
+    assert_eq!(got[0], ModelChunk::Thinking { text: "Need ".into(), signature: None, provider: None });
     let r = assemble(got);
     assert_eq!(r.thinking.len(), 1);
     assert_eq!(r.thinking[0].text, "Need both.");
@@ -365,7 +365,7 @@ async fn non_streaming_sends_no_stream_field_and_decodes_the_response() {
         })
     );
     assert_eq!(got.len(), 4, "{got:?}");
-    assert_eq!(got[0], ModelChunk::Thinking { text: "Easy.".into(), signature: None });
+    assert_eq!(got[0], ModelChunk::Thinking { text: "Easy.".into(), signature: None, provider: None });
     assert_eq!(got[1], ModelChunk::Text("Hello".into()));
     let ModelChunk::Usage(u) = &got[2] else { panic!("{got:?}") };
     assert_eq!(tokens(u), (800, 200, 0, 50));

@@ -151,3 +151,22 @@ fn an_unreachable_server_fails_honestly() {
     assert!(stderr.contains("failed"), "{stderr}");
     assert!(!stderr.contains(KEY));
 }
+
+#[test]
+fn a_malformed_base_url_is_a_usage_error() {
+    for (flag, env) in [(Some("localhost:8080/v1"), None), (None, Some("api.openai.com/v1"))] {
+        let mut cmd = loom();
+        cmd.env("OPENAI_API_KEY", KEY).args(["run", "--model", "openai:gpt-4o-mini"]);
+        if let Some(url) = flag {
+            cmd.args(["--base-url", url]);
+        }
+        if let Some(url) = env {
+            cmd.env("OPENAI_BASE_URL", url);
+        }
+        let out = cmd.arg("hello").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("invalid base URL"), "{stderr}");
+        assert!(stderr.contains(flag.or(env).unwrap()), "{stderr}");
+    }
+}

@@ -255,6 +255,10 @@ pub enum ModelError {
     /// No model could be reached or is configured.
     #[error("model unavailable: {0}")]
     Unavailable(String),
+    /// The model is configured wrongly (a malformed base URL, say): no request was sent, and
+    /// retrying cannot help.
+    #[error("model configuration error: {0}")]
+    Configuration(String),
     /// The call was cancelled.
     #[error("model call cancelled")]
     Cancelled,
@@ -277,6 +281,7 @@ impl ModelError {
             ModelError::ContextLengthExceeded(_) => "context_length_exceeded",
             ModelError::Protocol(_) => "protocol",
             ModelError::Unavailable(_) => "unavailable",
+            ModelError::Configuration(_) => "configuration",
             ModelError::Cancelled => "cancelled",
         }
     }

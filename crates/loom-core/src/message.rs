@@ -123,6 +123,21 @@ pub enum ContentPart {
 }
 
 /// A block of model reasoning.
+///
+/// A signature is only valid for the provider that minted it, so a signed block carries that
+/// provider's tag (`"anthropic"`, `"gemini"`): a wire format replays only its own signatures, and a
+/// conversation that moves to another provider (a fallback, a model switch) never sends one
+/// provider's signature to another. A block without a tag (a transcript written before tags
+/// existed) is replayed as it always was.
+///
+/// ```
+/// use loom_core::message::Thinking;
+///
+/// let block = Thinking::signed("plan", "EqQBCkgIARAB", "anthropic");
+/// assert!(block.replayable_by("anthropic"));
+/// assert!(!block.replayable_by("gemini"));
+/// assert!(Thinking::text("unsigned").replayable_by("gemini"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Thinking {
     /// The reasoning text (may be empty for redacted blocks).
@@ -130,6 +145,27 @@ pub struct Thinking {
     /// The provider's signature, needed to replay the block on the next turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The provider that minted `signature` (`None`: unknown, as in transcripts from before tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+impl Thinking {
+    /// An unsigned block of reasoning text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Thinking { text: text.into(), signature: None, provider: None }
+    }
+
+    /// A block signed by `provider`.
+    pub fn signed(text: impl Into<String>, signature: impl Into<String>, provider: impl Into<String>) -> Self {
+        Thinking { text: text.into(), signature: Some(signature.into()), provider: Some(provider.into()) }
+    }
+
+    /// Whether `provider` may be sent this block's signature: the block is tagged with `provider`,
+    /// or with no provider at all (unsigned blocks, and transcripts from before tags).
+    pub fn replayable_by(&self, provider: &str) -> bool {
+        self.provider.as_deref().is_none_or(|p| p == provider)
+    }
 }
 
 /// A tool call requested by a model.
@@ -197,4 +233,27 @@ pub enum FinishReason {
     ContentFilter,
     /// Anything else the provider reported.
     Other,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn thinking_without_a_provider_tag_still_loads_and_a_tag_round_trips() {
+        // A transcript written before signatures were tagged.
+        let old = r#"{"role":"assistant","thinking":[{"text":"plan","signature":"sig=="}]}"#;
+        let Message::Assistant { thinking, .. } = serde_json::from_str::<Message>(old).unwrap() else {
+            unreachable!("an assistant message")
+        };
+        assert_eq!(thinking, vec![Thinking { text: "plan".into(), signature: Some("sig==".into()), provider: None }]);
+        assert!(thinking[0].replayable_by("anthropic") && thinking[0].replayable_by("gemini"));
+        // Tagged blocks keep their tag; untagged ones are written as before.
+        let tagged = Thinking::signed("plan", "sig==", "anthropic");
+        let json = serde_json::to_value(&tagged).unwrap();
+        assert_eq!(json, serde_json::json!({"text": "plan", "signature": "sig==", "provider": "anthropic"}));
+        assert_eq!(serde_json::from_value::<Thinking>(json).unwrap(), tagged);
+        assert_eq!(serde_json::to_value(Thinking::text("t")).unwrap(), serde_json::json!({"text": "t"}));
+    }
 }

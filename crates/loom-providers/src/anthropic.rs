@@ -18,8 +18,17 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Signatures and data are base64, so no real signature starts with it.
 pub(crate) const REDACTED_THINKING: &str = "redacted_thinking:";
 
+/// The tag of the thinking signatures Anthropic mints (see [`loom_core::message::Thinking::provider`]).
+pub const SIGNATURE_PROVIDER: &str = "anthropic";
+
 fn redacted(data: Option<&str>) -> Option<String> {
     data.map(|d| format!("{REDACTED_THINKING}{d}"))
+}
+
+/// A thinking chunk carrying an Anthropic signature (or redacted data).
+fn signed(text: String, signature: Option<String>) -> ModelChunk {
+    let provider = signature.is_some().then(|| SIGNATURE_PROVIDER.to_string());
+    ModelChunk::Thinking { text, signature, provider }
 }
 
 /// The Anthropic Messages wire format (named apart from [`loom_core::message::Message`], which it
@@ -28,7 +37,9 @@ fn redacted(data: Option<&str>) -> Option<String> {
 /// Thinking blocks are replayed with their signatures on the next turn (a block may have empty text:
 /// with `thinking.display: "omitted"` only its signature comes back). A redacted thinking block is
 /// kept as a [`loom_core::message::Thinking`] with empty text and its opaque data, prefixed with
-/// `redacted_thinking:`, as the signature.
+/// `redacted_thinking:`, as the signature. Signatures are tagged `anthropic`; thinking another
+/// provider signed is not replayed (Anthropic accepts only its own signatures, and lets earlier
+/// turns' thinking be left out).
 /// With prompt caching on (the default), cache breakpoints are set on the system prompt, the last
 /// tool and the end of the conversation.
 #[derive(Clone, Debug)]
@@ -112,8 +123,12 @@ impl AnthropicMessages {
                 Message::Assistant { content, thinking, tool_calls } => {
                     let mut blocks = Vec::new();
                     for t in thinking {
-                        // Unsigned thinking cannot be replayed; Anthropic would reject it.
+                        // Unsigned thinking cannot be replayed, nor can another provider's
+                        // signature: Anthropic would reject either.
                         let Some(signature) = &t.signature else { continue };
+                        if !t.replayable_by(SIGNATURE_PROVIDER) {
+                            continue;
+                        }
                         match signature.strip_prefix(REDACTED_THINKING) {
                             Some(data) => blocks.push(json!({"type": "redacted_thinking", "data": data})),
                             None => {
@@ -165,8 +180,8 @@ impl WireFormat for AnthropicMessages {
         self.base_url = url;
     }
 
-    fn base_url(&self) -> &str {
-        &self.base_url
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
@@ -225,7 +240,7 @@ impl WireFormat for AnthropicMessages {
         }
         header(&mut headers, "anthropic-version", ANTHROPIC_VERSION)?;
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
-        Ok(HttpRequest { url: format!("{}/v1/messages", self.base_url.trim_end_matches('/')), headers, body })
+        Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/v1/messages", &[])?, headers, body })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {
@@ -247,14 +262,13 @@ impl WireFormat for AnthropicMessages {
                         out.push(ModelChunk::Text(t.to_string()));
                     }
                 }
-                Some("thinking") => out.push(ModelChunk::Thinking {
-                    text: block.get("thinking").and_then(Value::as_str).unwrap_or("").to_string(),
-                    signature: Some(block.get("signature").and_then(Value::as_str).unwrap_or("").to_string()),
-                }),
-                Some("redacted_thinking") => out.push(ModelChunk::Thinking {
-                    text: String::new(),
-                    signature: redacted(block.get("data").and_then(Value::as_str)),
-                }),
+                Some("thinking") => out.push(signed(
+                    block.get("thinking").and_then(Value::as_str).unwrap_or("").to_string(),
+                    Some(block.get("signature").and_then(Value::as_str).unwrap_or("").to_string()),
+                )),
+                Some("redacted_thinking") => {
+                    out.push(signed(String::new(), redacted(block.get("data").and_then(Value::as_str))))
+                }
                 Some("tool_use") => {
                     out.push(ModelChunk::ToolCallDelta {
                         index: calls,
@@ -356,10 +370,9 @@ impl StreamDecoder for MessagesDecoder {
                             arguments: String::new(),
                         });
                     }
-                    Some("redacted_thinking") => out.push(ModelChunk::Thinking {
-                        text: String::new(),
-                        signature: redacted(block.get("data").and_then(Value::as_str)),
-                    }),
+                    Some("redacted_thinking") => {
+                        out.push(signed(String::new(), redacted(block.get("data").and_then(Value::as_str))))
+                    }
                     Some("text") => {
                         if let Some(t) = block.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                             out.push(ModelChunk::Text(t.to_string()));
@@ -374,10 +387,8 @@ impl StreamDecoder for MessagesDecoder {
                 let s = |k: &str| delta.get(k).and_then(Value::as_str).unwrap_or("").to_string();
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => out.push(ModelChunk::Text(s("text"))),
-                    Some("thinking_delta") => out.push(ModelChunk::Thinking { text: s("thinking"), signature: None }),
-                    Some("signature_delta") => {
-                        out.push(ModelChunk::Thinking { text: String::new(), signature: Some(s("signature")) })
-                    }
+                    Some("thinking_delta") => out.push(signed(s("thinking"), None)),
+                    Some("signature_delta") => out.push(signed(String::new(), Some(s("signature")))),
                     Some("input_json_delta") => {
                         let Some(&call) = self.tool_blocks.get(&index) else {
                             return Err(ModelError::Protocol(format!(

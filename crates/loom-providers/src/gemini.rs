@@ -10,13 +10,25 @@ use loom_core::message::{ContentPart, FinishReason, Message, Usage};
 use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
 
 /// The Gemini wire format. Function calls carry their thought signature back on the next turn
-/// (kept as a [`loom_core::message::Thinking`] block of the assistant message).
+/// (kept as a [`loom_core::message::Thinking`] block of the assistant message, tagged `gemini`).
+///
+/// A signature another provider minted is never sent: where a turn's only signature is foreign,
+/// its first function call carries [`FOREIGN_TURN_SIGNATURE`] instead, the value Google documents
+/// for replaying a turn Gemini did not produce (Gemini 3 rejects a current-turn function call
+/// without a signature).
 #[derive(Clone, Debug)]
 pub struct GenerateContent {
     pub(crate) model: String,
     pub(crate) base_url: String,
     pub(crate) key_env: &'static str,
 }
+
+/// The tag of the thought signatures Gemini mints (see [`loom_core::message::Thinking::provider`]).
+pub const SIGNATURE_PROVIDER: &str = "gemini";
+
+/// The thought signature sent for a turn another provider produced: Google's documented value for
+/// skipping signature validation on history Gemini did not write.
+pub const FOREIGN_TURN_SIGNATURE: &str = "skip_thought_signature_validator";
 
 /// Gemini: `GEMINI_API_KEY` (or `GOOGLE_API_KEY`), `GEMINI_BASE_URL`.
 pub fn gemini(model: &str) -> HttpModel<GenerateContent> {
@@ -75,7 +87,12 @@ impl GenerateContent {
                 Message::System { content } => system.push(json!({"text": content})),
                 Message::User { content } => push("user", content.iter().map(user_part).collect(), &mut contents),
                 Message::Assistant { content, thinking, tool_calls } => {
-                    let signature = thinking.iter().find_map(|t| t.signature.clone());
+                    // Only Gemini's own signatures go back; a turn signed by another provider gets
+                    // the documented placeholder instead.
+                    let own = thinking.iter().filter(|t| t.replayable_by(SIGNATURE_PROVIDER));
+                    let signature = own.filter_map(|t| t.signature.clone()).next().or_else(|| {
+                        thinking.iter().any(|t| t.signature.is_some()).then(|| FOREIGN_TURN_SIGNATURE.to_string())
+                    });
                     let mut parts = Vec::new();
                     if !content.is_empty() {
                         parts.push(json!({"text": content}));
@@ -136,8 +153,8 @@ impl WireFormat for GenerateContent {
         self.base_url = url;
     }
 
-    fn base_url(&self) -> &str {
-        &self.base_url
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
@@ -201,11 +218,11 @@ impl WireFormat for GenerateContent {
         if let Some(key) = key {
             headers.insert("x-goog-api-key", secret_header(key.expose())?);
         }
-        let base = self.base_url.trim_end_matches('/');
         let url = if stream {
-            format!("{base}/v1beta/models/{}:streamGenerateContent?alt=sse", self.model)
+            let path = format!("/v1beta/models/{}:streamGenerateContent", self.model);
+            crate::http::endpoint(&self.base_url, &path, &[("alt", "sse")])?
         } else {
-            format!("{base}/v1beta/models/{}:generateContent", self.model)
+            crate::http::endpoint(&self.base_url, &format!("/v1beta/models/{}:generateContent", self.model), &[])?
         };
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
         Ok(HttpRequest { url, headers, body })
@@ -287,9 +304,10 @@ impl GeminiDecoder {
         if let Some(candidate) = v.pointer("/candidates/0") {
             for part in candidate.pointer("/content/parts").and_then(Value::as_array).into_iter().flatten() {
                 let signature = part.get("thoughtSignature").and_then(Value::as_str).map(str::to_string);
+                let provider = signature.is_some().then(|| SIGNATURE_PROVIDER.to_string());
                 if let Some(call) = part.get("functionCall") {
                     if signature.is_some() {
-                        out.push(ModelChunk::Thinking { text: String::new(), signature });
+                        out.push(ModelChunk::Thinking { text: String::new(), signature, provider });
                     }
                     out.push(ModelChunk::ToolCallDelta {
                         index: self.calls,
@@ -300,10 +318,10 @@ impl GeminiDecoder {
                     self.calls += 1;
                 } else if let Some(text) = part.get("text").and_then(Value::as_str) {
                     if part.get("thought").and_then(Value::as_bool) == Some(true) {
-                        out.push(ModelChunk::Thinking { text: text.to_string(), signature });
+                        out.push(ModelChunk::Thinking { text: text.to_string(), signature, provider });
                     } else {
                         if signature.is_some() {
-                            out.push(ModelChunk::Thinking { text: String::new(), signature });
+                            out.push(ModelChunk::Thinking { text: String::new(), signature, provider });
                         }
                         if !text.is_empty() {
                             out.push(ModelChunk::Text(text.to_string()));

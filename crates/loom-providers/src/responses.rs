@@ -91,8 +91,8 @@ impl WireFormat for Responses {
         self.base_url = url;
     }
 
-    fn base_url(&self) -> &str {
-        &self.base_url
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
     }
 
     fn model_string(&self) -> String {
@@ -144,7 +144,7 @@ impl WireFormat for Responses {
             headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose()))?);
         }
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
-        Ok(HttpRequest { url: format!("{}/responses", self.base_url.trim_end_matches('/')), headers, body })
+        Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/responses", &[])?, headers, body })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {
@@ -184,7 +184,7 @@ impl WireFormat for Responses {
                 Some("reasoning") => {
                     for s in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
                         if let Some(t) = s.get("text").and_then(Value::as_str) {
-                            out.push(ModelChunk::Thinking { text: t.to_string(), signature: None });
+                            out.push(ModelChunk::Thinking { text: t.to_string(), signature: None, provider: None });
                         }
                     }
                 }
@@ -263,7 +263,7 @@ impl StreamDecoder for ResponsesDecoder {
         match kind {
             "response.output_text.delta" => out.push(ModelChunk::Text(s("delta"))),
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                out.push(ModelChunk::Thinking { text: s("delta"), signature: None })
+                out.push(ModelChunk::Thinking { text: s("delta"), signature: None, provider: None })
             }
             "response.output_item.added" => {
                 let item = v.get("item").unwrap_or(&Value::Null);

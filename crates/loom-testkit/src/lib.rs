@@ -117,6 +117,18 @@ impl Reply {
         }
     }
 
+    /// An HTML page (what a proxy, a login portal or a wrong base URL answers), with
+    /// `content-type: text/html; charset=utf-8`.
+    pub fn html(status: u16, body: &str) -> Self {
+        Reply::bytes(status, "text/html; charset=utf-8", body)
+    }
+
+    /// A reply that never comes: the connection stays open and nothing is sent, not even the
+    /// headers (the server waits a day), so only the client's first-byte timeout ends the wait.
+    pub fn silent() -> Self {
+        Reply::json(200, serde_json::Value::Null).delay_first_byte(Duration::from_secs(24 * 3600))
+    }
+
     /// A reply that closes the connection without answering.
     pub fn hang_up() -> Self {
         Reply { no_answer: true, ..Reply::json(200, serde_json::Value::Null) }

@@ -101,7 +101,9 @@ impl Model {
         Self::parse_with(spec, None)
     }
 
-    /// Like [`Model::parse`], with the base URL overridden (for HTTP providers).
+    /// Like [`Model::parse`], with the base URL overridden (for HTTP providers). A base URL that
+    /// is not an absolute `http://` or `https://` URL (given here or in the provider's environment
+    /// variable) is an [`Error::Config`].
     pub fn parse_with(spec: &str, base_url: Option<&str>) -> Result<Model, Error> {
         let s = spec.trim();
         if s.is_empty() {
@@ -140,11 +142,15 @@ impl Model {
 fn providers_parse(s: &str, base_url: Option<&str>) -> Option<Result<Model, Error>> {
     use super::providers::{self, Preset};
 
-    fn with_base<W: providers::WireFormat>(m: providers::HttpModel<W>, base: Option<&str>) -> Model {
-        match base {
-            Some(b) => Model::new(m.base_url(b)),
-            None => Model::new(m),
-        }
+    /// The model with its base URL (the given one, else its default or environment variable),
+    /// checked: a malformed base URL is a configuration error here, not a failing first call.
+    fn with_base<W: providers::WireFormat>(m: providers::HttpModel<W>, base: Option<&str>) -> Result<Model, Error> {
+        let m = match base {
+            Some(b) => m.base_url(b),
+            None => m,
+        };
+        m.check().map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Model::new(m))
     }
     let (provider, name) = match s.split_once(':') {
         Some((p, n)) if !n.is_empty() => (p.to_ascii_lowercase(), n.to_string()),
@@ -176,7 +182,7 @@ fn providers_parse(s: &str, base_url: Option<&str>) -> Option<Result<Model, Erro
             None => return None,
         },
     };
-    Some(Ok(model))
+    Some(model)
 }
 
 #[cfg(feature = "providers")]

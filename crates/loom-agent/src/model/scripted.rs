@@ -121,7 +121,7 @@ impl ScriptedTurn {
         }
         let mut out = Vec::with_capacity(3 + self.tool_calls.len());
         if let Some(thinking) = &self.thinking {
-            out.push(Ok(ModelChunk::Thinking { text: thinking.clone(), signature: None }));
+            out.push(Ok(ModelChunk::Thinking { text: thinking.clone(), signature: None, provider: None }));
         }
         if let Some(text) = &self.text {
             if self.stream {

@@ -61,7 +61,7 @@ impl RunCx {
                     let index = tools.index_of(&call.name);
                     let flags = index.map(|i| tools.entry(i).spec.flags).unwrap_or_default();
                     match index {
-                        Some(index) if flags.idempotent || flags.rerun_on_resume => {
+                        Some(index) if flags.safe_to_rerun() => {
                             rerun[k] = Some(Prepared::Ready { index, args });
                         }
                         _ => return Err(ambiguous(call)),
@@ -302,7 +302,7 @@ fn ambiguous(call: &ToolCall) -> RunError {
         RunErrorKind::Ambiguous,
         format!(
             "tool call `{}` ({}) started before the run's process stopped and its result was not recorded; `{}` \
-             is not marked idempotent (nor rerun_on_resume), so it was not run again: check its effect and start \
+             is not marked read_only, idempotent or rerun_on_resume, so it was not run again: check its effect and start \
              a new run",
             call.name, call.id, call.name
         ),

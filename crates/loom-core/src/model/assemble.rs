@@ -33,15 +33,16 @@ impl ResponseAssembler {
     pub fn push(&mut self, chunk: ModelChunk) {
         match chunk {
             ModelChunk::Text(t) => self.text.push_str(&t),
-            ModelChunk::Thinking { text, signature } => {
+            ModelChunk::Thinking { text, signature, provider } => {
                 if !self.thinking_open {
-                    self.thinking.push(Thinking { text: String::new(), signature: None });
+                    self.thinking.push(Thinking::text(String::new()));
                     self.thinking_open = true;
                 }
                 if let Some(block) = self.thinking.last_mut() {
                     block.text.push_str(&text);
                     if signature.is_some() {
                         block.signature = signature;
+                        block.provider = provider;
                         self.thinking_open = false;
                     }
                 }
@@ -139,11 +140,11 @@ mod tests {
     #[test]
     fn thinking_blocks_close_on_signature() {
         let mut a = ResponseAssembler::new();
-        a.push(ModelChunk::Thinking { text: "a".into(), signature: None });
-        a.push(ModelChunk::Thinking { text: "b".into(), signature: Some("sig".into()) });
-        a.push(ModelChunk::Thinking { text: "c".into(), signature: None });
+        a.push(ModelChunk::Thinking { text: "a".into(), signature: None, provider: None });
+        a.push(ModelChunk::Thinking { text: "b".into(), signature: Some("sig".into()), provider: Some("p".into()) });
+        a.push(ModelChunk::Thinking { text: "c".into(), signature: None, provider: None });
         let r = a.finish(1).unwrap();
         assert_eq!(r.thinking.len(), 2);
-        assert_eq!(r.thinking[0], Thinking { text: "ab".into(), signature: Some("sig".into()) });
+        assert_eq!(r.thinking[0], Thinking::signed("ab", "sig", "p"));
     }
 }

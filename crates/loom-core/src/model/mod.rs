@@ -119,6 +119,9 @@ pub enum ModelChunk {
         text: String,
         /// The signature, usually on the last chunk of a block.
         signature: Option<String>,
+        /// The provider that minted the signature (see [`Thinking::provider`]), on the chunk that
+        /// carries it.
+        provider: Option<String>,
     },
     /// A piece of a tool call. Pieces with the same `index` are one call: the id and name arrive
     /// once, the arguments are concatenated.

@@ -67,7 +67,8 @@ pub trait Tool: Send + Sync + 'static {
 /// Behaviour flags of a tool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ToolFlags {
-    /// The tool changes nothing.
+    /// The tool changes nothing. A resumed run runs such a call again when its result was not
+    /// recorded (running it twice has no effect to repeat).
     #[serde(default)]
     pub read_only: bool,
     /// The tool may destroy data; it needs approval before it runs.
@@ -84,7 +85,8 @@ pub struct ToolFlags {
     #[serde(default)]
     pub idempotent: bool,
     /// A resumed run may run this call again when it started before the process died and its
-    /// result was not recorded (without this or `idempotent`, such a run fails as ambiguous).
+    /// result was not recorded (without this, `idempotent` or `read_only`, such a run fails as
+    /// ambiguous).
     #[serde(default)]
     pub rerun_on_resume: bool,
 }
@@ -141,6 +143,12 @@ impl ToolFlags {
     /// Whether a call needs approval before it runs (destructive or requires_permission).
     pub const fn needs_approval(&self) -> bool {
         self.destructive || self.requires_permission
+    }
+
+    /// Whether a resumed run may run a call again that started and has no recorded result:
+    /// the tool is read-only, idempotent, or marked `rerun_on_resume`.
+    pub const fn safe_to_rerun(&self) -> bool {
+        self.read_only || self.idempotent || self.rerun_on_resume
     }
 }
 
@@ -359,6 +367,18 @@ impl FunctionTool {
     /// Marks the tool as needing approval.
     pub fn requires_permission(mut self) -> Self {
         self.flags.requires_permission = true;
+        self
+    }
+
+    /// Marks the tool idempotent: a resumed run runs an unfinished call again.
+    pub fn idempotent(mut self) -> Self {
+        self.flags.idempotent = true;
+        self
+    }
+
+    /// Lets a resumed run run an unfinished call of this tool again.
+    pub fn rerun_on_resume(mut self) -> Self {
+        self.flags.rerun_on_resume = true;
         self
     }
 

@@ -227,6 +227,23 @@ pub(super) fn after(d: Duration) -> Instant {
     now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
+/// The first bytes of a body (at most `max`, for an error message): whatever arrives within
+/// `wait`; a failure to read ends it early.
+pub(super) async fn read_head(response: reqwest::Response, max: usize, wait: Duration, deadline: &Deadline) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stream = response.bytes_stream();
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.extend_from_slice(&chunk[..chunk.len().min(max - out.len())]);
+            if out.len() >= max {
+                break;
+            }
+        }
+    };
+    let _ = deadline.run(wait.min(Duration::from_secs(5)), read, String::new).await;
+    out
+}
+
 /// Reads a whole body of at most `max` bytes, within `wait` and the deadline.
 pub(super) async fn read_limited(
     response: reqwest::Response,

@@ -108,6 +108,7 @@ pub(super) fn scrub_error(key: Option<&ApiKey>, e: ModelError) -> ModelError {
         ModelError::ContextLengthExceeded(m) => ModelError::ContextLengthExceeded(key.scrub(&m)),
         ModelError::Protocol(m) => ModelError::Protocol(key.scrub(&m)),
         ModelError::Unavailable(m) => ModelError::Unavailable(key.scrub(&m)),
+        ModelError::Configuration(m) => ModelError::Configuration(key.scrub(&m)),
         other => other,
     }
 }

@@ -10,6 +10,7 @@
 //! `stream` (the [`ModelStream`] handed to the caller).
 
 mod body;
+mod endpoint;
 mod errors;
 mod retry;
 mod stream;
@@ -25,7 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::pricing::Price;
 use crate::sse::SseEvent;
-use body::{BodyDecoder, Deadline, Failed, Opened, after, read_limited};
+use body::{BodyDecoder, Deadline, Failed, Opened, after, read_head, read_limited};
+pub(crate) use endpoint::endpoint;
 pub use errors::{classify, error_message};
 use errors::{scrub_error, stalled, too_large, transport_error};
 pub use retry::RetryPolicy;
@@ -64,11 +66,18 @@ impl fmt::Debug for ApiKey {
 }
 
 /// Timeouts, retries and limits of one provider.
+///
+/// The defaults: connect 10 s; first byte 60 s per attempt; 120 s of silence between chunks; 15 min
+/// for the whole call, retries included; 3 attempts with backoff from 0.5 s up to 30 s. A server
+/// that never answers is therefore given up on after about three minutes (three attempts of 60 s),
+/// and every retry is announced with a `tracing` warning (`attempt`, `delay_ms`, `reason`) a
+/// subscriber can show, so the wait is never silent. A call that does not stream waits for its
+/// whole answer within the first-byte timeout: raise it for long answers without streaming.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpConfig {
     /// Establishing the connection.
     pub connect_timeout: Duration,
-    /// From sending the request to the response headers and the first body bytes.
+    /// From sending the request to the response headers and the first body bytes, per attempt.
     pub first_byte_timeout: Duration,
     /// The longest silence between two body chunks.
     pub idle_timeout: Duration,
@@ -86,7 +95,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             connect_timeout: Duration::from_secs(10),
-            first_byte_timeout: Duration::from_secs(120),
+            first_byte_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
             total_timeout: Duration::from_secs(900),
             retry: RetryPolicy::default(),
@@ -118,8 +127,10 @@ pub trait WireFormat: Send + Sync + 'static {
     /// Sets the base URL.
     fn set_base_url(&mut self, url: String);
 
-    /// The base URL requests go to.
-    fn base_url(&self) -> &str;
+    /// The base URL, for [`HttpModel::check`] (`None`: the wire format has none to check).
+    fn base_url(&self) -> Option<&str> {
+        None
+    }
 
     /// The model string that builds this model again (`PROVIDER:MODEL` by default).
     fn model_string(&self) -> String {
@@ -279,6 +290,16 @@ impl<W: WireFormat> HttpModel<W> {
         &self.config
     }
 
+    /// Checks the configuration without sending anything: the base URL must be an absolute
+    /// `http://` or `https://` URL. A call with a malformed base URL fails the same way
+    /// ([`ModelError::Configuration`]), at once and without a retry.
+    pub fn check(&self) -> Result<(), ModelError> {
+        match self.wire.base_url() {
+            Some(base) => endpoint::parse_base(base).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     fn scrub(&self, e: ModelError) -> ModelError {
         scrub_error(self.key.as_ref(), e)
     }
@@ -332,6 +353,29 @@ impl<W: WireFormat> HttpModel<W> {
             let chunks = self.wire.decode_body(&body)?;
             return Ok(Opened { chunks: chunks.into(), body: None });
         }
+        // A streamed call answered with something else (an HTML page from a proxy or a login
+        // portal, say): say so, with the start of the body, instead of failing to find events.
+        // A response without a content type is read as an event stream.
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+            .filter(|ct| !ct.is_empty());
+        if let Some(ct) = content_type.filter(|ct| !ct.to_ascii_lowercase().starts_with("text/event-stream")) {
+            let head = read_head(response, 512, first_byte, deadline).await;
+            let head = String::from_utf8_lossy(&head);
+            let head = match &self.key {
+                Some(key) => key.scrub(&head),
+                None => head.into_owned(),
+            };
+            let head: String = head.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            return Err(ModelError::Protocol(format!(
+                "the streamed response (HTTP {status}) has content type `{ct}`, not `text/event-stream`; \
+                 is the base URL right? The body begins: {:?}",
+                head.trim()
+            ))
+            .into());
+        }
         if let Some(len) = response.content_length().filter(|n| *n > self.config.max_response_bytes as u64) {
             return Err(too_large(self.config.max_response_bytes, Some(len)).into());
         }
@@ -367,7 +411,7 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
     }
 
     fn base_url(&self) -> Option<&str> {
-        Some(self.wire.base_url())
+        self.wire.base_url()
     }
 
     async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {
@@ -402,8 +446,13 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
                 Ok(o) => break o,
                 Err(Failed { error, retry_after }) => {
                     let e = self.scrub(error);
-                    let last = attempt >= self.config.retry.max_attempts;
-                    if !e.is_retryable() || last {
+                    let max_attempts = self.config.retry.max_attempts;
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    let (provider, model) = (self.wire.provider(), self.wire.model());
+                    if attempt >= max_attempts {
+                        tracing::warn!(provider, model, attempt, max_attempts, reason = %e, "model call failed; no attempts left");
                         return Err(e);
                     }
                     // A wait the server asked for (Retry-After on a 429 or a 5xx), else backoff.
@@ -412,10 +461,22 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
                         None => self.config.retry.delay(attempt, &e),
                     };
                     if wait >= deadline.remaining() {
+                        tracing::warn!(provider, model, attempt, max_attempts, reason = %e, "model call failed; no time left to retry");
                         return Err(e);
                     }
-                    tracing::debug!(provider = self.wire.provider(), attempt, error = %e, "retrying model call");
+                    let delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    tracing::warn!(
+                        provider,
+                        model,
+                        attempt,
+                        max_attempts,
+                        delay_ms,
+                        reason = %e,
+                        "model call failed; retrying in {delay_ms} ms (attempt {} of {max_attempts} next)",
+                        attempt + 1
+                    );
                     tokio::time::sleep(wait).await;
+                    tracing::info!(provider, model, attempt = attempt + 1, max_attempts, "retrying the model call");
                 }
             }
         };

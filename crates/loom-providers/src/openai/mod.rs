@@ -112,8 +112,8 @@ impl WireFormat for ChatCompletions {
         self.base_url = url;
     }
 
-    fn base_url(&self) -> &str {
-        &self.base_url
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
@@ -174,7 +174,7 @@ impl WireFormat for ChatCompletions {
             headers.insert(name, value);
         }
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
-        Ok(HttpRequest { url: format!("{}/chat/completions", self.base_url.trim_end_matches('/')), headers, body })
+        Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/chat/completions", &[])?, headers, body })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {
@@ -195,7 +195,7 @@ impl WireFormat for ChatCompletions {
         }
         let mut out = Vec::new();
         if let Some(r) = reasoning_text(message) {
-            out.push(ModelChunk::Thinking { text: r.to_string(), signature: None });
+            out.push(ModelChunk::Thinking { text: r.to_string(), signature: None, provider: None });
         }
         if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
             out.push(ModelChunk::Text(text.to_string()));

@@ -171,7 +171,7 @@ impl ChatDecoder {
                 let reasoning =
                     delta.reasoning_content.filter(|r| !r.is_empty()).or(delta.reasoning.filter(|r| !r.is_empty()));
                 if let Some(r) = reasoning {
-                    out.push(ModelChunk::Thinking { text: r.into_owned(), signature: None });
+                    out.push(ModelChunk::Thinking { text: r.into_owned(), signature: None, provider: None });
                 }
                 if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                     out.push(ModelChunk::Text(text.into_owned()));

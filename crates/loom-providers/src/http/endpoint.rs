@@ -1,0 +1,72 @@
+//! Base URLs: checked once, and joined with an endpoint's path without losing the base's query.
+
+use loom_core::error::ModelError;
+use reqwest::Url;
+
+/// Parses a base URL: an absolute `http://` or `https://` URL with a host. Anything else is a
+/// [`ModelError::Configuration`] (never retried: no request could reach a server).
+pub(crate) fn parse_base(base: &str) -> Result<Url, ModelError> {
+    let invalid = |why: &str| {
+        ModelError::Configuration(format!(
+            "invalid base URL `{base}`: {why}; expected an http:// or https:// URL such as https://api.example.com/v1"
+        ))
+    };
+    let url = Url::parse(base.trim()).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(&format!("the scheme `{}` is not http or https", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host"));
+    }
+    Ok(url)
+}
+
+/// The URL of an endpoint under `base`: `path` is appended to the base's path, the base's query
+/// is kept and `query` is added to it (`https://h/v1?api-version=1` + `/chat/completions` is
+/// `https://h/v1/chat/completions?api-version=1`).
+pub(crate) fn endpoint(base: &str, path: &str, query: &[(&str, &str)]) -> Result<String, ModelError> {
+    let mut url = parse_base(base)?;
+    let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
+    url.set_path(&joined);
+    url.set_fragment(None);
+    if !query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in query {
+            pairs.append_pair(k, v);
+        }
+    }
+    Ok(url.into())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn paths_join_and_queries_survive() {
+        let e = |b: &str, p: &str| endpoint(b, p, &[]).unwrap();
+        assert_eq!(e("https://h/v1", "/chat/completions"), "https://h/v1/chat/completions");
+        assert_eq!(e("https://h/v1/", "/chat/completions"), "https://h/v1/chat/completions");
+        assert_eq!(e("https://h", "/v1/messages"), "https://h/v1/messages");
+        assert_eq!(e("http://127.0.0.1:8080", "/v1/messages"), "http://127.0.0.1:8080/v1/messages");
+        assert_eq!(
+            e("https://h/openai/v1?api-version=2024-10-21", "/chat/completions"),
+            "https://h/openai/v1/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            endpoint("https://h/?tenant=a", "/v1beta/models/m:streamGenerateContent", &[("alt", "sse")]).unwrap(),
+            "https://h/v1beta/models/m:streamGenerateContent?tenant=a&alt=sse"
+        );
+    }
+
+    #[test]
+    fn malformed_bases_are_configuration_errors() {
+        for bad in ["localhost:8080/v1", "api.openai.com/v1", "ftp://h/v1", "http://", "", "not a url"] {
+            let err = parse_base(bad).unwrap_err();
+            assert!(matches!(err, ModelError::Configuration(_)), "{bad}: {err:?}");
+            assert!(!err.is_retryable());
+            assert!(err.to_string().contains("invalid base URL"), "{bad}: {err}");
+        }
+    }
+}
