@@ -10,11 +10,9 @@ use serde_json::Value;
 /// The environment variable that names the model when `--model` is not given.
 pub const MODEL_ENV: &str = "LOOM_MODEL";
 
-/// The model used when neither `--model` nor `LOOM_MODEL` is set, and a provider key is.
-pub const DEFAULT_MODEL: &str = "echo";
-
-/// The model used when neither `--model`, `LOOM_MODEL` nor a provider key is set: the embedded one.
-pub const LOCAL_MODEL: &str = "local";
+/// The model used when neither `--model` nor `LOOM_MODEL` is set: the embedded local model, whether
+/// or not a provider key is set (a hosted model is always chosen by name).
+pub const DEFAULT_MODEL: &str = "local";
 
 /// `loom`: run Loom agents from the command line.
 #[derive(Debug, Parser)]
@@ -68,9 +66,10 @@ pub const JOURNAL_ENV: &str = "LOOM_JOURNAL";
 /// The options that build the agent: shared by `loom run` and `loom runs resume`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The model: a name such as "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "PROVIDER:MODEL"
-    /// ("ollama:qwen3", "openai:gpt-4o-mini"), "echo" or "scripted:FILE.json"
-    /// [default: $LOOM_MODEL, else "echo"].
+    /// The model: a hosted one by name, such as "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash" or
+    /// "PROVIDER:MODEL" ("openai:gpt-4o-mini", "ollama:qwen3"); "local" (the embedded
+    /// SmolLM2-135M-Instruct, in-process) or "local:PATH.gguf"; "echo" or "scripted:FILE.json" (for
+    /// tests) [default: $LOOM_MODEL, else "local", even when a provider key is set].
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
 
@@ -260,7 +259,9 @@ Journal:
   (\"run RUN_ID in session ID\"); `loom runs list|show|resume` work with the journaled runs.
 
 Models:
-  {ACCEPTED_MODEL_STRINGS}. Without --model, ${MODEL_ENV} is used, else \"{DEFAULT_MODEL}\".
+  {ACCEPTED_MODEL_STRINGS}. Without --model, ${MODEL_ENV} is used, else \"{DEFAULT_MODEL}\": the embedded
+  SmolLM2-135M-Instruct, run in-process (fetched into the cache on first use, see `loom model pull`),
+  even when a provider key is set; a hosted model is picked with --model.
   Keys come from the provider's variable: OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, DEEPSEEK_API_KEY, …
 
 Output:
