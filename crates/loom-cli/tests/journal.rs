@@ -375,10 +375,18 @@ fn a_closed_json_pipe_lets_the_run_finish_truthfully() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_journals_work_from_the_command_line() {
-    let Ok(pg) = std::env::var("LOOM_TEST_POSTGRES_URL") else {
+    let Some(database) = std::env::var("LOOM_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty()) else {
         println!("skipped: LOOM_TEST_POSTGRES_URL not set (e.g. postgres://postgres@127.0.0.1:5432/test)");
         return;
     };
+    // A schema of its own: the database may be shared with other tests and other Loom versions.
+    let schema = loom_agent::new_id("loom_cli").to_lowercase();
+    let (client, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let separator = if database.contains('?') { '&' } else { '?' };
+    let pg = format!("{database}{separator}options=-csearch_path%3D{schema}");
+
     let server = MockServer::start().await;
     answer(&server, "Stored in PostgreSQL.");
     let session = loom_agent::new_id("cli-pg");
@@ -398,4 +406,5 @@ async fn postgres_journals_work_from_the_command_line() {
     assert_eq!(code(&show), 0, "{}", text(&show.stderr));
     let shown: Value = serde_json::from_str(text(&show.stdout).trim()).unwrap();
     assert!(shown["transcript"]["messages"].to_string().contains("Stored in PostgreSQL."), "{shown}");
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
