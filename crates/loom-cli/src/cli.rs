@@ -238,20 +238,20 @@ fn run_long_help() -> String {
     format!(
         "\
 Examples:
-  loom run \"Say hello\"
-  loom run --model openai:gpt-4o-mini --files . \"What does this repository do?\"
-  OPENAI_BASE_URL=http://localhost:8000/v1 loom run --model openai:my-model \"Hi\"
+  loom run \"Say hello\"                            # the local model: no key, no network once it is cached
+  OPENAI_API_KEY=… loom run --model openai:gpt-4o-mini --files . \"What does this repository do?\"
+  VLLM_BASE_URL=http://localhost:8000/v1 loom run --model vllm:my-model \"Hi\"   # any OpenAI-compatible server
   loom run --model ollama:qwen3 --base-url http://gpu-box:11434/v1 \"Hi\"
-  loom run --model scripted:demo.json --max-turns 4 \"Plan the release\"
+  loom run --model scripted:demo.json --max-turns 4 \"Plan the release\"     # demo.json: a scripted model (tests)
   loom run --context repo=loom --context 'limits={{\"files\": 3}}' \"Summarise the repo\"
   loom run --output-schema answer.schema.json \"Give me a number\"
-  loom run --json \"hello\" | jq -c 'select(.type == \"tool.call\")'
+  loom run --json \"hello\" | jq -c 'select(.type == \"model.response\")'
   echo \"a long prompt\" | loom run -
   loom run --files . --deny list_files --max-tokens 20000 \"Read the README\"
   loom run --journal sqlite:./loom.db --session s1 \"Remember the number 7\"
-  loom run --journal sqlite:./loom.db --session s1 \"Which number?\"   (continues the conversation)
+  loom run --journal sqlite:./loom.db --session s1 \"Which number?\"   # continues the conversation
   loom runs list --journal sqlite:./loom.db
-  loom runs resume RUN_ID --journal sqlite:./loom.db
+  loom runs resume RUN_ID --journal sqlite:./loom.db             # RUN_ID: from the list, or stderr
 
 Journal:
   --journal URL (or $LOOM_JOURNAL) records every run, its events and its session's conversation in a
