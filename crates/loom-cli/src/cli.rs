@@ -73,8 +73,9 @@ pub struct AgentArgs {
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
 
-    /// The provider's base URL (for OpenAI-compatible servers, proxies and gateways); otherwise the
-    /// provider's variable (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, …) or its default.
+    /// The provider's base URL, http:// or https:// (for OpenAI-compatible servers, proxies and
+    /// gateways); otherwise the provider's variable (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, …) or its
+    /// default. A malformed URL is a usage error (exit 2).
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
@@ -170,8 +171,8 @@ pub struct RunsArgs {
 /// The journal a `loom runs` command reads.
 #[derive(Debug, Args)]
 pub struct JournalArg {
-    /// The run journal: "sqlite:PATH" (e.g. "sqlite:./loom.db"), "postgres://USER@HOST:PORT/DB" or
-    /// "memory".
+    /// The run journal: "sqlite:PATH" (e.g. "sqlite:./loom.db"; the file must exist, reading never
+    /// creates one), "postgres://USER@HOST:PORT/DB" or "memory".
     #[arg(long, value_name = "URL", env = JOURNAL_ENV, hide_env_values = true)]
     pub journal: String,
 }
@@ -268,7 +269,8 @@ Output:
   The model's text streams to stdout. Thinking, tool calls (→) and tool results (←) go to stderr,
   so `loom run \"…\" > answer.txt` keeps only what the model says. With --json, stdout carries one JSON event
   per line ({{type, run_id, session_id, seq, at, payload}}), then the run's result as the last line.
-  Ctrl-C cancels the run.
+  Ctrl-C or SIGTERM cancels the run (a second one stops waiting for it). When stdout is closed early
+  (`| head -n1`), the run goes on to its end unwatched, and its journal says how it ended.
 
 Permissions and budget:
   --deny and --allow are checked first. Tools flagged destructive, and those named by --ask, need
@@ -281,7 +283,7 @@ Exit codes:
   1  the run failed (a model error, an answer that never matched the schema, …)
   2  usage or configuration error (bad flags, unknown model, unreadable file)
   3  the run was interrupted (max turns, timeout, budget, guardrail) or suspended for approval
-  4  the run was cancelled (Ctrl-C)"
+  4  the run was cancelled (Ctrl-C, SIGTERM)"
     )
 }
 
