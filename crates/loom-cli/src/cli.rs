@@ -10,11 +10,9 @@ use serde_json::Value;
 /// The environment variable that names the model when `--model` is not given.
 pub const MODEL_ENV: &str = "LOOM_MODEL";
 
-/// The model used when neither `--model` nor `LOOM_MODEL` is set, and a provider key is.
-pub const DEFAULT_MODEL: &str = "echo";
-
-/// The model used when neither `--model`, `LOOM_MODEL` nor a provider key is set: the embedded one.
-pub const LOCAL_MODEL: &str = "local";
+/// The model used when neither `--model` nor `LOOM_MODEL` is set: the embedded local model, whether
+/// or not a provider key is set (a hosted model is always chosen by name).
+pub const DEFAULT_MODEL: &str = "local";
 
 /// `loom`: run Loom agents from the command line.
 #[derive(Debug, Parser)]
@@ -68,14 +66,16 @@ pub const JOURNAL_ENV: &str = "LOOM_JOURNAL";
 /// The options that build the agent: shared by `loom run` and `loom runs resume`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The model: a name such as "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "PROVIDER:MODEL"
-    /// ("ollama:qwen3", "openai:gpt-4o-mini"), "echo" or "scripted:FILE.json"
-    /// [default: $LOOM_MODEL, else "echo"].
+    /// The model: a hosted one by name, such as "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash" or
+    /// "PROVIDER:MODEL" ("openai:gpt-4o-mini", "ollama:qwen3"); "local" (the embedded
+    /// SmolLM2-135M-Instruct, in-process) or "local:PATH.gguf"; "echo" or "scripted:FILE.json" (for
+    /// tests) [default: $LOOM_MODEL, else "local", even when a provider key is set].
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
 
-    /// The provider's base URL (for OpenAI-compatible servers, proxies and gateways); otherwise the
-    /// provider's variable (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, …) or its default.
+    /// The provider's base URL, http:// or https:// (for OpenAI-compatible servers, proxies and
+    /// gateways); otherwise the provider's variable (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, …) or its
+    /// default. A malformed URL is a usage error (exit 2).
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
@@ -171,8 +171,8 @@ pub struct RunsArgs {
 /// The journal a `loom runs` command reads.
 #[derive(Debug, Args)]
 pub struct JournalArg {
-    /// The run journal: "sqlite:PATH" (e.g. "sqlite:./loom.db"), "postgres://USER@HOST:PORT/DB" or
-    /// "memory".
+    /// The run journal: "sqlite:PATH" (e.g. "sqlite:./loom.db"; the file must exist, reading never
+    /// creates one), "postgres://USER@HOST:PORT/DB" or "memory".
     #[arg(long, value_name = "URL", env = JOURNAL_ENV, hide_env_values = true)]
     pub journal: String,
 }
@@ -239,20 +239,20 @@ fn run_long_help() -> String {
     format!(
         "\
 Examples:
-  loom run \"Say hello\"
-  loom run --model openai:gpt-4o-mini --files . \"What does this repository do?\"
-  OPENAI_BASE_URL=http://localhost:8000/v1 loom run --model openai:my-model \"Hi\"
+  loom run \"Say hello\"                            # the local model: no key, no network once it is cached
+  OPENAI_API_KEY=… loom run --model openai:gpt-4o-mini --files . \"What does this repository do?\"
+  VLLM_BASE_URL=http://localhost:8000/v1 loom run --model vllm:my-model \"Hi\"   # any OpenAI-compatible server
   loom run --model ollama:qwen3 --base-url http://gpu-box:11434/v1 \"Hi\"
-  loom run --model scripted:demo.json --max-turns 4 \"Plan the release\"
+  loom run --model scripted:demo.json --max-turns 4 \"Plan the release\"     # demo.json: a scripted model (tests)
   loom run --context repo=loom --context 'limits={{\"files\": 3}}' \"Summarise the repo\"
   loom run --output-schema answer.schema.json \"Give me a number\"
-  loom run --json \"hello\" | jq -c 'select(.type == \"tool.call\")'
+  loom run --json \"hello\" | jq -c 'select(.type == \"model.response\")'
   echo \"a long prompt\" | loom run -
   loom run --files . --deny list_files --max-tokens 20000 \"Read the README\"
   loom run --journal sqlite:./loom.db --session s1 \"Remember the number 7\"
-  loom run --journal sqlite:./loom.db --session s1 \"Which number?\"   (continues the conversation)
+  loom run --journal sqlite:./loom.db --session s1 \"Which number?\"   # continues the conversation
   loom runs list --journal sqlite:./loom.db
-  loom runs resume RUN_ID --journal sqlite:./loom.db
+  loom runs resume RUN_ID --journal sqlite:./loom.db             # RUN_ID: from the list, or stderr
 
 Journal:
   --journal URL (or $LOOM_JOURNAL) records every run, its events and its session's conversation in a
@@ -260,14 +260,17 @@ Journal:
   (\"run RUN_ID in session ID\"); `loom runs list|show|resume` work with the journaled runs.
 
 Models:
-  {ACCEPTED_MODEL_STRINGS}. Without --model, ${MODEL_ENV} is used, else \"{DEFAULT_MODEL}\".
+  {ACCEPTED_MODEL_STRINGS}. Without --model, ${MODEL_ENV} is used, else \"{DEFAULT_MODEL}\": the embedded
+  SmolLM2-135M-Instruct, run in-process (fetched into the cache on first use, see `loom model pull`),
+  even when a provider key is set; a hosted model is picked with --model.
   Keys come from the provider's variable: OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, DEEPSEEK_API_KEY, …
 
 Output:
   The model's text streams to stdout. Thinking, tool calls (→) and tool results (←) go to stderr,
   so `loom run \"…\" > answer.txt` keeps only what the model says. With --json, stdout carries one JSON event
   per line ({{type, run_id, session_id, seq, at, payload}}), then the run's result as the last line.
-  Ctrl-C cancels the run.
+  Ctrl-C or SIGTERM cancels the run (a second one stops waiting for it). When stdout is closed early
+  (`| head -n1`), the run goes on to its end unwatched, and its journal says how it ended.
 
 Permissions and budget:
   --deny and --allow are checked first. Tools flagged destructive, and those named by --ask, need
@@ -280,7 +283,7 @@ Exit codes:
   1  the run failed (a model error, an answer that never matched the schema, …)
   2  usage or configuration error (bad flags, unknown model, unreadable file)
   3  the run was interrupted (max turns, timeout, budget, guardrail) or suspended for approval
-  4  the run was cancelled (Ctrl-C)"
+  4  the run was cancelled (Ctrl-C, SIGTERM)"
     )
 }
 

@@ -13,7 +13,7 @@ use loom_agent::store::open_journal;
 use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
 
 use crate::approval::Governance;
-use crate::cli::{AgentArgs, DEFAULT_MODEL, LOCAL_MODEL, MODEL_ENV, RunArgs};
+use crate::cli::{AgentArgs, DEFAULT_MODEL, MODEL_ENV, RunArgs};
 use crate::render::{HumanView, error_line};
 
 /// How `loom` exits; the numbers are documented in `loom run --help`.
@@ -85,22 +85,21 @@ pub fn async_runtime() -> Result<tokio::runtime::Runtime, Exit> {
 enum ModelSource {
     Flag,
     Env,
+    /// Neither `--model` nor `LOOM_MODEL`: the embedded model, even when a provider key is set.
     Default,
-    /// No model and no provider key: the embedded model.
-    Local,
 }
 
 /// Builds the agent from the flags shared by `loom run` and `loom runs resume`, or says what is
 /// wrong with them.
 pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
+    if let Some(url) = &args.base_url {
+        check_base_url(url)?;
+    }
     let (spec, source) = choose_model(args.model)?;
     match source {
         ModelSource::Flag => {}
         ModelSource::Env => report(&format!("using model {spec} (from {MODEL_ENV})")),
-        ModelSource::Default => report(&format!("using model {spec} (default; set --model or {MODEL_ENV})")),
-        ModelSource::Local => report(&format!(
-            "using model {spec}: SmolLM2-135M-Instruct, in-process (no --model, {MODEL_ENV} or provider key set)"
-        )),
+        ModelSource::Default => report(&default_model_note(&spec)),
     }
     let model = Model::parse_with(&spec, args.base_url.as_deref()).map_err(|e| describe(&e))?;
     let mut builder = Agent::builder().name("loom").model(model);
@@ -131,6 +130,20 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
     let agent = builder.build().map_err(|e| describe(&e))?;
     governance.check_names(&agent)?;
     Ok(agent)
+}
+
+/// Checks `--base-url`: an absolute `http://` or `https://` URL with a host.
+fn check_base_url(text: &str) -> Result<(), String> {
+    let hint = "expected an http:// or https:// URL such as http://localhost:8000/v1";
+    let url =
+        url::Url::parse(text.trim()).map_err(|e| format!("--base-url `{text}` is not a valid URL ({e}); {hint}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("--base-url `{text}` has the scheme `{}`; {hint}", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("--base-url `{text}` has no host; {hint}"));
+    }
+    Ok(())
 }
 
 /// A journal URL fit to print: the password of `postgres://USER:PASSWORD@HOST/DB` is hidden.
@@ -169,7 +182,8 @@ fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
     Ok((agent, request))
 }
 
-/// The model string: `--model`, else `$LOOM_MODEL`, else the default.
+/// The model string: `--model`, else `$LOOM_MODEL`, else the default (the local model; never
+/// `echo`, whatever keys are set).
 fn choose_model(flag: Option<String>) -> Result<(String, ModelSource), String> {
     if let Some(spec) = flag {
         return Ok((spec, ModelSource::Flag));
@@ -177,11 +191,22 @@ fn choose_model(flag: Option<String>) -> Result<(String, ModelSource), String> {
     match std::env::var(MODEL_ENV) {
         Ok(spec) if !spec.trim().is_empty() => Ok((spec, ModelSource::Env)),
         Err(VarError::NotUnicode(_)) => Err(format!("{MODEL_ENV} is not valid UTF-8")),
-        _ if loom_agent::model::local::provider_key_env().is_none() => {
-            Ok((LOCAL_MODEL.to_string(), ModelSource::Local))
-        }
         _ => Ok((DEFAULT_MODEL.to_string(), ModelSource::Default)),
     }
+}
+
+/// The one stderr line that says the default model is used, and how to pick a hosted one (with an
+/// example for the provider whose key is set, if any).
+fn default_model_note(spec: &str) -> String {
+    let example = match loom_agent::model::local::provider_key_env() {
+        Some("ANTHROPIC_API_KEY") => "claude-sonnet-4-5",
+        Some("GEMINI_API_KEY" | "GOOGLE_API_KEY") => "gemini-2.5-flash",
+        _ => "openai:gpt-4o-mini",
+    };
+    format!(
+        "using model {spec}: SmolLM2-135M-Instruct, in-process (no --model or {MODEL_ENV}); \
+         --model picks a hosted one, e.g. --model {example}"
+    )
 }
 
 /// The prompt as given, or standard input for `-`.
@@ -223,41 +248,53 @@ pub fn describe(err: &Error) -> String {
 }
 
 /// Streams the run into the view until it ends, leaving out its first `skip` events (those a
-/// resumed run had already emitted). The first Ctrl-C cancels the run; a second one stops waiting
-/// for it.
+/// resumed run had already emitted). The first Ctrl-C or SIGTERM cancels the run (recorded as
+/// cancelled, in the journal too); a second one stops waiting for it.
+///
+/// When stdout cannot be written (a reader that closed the pipe early, as `| head -n1` does), the
+/// view stops writing and the run goes on to its end, so its journal records how it really ended;
+/// a closed pipe then exits as the run ended, any other write error exits 1.
 pub async fn stream_run(run: Run, skip: usize, mut view: View) -> Exit {
     let mut stream = run.events().skip(skip);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut terminate = Terminate::install();
     let mut cancelled = false;
     let mut ctrl_c_works = true;
     let mut write_error: Option<io::Error> = None;
     loop {
-        tokio::select! {
+        let signal = tokio::select! {
             // Polling Ctrl-C first installs its handler before the first event is shown.
             biased;
             signal = &mut ctrl_c, if ctrl_c_works => match signal {
-                Ok(()) if cancelled => return Exit::Cancelled,
                 Ok(()) => {
-                    cancelled = true;
-                    run.cancel();
                     ctrl_c.set(tokio::signal::ctrl_c());
+                    true
                 }
                 Err(e) => {
                     report(&format!("warning: Ctrl-C will not cancel the run: {e}"));
                     ctrl_c_works = false;
+                    false
                 }
             },
+            () = terminate.recv() => true,
             event = stream.next() => {
                 let Some(event) = event else { break };
                 if write_error.is_none()
                     && let Err(e) = view.event(&event)
                 {
-                    // Nobody can see the run any more: stop it.
-                    run.cancel();
+                    // Nobody sees the run any more; it goes on to its end, unwatched.
                     write_error = Some(e);
                 }
+                false
             }
+        };
+        if signal {
+            if cancelled {
+                return Exit::Cancelled;
+            }
+            cancelled = true;
+            run.cancel();
         }
     }
     let result = run.result().await;
@@ -265,13 +302,57 @@ pub async fn stream_run(run: Run, skip: usize, mut view: View) -> Exit {
         Some(e) => Err(e),
         None => view.finish(&result),
     };
-    if let Err(e) = written {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            report(&format!("error: cannot write to stdout: {e}"));
+    match written {
+        Ok(()) => Exit::of(result.state),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            if result.state != RunState::Completed {
+                report(&error_line(&result));
+            }
+            Exit::of(result.state)
         }
-        return Exit::Failed;
+        Err(e) => {
+            report(&format!("error: cannot write to stdout: {e}"));
+            Exit::Failed
+        }
     }
-    Exit::of(result.state)
+}
+
+/// SIGTERM, which cancels a run as Ctrl-C does (a service manager's stop, `kill PID`).
+struct Terminate {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Terminate {
+    /// Installs the handler; without one (not Unix, or it cannot be installed) SIGTERM does what
+    /// it does by default.
+    fn install() -> Terminate {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signal = match signal(SignalKind::terminate()) {
+                Ok(signal) => Some(signal),
+                Err(e) => {
+                    report(&format!("warning: SIGTERM will not cancel the run: {e}"));
+                    None
+                }
+            };
+            Terminate { signal }
+        }
+        #[cfg(not(unix))]
+        Terminate {}
+    }
+
+    /// Resolves at each SIGTERM; never, without a handler.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut()
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The two ways to show a run.
@@ -313,7 +394,16 @@ fn json_line(line: serde_json::Result<String>) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{check_base_url, redact};
+
+    #[test]
+    fn base_urls_are_http_urls_with_a_host() {
+        assert!(check_base_url("http://localhost:8000/v1").is_ok());
+        assert!(check_base_url("https://api.example.com").is_ok());
+        for bad in ["localhost:8000", "not a url", "http://", "ftp://host/v1", "http//host", ""] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn journal_passwords_are_not_printed() {

@@ -41,12 +41,32 @@ pub fn main(args: RunsArgs) -> Exit {
     }
 }
 
-/// Opens the journal named by `--journal` / `$LOOM_JOURNAL`.
+/// Opens the journal named by `--journal` / `$LOOM_JOURNAL` to read it: a SQLite journal must
+/// exist already (reading never creates one).
 fn open(url: &str) -> Result<JournalSlot, Exit> {
+    must_exist(url)?;
     open_journal(url).map_err(|e| {
         report(&format!("error: --journal {}: {}", redact(url), describe(&e)));
         Exit::Usage
     })
+}
+
+/// Fails (exit 2) when `url` names a SQLite database that does not exist: a mistyped path would
+/// otherwise create an empty journal.
+fn must_exist(url: &str) -> Result<(), Exit> {
+    let Some(rest) = url.trim().strip_prefix("sqlite:") else { return Ok(()) };
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    let path = path.strip_prefix("//").unwrap_or(path);
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    report(&format!(
+        "error: --journal {}: no journal at {path} (`loom runs` never creates one; check the path, or run \
+         `loom run --journal {}` first)",
+        redact(url),
+        redact(url)
+    ));
+    Err(Exit::Usage)
 }
 
 /// Writes the lines to stdout; a closed pipe is not an error worth reporting.
@@ -258,9 +278,12 @@ fn short(text: &str) -> String {
 
 /// `loom runs resume RUN_ID`: continues the run and shows the rest of it as `loom run` does.
 fn resume(runtime: &tokio::runtime::Runtime, args: AgentArgs, run_id: &str, json: bool) -> Exit {
-    if args.journal.is_none() {
+    let Some(url) = args.journal.as_deref() else {
         report(&format!("error: `loom runs resume` needs the run's journal: --journal URL or ${JOURNAL_ENV}"));
         return Exit::Usage;
+    };
+    if let Err(exit) = must_exist(url) {
+        return exit;
     }
     let agent = match build_agent(args) {
         Ok(agent) => agent,

@@ -54,16 +54,6 @@ fn echo_prints_the_answer() {
 }
 
 #[test]
-fn the_default_model_is_announced() {
-    // With a provider key set the default stays "echo"; without one it is the local model (see
-    // tests/model_cmd.rs).
-    let out = loom_command(&["run", "hello"]).env("OPENAI_API_KEY", "sk-test").output().expect("loom starts");
-    assert_eq!(code(&out), 0);
-    assert_eq!(stdout(&out), "Echo: hello\n");
-    assert_eq!(stderr(&out), "using model echo (default; set --model or LOOM_MODEL)\n");
-}
-
-#[test]
 fn loom_model_names_the_model() {
     let out = loom_command(&["run", "What is Loom?"])
         .env("LOOM_MODEL", script("unknown_tool.json"))
@@ -281,6 +271,10 @@ fn version_and_help() {
     for needle in ["Examples:", "Exit codes:", "scripted:FILE.json", "LOOM_MODEL", "--output-schema"] {
         assert!(help.contains(needle), "help lacks {needle}:\n{help}");
     }
+    // The default is the local model, and `echo` is never it.
+    assert!(help.contains(r#"[default: $LOOM_MODEL, else "local""#), "{help}");
+    assert!(help.contains(r#"else "local": the embedded"#), "{help}");
+    assert!(!help.contains(r#"else "echo""#), "{help}");
 }
 
 #[cfg(unix)]
@@ -306,4 +300,33 @@ fn ctrl_c_cancels_the_run() {
     assert_eq!(status.code(), Some(4));
     let result: Value = serde_json::from_str(rest.lines().last().expect("a result line")).expect("JSON");
     assert_eq!(result["state"], "cancelled");
+}
+
+#[test]
+fn a_malformed_base_url_is_a_usage_error() {
+    for url in ["localhost:8000", "not a url", "http://", "ftp://gpu-box/v1"] {
+        let out = loom(&["run", "--model", "openai:gpt-4o-mini", "--base-url", url, "x"]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{url}: {err}");
+        assert!(err.starts_with(&format!("error: --base-url `{url}`")), "{url}: {err}");
+        assert!(err.contains("http://localhost:8000/v1"), "the usage is shown: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(stdout(&out), "");
+    }
+}
+
+#[test]
+fn a_model_load_error_carries_no_backtrace() {
+    let dir = std::env::temp_dir().join(format!("loom-cli-bt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("corrupt.gguf");
+    std::fs::write(&file, b"XXXX not a GGUF file at all").unwrap();
+    let model = format!("local:{}", file.display());
+    let out = loom_command(&["run", "--model", &model, "hi"]).env("RUST_BACKTRACE", "1").output().expect("loom starts");
+    std::fs::remove_dir_all(&dir).ok();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("is not a readable GGUF file: unknown magic"), "{err}");
+    assert!(!err.contains("candle_core") && !err.contains("backtrace"), "a backtrace leaked: {err}");
+    assert_eq!(err.lines().count(), 1, "one error line: {err}");
 }

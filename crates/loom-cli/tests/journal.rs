@@ -226,6 +226,8 @@ fn resume_needs_a_journal_and_a_known_run() {
     assert!(text(&out.stderr).contains("--journal URL or $LOOM_JOURNAL"), "{}", text(&out.stderr));
 
     let (dir, url) = journal();
+    let made = loom().args(["run", "--model", "echo", "--journal", &url, "hi"]).output().unwrap();
+    assert_eq!(code(&made), 0, "{}", text(&made.stderr));
     let out = loom().args(["runs", "resume", "run_missing", "--journal", &url]).output().unwrap();
     assert_eq!(code(&out), 1);
     assert!(text(&out.stderr).contains("run run_missing not found"), "{}", text(&out.stderr));
@@ -268,4 +270,141 @@ async fn a_run_whose_process_died_is_listed_unfinished_and_its_lease_is_respecte
     assert!(shown.contains("running (unfinished)") && shown.contains("run.started"), "{shown}");
 
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A fixture's `scripted:` model string, by absolute path (these commands run in any directory).
+fn script(name: &str) -> String {
+    format!("scripted:{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `loom runs show RUN_ID --json` as JSON.
+fn shown(id: &str, url: &str) -> Value {
+    let out = runs(&["show", id, "--journal", url, "--json"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    serde_json::from_str(text(&out.stdout).trim()).unwrap()
+}
+
+#[test]
+fn read_commands_never_create_a_journal() {
+    let (dir, _) = journal();
+    let typo = dir.join("lomo.db");
+    let url = format!("sqlite:{}", typo.display());
+    for args in [
+        vec!["runs", "list", "--journal", &url],
+        vec!["runs", "show", "run_x", "--journal", &url],
+        vec!["runs", "resume", "run_x", "--journal", &url, "--model", "echo"],
+    ] {
+        let out = loom().args(&args).output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("no journal at {}", typo.display())), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    let mut env = loom();
+    env.env("LOOM_JOURNAL", &url).args(["runs", "list"]);
+    assert_eq!(code(&env.output().unwrap()), 2);
+    assert!(!typo.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_cancels_the_run_and_the_journal_says_so() {
+    use std::io::{BufRead, BufReader, Read};
+
+    let (dir, url) = journal();
+    let mut child = loom()
+        .args(["run", "--json", "--model", &script("slow.json"), "--journal", &url, "x"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert!(first.contains("run.started"), "{first}");
+    let id = serde_json::from_str::<Value>(&first).unwrap()["run_id"].as_str().unwrap().to_string();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "cancelled, not killed: {status:?}");
+    let result: Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(result["state"], "cancelled");
+
+    let run = shown(&id, &url);
+    assert_eq!(run["state"], "cancelled", "{run}");
+    assert_eq!(run["finished"], true, "{run}");
+    assert_eq!(run["lease_owner"], Value::Null, "the lease is released: {run}");
+    let types: Vec<&str> = run["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.last(), Some(&"run.cancelled"), "{types:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_closed_json_pipe_lets_the_run_finish_truthfully() {
+    use std::io::{BufRead, BufReader};
+
+    let (dir, url) = journal();
+    let mut child = loom()
+        .args(["run", "--json", "--model", &script("answer_later.json"), "--journal", &url, "x"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `| head -n1`: read one line, then close the pipe while the run goes on.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    drop(reader);
+    let id = serde_json::from_str::<Value>(&first).unwrap()["run_id"].as_str().unwrap().to_string();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 0, "the run completed: {stderr}");
+    assert!(!stderr.contains("cannot write"), "a closed pipe is not an error worth a message: {stderr}");
+
+    let run = shown(&id, &url);
+    assert_eq!(run["state"], "completed", "{run}");
+    assert_eq!(run["finished"], true, "{run}");
+    let messages = run["transcript"]["messages"].to_string();
+    assert!(messages.contains("Loom is an agent runtime."), "{messages}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_journals_work_from_the_command_line() {
+    let Some(database) = std::env::var("LOOM_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty()) else {
+        println!("skipped: LOOM_TEST_POSTGRES_URL not set (e.g. postgres://postgres@127.0.0.1:5432/test)");
+        return;
+    };
+    // A schema of its own: the database may be shared with other tests and other Loom versions.
+    let schema = loom_agent::new_id("loom_cli").to_lowercase();
+    let (client, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let separator = if database.contains('?') { '&' } else { '?' };
+    let pg = format!("{database}{separator}options=-csearch_path%3D{schema}");
+
+    let server = MockServer::start().await;
+    answer(&server, "Stored in PostgreSQL.");
+    let session = loom_agent::new_id("cli-pg");
+
+    let first = output(run_cmd(&server, Some(&pg), &session, "Where are you stored?")).await;
+    assert_eq!(code(&first), 0, "{}", text(&first.stderr));
+    let id = run_id(&first);
+
+    let list = output(runs(&["list", "--journal", &pg, "--session", &session, "--json"])).await;
+    assert_eq!(code(&list), 0, "{}", text(&list.stderr));
+    let listed = json_lines(&list);
+    assert_eq!(listed.len(), 1, "{}", text(&list.stdout));
+    assert_eq!(listed[0]["run_id"], id.as_str());
+    assert_eq!(listed[0]["state"], "completed");
+
+    let show = output(runs(&["show", &id, "--journal", &pg, "--json"])).await;
+    assert_eq!(code(&show), 0, "{}", text(&show.stderr));
+    let shown: Value = serde_json::from_str(text(&show.stdout).trim()).unwrap();
+    assert!(shown["transcript"]["messages"].to_string().contains("Stored in PostgreSQL."), "{shown}");
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }

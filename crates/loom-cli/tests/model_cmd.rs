@@ -30,6 +30,11 @@ impl Drop for TempDir {
 
 /// `loom` with an empty model cache, no pip, no provider keys and no model in the environment.
 fn loom(args: &[&str], cache: &TempDir) -> Output {
+    loom_with_key(args, cache, None)
+}
+
+/// `loom` as [`loom`] does, with one provider key variable set.
+fn loom_with_key(args: &[&str], cache: &TempDir, key: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_loom"));
     cmd.args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -39,6 +44,9 @@ fn loom(args: &[&str], cache: &TempDir) -> Output {
         .env_remove("LOOM_MODEL");
     for key in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"] {
         cmd.env_remove(key);
+    }
+    if let Some(key) = key {
+        cmd.env(key, "sk-test-0123456789");
     }
     cmd.output().expect("loom starts")
 }
@@ -87,7 +95,8 @@ fn without_a_model_or_key_the_local_model_is_announced() {
     let err = stderr(&out);
     assert!(
         err.starts_with(
-            "using model local: SmolLM2-135M-Instruct, in-process (no --model, LOOM_MODEL or provider key set)\n"
+            "using model local: SmolLM2-135M-Instruct, in-process (no --model or LOOM_MODEL); \
+             --model picks a hosted one, e.g. --model openai:gpt-4o-mini\n"
         ),
         "{err}"
     );
@@ -95,4 +104,30 @@ fn without_a_model_or_key_the_local_model_is_announced() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("pip"), "{err}");
     assert!(cache.entries().is_empty(), "{:?}", cache.entries());
+}
+
+#[test]
+fn a_provider_key_does_not_make_echo_the_default() {
+    for (key, example) in [
+        ("OPENAI_API_KEY", "openai:gpt-4o-mini"),
+        ("ANTHROPIC_API_KEY", "claude-sonnet-4-5"),
+        ("GEMINI_API_KEY", "gemini-2.5-flash"),
+    ] {
+        let cache = TempDir::new("keyed");
+        let out = loom_with_key(&["run", "What is 2+2?"], &cache, Some(key));
+        let err = stderr(&out);
+        let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+        assert!(!stdout.contains("Echo"), "{key}: {stdout}");
+        let first = err.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            format!(
+                "using model local: SmolLM2-135M-Instruct, in-process (no --model or LOOM_MODEL); \
+                 --model picks a hosted one, e.g. --model {example}"
+            ),
+            "{key}: {err}"
+        );
+        // The local model is not cached here and pip is missing: it fails, it does not echo.
+        assert_eq!(out.status.code(), Some(1), "{key}: {err}");
+    }
 }

@@ -16,7 +16,20 @@ use loom_core::error::Error;
 
 /// A candle error as the crate's error.
 pub(crate) fn cerr(context: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| Error::ModelFile(format!("{context}: {e}"))
+    move |e| Error::ModelFile(format!("{context}: {}", candle_message(&e)))
+}
+
+/// A candle error as one message for a person: without the backtrace candle attaches when
+/// `RUST_BACKTRACE` is set, and with its context on the same line.
+pub(crate) fn candle_message(err: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match err {
+        E::WithBacktrace { inner, .. } => candle_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        E::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        E::WrappedContext { wrapped, context } => format!("{context}: {wrapped}"),
+        other => other.to_string(),
+    }
 }
 
 /// The target format for tensors candle has no SIMD kernel for.
@@ -85,15 +98,16 @@ impl GgufFile {
         let file = File::open(path)
             .map_err(|e| Error::ModelFile(format!("cannot open the model file {}: {e}", path.display())))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let content = gguf_file::Content::read(&mut reader)
-            .map_err(|e| Error::ModelFile(format!("{} is not a readable GGUF file: {e}", path.display())))?;
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+            Error::ModelFile(format!("{} is not a readable GGUF file: {}", path.display(), candle_message(&e)))
+        })?;
         Ok(GgufFile { content, reader, path: path.to_path_buf() })
     }
 
     fn tensor(&mut self, name: &str) -> Result<QTensor, Error> {
         self.content
             .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| Error::ModelFile(format!("{}: tensor {name}: {e}", self.path.display())))
+            .map_err(|e| Error::ModelFile(format!("{}: tensor {name}: {}", self.path.display(), candle_message(&e))))
     }
 
     fn needs_requant(&self) -> bool {
@@ -267,7 +281,7 @@ impl Weights {
 
     /// Runs `tokens` at positions `cache.len()..` and returns the logits of the last one.
     pub(crate) fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, Error> {
-        self.forward_inner(tokens, cache).map_err(|e| Error::ModelFile(format!("inference failed: {e}")))
+        self.forward_inner(tokens, cache).map_err(cerr("inference failed"))
     }
 
     fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Vec<f32>> {
@@ -520,4 +534,22 @@ impl Sampler {
 /// The index of the largest logit (greedy decoding in the benchmark).
 pub(crate) fn argmax(logits: &[f32]) -> Option<u32> {
     logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::candle_message;
+
+    #[test]
+    fn candle_messages_leave_the_backtrace_out() {
+        let inner = candle_core::Error::Msg("unknown dtype for tensor 42".into());
+        let err = candle_core::Error::WithBacktrace {
+            inner: Box::new(inner),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(err.to_string().lines().count() > 1, "candle's own message carries the backtrace");
+        assert_eq!(candle_message(&err), "unknown dtype for tensor 42");
+        let with_context = candle_core::Error::Context { inner: Box::new(err), context: Box::new("reading") };
+        assert_eq!(candle_message(&with_context), "reading: unknown dtype for tensor 42");
+    }
 }
