@@ -475,12 +475,17 @@ async fn a_store_that_cannot_load_history_fails_the_run_with_kind_store() {
 }
 
 #[tokio::test]
-async fn a_store_that_cannot_save_does_not_fail_a_completed_run() {
+async fn a_store_that_cannot_save_fails_the_run_and_keeps_its_answer() {
     let (_, shared) = scripted([ScriptedTurn::text("one"), ScriptedTurn::text("two")]);
     let store = FlakyStore { fail_save: true, ..FlakyStore::default() };
     let agent = Agent::builder().model(shared).session_store(store.clone()).build().unwrap();
     let session = agent.session(SessionConfig::new("unsaved"));
-    assert_eq!(session.run("hi").await.unwrap().output, "one");
+    // Its work is done, its record is not: the run says so (kind store), with the answer kept.
+    let result = failed_result(session.run("hi").await.unwrap_err());
+    assert_eq!((result.state, result.output.as_str()), (RunState::Failed, "one"));
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, RunErrorKind::Store);
+    assert!(error.message.contains("the run ended completed, but saving it failed"), "{}", error.message);
     // History is a separate write and still happened.
     assert_eq!(
         store.inner.0.history(SessionKey::new("unsaved")).await.unwrap(),

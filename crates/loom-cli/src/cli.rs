@@ -217,8 +217,12 @@ pub enum RunsCommand {
         json: bool,
     },
     /// Resume a journaled run that did not finish (its process died, or it was interrupted while
-    /// running), with the same model and tool flags as `loom run`.
+    /// running), with the same tool flags as `loom run`.
     ///
+    /// The run continues on the model it started on (its journal records the model string and
+    /// base URL, never the key): `--model` overrides it, and the switch is announced on stderr and
+    /// recorded as a `model.changed` event. A run whose process died on this machine is taken over
+    /// at once; one held by a process elsewhere waits for its lease to expire with `--wait`.
     /// Completed model calls and tool calls are replayed from the journal, not repeated. The
     /// remaining events stream as with `loom run`, and the exit code says how the run ended (see
     /// `loom run --help`); a run that is not found, has finished, is held by another process or
@@ -232,6 +236,10 @@ pub enum RunsCommand {
         /// Print every remaining event as one JSON line, then the run's result as the last line.
         #[arg(long)]
         json: bool,
+        /// When another process holds the run's lease, wait until it expires (a countdown on
+        /// stderr) instead of failing.
+        #[arg(long)]
+        wait: bool,
     },
 }
 

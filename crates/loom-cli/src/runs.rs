@@ -3,7 +3,8 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use loom_agent::store::{JournalEntry, JournalSlot, JournaledRun, RunFilter, SessionKey, open_journal};
+use loom_agent::ResumeOptions;
+use loom_agent::store::{JournalEntry, JournalSlot, JournaledRun, RecordedModel, RunFilter, SessionKey, open_journal};
 use loom_agent::{Error, Event, Message};
 use serde_json::{Value, json};
 
@@ -37,7 +38,7 @@ pub fn main(args: RunsArgs) -> Exit {
             Ok(slot) => runtime.block_on(show(&slot, &run_id, json)),
             Err(exit) => exit,
         },
-        RunsCommand::Resume { run_id, agent, json } => resume(&runtime, agent, &run_id, json),
+        RunsCommand::Resume { run_id, agent, json, wait } => resume(&runtime, agent, &run_id, json, wait),
     }
 }
 
@@ -277,13 +278,39 @@ fn short(text: &str) -> String {
 }
 
 /// `loom runs resume RUN_ID`: continues the run and shows the rest of it as `loom run` does.
-fn resume(runtime: &tokio::runtime::Runtime, args: AgentArgs, run_id: &str, json: bool) -> Exit {
-    let Some(url) = args.journal.as_deref() else {
+fn resume(runtime: &tokio::runtime::Runtime, mut args: AgentArgs, run_id: &str, json: bool, wait: bool) -> Exit {
+    let Some(url) = args.journal.clone() else {
         report(&format!("error: `loom runs resume` needs the run's journal: --journal URL or ${JOURNAL_ENV}"));
         return Exit::Usage;
     };
-    if let Err(exit) = must_exist(url) {
+    if let Err(exit) = must_exist(&url) {
         return exit;
+    }
+    // The model the run started on: used unless --model overrides it.
+    let recorded = match runtime.block_on(recorded_model(&url, run_id)) {
+        Ok(recorded) => recorded,
+        Err(exit) => return exit,
+    };
+    let explicit = args.model.is_some();
+    if !explicit {
+        match recorded.as_ref().and_then(|m| m.spec.clone().map(|spec| (spec, m.base_url.clone()))) {
+            Some((spec, base_url)) => {
+                report(&format!("resuming on the run's model {spec} (--model overrides it)"));
+                args.model = Some(spec);
+                if args.base_url.is_none() {
+                    args.base_url = base_url;
+                }
+            }
+            None => {
+                let what = recorded
+                    .as_ref()
+                    .map_or("no model".to_string(), |m| format!("the model {m}, which no model string builds"));
+                report(&format!(
+                    "error: run {run_id}'s journal records {what}; say which model to resume on with --model"
+                ));
+                return Exit::Usage;
+            }
+        }
     }
     let agent = match build_agent(args) {
         Ok(agent) => agent,
@@ -302,17 +329,59 @@ fn resume(runtime: &tokio::runtime::Runtime, args: AgentArgs, run_id: &str, json
             Ok(Some(stored)) => (stored.events.len(), stored.record.output_schema.is_none()),
             _ => (0, true),
         };
-        let run = match agent.resume(run_id).await {
-            Ok(run) => run,
-            Err(e) => {
-                report(&format!("error: cannot resume: {}", resume_error(&e, run_id)));
-                return Exit::Failed;
+        let current = RecordedModel::of(agent.model().as_ref());
+        let mut options = ResumeOptions::default();
+        if let Some(recorded) = recorded.as_ref().filter(|r| !r.same_model(&current)) {
+            // Only --model gets here: the switch is the user's choice, and it is said out loud.
+            report(&format!("note: run {run_id} started on {recorded}; resuming on {current} as --model asks"));
+            options = options.allow_model_change();
+        }
+        let run = loop {
+            match agent.resume_with(run_id, options.clone()).await {
+                Ok(run) => break run,
+                Err(Error::LeaseHeld { until, .. }) if wait => countdown(&until).await,
+                Err(e) => {
+                    report(&format!("error: cannot resume: {}", resume_error(&e, run_id)));
+                    return Exit::Failed;
+                }
             }
         };
         report(&format!("resuming run {} in session {}", run.id(), run.session_id()));
         let view = if json { View::Json } else { View::Human(HumanView::new(stream_text)) };
         stream_run(run, skip, view).await
     })
+}
+
+/// The model a journaled run records, read before the agent is built.
+async fn recorded_model(url: &str, run_id: &str) -> Result<Option<RecordedModel>, Exit> {
+    let slot = open_journal(url).map_err(|e| {
+        report(&format!("error: --journal {}: {}", redact(url), describe(&e)));
+        Exit::Usage
+    })?;
+    match slot.journal.load(run_id).await {
+        Ok(Some(stored)) => Ok(stored.record.model),
+        // `resume` says what is wrong with a missing or unreadable run, as usual.
+        Ok(None) | Err(_) => Ok(None),
+    }
+}
+
+/// Waits until `until` (RFC 3339), counting down on stderr once a second.
+async fn countdown(until: &str) {
+    let end = chrono::DateTime::parse_from_rfc3339(until).map(|t| t.with_timezone(&chrono::Utc)).ok();
+    loop {
+        let left = end.map_or(0, |end| (end - chrono::Utc::now()).num_milliseconds());
+        if left <= 0 {
+            let _ = write!(io::stderr(), "\r\x1b[K");
+            return;
+        }
+        let _ = write!(
+            io::stderr(),
+            "\rwaiting for another process's lease on the run to expire: {}s ",
+            (left + 999) / 1000
+        );
+        let _ = io::stderr().flush();
+        tokio::time::sleep(std::time::Duration::from_millis(left.clamp(1, 1000) as u64)).await;
+    }
 }
 
 /// Why a run cannot be resumed, with what to do about it.
@@ -322,7 +391,7 @@ fn resume_error(err: &Error, run_id: &str) -> String {
         Error::RunFinished { state, .. } => {
             format!("run {run_id} has already finished ({state}); see it with `loom runs show {run_id}`")
         }
-        Error::LeaseHeld { .. } => format!("{err}; try again once it expires"),
+        Error::LeaseHeld { .. } => format!("{err}; try again once it expires, or wait for it with --wait"),
         other => describe(other),
     }
 }

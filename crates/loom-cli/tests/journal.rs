@@ -235,7 +235,7 @@ fn resume_needs_a_journal_and_a_known_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_whose_process_died_is_listed_unfinished_and_its_lease_is_respected() {
+async fn a_run_whose_process_died_resumes_at_once_on_the_model_it_started_on() {
     let server = MockServer::start().await;
     server.enqueue(
         Reply::sse([openai::text("never seen"), openai::finish("stop"), openai::done()])
@@ -257,18 +257,86 @@ async fn a_run_whose_process_died_is_listed_unfinished_and_its_lease_is_respecte
     assert_eq!(listed[0]["finished"], false);
     let id = listed[0]["run_id"].as_str().unwrap().to_string();
 
-    // The dead process's lease has not expired yet: another process may not take the run.
-    let mut resume = runs(&["resume", &id, "--journal", &url, "--model", "openai:gpt-4o-mini"]);
-    resume.args(["--base-url", &format!("{}/v1", server.url())]);
-    let resumed = output(resume).await;
-    let stderr = text(&resumed.stderr);
-    assert_eq!(code(&resumed), 1, "{stderr}");
-    assert!(stderr.contains("held by another process"), "{stderr}");
-
     let show = output(runs(&["show", &id, "--journal", &url])).await;
     let shown = text(&show.stdout);
     assert!(shown.contains("running (unfinished)") && shown.contains("run.started"), "{shown}");
 
+    // The owner died on this machine: its lease (30 s) is not waited for. No --model and no
+    // --base-url: the run continues on the model and endpoint it started on, not on a default.
+    answer(&server, "recovered");
+    let started = std::time::Instant::now();
+    let resumed = output(runs(&["resume", &id, "--journal", &url])).await;
+    let stderr = text(&resumed.stderr);
+    assert_eq!(code(&resumed), 0, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "waited {:?}", started.elapsed());
+    assert!(stderr.contains("resuming on the run's model openai:gpt-4o-mini"), "{stderr}");
+    assert_eq!(text(&resumed.stdout).trim(), "recovered");
+    let body: Value = serde_json::from_slice(&server.requests().last().unwrap().body).unwrap();
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert!(shown_state(&id, &url).contains("completed"));
+
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn shown_state(id: &str, url: &str) -> String {
+    let out = runs(&["show", id, "--journal", url]).output().unwrap();
+    text(&out.stdout).lines().find(|l| l.starts_with("state")).unwrap_or_default().to_string()
+}
+
+/// A run held by a process on another machine: refused, or with `--wait` taken once its lease
+/// expires, counting down; `--model` that differs is announced and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_elsewhere_is_waited_for_with_wait() {
+    let server = MockServer::start().await;
+    server.enqueue(
+        Reply::sse([openai::text("never seen"), openai::finish("stop"), openai::done()])
+            .delay_first_byte(Duration::from_secs(30)),
+    );
+    let (dir, url) = journal();
+    let mut cmd = run_cmd(&server, Some(&url), "remote", "a long question");
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    server.wait_for_requests(1).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let list = output(runs(&["list", "--journal", &url, "--json", "--unfinished"])).await;
+    let id = json_lines(&list)[0]["run_id"].as_str().unwrap().to_string();
+
+    // Pretend a process on another machine holds the run for 3 more seconds.
+    let hold = |ms: i64| {
+        let db = rusqlite::Connection::open(dir.join("loom.db")).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        db.execute(
+            "UPDATE loom_runs SET lease_owner = 'owner_x@elsewhere/boot/1/2/3', lease_expires = ?1 WHERE run_id = ?2",
+            rusqlite::params![now + ms, id],
+        )
+        .unwrap();
+    };
+    hold(3_000);
+    let refused = output(runs(&["resume", &id, "--journal", &url])).await;
+    let stderr = text(&refused.stderr);
+    assert_eq!(code(&refused), 1, "{stderr}");
+    assert!(stderr.contains("held by another process") && stderr.contains("--wait"), "{stderr}");
+
+    hold(3_000);
+    answer(&server, "after the wait");
+    let started = std::time::Instant::now();
+    let mut resume = runs(&["resume", &id, "--journal", &url, "--wait", "--model", "openai:gpt-4.1-mini", "--json"]);
+    resume.args(["--base-url", &format!("{}/v1", server.url())]);
+    let waited = output(resume).await;
+    let stderr = text(&waited.stderr);
+    assert_eq!(code(&waited), 0, "{stderr}");
+    assert!(started.elapsed() >= Duration::from_millis(2_000), "did not wait: {:?}", started.elapsed());
+    assert!(stderr.contains("waiting for another process's lease on the run to expire"), "{stderr}");
+    assert!(
+        stderr.contains("started on openai:gpt-4o-mini") && stderr.contains("resuming on openai:gpt-4.1-mini"),
+        "{stderr}"
+    );
+    let events = json_lines(&waited);
+    let changed = events.iter().find(|e| e["type"] == "model.changed").expect("a model.changed event");
+    assert!(changed["payload"]["from"].as_str().unwrap().contains("gpt-4o-mini"), "{changed}");
+    let body: Value = serde_json::from_slice(&server.requests().last().unwrap().body).unwrap();
+    assert_eq!(body["model"], "gpt-4.1-mini");
     std::fs::remove_dir_all(&dir).ok();
 }
 

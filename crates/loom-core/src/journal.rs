@@ -212,6 +212,17 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A lease for this process: a fresh owner id carrying this process's identity (host, boot,
+    /// pid namespace, pid and start time; see [`owner_is_gone`]), so a process on the same machine
+    /// can take over at once when the owner has died, without waiting for the lease to expire.
+    pub fn for_this_process(ttl: Duration) -> Lease {
+        let owner = match process_identity() {
+            Some(identity) => format!("{}@{identity}", crate::new_id("owner")),
+            None => crate::new_id("owner"),
+        };
+        Lease { owner: Arc::from(owner), ttl }
+    }
+
     /// The lease's length in milliseconds (saturating).
     pub fn ttl_ms(&self) -> i64 {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
@@ -246,10 +257,59 @@ pub struct LeaseView<'a> {
     pub expires_ms: Option<i64>,
 }
 
+/// This process's identity as a lease owner carries it: `HOST/BOOT/PIDNS/PID/START` (Linux, from
+/// `/proc`); `None` where it cannot be read.
+fn process_identity() -> Option<String> {
+    let pid = std::process::id();
+    let start = process_start(pid)?;
+    let host = read_trimmed("/proc/sys/kernel/hostname")?;
+    let boot = read_trimmed("/proc/sys/kernel/random/boot_id")?;
+    let pidns = pid_namespace("self")?;
+    Some(format!("{host}/{boot}/{pidns}/{pid}/{start}"))
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    (!text.is_empty() && !text.contains(['/', '@'])).then(|| text.to_string())
+}
+
+/// The pid namespace's inode, such as `4026531836`.
+fn pid_namespace(pid: &str) -> Option<String> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("pid:[")?.strip_suffix(']').map(str::to_string)
+}
+
+/// A process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the lease owner `holder` ran on this machine, since its last boot, in this pid
+/// namespace, and is no longer running (its pid is gone, or now names a process that started at
+/// another time). `false` whenever that cannot be told: an owner on another machine, or one
+/// without an identity, keeps its lease until it expires.
+pub fn owner_is_gone(holder: &str) -> bool {
+    let Some((_, identity)) = holder.split_once('@') else { return false };
+    let Some(mine) = process_identity() else { return false };
+    let theirs: Vec<&str> = identity.split('/').collect();
+    let ours: Vec<&str> = mine.split('/').collect();
+    let [host, boot, pidns, pid, start] = theirs[..] else { return false };
+    if ours.len() != 5 || [host, boot, pidns] != ours[..3] {
+        return false;
+    }
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { return false };
+    process_start(pid) != Some(start)
+}
+
 /// The lease rule for taking a run over ([`Journal::acquire`]): an unknown or unjournaled run is
 /// [`Error::RunNotFound`]; a finished one is [`Error::RunFinished`] (never replayed); one whose
-/// lease another owner holds until after `now_ms` is [`Error::LeaseHeld`]; anything else may be
-/// taken.
+/// lease another owner holds until after `now_ms` is [`Error::LeaseHeld`], unless that owner ran
+/// on this machine and is gone ([`owner_is_gone`]); anything else may be taken.
 pub fn may_take_over(run_id: &str, run: Option<LeaseView<'_>>, lease: &Lease, now_ms: i64) -> Result<(), Error> {
     let Some(run) = run else { return Err(Error::RunNotFound(run_id.to_string())) };
     if run.finished {
@@ -261,6 +321,7 @@ pub fn may_take_over(run_id: &str, run: Option<LeaseView<'_>>, lease: &Lease, no
     if let (Some(holder), Some(expires)) = (run.owner, run.expires_ms)
         && expires > now_ms
         && holder != &*lease.owner
+        && !owner_is_gone(holder)
     {
         let until = DateTime::<Utc>::from_timestamp_millis(expires).map(|t| t.to_rfc3339()).unwrap_or_default();
         return Err(Error::LeaseHeld { run_id: run_id.to_string(), owner: holder.to_string(), until });
@@ -503,5 +564,32 @@ mod recorded_model_tests {
         assert_eq!(scrub_url("https://u:pw@api.example/v1?key=abc#x"), "https://api.example/v1");
         assert_eq!(scrub_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
         assert_eq!(scrub_url("https://h/a@b/c"), "https://h/a@b/c");
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+
+    #[test]
+    fn a_live_owner_is_not_gone_and_a_dead_one_is() {
+        let me = Lease::for_this_process(Duration::from_secs(30));
+        if !me.owner.contains('@') {
+            eprintln!("skipped: no /proc process identity on this system");
+            return;
+        }
+        assert!(!owner_is_gone(&me.owner), "this process is alive: {}", me.owner);
+        // The same identity with another start time: the pid now names another process.
+        let (id, identity) = me.owner.split_once('@').unwrap();
+        let mut parts: Vec<String> = identity.split('/').map(str::to_string).collect();
+        parts[4] = "1".into();
+        assert!(owner_is_gone(&format!("{id}@{}", parts.join("/"))));
+        // Another machine (another boot id): never judged from here.
+        let mut other = identity.split('/').map(str::to_string).collect::<Vec<_>>();
+        other[1] = "not-this-boot".into();
+        other[4] = "1".into();
+        assert!(!owner_is_gone(&format!("{id}@{}", other.join("/"))));
+        assert!(!owner_is_gone("owner_without_identity"));
+        assert!(!owner_is_gone("x@garbage"));
     }
 }

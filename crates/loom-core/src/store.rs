@@ -143,6 +143,38 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error>;
 }
 
+/// A shared session store is a session store (keep a handle to read it while the agent writes).
+#[async_trait::async_trait]
+impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
+    async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
+        (**self).open_session(record).await
+    }
+    async fn history(&self, session: SessionKey<'_>) -> Result<Vec<Message>, Error> {
+        (**self).history(session).await
+    }
+    async fn get_session(&self, session: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
+        (**self).get_session(session).await
+    }
+    async fn append_history(&self, session: SessionKey<'_>, run_id: &str, messages: &[Message]) -> Result<(), Error> {
+        (**self).append_history(session, run_id, messages).await
+    }
+    async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
+        (**self).save_run(transcript).await
+    }
+    async fn save_finished_run(&self, transcript: Arc<Transcript>, history: Option<&[Message]>) -> Result<(), Error> {
+        (**self).save_finished_run(transcript, history).await
+    }
+    async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
+        (**self).get_run(session, run_id).await
+    }
+    async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
+        (**self).list_runs(session).await
+    }
+    async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error> {
+        (**self).close_session(session).await
+    }
+}
+
 /// The memory slot: what a run recalls before it starts and records when it ends.
 #[async_trait::async_trait]
 pub trait Memory: Send + Sync + 'static {

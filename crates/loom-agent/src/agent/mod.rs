@@ -601,10 +601,8 @@ impl AgentBuilder {
             .session_store
             .or_else(|| journal.as_ref().and_then(|j| j.session_store.clone()))
             .unwrap_or_else(|| Arc::new(InMemorySessionStore::new()));
-        let lease = Lease {
-            owner: Arc::from(crate::new_id("owner")),
-            ttl: self.lease_ttl.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(10)),
-        };
+        let lease =
+            Lease::for_this_process(self.lease_ttl.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(10)));
         let env = RunEnv {
             name: self.name.unwrap_or_else(|| "agent".to_string()),
             instructions,

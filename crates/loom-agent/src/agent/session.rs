@@ -10,7 +10,7 @@ use super::run::{Run, RunStream};
 use super::{Agent, RunRequest, RunResult, driver};
 use crate::error::{Error, RunError, RunErrorKind};
 use crate::event::{EventKind, RunEnded};
-use crate::governance::Scope;
+use crate::governance::{AuditAction, Scope};
 use crate::new_id;
 use crate::run::RunState;
 use crate::runtime::{RunEnd, RunLog};
@@ -211,16 +211,16 @@ impl Session {
                  open the user's own session (SessionConfig::user, or RunRequest::session with RunRequest::user)",
                 self.inner.id
             );
-            fail_at_once(&log, RunError::new(RunErrorKind::Config, message));
+            self.refuse(&log, RunError::new(RunErrorKind::Config, message));
             return run;
         }
         if self.user_id() == Some("") {
-            fail_at_once(&log, RunError::new(RunErrorKind::Config, "the user id is empty; omit it for no user"));
+            self.refuse(&log, RunError::new(RunErrorKind::Config, "the user id is empty; omit it for no user"));
             return run;
         }
         if self.inner.closed.load(Ordering::Acquire) {
             let message = format!("session `{}` is closed", self.inner.id);
-            fail_at_once(&log, RunError::new(RunErrorKind::Config, message));
+            self.refuse(&log, RunError::new(RunErrorKind::Config, message));
             return run;
         }
         if let Err(no_runtime) = self.spawn(&run, driver::Start::Fresh(request)) {
@@ -341,8 +341,43 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Refuses a run at once (a closed session, another user's run): it ends `failed`, and the
+    /// audit log gets its start and end entries, like every run's, before the result is published.
+    fn refuse(&self, log: &Arc<RunLog>, error: RunError) {
+        let env = &self.inner.agent.inner.env;
+        let handle = tokio::runtime::Handle::try_current();
+        let (true, Ok(handle)) = (env.policies.audit.is_some(), handle) else {
+            fail_at_once(log, error);
+            return;
+        };
+        seal_failed(log, error.clone());
+        let (env, log) = (env.clone(), log.clone());
+        handle.spawn(async move {
+            let scope = log.scope();
+            let input = log.input().summary().chars().take(500).collect::<String>();
+            let start = serde_json::json!({"input": input, "model": env.model.name(), "executed": false});
+            let end = serde_json::json!({"state": RunState::Failed, "turns": 0, "error": error.message});
+            let written = match env.policies.audit(&scope, AuditAction::RunStarted, start).await {
+                Ok(()) => env.policies.audit(&scope, AuditAction::RunFinished, end).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                tracing::error!(run_id = %scope.run_id, error = %e, "the audit log refused a refused run's entries");
+            }
+            log.publish();
+        });
+    }
+}
+
 /// Ends a run that cannot start: its log still ends with a `run.failed` event.
 fn fail_at_once(log: &RunLog, error: RunError) {
+    seal_failed(log, error);
+    log.publish();
+}
+
+/// Emits `run.failed` and seals the result, without publishing it.
+fn seal_failed(log: &RunLog, error: RunError) {
     log.emit(EventKind::RunFailed(RunEnded { error: error.clone(), turns: 0, usage: Default::default() }));
     log.finish(RunEnd {
         state: RunState::Failed,
@@ -351,7 +386,6 @@ fn fail_at_once(log: &RunLog, error: RunError) {
         error: Some(error),
         messages: Vec::new(),
     });
-    log.publish();
 }
 
 /// Drops the registry's dead entries, amortized: only when it has doubled since the last pruning

@@ -110,8 +110,12 @@ impl RunCx {
     ) -> Checked<Value> {
         let env = self.env.clone();
         let entry = env.tools.entry(index);
+        let mut replayed = false;
         let approval = match self.recorder.approval(&call.id) {
-            ApprovalReplay::Decided(approval) => approval,
+            ApprovalReplay::Decided(approval) => {
+                replayed = true;
+                approval
+            }
             ApprovalReplay::None | ApprovalReplay::Pending => {
                 let Some(handler) = self.env.policies.approval.clone() else {
                     let reason = format!("{reason} and needs approval, and no approval handler is configured");
@@ -129,6 +133,12 @@ impl RunCx {
             }
         };
         let by = DecidedBy::Approver;
+        // A "for this run" answer outlives this call: the journal keeps it, so a resumed run
+        // remembers it (see `RunCx::resume`).
+        if !replayed && matches!(approval, Approval::AllowForRun | Approval::DenyForRun(_)) {
+            let entry = JournalEntry::ApprovalDecision { call_id: call.id.clone(), approval: approval.clone() };
+            self.recorder.record(|| entry).await?;
+        }
         match approval {
             Approval::Defer if !self.recorder.is_journaled() => {
                 let reason = "the approver deferred the decision, and deferring needs a journal".to_string();

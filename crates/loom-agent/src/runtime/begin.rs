@@ -63,6 +63,7 @@ impl RunCx {
                 "model": self.env.model.name(), "max_turns": self.max_turns, "architecture": plan.architecture,
             });
             self.audit(AuditAction::RunStarted, payload).await?;
+            self.audited_start = true;
         }
         for hook in policies.hooks.iter() {
             let action = match policies.hooks.call(hook.before_run(&self.scope, &input)).await {
@@ -118,6 +119,9 @@ impl RunCx {
         }
         entries.retain(|e| !matches!(e, JournalEntry::MemoryWritten));
         self.recorder = Recorder::resumed(&self.env.stores, self.log.clone(), entries);
+        self.remembered = self.recorder.remembered_approvals();
+        // The process that began the run wrote its `run_started` audit entry.
+        self.audited_start = true;
         self.history_base = Some(record.history_base);
         self.log.set_running(record.seeds.clone());
         self.log.set_started_at(record.started_at);

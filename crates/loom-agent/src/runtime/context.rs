@@ -45,6 +45,9 @@ pub struct RunCx {
     pub(super) history_base: Option<usize>,
     /// Whether `begin` created or updated the session in the store.
     pub(super) session_opened: bool,
+    /// Whether the audit log has this run's `run_started` entry (written by `begin`, or by the
+    /// process that began a resumed run); `finish` writes one first when it has not.
+    pub(super) audited_start: bool,
 }
 
 impl RunCx {
@@ -65,6 +68,7 @@ impl RunCx {
             recorder,
             history_base: None,
             session_opened: false,
+            audited_start: false,
         }
     }
 
@@ -107,6 +111,7 @@ impl RunCx {
     /// gets its journal's final commit).
     pub(crate) fn set_journaled(&mut self) {
         self.recorder = Recorder::resumed(&self.env.stores, self.log.clone(), Vec::new());
+        self.audited_start = true;
     }
 
     /// Journal entries a resumed run did not replay (its execution diverged from the journal).

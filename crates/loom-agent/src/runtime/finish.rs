@@ -35,11 +35,26 @@ impl RunCx {
         let messages = std::mem::take(&mut self.messages);
         let end = self.end_with(outcome, messages);
         let (result, transcript) = self.log.finish(end);
-        self.persist(&result, &transcript).await;
-        if let Err(e) = self.recorder.end(result.state).await {
-            tracing::warn!(run_id = %result.run_id, error = %e, "the journal's final commit failed");
+        let mut problems = self.persist(&result, &transcript).await;
+        // The journal says "finished" only once the run is saved; otherwise it keeps the run
+        // unfinished (its lease released), so a resume can finish saving it.
+        let committed =
+            if problems.is_empty() { self.recorder.end(result.state).await } else { self.recorder.release().await };
+        if let Err(e) = committed {
+            problems.push(format!("the journal's final commit: {e}"));
         }
-        result
+        if problems.is_empty() {
+            return result;
+        }
+        let mut message = format!("the run ended {}, but saving it failed: {}", result.state, problems.join("; "));
+        if self.recorder.is_journaled() {
+            message.push_str(&format!(
+                "; its journal keeps it unfinished: resume it (Agent::resume, `loom runs resume {}`) to save it",
+                result.run_id
+            ));
+        }
+        tracing::error!(run_id = %result.run_id, "{message}");
+        self.log.amend_failed(&result, RunError::new(RunErrorKind::Store, message))
     }
 
     /// Emits the terminal event and describes the end.
@@ -94,7 +109,9 @@ impl RunCx {
     }
 
     /// Saves the transcript, extends the session's history, tells memory, audit, budget and hooks.
-    async fn persist(&self, result: &Arc<RunResult>, transcript: &Arc<Transcript>) {
+    /// Returns what failed to be written (the transcript and history, the audit log).
+    async fn persist(&self, result: &Arc<RunResult>, transcript: &Arc<Transcript>) -> Vec<String> {
+        let mut problems = Vec::new();
         let stores = &self.env.stores;
         let policies = &self.env.policies;
         let scope = &self.scope;
@@ -115,7 +132,7 @@ impl RunCx {
             }
         }
         if let Err(e) = stores.sessions.save_finished_run(transcript.clone(), history).await {
-            tracing::warn!(run_id = %result.run_id, error = %e, "saving the run (transcript, session history) failed");
+            problems.push(format!("saving the transcript and session history: {e}"));
         }
         // The memory write is journaled after it happens (at least once: a crash in between repeats
         // it on resume; `remember` gets the run id to tell). A resumed run whose journal has it skips it.
@@ -134,16 +151,32 @@ impl RunCx {
                 Err(e) => tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed"),
             }
         }
-        policies
-            .audit_or_warn(scope, AuditAction::RunFinished, || {
-                serde_json::json!({
-                    "state": result.state, "turns": result.turns, "reason": result.interruption_reason(),
-                    "error": result.error.as_ref().map(|e| e.message.clone()),
-                    "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
-                    "cost_usd": result.usage.cost_usd, "duration_ms": result.duration_ms,
-                })
-            })
-            .await;
+        if policies.audit.is_some() {
+            // Every run has one start and one end entry, in order: a run that never got to write
+            // its start (cancelled while queued, refused, failed while seeding) writes it now.
+            let started = if self.audited_start {
+                Ok(())
+            } else {
+                let payload = serde_json::json!({
+                    "input": transcript.input.summary().chars().take(500).collect::<String>(),
+                    "model": self.env.model.name(), "executed": false,
+                });
+                policies.audit(scope, AuditAction::RunStarted, payload).await
+            };
+            let payload = serde_json::json!({
+                "state": result.state, "turns": result.turns, "reason": result.interruption_reason(),
+                "error": result.error.as_ref().map(|e| e.message.clone()),
+                "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
+                "cost_usd": result.usage.cost_usd, "duration_ms": result.duration_ms,
+            });
+            let ended = match started {
+                Ok(()) => policies.audit(scope, AuditAction::RunFinished, payload).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ended {
+                problems.push(format!("the audit log: {e}"));
+            }
+        }
         if let Some(budget) = &policies.budget
             && self.log.was_started()
         {
@@ -154,6 +187,7 @@ impl RunCx {
                 tracing::warn!(run_id = %scope.run_id, error = %e, "an after_run hook failed");
             }
         }
+        problems
     }
 }
 

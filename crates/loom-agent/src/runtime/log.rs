@@ -362,6 +362,21 @@ impl RunLog {
     }
 
     /// Makes the sealed result visible and wakes every waiter and consumer.
+    /// Marks a finished (not yet published) run failed with `error`, keeping its output and
+    /// events: its work ended, but saving it did not. Returns the amended result.
+    pub(crate) fn amend_failed(&self, sealed: &RunResult, error: RunError) -> Arc<RunResult> {
+        let result = Arc::new(RunResult { state: RunState::Failed, error: Some(error.clone()), ..sealed.clone() });
+        let mut inner = self.lock();
+        inner.state = RunState::Failed;
+        if let Some(t) = inner.transcript.as_mut() {
+            let t = Arc::make_mut(t);
+            t.state = RunState::Failed;
+            t.error = Some(error.clone());
+        }
+        inner.result = Some(result.clone());
+        result
+    }
+
     pub(crate) fn publish(&self) {
         let wakers = {
             let mut inner = self.lock();

@@ -117,6 +117,13 @@ impl Recorder {
         Ok(())
     }
 
+    /// Releases the lease and leaves the run unfinished in the journal, without its last events
+    /// (a resume emits them again).
+    pub(crate) async fn release(&self) -> Result<(), crate::Error> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        journal.end(&self.log.run_id, &self.lease, RunState::Running, &[]).await
+    }
+
     /// The recorded result of model call `turn`, if the journal has it.
     pub(crate) fn model(&mut self, turn: u32) -> Option<ModelResponse> {
         let i =
@@ -136,9 +143,43 @@ impl Recorder {
         }
         let found = self.take_tool(call_id);
         if !matches!(found, ToolReplay::None) {
+            // Its approval was decided before it started (a "for this run" answer is already
+            // remembered, see `RunCx::resume`): nothing about it is left to replay.
+            if matches!(found, ToolReplay::Done(_)) {
+                let _ = self.take_approval(call_id);
+            }
             self.consumed();
         }
         found
+    }
+
+    /// The "for this run" answers the journal holds: (tool name, allowed or the denial's reason).
+    pub(crate) fn remembered_approvals(&self) -> Vec<(String, Result<(), String>)> {
+        let name_of = |call_id: &str| {
+            self.entries.iter().find_map(|e| match e {
+                JournalEntry::ToolIntent { call, .. } | JournalEntry::ApprovalPending { call, .. }
+                    if call.id == call_id =>
+                {
+                    Some(call.name.clone())
+                }
+                JournalEntry::ModelResult { response, .. } => {
+                    response.tool_calls.iter().find(|c| c.id == call_id).map(|c| c.name.clone())
+                }
+                _ => None,
+            })
+        };
+        self.entries
+            .iter()
+            .filter_map(|e| match e {
+                JournalEntry::ApprovalDecision { call_id, approval: Approval::AllowForRun } => {
+                    Some((name_of(call_id)?, Ok(())))
+                }
+                JournalEntry::ApprovalDecision { call_id, approval: Approval::DenyForRun(reason) } => {
+                    Some((name_of(call_id)?, Err(reason.clone())))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// What the journal says about the approval of one call.

@@ -25,6 +25,14 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn append(&self, record: AuditRecord) -> Result<(), crate::Error>;
 }
 
+/// A shared audit log is an audit log (keep a handle to read it while the agent writes).
+#[async_trait::async_trait]
+impl<T: AuditLog + ?Sized> AuditLog for std::sync::Arc<T> {
+    async fn append(&self, record: AuditRecord) -> Result<(), crate::Error> {
+        (**self).append(record).await
+    }
+}
+
 /// What an audit record is about. Serialized (and hashed into the chain) as its snake_case name:
 /// `run_started`, `tool_call`, `tool_result`, `permission_decision`, `guardrail_triggered`,
 /// `budget_exceeded`, `rate_limited`, `run_finished`, or an application's own name.
