@@ -185,3 +185,28 @@ proptest! {
         std::fs::remove_dir_all(db.parent().unwrap()).ok();
     }
 }
+
+/// Two processes (here: two agents, each with its own in-process session registry, on one SQLite
+/// file) run in one session one after the other, each seeing the other's earlier run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_runs_are_serialized_across_processes() {
+    let db = temp_db("lock");
+    let gate = GateModel::new();
+    gate.gate("first");
+    let (gate, gated) = share(gate);
+    let first = Agent::builder().model(gated).session_store(SqliteStore::open(&db).unwrap()).build().unwrap();
+    let second = agent_with(SqliteStore::open(&db).unwrap());
+
+    let a = first.start(RunRequest::new("first").session("shared").user("ann"));
+    wait_for(&a, "model.request").await;
+    let b = second.start(RunRequest::new("second").session("shared").user("ann"));
+    // B waits for A's run, though its own process knows nothing of it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(b.state(), RunState::Queued, "{:?}", types(&b.transcript().events));
+    gate.open("first");
+    assert_eq!(within(10, "a", a.result()).await.state, RunState::Completed);
+    let b = within(10, "b", b.result()).await;
+    assert_eq!(b.state, RunState::Completed, "{:?}", b.error);
+    assert_eq!(b.output, "first|second", "the second run saw the first one's turn");
+    std::fs::remove_dir_all(db.parent().unwrap()).ok();
+}

@@ -141,6 +141,24 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Marks the session closed; its data stays readable.
     async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error>;
+
+    /// Takes the session's run lock for `holder` until `until_ms` (milliseconds since the epoch),
+    /// or renews it when `holder` has it: `Ok(false)` while another holder has it (unexpired, and
+    /// not a process on this machine that is gone, see [`crate::journal::owner_is_gone`]).
+    ///
+    /// A session's runs run one after another: within one process the agent queues them; a store
+    /// shared by processes serializes them across processes with this lock, so each run sees the
+    /// earlier runs' history. The default (a store only one process uses) always grants it.
+    async fn lock_session(&self, session: SessionKey<'_>, holder: &str, until_ms: i64) -> Result<bool, Error> {
+        let _ = (session, holder, until_ms);
+        Ok(true)
+    }
+
+    /// Releases the session's run lock if `holder` has it.
+    async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
+        let _ = (session, holder);
+        Ok(())
+    }
 }
 
 /// A shared session store is a session store (keep a handle to read it while the agent writes).
@@ -172,6 +190,25 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     }
     async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error> {
         (**self).close_session(session).await
+    }
+    async fn lock_session(&self, session: SessionKey<'_>, holder: &str, until_ms: i64) -> Result<bool, Error> {
+        (**self).lock_session(session, holder, until_ms).await
+    }
+    async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
+        (**self).unlock_session(session, holder).await
+    }
+}
+
+/// Whether a session lock held by `holder` until `expires_ms` may be taken by `claimant` at
+/// `now_ms`: it is free, expired, the claimant's own, or its holder's process is gone. Holders
+/// are `LEASE_OWNER#RUN_ID`.
+pub fn may_lock_session(holder: Option<&str>, expires_ms: Option<i64>, claimant: &str, now_ms: i64) -> bool {
+    match (holder, expires_ms) {
+        (Some(holder), Some(expires)) if expires > now_ms && holder != claimant => {
+            let owner = holder.split_once('#').map_or(holder, |(owner, _)| owner);
+            crate::journal::owner_is_gone(owner)
+        }
+        _ => true,
     }
 }
 

@@ -46,15 +46,45 @@ pub(crate) async fn drive(
     let env = &agent.env;
     let span = telemetry::run_span(&env.name, env.model.as_ref(), &log.scope());
     let mut cx = RunCx::new(env.clone(), log.clone(), agent.max_turns);
-    let outcome = if log.cancel.is_cancelled() {
-        if matches!(start, Start::Resume(_)) {
-            cx.set_journaled();
+    // Runs of a session other processes may share wait for them too, through the store.
+    let holder = (!session.fresh).then(|| format!("{}#{}", env.stores.lease.owner, log.run_id));
+    let locked = match &holder {
+        Some(holder) if !log.cancel.is_cancelled() => lock_session(&agent, &session, &log, holder).await,
+        _ => Ok(()),
+    };
+    let outcome = match locked {
+        _ if log.cancel.is_cancelled() => {
+            if matches!(start, Start::Resume(_)) {
+                cx.set_journaled();
+            }
+            Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started"))
         }
-        Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started"))
-    } else {
-        execute(&agent, &session, &log, &mut cx, start).instrument(span.clone()).await
+        Err(error) => {
+            if matches!(start, Start::Resume(_)) {
+                cx.set_journaled();
+            }
+            Err(error)
+        }
+        Ok(()) => {
+            let run = execute(&agent, &session, &log, &mut cx, start).instrument(span.clone());
+            match &holder {
+                Some(holder) => {
+                    tokio::select! {
+                        biased;
+                        e = keep_session_lock(&agent, &session, holder) => Err(e),
+                        r = run => r,
+                    }
+                }
+                None => run.await,
+            }
+        }
     };
     let result = cx.finish(outcome).await;
+    if let Some(holder) = &holder
+        && let Err(e) = env.stores.sessions.unlock_session(session.key(), holder).await
+    {
+        tracing::warn!(run_id = %log.run_id, error = %e, "releasing the session's run lock failed (it expires)");
+    }
     telemetry::record_run(&span, &result);
     log.publish();
     session.lock().live.remove(&*log.run_id);
@@ -64,6 +94,44 @@ pub(crate) async fn drive(
         let _ = prev.await;
     }
     drop(done);
+}
+
+/// Takes the session's run lock in the store, waiting (polling, with backoff) while a run of
+/// another process holds it.
+async fn lock_session(agent: &AgentInner, session: &SessionInner, log: &RunLog, holder: &str) -> Result<(), RunError> {
+    let stores = &agent.env.stores;
+    let mut delay = std::time::Duration::from_millis(20);
+    loop {
+        let until = stores.lease.expiry_ms(chrono::Utc::now().timestamp_millis());
+        match stores.sessions.lock_session(session.key(), holder, until).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(RunError::new(RunErrorKind::Store, format!("taking the session's run lock: {e}")));
+            }
+        }
+        tokio::select! {
+            _ = log.cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Renews the session's run lock while the run goes on; returns only when it is lost.
+async fn keep_session_lock(agent: &AgentInner, session: &SessionInner, holder: &str) -> RunError {
+    let stores = &agent.env.stores;
+    loop {
+        tokio::time::sleep(stores.lease.ttl / 3).await;
+        let until = stores.lease.expiry_ms(chrono::Utc::now().timestamp_millis());
+        match stores.sessions.lock_session(session.key(), holder, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return RunError::new(RunErrorKind::Store, "the session's run lock was taken by another process");
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the session's run lock failed"),
+        }
+    }
 }
 
 /// Begins or resumes the run, then runs the architecture under the timeout, cancellation and (for

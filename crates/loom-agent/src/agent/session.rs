@@ -76,6 +76,9 @@ pub(crate) struct SessionInner {
     pub(crate) id: Arc<str>,
     /// The owner, if any.
     pub(crate) user_id: Option<Arc<str>>,
+    /// Whether this process made the session's id (no other process can have runs in it, so its
+    /// runs need no lock in the store).
+    pub(crate) fresh: bool,
     pub(crate) agent: Agent,
     pub(crate) state: Mutex<SessionState>,
     closed: AtomicBool,
@@ -96,6 +99,11 @@ impl SessionInner {
     pub(crate) fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The session's key in the stores.
+    pub(crate) fn key(&self) -> crate::store::SessionKey<'_> {
+        crate::store::SessionKey { user_id: self.user_id.as_deref(), session_id: &self.id }
+    }
 }
 
 /// The in-process registry's key of a session: (user, id).
@@ -105,7 +113,15 @@ impl Session {
     pub(crate) fn open(agent: &Agent, config: SessionConfig) -> Session {
         let user = config.user_id.as_deref().map(Arc::from);
         let Some(id) = config.id else {
-            return Session::create(agent.clone(), user, new_id("sess"), config.metadata, config.extensions, true);
+            return Session::create(
+                agent.clone(),
+                user,
+                new_id("sess"),
+                config.metadata,
+                config.extensions,
+                true,
+                true,
+            );
         };
         let key: SessionId = (user, Arc::from(id.as_str()));
         let mut registry = agent.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,13 +136,14 @@ impl Session {
             return Session { inner: existing };
         }
         prune(&mut registry);
-        let session = Session::create(agent.clone(), key.0.clone(), id, config.metadata, config.extensions, false);
+        let session =
+            Session::create(agent.clone(), key.0.clone(), id, config.metadata, config.extensions, false, false);
         registry.insert(key, Arc::downgrade(&session.inner));
         session
     }
 
     pub(crate) fn anonymous(agent: Agent, user_id: Option<&str>) -> Session {
-        Session::create(agent, user_id.map(Arc::from), new_id("sess"), Map::new(), Map::new(), false)
+        Session::create(agent, user_id.map(Arc::from), new_id("sess"), Map::new(), Map::new(), false, true)
     }
 
     fn create(
@@ -136,10 +153,12 @@ impl Session {
         metadata: Map<String, Value>,
         extensions: Map<String, Value>,
         register: bool,
+        fresh: bool,
     ) -> Session {
         let inner = Arc::new(SessionInner {
             id: Arc::from(id.as_str()),
             user_id,
+            fresh,
             agent: agent.clone(),
             state: Mutex::new(SessionState { metadata, extensions, synced: false, tail: None, live: HashMap::new() }),
             closed: AtomicBool::new(false),

@@ -43,7 +43,8 @@ const SCHEMA_V1: &str = "
         run_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL,
         PRIMARY KEY (run_id, seq));";
 
-/// Version 2: sessions belong to a user, keyed by (owner, id) where the owner is the user id or
+/// Version 2: sessions carry a run lock (`lock_holder`, `lock_expires`, serializing their runs
+/// across processes), and belong to a user, keyed by (owner, id) where the owner is the user id or
 /// `''` for none; history rows carry their session's owner. Existing data is split by the user each
 /// run ran for: a session id that two users shared becomes one session per user.
 const MIGRATE_V2: &str = "
@@ -51,6 +52,8 @@ const MIGRATE_V2: &str = "
     UPDATE loom_history h SET owner = COALESCE(r.user_id, '') FROM loom_runs r WHERE r.run_id = h.run_id;
     CREATE INDEX loom_history_by_owner ON loom_history (session_id, owner, id);
     ALTER TABLE loom_sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE loom_sessions ADD COLUMN lock_holder TEXT;
+    ALTER TABLE loom_sessions ADD COLUMN lock_expires BIGINT;
     ALTER TABLE loom_sessions DROP CONSTRAINT loom_sessions_pkey;
     INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
         SELECT DISTINCT o.owner, s.id, s.metadata, s.extensions, s.closed, s.updated_at FROM loom_sessions s

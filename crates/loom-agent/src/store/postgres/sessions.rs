@@ -13,6 +13,7 @@ use crate::store::sql::{
     merge_session, now_ms, parse_state,
 };
 use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
+use loom_core::store::may_lock_session;
 
 async fn open_session_tx(client: &mut Client, record: &SessionRecord) -> Result<SessionRecord, Error> {
     let now = now_ms();
@@ -182,8 +183,57 @@ async fn close_session_tx(client: &mut Client, key: SessionKey<'_>) -> Result<()
     Ok(())
 }
 
+async fn lock_session_tx(client: &mut Client, key: SessionKey<'_>, holder: &str, until: i64) -> Result<bool, Error> {
+    let now = now_ms();
+    let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
+    tx.execute(
+        "INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
+         VALUES ($1, $2, '{}', '{}', FALSE, $3) ON CONFLICT (owner, id) DO NOTHING",
+        &[&key.owner(), &key.session_id, &now],
+    )
+    .await
+    .map_err(|e| pg("creating the session", e))?;
+    let row = tx
+        .query_one(
+            "SELECT lock_holder, lock_expires FROM loom_sessions WHERE owner = $1 AND id = $2 FOR UPDATE",
+            &[&key.owner(), &key.session_id],
+        )
+        .await
+        .map_err(|e| pg("reading the session lock", e))?;
+    let current: Option<String> = get(&row, 0)?;
+    if !may_lock_session(current.as_deref(), get(&row, 1)?, holder, now) {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE loom_sessions SET lock_holder = $3, lock_expires = $4 WHERE owner = $1 AND id = $2",
+        &[&key.owner(), &key.session_id, &holder, &until],
+    )
+    .await
+    .map_err(|e| pg("taking the session lock", e))?;
+    tx.commit().await.map_err(|e| pg("committing", e))?;
+    Ok(true)
+}
+
 #[async_trait::async_trait]
 impl SessionStore for PostgresStore {
+    async fn lock_session(&self, session: SessionKey<'_>, holder: &str, until_ms: i64) -> Result<bool, Error> {
+        with_conn!(self, |client| lock_session_tx(client, session, holder, until_ms))
+    }
+
+    async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
+        with_conn!(self, |client| async move {
+            client
+                .execute(
+                    "UPDATE loom_sessions SET lock_holder = NULL, lock_expires = NULL
+                     WHERE owner = $1 AND id = $2 AND lock_holder = $3",
+                    &[&session.owner(), &session.session_id, &holder],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| pg("releasing the session lock", e))
+        })
+    }
+
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
         with_conn!(self, |client| open_session_tx(client, record))
     }

@@ -219,7 +219,8 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
     Ok(tx)
 }
 
-/// Version 2: sessions belong to a user. A session is keyed by (owner, id), where the owner is the
+/// Version 2: sessions belong to a user, and carry a run lock (`lock_holder`, `lock_expires`) that
+/// serializes their runs across processes. A session is keyed by (owner, id), where the owner is the
 /// user id or `''` for none; history rows carry their session's owner. Existing data is split by
 /// the user each run ran for: a session id that two users shared becomes one session per user,
 /// each holding only its own user's history.
@@ -230,7 +231,8 @@ const MIGRATE_V2: &str = "
     CREATE INDEX loom_history_by_owner ON loom_history (session_id, owner, id);
     CREATE TABLE loom_sessions_v2 (
         owner TEXT NOT NULL, id TEXT NOT NULL, metadata TEXT NOT NULL, extensions TEXT NOT NULL,
-        closed INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL, PRIMARY KEY (owner, id));
+        closed INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL, lock_holder TEXT, lock_expires INTEGER,
+        PRIMARY KEY (owner, id));
     INSERT OR IGNORE INTO loom_sessions_v2 (owner, id, metadata, extensions, closed, updated_at)
         SELECT o.owner, s.id, s.metadata, s.extensions, s.closed, s.updated_at FROM loom_sessions s
         JOIN (SELECT owner, session_id FROM loom_history

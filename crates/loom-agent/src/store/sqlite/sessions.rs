@@ -13,6 +13,7 @@ use crate::store::sql::{
     merge_session, now_ms, parse_state,
 };
 use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
+use loom_core::store::may_lock_session;
 
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
@@ -149,6 +150,49 @@ impl SessionStore for SqliteStore {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn lock_session(&self, session: SessionKey<'_>, holder: &str, until_ms: i64) -> Result<bool, Error> {
+        let (owner, id, holder) = (session.owner().to_string(), session.session_id.to_string(), holder.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let row: Option<(Option<String>, Option<i64>)> = tx
+                .prepare_cached("SELECT lock_holder, lock_expires FROM loom_sessions WHERE owner = ?1 AND id = ?2")
+                .map_err(db)?
+                .query_row([&owner, &id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db)?;
+            let (current, expires) = row.unwrap_or((None, None));
+            if !may_lock_session(current.as_deref(), expires, &holder, now_ms()) {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at, lock_holder, lock_expires)
+                 VALUES (?1, ?2, '{}', '{}', 0, ?5, ?3, ?4)
+                 ON CONFLICT (owner, id) DO UPDATE SET lock_holder = ?3, lock_expires = ?4",
+            )
+            .map_err(db)?
+            .execute(params![owner, id, holder, until_ms, now_ms()])
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
+        let (owner, id, holder) = (session.owner().to_string(), session.session_id.to_string(), holder.to_string());
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE loom_sessions SET lock_holder = NULL, lock_expires = NULL
+                 WHERE owner = ?1 AND id = ?2 AND lock_holder = ?3",
+            )
+            .map_err(db)?
+            .execute([&owner, &id, &holder])
+            .map_err(db)?;
+            Ok(())
         })
         .await
     }
