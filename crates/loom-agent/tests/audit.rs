@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use common::*;
 use loom_agent::governance::{
-    AuditAction, AuditEntry, AuditLog, AuditRecord, FileAuditLog, GENESIS_HASH, InMemoryAuditLog, ProblemKind,
-    REDACTED, Scope, VerifyReport,
+    AuditAction, AuditEntry, AuditHead, AuditLog, AuditRecord, AuditRefusal, FileAuditLog, GENESIS_HASH,
+    InMemoryAuditLog, ProblemKind, REDACTED, Scope, VerifyReport,
 };
 use loom_agent::model::ScriptedTurn;
 use loom_agent::{Agent, RunRequest};
@@ -263,44 +263,261 @@ async fn the_wrong_secret_fails_every_signature() {
     let path = six_entries("secret").await;
     let report = FileAuditLog::verify(&path, "not-the-secret-at-all").unwrap();
     assert_eq!(report.entries, 6);
-    assert_eq!(report.problems.len(), 6, "{:#?}", report.problems);
-    for (i, p) in report.problems.iter().enumerate() {
+    assert_eq!(report.problems.len(), 7, "{:#?}", report.problems);
+    for (i, p) in report.problems[..6].iter().enumerate() {
         assert_eq!((p.kind, p.line, p.seq), (ProblemKind::BadSignature, i + 1, Some(i as u64 + 1)), "{p}");
     }
+    // And the head file's signature, reported last.
+    assert_eq!((report.problems[6].kind, report.problems[6].line), (ProblemKind::BadSignature, 0));
+}
+
+/// The files a log's torn lines were set aside in.
+fn set_aside_files(path: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.torn-", path.file_name().unwrap().to_str().unwrap());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&prefix))
+        .collect();
+    found.sort();
+    found
 }
 
 #[tokio::test]
-async fn a_torn_last_line_is_malformed_and_appending_goes_on_after_it() {
+async fn a_torn_last_line_is_set_aside_and_the_chain_goes_on() {
+    // An append torn half-way (a full disk, a crash): the head still names seq 6.
     let path = six_entries("torn").await;
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    let cut = text.trim_end().len() - 40;
-    text.truncate(cut);
-    std::fs::write(&path, &text).unwrap();
+    let whole = std::fs::read_to_string(&path).unwrap();
+    let seventh = lines(&path)[5].replacen("{\"seq\":6,", "{\"seq\":7,", 1);
+    let fragment = &seventh[..60];
+    std::fs::write(&path, format!("{whole}{fragment}")).unwrap();
     let report = verify(&path);
-    assert_eq!(report.entries, 5);
+    assert_eq!(report.entries, 6);
     assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
-    assert_eq!((report.problems[0].kind, report.problems[0].line), (ProblemKind::Malformed, 6));
+    assert_eq!((report.problems[0].kind, report.problems[0].line), (ProblemKind::Malformed, 7));
+    assert!(report.problems[0].detail.contains("torn last line"), "{}", report.problems[0]);
 
-    // A new writer ends the torn line and chains from the last whole entry.
+    // Opening sets the fragment aside and cuts the log back to its last whole entry.
     let log = FileAuditLog::open(&path, SECRET).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+    let aside = set_aside_files(&path);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), fragment);
+
+    // The chain goes on from seq 6, and verifies, naming the set-aside fragment.
     log.append(record("run_2", 7)).await.unwrap();
     log.append(record("run_2", 8)).await.unwrap();
+    check_chain(&path, 8);
     let report = verify(&path);
-    assert_eq!(report.entries, 7);
-    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
-    assert_eq!((report.problems[0].kind, report.problems[0].line), (ProblemKind::Malformed, 6));
-    assert_eq!(report.last_seq, Some(7));
-    let tail: Vec<u64> =
-        lines(&path)[6..].iter().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
-    assert_eq!(tail, [6, 7]);
+    assert_eq!(report.set_aside, aside);
+    assert_eq!(report.head_file, Some(report.head()));
+    assert_eq!(report.head().seq, 8);
+}
+
+#[tokio::test]
+async fn a_torn_entry_whose_head_reached_the_disk_is_set_aside_and_the_head_moved_back() {
+    // A machine crash without `sync`: the head of seq 6 was saved, the entry only in part.
+    let path = six_entries("torn-head").await;
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.truncate(text.trim_end().len() - 40);
+    std::fs::write(&path, &text).unwrap();
+    let report = verify(&path);
+    let kinds: Vec<ProblemKind> = report.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, [ProblemKind::Malformed, ProblemKind::Truncated], "{:#?}", report.problems);
+
+    let log = FileAuditLog::open(&path, SECRET).unwrap();
+    assert_eq!(lines(&path).len(), 5);
+    let report = verify(&path);
+    assert!(report.is_intact(), "{:#?}", report.problems);
+    assert_eq!(report.head_file.map(|h| h.seq), Some(5), "the head moved back");
+    log.append(record("run_2", 6)).await.unwrap();
+    check_chain(&path, 6);
+    assert_eq!(set_aside_files(&path).len(), 1);
+
+    // A log whose very first append was torn starts again from seq 1.
+    let path = temp_path("torn-first");
+    std::fs::write(&path, "{\"seq\":1,\"at\":\"2025-").unwrap();
+    let log = FileAuditLog::open(&path, SECRET).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    log.append(record("run_1", 1)).await.unwrap();
+    check_chain(&path, 1);
+    assert_eq!(verify(&path).set_aside.len(), 1);
 
     // Garbage lines and an empty file do not panic.
     std::fs::write(&path, "not json\n\n{\"seq\": 1}\n").unwrap();
+    std::fs::remove_file(FileAuditLog::head_path(&path)).unwrap();
     let report = verify(&path);
     let kinds: Vec<(ProblemKind, usize)> = report.problems.iter().map(|p| (p.kind, p.line)).collect();
     assert_eq!(kinds, [(ProblemKind::Malformed, 1), (ProblemKind::Malformed, 2), (ProblemKind::Malformed, 3)]);
     std::fs::write(&path, "").unwrap();
     assert!(verify(&path).is_intact());
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_failed_append_is_an_error() {
+    // A log on a full disk: /dev/full fails every write with ENOSPC.
+    let path = temp_path("full");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    for log in [FileAuditLog::open(&path, SECRET).unwrap(), FileAuditLog::open(&path, SECRET).unwrap().sync(true)] {
+        let err = log.append(record("run_1", 1)).await.unwrap_err();
+        match &err {
+            loom_agent::Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().starts_with("appending to audit log "), "{err}");
+    }
+    assert_eq!(std::fs::read(FileAuditLog::head_path(&path)).unwrap(), b"", "no head for an entry not written");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The head: a cut-off tail
+// ---------------------------------------------------------------------------------------------
+
+/// The one problem of a report, at the head (line 0).
+fn head_problem(report: &VerifyReport, kind: ProblemKind) -> String {
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    let p = &report.problems[0];
+    assert_eq!((p.kind, p.line), (kind, 0), "{p}");
+    p.to_string()
+}
+
+#[tokio::test]
+async fn dropping_the_last_entries_or_emptying_the_log_is_caught_by_its_head() {
+    let path = six_entries("cut").await;
+    let head = verify(&path).head();
+    assert_eq!(head.seq, 6);
+    assert_eq!(head.to_string(), format!("6:{}", entries(&path)[5].hash));
+    let full = lines(&path);
+
+    // The last two entries dropped.
+    write_lines(&path, &full[..4]);
+    let shown = head_problem(&verify(&path), ProblemKind::Truncated);
+    assert!(shown.contains("log shorter than its head: it ends at seq 4, its head file is at seq 6"), "{shown}");
+    assert!(shown.starts_with("head: truncated: "), "{shown}");
+    // Appending would hide it: opening refuses, and writes nothing.
+    let before = std::fs::read(&path).unwrap();
+    match FileAuditLog::open(&path, SECRET).unwrap_err() {
+        loom_agent::Error::AuditLogRefused {
+            reason: AuditRefusal::ShorterThanHead { log_seq: 4, head_seq: 6 },
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // The file emptied.
+    std::fs::write(&path, "").unwrap();
+    let shown = head_problem(&verify(&path), ProblemKind::Truncated);
+    assert!(shown.contains("log shorter than its head: it has no entries"), "{shown}");
+    assert!(FileAuditLog::open(&path, SECRET).is_err());
+
+    // The head file deleted too: the head kept elsewhere still catches it.
+    std::fs::remove_file(FileAuditLog::head_path(&path)).unwrap();
+    write_lines(&path, &full[..4]);
+    assert!(verify(&path).is_intact(), "without a head, a cut-off tail cannot show");
+    let report = FileAuditLog::verify_with_head(&path, SECRET, Some(&head)).unwrap();
+    let shown = head_problem(&report, ProblemKind::Truncated);
+    assert!(shown.contains("it ends at seq 4, the expected head is at seq 6"), "{shown}");
+
+    // Cut and written on: the entry at the head's seq is another one.
+    let log = FileAuditLog::open(&path, SECRET).unwrap();
+    log.append(record("run_x", 5)).await.unwrap();
+    log.append(record("run_x", 6)).await.unwrap();
+    check_chain(&path, 6);
+    let report = FileAuditLog::verify_with_head(&path, SECRET, Some(&head)).unwrap();
+    let shown = head_problem(&report, ProblemKind::HeadMismatch);
+    assert!(shown.contains("the log was rewritten"), "{shown}");
+
+    // The intact log against its own head, and an older one, and the genesis head.
+    let now = verify(&path).head();
+    for earlier in [now.clone(), AuditHead { seq: 4, hash: entries(&path)[3].hash.clone() }, AuditHead::genesis()] {
+        assert!(FileAuditLog::verify_with_head(&path, SECRET, Some(&earlier)).unwrap().is_intact(), "{earlier}");
+    }
+}
+
+#[tokio::test]
+async fn the_head_file_is_signed() {
+    let path = six_entries("head-signed").await;
+    let head_path = FileAuditLog::head_path(&path);
+    assert_eq!(
+        head_path.file_name().unwrap().to_str().unwrap(),
+        format!("{}.head", path.file_name().unwrap().to_str().unwrap())
+    );
+    let text = std::fs::read_to_string(&head_path).unwrap();
+    assert_eq!(text.len(), 2 * 192, "two fixed-width slots");
+    let last = &entries(&path)[5];
+    let slots: Vec<Value> = text.lines().map(|l| serde_json::from_str(l.trim()).unwrap()).collect();
+    assert_eq!(slots[0]["seq"], 6, "even seqs go to the first slot");
+    assert_eq!(slots[0]["hash"], last.hash.as_str());
+    assert_eq!(slots[1]["seq"], 5);
+
+    // Another key's head, or garbage, is a problem of its own (and opening refuses).
+    let report = FileAuditLog::verify(&path, "not-the-secret-at-all").unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.line == 0 && p.kind == ProblemKind::BadSignature),
+        "{:#?}",
+        report.problems
+    );
+    std::fs::write(&head_path, "{\"seq\":1}\n").unwrap();
+    head_problem(&verify(&path), ProblemKind::HeadMismatch);
+    assert!(matches!(
+        FileAuditLog::open(&path, SECRET).unwrap_err(),
+        loom_agent::Error::AuditLogRefused { reason: AuditRefusal::BadHead { .. }, .. }
+    ));
+
+    // A log from before head files gets one when it is opened.
+    std::fs::remove_file(&head_path).unwrap();
+    assert_eq!(verify(&path).head_file, None);
+    FileAuditLog::open(&path, SECRET).unwrap();
+    assert_eq!(verify(&path).head_file.map(|h| h.seq), Some(6));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused files
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_file_that_is_not_an_audit_log_is_refused_and_left_alone() {
+    let passwd = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+    let entry = lines(&six_entries("refuse-src").await)[0].clone();
+    let cases = [
+        passwd.to_string(),
+        "no newline at all".to_string(),
+        format!("{passwd}{entry}\n"),
+        format!("{entry}\n{passwd}"),
+        format!("{entry}\n{{\"seq\": 2}}\n"),
+    ];
+    for text in cases {
+        let path = temp_path("refuse");
+        std::fs::write(&path, &text).unwrap();
+        match FileAuditLog::open(&path, SECRET) {
+            Err(loom_agent::Error::AuditLogRefused {
+                path: refused,
+                reason: AuditRefusal::NotAnAuditLog { detail },
+            }) => {
+                assert_eq!(refused, path);
+                assert!(detail.contains("is not an audit entry"), "{detail}");
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "the file is unchanged");
+        assert!(!FileAuditLog::head_path(&path).exists(), "no head file is made beside it");
+    }
+}
+
+#[tokio::test]
+async fn a_log_written_with_another_key_is_refused() {
+    let path = six_entries("other-key").await;
+    let before = std::fs::read(&path).unwrap();
+    let err = FileAuditLog::open(&path, "another-key-0123456789").unwrap_err();
+    assert!(
+        matches!(&err, loom_agent::Error::AuditLogRefused { reason: AuditRefusal::WrongKey { seq: 6 }, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not signed with this key"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    check_chain(&path, 6);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! `loom audit verify FILE`, and the audit log that `loom run --audit-log FILE` writes.
+//! `loom audit verify FILE [--head SEQ:HASH]`, `loom audit head FILE`, and the audit log that
+//! `loom run --audit-log FILE` writes.
 //!
 //! Both take the HMAC key from `$LOOM_AUDIT_SECRET`, which must hold at least 16 bytes.
 
@@ -6,7 +7,7 @@ use std::env::VarError;
 use std::io::{self, Write};
 use std::path::Path;
 
-use loom_agent::governance::FileAuditLog;
+use loom_agent::governance::{AuditHead, FileAuditLog, VerifyReport};
 
 use crate::cli::{AuditArgs, AuditCommand};
 use crate::run::{Exit, report};
@@ -34,56 +35,114 @@ fn secret(why: &str) -> Result<String, String> {
     }
 }
 
-/// Opens the audit log for `loom run --audit-log FILE`.
+/// Opens the audit log for `loom run --audit-log FILE`; a file that is not an audit log, or was
+/// written with another key, is refused (a usage error).
 pub fn open_log(path: &Path) -> Result<FileAuditLog, String> {
     let secret = secret("--audit-log")?;
-    FileAuditLog::open(path, secret).map_err(|e| format!("--audit-log {}: {e}", path.display()))
+    FileAuditLog::open(path, secret).map_err(|e| format!("--audit-log: {e}"))
 }
 
 /// Runs `loom audit …` to the end.
 pub fn main(args: AuditArgs) -> Exit {
     match args.command {
-        AuditCommand::Verify { file } => verify(&file),
+        AuditCommand::Verify { file, head } => verify(&file, head.as_ref()),
+        AuditCommand::Head { file } => head(&file),
     }
 }
 
-/// Prints each problem on its own line and a summary; exits 0 only for an intact chain.
-fn verify(path: &Path) -> Exit {
-    let secret = match secret("`loom audit verify`") {
-        Ok(secret) => secret,
-        Err(message) => {
-            report(&format!("error: {message}"));
-            return Exit::Usage;
-        }
-    };
-    let found = match FileAuditLog::verify(path, secret) {
-        Ok(r) => r,
-        Err(e) => {
-            report(&format!("error: {e}"));
-            return Exit::Usage;
-        }
+/// Verifies the log (against its head file, and `expected`), or says why it cannot.
+fn check(path: &Path, why: &str, expected: Option<&AuditHead>) -> Result<VerifyReport, Exit> {
+    let secret = secret(why).map_err(|message| {
+        report(&format!("error: {message}"));
+        Exit::Usage
+    })?;
+    FileAuditLog::verify_with_head(path, secret, expected).map_err(|e| {
+        report(&format!("error: {e}"));
+        Exit::Usage
+    })
+}
+
+/// `loom audit verify`: prints each problem on its own line and a summary, then notes (set-aside
+/// torn lines, a missing head file); exits 0 only for an intact chain.
+fn verify(path: &Path, expected: Option<&AuditHead>) -> Exit {
+    let found = match check(path, "`loom audit verify`", expected) {
+        Ok(found) => found,
+        Err(exit) => return exit,
     };
     let shown = path.display();
-    let mut out = io::stdout().lock();
-    let written = if found.is_intact() {
+    let mut lines = Vec::new();
+    if found.is_intact() {
         let head = match (found.last_seq, &found.last_hash) {
             (Some(seq), Some(hash)) => format!(" (last seq {seq}, head {hash})"),
             _ => String::new(),
         };
-        writeln!(out, "{shown}: {} entries, chain intact{head}", found.entries)
+        let against = match (&found.head_file, expected) {
+            (Some(_), Some(_)) => ", matches its head file and the expected head",
+            (Some(_), None) => "",
+            (None, Some(_)) => ", matches the expected head",
+            (None, None) => "",
+        };
+        lines.push(format!("{shown}: {} entries, chain intact{head}{against}", found.entries));
     } else {
-        let mut written = Ok(());
-        for problem in &found.problems {
-            written = written.and_then(|()| writeln!(out, "{shown}: {problem}"));
-        }
+        lines.extend(found.problems.iter().map(|problem| format!("{shown}: {problem}")));
         let n = found.problems.len();
         let noun = if n == 1 { "problem" } else { "problems" };
-        written.and_then(|()| writeln!(out, "{shown}: {} entries, {n} {noun}: the chain is broken", found.entries))
+        lines.push(format!("{shown}: {} entries, {n} {noun}: the chain is broken", found.entries));
+    }
+    lines.extend(notes(path, &found));
+    print_lines(&lines);
+    if found.is_intact() { Exit::Completed } else { Exit::Failed }
+}
+
+/// `loom audit head`: prints SEQ:HASH of an intact log.
+fn head(path: &Path) -> Exit {
+    let found = match check(path, "`loom audit head`", None) {
+        Ok(found) => found,
+        Err(exit) => return exit,
     };
-    if let Err(e) = written.and_then(|()| out.flush())
+    if found.is_intact() {
+        print_lines(&[found.head().to_string()]);
+        return Exit::Completed;
+    }
+    let shown = path.display();
+    let mut lines: Vec<String> = found.problems.iter().map(|problem| format!("{shown}: {problem}")).collect();
+    lines.push(format!("{shown}: the chain is broken: no head printed"));
+    print_lines(&lines);
+    Exit::Failed
+}
+
+/// What is worth knowing about a log besides its problems.
+fn notes(path: &Path, found: &VerifyReport) -> Vec<String> {
+    let shown = path.display();
+    let mut notes: Vec<String> = found
+        .set_aside
+        .iter()
+        .map(|aside| {
+            format!(
+                "{shown}: note: a torn last line (an interrupted write) was set aside in {}; it is not part of \
+                 the chain",
+                aside.display()
+            )
+        })
+        .collect();
+    let head_file = FileAuditLog::head_path(path);
+    if found.entries > 0 && !head_file.exists() {
+        notes.push(format!(
+            "{shown}: note: no head file ({}): entries cut from the end cannot show; keep `loom audit head` \
+             output elsewhere and check with --head",
+            head_file.display()
+        ));
+    }
+    notes
+}
+
+/// Prints lines on stdout; a closed pipe is not worth a message.
+fn print_lines(lines: &[String]) {
+    let mut out = io::stdout().lock();
+    let written = lines.iter().try_for_each(|line| writeln!(out, "{line}")).and_then(|()| out.flush());
+    if let Err(e) = written
         && e.kind() != io::ErrorKind::BrokenPipe
     {
         report(&format!("error: cannot write to stdout: {e}"));
     }
-    if found.is_intact() { Exit::Completed } else { Exit::Failed }
 }

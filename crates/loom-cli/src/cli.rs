@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use loom_agent::governance::AuditHead;
 use loom_agent::model::ACCEPTED_MODEL_STRINGS;
 use serde_json::Value;
 
@@ -18,6 +19,11 @@ pub const DEFAULT_MODEL: &str = "local";
 #[derive(Debug, Parser)]
 #[command(name = "loom", version, about = "Loom: run agents and stream what they do.", propagate_version = true)]
 pub struct Cli {
+    /// Log more to stderr: -v info, -vv debug [default: warnings only; RUST_LOG, when set, decides
+    /// instead, e.g. RUST_LOG=loom_agent=debug].
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -49,15 +55,46 @@ pub struct AuditArgs {
 /// The subcommands of `loom audit`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check an audit log's hash chain and signatures (the key comes from $LOOM_AUDIT_SECRET).
+    /// Check an audit log: its hash chain, signatures and signed head (the key comes from
+    /// $LOOM_AUDIT_SECRET).
+    ///
+    /// The head file beside the log (FILE.head, rewritten with each append) names the log's last
+    /// entry, so a log whose last entries were dropped, or that was emptied, is reported as "log
+    /// shorter than its head". Against a head file deleted along with them, keep the output of
+    /// `loom audit head FILE` somewhere else and pass it with --head. Torn last lines that were
+    /// set aside (FILE.torn-*) are noted, and are no problem.
     ///
     /// Exit codes: 0 the chain is intact; 1 entries were edited, dropped, reordered, inserted,
-    /// signed with another key or malformed (each one is named on stdout); 2 usage error (no key,
-    /// unreadable file).
+    /// signed with another key or malformed, or the log is shorter than its head (each problem is
+    /// named on stdout); 2 usage error (no key, unreadable file, a --head that is not SEQ:HASH).
+    #[command(after_help = "Example:\n  loom audit head audit.jsonl > audit.head     (store it elsewhere)\n  \
+                            loom audit verify audit.jsonl --head \"$(cat audit.head)\"")]
     Verify {
         /// The audit log (JSONL).
         file: PathBuf,
+        /// Also check the log against this head, as `loom audit head` printed it earlier: the log
+        /// must reach entry SEQ, and that entry must have this hash.
+        #[arg(long, value_name = "SEQ:HASH", value_parser = parse_head)]
+        head: Option<AuditHead>,
     },
+    /// Print the head of an intact audit log, SEQ:HASH, to keep elsewhere and check with `verify
+    /// --head` (the key comes from $LOOM_AUDIT_SECRET).
+    ///
+    /// The head is the last entry's seq and hash (0:000… for a log without entries). Keep it
+    /// somewhere the log's writer cannot reach; `loom audit verify FILE --head SEQ:HASH` then notices
+    /// entries cut from the end of the log even if its head file was deleted or replaced too.
+    ///
+    /// Exit codes: 0 printed; 1 the log does not verify (its problems are named on stdout, as by
+    /// `loom audit verify`); 2 usage error (no key, unreadable file).
+    Head {
+        /// The audit log (JSONL).
+        file: PathBuf,
+    },
+}
+
+/// Parses `--head SEQ:HASH`.
+fn parse_head(text: &str) -> Result<AuditHead, String> {
+    text.parse().map_err(|_| format!("`{text}` is not SEQ:HASH (as `loom audit head` prints it)"))
 }
 
 /// The environment variable that names the run journal when `--journal` is not given.
@@ -108,8 +145,10 @@ pub struct AgentArgs {
     #[arg(long = "ask", value_name = "TOOL")]
     pub ask: Vec<String>,
 
-    /// Append a signed, hash-chained audit log of the run to FILE (JSONL); the HMAC key comes from
-    /// $LOOM_AUDIT_SECRET (at least 16 bytes). Check it with `loom audit verify FILE`.
+    /// Append a signed, hash-chained audit log of the run to FILE (JSONL), with its signed head in
+    /// FILE.head; the HMAC key comes from $LOOM_AUDIT_SECRET (at least 16 bytes). A FILE that is not
+    /// an audit log, or was written with another key, is refused. Check it with `loom audit verify
+    /// FILE`.
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
 

@@ -3,7 +3,7 @@
 //! `loom run "prompt"` runs an agent on a prompt and streams what it does: the answer on stdout as
 //! it arrives, thinking, tool calls and tool results on stderr. `--json` prints every run event as
 //! one JSON line instead, then the run's result. The exit code says how the run ended (see
-//! `loom run --help`).
+//! `loom run --help`). Logs (warnings, and more with `-v`/`-vv` or `RUST_LOG`) go to stderr.
 //!
 //! The layout: [`cli`] holds the clap definitions, [`run`] the `run` command, [`audit`] the
 //! `audit` command, [`runs`] the `runs` commands (journaled runs), and [`render`] the human view.
@@ -22,6 +22,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    init_logging(cli.verbose);
     let exit = match cli.command {
         cli::Command::Run(args) => run::main(args),
         cli::Command::Audit(args) => audit::main(args),
@@ -29,4 +30,19 @@ fn main() -> ExitCode {
         cli::Command::Model(args) => model_cmd::main(args),
     };
     ExitCode::from(exit as u8)
+}
+
+/// Logs to stderr: warnings by default, `-v` info, `-vv` debug; `RUST_LOG`, when set, decides
+/// instead. (Secrets are never logged: the audit key and provider keys appear in no event.)
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::from_level(level).into())
+        .from_env_lossy();
+    // Fails only if a subscriber is already set, which nothing here does.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -90,6 +90,16 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file was refused as an audit log: it is not one, it was written with another key, or it
+    /// is shorter than its signed head. Nothing was written to it.
+    #[error("refusing to append to {}: {reason}", path.display())]
+    AuditLogRefused {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        reason: crate::governance::AuditRefusal,
+    },
     /// Fetching a local model failed: pip is missing, the download failed (the `local` feature).
     #[error("model pull failed: {0}")]
     ModelPull(String),

@@ -2,6 +2,7 @@
 //! (the format is documented on [`AuditEntry`], the redaction rules on [`redact`], the checks on
 //! [`VerifyReport`]).
 
+mod head;
 mod redact;
 mod verify;
 
@@ -12,8 +13,10 @@ use hmac::{KeyInit, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use head::AuditHead;
+pub(crate) use head::{HeadFile, head_path, read_head, read_head_at, reset_head, write_head};
 pub use redact::{REDACTED, redact, redact_text};
-pub(crate) use verify::Verifier;
+pub(crate) use verify::{HeadCheck, Verifier};
 pub use verify::{Problem, ProblemKind, VerifyReport};
 
 use loom_core::run::Scope;
@@ -42,8 +45,8 @@ pub use loom_core::governance::{AuditAction, AuditLog, AuditRecord};
 /// So editing an entry breaks its hash; re-hashing it breaks the next entry's `prev_hash` and its
 /// signature; dropping or moving entries breaks `seq` and the chain; and nobody without the secret
 /// can forge an entry. [`VerifyReport`] names what it finds. What a chain cannot show by itself is a
-/// cut-off tail: keep [`VerifyReport::last_seq`] and [`VerifyReport::last_hash`] somewhere else to
-/// check the head later.
+/// cut-off tail: [`FileAuditLog`](super::FileAuditLog) keeps a signed [`AuditHead`] beside the log
+/// for that, and [`VerifyReport::head`] gives the head to keep somewhere else as well.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEntry {
     /// The position in the chain, from 1.

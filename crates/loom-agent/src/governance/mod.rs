@@ -14,14 +14,15 @@ mod permissions;
 mod rate_limit;
 
 pub use audit::{
-    AuditAction, AuditEntry, AuditLog, AuditRecord, GENESIS_HASH, InMemoryAuditLog, Problem, ProblemKind, REDACTED,
-    VerifyReport, canonical_json, redact, redact_text,
+    AuditAction, AuditEntry, AuditHead, AuditLog, AuditRecord, GENESIS_HASH, InMemoryAuditLog, Problem, ProblemKind,
+    REDACTED, VerifyReport, canonical_json, redact, redact_text,
 };
 pub use audit_file::FileAuditLog;
 #[cfg(feature = "postgres")]
 pub use audit_postgres::{DEFAULT_AUDIT_TABLE, PostgresAuditLog};
 pub use budget::{Budget, BudgetNotice, BudgetVerdict, StandardBudget, UserUsage};
 pub use guardrails::{InjectionAction, InjectionGuard, PiiAction, PiiGuard, PiiKind, RegexAction, RegexGuard};
+pub use loom_core::governance::AuditRefusal;
 pub use loom_core::governance::{
     DecidedBy, GuardAction, GuardStage, GuardVerdict, Guardrail, HookAction, Hooks, PermissionDecision, Scope,
     ToolHookAction,

@@ -19,6 +19,9 @@ pub struct AuditRecord {
 }
 
 /// An append-only audit log.
+///
+/// `append` returns an error when the record was not stored (a full disk, a lost connection), so
+/// that the caller can stop rather than go on unaudited.
 #[async_trait::async_trait]
 pub trait AuditLog: Send + Sync + 'static {
     /// Appends one record.
@@ -112,4 +115,48 @@ impl fmt::Display for AuditAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Why a file was refused as an audit log to append to (see
+/// [`Error::AuditLogRefused`](crate::Error::AuditLogRefused)). Nothing was written to it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditRefusal {
+    /// The file is not empty, and its first or last line is not an audit entry: it is some other
+    /// file.
+    #[error("not an audit log: {detail}")]
+    NotAnAuditLog {
+        /// Which line is not an entry, and why.
+        detail: String,
+    },
+    /// The last entry is not signed with the key given: the log belongs to another key.
+    #[error("its last entry (seq {seq}) is not signed with this key: the log was written with another one")]
+    WrongKey {
+        /// The last entry's `seq`.
+        seq: u64,
+    },
+    /// The log ends before its signed head: entries were cut from its end, or the file was
+    /// emptied. Appending would hide it.
+    #[error(
+        "the log is shorter than its head: it ends at seq {log_seq}, its head is at seq {head_seq}; \
+         entries were cut from its end (check it with `loom audit verify`)"
+    )]
+    ShorterThanHead {
+        /// The last `seq` in the log (0 when it has no entry).
+        log_seq: u64,
+        /// The `seq` its head names.
+        head_seq: u64,
+    },
+    /// The log's entry at its head's `seq` is not the one the head names: the log was rewritten.
+    #[error("the entry at seq {seq} is not the one its head names: the log was rewritten")]
+    HeadMismatch {
+        /// The head's `seq`.
+        seq: u64,
+    },
+    /// The head file beside the log holds no head signed with this key (another key, or damage).
+    #[error("its head file holds no head signed with this key ({detail})")]
+    BadHead {
+        /// What is wrong with it.
+        detail: String,
+    },
 }

@@ -10,7 +10,7 @@ mod permissions;
 mod rate_limit;
 
 pub use crate::run::Scope;
-pub use audit::{AuditAction, AuditLog, AuditRecord};
+pub use audit::{AuditAction, AuditLog, AuditRecord, AuditRefusal};
 pub use budget::{Budget, BudgetNotice, BudgetVerdict};
 pub use decision::{DecidedBy, GuardAction, PermissionDecision};
 pub use guardrail::{GuardStage, GuardVerdict, Guardrail};

@@ -3,9 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use std::path::PathBuf;
+
 use serde_json::Value;
 
-use super::{AuditEntry, GENESIS_HASH, Signer};
+use super::{AuditEntry, AuditHead, GENESIS_HASH, Signer};
 
 /// What verification found wrong with one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,11 +25,17 @@ pub enum ProblemKind {
     BadSignature,
     /// The line is not an audit entry: broken JSON (such as a truncated last line), a missing field.
     Malformed,
+    /// The log is shorter than its head: it ends before the `seq` its head names, so entries were
+    /// cut from its end (or the file was emptied). Reported against the head, at line 0.
+    Truncated,
+    /// The log's entry at its head's `seq` has another hash than the head names (the log was
+    /// rewritten), or the head file is not a head. Reported against the head, at line 0.
+    HeadMismatch,
 }
 
 impl ProblemKind {
     /// The kind in snake case: `edited`, `dropped`, `reordered`, `inserted`, `bad_signature`,
-    /// `malformed`.
+    /// `malformed`, `truncated`, `head_mismatch`.
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemKind::Edited => "edited",
@@ -36,6 +44,8 @@ impl ProblemKind {
             ProblemKind::Inserted => "inserted",
             ProblemKind::BadSignature => "bad_signature",
             ProblemKind::Malformed => "malformed",
+            ProblemKind::Truncated => "truncated",
+            ProblemKind::HeadMismatch => "head_mismatch",
         }
     }
 }
@@ -46,10 +56,11 @@ impl fmt::Display for ProblemKind {
     }
 }
 
-/// One problem, at one line.
+/// One problem, at one line, or with the log's head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// The line in the file (from 1); for an in-memory log, the entry's position (from 1).
+    /// The line in the file (from 1); for an in-memory log, the entry's position (from 1); 0 for a
+    /// problem with the log's head (its head file, or an expected head), shown as `head: …`.
     pub line: usize,
     /// The entry's `seq`, when the line has one.
     pub seq: Option<u64>,
@@ -62,6 +73,7 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.seq {
+            _ if self.line == 0 => write!(f, "head: {}: {}", self.kind, self.detail),
             Some(seq) => write!(f, "line {} (seq {seq}): {}: {}", self.line, self.kind, self.detail),
             None => write!(f, "line {}: {}: {}", self.line, self.kind, self.detail),
         }
@@ -86,6 +98,11 @@ impl fmt::Display for Problem {
 ///    and no edit to explain it) forks the chain: **inserted**.
 /// 3. The order: among the chain's entries, those off the longest run of file positions with
 ///    increasing `seq` were **reordered**; for two swapped lines that is the first of the two.
+/// 4. The head, when there is one to check against (the signed head file a
+///    [`FileAuditLog`](crate::governance::FileAuditLog) keeps beside the log, or an
+///    [`AuditHead`] kept elsewhere): a log that ends before the head's `seq` was **truncated**
+///    ([`ProblemKind::Truncated`], "log shorter than its head"); one whose entry at that `seq` has
+///    another hash was rewritten ([`ProblemKind::HeadMismatch`]). These problems are at line 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     /// Well-formed entries read.
@@ -95,8 +112,15 @@ pub struct VerifyReport {
     /// The highest `seq` in the chain.
     pub last_seq: Option<u64>,
     /// The hash of the entry with the highest `seq`: the head to keep elsewhere, so that a cut-off
-    /// tail can be noticed later.
+    /// tail can be noticed later ([`VerifyReport::head`]).
     pub last_hash: Option<String>,
+    /// The signed head read from the head file beside the log, when there was a valid one; the log
+    /// was checked against it. `None` for a log without a head file (or an in-memory log).
+    pub head_file: Option<AuditHead>,
+    /// Torn last lines (interrupted writes) that [`FileAuditLog`](crate::governance::FileAuditLog)
+    /// set aside from this log: the files beside it that hold their bytes. They were never part
+    /// of the chain, and are not problems.
+    pub set_aside: Vec<PathBuf>,
 }
 
 impl VerifyReport {
@@ -109,6 +133,23 @@ impl VerifyReport {
     pub fn of_kind(&self, kind: ProblemKind) -> impl Iterator<Item = &Problem> {
         self.problems.iter().filter(move |p| p.kind == kind)
     }
+
+    /// The chain's head: its last `seq` and hash ([`AuditHead::genesis`] for a log without
+    /// entries). Keep it somewhere else and pass it to
+    /// [`FileAuditLog::verify_with_head`](crate::governance::FileAuditLog::verify_with_head) later
+    /// to notice a cut-off tail, even one cut together with the head file.
+    pub fn head(&self) -> AuditHead {
+        match (self.last_seq, &self.last_hash) {
+            (Some(seq), Some(hash)) => AuditHead { seq, hash: hash.clone() },
+            _ => AuditHead::genesis(),
+        }
+    }
+}
+
+/// A head to check a chain against, and where it came from (named in the problem's detail).
+pub(crate) struct HeadCheck<'h> {
+    pub head: &'h AuditHead,
+    pub source: &'h str,
 }
 
 /// What the chain pass needs of one well-formed entry.
@@ -154,8 +195,12 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    /// A record that could not be read as an entry (from a store other than a file).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    /// A problem with the log's head file (reported at line 0).
+    pub fn push_head_problem(&mut self, kind: ProblemKind, detail: String) {
+        self.problems.push(Problem { line: 0, seq: None, kind, detail });
+    }
+
+    /// A record that could not be read as an entry, or a line known to be torn.
     pub fn push_malformed(&mut self, line: usize, seq: Option<u64>, detail: String) {
         self.problems.push(Problem { line, seq, kind: ProblemKind::Malformed, detail });
     }
@@ -175,6 +220,11 @@ impl<'a> Verifier<'a> {
     }
 
     pub fn finish(self) -> VerifyReport {
+        self.finish_with_heads(&[])
+    }
+
+    /// Passes 2 and 3, then the check of the chain against each head (pass 4).
+    pub fn finish_with_heads(self, heads: &[HeadCheck<'_>]) -> VerifyReport {
         let Verifier { items, mut problems, .. } = self;
         let mut report = |i: usize, kind: ProblemKind, detail: String| {
             problems.push(Problem { line: items[i].line, seq: Some(items[i].seq), kind, detail });
@@ -286,13 +336,47 @@ impl<'a> Verifier<'a> {
             report(i, ProblemKind::Reordered, detail);
         }
 
+        // Pass 4: the chain against its heads.
+        let last_seq = chain.last().map_or(0, |&i| items[i].seq);
+        for HeadCheck { head, source } in heads {
+            let head_problem = |kind, detail| Problem { line: 0, seq: Some(head.seq), kind, detail };
+            if head.seq == 0 {
+                if head.hash != GENESIS_HASH {
+                    let detail = format!("{source} is at seq 0 but does not name the genesis hash");
+                    problems.push(head_problem(ProblemKind::HeadMismatch, detail));
+                }
+            } else if head.seq > last_seq {
+                let ends = if chain.is_empty() {
+                    "it has no entries".to_string()
+                } else {
+                    format!("it ends at seq {last_seq}")
+                };
+                let detail = format!(
+                    "log shorter than its head: {ends}, {source} is at seq {}: entries were cut from its end",
+                    head.seq
+                );
+                problems.push(head_problem(ProblemKind::Truncated, detail));
+            } else if let Some(&i) = chain.iter().find(|&&i| items[i].seq == head.seq)
+                && items[i].hash != head.hash
+            {
+                let detail = format!(
+                    "the entry at seq {} (line {}) has hash {}, {source} names {}: the log was rewritten",
+                    head.seq, items[i].line, items[i].hash, head.hash
+                );
+                problems.push(head_problem(ProblemKind::HeadMismatch, detail));
+            }
+            // A head whose seq is missing from the chain: that gap is reported as dropped.
+        }
+
         let head = chain.last().map(|&i| &items[i]);
-        problems.sort_by_key(|p| (p.line, p.kind));
+        problems.sort_by_key(|p| (p.line == 0, p.line, p.kind));
         VerifyReport {
             entries: items.len(),
             problems,
             last_seq: head.map(|h| h.seq),
             last_hash: head.map(|h| h.hash.clone()),
+            head_file: None,
+            set_aside: Vec::new(),
         }
     }
 }
