@@ -1,5 +1,5 @@
 //! Crash tests: an agent runs in a child process (this test binary, re-executed) against the mock
-//! OpenAI server, with a SQLite journal. The child stops at a journal boundary and the parent kills
+//! OpenAI server, with a SQLite journal (and, with `LOOM_TEST_POSTGRES_URL`, a PostgreSQL one). The child stops at a journal boundary and the parent kills
 //! it with SIGKILL, then resumes the run in this process and checks: the same final result, each
 //! completed tool body executed exactly once, completed model calls not sent again, no event lost
 //! or duplicated, a sound database. Also: an ambiguous tool call, concurrent resumers, and corrupt
@@ -9,15 +9,16 @@
 
 use loom_agent::store::SessionKey;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use loom_agent::governance::Scope;
 use loom_agent::model::Model;
 use loom_agent::store::Memory;
 use loom_agent::store::{
-    Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, SqliteStore,
+    Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, SessionStore, SqliteStore,
+    open_journal,
 };
 use loom_agent::tool::{FunctionTool, ToolFlags, ToolOutput};
 use loom_agent::{Agent, Error, Event, RunErrorKind, RunInput, RunRequest, RunState};
@@ -74,7 +75,7 @@ impl Memory for FileMemory {
     }
 }
 
-fn agent(journal: impl Journal, store: SqliteStore, url: &str, log: PathBuf, idempotent: bool) -> Agent {
+fn agent(journal: impl Journal, store: impl SessionStore, url: &str, log: PathBuf, idempotent: bool) -> Agent {
     Agent::builder()
         .memory(FileMemory(log.with_extension("memory")))
         .instructions("Use the tool, then answer.")
@@ -107,7 +108,7 @@ impl Boundary {
 
 /// A journal that stops the process (waits forever, to be killed) at one boundary.
 struct Stopping {
-    inner: SqliteStore,
+    inner: Arc<dyn Journal>,
     at: Boundary,
     seen: Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -175,18 +176,19 @@ fn say(line: &str) {
 fn crash_child() {
     let Ok(db) = std::env::var("LOOM_CRASH_DB") else { return };
     let url = std::env::var("LOOM_CRASH_URL").unwrap();
+    let session = std::env::var("LOOM_CRASH_SESSION").unwrap();
     let at = Boundary::parse(&std::env::var("LOOM_CRASH_AT").unwrap());
     let log = PathBuf::from(std::env::var("LOOM_CRASH_LOG").unwrap());
     let idempotent = std::env::var("LOOM_CRASH_IDEMPOTENT").is_ok();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     rt.block_on(async move {
-        let store = SqliteStore::open(&db).unwrap();
-        let journal = Stopping { inner: store.clone(), at, seen: Mutex::new(Default::default()) };
-        let agent = agent(journal, store, &url, log, idempotent);
-        let run = agent.start(RunRequest::new("Record hello.").session("crash-session"));
+        let slot = open_journal(&db).unwrap();
+        let journal = Stopping { inner: slot.journal, at, seen: Mutex::new(Default::default()) };
+        let agent = agent(journal, slot.session_store.unwrap(), &url, log, idempotent);
+        let run = agent.start(RunRequest::new("Record hello.").session(session));
         say(&format!("RUN {}", run.id()));
         let result = run.result().await;
-        say(&format!("FINISHED {}", result.state));
+        say(&format!("FINISHED {} {:?}", result.state, result.error.map(|e| e.message)));
     });
 }
 
@@ -207,11 +209,12 @@ fn tool_runs(log: &Path) -> usize {
 }
 
 /// Runs the child until it stops at `at`, kills it with SIGKILL, returns the run id.
-async fn run_child_until(db: &Path, url: &str, log: &Path, at: &str, idempotent: bool) -> String {
+async fn run_child_until(db: &str, session: &str, url: &str, log: &Path, at: &str, idempotent: bool) -> String {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env("LOOM_CRASH_DB", db)
+        .env("LOOM_CRASH_SESSION", session)
         .env("LOOM_CRASH_URL", url)
         .env("LOOM_CRASH_AT", at)
         .env("LOOM_CRASH_LOG", log)
@@ -251,25 +254,42 @@ async fn run_child_until(db: &Path, url: &str, log: &Path, at: &str, idempotent:
     run_id.expect("the child printed its run id")
 }
 
-/// A run whose child process was killed at a boundary: its scratch folder, database, tool log and id.
+/// A run whose child process was killed at a boundary: its scratch folder, SQLite database (or
+/// PostgreSQL URL), journal URL, session, tool log and id.
 struct Crashed {
     dir: PathBuf,
     db: PathBuf,
+    url: String,
+    session: String,
     log: PathBuf,
     run_id: String,
 }
 
-/// Starts the child on a fresh database against a mock serving the whole script, and kills it at `at`.
+impl Crashed {
+    /// The journal and session store, opened afresh (as another process would).
+    fn open(&self) -> (Arc<dyn Journal>, Arc<dyn SessionStore>) {
+        let slot = open_journal(&self.url).unwrap();
+        (slot.journal, slot.session_store.unwrap())
+    }
+}
+
+/// Starts the child on a fresh SQLite database against a mock serving the whole script, and kills
+/// it at `at`.
 async fn crashed(name: &str, at: &str, idempotent: bool) -> Crashed {
     let dir = scratch(name);
     let db = dir.join("loom.db");
+    crashed_on(dir, db.clone(), format!("sqlite:{}", db.display()), at, idempotent).await
+}
+
+async fn crashed_on(dir: PathBuf, db: PathBuf, url: String, at: &str, idempotent: bool) -> Crashed {
     let log = dir.join("tool.log");
+    let session = format!("crash-session-{}", loom_agent::new_id("s"));
     let first = MockServer::start().await;
     for r in replies() {
         first.enqueue(r);
     }
-    let run_id = run_child_until(&db, &first.url(), &log, at, idempotent).await;
-    Crashed { dir, db, log, run_id }
+    let run_id = run_child_until(&url, &session, &first.url(), &log, at, idempotent).await;
+    Crashed { dir, db, url, session, log, run_id }
 }
 
 /// Resumes, retrying while the dead child's lease has not expired yet.
@@ -309,14 +329,19 @@ fn model_results(stored: &JournaledRun) -> usize {
     stored.entries.iter().filter(|e| matches!(e, JournalEntry::ModelResult { .. })).count()
 }
 
-/// Kill at one boundary, resume, and check everything.
+/// Kill at one boundary, resume, and check everything (SQLite).
 async fn crash_and_resume(at: &str, expect_tool_ran_before_kill: bool) {
-    let reference = reference_types().await;
-    let Crashed { dir, db, log, run_id } = crashed("run", at, false).await;
-    assert_eq!(integrity(&db), "ok", "{at}: the database is sound after SIGKILL");
-    assert_eq!(tool_runs(&log), usize::from(expect_tool_ran_before_kill), "{at}: tool runs before the kill");
+    let crashed = crashed("run", at, false).await;
+    assert_eq!(integrity(&crashed.db), "ok", "{at}: the database is sound after SIGKILL");
+    check_resume(crashed, at, expect_tool_ran_before_kill).await;
+}
 
-    let store = SqliteStore::open(&db).unwrap();
+/// Resumes a killed run and checks everything: result, effects once, calls not repeated, events.
+async fn check_resume(crashed: Crashed, at: &str, expect_tool_ran_before_kill: bool) {
+    let reference = reference_types().await;
+    let (store, sessions) = crashed.open();
+    let Crashed { dir, db, url, session: session_id, log, run_id } = crashed;
+    assert_eq!(tool_runs(&log), usize::from(expect_tool_ran_before_kill), "{at}: tool runs before the kill");
     let stored = store.load(&run_id).await.unwrap().expect("the run is journaled");
     assert!(!stored.finished, "{at}: a killed run is not finished");
     let done_calls = model_results(&stored);
@@ -326,8 +351,11 @@ async fn crash_and_resume(at: &str, expect_tool_ran_before_kill: bool) {
     for r in replies().into_iter().skip(done_calls) {
         second.enqueue(r);
     }
-    let agent = agent(store.clone(), store.clone(), &second.url(), log.clone(), false);
+    let agent = agent(store.clone(), sessions, &second.url(), log.clone(), false);
+    let started = std::time::Instant::now();
     let run = resume(&agent, &run_id).await.unwrap_or_else(|e| panic!("{at}: resume failed: {e}"));
+    // The dead owner ran on this machine: its lease is not waited for.
+    assert!(started.elapsed() < Duration::from_millis(250), "{at}: waited {:?} for a dead owner", started.elapsed());
     let result = run.result().await;
     assert_eq!(result.state, RunState::Completed, "{at}: {:?}", result.error);
     assert_eq!(result.output, "All done.", "{at}");
@@ -353,12 +381,14 @@ async fn crash_and_resume(at: &str, expect_tool_ran_before_kill: bool) {
     assert_eq!(after.state, RunState::Completed);
     let stored_types: Vec<String> = after.events.iter().map(|e| e.type_name().to_string()).collect();
     assert_eq!(stored_types, reference, "{at}: stored events");
-    let session = agent.session(loom_agent::SessionConfig::new("crash-session"));
+    let session = agent.session(loom_agent::SessionConfig::new(session_id.clone()));
     let transcript = session.get_run(&run_id).await.unwrap().unwrap().transcript();
     assert_eq!(transcript.state, RunState::Completed);
-    let history = agent.session_store().history(SessionKey::new("crash-session")).await.unwrap();
+    let history = agent.session_store().history(SessionKey::new(&session_id)).await.unwrap();
     assert_eq!(history.len(), 4, "{at}: user, assistant call, tool result, answer; never twice");
-    assert_eq!(integrity(&db), "ok");
+    if url.starts_with("sqlite:") {
+        assert_eq!(integrity(&db), "ok");
+    }
     // A finished run is never replayed.
     assert!(matches!(agent.resume(&run_id).await, Err(Error::RunFinished { .. })), "{at}");
     std::fs::remove_dir_all(&dir).ok();
@@ -382,7 +412,7 @@ async fn sigkill_after_a_journaled_model_call_then_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_a_tool_intent_then_resume() {
     // The intent is recorded, the body has not run: a non-idempotent tool's call is ambiguous.
-    let Crashed { dir, db, log, run_id } = crashed("intent", "after:tool_intent:1", false).await;
+    let Crashed { dir, db, log, run_id, .. } = crashed("intent", "after:tool_intent:1", false).await;
     assert_eq!(tool_runs(&log), 0);
     let store = SqliteStore::open(&db).unwrap();
     let second = MockServer::start().await;
@@ -400,7 +430,7 @@ async fn sigkill_after_a_tool_intent_then_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_a_tool_intent_reruns_an_idempotent_tool() {
-    let Crashed { dir, db, log, run_id } = crashed("intent-idem", "after:tool_intent:1", true).await;
+    let Crashed { dir, db, log, run_id, .. } = crashed("intent-idem", "after:tool_intent:1", true).await;
     let store = SqliteStore::open(&db).unwrap();
     let second = MockServer::start().await;
     second.enqueue(replies().remove(1));
@@ -430,7 +460,7 @@ async fn sigkill_after_the_memory_write_then_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_resumers_of_one_run_exactly_one_wins() {
-    let Crashed { dir, db, log, run_id } = crashed("race", "after:tool_result:1", false).await;
+    let Crashed { dir, db, log, run_id, .. } = crashed("race", "after:tool_result:1", false).await;
     tokio::time::sleep(Duration::from_millis(400)).await; // the dead child's lease expires
     let second = MockServer::start().await;
     second.always(replies().remove(1));
@@ -466,7 +496,7 @@ async fn concurrent_resumers_of_one_run_exactly_one_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_truncated_journal_rows_are_clear_errors() {
-    let Crashed { dir, db, log, run_id } = crashed("corrupt", "after:tool_result:1", false).await;
+    let Crashed { dir, db, log, run_id, .. } = crashed("corrupt", "after:tool_result:1", false).await;
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("UPDATE loom_journal SET entry = substr(entry, 1, 20) WHERE run_id = ?1 AND seq = 1", [&run_id])
         .unwrap();
@@ -482,4 +512,50 @@ async fn corrupt_or_truncated_journal_rows_are_clear_errors() {
     // The failed resume released its lease: a second attempt fails the same way, not as "held".
     assert!(matches!(agent.resume(&run_id).await, Err(Error::Corrupt(_))));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The same kills against PostgreSQL (skipped without `LOOM_TEST_POSTGRES_URL`).
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    async fn crash_and_resume(at: &str, expect_tool_ran_before_kill: bool) {
+        let Some(url) = std::env::var("LOOM_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else {
+            eprintln!("skipped: LOOM_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let dir = scratch("pg");
+        let crashed = crashed_on(dir.clone(), dir.join("unused.db"), url, at, false).await;
+        check_resume(crashed, at, expect_tool_ran_before_kill).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_before_the_first_model_call_then_resume() {
+        crash_and_resume("after:begin:1", false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_after_a_model_call_before_it_is_journaled_then_resume() {
+        crash_and_resume("before:model_result:1", false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_after_a_journaled_model_call_then_resume() {
+        crash_and_resume("after:model_result:1", false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_after_a_tool_result_then_resume() {
+        crash_and_resume("after:tool_result:1", true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_before_the_final_commit_then_resume() {
+        crash_and_resume("before:end:1", true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_after_the_memory_write_then_resume() {
+        crash_and_resume("after:memory_written:1", true).await;
+    }
 }

@@ -360,8 +360,14 @@ async fn recorded_model(url: &str, run_id: &str) -> Result<Option<RecordedModel>
     })?;
     match slot.journal.load(run_id).await {
         Ok(Some(stored)) => Ok(stored.record.model),
-        // `resume` says what is wrong with a missing or unreadable run, as usual.
-        Ok(None) | Err(_) => Ok(None),
+        Ok(None) => {
+            report(&format!("error: cannot resume: {}", resume_error(&Error::RunNotFound(run_id.to_string()), run_id)));
+            Err(Exit::Failed)
+        }
+        Err(e) => {
+            report(&format!("error: cannot resume: {}", resume_error(&e, run_id)));
+            Err(Exit::Failed)
+        }
     }
 }
 

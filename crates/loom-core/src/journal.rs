@@ -453,6 +453,35 @@ impl std::fmt::Debug for JournalSlot {
     }
 }
 
+/// A shared journal is a journal (wrap one, or keep a handle while an agent writes to it).
+#[async_trait::async_trait]
+impl<T: Journal + ?Sized> Journal for Arc<T> {
+    async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
+        (**self).begin(record, lease, events).await
+    }
+    async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
+        (**self).append(run_id, lease, entry, events).await
+    }
+    async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
+        (**self).end(run_id, lease, state, events).await
+    }
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        (**self).acquire(run_id, lease).await
+    }
+    async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        (**self).renew(run_id, lease).await
+    }
+    async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
+        (**self).decide(run_id, entry).await
+    }
+    async fn load(&self, run_id: &str) -> Result<Option<JournaledRun>, Error> {
+        (**self).load(run_id).await
+    }
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
+        (**self).list(filter).await
+    }
+}
+
 /// A journal as given to an agent: a value, or a URL the runtime opens when the agent is built.
 #[derive(Clone, Debug)]
 pub enum JournalRef {

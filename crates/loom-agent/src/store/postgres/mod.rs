@@ -17,7 +17,7 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
@@ -43,8 +43,7 @@ const SCHEMA_V1: &str = "
         run_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL,
         PRIMARY KEY (run_id, seq));";
 
-/// Version 2: sessions carry a run lock (`lock_holder`, `lock_expires`, serializing their runs
-/// across processes), and belong to a user, keyed by (owner, id) where the owner is the user id or
+/// Version 2: sessions belong to a user, keyed by (owner, id) where the owner is the user id or
 /// `''` for none; history rows carry their session's owner. Existing data is split by the user each
 /// run ran for: a session id that two users shared becomes one session per user.
 const MIGRATE_V2: &str = "
@@ -52,8 +51,6 @@ const MIGRATE_V2: &str = "
     UPDATE loom_history h SET owner = COALESCE(r.user_id, '') FROM loom_runs r WHERE r.run_id = h.run_id;
     CREATE INDEX loom_history_by_owner ON loom_history (session_id, owner, id);
     ALTER TABLE loom_sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
-    ALTER TABLE loom_sessions ADD COLUMN lock_holder TEXT;
-    ALTER TABLE loom_sessions ADD COLUMN lock_expires BIGINT;
     ALTER TABLE loom_sessions DROP CONSTRAINT loom_sessions_pkey;
     INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
         SELECT DISTINCT o.owner, s.id, s.metadata, s.extensions, s.closed, s.updated_at FROM loom_sessions s
@@ -65,6 +62,12 @@ const MIGRATE_V2: &str = "
         AND NOT EXISTS (SELECT 1 FROM loom_history h WHERE h.session_id = s.id AND h.owner = '')
         AND NOT EXISTS (SELECT 1 FROM loom_runs r WHERE r.session_id = s.id AND r.user_id IS NULL);
     ALTER TABLE loom_sessions ADD PRIMARY KEY (owner, id);";
+
+/// Version 3: sessions carry a run lock (`lock_holder`, `lock_expires`) that serializes their runs
+/// across processes.
+const MIGRATE_V3: &str = "
+    ALTER TABLE loom_sessions ADD COLUMN lock_holder TEXT;
+    ALTER TABLE loom_sessions ADD COLUMN lock_expires BIGINT;";
 
 /// A journal and session store in a PostgreSQL database, safe to share between processes and
 /// machines (feature `postgres`).
@@ -198,6 +201,12 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
     if version < 2 {
         tx.batch_execute(MIGRATE_V2).await.map_err(|e| pg("upgrading the schema to version 2", e))?;
         tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (2, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
+    if version < 3 {
+        tx.batch_execute(MIGRATE_V3).await.map_err(|e| pg("upgrading the schema to version 3", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (3, $1)", &[&now_ms()])
             .await
             .map_err(|e| pg("recording the schema version", e))?;
     }

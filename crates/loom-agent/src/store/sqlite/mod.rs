@@ -17,7 +17,7 @@ mod journal;
 mod sessions;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -219,8 +219,7 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
     Ok(tx)
 }
 
-/// Version 2: sessions belong to a user, and carry a run lock (`lock_holder`, `lock_expires`) that
-/// serializes their runs across processes. A session is keyed by (owner, id), where the owner is the
+/// Version 2: sessions belong to a user. A session is keyed by (owner, id), where the owner is the
 /// user id or `''` for none; history rows carry their session's owner. Existing data is split by
 /// the user each run ran for: a session id that two users shared becomes one session per user,
 /// each holding only its own user's history.
@@ -231,8 +230,7 @@ const MIGRATE_V2: &str = "
     CREATE INDEX loom_history_by_owner ON loom_history (session_id, owner, id);
     CREATE TABLE loom_sessions_v2 (
         owner TEXT NOT NULL, id TEXT NOT NULL, metadata TEXT NOT NULL, extensions TEXT NOT NULL,
-        closed INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL, lock_holder TEXT, lock_expires INTEGER,
-        PRIMARY KEY (owner, id));
+        closed INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL, PRIMARY KEY (owner, id));
     INSERT OR IGNORE INTO loom_sessions_v2 (owner, id, metadata, extensions, closed, updated_at)
         SELECT o.owner, s.id, s.metadata, s.extensions, s.closed, s.updated_at FROM loom_sessions s
         JOIN (SELECT owner, session_id FROM loom_history
@@ -243,6 +241,13 @@ const MIGRATE_V2: &str = "
     DROP TABLE loom_sessions;
     ALTER TABLE loom_sessions_v2 RENAME TO loom_sessions;
     PRAGMA user_version = 2;";
+
+/// Version 3: sessions carry a run lock (`lock_holder`, `lock_expires`) that serializes their runs
+/// across processes.
+const MIGRATE_V3: &str = "
+    ALTER TABLE loom_sessions ADD COLUMN lock_holder TEXT;
+    ALTER TABLE loom_sessions ADD COLUMN lock_expires INTEGER;
+    PRAGMA user_version = 3;";
 
 /// Creates or upgrades the schema. Refuses a database from a newer version.
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
@@ -278,6 +283,9 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
     if version < 2 {
         tx.execute_batch(MIGRATE_V2).map_err(db)?;
+    }
+    if version < 3 {
+        tx.execute_batch(MIGRATE_V3).map_err(db)?;
     }
     tx.commit().map_err(db)
 }
