@@ -297,3 +297,78 @@ async fn allow_for_this_run_is_remembered_across_a_resume() {
     assert_eq!(*asked.lock().unwrap(), ["rm", "publish"], "the approver was asked again");
     assert_eq!(runs.load(Ordering::SeqCst), 3, "rm, publish, rm");
 }
+
+/// A tiny tmpfs the test mounts (root only); `None`, with a message, where it cannot.
+struct TinyFs(std::path::PathBuf);
+
+impl TinyFs {
+    fn mount(kib: u32) -> Option<TinyFs> {
+        let dir = std::env::temp_dir().join(format!("loom-tinyfs-{}-{}", std::process::id(), loom_agent::new_id("d")));
+        std::fs::create_dir_all(&dir).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            std::fs::remove_dir(&dir).ok();
+            return None;
+        }
+        Some(TinyFs(dir))
+    }
+
+    /// Writes a filler file until the file system is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = vec![b'x'; 4096];
+        while f.write_all(&block).and_then(|()| f.flush()).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_under_the_audit_log_fails_the_run_and_the_log_still_verifies() {
+    let Some(fs) = TinyFs::mount(64) else { return };
+    let path = fs.0.join("audit.jsonl");
+    let secret = "secret-0123456789abcdef";
+    let audit = loom_agent::governance::FileAuditLog::open(&path, secret).unwrap();
+    let fs = Arc::new(fs);
+    let filler = fs.clone();
+    let tool = FunctionTool::new("fill", "Fills the disk.", x_schema(), move |_ctx, _args| {
+        let filler = filler.clone();
+        async move {
+            filler.fill();
+            Ok(ToolOutput::text("the disk is full"))
+        }
+    });
+    // The model then fails with a long message: the `run_finished` entry that records it needs
+    // more room than the log file's last page has left.
+    let long = "the provider broke down in a long and winding way; ".repeat(120);
+    let (_, model) = scripted([ScriptedTurn::tool_call("fill", json!({"x": "a"})), ScriptedTurn::error(long)]);
+    let agent = Agent::builder().model(model).tool(tool).audit_log(audit).build().unwrap();
+    let result = agent.start("go").result().await;
+    assert_eq!(result.state, RunState::Failed);
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, RunErrorKind::Store, "the lost audit entry is the news: {}", error.message);
+    assert!(error.message.contains("audit log"), "{}", error.message);
+    drop(agent);
+
+    // Space again: the log verifies, and appending goes on with a valid chain.
+    std::fs::remove_file(fs.0.join("filler")).unwrap();
+    let reopened = loom_agent::governance::FileAuditLog::open(&path, secret).unwrap();
+    let (_, model) = scripted([ScriptedTurn::text("fine")]);
+    let agent = Agent::builder().model(model).audit_log(reopened).build().unwrap();
+    agent.run("again").await.unwrap();
+    let report = loom_agent::governance::FileAuditLog::verify(&path, secret).unwrap();
+    assert!(report.is_intact(), "{:#?}", report.problems);
+}
