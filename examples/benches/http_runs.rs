@@ -1,0 +1,307 @@
+//! Whole runs against a mock OpenAI server on loopback, measured against a bare reqwest client
+//! doing the same HTTP calls, in one run of this program (the machine is shared and noisy: compare
+//! the ratios, not the absolute numbers across runs).
+//!
+//! ```text
+//! cargo bench -p loom-examples --bench http_runs
+//! LOOM_HTTP_RUNS=2000 cargo bench -p loom-examples --bench http_runs
+//! ```
+//!
+//! A run is two model calls and one tool: the model asks for a tool, the tool answers, the model
+//! answers. The mock server runs in its own process (this binary with `LOOM_HTTP_SERVE=1`), so the
+//! measured process does client work only. Each scenario runs in a fresh process (for its peak
+//! RSS):
+//!
+//! - `seq`: N runs one after another; process CPU time (user + system, `getrusage`) per run;
+//! - `conc:N`: N runs started at once; peak RSS (`VmHWM`) and wall time.
+//!
+//! Clients: `reqwest` (a bare `reqwest::Client` POSTing the same JSON bodies and parsing the
+//! answers: the floor), `loom` (an agent on `Model::compatible`, plain request/response calls),
+//! `loom-streamed` (the same agent, streamed calls), and `loom-durable` (plain calls, plus a SQLite
+//! journal and session store, a file audit log, a budget, permissions and one hook; a new session
+//! per run).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use loom_agent::governance::{FileAuditLog, Hooks, StandardBudget, StandardPermissions};
+use loom_agent::model::Model;
+use loom_agent::tool::{FunctionTool, ToolOutput};
+use loom_agent::{Agent, RunRequest, RunState};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// The mock server (its own process)
+
+const TOOL_CALL: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-test","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"q\":\"weather\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":40,"completion_tokens":8,"total_tokens":48}}"#;
+const ANSWER: &str = r#"{"id":"chatcmpl-2","object":"chat.completion","created":1,"model":"gpt-test","choices":[{"index":0,"message":{"role":"assistant","content":"It is sunny in Tokyo."},"finish_reason":"stop"}],"usage":{"prompt_tokens":60,"completion_tokens":7,"total_tokens":67}}"#;
+
+fn sse(answer: bool) -> String {
+    let chunks: Vec<String> = if answer {
+        vec![
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"It is "}}]}"#.into(),
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"sunny in Tokyo."}}]}"#.into(),
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":60,"completion_tokens":7,"total_tokens":67}}"#.into(),
+        ]
+    } else {
+        vec![
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"lookup","arguments":""}}]}}]}"#.into(),
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"q\":\"weather\"}"}}]}}]}"#.into(),
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":40,"completion_tokens":8,"total_tokens":48}}"#.into(),
+        ]
+    };
+    let mut body = String::new();
+    for c in chunks {
+        body.push_str("data: ");
+        body.push_str(&c);
+        body.push_str("\n\n");
+    }
+    body.push_str("data: [DONE]\n\n");
+    body
+}
+
+/// One keep-alive connection: each request gets the tool call, or the answer once the
+/// conversation holds a tool result.
+fn serve_connection(stream: TcpStream) {
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&body);
+        let answer = text.contains(r#""role":"tool""#);
+        let streamed = text.contains(r#""stream":true"#);
+        let (content_type, reply) = match (streamed, answer) {
+            (true, a) => ("text/event-stream", sse(a)),
+            (false, true) => ("application/json", ANSWER.to_string()),
+            (false, false) => ("application/json", TOOL_CALL.to_string()),
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n",
+            reply.len()
+        );
+        if writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(reply.as_bytes())).is_err() {
+            return;
+        }
+    }
+}
+
+fn serve() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    for stream in listener.incoming().flatten() {
+        stream.set_nodelay(true).ok();
+        std::thread::Builder::new().stack_size(64 * 1024).spawn(move || serve_connection(stream)).ok();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to our struct.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+const SYSTEM: &str = "You are a weather assistant. Use the lookup tool, then answer briefly.";
+
+fn tool_schema() -> Value {
+    json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]})
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let response = client
+        .post(url)
+        .bearer_auth("sk-test")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+/// The floor: the same two calls with a bare reqwest client.
+async fn reqwest_run(client: &reqwest::Client, url: &str, prompt: &str) {
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "description": "Looks it up.", "parameters": tool_schema()}}]);
+    let mut messages = vec![json!({"role": "system", "content": SYSTEM}), json!({"role": "user", "content": prompt})];
+    let first = post(client, url, &json!({"model": "gpt-test", "messages": messages, "tools": tools})).await;
+    let message = first["choices"][0]["message"].clone();
+    let call_id = message["tool_calls"][0]["id"].as_str().unwrap().to_string();
+    messages.push(message);
+    messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": "sunny"}));
+    let second = post(client, url, &json!({"model": "gpt-test", "messages": messages, "tools": tools})).await;
+    assert!(second["choices"][0]["message"]["content"].as_str().unwrap().contains("sunny"));
+}
+
+struct OneHook;
+
+#[async_trait::async_trait]
+impl Hooks for OneHook {}
+
+fn agent(client: &str, base: &str, dir: &std::path::Path) -> Agent {
+    let model = Model::compatible(base, "gpt-test").api_key("sk-test").streaming(client == "loom-streamed");
+    let tool = FunctionTool::new("lookup", "Looks it up.", tool_schema(), |_ctx, _args| async {
+        Ok(ToolOutput::text("sunny"))
+    });
+    let mut builder = Agent::builder().instructions(SYSTEM).model(model).tool(tool);
+    if client == "loom-durable" {
+        builder = builder
+            .journal(format!("sqlite:{}", dir.join("loom.db").display()))
+            .audit_log(FileAuditLog::open(dir.join("audit.jsonl"), "bench-secret-0123456789").unwrap())
+            .budget(StandardBudget::new().max_tokens(1_000_000))
+            .permissions(StandardPermissions::new().allow("lookup"))
+            .hook(OneHook);
+    }
+    builder.build().unwrap()
+}
+
+async fn loom_run(agent: &Agent, prompt: &str, durable: bool, i: usize) {
+    let mut request = RunRequest::new(prompt.to_string());
+    if durable {
+        request = request.session(format!("bench-{i}")).user("bench");
+    }
+    let result = agent.start(request).result().await;
+    assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
+}
+
+/// One scenario in this process: prints `client mode value…` as one line.
+fn scenario(client: &str, mode: &str, port: u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let url = format!("{base}/chat/completions");
+    let dir = std::env::temp_dir().join(format!("loom-http-runs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+        let agent = agent(client, &base, &dir);
+        let one = |i: usize| {
+            let (http, url, agent) = (http.clone(), url.clone(), agent.clone());
+            let client = client.to_string();
+            async move {
+                let prompt = format!("What is the weather in Tokyo? ({i})");
+                if client == "reqwest" {
+                    reqwest_run(&http, &url, &prompt).await;
+                } else {
+                    loom_run(&agent, &prompt, client == "loom-durable", i).await;
+                }
+            }
+        };
+        for i in 0..20 {
+            one(1_000_000 + i).await; // warm-up: connections, caches, the database
+        }
+        if let Some(n) = mode.strip_prefix("conc:") {
+            let n: usize = n.parse().unwrap();
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(one(i))).collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            println!("{client} {mode} peak_rss_mb={:.1} wall_s={:.2}", peak_rss_mb(), started.elapsed().as_secs_f64());
+        } else {
+            let n: usize = std::env::var("LOOM_HTTP_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+            let (cpu, wall) = (cpu_seconds(), Instant::now());
+            for i in 0..n {
+                one(i).await;
+            }
+            let per_run_ms = (cpu_seconds() - cpu) * 1000.0 / n as f64;
+            let wall_ms = wall.elapsed().as_secs_f64() * 1000.0 / n as f64;
+            println!("{client} seq cpu_ms_per_run={per_run_ms:.3} wall_ms_per_run={wall_ms:.3}");
+        }
+    });
+    drop(runtime);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Raises the open-file limit to its hard maximum (10,000 runs hold 10,000 connections).
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn main() {
+    raise_fd_limit();
+    if std::env::var_os("LOOM_HTTP_SERVE").is_some() {
+        return serve();
+    }
+    if let (Ok(client), Ok(mode), Ok(port)) =
+        (std::env::var("LOOM_HTTP_CLIENT"), std::env::var("LOOM_HTTP_MODE"), std::env::var("LOOM_HTTP_PORT"))
+    {
+        return scenario(&client, &mode, port.parse().unwrap());
+    }
+    // `cargo bench` passes `--bench`; a plain `cargo test` run of benches passes nothing useful.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut server = Command::new(&exe).env("LOOM_HTTP_SERVE", "1").stdout(Stdio::piped()).spawn().unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    let port = port.trim().to_string();
+    let scenarios = std::env::var("LOOM_HTTP_SCENARIOS").unwrap_or_else(|_| {
+        "reqwest:seq loom:seq loom-streamed:seq loom-durable:seq reqwest:conc:1000 loom:conc:1000 \
+         reqwest:conc:10000 loom:conc:10000"
+            .into()
+    });
+    for spec in scenarios.split_whitespace() {
+        let (client, mode) = spec.split_once(':').unwrap();
+        let out = Command::new(&exe)
+            .env("LOOM_HTTP_CLIENT", client)
+            .env("LOOM_HTTP_MODE", mode)
+            .env("LOOM_HTTP_PORT", &port)
+            .output()
+            .unwrap();
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            eprintln!("{spec} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let _ = server.kill();
+}
