@@ -416,6 +416,52 @@ async fn concurrent_writers_get_distinct_seqs(b: &Backend) {
     assert_eq!(loaded.entries.len(), 6, "every decision kept");
 }
 
+async fn concurrent_appends_and_decisions_get_distinct_seqs(b: &Backend) {
+    // The lease holder's writes (several at once, as parallel tool calls make them) and decisions
+    // from other processes race for the next seq: every entry is kept, each at its own seq, and the
+    // events of every append are there.
+    let (run, ses, _) = ids("race");
+    let a = long("a");
+    b.journal.begin(&record(&run, &ses, None), &a, &[]).await.unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        handles.push(b.another_journal().await);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(handles.len()));
+    let mut tasks = Vec::new();
+    for (i, journal) in handles.into_iter().enumerate() {
+        let (run, ses, a, barrier) = (run.clone(), ses.clone(), a.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            for round in 0..3u64 {
+                let call_id = format!("call_{i}_{round}");
+                if i % 2 == 0 {
+                    let entry = JournalEntry::ApprovalDecision { call_id, approval: Approval::Allow };
+                    journal.decide(&run, &entry).await?;
+                } else {
+                    let entry = JournalEntry::ToolIntent {
+                        turn: 1,
+                        call: ToolCall::new(call_id, "weather", &json!({})),
+                        arguments: json!({}),
+                    };
+                    let seq = (i as u64) * 10 + round;
+                    journal.append(&run, &a, &entry, &[event(&run, &ses, seq)]).await?;
+                }
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let loaded = b.journal.load(&run).await.unwrap().unwrap();
+    assert_eq!(loaded.entries.len(), 24, "every entry kept");
+    // (The in-memory journal keeps only events that continue its sequence; these have gaps.)
+    if !matches!(b.db, Db::Memory(_)) {
+        assert_eq!(loaded.events.len(), 12, "every append's event kept");
+    }
+}
+
 async fn terminal_end_finishes(b: &Backend) {
     let (run, ses, _) = ids("terminal");
     let a = long("a");
@@ -797,7 +843,7 @@ mod memory {
     suite!(async { Some(Backend::memory()) };
         begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
-        concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
+        concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs,
         // The in-memory session store, held to the same session checks.
         sessions_merge, history_is_idempotent_per_run, save_run_replaces, sessions_are_scoped_by_user,
@@ -811,7 +857,7 @@ mod sqlite {
     suite!(async { Some(Backend::sqlite()) };
         begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
-        concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
+        concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
         sessions_are_scoped_by_user, journaled_events_come_from_the_journal,
     );
@@ -892,7 +938,7 @@ mod postgres {
     suite!(Backend::postgres();
         begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
-        concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
+        concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
         sessions_are_scoped_by_user, journaled_events_come_from_the_journal,
     );

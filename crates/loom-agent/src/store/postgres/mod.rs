@@ -157,8 +157,18 @@ impl PostgresStore {
     }
 }
 
-/// Runs `op` on a pooled connection and hands the connection back, whatever the outcome.
+/// Runs `op` on a pooled connection (`|client|`: its client; `|conn|`: the [`PooledConn`], for its
+/// prepared statements) and hands the connection back, whatever the outcome.
 macro_rules! with_conn {
+    ($store:expr, |conn: $conn:ident| $body:expr) => {{
+        let mut conn = $store.conn().await?;
+        let result = {
+            let $conn = &mut conn;
+            $body.await
+        };
+        $store.release(conn);
+        result
+    }};
     ($store:expr, |$client:ident| $body:expr) => {{
         let mut conn = $store.conn().await?;
         let result = {
@@ -168,6 +178,12 @@ macro_rules! with_conn {
         $store.release(conn);
         result
     }};
+}
+
+/// Whether `e` is a unique violation: a fast path's single statement lost a race (two writers
+/// picked the same seq from one snapshot) and the transaction that locks first must decide.
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 mod journal;
