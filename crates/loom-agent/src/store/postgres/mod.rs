@@ -80,6 +80,12 @@ const MIGRATE_V3: &str = "
 /// A store (and its clones) keeps up to 8 connections, opened as needed on the current tokio
 /// runtime; a connection that breaks is dropped and replaced on the next call.
 ///
+/// Each write of a run (the session, `begin`, each journal entry with its events, the transcript
+/// with the history, the final commit) is one statement, committed on its own, so a run costs about
+/// one round trip per write, plus the wait for the server to flush each commit to disk
+/// (`synchronous_commit`). Where losing the last writes on a crash of the database server is
+/// acceptable, `?options=-c%20synchronous_commit%3Doff` in the URL removes that wait.
+///
 /// Leases are timed with this process's clock (milliseconds since the Unix epoch), as with the
 /// SQLite store: keep the clocks of the machines sharing a database in sync, well within a lease's
 /// time to live.
