@@ -462,6 +462,41 @@ async fn concurrent_appends_and_decisions_get_distinct_seqs(b: &Backend) {
     }
 }
 
+async fn session_lock_rule(b: &Backend) {
+    // A session's run lock: free, expired or the caller's is granted; another live holder's is not,
+    // unless that holder is a process of this machine that is gone; only the holder releases it.
+    let (_, ses, user) = ids("lock");
+    let key = SessionKey { user_id: Some(&user), session_id: &ses };
+    let now = Utc::now().timestamp_millis();
+    let later = now + 60_000;
+    let s = &b.sessions;
+    assert!(s.lock_session(key, "a#1", later).await.unwrap(), "a free lock (the session is created)");
+    assert!(s.get_session(key).await.unwrap().is_some());
+    assert!(!s.lock_session(key, "b#1", later).await.unwrap(), "held by a");
+    assert!(s.lock_session(key, "a#1", later + 1).await.unwrap(), "a renews");
+    s.unlock_session(key, "b#1").await.unwrap();
+    assert!(!s.lock_session(key, "b#1", later).await.unwrap(), "only the holder releases it");
+    s.unlock_session(key, "a#1").await.unwrap();
+    assert!(s.lock_session(key, "b#1", now - 1).await.unwrap(), "released");
+    assert!(s.lock_session(key, "c#1", later).await.unwrap(), "b's lock has expired");
+    let other = SessionKey { user_id: None, session_id: &ses };
+    assert!(s.lock_session(other, "d#1", later).await.unwrap(), "another user's session of the same id");
+    // A holder of this machine whose process is gone (this process's identity, another start time).
+    let mine = Lease::for_this_process(Duration::from_secs(60)).owner.to_string();
+    if let Some((name, identity)) = mine.split_once('@') {
+        let mut parts: Vec<&str> = identity.split('/').collect();
+        if let Some(start) = parts.last_mut() {
+            *start = "1";
+        }
+        let dead = format!("{name}@{}#run", parts.join("/"));
+        let (_, ses, _) = ids("lock_dead");
+        let key = SessionKey { user_id: None, session_id: &ses };
+        assert!(s.lock_session(key, &dead, later).await.unwrap());
+        assert!(s.lock_session(key, "e#1", later).await.unwrap(), "its holder is gone");
+        assert!(!s.lock_session(key, &mine, later).await.unwrap(), "e is alive (not of this machine)");
+    }
+}
+
 async fn terminal_end_finishes(b: &Backend) {
     let (run, ses, _) = ids("terminal");
     let a = long("a");
@@ -859,7 +894,7 @@ mod sqlite {
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
-        sessions_are_scoped_by_user, journaled_events_come_from_the_journal,
+        sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
     );
 
     #[tokio::test]
@@ -940,7 +975,7 @@ mod postgres {
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
-        sessions_are_scoped_by_user, journaled_events_come_from_the_journal,
+        sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
     );
 
     async fn raw_client(url: &str) -> Client {
