@@ -416,6 +416,87 @@ async fn concurrent_writers_get_distinct_seqs(b: &Backend) {
     assert_eq!(loaded.entries.len(), 6, "every decision kept");
 }
 
+async fn concurrent_appends_and_decisions_get_distinct_seqs(b: &Backend) {
+    // The lease holder's writes (several at once, as parallel tool calls make them) and decisions
+    // from other processes race for the next seq: every entry is kept, each at its own seq, and the
+    // events of every append are there.
+    let (run, ses, _) = ids("race");
+    let a = long("a");
+    b.journal.begin(&record(&run, &ses, None), &a, &[]).await.unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        handles.push(b.another_journal().await);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(handles.len()));
+    let mut tasks = Vec::new();
+    for (i, journal) in handles.into_iter().enumerate() {
+        let (run, ses, a, barrier) = (run.clone(), ses.clone(), a.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            for round in 0..3u64 {
+                let call_id = format!("call_{i}_{round}");
+                if i % 2 == 0 {
+                    let entry = JournalEntry::ApprovalDecision { call_id, approval: Approval::Allow };
+                    journal.decide(&run, &entry).await?;
+                } else {
+                    let entry = JournalEntry::ToolIntent {
+                        turn: 1,
+                        call: ToolCall::new(call_id, "weather", &json!({})),
+                        arguments: json!({}),
+                    };
+                    let seq = (i as u64) * 10 + round;
+                    journal.append(&run, &a, &entry, &[event(&run, &ses, seq)]).await?;
+                }
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let loaded = b.journal.load(&run).await.unwrap().unwrap();
+    assert_eq!(loaded.entries.len(), 24, "every entry kept");
+    // (The in-memory journal keeps only events that continue its sequence; these have gaps.)
+    if !matches!(b.db, Db::Memory(_)) {
+        assert_eq!(loaded.events.len(), 12, "every append's event kept");
+    }
+}
+
+async fn session_lock_rule(b: &Backend) {
+    // A session's run lock: free, expired or the caller's is granted; another live holder's is not,
+    // unless that holder is a process of this machine that is gone; only the holder releases it.
+    let (_, ses, user) = ids("lock");
+    let key = SessionKey { user_id: Some(&user), session_id: &ses };
+    let now = Utc::now().timestamp_millis();
+    let later = now + 60_000;
+    let s = &b.sessions;
+    assert!(s.lock_session(key, "a#1", later).await.unwrap(), "a free lock (the session is created)");
+    assert!(s.get_session(key).await.unwrap().is_some());
+    assert!(!s.lock_session(key, "b#1", later).await.unwrap(), "held by a");
+    assert!(s.lock_session(key, "a#1", later + 1).await.unwrap(), "a renews");
+    s.unlock_session(key, "b#1").await.unwrap();
+    assert!(!s.lock_session(key, "b#1", later).await.unwrap(), "only the holder releases it");
+    s.unlock_session(key, "a#1").await.unwrap();
+    assert!(s.lock_session(key, "b#1", now - 1).await.unwrap(), "released");
+    assert!(s.lock_session(key, "c#1", later).await.unwrap(), "b's lock has expired");
+    let other = SessionKey { user_id: None, session_id: &ses };
+    assert!(s.lock_session(other, "d#1", later).await.unwrap(), "another user's session of the same id");
+    // A holder of this machine whose process is gone (this process's identity, another start time).
+    let mine = Lease::for_this_process(Duration::from_secs(60)).owner.to_string();
+    if let Some((name, identity)) = mine.split_once('@') {
+        let mut parts: Vec<&str> = identity.split('/').collect();
+        if let Some(start) = parts.last_mut() {
+            *start = "1";
+        }
+        let dead = format!("{name}@{}#run", parts.join("/"));
+        let (_, ses, _) = ids("lock_dead");
+        let key = SessionKey { user_id: None, session_id: &ses };
+        assert!(s.lock_session(key, &dead, later).await.unwrap());
+        assert!(s.lock_session(key, "e#1", later).await.unwrap(), "its holder is gone");
+        assert!(!s.lock_session(key, &mine, later).await.unwrap(), "e is alive (not of this machine)");
+    }
+}
+
 async fn terminal_end_finishes(b: &Backend) {
     let (run, ses, _) = ids("terminal");
     let a = long("a");
@@ -797,7 +878,7 @@ mod memory {
     suite!(async { Some(Backend::memory()) };
         begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
-        concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
+        concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs,
         // The in-memory session store, held to the same session checks.
         sessions_merge, history_is_idempotent_per_run, save_run_replaces, sessions_are_scoped_by_user,
@@ -811,9 +892,9 @@ mod sqlite {
     suite!(async { Some(Backend::sqlite()) };
         begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
-        concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
+        concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
-        sessions_are_scoped_by_user, journaled_events_come_from_the_journal,
+        sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
     );
 
     #[tokio::test]
@@ -892,9 +973,9 @@ mod postgres {
     suite!(Backend::postgres();
         begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
-        concurrent_writers_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
+        concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
-        sessions_are_scoped_by_user, journaled_events_come_from_the_journal,
+        sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
     );
 
     async fn raw_client(url: &str) -> Client {

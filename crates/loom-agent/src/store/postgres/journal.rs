@@ -3,8 +3,8 @@
 use tokio_postgres::Client;
 
 use super::{
-    LeaseRow, PostgresStore, event_columns, get, insert_entry, insert_events, lease_row, load_events, pg, renew_lease,
-    snapshot,
+    LeaseRow, PooledConn, PostgresStore, event_columns, get, insert_entry, insert_events, is_unique_violation,
+    lease_row, load_events, pg, renew_lease, snapshot,
 };
 use crate::error::Error;
 use crate::event::Event;
@@ -14,20 +14,69 @@ use loom_core::journal::{
     Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide, may_take_over,
 };
 
-async fn begin_tx(
-    client: &mut Client,
+/// `begin` in one statement (one round trip, committed on its own): the run's row, then its events
+/// if the row was new. Returns how many rows it created (0: the run was already there).
+const BEGIN: &str = "
+    WITH r AS (
+        INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at, lease_owner,
+            lease_expires)
+        VALUES ($1::TEXT, $2::TEXT, $3::TEXT, 'running', $4::TEXT, $5::TEXT, $6::BIGINT, $7::TEXT, $8::BIGINT)
+        ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
+    ev AS (
+        INSERT INTO loom_events (run_id, seq, event)
+        SELECT r.run_id, e.seq, e.event FROM r, UNNEST($9::BIGINT[], $10::TEXT[]) AS e(seq, event)
+        ON CONFLICT (run_id, seq) DO NOTHING)
+    SELECT COUNT(*) FROM r";
+
+/// `append` in one statement: renews the lease (locking the run's row) where the owner holds it,
+/// and only then adds the entry at the next seq and the events. Returns how many runs it matched
+/// (0: the lease rule fails, [`append_tx`] says why). The seq comes from the statement's snapshot:
+/// a concurrent writer that committed after it was taken makes the insert a unique violation, and
+/// [`append_tx`] (which reads the seq after taking the row lock) writes the entry instead.
+const APPEND: &str = "
+    WITH lease AS (
+        UPDATE loom_runs SET lease_expires = $3::BIGINT
+        WHERE run_id = $1::TEXT AND lease_owner = $2::TEXT AND NOT finished RETURNING run_id),
+    j AS (
+        INSERT INTO loom_journal (run_id, seq, kind, entry)
+        SELECT l.run_id, (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = $1::TEXT),
+            $4::TEXT, $5::TEXT
+        FROM lease l),
+    ev AS (
+        INSERT INTO loom_events (run_id, seq, event)
+        SELECT l.run_id, e.seq, e.event FROM lease l, UNNEST($6::BIGINT[], $7::TEXT[]) AS e(seq, event)
+        ON CONFLICT (run_id, seq) DO NOTHING)
+    SELECT COUNT(*) FROM lease";
+
+/// `end` in one statement: the final state and the events where the owner holds the lease. Returns
+/// how many runs it matched (0: [`end_tx`] applies the lease rule).
+const END: &str = "
+    WITH lease AS (
+        UPDATE loom_runs SET state = $3::TEXT, finished = $4::BOOLEAN, lease_owner = NULL, lease_expires = NULL,
+            finished_at = CASE WHEN $4::BOOLEAN THEN $5::BIGINT ELSE finished_at END
+        WHERE run_id = $1::TEXT AND lease_owner = $2::TEXT AND NOT finished RETURNING run_id),
+    ev AS (
+        INSERT INTO loom_events (run_id, seq, event)
+        SELECT l.run_id, e.seq, e.event FROM lease l, UNNEST($6::BIGINT[], $7::TEXT[]) AS e(seq, event)
+        ON CONFLICT (run_id, seq) DO NOTHING)
+    SELECT COUNT(*) FROM lease";
+
+/// `renew` in one statement; 0 rows: [`renew_tx`] applies the lease rule.
+const RENEW: &str = "UPDATE loom_runs SET lease_expires = $1::BIGINT WHERE run_id = $2::TEXT AND lease_owner = $3::TEXT AND NOT finished";
+
+async fn begin_one(
+    conn: &mut PooledConn,
     record: &RunRecord,
     lease: &Lease,
     events: &(Vec<i64>, Vec<String>),
 ) -> Result<(), Error> {
     let row = RecordRow::new(record)?;
     let owner: &str = &lease.owner;
-    let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
-    let n = tx
-        .execute(
-            "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,
-                lease_owner, lease_expires) VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8)
-             ON CONFLICT (run_id) DO NOTHING",
+    let statement = conn.prepared(BEGIN).await?;
+    let created = conn
+        .client
+        .query_one(
+            &statement,
             &[
                 &record.run_id,
                 &record.session_id,
@@ -37,32 +86,100 @@ async fn begin_tx(
                 &row.started,
                 &owner,
                 &lease.expiry_ms(now_ms()),
+                &events.0,
+                &events.1,
             ],
         )
         .await
         .map_err(|e| pg("registering the run", e))?;
-    if n == 0 {
+    if get::<i64>(&created, 0)? == 0 {
         return Err(Error::Store(format!("run {} is already journaled", record.run_id).into()));
     }
-    insert_events(&tx, &record.run_id, events).await?;
-    tx.commit().await.map_err(|e| pg("committing", e))
+    Ok(())
 }
 
-async fn append_tx(
-    client: &mut Client,
+/// One statement where the lease holds; otherwise (or after a lost seq race) [`append_tx`].
+async fn append_one(
+    conn: &mut PooledConn,
     run_id: &str,
     lease: &Lease,
     entry: &JournalEntry,
     events: &(Vec<i64>, Vec<String>),
 ) -> Result<(), Error> {
     let text = json(entry)?;
+    let owner: &str = &lease.owner;
+    let statement = conn.prepared(APPEND).await?;
+    let result = conn
+        .client
+        .query_one(
+            &statement,
+            &[&run_id, &owner, &lease.expiry_ms(now_ms()), &entry.type_name(), &text, &events.0, &events.1],
+        )
+        .await;
+    match result {
+        Ok(row) if get::<i64>(&row, 0)? > 0 => Ok(()),
+        Ok(_) => append_tx(&mut conn.client, run_id, lease, entry.type_name(), &text, events).await,
+        Err(e) if is_unique_violation(&e) => {
+            append_tx(&mut conn.client, run_id, lease, entry.type_name(), &text, events).await
+        }
+        Err(e) => Err(pg("appending to the journal", e)),
+    }
+}
+
+/// One statement where the lease holds; otherwise [`end_tx`].
+async fn end_one(
+    conn: &mut PooledConn,
+    run_id: &str,
+    lease: &Lease,
+    state: RunState,
+    events: &(Vec<i64>, Vec<String>),
+) -> Result<(), Error> {
+    let finished = sql::is_finished(state);
+    let owner: &str = &lease.owner;
+    let statement = conn.prepared(END).await?;
+    let row = conn
+        .client
+        .query_one(&statement, &[&run_id, &owner, &state.as_str(), &finished, &now_ms(), &events.0, &events.1])
+        .await
+        .map_err(|e| pg("ending the run", e))?;
+    if get::<i64>(&row, 0)? > 0 {
+        return Ok(());
+    }
+    end_tx(&mut conn.client, run_id, lease, state, events).await
+}
+
+/// One statement where the lease holds; otherwise [`renew_tx`].
+async fn renew_one(conn: &mut PooledConn, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    let owner: &str = &lease.owner;
+    let statement = conn.prepared(RENEW).await?;
+    let n = conn
+        .client
+        .execute(&statement, &[&lease.expiry_ms(now_ms()), &run_id, &owner])
+        .await
+        .map_err(|e| pg("renewing the lease", e))?;
+    if n > 0 {
+        return Ok(());
+    }
+    renew_tx(&mut conn.client, run_id, lease).await
+}
+
+/// The slow path of [`append_one`]: a transaction that locks the run's row first.
+async fn append_tx(
+    client: &mut Client,
+    run_id: &str,
+    lease: &Lease,
+    kind: &str,
+    text: &str,
+    events: &(Vec<i64>, Vec<String>),
+) -> Result<(), Error> {
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
     renew_lease(&tx, run_id, lease, lease.expiry_ms(now_ms())).await?;
-    insert_entry(&tx, run_id, entry.type_name(), &text).await?;
+    insert_entry(&tx, run_id, kind, text).await?;
     insert_events(&tx, run_id, events).await?;
     tx.commit().await.map_err(|e| pg("committing", e))
 }
 
+/// The slow path of [`end_one`]: a transaction that applies the lease rule.
 async fn end_tx(
     client: &mut Client,
     run_id: &str,
@@ -100,6 +217,7 @@ async fn acquire_tx(client: &mut Client, run_id: &str, lease: &Lease) -> Result<
     tx.commit().await.map_err(|e| pg("committing", e))
 }
 
+/// The slow path of [`renew_one`].
 async fn renew_tx(client: &mut Client, run_id: &str, lease: &Lease) -> Result<(), Error> {
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
     renew_lease(&tx, run_id, lease, lease.expiry_ms(now_ms())).await?;
@@ -187,17 +305,17 @@ async fn list_tx(client: &mut Client, filter: &RunFilter) -> Result<Vec<JournalR
 impl Journal for PostgresStore {
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
         let events = event_columns(events)?;
-        with_conn!(self, |client| begin_tx(client, record, lease, &events))
+        with_conn!(self, |conn: conn| begin_one(conn, record, lease, &events))
     }
 
     async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
         let events = event_columns(events)?;
-        with_conn!(self, |client| append_tx(client, run_id, lease, entry, &events))
+        with_conn!(self, |conn: conn| append_one(conn, run_id, lease, entry, &events))
     }
 
     async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
         let events = event_columns(events)?;
-        with_conn!(self, |client| end_tx(client, run_id, lease, state, &events))
+        with_conn!(self, |conn: conn| end_one(conn, run_id, lease, state, &events))
     }
 
     async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
@@ -205,7 +323,7 @@ impl Journal for PostgresStore {
     }
 
     async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
-        with_conn!(self, |client| renew_tx(client, run_id, lease))
+        with_conn!(self, |conn: conn| renew_one(conn, run_id, lease))
     }
 
     async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {

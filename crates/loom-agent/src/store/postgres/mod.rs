@@ -80,6 +80,12 @@ const MIGRATE_V3: &str = "
 /// A store (and its clones) keeps up to 8 connections, opened as needed on the current tokio
 /// runtime; a connection that breaks is dropped and replaced on the next call.
 ///
+/// Each write of a run (the session, `begin`, each journal entry with its events, the transcript
+/// with the history, the final commit) is one statement, committed on its own, so a run costs about
+/// one round trip per write, plus the wait for the server to flush each commit to disk
+/// (`synchronous_commit`). Where losing the last writes on a crash of the database server is
+/// acceptable, `?options=-c%20synchronous_commit%3Doff` in the URL removes that wait.
+///
 /// Leases are timed with this process's clock (milliseconds since the Unix epoch), as with the
 /// SQLite store: keep the clocks of the machines sharing a database in sync, well within a lease's
 /// time to live.
@@ -157,8 +163,18 @@ impl PostgresStore {
     }
 }
 
-/// Runs `op` on a pooled connection and hands the connection back, whatever the outcome.
+/// Runs `op` on a pooled connection (`|client|`: its client; `|conn|`: the [`PooledConn`], for its
+/// prepared statements) and hands the connection back, whatever the outcome.
 macro_rules! with_conn {
+    ($store:expr, |conn: $conn:ident| $body:expr) => {{
+        let mut conn = $store.conn().await?;
+        let result = {
+            let $conn = &mut conn;
+            $body.await
+        };
+        $store.release(conn);
+        result
+    }};
     ($store:expr, |$client:ident| $body:expr) => {{
         let mut conn = $store.conn().await?;
         let result = {
@@ -168,6 +184,12 @@ macro_rules! with_conn {
         $store.release(conn);
         result
     }};
+}
+
+/// Whether `e` is a unique violation: a fast path's single statement lost a race (two writers
+/// picked the same seq from one snapshot) and the transaction that locks first must decide.
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 mod journal;

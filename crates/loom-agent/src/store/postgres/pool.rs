@@ -1,13 +1,15 @@
 //! A small pool of PostgreSQL connections, shared by the store and the audit log: up to a fixed
 //! number of connections opened as needed on the current tokio runtime, a broken one dropped and
-//! replaced on the next call.
+//! replaced on the next call. Each connection keeps the statements prepared on it, so a statement
+//! costs one round trip (bind and execute) after its first use instead of two (parse, then bind).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use crate::error::Error;
 
@@ -21,14 +23,30 @@ pub(crate) struct PgPool {
     host: String,
     /// The database name, for messages.
     dbname: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<(Client, Statements)>>,
     permits: Arc<Semaphore>,
 }
+
+/// The statements prepared on one connection, by their SQL text.
+type Statements = HashMap<&'static str, Statement>;
 
 /// A pooled connection; hand it back with [`PgPool::put`].
 pub(crate) struct PooledConn {
     pub(crate) client: Client,
+    statements: Statements,
     _permit: OwnedSemaphorePermit,
+}
+
+impl PooledConn {
+    /// `sql` prepared on this connection: prepared on first use, then taken from the cache.
+    pub(crate) async fn prepared(&mut self, sql: &'static str) -> Result<Statement, Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await.map_err(|e| pg("preparing a statement", e))?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
 }
 
 impl PgPool {
@@ -89,25 +107,25 @@ impl PgPool {
         let idle = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let mut found = None;
-            while let Some(client) = idle.pop() {
-                if !client.is_closed() {
-                    found = Some(client);
+            while let Some(conn) = idle.pop() {
+                if !conn.0.is_closed() {
+                    found = Some(conn);
                     break;
                 }
             }
             found
         };
-        let client = match idle {
-            Some(client) => client,
-            None => self.open().await?,
+        let (client, statements) = match idle {
+            Some(conn) => conn,
+            None => (self.open().await?, Statements::new()),
         };
-        Ok(PooledConn { client, _permit: permit })
+        Ok(PooledConn { client, statements, _permit: permit })
     }
 
     /// Hands a connection back (a closed one is dropped).
     pub(crate) fn put(&self, conn: PooledConn) {
         if !conn.client.is_closed() {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn.client);
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((conn.client, conn.statements));
         }
     }
 

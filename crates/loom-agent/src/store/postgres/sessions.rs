@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use super::{PostgresStore, get, insert_events, load_events, pg, snapshot};
+use super::{PooledConn, PostgresStore, get, load_events, pg, snapshot};
 use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
@@ -15,6 +15,81 @@ use crate::store::sql::{
 use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
 use loom_core::store::may_lock_session;
 
+/// A new session in one statement: `None` when it exists (then [`open_session_tx`] merges).
+const OPEN_NEW: &str = "
+    INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
+    VALUES ($1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, FALSE, $5::BIGINT) ON CONFLICT (owner, id) DO NOTHING RETURNING 1";
+
+const GET_SESSION: &str = "SELECT metadata, extensions FROM loom_sessions WHERE owner = $1::TEXT AND id = $2::TEXT";
+
+const HISTORY: &str =
+    "SELECT id, message FROM loom_history WHERE session_id = $1::TEXT AND owner = $2::TEXT ORDER BY id";
+
+/// A run's messages in one statement, their ids (the history's order) in the messages' order.
+const APPEND_HISTORY: &str = "
+    INSERT INTO loom_history (owner, session_id, run_id, idx, message)
+    SELECT $1::TEXT, $2::TEXT, $3::TEXT, m.n - 1, m.message
+    FROM UNNEST($4::TEXT[]) WITH ORDINALITY AS m(message, n) ORDER BY m.n
+    ON CONFLICT (session_id, run_id, idx) DO NOTHING";
+
+/// A finished run in one statement (one transaction): the transcript, its events unless the
+/// journal writes them (a journaled run's row has a record), and its messages in the history.
+const SAVE_FINISHED_RUN: &str = "
+    WITH r AS (
+        INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
+            finished_at)
+        VALUES ($1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::BOOLEAN, $6::TEXT, $7::TEXT, $8::BIGINT, $9::BIGINT)
+        ON CONFLICT (run_id) DO UPDATE SET state = EXCLUDED.state, input = EXCLUDED.input,
+            transcript = EXCLUDED.transcript, finished_at = EXCLUDED.finished_at,
+            finished = CASE WHEN loom_runs.record IS NULL THEN EXCLUDED.finished ELSE loom_runs.finished END
+        RETURNING run_id, record IS NOT NULL AS journaled),
+    ev AS (
+        INSERT INTO loom_events (run_id, seq, event)
+        SELECT r.run_id, e.seq, e.event FROM r, UNNEST($10::BIGINT[], $11::TEXT[]) AS e(seq, event)
+        WHERE NOT r.journaled
+        ON CONFLICT (run_id, seq) DO NOTHING),
+    h AS (
+        INSERT INTO loom_history (owner, session_id, run_id, idx, message)
+        SELECT $12::TEXT, $2::TEXT, $1::TEXT, m.n - 1, m.message
+        FROM UNNEST($13::TEXT[]) WITH ORDINALITY AS m(message, n) ORDER BY m.n
+        ON CONFLICT (session_id, run_id, idx) DO NOTHING)
+    SELECT COUNT(*) FROM r";
+
+/// The session's run lock in one statement where the rule grants it without asking whether a holder
+/// is gone (no holder, an expired one, or `holder` itself); `None` otherwise ([`lock_session_tx`]
+/// decides).
+const LOCK_SESSION: &str = "
+    INSERT INTO loom_sessions AS s (owner, id, metadata, extensions, closed, updated_at, lock_holder, lock_expires)
+    VALUES ($1::TEXT, $2::TEXT, '{}', '{}', FALSE, $3::BIGINT, $4::TEXT, $5::BIGINT)
+    ON CONFLICT (owner, id) DO UPDATE SET lock_holder = EXCLUDED.lock_holder, lock_expires = EXCLUDED.lock_expires
+    WHERE s.lock_holder IS NULL OR s.lock_expires IS NULL OR s.lock_expires <= $3::BIGINT
+        OR s.lock_holder = EXCLUDED.lock_holder
+    RETURNING 1";
+
+const UNLOCK_SESSION: &str = "
+    UPDATE loom_sessions SET lock_holder = NULL, lock_expires = NULL
+    WHERE owner = $1::TEXT AND id = $2::TEXT AND lock_holder = $3::TEXT";
+
+/// One statement for a new session; [`open_session_tx`] for an existing one.
+async fn open_session_one(conn: &mut PooledConn, record: &SessionRecord) -> Result<SessionRecord, Error> {
+    let key = record.key();
+    let merged = merge_session(Some(decode_session(key, "{}", "{}")?), record);
+    let statement = conn.prepared(OPEN_NEW).await?;
+    let created = conn
+        .client
+        .query_opt(
+            &statement,
+            &[&key.owner(), &record.id, &json(&merged.metadata)?, &json(&merged.extensions)?, &now_ms()],
+        )
+        .await
+        .map_err(|e| pg("creating the session", e))?;
+    if created.is_some() {
+        return Ok(merged);
+    }
+    open_session_tx(&mut conn.client, record).await
+}
+
+/// The slow path of [`open_session_one`]: merges into the stored session under its row lock.
 async fn open_session_tx(client: &mut Client, record: &SessionRecord) -> Result<SessionRecord, Error> {
     let now = now_ms();
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
@@ -46,62 +121,47 @@ async fn open_session_tx(client: &mut Client, record: &SessionRecord) -> Result<
     Ok(merged)
 }
 
-async fn get_session_tx(client: &mut Client, key: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
-    let row = client
-        .query_opt(
-            "SELECT metadata, extensions FROM loom_sessions WHERE owner = $1 AND id = $2",
-            &[&key.owner(), &key.session_id],
-        )
+async fn get_session_one(conn: &mut PooledConn, key: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
+    let statement = conn.prepared(GET_SESSION).await?;
+    let row = conn
+        .client
+        .query_opt(&statement, &[&key.owner(), &key.session_id])
         .await
         .map_err(|e| pg("reading the session", e))?;
     row.map(|row| decode_session(key, get(&row, 0)?, get(&row, 1)?)).transpose()
 }
 
-async fn history_tx(client: &mut Client, key: SessionKey<'_>) -> Result<Vec<Message>, Error> {
-    let rows = client
-        .query(
-            "SELECT id, message FROM loom_history WHERE session_id = $1 AND owner = $2 ORDER BY id",
-            &[&key.session_id, &key.owner()],
-        )
+async fn history_one(conn: &mut PooledConn, key: SessionKey<'_>) -> Result<Vec<Message>, Error> {
+    let statement = conn.prepared(HISTORY).await?;
+    let rows = conn
+        .client
+        .query(&statement, &[&key.session_id, &key.owner()])
         .await
         .map_err(|e| pg("reading the history", e))?;
     rows.iter().map(|row| decode_history(key.session_id, get(row, 0)?, get(row, 1)?)).collect()
 }
 
-async fn append_history_tx(
-    client: &mut Client,
+async fn append_history_one(
+    conn: &mut PooledConn,
     key: SessionKey<'_>,
     run_id: &str,
     rows: &[String],
 ) -> Result<(), Error> {
-    let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
-    let stmt = tx
-        .prepare(
-            "INSERT INTO loom_history (owner, session_id, run_id, idx, message) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (session_id, run_id, idx) DO NOTHING",
-        )
+    let statement = conn.prepared(APPEND_HISTORY).await?;
+    conn.client
+        .execute(&statement, &[&key.owner(), &key.session_id, &run_id, &rows])
         .await
-        .map_err(|e| pg("preparing", e))?;
-    // One row at a time, so the ids (the history's order) follow the messages' order.
-    for (i, message) in rows.iter().enumerate() {
-        let idx = i64::try_from(i).unwrap_or(i64::MAX);
-        tx.execute(&stmt, &[&key.owner(), &key.session_id, &run_id, &idx, message])
-            .await
-            .map_err(|e| pg("appending to the history", e))?;
-    }
-    tx.commit().await.map_err(|e| pg("committing", e))
+        .map_err(|e| pg("appending to the history", e))?;
+    Ok(())
 }
 
-async fn save_run_tx(client: &mut Client, run: &RunRow) -> Result<(), Error> {
-    let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
-    let row = tx
+async fn save_finished_run_one(conn: &mut PooledConn, run: &RunRow, history: &[String]) -> Result<(), Error> {
+    let events: (Vec<i64>, Vec<String>) = run.events.iter().cloned().unzip();
+    let owner = run.user_id.as_deref().unwrap_or("");
+    let statement = conn.prepared(SAVE_FINISHED_RUN).await?;
+    conn.client
         .query_one(
-            "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
-            finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (run_id) DO UPDATE SET state = EXCLUDED.state, input = EXCLUDED.input,
-            transcript = EXCLUDED.transcript, finished_at = EXCLUDED.finished_at,
-            finished = CASE WHEN loom_runs.record IS NULL THEN EXCLUDED.finished ELSE loom_runs.finished END
-         RETURNING record IS NOT NULL",
+            &statement,
             &[
                 &run.run_id,
                 &run.session_id,
@@ -112,18 +172,15 @@ async fn save_run_tx(client: &mut Client, run: &RunRow) -> Result<(), Error> {
                 &run.transcript,
                 &run.started,
                 &run.finished_at,
+                &events.0,
+                &events.1,
+                &owner,
+                &history,
             ],
         )
         .await
         .map_err(|e| pg("saving the run", e))?;
-    // A journaled run's events are written by the journal (at its boundaries and final commit),
-    // so a resumed run finds exactly the events its journal covers.
-    let journaled: bool = get(&row, 0)?;
-    if !journaled {
-        let events: (Vec<i64>, Vec<String>) = run.events.iter().cloned().unzip();
-        insert_events(&tx, &run.run_id, &events).await?;
-    }
-    tx.commit().await.map_err(|e| pg("committing", e))
+    Ok(())
 }
 
 async fn get_run_tx(client: &mut Client, key: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
@@ -183,6 +240,21 @@ async fn close_session_tx(client: &mut Client, key: SessionKey<'_>) -> Result<()
     Ok(())
 }
 
+/// One statement where the lock is free, expired or `holder`'s; otherwise [`lock_session_tx`].
+async fn lock_session_one(conn: &mut PooledConn, key: SessionKey<'_>, holder: &str, until: i64) -> Result<bool, Error> {
+    let statement = conn.prepared(LOCK_SESSION).await?;
+    let taken = conn
+        .client
+        .query_opt(&statement, &[&key.owner(), &key.session_id, &now_ms(), &holder, &until])
+        .await
+        .map_err(|e| pg("taking the session lock", e))?;
+    if taken.is_some() {
+        return Ok(true);
+    }
+    lock_session_tx(&mut conn.client, key, holder, until).await
+}
+
+/// The slow path of [`lock_session_one`]: the rule, with its question whether the holder is gone.
 async fn lock_session_tx(client: &mut Client, key: SessionKey<'_>, holder: &str, until: i64) -> Result<bool, Error> {
     let now = now_ms();
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
@@ -217,17 +289,14 @@ async fn lock_session_tx(client: &mut Client, key: SessionKey<'_>, holder: &str,
 #[async_trait::async_trait]
 impl SessionStore for PostgresStore {
     async fn lock_session(&self, session: SessionKey<'_>, holder: &str, until_ms: i64) -> Result<bool, Error> {
-        with_conn!(self, |client| lock_session_tx(client, session, holder, until_ms))
+        with_conn!(self, |conn: conn| lock_session_one(conn, session, holder, until_ms))
     }
 
     async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
-        with_conn!(self, |client| async move {
-            client
-                .execute(
-                    "UPDATE loom_sessions SET lock_holder = NULL, lock_expires = NULL
-                     WHERE owner = $1 AND id = $2 AND lock_holder = $3",
-                    &[&session.owner(), &session.session_id, &holder],
-                )
+        with_conn!(self, |conn: conn| async move {
+            let statement = conn.prepared(UNLOCK_SESSION).await?;
+            conn.client
+                .execute(&statement, &[&session.owner(), &session.session_id, &holder])
                 .await
                 .map(|_| ())
                 .map_err(|e| pg("releasing the session lock", e))
@@ -235,25 +304,30 @@ impl SessionStore for PostgresStore {
     }
 
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
-        with_conn!(self, |client| open_session_tx(client, record))
+        with_conn!(self, |conn: conn| open_session_one(conn, record))
     }
 
     async fn history(&self, session: SessionKey<'_>) -> Result<Vec<Message>, Error> {
-        with_conn!(self, |client| history_tx(client, session))
+        with_conn!(self, |conn: conn| history_one(conn, session))
     }
 
     async fn get_session(&self, session: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
-        with_conn!(self, |client| get_session_tx(client, session))
+        with_conn!(self, |conn: conn| get_session_one(conn, session))
     }
 
     async fn append_history(&self, session: SessionKey<'_>, run_id: &str, messages: &[Message]) -> Result<(), Error> {
         let rows = encode_history(messages)?;
-        with_conn!(self, |client| append_history_tx(client, session, run_id, &rows))
+        with_conn!(self, |conn: conn| append_history_one(conn, session, run_id, &rows))
     }
 
     async fn save_run(&self, transcript: Arc<Transcript>) -> Result<(), Error> {
+        self.save_finished_run(transcript, None).await
+    }
+
+    async fn save_finished_run(&self, transcript: Arc<Transcript>, history: Option<&[Message]>) -> Result<(), Error> {
         let run = RunRow::new(&transcript)?;
-        with_conn!(self, |client| save_run_tx(client, &run))
+        let history = history.map(encode_history).transpose()?.unwrap_or_default();
+        with_conn!(self, |conn: conn| save_finished_run_one(conn, &run, &history))
     }
 
     async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
