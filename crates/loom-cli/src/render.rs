@@ -104,6 +104,9 @@ impl HumanView {
                 );
                 self.stderr_line(&line)?;
             }
+            EventKind::ModelChanged(changed) => {
+                self.stderr_line(&format!("! the run continues on {} (it started on {})", changed.to, changed.from))?;
+            }
             _ => {}
         }
         Ok(())

@@ -191,6 +191,7 @@ fn show_lines(stored: &JournaledRun, messages: Option<&[Message]>) -> Vec<String
         format!("user      {}", record.user_id.as_deref().unwrap_or("-")),
         format!("state     {}{}", stored.state, if stored.finished { " (finished)" } else { " (unfinished)" }),
         format!("started   {}", record.started_at.to_rfc3339()),
+        format!("model     {}", record.model.as_ref().map_or("- (not recorded)".to_string(), |m| m.to_string())),
         format!("input     {}", short(record.input.summary())),
     ];
     if let Some(owner) = &stored.lease_owner {

@@ -260,6 +260,7 @@ async fn a_run_whose_process_died_resumes_at_once_on_the_model_it_started_on() {
     let show = output(runs(&["show", &id, "--journal", &url])).await;
     let shown = text(&show.stdout);
     assert!(shown.contains("running (unfinished)") && shown.contains("run.started"), "{shown}");
+    assert!(shown.contains(&format!("model     openai:gpt-4o-mini at {}/v1", server.url())), "{shown}");
 
     // The owner died on this machine: its lease (30 s) is not waited for. No --model and no
     // --base-url: the run continues on the model and endpoint it started on, not on a default.
