@@ -304,4 +304,5 @@ fn main() {
         }
     }
     let _ = server.kill();
+    let _ = server.wait();
 }

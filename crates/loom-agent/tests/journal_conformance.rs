@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use loom_agent::agent::{Artifact, RunContext, RunInput, RunState, Transcript};
-use loom_agent::event::{DeltaKind, ModelDelta};
+use loom_agent::event::{DeltaKind, ModelDelta, RunStarted};
 use loom_agent::governance::Approval;
 use loom_agent::message::Thinking;
 use loom_agent::model::ModelResponse;
@@ -742,6 +742,47 @@ async fn sessions_are_scoped_by_user(b: &Backend) {
     assert!(s.get_session(mine).await.unwrap().is_some());
 }
 
+/// A large prompt (stored once in a SQL store) reads back everywhere it appears: the record's
+/// input and seeded message, `run.started`, the transcript's input and message, the history.
+/// Returns the run and session, for stores that count their bytes.
+async fn large_prompts_round_trip(b: &Backend) -> (String, String, usize) {
+    let (run, ses, _) = ids("large");
+    let prompt = "lorem \"ipsum\" \u{1F600}\n\u{0}loom:input\u{0} ".repeat(4_000);
+    let input = RunInput::Prompt(prompt.clone());
+    let mut rec = record(&run, &ses, Some("ulla"));
+    rec.input = input.clone();
+    rec.seeds = vec![Message::system("be brief"), Message::user(prompt.clone())];
+    let mut started = event(&run, &ses, 0);
+    started.kind = EventKind::RunStarted(RunStarted {
+        input: input.clone(),
+        user_id: Some("ulla".into()),
+        model: "gpt-test".into(),
+        context: RunContext::default(),
+    });
+    b.journal.begin(&rec, &long("a"), std::slice::from_ref(&started)).await.unwrap();
+    let loaded = b.journal.load(&run).await.unwrap().unwrap();
+    assert_eq!(loaded.record, rec);
+    assert_eq!(loaded.events, vec![started.clone()]);
+
+    let own = vec![Message::user(prompt.clone()), Message::assistant("ok")];
+    let t = Transcript {
+        input: input.clone(),
+        messages: own.clone(),
+        ..transcript(&run, &ses, RunState::Completed, "ok", vec![started.clone()])
+    };
+    b.sessions.save_finished_run(Arc::new(t.clone()), Some(&own)).await.unwrap();
+    let key = SessionKey::of_user("ulla", &ses);
+    let got = b.sessions.get_run(key, &run).await.unwrap().unwrap();
+    assert_eq!(*got, t);
+    assert_eq!(b.sessions.history(key).await.unwrap(), own);
+    (run, ses, serde_json::to_string(&prompt).unwrap().len())
+}
+
+/// Two large prompts whose text already holds the stored-once token are stored as they are.
+async fn large_prompt_check(b: &Backend) {
+    large_prompts_round_trip(b).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Durable-store checks
 // ---------------------------------------------------------------------------------------------
@@ -882,6 +923,7 @@ mod memory {
         unknown_runs,
         // The in-memory session store, held to the same session checks.
         sessions_merge, history_is_idempotent_per_run, save_run_replaces, sessions_are_scoped_by_user,
+        large_prompt_check,
     );
 }
 
@@ -895,7 +937,29 @@ mod sqlite {
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
         sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
+        large_prompt_check,
     );
+
+    /// A 10 MB prompt is not stored seven times over: every row that holds it refers to the run's
+    /// `input` column instead.
+    #[tokio::test]
+    async fn a_large_prompt_is_stored_once() {
+        let b = Backend::sqlite();
+        let (prompt_run, _, literal) = large_prompts_round_trip(&b).await;
+        let Db::Sqlite(path) = &b.db else { unreachable!() };
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let stored: i64 = conn
+            .query_row(
+                "SELECT (SELECT SUM(LENGTH(input) + LENGTH(record) + COALESCE(LENGTH(transcript), 0))
+                         FROM loom_runs WHERE run_id = ?1)
+                      + (SELECT COALESCE(SUM(LENGTH(event)), 0) FROM loom_events WHERE run_id = ?1)
+                      + (SELECT COALESCE(SUM(LENGTH(message)), 0) FROM loom_history WHERE run_id = ?1)",
+                [&prompt_run],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!((stored as usize) < literal + literal / 5, "{stored} bytes stored for a {literal}-byte prompt");
+    }
 
     #[tokio::test]
     async fn corrupt_data_is_an_error() {
@@ -976,6 +1040,7 @@ mod postgres {
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
         sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
+        large_prompt_check,
     );
 
     async fn raw_client(url: &str) -> Client {

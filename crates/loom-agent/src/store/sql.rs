@@ -29,6 +29,64 @@ pub(crate) fn decode<T: DeserializeOwned>(text: &str, what: impl FnOnce() -> Str
     serde_json::from_str(text).map_err(|e| corrupt(what(), e))
 }
 
+/// A large prompt is stored once, in its run row's `input` column: every other row of the run that
+/// holds it verbatim (the record's input and seeded message, the transcript's input and message,
+/// `run.started`, the history's user message) holds this token instead, and starts with
+/// [`STORED_ONCE`] so that only such rows are expanded. (The token is the JSON of the string
+/// `"\0loom:input\0"`; a row that already holds it is stored as it is.)
+const INPUT_TOKEN: &str = r#""\u0000loom:input\u0000""#;
+
+/// The first character of a row stored with [`INPUT_TOKEN`] (JSON never starts with it).
+const STORED_ONCE: char = '@';
+
+/// Prompts from this size on (as JSON) are stored once.
+const STORE_ONCE_AT: usize = 64 * 1024;
+
+/// The JSON string literal of a prompt worth storing once, from the input column's JSON
+/// (`{"prompt":"…"}`).
+pub(crate) fn prompt_literal(input_json: &str) -> Option<&str> {
+    if input_json.len() < STORE_ONCE_AT {
+        return None;
+    }
+    input_json.strip_prefix(r#"{"prompt":"#)?.strip_suffix('}').filter(|l| l.starts_with('"'))
+}
+
+/// `text`, with the prompt replaced by the token when it holds it.
+pub(crate) fn store_once(text: String, literal: Option<&str>) -> String {
+    match literal {
+        Some(literal) if text.contains(literal) && !text.contains(INPUT_TOKEN) => {
+            let mut out = String::with_capacity(text.len().saturating_sub(literal.len()) + 64);
+            out.push(STORED_ONCE);
+            out.push_str(&text.replace(literal, INPUT_TOKEN));
+            out
+        }
+        _ => text,
+    }
+}
+
+/// Events as stored, with a large prompt stored once.
+pub(crate) fn events_once(events: Vec<(i64, String)>, literal: Option<&str>) -> Vec<(i64, String)> {
+    match literal {
+        None => events,
+        Some(_) => events.into_iter().map(|(seq, text)| (seq, store_once(text, literal))).collect(),
+    }
+}
+
+/// A stored row's JSON as written: a row stored with the prompt once gets it back from
+/// `input_json` (the run row's `input` column, read only for such rows).
+pub(crate) fn expand<'a>(
+    text: &'a str,
+    input_json: impl FnOnce() -> Result<Option<String>, Error>,
+    what: impl FnOnce() -> String,
+) -> Result<std::borrow::Cow<'a, str>, Error> {
+    let Some(rest) = text.strip_prefix(STORED_ONCE) else { return Ok(std::borrow::Cow::Borrowed(text)) };
+    let input = input_json()?;
+    let literal = input.as_deref().and_then(prompt_literal).ok_or_else(|| {
+        Error::Corrupt(format!("{}: refers to its run's input, which is missing or not a prompt", what()).into())
+    })?;
+    Ok(std::borrow::Cow::Owned(rest.replace(INPUT_TOKEN, literal)))
+}
+
 /// A time as stored: milliseconds since the epoch.
 pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -111,9 +169,9 @@ pub(crate) fn decode_history(session_id: &str, row: i64, text: &str) -> Result<M
     decode(text, || format!("session {session_id}: history row {row}"))
 }
 
-/// Messages as stored history rows.
-pub(crate) fn encode_history(messages: &[Message]) -> Result<Vec<String>, Error> {
-    messages.iter().map(json).collect()
+/// Messages as stored history rows (`literal`: the run's large prompt, stored once).
+pub(crate) fn encode_history(messages: &[Message], literal: Option<&str>) -> Result<Vec<String>, Error> {
+    messages.iter().map(|m| Ok(store_once(json(m)?, literal))).collect()
 }
 
 /// A stored session read back.
@@ -148,7 +206,21 @@ pub(crate) struct RecordRow {
 
 impl RecordRow {
     pub(crate) fn new(record: &RunRecord) -> Result<Self, Error> {
-        Ok(RecordRow { input: json(&record.input)?, record: json(record)?, started: millis(record.started_at) })
+        let input = json(&record.input)?;
+        let record_json = store_once(json(record)?, prompt_literal(&input));
+        Ok(RecordRow { record: record_json, input, started: millis(record.started_at) })
+    }
+
+    /// The run's large prompt, if it is stored once.
+    pub(crate) fn literal(&self) -> Option<&str> {
+        prompt_literal(&self.input)
+    }
+}
+
+impl RunRow {
+    /// The run's large prompt, if it is stored once.
+    pub(crate) fn literal(&self) -> Option<&str> {
+        prompt_literal(&self.input)
     }
 }
 
@@ -168,12 +240,14 @@ pub(crate) struct RunRow {
 
 impl RunRow {
     pub(crate) fn new(transcript: &Transcript) -> Result<Self, Error> {
-        let events = encode_events(&transcript.events)?;
+        let input = json(&transcript.input)?;
+        let literal = prompt_literal(&input);
+        let events = events_once(encode_events(&transcript.events)?, literal);
         let mut bare = transcript.clone();
         bare.events = Arc::from(Vec::new());
         Ok(RunRow {
-            transcript: json(&bare)?,
-            input: json(&bare.input)?,
+            transcript: store_once(json(&bare)?, literal),
+            input,
             started: millis(bare.started_at.or(bare.finished_at).unwrap_or_else(Utc::now)),
             finished_at: bare.finished_at.map(millis),
             finished: is_finished(bare.state),

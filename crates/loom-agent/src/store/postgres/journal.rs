@@ -237,14 +237,15 @@ async fn load_tx(client: &mut Client, run_id: &str) -> Result<Option<JournaledRu
     let tx = snapshot(client).await?;
     let row = tx
         .query_opt(
-            "SELECT record, state, finished, lease_owner, lease_expires FROM loom_runs WHERE run_id = $1",
+            "SELECT record, state, finished, lease_owner, lease_expires, input FROM loom_runs WHERE run_id = $1",
             &[&run_id],
         )
         .await
         .map_err(|e| pg("reading the run", e))?;
     let Some(row) = row else { return Ok(None) };
     let Some(record) = get::<Option<&str>>(&row, 0)? else { return Ok(None) };
-    let record: RunRecord = decode_record(run_id, record)?;
+    let record = sql::expand(record, || get::<Option<String>>(&row, 5), || format!("run {run_id}: record"))?;
+    let record: RunRecord = decode_record(run_id, &record)?;
     let state = parse_state(get(&row, 1)?, run_id)?;
     let finished: bool = get(&row, 2)?;
     let lease_owner: Option<String> = get(&row, 3)?;
@@ -304,7 +305,10 @@ async fn list_tx(client: &mut Client, filter: &RunFilter) -> Result<Vec<JournalR
 #[async_trait::async_trait]
 impl Journal for PostgresStore {
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
-        let events = event_columns(events)?;
+        let literal_input = crate::store::sql::json(&record.input)?;
+        let literal = crate::store::sql::prompt_literal(&literal_input);
+        let events: (Vec<i64>, Vec<String>) =
+            crate::store::sql::events_once(crate::store::sql::encode_events(events)?, literal).into_iter().unzip();
         with_conn!(self, |conn: conn| begin_one(conn, record, lease, &events))
     }
 

@@ -12,7 +12,7 @@ use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
 
 use crate::error::Error;
 use crate::event::Event;
-use crate::store::sql::{decode_event, now_ms};
+use crate::store::sql::{decode_event, expand, now_ms};
 use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
@@ -328,7 +328,26 @@ async fn load_events(tx: &Transaction<'_>, run_id: &str) -> Result<Vec<Event>, E
         .query("SELECT seq, event FROM loom_events WHERE run_id = $1 ORDER BY seq", &[&run_id])
         .await
         .map_err(|e| pg("reading events", e))?;
-    rows.iter().map(|row| decode_event(run_id, get(row, 0)?, get(row, 1)?)).collect()
+    let mut input: Option<Option<String>> = None;
+    if rows.iter().any(|row| get::<&str>(row, 1).is_ok_and(|t| t.starts_with('@'))) {
+        input = Some(run_input(tx, run_id).await?);
+    }
+    rows.iter()
+        .map(|row| {
+            let seq: i64 = get(row, 0)?;
+            let text = expand(get(row, 1)?, || Ok(input.clone().flatten()), || format!("run {run_id}: event {seq}"))?;
+            decode_event(run_id, seq, &text)
+        })
+        .collect()
+}
+
+/// A run's `input` column (read for rows that store a large prompt once).
+async fn run_input(tx: &Transaction<'_>, run_id: &str) -> Result<Option<String>, Error> {
+    let row = tx
+        .query_opt("SELECT input FROM loom_runs WHERE run_id = $1", &[&run_id])
+        .await
+        .map_err(|e| pg("reading the run's input", e))?;
+    row.map(|row| get::<Option<String>>(&row, 0)).transpose().map(Option::flatten)
 }
 
 /// A consistent read-only snapshot.

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
 use crate::store::sql::{
-    RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, from_millis, json,
+    RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand, from_millis, json,
     merge_session, now_ms, parse_state,
 };
 use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
@@ -23,7 +23,7 @@ const OPEN_NEW: &str = "
 const GET_SESSION: &str = "SELECT metadata, extensions FROM loom_sessions WHERE owner = $1::TEXT AND id = $2::TEXT";
 
 const HISTORY: &str =
-    "SELECT id, message FROM loom_history WHERE session_id = $1::TEXT AND owner = $2::TEXT ORDER BY id";
+    "SELECT id, message, run_id FROM loom_history WHERE session_id = $1::TEXT AND owner = $2::TEXT ORDER BY id";
 
 /// A run's messages in one statement, their ids (the history's order) in the messages' order.
 const APPEND_HISTORY: &str = "
@@ -138,7 +138,35 @@ async fn history_one(conn: &mut PooledConn, key: SessionKey<'_>) -> Result<Vec<M
         .query(&statement, &[&key.session_id, &key.owner()])
         .await
         .map_err(|e| pg("reading the history", e))?;
-    rows.iter().map(|row| decode_history(key.session_id, get(row, 0)?, get(row, 1)?)).collect()
+    // Rows that store a large prompt once get it from their run's `input` column.
+    let mut once: Vec<String> = Vec::new();
+    for row in &rows {
+        if get::<&str>(row, 1)?.starts_with('@') {
+            once.push(get(row, 2)?);
+        }
+    }
+    let mut inputs: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    if !once.is_empty() {
+        let found = conn
+            .client
+            .query("SELECT run_id, input FROM loom_runs WHERE run_id = ANY($1)", &[&once])
+            .await
+            .map_err(|e| pg("reading the runs' inputs", e))?;
+        for row in found {
+            if let Some(input) = get::<Option<String>>(&row, 1)? {
+                inputs.insert(get(&row, 0)?, input);
+            }
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let id: i64 = get(row, 0)?;
+            let run_id: &str = get(row, 2)?;
+            let what = || format!("session {}: history row {id}", key.session_id);
+            let text = expand(get(row, 1)?, || Ok(inputs.get(run_id).cloned()), what)?;
+            decode_history(key.session_id, id, &text)
+        })
+        .collect()
 }
 
 async fn append_history_one(
@@ -187,7 +215,7 @@ async fn get_run_tx(client: &mut Client, key: SessionKey<'_>, run_id: &str) -> R
     let tx = snapshot(client).await?;
     let row = tx
         .query_opt(
-            "SELECT transcript FROM loom_runs
+            "SELECT transcript, input FROM loom_runs
              WHERE run_id = $1 AND session_id = $2 AND user_id IS NOT DISTINCT FROM $3::TEXT",
             &[&run_id, &key.session_id, &key.user_id],
         )
@@ -195,7 +223,8 @@ async fn get_run_tx(client: &mut Client, key: SessionKey<'_>, run_id: &str) -> R
         .map_err(|e| pg("reading the run", e))?;
     let Some(row) = row else { return Ok(None) };
     let Some(text) = get::<Option<&str>>(&row, 0)? else { return Ok(None) };
-    let mut t: Transcript = decode_transcript(run_id, text)?;
+    let text = expand(text, || get::<Option<String>>(&row, 1), || format!("run {run_id}: transcript"))?;
+    let mut t: Transcript = decode_transcript(run_id, &text)?;
     t.events = Arc::from(load_events(&tx, run_id).await?);
     tx.commit().await.map_err(|e| pg("ending the read", e))?;
     Ok(Some(Arc::new(t)))
@@ -316,7 +345,7 @@ impl SessionStore for PostgresStore {
     }
 
     async fn append_history(&self, session: SessionKey<'_>, run_id: &str, messages: &[Message]) -> Result<(), Error> {
-        let rows = encode_history(messages)?;
+        let rows = encode_history(messages, None)?;
         with_conn!(self, |conn: conn| append_history_one(conn, session, run_id, &rows))
     }
 
@@ -326,7 +355,7 @@ impl SessionStore for PostgresStore {
 
     async fn save_finished_run(&self, transcript: Arc<Transcript>, history: Option<&[Message]>) -> Result<(), Error> {
         let run = RunRow::new(&transcript)?;
-        let history = history.map(encode_history).transpose()?.unwrap_or_default();
+        let history = history.map(|h| encode_history(h, run.literal())).transpose()?.unwrap_or_default();
         with_conn!(self, |conn: conn| save_finished_run_one(conn, &run, &history))
     }
 

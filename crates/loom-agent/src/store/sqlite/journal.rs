@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::run::RunState;
 use crate::store::sql::{
-    self, RecordRow, decode_entry, decode_record, encode_events, from_millis, json, now_ms, parse_state,
+    self, RecordRow, decode_entry, decode_record, encode_events, expand, from_millis, json, now_ms, parse_state,
 };
 use loom_core::journal::{
     Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide, may_take_over,
@@ -22,7 +22,7 @@ impl Journal for SqliteStore {
         let row = RecordRow::new(record)?;
         let owner = lease.owner.to_string();
         let until = lease.expiry_ms(now_ms());
-        let events = encode_events(events)?;
+        let events = crate::store::sql::events_once(encode_events(events)?, row.literal());
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             let n = tx
@@ -133,6 +133,7 @@ impl Journal for SqliteStore {
                 .optional()
                 .map_err(db)?;
             let Some((Some(record), state, finished, lease_owner, expires)) = row else { return Ok(None) };
+            let record = expand(&record, || super::run_input(conn, &run_id), || format!("run {run_id}: record"))?;
             let record: RunRecord = decode_record(&run_id, &record)?;
             let mut stmt = conn
                 .prepare_cached("SELECT seq, entry FROM loom_journal WHERE run_id = ?1 ORDER BY seq")

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::event::Event;
-use crate::store::sql::{decode_event, now_ms};
+use crate::store::sql::{decode_event, expand, now_ms};
 use loom_core::journal::{Lease, LeaseView, may_write};
 
 mod journal;
@@ -385,5 +385,20 @@ pub(super) fn load_events(conn: &Connection, run_id: &str) -> Result<Vec<Event>,
         .map_err(db)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db)?;
-    rows.into_iter().map(|(seq, text)| decode_event(run_id, seq, &text)).collect()
+    rows.into_iter()
+        .map(|(seq, text)| {
+            let text = expand(&text, || run_input(conn, run_id), || format!("run {run_id}: event {seq}"))?;
+            decode_event(run_id, seq, &text)
+        })
+        .collect()
+}
+
+/// A run's `input` column (read for rows that store a large prompt once).
+pub(super) fn run_input(conn: &Connection, run_id: &str) -> Result<Option<String>, Error> {
+    conn.prepare_cached("SELECT input FROM loom_runs WHERE run_id = ?1")
+        .map_err(db)?
+        .query_row([run_id], |r| r.get(0))
+        .optional()
+        .map(Option::flatten)
+        .map_err(db)
 }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{SqliteStore, db, insert_events, load_events};
+use super::{SqliteStore, db, insert_events, load_events, run_input};
 use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
 use crate::store::sql::{
-    RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, from_millis, json,
+    RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand, from_millis, json,
     merge_session, now_ms, parse_state,
 };
 use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
@@ -51,14 +51,22 @@ impl SessionStore for SqliteStore {
         let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
         self.call(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT id, message FROM loom_history WHERE session_id = ?1 AND owner = ?2 ORDER BY id")
+                .prepare_cached(
+                    "SELECT id, message, run_id FROM loom_history WHERE session_id = ?1 AND owner = ?2 ORDER BY id",
+                )
                 .map_err(db)?;
             let rows = stmt
-                .query_map([&id, &owner], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .query_map([&id, &owner], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
                 .map_err(db)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db)?;
-            rows.into_iter().map(|(row, text)| decode_history(&id, row, &text)).collect()
+            rows.into_iter()
+                .map(|(row, text, run_id)| {
+                    let what = || format!("session {id}: history row {row}");
+                    let text = expand(&text, || run_input(conn, &run_id), what)?;
+                    decode_history(&id, row, &text)
+                })
+                .collect()
         })
         .await
     }
@@ -66,7 +74,7 @@ impl SessionStore for SqliteStore {
     async fn append_history(&self, session: SessionKey<'_>, run_id: &str, messages: &[Message]) -> Result<(), Error> {
         let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
         let run_id = run_id.to_string();
-        let rows = encode_history(messages)?;
+        let rows = encode_history(messages, None)?;
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             write_history(&tx, &owner, &id, &run_id, &rows)?;
@@ -81,7 +89,7 @@ impl SessionStore for SqliteStore {
 
     async fn save_finished_run(&self, transcript: Arc<Transcript>, history: Option<&[Message]>) -> Result<(), Error> {
         let row = RunRow::new(&transcript)?;
-        let history = history.map(encode_history).transpose()?;
+        let history = history.map(|h| encode_history(h, row.literal())).transpose()?;
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             write_run(&tx, &row)?;
@@ -106,6 +114,7 @@ impl SessionStore for SqliteStore {
                 .optional()
                 .map_err(db)?;
             let Some(Some(text)) = text else { return Ok(None) };
+            let text = expand(&text, || run_input(conn, &run_id), || format!("run {run_id}: transcript"))?;
             let mut t: Transcript = decode_transcript(&run_id, &text)?;
             t.events = Arc::from(load_events(conn, &run_id)?);
             Ok(Some(Arc::new(t)))
