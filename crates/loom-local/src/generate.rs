@@ -10,7 +10,7 @@ use loom_core::tool::ToolSpec;
 
 use crate::constrain::{self, Constraint, Shape};
 use crate::engine::Sampler;
-use crate::template::{self, TemplateMessage};
+use crate::template;
 use crate::tokenizer;
 use crate::{Engine, PROMPT_CHUNK, SYSTEM_PROMPT};
 
@@ -24,6 +24,8 @@ pub(crate) struct Job {
     seed: Option<u64>,
     stop: Vec<String>,
     turn: u32,
+    /// How many tool results were cut to fit the context (0 when none was).
+    cut_tool_results: usize,
 }
 
 /// Builds the prompt and the output shape for a request.
@@ -32,23 +34,124 @@ pub(crate) fn prepare(engine: &Engine, request: &ModelRequest<'_>) -> Result<Job
     let shape = constrain::shape(&tools, !request.tools.is_empty(), request.output_schema);
     let system = system_prompt(request.messages, &tools, &shape);
     let answer_json = matches!(shape, Shape::Choice(_));
-    let messages: Vec<TemplateMessage> = template::to_template_messages(system, request.messages, answer_json);
-    let prompt = engine.template.render(&messages)?;
     let default_max = match shape {
         Shape::Text => 512,
         Shape::Json(_) | Shape::Choice(_) => 384,
     };
     let g = request.generation;
+    let max_tokens = g.max_output_tokens.map(|m| m as usize).unwrap_or(default_max).max(1);
+    let ctx = engine.weights.config.context_length;
+    let render = |messages: &[Message]| {
+        engine.template.render(&template::to_template_messages(system.clone(), messages, answer_json))
+    };
+    let count = |messages: &[Message]| -> Result<usize, Error> { Ok(engine.tokenizer.encode(&render(messages)?)?.len()) };
+    let mut messages = request.messages.to_vec();
+    let cut = fit_tool_results(&mut messages, prompt_budget(ctx, max_tokens), ctx, &count, &engine.tokenizer)?;
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            context = ctx,
+            "tool output was cut to fit the local model's context (the answer says so at its end)"
+        );
+    }
+    let prompt = render(&messages)?;
     Ok(Job {
         prompt,
         shape,
-        max_tokens: g.max_output_tokens.map(|m| m as usize).unwrap_or(default_max).max(1),
+        max_tokens,
         temperature: g.temperature,
         top_p: g.top_p,
         seed: g.seed,
         stop: g.stop.clone(),
         turn: request.turn,
+        cut_tool_results: cut,
     })
+}
+
+/// The prompt tokens allowed with `max_tokens` to generate in a `ctx`-token context: the
+/// generation reserve is `max_tokens`, but at most half the context (a larger request is cut at
+/// generation time instead).
+pub(crate) fn prompt_budget(ctx: usize, max_tokens: usize) -> usize {
+    ctx.saturating_sub(max_tokens.clamp(1, ctx / 2) + 1)
+}
+
+/// The line that ends a tool result cut to fit the context.
+pub(crate) fn cut_marker(ctx: usize, kept: usize, total: usize) -> String {
+    format!("[... cut to fit the local model's {ctx}-token context: the first {kept} of {total} tokens are shown]")
+}
+
+/// The note added to an answer written from cut tool output.
+pub(crate) fn cut_note(ctx: usize, cut: usize) -> String {
+    let what = if cut == 1 { "one tool result was".to_string() } else { format!("{cut} tool results were") };
+    format!("\n\n[Note: {what} cut to fit the local model's {ctx}-token context.]")
+}
+
+/// Cuts the tool results in `messages` so the prompt (`count`) fits `budget` tokens: results that
+/// fit an equal share of the room left by the rest of the prompt stay whole, the others keep their
+/// first tokens up to that share and end with [`cut_marker`]. Returns how many were cut (0 when
+/// the prompt fits already or there is no tool result to cut; then the caller's context check
+/// decides).
+pub(crate) fn fit_tool_results(
+    messages: &mut [Message],
+    budget: usize,
+    ctx: usize,
+    count: &dyn Fn(&[Message]) -> Result<usize, Error>,
+    tokenizer: &tokenizer::GgufTokenizer,
+) -> Result<usize, Error> {
+    let total = count(messages)?;
+    if total <= budget {
+        return Ok(0);
+    }
+    let mut results = Vec::new(); // (index, token ids)
+    for (i, m) in messages.iter().enumerate() {
+        if let Message::Tool { content, .. } = m {
+            results.push((i, tokenizer.encode(content)?));
+        }
+    }
+    if results.is_empty() {
+        return Ok(0);
+    }
+    let marker = tokenizer.encode(&cut_marker(ctx, ctx, ctx))?.len() + 2;
+    let tool_tokens: usize = results.iter().map(|(_, ids)| ids.len()).sum();
+    let rest = total.saturating_sub(tool_tokens);
+    let mut room = budget.saturating_sub(rest + marker * results.len());
+    for _ in 0..8 {
+        // Water-filling: the shortest results first, each taking at most an equal share of what is left.
+        let mut order: Vec<usize> = (0..results.len()).collect();
+        order.sort_by_key(|&k| results.get(k).map_or(0, |r| r.1.len()));
+        let mut caps = vec![0usize; results.len()];
+        let mut left = room;
+        for (n, &k) in order.iter().enumerate() {
+            let share = left / (order.len() - n);
+            let len = results.get(k).map_or(0, |r| r.1.len());
+            let cap = len.min(share);
+            if let Some(c) = caps.get_mut(k) {
+                *c = cap;
+            }
+            left -= cap;
+        }
+        let mut trial = messages.to_vec();
+        let mut cut = 0;
+        for ((i, ids), &cap) in results.iter().zip(&caps) {
+            if cap >= ids.len() {
+                continue;
+            }
+            cut += 1;
+            let head = tokenizer.decode(ids.get(..cap).unwrap_or_default());
+            let head = head.trim_end_matches('\u{fffd}');
+            if let Some(Message::Tool { content, .. }) = trial.get_mut(*i) {
+                *content = format!("{head}\n{}", cut_marker(ctx, cap, ids.len()));
+            }
+        }
+        let n = count(&trial)?;
+        if n <= budget || room == 0 {
+            messages.clone_from_slice(&trial);
+            return Ok(cut);
+        }
+        // Token boundaries moved a little: take the excess (and a margin) off and try again.
+        room = room.saturating_sub(n - budget + 8);
+    }
+    Ok(0)
 }
 
 /// The tools the model may call this turn: those offered, less the ones that already ran (with a
@@ -200,7 +303,18 @@ pub(crate) fn generate(engine: &Engine, job: Job, tx: &Sender, cancel: &AtomicBo
     }
     drop(cache);
     let usage = Usage { input_tokens: prompt_tokens.len() as u64, output_tokens: generated as u64, ..Usage::default() };
+    let json_only = matches!(job.shape, Shape::Json(_));
     for chunk in out.finish(finish, job.turn) {
+        // An answer written from cut tool output says so at its end (not structured output, which
+        // must stay valid JSON, and not a tool call).
+        if job.cut_tool_results > 0
+            && !json_only
+            && let ModelChunk::Finish(reason) = &chunk
+            && *reason != FinishReason::ToolCalls
+            && tx.send(Ok(ModelChunk::Text(cut_note(ctx, job.cut_tool_results)))).is_err()
+        {
+            return Err(ModelError::Cancelled);
+        }
         if tx.send(Ok(chunk)).is_err() {
             return Err(ModelError::Cancelled);
         }
@@ -388,4 +502,120 @@ fn decode_partial_json_string(body: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use loom_core::message::{Message, ToolCall};
+    use loom_core::model::{Generation, ModelRequest};
+    use loom_core::tool::ToolSpec;
+
+    use super::{prepare, prompt_budget};
+    use crate::{Engine, pull};
+
+    /// The default model, or `None` (the test is skipped) when it is not in the cache.
+    fn engine() -> Option<std::sync::Arc<Engine>> {
+        let path = pull::default_model_path().ok().filter(|p| p.is_file())?;
+        Some(Engine::shared(&path).expect("the model loads"))
+    }
+
+    fn read_file_tool() -> ToolSpec {
+        ToolSpec {
+            name: "read_file".into(),
+            description: "Reads a file.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+            flags: Default::default(),
+        }
+    }
+
+    fn long_text(words: usize) -> String {
+        let line = "Loom is an agent runtime: it runs a model in a loop, calls tools, and journals every step.";
+        let mut out = String::new();
+        let mut n = 0;
+        while n < words {
+            out.push_str(&format!("{n}. {line}\n"));
+            n += line.split_whitespace().count() + 1;
+        }
+        out
+    }
+
+    #[test]
+    fn a_long_tool_result_is_cut_to_fit_the_context() {
+        let Some(engine) = engine() else {
+            eprintln!("skipped: the local model is not in the cache");
+            return;
+        };
+        let ctx = engine.weights.config.context_length;
+        let tools = vec![read_file_tool()];
+        let messages = vec![
+            Message::user("What does this repository do? Read README.md."),
+            Message::Assistant {
+                content: String::new(),
+                thinking: Vec::new(),
+                tool_calls: vec![ToolCall::new("c1", "read_file", &serde_json::json!({"path": "README.md"}))],
+            },
+            Message::tool("c1", "read_file", long_text(30_000), false),
+        ];
+        let generation = Generation::default();
+        let request = ModelRequest {
+            messages: &messages,
+            tools: &tools,
+            generation: &generation,
+            output_schema: None,
+            run_id: "r",
+            user_id: None,
+            turn: 2,
+        };
+        let job = prepare(&engine, &request).expect("prepare");
+        let tokens = engine.tokenizer.encode(&job.prompt).expect("encode").len();
+        assert!(
+            tokens <= prompt_budget(ctx, job.max_tokens),
+            "{tokens} prompt tokens + {} to generate do not fit {ctx}",
+            job.max_tokens
+        );
+        assert!(tokens + job.max_tokens < ctx);
+        assert!(tokens > ctx / 2, "the cut keeps as much as fits, not a stub ({tokens} tokens)");
+        assert!(job.prompt.contains(&format!("[... cut to fit the local model's {ctx}-token context")), "marker");
+        assert!(job.prompt.contains("0. Loom is an agent runtime"), "the head of the result is kept");
+        assert_eq!(job.cut_tool_results, 1);
+
+        // Two long results share the room; a short one stays whole.
+        let mut messages = messages.clone();
+        messages.push(Message::tool("c2", "list_files", "README.md\nsrc/\n", false));
+        messages.push(Message::tool("c3", "grep", long_text(10_000), false));
+        let request = ModelRequest { messages: &messages, ..request };
+        let job = prepare(&engine, &request).expect("prepare");
+        let tokens = engine.tokenizer.encode(&job.prompt).expect("encode").len();
+        assert!(tokens <= prompt_budget(ctx, job.max_tokens));
+        assert_eq!(job.cut_tool_results, 2);
+        assert!(job.prompt.contains("README.md\nsrc/"), "the short result stays whole");
+    }
+
+    #[test]
+    fn a_prompt_that_fits_is_left_alone() {
+        let Some(engine) = engine() else {
+            eprintln!("skipped: the local model is not in the cache");
+            return;
+        };
+        let tools = vec![read_file_tool()];
+        let messages = vec![
+            Message::user("What does this repository do?"),
+            Message::tool("c1", "read_file", long_text(300), false),
+        ];
+        let generation = Generation::default();
+        let request = ModelRequest {
+            messages: &messages,
+            tools: &tools,
+            generation: &generation,
+            output_schema: None,
+            run_id: "r",
+            user_id: None,
+            turn: 2,
+        };
+        let job = prepare(&engine, &request).expect("prepare");
+        assert_eq!(job.cut_tool_results, 0);
+        assert!(!job.prompt.contains("cut to fit"));
+    }
 }
