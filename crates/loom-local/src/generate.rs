@@ -44,7 +44,8 @@ pub(crate) fn prepare(engine: &Engine, request: &ModelRequest<'_>) -> Result<Job
     let render = |messages: &[Message]| {
         engine.template.render(&template::to_template_messages(system.clone(), messages, answer_json))
     };
-    let count = |messages: &[Message]| -> Result<usize, Error> { Ok(engine.tokenizer.encode(&render(messages)?)?.len()) };
+    let count =
+        |messages: &[Message]| -> Result<usize, Error> { Ok(engine.tokenizer.encode(&render(messages)?)?.len()) };
     let mut messages = request.messages.to_vec();
     let cut = fit_tool_results(&mut messages, prompt_budget(ctx, max_tokens), ctx, &count, &engine.tokenizer)?;
     if cut > 0 {
