@@ -1,7 +1,6 @@
 //! `loom runs list|show|resume`: journaled runs (written by `loom run --journal URL`).
 
 use std::io::{self, Write};
-use std::sync::Arc;
 
 use loom_agent::ResumeOptions;
 use loom_agent::store::{JournalEntry, JournalSlot, JournaledRun, RecordedModel, RunFilter, SessionKey, open_journal};
@@ -288,8 +287,8 @@ fn resume(runtime: &tokio::runtime::Runtime, mut args: AgentArgs, run_id: &str, 
         return exit;
     }
     // The model the run started on: used unless --model overrides it.
-    let recorded = match runtime.block_on(recorded_model(&url, run_id)) {
-        Ok(recorded) => recorded,
+    let Before { model: recorded, shown: skip, stream_text } = match runtime.block_on(before_resume(&url, run_id)) {
+        Ok(before) => before,
         Err(exit) => return exit,
     };
     let explicit = args.model.is_some();
@@ -321,15 +320,7 @@ fn resume(runtime: &tokio::runtime::Runtime, mut args: AgentArgs, run_id: &str, 
         }
     };
     runtime.block_on(async {
-        let Some(journal) = agent.journal().map(Arc::clone) else {
-            report("error: the agent has no journal");
-            return Exit::Usage;
-        };
-        // What the run already showed: its events so far are not shown again.
-        let (skip, stream_text) = match journal.load(run_id).await {
-            Ok(Some(stored)) => (stored.events.len(), stored.record.output_schema.is_none()),
-            _ => (0, true),
-        };
+        // What the run already showed (`skip` events, read above) is not shown again.
         let current = RecordedModel::of(agent.model().as_ref());
         let mut options = ResumeOptions::default();
         if let Some(recorded) = recorded.as_ref().filter(|r| !r.same_model(&current)) {
@@ -353,14 +344,26 @@ fn resume(runtime: &tokio::runtime::Runtime, mut args: AgentArgs, run_id: &str, 
     })
 }
 
-/// The model a journaled run records, read before the agent is built.
-async fn recorded_model(url: &str, run_id: &str) -> Result<Option<RecordedModel>, Exit> {
+/// What `resume` needs to know of a journaled run before the agent is built: the model it records,
+/// how many events it has shown already, and whether its text streams (no output schema).
+struct Before {
+    model: Option<RecordedModel>,
+    shown: usize,
+    stream_text: bool,
+}
+
+/// Reads [`Before`] from the journal (one load).
+async fn before_resume(url: &str, run_id: &str) -> Result<Before, Exit> {
     let slot = open_journal(url).map_err(|e| {
         report(&format!("error: --journal {}: {}", redact(url), describe(&e)));
         Exit::Usage
     })?;
     match slot.journal.load(run_id).await {
-        Ok(Some(stored)) => Ok(stored.record.model),
+        Ok(Some(stored)) => Ok(Before {
+            shown: stored.events.len(),
+            stream_text: stored.record.output_schema.is_none(),
+            model: stored.record.model,
+        }),
         Ok(None) => {
             report(&format!("error: cannot resume: {}", resume_error(&Error::RunNotFound(run_id.to_string()), run_id)));
             Err(Exit::Failed)

@@ -47,6 +47,11 @@ impl<'a> SessionKey<'a> {
         SessionKey { user_id, session_id }
     }
 
+    /// The key as owned strings (user, id), to keep or to move into a store's call.
+    pub fn to_owned_parts(&self) -> (Option<String>, String) {
+        (self.user_id.map(str::to_string), self.session_id.to_string())
+    }
+
     /// The owner as the SQL stores keep it: the user id, or `""` for no user (user ids are never
     /// empty: the agent refuses an empty one).
     pub fn owner(&self) -> &'a str {

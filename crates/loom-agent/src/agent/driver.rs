@@ -52,14 +52,11 @@ pub(crate) async fn drive(
         Some(holder) if !log.cancel.is_cancelled() => lock_session(&agent, &session, &log, holder).await,
         _ => Ok(()),
     };
+    let cancelled = || RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started");
+    let locked = locked.and_then(|()| if log.cancel.is_cancelled() { Err(cancelled()) } else { Ok(()) });
     let outcome = match locked {
-        _ if log.cancel.is_cancelled() => {
-            if matches!(start, Start::Resume(_)) {
-                cx.set_journaled();
-            }
-            Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started"))
-        }
         Err(error) => {
+            // A resumed run that never started is still the journal's.
             if matches!(start, Start::Resume(_)) {
                 cx.set_journaled();
             }

@@ -374,10 +374,8 @@ impl Session {
         let (env, log) = (env.clone(), log.clone());
         handle.spawn(async move {
             let scope = log.scope();
-            let input = log.input().summary().chars().take(500).collect::<String>();
-            let start = serde_json::json!({"input": input, "model": env.model.name(), "executed": false});
             let end = serde_json::json!({"state": RunState::Failed, "turns": 0, "error": error.message});
-            let written = match env.policies.audit(&scope, AuditAction::RunStarted, start).await {
+            let written = match env.audit_unexecuted_start(&scope, &log.input()).await {
                 Ok(()) => env.policies.audit(&scope, AuditAction::RunFinished, end).await,
                 Err(e) => Err(e),
             };

@@ -14,6 +14,7 @@ use crate::governance::{
     Permissions, RateLimiter, Scope,
 };
 use crate::model::{Generation, SharedModel};
+use crate::run::RunInput;
 use crate::store::{Journal, Lease, Memory, SessionStore};
 use crate::telemetry::Telemetry;
 use crate::tool::ToolRegistry;
@@ -38,6 +39,18 @@ pub(crate) struct RunEnv {
     pub(crate) limits: Limits,
     /// Telemetry settings.
     pub(crate) telemetry: Telemetry,
+}
+
+impl RunEnv {
+    /// Writes the `run_started` audit entry of a run that never executed (cancelled while queued,
+    /// refused, failed while seeding), so every run still has one start before its end.
+    pub(crate) async fn audit_unexecuted_start(&self, scope: &Scope, input: &RunInput) -> Result<(), crate::Error> {
+        let payload = serde_json::json!({
+            "input": input.summary().chars().take(500).collect::<String>(),
+            "model": self.model.name(), "executed": false,
+        });
+        self.policies.audit(scope, AuditAction::RunStarted, payload).await
+    }
 }
 
 /// The stores a run writes to.

@@ -157,11 +157,7 @@ impl RunCx {
             let started = if self.audited_start {
                 Ok(())
             } else {
-                let payload = serde_json::json!({
-                    "input": transcript.input.summary().chars().take(500).collect::<String>(),
-                    "model": self.env.model.name(), "executed": false,
-                });
-                policies.audit(scope, AuditAction::RunStarted, payload).await
+                self.env.audit_unexecuted_start(scope, &transcript.input).await
             };
             let payload = serde_json::json!({
                 "state": result.state, "turns": result.turns, "reason": result.interruption_reason(),

@@ -19,7 +19,7 @@ pub struct InMemorySessionStore {
 type Key = (Option<String>, String);
 
 fn owned(key: SessionKey<'_>) -> Key {
-    (key.user_id.map(str::to_string), key.session_id.to_string())
+    key.to_owned_parts()
 }
 
 #[derive(Debug, Default)]

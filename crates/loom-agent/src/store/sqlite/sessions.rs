@@ -43,7 +43,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn get_session(&self, session: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
-        let (user, id) = owned(session);
+        let (user, id) = session.to_owned_parts();
         self.call(move |conn| read_session(conn, SessionKey::scoped(user.as_deref(), &id))).await
     }
 
@@ -102,7 +102,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
-        let (user, session_id) = owned(session);
+        let (user, session_id) = session.to_owned_parts();
         let run_id = run_id.to_string();
         self.call(move |conn| {
             let text: Option<Option<String>> = conn
@@ -123,7 +123,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
-        let (user, session_id) = owned(session);
+        let (user, session_id) = session.to_owned_parts();
         self.call(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -267,11 +267,6 @@ fn write_history(
         stmt.execute(params![owner, session_id, run_id, i as i64, m]).map_err(db)?;
     }
     Ok(())
-}
-
-/// A session key as owned strings, to move into a store call.
-fn owned(key: SessionKey<'_>) -> (Option<String>, String) {
-    (key.user_id.map(str::to_string), key.session_id.to_string())
 }
 
 fn read_session(conn: &Connection, key: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
