@@ -42,6 +42,22 @@ pub enum Command {
     Runs(RunsArgs),
     /// Fetch and list local models (the embedded SmolLM2-135M-Instruct).
     Model(crate::model_cmd::ModelArgs),
+    /// List the tools an agent built with the same flags as `loom run` would offer its model (name,
+    /// flags, arguments), without running a model.
+    #[command(after_help = "Examples:\n  loom tools --files .\n  loom tools --files . --json")]
+    Tools(ToolsArgs),
+}
+
+/// The options of `loom tools`.
+#[derive(Debug, Args)]
+pub struct ToolsArgs {
+    /// How the agent is built (the same flags as `loom run`; no model is called).
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// Print the tools as one JSON array (name, description, parameters, flags).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The options of `loom audit`.

@@ -6,7 +6,7 @@
 //! `loom run --help`). Logs (warnings, and more with `-v`/`-vv` or `RUST_LOG`) go to stderr.
 //!
 //! The layout: [`cli`] holds the clap definitions, [`run`] the `run` command, [`audit`] the
-//! `audit` command, [`runs`] the `runs` commands (journaled runs), and [`render`] the human view.
+//! `audit` command, [`runs`] the `runs` commands (journaled runs), [`tools_cmd`] the `tools` command, and [`render`] the human view.
 
 mod approval;
 mod audit;
@@ -15,6 +15,7 @@ mod model_cmd;
 mod render;
 mod run;
 mod runs;
+mod tools_cmd;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Audit(args) => audit::main(args),
         cli::Command::Runs(args) => runs::main(args),
         cli::Command::Model(args) => model_cmd::main(args),
+        cli::Command::Tools(args) => tools_cmd::main(args),
     };
     ExitCode::from(exit as u8)
 }
