@@ -237,6 +237,7 @@ pub struct JournalArg {
 
 /// The subcommands of `loom runs`.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing would buy nothing
 pub enum RunsCommand {
     /// List journaled runs, newest first.
     ///
@@ -315,8 +316,6 @@ Examples:
   loom run --json \"hello\" | jq -c 'select(.type == \"model.response\")'
   echo \"a long prompt\" | loom run -
   loom run --files . --deny list_files --max-tokens 20000 \"Read the README\"
-  loom run --shell --sandbox \"Run the tests and summarise the failures\"   # asks before each command
-  loom run --skills ./skills \"Write the release notes\"
   loom run --journal sqlite:./loom.db --session s1 \"Remember the number 7\"
   loom run --journal sqlite:./loom.db --session s1 \"Which number?\"   # continues the conversation
   loom runs list --journal sqlite:./loom.db

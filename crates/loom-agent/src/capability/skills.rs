@@ -413,10 +413,10 @@ fn list_files(dir: &Path) -> (Vec<String>, usize) {
             let Ok(kind) = entry.file_type() else { continue };
             if kind.is_dir() {
                 pending.push(path);
-            } else if let Ok(relative) = path.strip_prefix(dir) {
-                if relative != Path::new(SKILL_FILE) {
-                    files.push(relative.to_string_lossy().into_owned());
-                }
+            } else if let Ok(relative) = path.strip_prefix(dir)
+                && relative != Path::new(SKILL_FILE)
+            {
+                files.push(relative.to_string_lossy().into_owned());
             }
         }
     }
