@@ -136,6 +136,25 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR")]
     pub files: Option<PathBuf>,
 
+    /// Let the agent run shell commands (the bash tool) in the current directory: stdin closed, a
+    /// scrubbed environment (no provider keys, no LOOM_* variables), a timeout that kills every
+    /// process the command started. Each call needs approval: a prompt when stdin is a terminal,
+    /// else the call is denied.
+    #[arg(long)]
+    pub shell: bool,
+
+    /// Run --shell's commands in a bubblewrap sandbox: only the current directory writable, a
+    /// private /tmp, no network. Fails (exit 2) when bwrap is missing or cannot run here, rather
+    /// than run commands unsandboxed.
+    #[arg(long, requires = "shell")]
+    pub sandbox: bool,
+
+    /// Offer the skills in DIR: each subfolder with a SKILL.md (front matter: name, description,
+    /// optional allowed-tools). The model sees their names and descriptions and loads one with the
+    /// load_skill tool; a malformed SKILL.md is a usage error (exit 2).
+    #[arg(long, value_name = "DIR")]
+    pub skills: Option<PathBuf>,
+
     /// The agent's instructions (its system prompt).
     #[arg(long, value_name = "TEXT")]
     pub instructions: Option<String>,
@@ -234,6 +253,7 @@ pub struct JournalArg {
 
 /// The subcommands of `loom runs`.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing would buy nothing
 pub enum RunsCommand {
     /// List journaled runs, newest first.
     ///

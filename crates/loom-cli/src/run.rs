@@ -7,7 +7,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 use loom_agent::Model;
-use loom_agent::capability::Files;
+use loom_agent::capability::{self, Files};
 use loom_agent::output::OutputSchema;
 use loom_agent::store::open_journal;
 use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
@@ -108,6 +108,18 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
             return Err(format!("--files {}: not a directory", dir.display()));
         }
         builder = builder.capability(Files::read_only(dir));
+    }
+    if args.shell {
+        let root = std::env::current_dir().map_err(|e| format!("--shell: the current directory is not usable: {e}"))?;
+        let mut shell = capability::shell(root);
+        if args.sandbox {
+            shell = shell.sandbox().map_err(|e| format!("--sandbox: {e}"))?;
+        }
+        builder = builder.capability(shell);
+    }
+    if let Some(dir) = args.skills {
+        let skills = capability::skills(&dir).map_err(|e| format!("--skills {}: {e}", dir.display()))?;
+        builder = builder.capability(skills);
     }
     if let Some(instructions) = args.instructions {
         builder = builder.instructions(instructions);

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::governance::Hooks;
 use crate::tool::Tool;
 
 /// A bundle of tools with the instructions that explain them. The agent registers the tools and
@@ -15,6 +16,13 @@ pub trait Capability: Send + Sync + 'static {
 
     /// Instructions added to the agent's instructions.
     fn instructions(&self) -> Option<String> {
+        None
+    }
+
+    /// Hooks the capability needs around its tools (the skills capability uses one to keep the
+    /// model to a skill's allowed tools). The agent adds them when it is built, after the hooks
+    /// given to the builder.
+    fn hooks(&self) -> Option<Arc<dyn Hooks>> {
         None
     }
 }

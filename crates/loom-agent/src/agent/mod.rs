@@ -398,7 +398,8 @@ impl AgentBuilder {
         self
     }
 
-    /// Adds a capability: its tools are registered and its instructions appended.
+    /// Adds a capability: its tools are registered, its instructions appended, and its hooks
+    /// added after the builder's own.
     pub fn capability(mut self, capability: impl Capability) -> Self {
         self.capabilities.push(Arc::new(capability));
         self
@@ -576,11 +577,13 @@ impl AgentBuilder {
         let runtime = self.runtime.unwrap_or_default();
         let mut tools = self.tools;
         let mut instructions = self.instructions.trim().to_string();
+        let mut hooks = self.hooks;
         for cap in &self.capabilities {
             tools.extend(cap.tools());
             if let Some(extra) = cap.instructions() {
                 push_section(&mut instructions, extra.trim());
             }
+            hooks.extend(cap.hooks());
         }
         if !runtime.criteria.is_empty() {
             let mut section = String::from("Acceptance criteria for every answer:");
@@ -614,7 +617,7 @@ impl AgentBuilder {
                 permissions: self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions)),
                 approval: self.approval,
                 hooks: HookSet {
-                    hooks: Arc::from(self.hooks),
+                    hooks: Arc::from(hooks),
                     timeout: self.hook_timeout.unwrap_or(Duration::from_secs(5)),
                     failure_denies: self.hook_failure_denies.unwrap_or(true),
                 },

@@ -2,6 +2,33 @@
 //! agent takes as one unit.
 
 mod files;
+#[cfg(unix)]
+mod shell;
+mod skills;
 
 pub use files::Files;
 pub use loom_core::capability::Capability;
+#[cfg(unix)]
+pub use shell::{BASE_ENV, Shell, ShellError, is_withheld};
+pub use skills::{SKILL_FILE, Skill, SkillError, Skills};
+
+/// The shell capability: the `bash` tool, running commands under `root` (see [`Shell`]).
+///
+/// ```
+/// let agent = loom_agent::Agent::builder()
+///     .model("echo")
+///     .capability(loom_agent::capability::shell("."))
+///     .build()?;
+/// assert!(agent.tools().iter().any(|t| t.name == "bash"));
+/// # Ok::<(), loom_agent::Error>(())
+/// ```
+#[cfg(unix)]
+pub fn shell(root: impl Into<std::path::PathBuf>) -> Shell {
+    Shell::new(root)
+}
+
+/// The skills capability: every subfolder of `dir` with a `SKILL.md` (see [`Skills`]). Fails with an
+/// error naming the file when a `SKILL.md` is malformed, or when `dir` cannot be read.
+pub fn skills(dir: impl AsRef<std::path::Path>) -> Result<Skills, SkillError> {
+    Skills::load(dir)
+}
