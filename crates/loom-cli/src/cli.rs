@@ -154,6 +154,29 @@ pub struct AgentArgs {
     /// load_skill tool; a malformed SKILL.md is a usage error (exit 2).
     #[arg(long, value_name = "DIR")]
     pub skills: Option<PathBuf>,
+    /// Let the agent fetch web pages with web_fetch (http and https; loopback, private, link-local
+    /// and cloud metadata addresses are refused, after DNS resolution and on every redirect).
+    #[arg(long)]
+    pub web: bool,
+
+    /// With --web: fetch only this host, repeatable ("docs.rs", or "*.rust-lang.org" for its
+    /// subdomains). An allowed host still may not resolve to a private address.
+    #[arg(long = "allow-host", value_name = "HOST", requires = "web")]
+    pub allow_host: Vec<String>,
+
+    /// With --web: never fetch this host, repeatable (same patterns as --allow-host).
+    #[arg(long = "deny-host", value_name = "HOST", requires = "web")]
+    pub deny_host: Vec<String>,
+
+    /// With --web: let web_fetch reach loopback, private and link-local addresses (local servers,
+    /// intranets).
+    #[arg(long, requires = "web")]
+    pub allow_private: bool,
+
+    /// With --web: add web_search, answered by the SearXNG instance at URL (with its JSON format
+    /// enabled: `search.formats: [html, json]` in its settings.yml).
+    #[arg(long, value_name = "URL", requires = "web")]
+    pub search_url: Option<String>,
 
     /// The agent's instructions (its system prompt).
     #[arg(long, value_name = "TEXT")]
@@ -332,6 +355,7 @@ Examples:
   loom run --json \"hello\" | jq -c 'select(.type == \"model.response\")'
   echo \"a long prompt\" | loom run -
   loom run --files . --deny list_files --max-tokens 20000 \"Read the README\"
+  loom run --web --allow-host docs.rs --search-url http://127.0.0.1:8888 \"What is new in tokio?\"
   loom run --journal sqlite:./loom.db --session s1 \"Remember the number 7\"
   loom run --journal sqlite:./loom.db --session s1 \"Which number?\"   # continues the conversation
   loom runs list --journal sqlite:./loom.db

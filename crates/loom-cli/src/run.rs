@@ -7,7 +7,8 @@ use std::path::Path;
 
 use futures::StreamExt;
 use loom_agent::Model;
-use loom_agent::capability::{self, Files};
+use loom_agent::capability::web::SearXng;
+use loom_agent::capability::{self, Files, Web};
 use loom_agent::output::OutputSchema;
 use loom_agent::store::open_journal;
 use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
@@ -121,6 +122,14 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
         let skills = capability::skills(&dir).map_err(|e| format!("--skills {}: {e}", dir.display()))?;
         builder = builder.capability(skills);
     }
+    if args.web {
+        builder = builder.capability(web_capability(
+            &args.allow_host,
+            &args.deny_host,
+            args.allow_private,
+            args.search_url.as_deref(),
+        )?);
+    }
     if let Some(instructions) = args.instructions {
         builder = builder.instructions(instructions);
     }
@@ -142,6 +151,30 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
     let agent = builder.build().map_err(|e| describe(&e))?;
     governance.check_names(&agent)?;
     Ok(agent)
+}
+
+/// The web capability of `--web` and its options.
+fn web_capability(
+    allow: &[String],
+    deny: &[String],
+    allow_private: bool,
+    search_url: Option<&str>,
+) -> Result<Web, String> {
+    let mut web = capability::web();
+    for host in allow {
+        web = web.allow_host(host);
+    }
+    for host in deny {
+        web = web.deny_host(host);
+    }
+    if allow_private {
+        web = web.allow_private();
+    }
+    if let Some(url) = search_url {
+        let searx = SearXng::new(url).map_err(|e| format!("--search-url {}: {e}", redact(url)))?;
+        web = web.search(searx);
+    }
+    Ok(web)
 }
 
 /// Checks `--base-url`: an absolute `http://` or `https://` URL with a host.

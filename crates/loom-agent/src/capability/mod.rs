@@ -5,12 +5,16 @@ mod files;
 #[cfg(unix)]
 mod shell;
 mod skills;
+#[cfg(feature = "web")]
+pub mod web;
 
 pub use files::Files;
 pub use loom_core::capability::Capability;
 #[cfg(unix)]
 pub use shell::{BASE_ENV, Shell, ShellError, is_withheld};
 pub use skills::{SKILL_FILE, Skill, SkillError, Skills};
+#[cfg(feature = "web")]
+pub use web::{Web, web};
 
 /// The shell capability: the `bash` tool, running commands under `root` (see [`Shell`]).
 ///
