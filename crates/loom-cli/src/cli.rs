@@ -120,6 +120,14 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR")]
     pub files: Option<PathBuf>,
 
+    /// Give the agent an MCP server's tools, repeatable: a command run over stdio ('CMD ARGS',
+    /// split like a shell would: its environment holds only PATH, HOME, LANG, TERM, TZ and USER) or
+    /// a Streamable HTTP URL. `NAME=…` names it; its tools are called NAME__TOOL [default name:
+    /// the package a launcher runs, the command's file name, or the URL's host]. The server is
+    /// started at the first model turn; one that does not answer within 30 s fails the run.
+    #[arg(long = "mcp", value_name = "[NAME=]CMD ARGS|URL")]
+    pub mcp: Vec<String>,
+
     /// The agent's instructions (its system prompt).
     #[arg(long, value_name = "TEXT")]
     pub instructions: Option<String>,

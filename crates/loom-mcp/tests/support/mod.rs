@@ -26,14 +26,32 @@ pub fn reference_server() -> Option<PathBuf> {
         return None;
     }
     if !entry.exists() {
-        // Several test binaries may race here: npm install into the same prefix is idempotent.
-        let status = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .arg(PACKAGE)
-            .status()
-            .expect("run npm");
-        assert!(status.success(), "npm install {PACKAGE} failed");
+        // Test binaries run in parallel: one installs (holding a lock file), the others wait.
+        std::fs::create_dir_all(&dir).expect("create the MCP cache dir");
+        let lock = dir.join(".installing");
+        let stale = |l: &std::path::Path| {
+            std::fs::metadata(l).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default().as_secs() > 300)
+        };
+        if stale(&lock) {
+            let _ = std::fs::remove_file(&lock);
+        }
+        match std::fs::File::create_new(&lock) {
+            Ok(_) => {
+                let status = Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&dir)
+                    .arg(PACKAGE)
+                    .status();
+                let _ = std::fs::remove_file(&lock);
+                assert!(status.is_ok_and(|s| s.success()), "npm install {PACKAGE} failed");
+            }
+            Err(_) => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+                while !entry.exists() && lock.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
     }
     assert!(entry.exists(), "{} missing after npm install", entry.display());
     Some(entry)
