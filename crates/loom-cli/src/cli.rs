@@ -226,6 +226,7 @@ pub struct JournalArg {
 
 /// The subcommands of `loom runs`.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing would buy nothing
 pub enum RunsCommand {
     /// List journaled runs, newest first.
     ///

@@ -2,6 +2,8 @@
 //! (`@modelcontextprotocol/server-everything`) over stdio and Streamable HTTP, a scripted server
 //! on the same SDK, and processes that never answer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The real MCP servers the tests talk to: the reference server `@modelcontextprotocol/server-everything`
 //! from npm (installed once into `$LOOM_MCP_CACHE`, default `~/.cache/loom-mcp`), and a small
 //! scripted server written here on the same npm SDK.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,7 +30,9 @@ pub fn reference_server() -> Option<PathBuf> {
         std::fs::create_dir_all(&dir).expect("create the MCP cache dir");
         let lock = dir.join(".installing");
         let stale = |l: &std::path::Path| {
-            std::fs::metadata(l).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default().as_secs() > 300)
+            std::fs::metadata(l)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default().as_secs() > 300)
         };
         if stale(&lock) {
             let _ = std::fs::remove_file(&lock);
