@@ -216,7 +216,11 @@ async fn a_killed_server_fails_the_call_clearly_and_the_next_call_restarts_it() 
 async fn a_server_that_never_answers_fails_within_the_handshake_timeout_with_its_stderr() {
     let server = loom_mcp::stdio(
         "sh",
-        ["-c", "echo \"pid $$\" >&2; echo 'fatal: the config file is missing' >&2; exec sleep 60"],
+        [
+            "-c",
+            "echo \"pid $$\" >&2; read -r first; echo \"got $first\" >&2; \
+             echo 'fatal: the config file is missing' >&2; exec sleep 60",
+        ],
     )
     .name("mute")
     .handshake_timeout(Duration::from_secs(2));
@@ -227,6 +231,9 @@ async fn a_server_that_never_answers_fails_within_the_handshake_timeout_with_its
     let message = err.to_string();
     assert!(message.starts_with("MCP server `mute` did not answer the handshake within 2s"), "{message}");
     assert!(message.contains("fatal: the config file is missing"), "{message}");
+    // The client tried the 2026-07-28 lifecycle first.
+    assert!(message.contains(r#""method":"server/discover""#), "{message}");
+    assert!(message.contains("2026-07-28"), "{message}");
     let pid: u32 = message.split("pid ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!(wait_dead(pid).await, "the mute server {pid} was not killed");
 }
