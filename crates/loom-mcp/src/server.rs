@@ -110,6 +110,19 @@ impl Live {
         self.dead.load(Ordering::Acquire) || self.service.is_closed()
     }
 
+    /// Waits (at most `limit`) for a dying server: its process to end and its stderr to close,
+    /// so the error can say how it ended and what it said last.
+    async fn settle(&self, limit: Duration) {
+        self.stderr.settle(limit).await;
+        let Some(process) = &self.process else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        while process.lock().unwrap_or_else(|e| e.into_inner()).exit_status().is_none()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// How the process ended, when it has: ` (the server exited: …)`.
     fn exit(&self) -> String {
         let Some(process) = &self.process else { return String::new() };
@@ -716,7 +729,7 @@ impl Shared {
                 let closed = matches!(e, ServiceError::TransportClosed | ServiceError::TransportSend(_));
                 if closed {
                     live.dead.store(true, Ordering::Release);
-                    live.stderr.settle(Duration::from_millis(300)).await;
+                    live.settle(Duration::from_millis(500)).await;
                 }
                 Err(ToolError::new(format!("`{tool}` failed: {}", self.request_error(&live, e))))
             }

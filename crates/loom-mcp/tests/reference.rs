@@ -227,7 +227,8 @@ async fn a_server_that_never_answers_fails_within_the_handshake_timeout_with_its
     let started = Instant::now();
     let err = server.connect().await.unwrap_err();
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(4), "{elapsed:?}");
+    // The timeout plus a little (kill, stderr), with room for a loaded machine.
+    assert!(elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(5), "{elapsed:?}");
     let message = err.to_string();
     assert!(message.starts_with("MCP server `mute` did not answer the handshake within 2s"), "{message}");
     assert!(message.contains("fatal: the config file is missing"), "{message}");
@@ -284,7 +285,7 @@ async fn cancellation_and_timeouts_cancel_the_request_on_the_server() {
     });
     let err = slow.call(ctx, json!({})).await.unwrap_err();
     canceller.await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert_eq!(err.kind(), ToolErrorKind::Cancelled);
     assert!(err.to_string().contains("was cancelled"), "{err}");
     // The server saw `notifications/cancelled` for the request.
@@ -299,7 +300,7 @@ async fn cancellation_and_timeouts_cancel_the_request_on_the_server() {
     assert_eq!(slow.timeout(), Some(Duration::from_millis(2400)));
     let started = Instant::now();
     let err = slow.call(ToolContext::detached("r", "s"), json!({})).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert_eq!(err.kind(), ToolErrorKind::Timeout);
     assert!(err.to_string().contains("did not finish within 400ms"), "{err}");
     assert!(wait_for_stderr(&timed_client, "cancelled request").await);
