@@ -544,6 +544,15 @@ impl McpClient {
     }
 }
 
+/// The innermost cause of an error (`Connection refused`, not the transport's type names).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
 fn matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
@@ -584,7 +593,10 @@ impl Shared {
             legacy_version: Some(ProtocolVersion::V_2025_11_25),
         };
         let timeout = self.config.handshake_timeout;
-        let stderr = Arc::new(StderrTail::default());
+        let stderr = Arc::new(match self.config.endpoint {
+            Endpoint::Stdio(_) => StderrTail::default(),
+            Endpoint::Http { .. } => StderrTail::none(),
+        });
         let (served, process) = match &self.config.endpoint {
             Endpoint::Stdio(spec) => {
                 let (process, stdout, stdin) = stdio::spawn(spec, &stderr).map_err(|e| McpError::Spawn {
@@ -653,7 +665,9 @@ impl Shared {
         }
         let message = match error {
             ServiceError::McpError(e) => format!("the server answered with an error: {}", e.message),
-            e if closed => format!("the connection closed{} ({e}); the next request reconnects", live.exit()),
+            e if closed => {
+                format!("the connection closed{} ({}); the next request reconnects", live.exit(), root_cause(&e))
+            }
             e => e.to_string(),
         };
         McpError::Request { server: self.name.clone(), message, stderr: live.stderr.tail() }

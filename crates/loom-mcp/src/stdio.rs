@@ -32,6 +32,13 @@ impl Default for StderrTail {
 }
 
 impl StderrTail {
+    /// The tail of a server without a process (HTTP): always empty, already closed.
+    pub(crate) fn none() -> Self {
+        let tail = StderrTail::default();
+        tail.eof.send_replace(true);
+        tail
+    }
+
     /// Waits (at most `limit`) until the process closed its stderr, so an error shows its last
     /// words.
     pub(crate) async fn settle(&self, limit: std::time::Duration) {

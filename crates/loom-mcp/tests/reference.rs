@@ -399,3 +399,46 @@ async fn streamable_http_with_a_bearer_token() {
     assert!(err.starts_with("MCP server `nobody`"), "{err}");
     child.kill().await.unwrap();
 }
+
+async fn start_http(entry: &Path, port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(node())
+        .arg(entry)
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "the HTTP server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child
+}
+
+#[tokio::test]
+async fn an_http_server_that_restarts_is_reconnected() {
+    let Some(entry) = support::reference_server() else { return };
+    let port = free_port();
+    let mut first = start_http(&entry, port).await;
+    let server =
+        loom_mcp::http(format!("http://127.0.0.1:{port}/mcp")).name("web").handshake_timeout(Duration::from_secs(5));
+    let client = server.connect().await.unwrap();
+    let echo = tool(&client, "web__echo").await;
+    assert_eq!(echo.call(ctx(), json!({"message": "one"})).await.unwrap().content, "Echo: one");
+    first.kill().await.unwrap();
+    let _ = first.wait().await;
+
+    let started = Instant::now();
+    let err = echo.call(ctx(), json!({"message": "lost"})).await.unwrap_err().to_string();
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(err.contains("MCP server `web`"), "{err}");
+    assert!(err.contains("the connection closed") && err.contains("the next request reconnects"), "{err}");
+
+    let _second = start_http(&entry, port).await;
+    // One call: the dead connection was dropped, this one opens a new session.
+    let answer = echo.call(ctx(), json!({"message": "two"})).await;
+    assert_eq!(answer.unwrap().content, "Echo: two");
+}
