@@ -35,13 +35,16 @@
 //!   tools again before its next model turn. A server that dies makes the call fail with a clear
 //!   error; the next call starts it again.
 //! - **Resources and prompts** through [`McpClient`] (not offered to the model as tools).
-//! - **Elicitation** is not advertised; a server that asks anyway is declined.
+//! - **Elicitation** is answered by the callback given to [`McpServer::elicitation`]; without
+//!   one it is not advertised and a server that asks anyway is declined.
 
+mod elicitation;
 mod error;
 mod server;
 mod stdio;
 mod tool;
 
+pub use elicitation::{ElicitationAnswer, ElicitationRequest};
 pub use error::McpError;
 pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, McpClient, McpServer};
 pub use stdio::INHERITED_ENV;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,16 +12,18 @@ use std::time::Duration;
 use loom_core::capability::{Capability, ToolSource};
 use loom_core::tool::{CancellationToken, Tool, ToolError, ToolErrorKind};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, GetPromptRequestParams, GetPromptResult,
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult,
+    ElicitationAction, ElicitationCapability, FormElicitationCapability, GetPromptRequestParams, GetPromptResult,
     Implementation, JsonRpcMessage, Prompt, ProtocolVersion, ReadResourceRequestParams, ReadResourceResult, Resource,
     ServerNotification,
 };
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService, ServiceError};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RequestContext, RunningService, ServiceError};
 use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, Transport};
 use rmcp::{ClientHandler, RoleClient};
 
+use crate::elicitation::{self, ElicitationAnswer, ElicitationFn, ElicitationRequest};
 use crate::error::McpError;
 use crate::stdio::{self, ProcessGuard, StderrTail, StdioSpec};
 use crate::tool::McpTool;
@@ -43,6 +46,7 @@ struct Config {
     deny: Vec<String>,
     call_timeout: Option<Duration>,
     handshake_timeout: Duration,
+    elicitation: Option<ElicitationFn>,
 }
 
 // Keys, tokens and header values never reach Debug output.
@@ -64,6 +68,7 @@ impl fmt::Debug for Config {
             .field("deny", &self.deny)
             .field("call_timeout", &self.call_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("elicitation", &self.elicitation.is_some())
             .finish()
     }
 }
@@ -134,14 +139,39 @@ impl Live {
     }
 }
 
-/// Answers the server: declines elicitation (the default of rmcp's handler; the capability is
-/// not advertised, so servers should not ask) and says who we are.
-struct Handler;
+/// Answers the server: says who we are, and answers elicitation through the configured callback
+/// (form mode only; advertised only when there is one) or declines it.
+struct Handler {
+    server: String,
+    elicitation: Option<ElicitationFn>,
+}
 
 impl ClientHandler for Handler {
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, rmcp::ErrorData> {
+        let (Some(callback), ElicitRequestParams::FormElicitationParams { message, requested_schema, .. }) =
+            (&self.elicitation, request)
+        else {
+            return Ok(ElicitResult::new(ElicitationAction::Decline));
+        };
+        let schema = serde_json::to_value(&requested_schema).unwrap_or(serde_json::Value::Null);
+        let answer = callback(ElicitationRequest { server: self.server.clone(), message, schema }).await;
+        Ok(match answer {
+            ElicitationAnswer::Accept(content) => ElicitResult::new(ElicitationAction::Accept).with_content(content),
+            ElicitationAnswer::Cancel => ElicitResult::new(ElicitationAction::Cancel),
+            ElicitationAnswer::Decline => ElicitResult::new(ElicitationAction::Decline),
+        })
+    }
+
     fn get_info(&self) -> ClientConfig {
-        let mut info =
-            ClientConfig::new(ClientCapabilities::default(), Implementation::new("loom", env!("CARGO_PKG_VERSION")));
+        let mut capabilities = ClientCapabilities::default();
+        if self.elicitation.is_some() {
+            capabilities.elicitation = Some(ElicitationCapability::new().with_form(FormElicitationCapability::new()));
+        }
+        let mut info = ClientConfig::new(capabilities, Implementation::new("loom", env!("CARGO_PKG_VERSION")));
         info.protocol_version = ProtocolVersion::LATEST_WITH_INITIALIZE;
         info
     }
@@ -261,6 +291,7 @@ impl McpServer {
             deny: Vec::new(),
             call_timeout: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            elicitation: None,
         })
     }
 
@@ -272,6 +303,7 @@ impl McpServer {
             deny: Vec::new(),
             call_timeout: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            elicitation: None,
         })
     }
 
@@ -367,6 +399,26 @@ impl McpServer {
     /// not is killed, and the error shows the end of its stderr.
     pub fn handshake_timeout(self, timeout: Duration) -> Self {
         self.with(|c| c.handshake_timeout = timeout)
+    }
+
+    /// Answers the server's elicitation requests (form mode: a message and a JSON Schema of simple
+    /// fields) with this callback, and advertises the capability. Without it the client does not
+    /// advertise elicitation and declines any request; URL-mode requests are always declined.
+    ///
+    /// ```
+    /// use loom_mcp::{ElicitationAnswer, ElicitationRequest};
+    /// let server = loom_mcp::stdio("my-server", Vec::<String>::new()).elicitation(|request: ElicitationRequest| async move {
+    ///     eprintln!("{} asks: {}", request.server, request.message);
+    ///     ElicitationAnswer::Decline
+    /// });
+    /// ```
+    pub fn elicitation<F, Fut>(self, callback: F) -> Self
+    where
+        F: Fn(ElicitationRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ElicitationAnswer> + Send + 'static,
+    {
+        let callback = elicitation::boxed(callback);
+        self.with(|c| c.elicitation = Some(callback))
     }
 
     /// The server's name, the prefix of its tools.
@@ -587,7 +639,7 @@ impl Shared {
     }
 
     async fn open(&self) -> Result<Live, McpError> {
-        let handler = Handler;
+        let handler = Handler { server: self.name.clone(), elicitation: self.config.elicitation.clone() };
         let lifecycle = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::LATEST],
             legacy_version: Some(ProtocolVersion::V_2025_11_25),

@@ -442,3 +442,37 @@ async fn an_http_server_that_restarts_is_reconnected() {
     let answer = echo.call(ctx(), json!({"message": "two"})).await;
     assert_eq!(answer.unwrap().content, "Echo: two");
 }
+
+#[tokio::test]
+async fn elicitation_is_answered_by_the_callback_or_not_offered() {
+    let Some(entry) = support::reference_server() else { return };
+    // Without a callback the client does not advertise elicitation: the server offers no tool
+    // that needs it.
+    let plain = everything(&entry).connect().await.unwrap();
+    let names: Vec<String> = plain.tools().await.unwrap().iter().map(|t| t.name().to_string()).collect();
+    assert!(!names.iter().any(|n| n.contains("elicitation")), "{names:?}");
+
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let server = everything(&entry).elicitation(move |request: loom_mcp::ElicitationRequest| {
+        seen.lock().unwrap().push(request.clone());
+        async move { loom_mcp::ElicitationAnswer::Accept(json!({"name": "Ada Lovelace", "check": true})) }
+    });
+    let client = server.connect().await.unwrap();
+    let elicit = tool(&client, "everything__trigger-elicitation-request").await;
+    let out = elicit.call(ctx(), json!({})).await.unwrap().content;
+    assert!(out.contains("User provided the requested information"), "{out}");
+    assert!(out.contains("- Name: Ada Lovelace") && out.contains("- Agreed to terms: true"), "{out}");
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].server, "everything");
+    assert_eq!(asked[0].message, "Please provide inputs for the following fields:");
+    assert_eq!(asked[0].schema["properties"]["name"]["type"], "string");
+
+    // Declined: the server goes on without the answer.
+    let declining =
+        everything(&entry).elicitation(|_| async { loom_mcp::ElicitationAnswer::Decline }).connect().await.unwrap();
+    let elicit = tool(&declining, "everything__trigger-elicitation-request").await;
+    let out = elicit.call(ctx(), json!({})).await.unwrap().content;
+    assert!(out.contains("declined"), "{out}");
+}
