@@ -33,6 +33,9 @@ pub struct Governance {
     pub deny: Vec<String>,
     /// `--ask`: tools that need approval.
     pub ask: Vec<String>,
+    /// The names of the `--mcp` servers: their tools (`NAME__TOOL`) are only known once the
+    /// server runs, so such names are not checked up front.
+    pub mcp_servers: Vec<String>,
 }
 
 impl Governance {
@@ -69,7 +72,10 @@ impl Governance {
         let tools: Vec<&str> = agent.tools().iter().map(|t| t.name.as_str()).collect();
         let lists = [("--allow", &self.allow), ("--deny", &self.deny), ("--ask", &self.ask)];
         for (flag, names) in lists {
-            if let Some(name) = names.iter().find(|n| !tools.contains(&n.as_str())) {
+            let from_mcp = |n: &str| {
+                self.mcp_servers.iter().any(|s| n.strip_prefix(s.as_str()).is_some_and(|t| t.starts_with("__")))
+            };
+            if let Some(name) = names.iter().find(|n| !tools.contains(&n.as_str()) && !from_mcp(n)) {
                 let available = if tools.is_empty() { "none".to_string() } else { tools.join(", ") };
                 return Err(format!("{flag} {name}: the agent has no such tool (its tools: {available})"));
             }

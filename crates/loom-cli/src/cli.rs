@@ -154,6 +154,7 @@ pub struct AgentArgs {
     /// load_skill tool; a malformed SKILL.md is a usage error (exit 2).
     #[arg(long, value_name = "DIR")]
     pub skills: Option<PathBuf>,
+
     /// Let the agent fetch web pages with web_fetch (http and https; loopback, private, link-local
     /// and cloud metadata addresses are refused, after DNS resolution and on every redirect).
     #[arg(long)]
@@ -177,6 +178,14 @@ pub struct AgentArgs {
     /// enabled: `search.formats: [html, json]` in its settings.yml).
     #[arg(long, value_name = "URL", requires = "web")]
     pub search_url: Option<String>,
+
+    /// Give the agent an MCP server's tools, repeatable: a command run over stdio ('CMD ARGS',
+    /// split like a shell would: its environment holds only PATH, HOME, LANG, TERM, TZ and USER) or
+    /// a Streamable HTTP URL. `NAME=…` names it; its tools are called NAME__TOOL [default name:
+    /// the package a launcher runs, the command's file name, or the URL's host]. The server is
+    /// started at the first model turn; one that does not answer within 30 s fails the run.
+    #[arg(long = "mcp", value_name = "[NAME=]CMD ARGS|URL")]
+    pub mcp: Vec<String>,
 
     /// The agent's instructions (its system prompt).
     #[arg(long, value_name = "TEXT")]

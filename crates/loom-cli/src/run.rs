@@ -8,7 +8,7 @@ use std::path::Path;
 use futures::StreamExt;
 use loom_agent::Model;
 use loom_agent::capability::web::SearXng;
-use loom_agent::capability::{self, Files, Web};
+use loom_agent::capability::{self, Files, Web, mcp};
 use loom_agent::output::OutputSchema;
 use loom_agent::store::open_journal;
 use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
@@ -130,6 +130,12 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
             args.search_url.as_deref(),
         )?);
     }
+    let mut mcp_servers = Vec::with_capacity(args.mcp.len());
+    for spec in &args.mcp {
+        let server = mcp::parse(spec).map_err(|e| format!("--mcp {spec}: {e}"))?;
+        mcp_servers.push(server.server_name().to_string());
+        builder = builder.capability(server);
+    }
     if let Some(instructions) = args.instructions {
         builder = builder.instructions(instructions);
     }
@@ -146,6 +152,7 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
         allow: args.allow,
         deny: args.deny,
         ask: args.ask,
+        mcp_servers,
     };
     builder = governance.apply(builder);
     let agent = builder.build().map_err(|e| describe(&e))?;

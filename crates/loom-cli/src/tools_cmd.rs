@@ -4,7 +4,7 @@
 use loom_agent::tool::{ToolFlags, ToolSpec};
 
 use crate::cli::ToolsArgs;
-use crate::run::{Exit, build_agent, report};
+use crate::run::{Exit, async_runtime, build_agent, describe, report};
 
 /// Runs `loom tools`.
 pub fn main(mut args: ToolsArgs) -> Exit {
@@ -20,8 +20,19 @@ pub fn main(mut args: ToolsArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let tools = agent.tools();
-    let written = if args.json { print_json(tools) } else { print_table(tools) };
+    // MCP servers are started and asked for their tools, as a run's first turn would.
+    let runtime = match async_runtime() {
+        Ok(runtime) => runtime,
+        Err(exit) => return exit,
+    };
+    let tools = match runtime.block_on(agent.current_tools()) {
+        Ok(tools) => tools,
+        Err(e) => {
+            report(&describe(&e));
+            return Exit::Failed;
+        }
+    };
+    let written = if args.json { print_json(&tools) } else { print_table(&tools) };
     match written {
         Ok(()) => Exit::Completed,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Completed,

@@ -34,7 +34,7 @@ use crate::store::{
     SessionStore,
 };
 use crate::telemetry::Telemetry;
-use crate::tool::{IntoTool, Tool, ToolRegistry, ToolSpec};
+use crate::tool::{DynamicTools, IntoTool, Tool, ToolRegistry, ToolSpec};
 
 /// A configured loop driver: instructions, a model, tools, and the policies around them.
 ///
@@ -90,9 +90,23 @@ impl Agent {
         &self.inner.env.model
     }
 
-    /// The tools offered to the model.
+    /// The tools offered to the model. With capabilities whose tools change (MCP servers), these
+    /// are only the fixed ones; [`Agent::current_tools`] loads the rest.
     pub fn tools(&self) -> &[ToolSpec] {
         self.inner.env.tools.specs()
+    }
+
+    /// The tools a run would offer now, loading the tool sources (connecting to MCP servers)
+    /// when they have not been loaded or have changed.
+    ///
+    /// # Errors
+    /// A source that cannot be loaded the first time (a server that does not answer), or tools
+    /// whose names collide, are [`Error::Config`].
+    pub async fn current_tools(&self) -> Result<Vec<ToolSpec>, Error> {
+        match &self.inner.env.dynamic_tools {
+            None => Ok(self.inner.env.tools.specs().to_vec()),
+            Some(dynamic) => Ok(dynamic.current().await?.registry.specs().to_vec()),
+        }
     }
 
     /// The runtime profile.
@@ -578,12 +592,22 @@ impl AgentBuilder {
         let mut tools = self.tools;
         let mut instructions = self.instructions.trim().to_string();
         let mut hooks = self.hooks;
+        let mut sources: Vec<(String, Arc<dyn crate::capability::ToolSource>)> = Vec::new();
         for cap in &self.capabilities {
             tools.extend(cap.tools());
             if let Some(extra) = cap.instructions() {
                 push_section(&mut instructions, extra.trim());
             }
             hooks.extend(cap.hooks());
+            if let Some(source) = cap.tool_source() {
+                let name = cap.name().to_string();
+                if sources.iter().any(|(n, _)| *n == name) {
+                    return Err(Error::Config(format!(
+                        "two capabilities with changing tools (MCP servers) are named `{name}`; give each a unique name"
+                    )));
+                }
+                sources.push((name, source));
+            }
         }
         if !runtime.criteria.is_empty() {
             let mut section = String::from("Acceptance criteria for every answer:");
@@ -593,7 +617,8 @@ impl AgentBuilder {
             }
             push_section(&mut instructions, &section);
         }
-        let tools = ToolRegistry::new(tools)?;
+        let dynamic_tools = (!sources.is_empty()).then(|| DynamicTools::new(tools.clone(), sources));
+        let tools = Arc::new(ToolRegistry::new(tools)?);
         let architecture = match self.architecture {
             Some(a) => a?,
             None => Arc::new(ReAct),
@@ -611,6 +636,7 @@ impl AgentBuilder {
             instructions,
             model,
             tools,
+            dynamic_tools,
             generation: self.generation,
             policies: Policies {
                 budget: self.budget,

@@ -9,7 +9,7 @@ mod skills;
 pub mod web;
 
 pub use files::Files;
-pub use loom_core::capability::Capability;
+pub use loom_core::capability::{Capability, ToolSource};
 #[cfg(unix)]
 pub use shell::{BASE_ENV, Shell, ShellError, is_withheld};
 pub use skills::{SKILL_FILE, Skill, SkillError, Skills};
@@ -35,4 +35,21 @@ pub fn shell(root: impl Into<std::path::PathBuf>) -> Shell {
 /// error naming the file when a `SKILL.md` is malformed, or when `dir` cannot be read.
 pub fn skills(dir: impl AsRef<std::path::Path>) -> Result<Skills, SkillError> {
     Skills::load(dir)
+}
+
+/// MCP servers as capabilities (the `loom-mcp` crate, feature `mcp`): their tools become the
+/// agent's tools, named `SERVER__TOOL`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use loom_agent::capability::mcp;
+///
+/// let fs = mcp::stdio("npx", ["-y", "@modelcontextprotocol/server-everything"]).name("everything");
+/// fs.connect().await?; // errors now rather than at the first run
+/// let agent = loom_agent::Agent::builder().model("ollama:qwen3").capability(fs).build()?;
+/// # let _ = agent; Ok(()) }
+/// ```
+#[cfg(feature = "mcp")]
+pub mod mcp {
+    pub use loom_mcp::*;
 }

@@ -45,7 +45,7 @@ impl RunCx {
 
     /// The tool's index and the call's arguments, parsed and valid against its schema.
     fn resolve(&self, call: &ToolCall) -> Result<(usize, Value), ToolError> {
-        let tools = &self.env.tools;
+        let tools = &self.tools;
         let Some(index) = tools.index_of(&call.name) else {
             let names: Vec<&str> = tools.specs().iter().map(|t| t.name.as_str()).collect();
             let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
@@ -71,8 +71,8 @@ impl RunCx {
 
     /// The permission policy's decision, after any remembered denial; the approver when it asks.
     async fn permit(&mut self, turn: u32, call: &ToolCall, index: usize, args: Value) -> Checked<Value> {
-        let env = self.env.clone();
-        let spec = &env.tools.entry(index).spec;
+        let tools = self.tools.clone();
+        let spec = &tools.entry(index).spec;
         let remembered = self.remembered.iter().find(|(tool, _)| *tool == call.name).map(|(_, r)| r.clone());
         if let Some(Err(reason)) = &remembered {
             self.decided(turn, call, PermissionDecision::Deny, DecidedBy::Remembered, Some(reason.clone())).await;
@@ -108,8 +108,8 @@ impl RunCx {
         args: Value,
         reason: String,
     ) -> Checked<Value> {
-        let env = self.env.clone();
-        let entry = env.tools.entry(index);
+        let tools = self.tools.clone();
+        let entry = tools.entry(index);
         let mut replayed = false;
         let approval = match self.recorder.approval(&call.id) {
             ApprovalReplay::Decided(approval) => {
@@ -212,7 +212,7 @@ impl RunCx {
                     return Err(denied(format!("denied by hook: {reason}")));
                 }
                 ToolHookAction::Rewrite(new_args) => {
-                    if let Err(problems) = env.tools.entry(index).validate(&new_args) {
+                    if let Err(problems) = self.tools.entry(index).validate(&new_args) {
                         return Err(ToolError::invalid_arguments(format!(
                             "a hook rewrote the arguments of `{}` into ones that do not match its schema: {problems}",
                             call.name

@@ -18,7 +18,7 @@ use crate::model::ModelResponse;
 use crate::output::OutputSchema;
 use crate::store::JournalEntry;
 use crate::telemetry;
-use crate::tool::ToolSpec;
+use crate::tool::{ToolRegistry, ToolSnapshot, ToolSpec};
 
 /// One run's working state, handed to the architecture:
 /// the conversation and the two operations that touch the world, a model turn and a batch of tool
@@ -29,6 +29,10 @@ pub struct RunCx {
     /// next model turn.
     pub messages: Vec<Message>,
     pub(super) env: Arc<RunEnv>,
+    /// The tools this run offers: the agent's, or the latest snapshot of its tool sources.
+    pub(super) tools: Arc<ToolRegistry>,
+    /// The tool-source snapshot `tools` came from (agents with tool sources only).
+    snapshot: Option<Arc<ToolSnapshot>>,
     pub(super) log: Arc<RunLog>,
     pub(super) scope: Scope,
     /// The output schema, when the model enforces it natively.
@@ -57,6 +61,8 @@ impl RunCx {
         let recorder = Recorder::new(&env.stores, log.clone());
         RunCx {
             messages: Vec::new(),
+            tools: env.tools.clone(),
+            snapshot: None,
             env,
             log,
             scope,
@@ -89,7 +95,20 @@ impl RunCx {
 
     /// The tools offered to the model.
     pub fn tools(&self) -> &[ToolSpec] {
-        self.env.tools.specs()
+        self.tools.specs()
+    }
+
+    /// Takes the tool sources' current tools when one of them changed (or at the run's first
+    /// turn). Agents without tool sources skip this with one `None` check.
+    async fn refresh_tools(&mut self) -> Result<(), RunError> {
+        let Some(dynamic) = &self.env.dynamic_tools else { return Ok(()) };
+        if dynamic.is_current(self.snapshot.as_deref()) {
+            return Ok(());
+        }
+        let snapshot = dynamic.current().await.map_err(|e| RunError::new(RunErrorKind::Config, e.to_string()))?;
+        self.tools = snapshot.registry.clone();
+        self.snapshot = Some(snapshot);
+        Ok(())
     }
 
     /// Appends an event to the run's log.
@@ -129,6 +148,7 @@ impl RunCx {
     /// journaled answer instead of calling the model again.
     pub async fn model_turn(&mut self) -> Result<ModelResponse, RunError> {
         self.check_cancelled()?;
+        self.refresh_tools().await?;
         let turn = self.turn + 1;
         let response = match self.recorder.model(turn) {
             // Recorded by the run's earlier execution: not sent again. The spend was counted by

@@ -17,7 +17,7 @@ use crate::model::{Generation, SharedModel};
 use crate::run::RunInput;
 use crate::store::{Journal, Lease, Memory, SessionStore};
 use crate::telemetry::Telemetry;
-use crate::tool::ToolRegistry;
+use crate::tool::{DynamicTools, ToolRegistry};
 
 /// Everything a run consults. The runtime reads nothing else.
 pub(crate) struct RunEnv {
@@ -27,8 +27,11 @@ pub(crate) struct RunEnv {
     pub(crate) instructions: String,
     /// The model.
     pub(crate) model: SharedModel,
-    /// The tools offered to the model.
-    pub(crate) tools: ToolRegistry,
+    /// The tools offered to the model (the fixed ones, when there are tool sources).
+    pub(crate) tools: Arc<ToolRegistry>,
+    /// The capabilities' tool sources (MCP servers) with the fixed tools, when there are any:
+    /// each run refreshes its tools from them before a model turn.
+    pub(crate) dynamic_tools: Option<DynamicTools>,
     /// Generation settings.
     pub(crate) generation: Generation,
     /// Governance: budget, permissions, approval, hooks, guardrails, rate limit, audit.

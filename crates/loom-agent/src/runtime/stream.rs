@@ -17,7 +17,7 @@ impl RunCx {
     /// (through the output guardrails' filter).
     pub(super) async fn stream_turn(&self, turn: u32) -> Result<ModelResponse, RunError> {
         let env = &self.env;
-        let tools: &[ToolSpec] = if env.model.capabilities().tools { env.tools.specs() } else { &[] };
+        let tools: &[ToolSpec] = if env.model.capabilities().tools { self.tools.specs() } else { &[] };
         self.log.emit(EventKind::ModelRequest(ModelRequestEvent {
             turn,
             model: env.model.name().to_string(),

@@ -45,8 +45,7 @@ impl RunCx {
             self.log.emit(EventKind::ToolCall(ToolCallEvent { turn, call: call.clone() }));
         }
         self.log.record_tool_calls(calls.len() as u32);
-        let env = self.env.clone();
-        let tools = &env.tools;
+        let tools = self.tools.clone();
         let safe =
             |call: &ToolCall| tools.index_of(&call.name).is_some_and(|i| tools.entry(i).spec.flags.concurrency_safe);
         let mut outcomes: Vec<Option<ToolOutcome>> = (0..calls.len()).map(|_| None).collect();
@@ -250,7 +249,7 @@ impl RunCx {
     }
 
     async fn invoke(&self, turn: u32, call: &ToolCall, index: usize, args: Value) -> Result<String, ToolError> {
-        let entry = self.env.tools.entry(index);
+        let entry = self.tools.entry(index);
         if let Err(e) = self
             .recorder
             .record(|| JournalEntry::ToolIntent { turn, call: call.clone(), arguments: args.clone() })

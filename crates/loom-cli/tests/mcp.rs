@@ -1,0 +1,68 @@
+//! `loom run --mcp`: an MCP server's tools in a run from the command line, against the npm
+//! reference server started by the CLI itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../loom-mcp/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Output};
+
+fn loom(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loom"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("LOOM_MODEL")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("loom starts")
+}
+
+#[test]
+fn run_with_an_mcp_server_over_stdio() {
+    let Some(entry) = support::reference_server() else { return };
+    let spec = format!("everything=node '{}' stdio", entry.display());
+    let out = loom(&["run", "--model", "scripted:tests/fixtures/mcp_sum.json", "--mcp", &spec, "add 2 and 3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("The sum is five."), "{stdout}");
+    assert!(stderr.contains("everything__get-sum"), "{stderr}");
+    assert!(stderr.contains("The sum of 2 and 3 is 5."), "{stderr}");
+
+    // --deny takes an MCP tool's name before the server runs: the call is refused.
+    let out = loom(&[
+        "run",
+        "--model",
+        "scripted:tests/fixtures/mcp_sum.json",
+        "--mcp",
+        &spec,
+        "--deny",
+        "everything__get-sum",
+        "add 2 and 3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("denied"), "{stderr}");
+    assert!(!stderr.contains("The sum of 2 and 3 is 5."), "{stderr}");
+}
+
+#[test]
+fn bad_mcp_specs_and_mute_servers() {
+    let out = loom(&["run", "--model", "echo", "--mcp", "", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--mcp : MCP server ``: no command or URL given"));
+    let out = loom(&["run", "--model", "echo", "--mcp", "x='unclosed", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unbalanced quotes"));
+    let out = loom(&["run", "--model", "echo", "--mcp", "a=cat", "--mcp", "a=http://127.0.0.1:1/mcp", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("named `a`"));
+
+    // A server that exits at once fails the run, with what it said.
+    let out = loom(&["run", "--model", "echo", "--mcp", "gone=sh -c 'echo no licence >&2; exit 1'", "hi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("MCP server `gone`: the handshake failed"), "{stderr}");
+    assert!(stderr.contains("no licence"), "{stderr}");
+}

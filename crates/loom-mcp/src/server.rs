@@ -1,0 +1,866 @@
+//! One MCP server: its configuration (the builder), its connection (made on `connect()` or at
+//! first use, made again after the server died), and its tools as a Loom [`ToolSource`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use loom_core::capability::{Capability, ToolSource};
+use loom_core::tool::{CancellationToken, Tool, ToolError, ToolErrorKind};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult,
+    ElicitationAction, ElicitationCapability, FormElicitationCapability, GetPromptRequestParams, GetPromptResult,
+    Implementation, JsonRpcMessage, Prompt, ProtocolVersion, ReadResourceRequestParams, ReadResourceResult, Resource,
+    ServerNotification,
+};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RequestContext, RunningService, ServiceError};
+use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, Transport};
+use rmcp::{ClientHandler, RoleClient};
+
+use crate::elicitation::{self, ElicitationAnswer, ElicitationFn, ElicitationRequest};
+use crate::error::McpError;
+use crate::stdio::{self, ProcessGuard, StderrTail, StdioSpec};
+use crate::tool::McpTool;
+
+/// The default time a server has to complete the handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+enum Endpoint {
+    Stdio(StdioSpec),
+    Http { url: String, bearer: Option<String>, headers: Vec<(String, String)> },
+}
+
+/// Everything a server value is configured with.
+#[derive(Clone)]
+struct Config {
+    name: Option<String>,
+    endpoint: Endpoint,
+    allow: Option<Vec<String>>,
+    deny: Vec<String>,
+    call_timeout: Option<Duration>,
+    handshake_timeout: Duration,
+    elicitation: Option<ElicitationFn>,
+}
+
+// Keys, tokens and header values never reach Debug output.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("McpServer");
+        d.field("name", &self.name);
+        match &self.endpoint {
+            Endpoint::Stdio(spec) => {
+                let env: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+                d.field("command", &spec.command).field("args", &spec.args).field("env", &env);
+            }
+            Endpoint::Http { url, bearer, headers } => {
+                let headers: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+                d.field("url", url).field("bearer", &bearer.as_ref().map(|_| "<redacted>")).field("headers", &headers);
+            }
+        }
+        d.field("allow", &self.allow)
+            .field("deny", &self.deny)
+            .field("call_timeout", &self.call_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("elicitation", &self.elicitation.is_some())
+            .finish()
+    }
+}
+
+/// An MCP server as a Loom capability: its tools become the agent's tools, named
+/// `SERVER__TOOL`. Made by [`crate::stdio`] or [`crate::http`], configured with the builder
+/// methods, then given to `AgentBuilder::capability`.
+///
+/// The connection is made by [`McpServer::connect`] (so errors show before the agent is built) or
+/// at the first run's first model turn. A server that dies is started (or reconnected) again on
+/// the next call. The child process of a stdio server is killed, with its process group, when the
+/// last clone of this value (the agent's and its tools') is dropped.
+///
+/// The builder methods return a new, unconnected server: configure before connecting.
+#[derive(Clone)]
+pub struct McpServer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.config.fmt(f)
+    }
+}
+
+pub(crate) struct Shared {
+    name: String,
+    config: Config,
+    /// Moves on `notifications/tools/list_changed` and on reconnection.
+    generation: Arc<AtomicU64>,
+    conn: tokio::sync::Mutex<Option<Arc<Live>>>,
+}
+
+/// One live connection.
+struct Live {
+    service: RunningService<RoleClient, Handler>,
+    process: Option<std::sync::Mutex<ProcessGuard>>,
+    stderr: Arc<StderrTail>,
+    dead: AtomicBool,
+}
+
+impl Live {
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire) || self.service.is_closed()
+    }
+
+    /// Waits (at most `limit`) for a dying server: its process to end and its stderr to close,
+    /// so the error can say how it ended and what it said last.
+    async fn settle(&self, limit: Duration) {
+        self.stderr.settle(limit).await;
+        let Some(process) = &self.process else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        while process.lock().unwrap_or_else(|e| e.into_inner()).exit_status().is_none()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// How the process ended, when it has: ` (the server exited: …)`.
+    fn exit(&self) -> String {
+        let Some(process) = &self.process else { return String::new() };
+        let mut guard = process.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.exit_status() {
+            Some(status) => format!(" (the server process ended: {status})"),
+            None => String::new(),
+        }
+    }
+}
+
+/// Answers the server: says who we are, and answers elicitation through the configured callback
+/// (form mode only; advertised only when there is one) or declines it.
+struct Handler {
+    server: String,
+    elicitation: Option<ElicitationFn>,
+}
+
+impl ClientHandler for Handler {
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, rmcp::ErrorData> {
+        let (Some(callback), ElicitRequestParams::FormElicitationParams { message, requested_schema, .. }) =
+            (&self.elicitation, request)
+        else {
+            return Ok(ElicitResult::new(ElicitationAction::Decline));
+        };
+        let schema = serde_json::to_value(&requested_schema).unwrap_or(serde_json::Value::Null);
+        let answer = callback(ElicitationRequest { server: self.server.clone(), message, schema }).await;
+        Ok(match answer {
+            ElicitationAnswer::Accept(content) => ElicitResult::new(ElicitationAction::Accept).with_content(content),
+            ElicitationAnswer::Cancel => ElicitResult::new(ElicitationAction::Cancel),
+            ElicitationAnswer::Decline => ElicitResult::new(ElicitationAction::Decline),
+        })
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        if self.elicitation.is_some() {
+            capabilities.elicitation = Some(ElicitationCapability::new().with_form(FormElicitationCapability::new()));
+        }
+        let mut info = ClientConfig::new(capabilities, Implementation::new("loom", env!("CARGO_PKG_VERSION")));
+        info.protocol_version = ProtocolVersion::LATEST_WITH_INITIALIZE;
+        info
+    }
+}
+
+/// A transport that moves the tools generation when `notifications/tools/list_changed` arrives,
+/// as it is read: before any later response is handed to its caller. (rmcp's handler callback
+/// runs on a spawned task, which could lose that race: a call that added a tool would return
+/// before the agent saw the change.)
+struct Watched<T> {
+    inner: T,
+    generation: Arc<AtomicU64>,
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for Watched<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    fn receive(&mut self) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleClient>>> + Send {
+        let generation = self.generation.clone();
+        let next = self.inner.receive();
+        async move {
+            let message = next.await;
+            if let Some(JsonRpcMessage::Notification(n)) = &message
+                && matches!(n.notification, ServerNotification::ToolListChangedNotification(_))
+            {
+                generation.fetch_add(1, Ordering::AcqRel);
+            }
+            message
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
+/// A valid server or tool name part: `[A-Za-z0-9_-]`, other characters replaced by `_`.
+pub(crate) fn sanitize(raw: &str) -> String {
+    let s: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let s = s.trim_matches('_').to_string();
+    if s.is_empty() { "mcp".to_string() } else { s }
+}
+
+/// The default name of a stdio server: the package or script a launcher runs
+/// (`npx -y @scope/server-x@1` → `server-x`), else the command's file name.
+fn default_stdio_name(command: &str, args: &[String]) -> String {
+    let base = |s: &str| -> String {
+        let s = s.rsplit(['/', '\\']).next().unwrap_or(s);
+        // `server-x@1.2` → `server-x`; `@scope/x` was cut at the slash above.
+        let s = match s.find('@') {
+            Some(0) | None => s,
+            Some(i) => &s[..i],
+        };
+        let s = s.strip_suffix(".js").or_else(|| s.strip_suffix(".py")).unwrap_or(s);
+        sanitize(s)
+    };
+    let launcher = matches!(
+        base(command).as_str(),
+        "npx" | "node" | "uvx" | "uv" | "python" | "python3" | "bunx" | "bun" | "deno" | "pnpm" | "yarn" | "pipx"
+    );
+    if launcher && let Some(arg) = args.iter().find(|a| !a.starts_with('-') && *a != "run" && *a != "dlx") {
+        return base(arg);
+    }
+    base(command)
+}
+
+fn default_http_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host_port = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host_port = host_port.rsplit('@').next().unwrap_or(host_port);
+    let host = if host_port.starts_with('[') {
+        host_port.split(']').next().unwrap_or(host_port).trim_start_matches('[')
+    } else {
+        host_port.split(':').next().unwrap_or(host_port)
+    };
+    sanitize(host)
+}
+
+impl McpServer {
+    fn from_config(config: Config) -> Self {
+        let name = match &config.name {
+            Some(n) => sanitize(n),
+            None => match &config.endpoint {
+                Endpoint::Stdio(spec) => default_stdio_name(&spec.command, &spec.args),
+                Endpoint::Http { url, .. } => default_http_name(url),
+            },
+        };
+        McpServer {
+            shared: Arc::new(Shared {
+                name,
+                config,
+                generation: Arc::new(AtomicU64::new(0)),
+                conn: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    fn with(self, f: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.shared.config.clone();
+        f(&mut config);
+        McpServer::from_config(config)
+    }
+
+    pub(crate) fn new_stdio(command: String, args: Vec<String>) -> Self {
+        McpServer::from_config(Config {
+            name: None,
+            endpoint: Endpoint::Stdio(StdioSpec { command, args, env: Vec::new(), cwd: None }),
+            allow: None,
+            deny: Vec::new(),
+            call_timeout: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            elicitation: None,
+        })
+    }
+
+    pub(crate) fn new_http(url: String) -> Self {
+        McpServer::from_config(Config {
+            name: None,
+            endpoint: Endpoint::Http { url, bearer: None, headers: Vec::new() },
+            allow: None,
+            deny: Vec::new(),
+            call_timeout: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            elicitation: None,
+        })
+    }
+
+    /// Names the server: its tools are called `NAME__TOOL`. Characters outside `[A-Za-z0-9_-]`
+    /// become `_`. The default is the package a launcher runs (`npx -y @scope/server-x` →
+    /// `server-x`), the command's file name, or the URL's host.
+    pub fn name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|c| c.name = Some(name))
+    }
+
+    /// Sets a variable in a stdio server's environment (which otherwise holds only `PATH`, `HOME`,
+    /// `LANG`, `TERM`, `TZ` and `USER` from this process). Ignored for HTTP servers.
+    pub fn env(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (key, value) = (key.into(), value.into());
+        self.with(|c| {
+            if let Endpoint::Stdio(spec) = &mut c.endpoint {
+                spec.env.retain(|(k, _)| *k != key);
+                spec.env.push((key, value));
+            }
+        })
+    }
+
+    /// Passes a variable of this process, when set, to a stdio server by name.
+    pub fn inherit_env(self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        match std::env::var(&key) {
+            Ok(value) => self.env(key, value),
+            Err(_) => self,
+        }
+    }
+
+    /// The working directory of a stdio server.
+    pub fn current_dir(self, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        self.with(|c| {
+            if let Endpoint::Stdio(spec) = &mut c.endpoint {
+                spec.cwd = Some(dir);
+            }
+        })
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` to an HTTP server. The token is never logged or shown.
+    pub fn bearer(self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        self.with(|c| {
+            if let Endpoint::Http { bearer, .. } = &mut c.endpoint {
+                *bearer = Some(token);
+            }
+        })
+    }
+
+    /// Sends a header with every request to an HTTP server. Values are never logged or shown.
+    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        self.with(|c| {
+            if let Endpoint::Http { headers, .. } = &mut c.endpoint {
+                headers.push((name, value));
+            }
+        })
+    }
+
+    /// Offers only these of the server's tools (by the server's own names; a trailing `*`
+    /// matches a prefix).
+    pub fn allow_tools<I, S>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        self.with(|c| c.allow = Some(names))
+    }
+
+    /// Never offers these of the server's tools (by the server's own names; a trailing `*`
+    /// matches a prefix). Deny wins over allow.
+    pub fn deny_tools<I, S>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        self.with(|c| c.deny.extend(names))
+    }
+
+    /// How long one tool call may take; past it the call is cancelled on the server
+    /// (`notifications/cancelled`) and the model reads a timeout error. The agent's tool timeout
+    /// applies when unset.
+    pub fn call_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.call_timeout = Some(timeout))
+    }
+
+    /// How long the server has to answer the handshake (default 30 s). A stdio server that does
+    /// not is killed, and the error shows the end of its stderr.
+    pub fn handshake_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.handshake_timeout = timeout)
+    }
+
+    /// Answers the server's elicitation requests (form mode: a message and a JSON Schema of simple
+    /// fields) with this callback, and advertises the capability. Without it the client does not
+    /// advertise elicitation and declines any request; URL-mode requests are always declined.
+    ///
+    /// ```
+    /// use loom_mcp::{ElicitationAnswer, ElicitationRequest};
+    /// let server = loom_mcp::stdio("my-server", Vec::<String>::new()).elicitation(|request: ElicitationRequest| async move {
+    ///     eprintln!("{} asks: {}", request.server, request.message);
+    ///     ElicitationAnswer::Decline
+    /// });
+    /// ```
+    pub fn elicitation<F, Fut>(self, callback: F) -> Self
+    where
+        F: Fn(ElicitationRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ElicitationAnswer> + Send + 'static,
+    {
+        let callback = elicitation::boxed(callback);
+        self.with(|c| c.elicitation = Some(callback))
+    }
+
+    /// The server's name, the prefix of its tools.
+    pub fn server_name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Connects now (starting the process of a stdio server) and returns the client. Without it
+    /// the agent connects at its first run's first model turn.
+    ///
+    /// # Errors
+    /// The process cannot start, the handshake fails or times out ([`McpError`], with the tail
+    /// of the server's stderr).
+    pub async fn connect(&self) -> Result<McpClient, McpError> {
+        self.shared.live().await?;
+        Ok(McpClient { shared: self.shared.clone() })
+    }
+
+    /// The client of this server, connecting on first use.
+    pub fn client(&self) -> McpClient {
+        McpClient { shared: self.shared.clone() }
+    }
+}
+
+impl Capability for McpServer {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn tools(&self) -> Vec<Arc<dyn Tool>> {
+        // All of them come from the tool source, which lists them once connected.
+        Vec::new()
+    }
+
+    fn tool_source(&self) -> Option<Arc<dyn ToolSource>> {
+        Some(Arc::new(Source(self.shared.clone())))
+    }
+}
+
+/// A handle on a server's connection: the MCP requests themselves (tools, resources, prompts).
+/// Clones share the connection with the [`McpServer`] it came from.
+#[derive(Clone)]
+pub struct McpClient {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for McpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("McpClient").field("server", &self.shared.name).finish_non_exhaustive()
+    }
+}
+
+impl Capability for McpClient {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn tools(&self) -> Vec<Arc<dyn Tool>> {
+        Vec::new()
+    }
+
+    fn tool_source(&self) -> Option<Arc<dyn ToolSource>> {
+        Some(Arc::new(Source(self.shared.clone())))
+    }
+}
+
+impl McpClient {
+    /// The server's name, the prefix of its tools.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The protocol revision agreed with the server (`2026-07-28` when it answers
+    /// `server/discover`, else the `initialize` handshake's `2025-11-25` or older).
+    ///
+    /// # Errors
+    /// As [`McpServer::connect`].
+    pub async fn protocol_version(&self) -> Result<String, McpError> {
+        let live = self.shared.live().await?;
+        Ok(live.service.peer().peer_info().map(|i| i.protocol_version.to_string()).unwrap_or_default())
+    }
+
+    /// The server's name and version as it reports them.
+    ///
+    /// # Errors
+    /// As [`McpServer::connect`].
+    pub async fn server_info(&self) -> Result<Option<Implementation>, McpError> {
+        let live = self.shared.live().await?;
+        Ok(live.service.peer().peer_info().and_then(|i| i.server_info.clone()))
+    }
+
+    /// The process id of a stdio server (its process group id too), when running.
+    pub async fn process_id(&self) -> Option<u32> {
+        let conn = self.shared.conn.lock().await;
+        let live = conn.as_ref()?;
+        let process = live.process.as_ref()?;
+        process.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// The end of what the current (or last) server process wrote to stderr (at most about
+    /// 2 KiB; empty for HTTP servers).
+    pub async fn stderr_tail(&self) -> String {
+        let conn = self.shared.conn.lock().await;
+        conn.as_ref().map(|live| live.stderr.tail()).unwrap_or_default()
+    }
+
+    /// The tools offered to an agent, after the allow and deny filters, named `SERVER__TOOL`.
+    ///
+    /// # Errors
+    /// As [`McpServer::connect`], or the listing fails.
+    pub async fn tools(&self) -> Result<Vec<Arc<dyn Tool>>, McpError> {
+        self.shared.list_tools().await
+    }
+
+    /// Increases whenever the server's tool list changed (`notifications/tools/list_changed`)
+    /// or the connection was made again.
+    pub fn tools_generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// Calls a tool by the server's own name and returns the raw result.
+    ///
+    /// # Errors
+    /// As [`McpServer::connect`], or the call fails.
+    pub async fn call_tool(&self, name: &str, arguments: serde_json::Value) -> Result<CallToolResult, McpError> {
+        let live = self.shared.live().await?;
+        let mut params = CallToolRequestParams::new(name.to_string());
+        if let serde_json::Value::Object(map) = arguments {
+            params = params.with_arguments(map);
+        }
+        live.service.call_tool(params).await.map_err(|e| self.shared.request_error(&live, e))
+    }
+
+    /// The server's resources (all pages).
+    ///
+    /// # Errors
+    /// As [`McpServer::connect`], or the request fails.
+    pub async fn list_resources(&self) -> Result<Vec<Resource>, McpError> {
+        let live = self.shared.live().await?;
+        live.service.peer().list_all_resources().await.map_err(|e| self.shared.request_error(&live, e))
+    }
+
+    /// Reads a resource.
+    ///
+    /// # Errors
+    /// As [`McpServer::connect`], or the request fails (an unknown URI, say).
+    pub async fn read_resource(&self, uri: &str) -> Result<ReadResourceResult, McpError> {
+        let live = self.shared.live().await?;
+        live.service
+            .read_resource(ReadResourceRequestParams::new(uri))
+            .await
+            .map_err(|e| self.shared.request_error(&live, e))
+    }
+
+    /// The server's prompts (all pages).
+    ///
+    /// # Errors
+    /// As [`McpServer::connect`], or the request fails.
+    pub async fn list_prompts(&self) -> Result<Vec<Prompt>, McpError> {
+        let live = self.shared.live().await?;
+        live.service.peer().list_all_prompts().await.map_err(|e| self.shared.request_error(&live, e))
+    }
+
+    /// Gets a prompt with its arguments (a JSON object of strings).
+    ///
+    /// # Errors
+    /// As [`McpServer::connect`], or the request fails (an unknown prompt, missing arguments).
+    pub async fn get_prompt(&self, name: &str, arguments: serde_json::Value) -> Result<GetPromptResult, McpError> {
+        let live = self.shared.live().await?;
+        let mut params = GetPromptRequestParams::new(name);
+        if let serde_json::Value::Object(map) = arguments {
+            params = params.with_arguments(map);
+        }
+        live.service.get_prompt(params).await.map_err(|e| self.shared.request_error(&live, e))
+    }
+}
+
+/// The innermost cause of an error (`Connection refused`, not the transport's type names).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+impl Shared {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn offered(&self, tool: &str) -> bool {
+        let allowed = self.config.allow.as_ref().is_none_or(|allow| allow.iter().any(|p| matches(p, tool)));
+        allowed && !self.config.deny.iter().any(|p| matches(p, tool))
+    }
+
+    /// The live connection, made (again) when there is none or it died.
+    async fn live(&self) -> Result<Arc<Live>, McpError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(live) = slot.as_ref().filter(|l| !l.is_dead()) {
+            return Ok(live.clone());
+        }
+        let reconnecting = slot.take().is_some();
+        let live = Arc::new(self.open().await?);
+        *slot = Some(live.clone());
+        if reconnecting {
+            // The tools may differ after a restart: runs load them again.
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(live)
+    }
+
+    async fn open(&self) -> Result<Live, McpError> {
+        let handler = Handler { server: self.name.clone(), elicitation: self.config.elicitation.clone() };
+        let lifecycle = ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::LATEST],
+            legacy_version: Some(ProtocolVersion::V_2025_11_25),
+        };
+        let timeout = self.config.handshake_timeout;
+        let stderr = Arc::new(match self.config.endpoint {
+            Endpoint::Stdio(_) => StderrTail::default(),
+            Endpoint::Http { .. } => StderrTail::none(),
+        });
+        let (served, process) = match &self.config.endpoint {
+            Endpoint::Stdio(spec) => {
+                let (process, stdout, stdin) = stdio::spawn(spec, &stderr).map_err(|e| McpError::Spawn {
+                    server: self.name.clone(),
+                    command: spec.command.clone(),
+                    message: e.to_string(),
+                })?;
+                let served = tokio::time::timeout(
+                    timeout,
+                    handler.serve_with_lifecycle(
+                        Watched { inner: AsyncRwTransport::new(stdout, stdin), generation: self.generation.clone() },
+                        lifecycle,
+                    ),
+                )
+                .await;
+                (served, Some(process))
+            }
+            Endpoint::Http { url, bearer, headers } => {
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                if let Some(token) = bearer {
+                    config = config.auth_header(token.clone());
+                }
+                let mut map = HashMap::new();
+                for (name, value) in headers {
+                    let name = http::HeaderName::try_from(name.as_str()).map_err(|_| McpError::Config {
+                        server: self.name.clone(),
+                        message: format!("`{name}` is not a valid HTTP header name"),
+                    })?;
+                    let mut value = http::HeaderValue::try_from(value.as_str()).map_err(|_| McpError::Config {
+                        server: self.name.clone(),
+                        message: format!("the value of header `{name}` is not a valid HTTP header value"),
+                    })?;
+                    value.set_sensitive(true);
+                    map.insert(name, value);
+                }
+                let config = config.custom_headers(map);
+                let transport = Watched {
+                    inner: StreamableHttpClientTransport::from_config(config),
+                    generation: self.generation.clone(),
+                };
+                (tokio::time::timeout(timeout, handler.serve_with_lifecycle(transport, lifecycle)).await, None)
+            }
+        };
+        match served {
+            Ok(Ok(service)) => {
+                Ok(Live { service, process: process.map(std::sync::Mutex::new), stderr, dead: AtomicBool::new(false) })
+            }
+            Ok(Err(e)) => {
+                // Let a dying process finish writing its last words.
+                stderr.settle(Duration::from_millis(500)).await;
+                drop(process);
+                Err(McpError::Handshake { server: self.name.clone(), message: e.to_string(), stderr: stderr.tail() })
+            }
+            Err(_) => {
+                drop(process);
+                stderr.settle(Duration::from_millis(200)).await;
+                Err(McpError::HandshakeTimeout { server: self.name.clone(), timeout, stderr: stderr.tail() })
+            }
+        }
+    }
+
+    fn request_error(&self, live: &Live, error: ServiceError) -> McpError {
+        let closed = matches!(error, ServiceError::TransportClosed | ServiceError::TransportSend(_));
+        if closed {
+            live.dead.store(true, Ordering::Release);
+        }
+        let message = match error {
+            ServiceError::McpError(e) => format!("the server answered with an error: {}", e.message),
+            e if closed => {
+                format!("the connection closed{} ({}); the next request reconnects", live.exit(), root_cause(&e))
+            }
+            e => e.to_string(),
+        };
+        McpError::Request { server: self.name.clone(), message, stderr: live.stderr.tail() }
+    }
+
+    /// The server's tools as Loom tools, filtered and named `SERVER__TOOL`. A connection found
+    /// dead is made again once.
+    async fn list_tools(self: &Arc<Self>) -> Result<Vec<Arc<dyn Tool>>, McpError> {
+        let mut retried = false;
+        let listed = loop {
+            let live = self.live().await?;
+            match live.service.peer().list_all_tools().await {
+                Ok(tools) => break tools,
+                Err(e) => {
+                    let error = self.request_error(&live, e);
+                    if retried || !live.is_dead() {
+                        return Err(error);
+                    }
+                    retried = true;
+                }
+            }
+        };
+        let mut out: Vec<Arc<dyn Tool>> = Vec::with_capacity(listed.len());
+        let mut seen = std::collections::HashSet::new();
+        for tool in listed {
+            if !self.offered(&tool.name) {
+                continue;
+            }
+            let local = McpTool::local_name(&self.name, &tool.name);
+            if !seen.insert(local.clone()) {
+                tracing::warn!(server = %self.name, tool = %tool.name, "two tools of this MCP server map to `{local}`; the second is left out");
+                continue;
+            }
+            out.push(Arc::new(McpTool::new(self.clone(), local, tool, self.config.call_timeout)));
+        }
+        Ok(out)
+    }
+
+    /// One tool call from a run: cancelled (with `notifications/cancelled` to the server) when
+    /// the run is, timed out when it takes longer than the call timeout.
+    pub(crate) async fn call(
+        &self,
+        tool: &str,
+        arguments: serde_json::Value,
+        cancel: &CancellationToken,
+    ) -> Result<CallToolResult, ToolError> {
+        let live = self.live().await.map_err(|e| ToolError::new(e.to_string()))?;
+        let mut params = CallToolRequestParams::new(tool.to_string());
+        if let serde_json::Value::Object(map) = arguments {
+            params = params.with_arguments(map);
+        }
+        // Dropping the request future (cancel, timeout) makes rmcp send `notifications/cancelled`.
+        let request = live.service.call_tool(params);
+        let timed = async {
+            match self.config.call_timeout {
+                Some(limit) => tokio::time::timeout(limit, request).await.map_err(|_| limit),
+                None => Ok(request.await),
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                return Err(ToolError::with_kind(
+                    ToolErrorKind::Cancelled,
+                    format!("the call to `{tool}` on MCP server `{}` was cancelled", self.name),
+                ));
+            }
+            outcome = timed => outcome,
+        };
+        match outcome {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => {
+                let closed = matches!(e, ServiceError::TransportClosed | ServiceError::TransportSend(_));
+                if closed {
+                    live.dead.store(true, Ordering::Release);
+                    live.settle(Duration::from_millis(500)).await;
+                }
+                Err(ToolError::new(format!("`{tool}` failed: {}", self.request_error(&live, e))))
+            }
+            Err(limit) => Err(ToolError::with_kind(
+                ToolErrorKind::Timeout,
+                format!(
+                    "`{tool}` on MCP server `{}` did not finish within {limit:?}; the call was cancelled",
+                    self.name
+                ),
+            )),
+        }
+    }
+}
+
+/// The tool source an agent reads: the server's tools, loaded again when they changed.
+struct Source(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl ToolSource for Source {
+    fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Acquire)
+    }
+
+    async fn load(&self) -> Result<Vec<Arc<dyn Tool>>, String> {
+        self.0.list_tools().await.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            default_stdio_name("npx", &args(&["-y", "@modelcontextprotocol/server-everything@2026.8.31"])),
+            "server-everything"
+        );
+        assert_eq!(default_stdio_name("/usr/bin/node", &args(&["/x/dist/index.js", "stdio"])), "index");
+        assert_eq!(default_stdio_name("uvx", &args(&["mcp-server-git"])), "mcp-server-git");
+        assert_eq!(default_stdio_name("/opt/my.server", &args(&[])), "my_server");
+        assert_eq!(default_http_name("http://127.0.0.1:3001/mcp"), "127_0_0_1");
+        assert_eq!(default_http_name("https://user@mcp.example.com/x"), "mcp_example_com");
+        assert_eq!(default_http_name("http://[::1]:80/mcp"), "1");
+        assert_eq!(sanitize("a b/c"), "a_b_c");
+        assert_eq!(sanitize("///"), "mcp");
+    }
+
+    #[test]
+    fn filters() {
+        let s = McpServer::new_stdio("x".into(), vec![]).allow_tools(["get-*", "echo"]).deny_tools(["get-env"]);
+        assert!(s.shared.offered("echo"));
+        assert!(s.shared.offered("get-sum"));
+        assert!(!s.shared.offered("get-env"));
+        assert!(!s.shared.offered("add"));
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let s = McpServer::new_http("http://h/mcp".into()).bearer("sekrit-token").header("X-Key", "sekrit-header");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+        assert!(shown.contains("X-Key"));
+        let s = McpServer::new_stdio("x".into(), vec![]).env("OPENAI_API_KEY", "sekrit-env");
+        assert!(!format!("{s:?}").contains("sekrit"));
+    }
+}
