@@ -3,5 +3,5 @@
 
 mod files;
 
-pub use files::Files;
+pub use files::{Files, ReadOnlyFiles, files};
 pub use loom_core::capability::Capability;
