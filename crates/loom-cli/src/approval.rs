@@ -16,7 +16,7 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 
 use loom_agent::governance::{
-    Approval, ApprovalHandler, ApprovalRequest, FnApproval, StandardBudget, StandardPermissions,
+    Approval, ApprovalHandler, ApprovalRequest, FnApproval, PermissionMode, StandardBudget, StandardPermissions,
 };
 use loom_agent::{Agent, AgentBuilder};
 
@@ -33,6 +33,8 @@ pub struct Governance {
     pub deny: Vec<String>,
     /// `--ask`: tools that need approval.
     pub ask: Vec<String>,
+    /// `--read-only`: only tools flagged read_only run.
+    pub read_only: bool,
 }
 
 impl Governance {
@@ -45,6 +47,9 @@ impl Governance {
         }
         for tool in &self.ask {
             permissions = permissions.ask(tool.clone());
+        }
+        if self.read_only {
+            permissions = permissions.mode(PermissionMode::ReadOnly);
         }
         builder = builder.permissions(permissions);
         if self.max_tokens.is_some() || self.max_cost_usd.is_some() {

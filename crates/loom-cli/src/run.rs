@@ -7,7 +7,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 use loom_agent::Model;
-use loom_agent::capability::Files;
+use loom_agent::capability;
 use loom_agent::output::OutputSchema;
 use loom_agent::store::open_journal;
 use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
@@ -107,7 +107,8 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
         if !dir.is_dir() {
             return Err(format!("--files {}: not a directory", dir.display()));
         }
-        builder = builder.capability(Files::read_only(dir));
+        let files = capability::files(dir);
+        builder = builder.capability(if args.writable { files.writable() } else { files });
     }
     if let Some(instructions) = args.instructions {
         builder = builder.instructions(instructions);
@@ -125,6 +126,7 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
         allow: args.allow,
         deny: args.deny,
         ask: args.ask,
+        read_only: args.read_only,
     };
     builder = governance.apply(builder);
     let agent = builder.build().map_err(|e| describe(&e))?;
