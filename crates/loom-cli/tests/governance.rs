@@ -117,7 +117,10 @@ fn ask_without_a_terminal_denies() {
 fn tool_names_are_checked() {
     let out = reads_notes(&["--deny", "read_fle"]);
     assert_eq!(code(&out), 2);
-    assert_eq!(stderr(&out), "error: --deny read_fle: the agent has no such tool (its tools: read_file, list_files, glob, grep)\n");
+    assert_eq!(
+        stderr(&out),
+        "error: --deny read_fle: the agent has no such tool (its tools: read_file, list_files, glob, grep)\n"
+    );
     let out = loom(&["run", "--model", "echo", "--allow", "read_file", "hi"]);
     assert_eq!(code(&out), 2);
     assert!(
