@@ -75,6 +75,7 @@ pub use tool::{Tool, ToolContext, ToolOutput};
 /// The names most programs need: `use loom_agent::prelude::*;`.
 pub mod prelude {
     pub use crate::agent::{Agent, Run, RunRequest, Session, SessionConfig};
+    pub use crate::capability;
     pub use crate::error::{Error, RunErrorKind, ToolError};
     pub use crate::event::{Event, EventKind};
     pub use crate::model::{Generation, LanguageModel, Model};

@@ -376,7 +376,7 @@ async fn a_read_file_call_started_without_a_result_is_run_again_on_resume() {
     let (_, model) = scripted([read, ScriptedTurn::text("unused")]);
     let first = Agent::builder()
         .model(model)
-        .capability(Files::read_only(&root))
+        .capability(Files::new(&root))
         .journal(dying)
         .lease_ttl(Duration::from_millis(200))
         .build()
@@ -403,7 +403,7 @@ async fn a_read_file_call_started_without_a_result_is_run_again_on_resume() {
     let (recorder, model) = scripted([ScriptedTurn::text("They say: remember the milk.")]);
     let second = Agent::builder()
         .model(model)
-        .capability(Files::read_only(&root))
+        .capability(Files::new(&root))
         .journal(loom_agent::store::JournalSlot { journal: inner.clone(), session_store: None })
         .build()
         .unwrap();

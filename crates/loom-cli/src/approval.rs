@@ -16,7 +16,7 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 
 use loom_agent::governance::{
-    Approval, ApprovalHandler, ApprovalRequest, FnApproval, StandardBudget, StandardPermissions,
+    Approval, ApprovalHandler, ApprovalRequest, FnApproval, PermissionMode, StandardBudget, StandardPermissions,
 };
 use loom_agent::{Agent, AgentBuilder};
 
@@ -36,6 +36,8 @@ pub struct Governance {
     /// The names of the `--mcp` servers: their tools (`NAME__TOOL`) are only known once the
     /// server runs, so such names are not checked up front.
     pub mcp_servers: Vec<String>,
+    /// `--read-only`: only tools flagged read_only run.
+    pub read_only: bool,
 }
 
 impl Governance {
@@ -48,6 +50,9 @@ impl Governance {
         }
         for tool in &self.ask {
             permissions = permissions.ask(tool.clone());
+        }
+        if self.read_only {
+            permissions = permissions.mode(PermissionMode::ReadOnly);
         }
         builder = builder.permissions(permissions);
         if self.max_tokens.is_some() || self.max_cost_usd.is_some() {

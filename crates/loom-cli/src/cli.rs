@@ -132,9 +132,19 @@ pub struct AgentArgs {
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
-    /// Let the agent read files under DIR (read-only: read_file and list_files, confined to DIR).
+    /// Let the agent work with the files under DIR, confined to it: read_file, list_files, glob and
+    /// grep (read-only unless --writable).
     #[arg(long, value_name = "DIR")]
     pub files: Option<PathBuf>,
+
+    /// With --files: also write_file and edit_file. They are destructive, so each call needs
+    /// approval (a prompt when stdin is a terminal, else the call is denied).
+    #[arg(long, requires = "files")]
+    pub writable: bool,
+
+    /// Read-only mode: only tools flagged read_only run; every other call is denied without asking.
+    #[arg(long)]
+    pub read_only: bool,
 
     /// Let the agent run shell commands (the bash tool) in the current directory: stdin closed, a
     /// scrubbed environment (no provider keys, no LOOM_* variables), a timeout that kills every
@@ -365,6 +375,7 @@ Examples:
   echo \"a long prompt\" | loom run -
   loom run --files . --deny list_files --max-tokens 20000 \"Read the README\"
   loom run --web --allow-host docs.rs --search-url http://127.0.0.1:8888 \"What is new in tokio?\"
+  loom run --files . --writable \"Fix the typo in README.md\"     # asks before each write
   loom run --journal sqlite:./loom.db --session s1 \"Remember the number 7\"
   loom run --journal sqlite:./loom.db --session s1 \"Which number?\"   # continues the conversation
   loom runs list --journal sqlite:./loom.db
@@ -392,6 +403,8 @@ Permissions and budget:
   --deny and --allow are checked first. Tools flagged destructive, and those named by --ask, need
   approval: when stdin is a terminal you are asked ([y]es, [n]o, [a]lways for this run, [e]dit the
   arguments); otherwise the call is denied. The model is told why a call was denied, and the run goes on.
+  --read-only lets only tools flagged read_only run (write_file and edit_file from --files --writable
+  are denied without asking).
   --max-tokens and --max-cost-usd stop the run (exit 3, reason \"budget: max_tokens\", …) once reached.
 
 Exit codes:

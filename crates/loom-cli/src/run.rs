@@ -8,7 +8,7 @@ use std::path::Path;
 use futures::StreamExt;
 use loom_agent::Model;
 use loom_agent::capability::web::SearXng;
-use loom_agent::capability::{self, Files, Web, mcp};
+use loom_agent::capability::{self, Web, mcp};
 use loom_agent::output::OutputSchema;
 use loom_agent::store::open_journal;
 use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
@@ -108,7 +108,8 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
         if !dir.is_dir() {
             return Err(format!("--files {}: not a directory", dir.display()));
         }
-        builder = builder.capability(Files::read_only(dir));
+        let files = capability::files(dir);
+        builder = builder.capability(if args.writable { files.writable() } else { files });
     }
     if args.shell {
         let root = std::env::current_dir().map_err(|e| format!("--shell: the current directory is not usable: {e}"))?;
@@ -153,6 +154,7 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
         deny: args.deny,
         ask: args.ask,
         mcp_servers,
+        read_only: args.read_only,
     };
     builder = governance.apply(builder);
     let agent = builder.build().map_err(|e| describe(&e))?;

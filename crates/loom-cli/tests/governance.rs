@@ -117,7 +117,10 @@ fn ask_without_a_terminal_denies() {
 fn tool_names_are_checked() {
     let out = reads_notes(&["--deny", "read_fle"]);
     assert_eq!(code(&out), 2);
-    assert_eq!(stderr(&out), "error: --deny read_fle: the agent has no such tool (its tools: read_file, list_files)\n");
+    assert_eq!(
+        stderr(&out),
+        "error: --deny read_fle: the agent has no such tool (its tools: read_file, list_files, glob, grep)\n"
+    );
     let out = loom(&["run", "--model", "echo", "--allow", "read_file", "hi"]);
     assert_eq!(code(&out), 2);
     assert!(
@@ -169,4 +172,100 @@ fn bad_limits_are_usage_errors() {
         let out = loom(&["run", "--model", "echo", args[0], args[1], "hi"]);
         assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
     }
+}
+
+/// A scratch copy of `tests/fixtures/files` (a run may write into it), removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("loom-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), "remember the milk").unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    fn notes(&self) -> String {
+        std::fs::read_to_string(self.0.join("notes.txt")).unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// `loom run --model scripted:tests/fixtures/writes_notes.json --files DIR …`: the model reads
+/// notes.txt, then overwrites it.
+fn writes_notes(dir: &Scratch, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--model", "scripted:tests/fixtures/writes_notes.json", "--files", dir.path()];
+    args.extend_from_slice(extra);
+    args.push("Rewrite my notes");
+    loom(&args)
+}
+
+#[test]
+fn files_are_read_only_unless_writable() {
+    let dir = Scratch::new("files-read-only");
+    let out = writes_notes(&dir, &[]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("← read_file: remember the milk\n"), "{err}");
+    assert!(err.contains("← write_file: error (not_found)"), "{err}");
+    assert_eq!(dir.notes(), "remember the milk");
+}
+
+#[test]
+fn writable_files_ask_before_writing_and_without_a_terminal_the_write_is_denied() {
+    let dir = Scratch::new("files-writable");
+    let out = writes_notes(&dir, &["--writable"]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "Done writing.\n");
+    let err = stderr(&out);
+    assert!(err.contains("← read_file: remember the milk\n"), "{err}");
+    assert!(
+        err.contains(
+            "← write_file: error (denied): permission denied: `write_file` is destructive and needs approval, and no \
+             approval handler is configured\n"
+        ),
+        "{err}"
+    );
+    assert_eq!(dir.notes(), "remember the milk");
+}
+
+#[test]
+fn read_only_denies_every_tool_not_flagged_read_only() {
+    let dir = Scratch::new("files-read-only-mode");
+    let out = writes_notes(&dir, &["--writable", "--read-only", "--json"]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let events = events(&out);
+    let decisions: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "permission.decision")
+        .map(|e| (e["payload"]["tool"].as_str().unwrap(), e["payload"]["decision"].as_str().unwrap()))
+        .collect();
+    assert_eq!(decisions, [("write_file", "deny")], "read_file runs without a decision to record");
+    let denied = events.iter().find(|e| e["type"] == "permission.decision").unwrap();
+    assert_eq!(denied["payload"]["by"], "policy");
+    assert_eq!(
+        denied["payload"]["reason"],
+        "`write_file` is not a read-only tool, and the agent runs in read-only mode (only tools flagged read_only may \
+         run)"
+    );
+    let results: Vec<&Value> = events.iter().filter(|e| e["type"] == "tool.result").collect();
+    assert_eq!(results[0]["payload"]["output"], "remember the milk");
+    assert_eq!(results[1]["payload"]["error_kind"], "denied");
+    assert_eq!(dir.notes(), "remember the milk");
+}
+
+#[test]
+fn writable_needs_files() {
+    let out = loom(&["run", "--model", "echo", "--writable", "hi"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--files <DIR>"), "{}", stderr(&out));
 }

@@ -82,7 +82,7 @@ async fn openai_model_string_with_base_url_env_runs_a_tool_round_trip() {
     assert_eq!(first["stream"], true);
     let tool_names: Vec<&str> =
         first["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(tool_names, ["read_file", "list_files"]);
+    assert_eq!(tool_names, ["read_file", "list_files", "glob", "grep"]);
     let second = requests[1].json();
     let messages = second["messages"].as_array().unwrap();
     let n = messages.len();

@@ -8,7 +8,7 @@ mod skills;
 #[cfg(feature = "web")]
 pub mod web;
 
-pub use files::Files;
+pub use files::{Files, files};
 pub use loom_core::capability::{Capability, ToolSource};
 #[cfg(unix)]
 pub use shell::{BASE_ENV, Shell, ShellError, is_withheld};

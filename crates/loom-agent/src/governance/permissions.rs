@@ -38,6 +38,9 @@ pub enum PermissionMode {
     AcceptEdits,
     /// Everything not denied by the deny or allow list runs without asking.
     Bypass,
+    /// Only tools flagged `read_only` may run (and those flagged `requires_permission` or on the ask
+    /// list still need approval); every other tool is denied, without asking anyone.
+    ReadOnly,
 }
 
 /// The standard permission policy: a deny list, an allow list, an ask list and a mode.
@@ -46,10 +49,11 @@ pub enum PermissionMode {
 ///
 /// 1. the tool is on the deny list → deny;
 /// 2. an allow list is set and the tool is not on it → deny;
-/// 3. [`PermissionMode::Bypass`] → allow;
-/// 4. [`PermissionMode::AcceptEdits`] and the tool is an edit tool → allow;
-/// 5. the tool is flagged `destructive` or `requires_permission`, or is on the ask list → ask;
-/// 6. otherwise → allow.
+/// 3. [`PermissionMode::ReadOnly`] and the tool is not flagged `read_only` → deny;
+/// 4. [`PermissionMode::Bypass`] → allow;
+/// 5. [`PermissionMode::AcceptEdits`] and the tool is an edit tool → allow;
+/// 6. the tool is flagged `destructive` or `requires_permission`, or is on the ask list → ask;
+/// 7. otherwise → allow.
 ///
 /// So in the default mode a flagged tool always needs approval, even when it is on the allow list.
 ///
@@ -158,6 +162,12 @@ impl StandardPermissions {
             return Decision::Deny(format!("`{name}` is not on the allow list"));
         }
         match self.mode {
+            PermissionMode::ReadOnly if !tool.flags.read_only => {
+                return Decision::Deny(format!(
+                    "`{name}` is not a read-only tool, and the agent runs in read-only mode (only tools flagged \
+                     read_only may run)"
+                ));
+            }
             PermissionMode::Bypass => return Decision::Allow,
             PermissionMode::AcceptEdits if self.edit_tools.contains(name) => return Decision::Allow,
             _ => {}
