@@ -1,0 +1,236 @@
+//! The client side of each scenario of `conformance client` (spec 2025-11-25).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ElicitRequestParams, ElicitResult, ElicitationAction,
+    ElicitationCapability, ErrorData, FormElicitationCapability, Implementation, InitializeRequestParams,
+    ProtocolVersion, Tool,
+};
+use rmcp::service::{RequestContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::elicitation::apply_schema_defaults;
+use crate::oauth::{HeadlessUserAgent, OAuthConfig, OAuthError, OAuthHttpClient};
+
+/// The Client ID Metadata Document URL the suite's authorization servers accept (SEP-991).
+pub const CIMD_CLIENT_METADATA_URL: &str = "https://conformance-test.local/client-metadata.json";
+
+/// What the suite passes in `MCP_CONFORMANCE_CONTEXT` (fields of the scenarios this client runs).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Context {
+    /// Pre-registered client id (`auth/pre-registration`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Pre-registered client secret (`auth/pre-registration`).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+impl Context {
+    /// Parses the suite's context JSON; an absent or empty context is the default.
+    pub fn parse(raw: Option<&str>) -> Result<Self, ScenarioError> {
+        match raw.map(str::trim) {
+            None | Some("") => Ok(Self::default()),
+            Some(raw) => serde_json::from_str(raw).map_err(|e| ScenarioError::Context(e.to_string())),
+        }
+    }
+}
+
+/// Why a scenario failed on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The scenario name is not one this client knows.
+    #[error("unknown scenario {0:?}")]
+    UnknownScenario(String),
+    /// `MCP_CONFORMANCE_CONTEXT` is not valid JSON of the expected shape.
+    #[error("bad MCP_CONFORMANCE_CONTEXT: {0}")]
+    Context(String),
+    /// The context lacks a field the scenario needs.
+    #[error("MCP_CONFORMANCE_CONTEXT lacks {0}")]
+    MissingContext(&'static str),
+    /// Connecting (the initialize handshake) failed.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// A request after the handshake failed.
+    #[error("{0}")]
+    Request(String),
+    /// The OAuth machinery could not be set up.
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    /// The scenario did not finish in time.
+    #[error("the scenario did not finish within {0:?}")]
+    Timeout(Duration),
+    /// The server offered no tool the scenario needs.
+    #[error("the server has no tool {0:?}")]
+    MissingTool(&'static str),
+}
+
+/// The client handler of every scenario: identifies as Loom, offers protocol 2025-11-25 in the
+/// `initialize` handshake (the revision these scenarios test; 2026-07-28 has no `initialize`),
+/// answers elicitation by accepting with the schema's defaults when `elicitation` is on, and
+/// declines it otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConformanceHandler {
+    elicitation: bool,
+}
+
+impl ClientHandler for ConformanceHandler {
+    fn get_info(&self) -> InitializeRequestParams {
+        let mut capabilities = ClientCapabilities::default();
+        if self.elicitation {
+            capabilities.elicitation = Some(ElicitationCapability::new().with_form(FormElicitationCapability::new()));
+        }
+        InitializeRequestParams::new(
+            capabilities,
+            Implementation::new("loom-mcp-conformance-client", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        match request {
+            ElicitRequestParams::FormElicitationParams { requested_schema, .. } if self.elicitation => {
+                let schema = serde_json::to_value(&requested_schema)
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                let content = apply_schema_defaults(&schema, Map::new());
+                Ok(ElicitResult::new(ElicitationAction::Accept).with_content(Value::Object(content)))
+            }
+            _ => Ok(ElicitResult::new(ElicitationAction::Decline)),
+        }
+    }
+}
+
+type Client = RunningService<RoleClient, ConformanceHandler>;
+
+/// Runs `scenario` against `server_url` within `timeout`.
+pub async fn run(scenario: &str, server_url: &str, context: &Context, timeout: Duration) -> Result<(), ScenarioError> {
+    tokio::time::timeout(timeout, run_inner(scenario, server_url, context))
+        .await
+        .map_err(|_| ScenarioError::Timeout(timeout))?
+}
+
+async fn run_inner(scenario: &str, server_url: &str, context: &Context) -> Result<(), ScenarioError> {
+    match scenario {
+        "initialize" => {
+            let client = connect_plain(server_url, ConformanceHandler::default()).await?;
+            list_tools(&client).await?;
+            close(client).await
+        }
+        "tools_call" => {
+            let client = connect_plain(server_url, ConformanceHandler::default()).await?;
+            call_every_tool(&client).await?;
+            close(client).await
+        }
+        "elicitation-sep1034-client-defaults" => {
+            let handler = ConformanceHandler { elicitation: true };
+            let client = connect_plain(server_url, handler).await?;
+            call_named_tool(&client, "test_client_elicitation_defaults").await?;
+            close(client).await
+        }
+        "sse-retry" => {
+            let client = connect_plain(server_url, ConformanceHandler::default()).await?;
+            call_named_tool(&client, "test_reconnection").await?;
+            close(client).await
+        }
+        "auth/pre-registration" => {
+            let id = context.client_id.clone().ok_or(ScenarioError::MissingContext("client_id"))?;
+            let config = oauth_config().preregistered(id, context.client_secret.clone());
+            run_authorized(server_url, config).await
+        }
+        name if name.starts_with("auth/") => run_authorized(server_url, oauth_config()).await,
+        other => Err(ScenarioError::UnknownScenario(other.to_owned())),
+    }
+}
+
+fn oauth_config() -> OAuthConfig {
+    OAuthConfig::new("loom-mcp-conformance-client").client_metadata_url(CIMD_CLIENT_METADATA_URL)
+}
+
+async fn run_authorized(server_url: &str, config: OAuthConfig) -> Result<(), ScenarioError> {
+    let http = OAuthHttpClient::new(server_url, config, Arc::new(HeadlessUserAgent::new()?));
+    let transport =
+        StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(server_url));
+    let client =
+        ConformanceHandler::default().serve(transport).await.map_err(|e| ScenarioError::Connect(e.to_string()))?;
+    call_every_tool(&client).await?;
+    close(client).await
+}
+
+async fn connect_plain(server_url: &str, handler: ConformanceHandler) -> Result<Client, ScenarioError> {
+    handler
+        .serve(StreamableHttpClientTransport::from_uri(server_url))
+        .await
+        .map_err(|e| ScenarioError::Connect(e.to_string()))
+}
+
+async fn list_tools(client: &Client) -> Result<Vec<Tool>, ScenarioError> {
+    client.list_all_tools().await.map_err(|e| ScenarioError::Request(format!("tools/list: {e}")))
+}
+
+async fn call(client: &Client, tool: &Tool) -> Result<(), ScenarioError> {
+    let mut params = CallToolRequestParams::new(tool.name.clone());
+    if let Some(arguments) = sample_arguments(tool) {
+        params = params.with_arguments(arguments);
+    }
+    client
+        .call_tool(params)
+        .await
+        .map(|_| ())
+        .map_err(|e| ScenarioError::Request(format!("tools/call {}: {e}", tool.name)))
+}
+
+async fn call_every_tool(client: &Client) -> Result<(), ScenarioError> {
+    for tool in list_tools(client).await? {
+        call(client, &tool).await?;
+    }
+    Ok(())
+}
+
+async fn call_named_tool(client: &Client, name: &'static str) -> Result<(), ScenarioError> {
+    let tools = list_tools(client).await?;
+    let tool = tools.iter().find(|t| t.name == name).ok_or(ScenarioError::MissingTool(name))?;
+    call(client, tool).await
+}
+
+async fn close(client: Client) -> Result<(), ScenarioError> {
+    client.cancel().await.map(|_| ()).map_err(|e| ScenarioError::Request(format!("closing: {e}")))
+}
+
+/// Arguments for a call: a sample value of each required property's type (numbers 1, 2, …),
+/// or `None` for a tool without properties.
+pub fn sample_arguments(tool: &Tool) -> Option<Map<String, Value>> {
+    let properties = tool.input_schema.get("properties").and_then(Value::as_object)?;
+    let required: Vec<&str> = tool
+        .input_schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut arguments = Map::new();
+    let mut n = 0;
+    for (name, schema) in properties {
+        if !required.contains(&name.as_str()) {
+            continue;
+        }
+        n += 1;
+        let value = match schema.get("type").and_then(Value::as_str) {
+            Some("number" | "integer") => json!(n),
+            Some("boolean") => json!(true),
+            Some("array") => json!([]),
+            Some("object") => json!({}),
+            _ => json!("test"),
+        };
+        arguments.insert(name.clone(), value);
+    }
+    Some(arguments)
+}
