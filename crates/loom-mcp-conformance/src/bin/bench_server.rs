@@ -24,11 +24,12 @@ fn answer(request: &Value) -> Option<Value> {
             "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}},
                             "required": ["message"]}
         }]}),
+        "tools/call" if request.pointer("/params/name").and_then(Value::as_str) != Some("echo") => {
+            return Some(json!({"jsonrpc": "2.0", "id": id,
+                "error": {"code": -32602, "message": "unknown tool"}}));
+        }
         "tools/call" => {
-            let message = request
-                .pointer("/params/arguments/message")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let message = request.pointer("/params/arguments/message").and_then(Value::as_str).unwrap_or("");
             json!({"content": [{"type": "text", "text": message}]})
         }
         _ => {
