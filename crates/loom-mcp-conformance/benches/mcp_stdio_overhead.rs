@@ -8,7 +8,10 @@
 //! - **floor**: a minimal client that writes one pre-serialized JSON-RPC line to the server's
 //!   stdin and reads one line back — the server's own time plus the pipe round trip, with
 //!   (nearly) nothing on the client side;
-//! - **loom**: Loom's MCP client (rmcp 3.11 over a child process, as loom-mcp uses it);
+//! - **loom**: Loom's MCP client as an agent uses it: `loom_mcp::stdio(..)`, the server's tool
+//!   called through Loom's `Tool` trait;
+//! - **rmcp**: the SDK under loom-mcp alone (rmcp 3.11's child-process transport and
+//!   `call_tool`), to show what loom-mcp adds;
 //! - **python**: the official Python client (`mcp` on PyPI, `ClientSession` over `stdio_client`),
 //!   through `benches/mcp_python/bench_client.py`, when a Python with `mcp` is found
 //!   (`LOOM_BENCH_PYTHON`, default `python3`).
@@ -30,6 +33,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cpu_time::ProcessTime;
+use loom_core::tool::ToolContext;
 use loom_mcp_conformance::scenarios::ConformanceHandler;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -129,8 +133,38 @@ fn floor(n: usize) -> Run {
     Run { wall, cpu }
 }
 
-/// Loom's client: rmcp over a child process, on a multi-threaded tokio runtime.
+/// Loom's client as an agent uses it: loom-mcp's stdio server, its `echo` tool called through
+/// Loom's `Tool` trait (arguments as JSON in, the result turned into a `ToolOutput`), on a
+/// multi-threaded tokio runtime.
 fn loom(n: usize) -> Run {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (program, args) = server_command();
+        let server = loom_mcp::stdio(program, args).name("bench");
+        let client = server.connect().await.expect("connect");
+        let tools = client.tools().await.expect("tools");
+        let echo = tools.iter().find(|t| t.name() == "bench__echo").expect("bench__echo").clone();
+        let call = || echo.call(ToolContext::detached("bench", "bench"), json!({"message": "hello"}));
+        for _ in 0..WARMUP {
+            call().await.expect("echo");
+        }
+        let mut wall = Vec::with_capacity(n);
+        let cpu0 = ProcessTime::now();
+        for _ in 0..n {
+            let t0 = Instant::now();
+            let output = call().await.expect("echo");
+            wall.push(t0.elapsed());
+            std::hint::black_box(output);
+        }
+        let cpu = cpu0.elapsed();
+        drop(client);
+        drop(server);
+        Run { wall, cpu }
+    })
+}
+
+/// rmcp 3.11 alone (the SDK under loom-mcp): a child process transport and `call_tool`.
+fn rmcp_direct(n: usize) -> Run {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let (program, args) = server_command();
@@ -214,11 +248,13 @@ fn main() {
 
     let mut floor_totals = Totals::default();
     let mut loom_totals = Totals::default();
+    let mut rmcp_totals = Totals::default();
     let mut python_totals = Totals::default();
     let mut python_name = String::from("python");
     for _ in 0..rounds {
         floor_totals.add(floor(n));
         loom_totals.add(loom(n));
+        rmcp_totals.add(rmcp_direct(n));
         if with_python {
             let (name, run) = python(n);
             python_name = name;
@@ -238,7 +274,8 @@ fn main() {
         mean - floor_mean
     };
     row("floor (raw JSON-RPC)", &floor_totals);
-    let loom_overhead = row("loom (rmcp 3.11)", &loom_totals);
+    let loom_overhead = row("loom (loom-mcp Tool)", &loom_totals);
+    row("rmcp 3.11 direct", &rmcp_totals);
     if with_python {
         let python_overhead = row(&python_name, &python_totals);
         println!();

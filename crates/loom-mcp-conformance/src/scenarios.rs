@@ -15,6 +15,8 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use loom_core::tool::{Tool as LoomTool, ToolContext};
+
 use crate::elicitation::apply_schema_defaults;
 use crate::oauth::{HeadlessUserAgent, OAuthConfig, OAuthError, OAuthHttpClient};
 
@@ -121,25 +123,27 @@ pub async fn run(scenario: &str, server_url: &str, context: &Context, timeout: D
 
 async fn run_inner(scenario: &str, server_url: &str, context: &Context) -> Result<(), ScenarioError> {
     match scenario {
+        // Loom's own client (loom-mcp), as agents use it: connect, list the tools, call them
+        // through the `Tool` trait.
         "initialize" => {
-            let client = connect_plain(server_url, ConformanceHandler::default()).await?;
-            list_tools(&client).await?;
-            close(client).await
+            let client = connect_loom(server_url).await?;
+            client.tools().await.map_err(|e| ScenarioError::Request(e.to_string()))?;
+            Ok(())
         }
         "tools_call" => {
-            let client = connect_plain(server_url, ConformanceHandler::default()).await?;
-            call_every_tool(&client).await?;
-            close(client).await
+            let client = connect_loom(server_url).await?;
+            call_every_loom_tool(&client).await
         }
+        "sse-retry" => {
+            let client = connect_loom(server_url).await?;
+            call_named_loom_tool(&client, "test_reconnection").await
+        }
+        // loom-mcp declines elicitation (it does not advertise the capability yet), so this
+        // scenario runs on rmcp with a handler that accepts with the schema's defaults.
         "elicitation-sep1034-client-defaults" => {
             let handler = ConformanceHandler { elicitation: true };
             let client = connect_plain(server_url, handler).await?;
             call_named_tool(&client, "test_client_elicitation_defaults").await?;
-            close(client).await
-        }
-        "sse-retry" => {
-            let client = connect_plain(server_url, ConformanceHandler::default()).await?;
-            call_named_tool(&client, "test_reconnection").await?;
             close(client).await
         }
         "auth/pre-registration" => {
@@ -166,6 +170,44 @@ async fn run_authorized(server_url: &str, config: OAuthConfig) -> Result<(), Sce
     close(client).await
 }
 
+/// The name the conformance servers get in Loom (their tools are `conformance__TOOL`).
+const LOOM_SERVER_NAME: &str = "conformance";
+
+async fn connect_loom(server_url: &str) -> Result<loom_mcp::McpClient, ScenarioError> {
+    loom_mcp::http(server_url)
+        .name(LOOM_SERVER_NAME)
+        .handshake_timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .map_err(|e| ScenarioError::Connect(e.to_string()))
+}
+
+async fn call_loom_tool(tool: &Arc<dyn LoomTool>) -> Result<(), ScenarioError> {
+    let arguments = sample_arguments(&tool.parameters()).unwrap_or_default();
+    tool.call(ToolContext::detached("conformance", "conformance"), Value::Object(arguments))
+        .await
+        .map(|_| ())
+        .map_err(|e| ScenarioError::Request(format!("{}: {e}", tool.name())))
+}
+
+async fn loom_tools(client: &loom_mcp::McpClient) -> Result<Vec<Arc<dyn LoomTool>>, ScenarioError> {
+    client.tools().await.map_err(|e| ScenarioError::Request(format!("tools/list: {e}")))
+}
+
+async fn call_every_loom_tool(client: &loom_mcp::McpClient) -> Result<(), ScenarioError> {
+    for tool in loom_tools(client).await? {
+        call_loom_tool(&tool).await?;
+    }
+    Ok(())
+}
+
+async fn call_named_loom_tool(client: &loom_mcp::McpClient, name: &'static str) -> Result<(), ScenarioError> {
+    let full = format!("{LOOM_SERVER_NAME}{}{name}", loom_mcp::SEPARATOR);
+    let tools = loom_tools(client).await?;
+    let tool = tools.iter().find(|t| t.name() == full).ok_or(ScenarioError::MissingTool(name))?;
+    call_loom_tool(tool).await
+}
+
 async fn connect_plain(server_url: &str, handler: ConformanceHandler) -> Result<Client, ScenarioError> {
     handler
         .serve(StreamableHttpClientTransport::from_uri(server_url))
@@ -179,7 +221,7 @@ async fn list_tools(client: &Client) -> Result<Vec<Tool>, ScenarioError> {
 
 async fn call(client: &Client, tool: &Tool) -> Result<(), ScenarioError> {
     let mut params = CallToolRequestParams::new(tool.name.clone());
-    if let Some(arguments) = sample_arguments(tool) {
+    if let Some(arguments) = sample_arguments(&Value::Object((*tool.input_schema).clone())) {
         params = params.with_arguments(arguments);
     }
     client
@@ -206,12 +248,11 @@ async fn close(client: Client) -> Result<(), ScenarioError> {
     client.cancel().await.map(|_| ()).map_err(|e| ScenarioError::Request(format!("closing: {e}")))
 }
 
-/// Arguments for a call: a sample value of each required property's type (numbers 1, 2, …),
-/// or `None` for a tool without properties.
-pub fn sample_arguments(tool: &Tool) -> Option<Map<String, Value>> {
-    let properties = tool.input_schema.get("properties").and_then(Value::as_object)?;
-    let required: Vec<&str> = tool
-        .input_schema
+/// Arguments for a call of a tool with the input schema `schema`: a sample value of each
+/// required property's type (numbers 1, 2, …), or `None` for a schema without properties.
+pub fn sample_arguments(schema: &Value) -> Option<Map<String, Value>> {
+    let properties = schema.get("properties").and_then(Value::as_object)?;
+    let required: Vec<&str> = schema
         .get("required")
         .and_then(Value::as_array)
         .map(|names| names.iter().filter_map(Value::as_str).collect())

@@ -26,7 +26,8 @@ async fn the_bench_server_speaks_mcp_to_our_client() {
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(tools.len(), 1);
     assert_eq!(tools[0].name, "echo");
-    let arguments = sample_arguments(&tools[0]).expect("echo has properties");
+    let arguments =
+        sample_arguments(&serde_json::Value::Object((*tools[0].input_schema).clone())).expect("echo has properties");
     assert_eq!(serde_json::Value::Object(arguments), json!({"message": "test"}));
 
     let params =
