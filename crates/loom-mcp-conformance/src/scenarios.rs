@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use loom_core::tool::{Tool as LoomTool, ToolContext};
 
 use crate::elicitation::apply_schema_defaults;
-use crate::oauth::{HeadlessUserAgent, OAuthConfig, OAuthError, OAuthHttpClient};
+use loom_mcp::oauth::{HeadlessUserAgent, OAuthConfig, OAuthError, OAuthHttpClient};
 
 /// The Client ID Metadata Document URL the suite's authorization servers accept (SEP-991).
 pub const CIMD_CLIENT_METADATA_URL: &str = "https://conformance-test.local/client-metadata.json";

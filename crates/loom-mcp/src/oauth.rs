@@ -15,7 +15,33 @@
 //! The user's side of the flow (opening the authorization URL, and getting the redirect back) is
 //! a [`UserAgent`]; [`HeadlessUserAgent`] follows the URL with an HTTP GET and reads the redirect
 //! from the `Location` header, which is what an authorization server that needs no login (the
-//! conformance suite's) does.
+//! conformance suite's) does. An interactive agent (a browser and a loopback listener on the
+//! redirect URI) implements the same trait.
+//!
+//! The client is a transport-level building block: [`McpServer`](crate::McpServer) does not use
+//! it yet. With rmcp's Streamable HTTP transport:
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), loom_mcp::oauth::OAuthError> {
+//! use std::sync::Arc;
+//!
+//! use loom_mcp::oauth::{HeadlessUserAgent, OAuthConfig, OAuthHttpClient};
+//! use rmcp::transport::StreamableHttpClientTransport;
+//! use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+//!
+//! let url = "https://mcp.example.com/mcp";
+//! let config = OAuthConfig::new("my-agent")
+//!     .client_metadata_url("https://agent.example.com/oauth/client-metadata.json");
+//! let http = OAuthHttpClient::new(url, config, Arc::new(HeadlessUserAgent::new()?));
+//! let transport = StreamableHttpClientTransport::with_client(
+//!     http,
+//!     StreamableHttpClientTransportConfig::with_uri(url),
+//! );
+//! # let _ = transport; Ok(()) }
+//! ```
+//!
+//! The token goes in the `Authorization` header of every request; a bearer set on the transport
+//! config is not used. Secrets (the client secret, tokens) are not in any `Debug` output.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
