@@ -478,3 +478,52 @@ impl StreamableHttpClient for OAuthHttpClient {
         .await
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_client_secret() {
+        let config = OAuthConfig::new("agent").preregistered("client-1", Some("s3cr3t-value".to_owned()));
+        let client =
+            OAuthHttpClient::new("http://127.0.0.1:9/mcp", config.clone(), Arc::new(HeadlessUserAgent::new().unwrap()));
+        for shown in [format!("{config:?}"), format!("{client:?}")] {
+            assert!(!shown.contains("s3cr3t-value"), "{shown}");
+            assert!(shown.contains("client-1") && shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn at_least_one_authorization_is_allowed() {
+        let config = OAuthConfig::new("agent").max_consecutive_authorizations(0);
+        assert_eq!(config.max_consecutive_authorizations, 1);
+    }
+
+    #[tokio::test]
+    async fn the_headless_agent_returns_the_redirect_location() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for reply in [
+                "HTTP/1.1 302 Found\r\nLocation: http://localhost:3000/callback?code=c&state=s\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno",
+            ] {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        let agent = HeadlessUserAgent::new().unwrap();
+        let url = format!("http://127.0.0.1:{port}/authorize");
+        let redirect = agent.authorize(&url).await.unwrap();
+        assert_eq!(redirect, "http://localhost:3000/callback?code=c&state=s");
+        let Err(OAuthError::UserAgent(message)) = agent.authorize(&url).await else {
+            panic!("a 200 without a redirect is an error")
+        };
+        assert!(message.contains("200 OK"), "{message}");
+    }
+}
