@@ -171,7 +171,7 @@ fn rmcp_direct(n: usize) -> Run {
         let mut command = tokio::process::Command::new(program);
         command.args(args).stderr(Stdio::null());
         let transport = TokioChildProcess::new(command).expect("start the server");
-        let client = ConformanceHandler::default().serve(transport).await.expect("initialize");
+        let client = ConformanceHandler.serve(transport).await.expect("initialize");
         let arguments: Map<String, Value> = json!({"message": "hello"}).as_object().cloned().unwrap();
         let call = || {
             let params = CallToolRequestParams::new("echo").with_arguments(arguments.clone());

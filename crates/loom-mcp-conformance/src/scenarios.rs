@@ -4,11 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ElicitRequestParams, ElicitResult, ElicitationAction,
-    ElicitationCapability, ErrorData, FormElicitationCapability, Implementation, InitializeRequestParams,
-    ProtocolVersion, Tool,
+    CallToolRequestParams, ClientCapabilities, Implementation, InitializeRequestParams, ProtocolVersion, Tool,
 };
-use rmcp::service::{RequestContext, RunningService};
+use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
@@ -16,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use loom_core::tool::{Tool as LoomTool, ToolContext};
+use loom_mcp::{ElicitationAnswer, ElicitationRequest};
 
 use crate::elicitation::apply_schema_defaults;
 use loom_mcp::oauth::{HeadlessUserAgent, OAuthConfig, OAuthError, OAuthHttpClient};
@@ -73,42 +72,19 @@ pub enum ScenarioError {
     MissingTool(&'static str),
 }
 
-/// The client handler of every scenario: identifies as Loom, offers protocol 2025-11-25 in the
-/// `initialize` handshake (the revision these scenarios test; 2026-07-28 has no `initialize`),
-/// answers elicitation by accepting with the schema's defaults when `elicitation` is on, and
-/// declines it otherwise.
+/// The rmcp client handler of the `auth/*` scenarios (whose transport is loom-mcp's OAuth client)
+/// and of the benchmark's rmcp row: identifies as Loom and offers protocol 2025-11-25 in the
+/// `initialize` handshake (the revision these scenarios test; 2026-07-28 has no `initialize`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ConformanceHandler {
-    elicitation: bool,
-}
+pub struct ConformanceHandler;
 
 impl ClientHandler for ConformanceHandler {
     fn get_info(&self) -> InitializeRequestParams {
-        let mut capabilities = ClientCapabilities::default();
-        if self.elicitation {
-            capabilities.elicitation = Some(ElicitationCapability::new().with_form(FormElicitationCapability::new()));
-        }
         InitializeRequestParams::new(
-            capabilities,
+            ClientCapabilities::default(),
             Implementation::new("loom-mcp-conformance-client", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(ProtocolVersion::V_2025_11_25)
-    }
-
-    async fn create_elicitation(
-        &self,
-        request: ElicitRequestParams,
-        _context: RequestContext<RoleClient>,
-    ) -> Result<ElicitResult, ErrorData> {
-        match request {
-            ElicitRequestParams::FormElicitationParams { requested_schema, .. } if self.elicitation => {
-                let schema = serde_json::to_value(&requested_schema)
-                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-                let content = apply_schema_defaults(&schema, Map::new());
-                Ok(ElicitResult::new(ElicitationAction::Accept).with_content(Value::Object(content)))
-            }
-            _ => Ok(ElicitResult::new(ElicitationAction::Decline)),
-        }
     }
 }
 
@@ -138,13 +114,13 @@ async fn run_inner(scenario: &str, server_url: &str, context: &Context) -> Resul
             let client = connect_loom(server_url).await?;
             call_named_loom_tool(&client, "test_reconnection").await
         }
-        // loom-mcp declines elicitation (it does not advertise the capability yet), so this
-        // scenario runs on rmcp with a handler that accepts with the schema's defaults.
         "elicitation-sep1034-client-defaults" => {
-            let handler = ConformanceHandler { elicitation: true };
-            let client = connect_plain(server_url, handler).await?;
-            call_named_tool(&client, "test_client_elicitation_defaults").await?;
-            close(client).await
+            // The user "accepts without touching the form": the schema's defaults (SEP-1034).
+            let server = loom_server(server_url).elicitation(|request: ElicitationRequest| async move {
+                ElicitationAnswer::Accept(Value::Object(apply_schema_defaults(&request.schema, Map::new())))
+            });
+            let client = connect(&server).await?;
+            call_named_loom_tool(&client, "test_client_elicitation_defaults").await
         }
         "auth/pre-registration" => {
             let id = context.client_id.clone().ok_or(ScenarioError::MissingContext("client_id"))?;
@@ -164,8 +140,7 @@ async fn run_authorized(server_url: &str, config: OAuthConfig) -> Result<(), Sce
     let http = OAuthHttpClient::new(server_url, config, Arc::new(HeadlessUserAgent::new()?));
     let transport =
         StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(server_url));
-    let client =
-        ConformanceHandler::default().serve(transport).await.map_err(|e| ScenarioError::Connect(e.to_string()))?;
+    let client = ConformanceHandler.serve(transport).await.map_err(|e| ScenarioError::Connect(e.to_string()))?;
     call_every_tool(&client).await?;
     close(client).await
 }
@@ -173,13 +148,16 @@ async fn run_authorized(server_url: &str, config: OAuthConfig) -> Result<(), Sce
 /// The name the conformance servers get in Loom (their tools are `conformance__TOOL`).
 const LOOM_SERVER_NAME: &str = "conformance";
 
+fn loom_server(server_url: &str) -> loom_mcp::McpServer {
+    loom_mcp::http(server_url).name(LOOM_SERVER_NAME).handshake_timeout(Duration::from_secs(20))
+}
+
+async fn connect(server: &loom_mcp::McpServer) -> Result<loom_mcp::McpClient, ScenarioError> {
+    server.connect().await.map_err(|e| ScenarioError::Connect(e.to_string()))
+}
+
 async fn connect_loom(server_url: &str) -> Result<loom_mcp::McpClient, ScenarioError> {
-    loom_mcp::http(server_url)
-        .name(LOOM_SERVER_NAME)
-        .handshake_timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .map_err(|e| ScenarioError::Connect(e.to_string()))
+    connect(&loom_server(server_url)).await
 }
 
 async fn call_loom_tool(tool: &Arc<dyn LoomTool>) -> Result<(), ScenarioError> {
@@ -208,13 +186,6 @@ async fn call_named_loom_tool(client: &loom_mcp::McpClient, name: &'static str) 
     call_loom_tool(tool).await
 }
 
-async fn connect_plain(server_url: &str, handler: ConformanceHandler) -> Result<Client, ScenarioError> {
-    handler
-        .serve(StreamableHttpClientTransport::from_uri(server_url))
-        .await
-        .map_err(|e| ScenarioError::Connect(e.to_string()))
-}
-
 async fn list_tools(client: &Client) -> Result<Vec<Tool>, ScenarioError> {
     client.list_all_tools().await.map_err(|e| ScenarioError::Request(format!("tools/list: {e}")))
 }
@@ -236,12 +207,6 @@ async fn call_every_tool(client: &Client) -> Result<(), ScenarioError> {
         call(client, &tool).await?;
     }
     Ok(())
-}
-
-async fn call_named_tool(client: &Client, name: &'static str) -> Result<(), ScenarioError> {
-    let tools = list_tools(client).await?;
-    let tool = tools.iter().find(|t| t.name == name).ok_or(ScenarioError::MissingTool(name))?;
-    call(client, tool).await
 }
 
 async fn close(client: Client) -> Result<(), ScenarioError> {

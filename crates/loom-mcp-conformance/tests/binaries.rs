@@ -18,8 +18,7 @@ const CLIENT: &str = env!("CARGO_BIN_EXE_loom-mcp-conformance-client");
 async fn the_bench_server_speaks_mcp_to_our_client() {
     let mut command = tokio::process::Command::new(SERVER);
     command.stderr(Stdio::null());
-    let client =
-        ConformanceHandler::default().serve(TokioChildProcess::new(command).unwrap()).await.expect("initialize");
+    let client = ConformanceHandler.serve(TokioChildProcess::new(command).unwrap()).await.expect("initialize");
     let info = client.peer_info().expect("server info");
     assert_eq!(info.protocol_version.as_str(), "2025-11-25");
 
