@@ -40,6 +40,8 @@
 
 mod elicitation;
 mod error;
+#[cfg(feature = "oauth")]
+pub mod oauth;
 mod server;
 mod stdio;
 mod tool;

@@ -686,10 +686,28 @@ impl Shared {
                 }
                 let config = config.custom_headers(map);
                 let transport = Watched {
-                    inner: StreamableHttpClientTransport::from_config(config),
+                    inner: StreamableHttpClientTransport::from_config(config.clone()),
                     generation: self.generation.clone(),
                 };
-                (tokio::time::timeout(timeout, handler.serve_with_lifecycle(transport, lifecycle)).await, None)
+                let served = tokio::time::timeout(timeout, handler.serve_with_lifecycle(transport, lifecycle)).await;
+                // A 2025 server that answers `server/discover` (an unknown method to it) with a
+                // success instead of an error: use the `initialize` handshake on a new transport.
+                let served = match served {
+                    Ok(Err(rmcp::service::ClientInitializeError::ExpectedInitResult(_))) => {
+                        let transport = Watched {
+                            inner: StreamableHttpClientTransport::from_config(config),
+                            generation: self.generation.clone(),
+                        };
+                        tokio::time::timeout(
+                            timeout,
+                            Handler { server: self.name.clone(), elicitation: self.config.elicitation.clone() }
+                                .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize),
+                        )
+                        .await
+                    }
+                    other => other,
+                };
+                (served, None)
             }
         };
         match served {
