@@ -66,3 +66,22 @@ fn bad_mcp_specs_and_mute_servers() {
     assert!(stderr.contains("MCP server `gone`: the handshake failed"), "{stderr}");
     assert!(stderr.contains("no licence"), "{stderr}");
 }
+
+#[test]
+fn loom_tools_lists_an_mcp_servers_tools_with_their_flags() {
+    let Some(entry) = support::reference_server() else { return };
+    let spec = format!("ev=node '{}' stdio", entry.display());
+    let out = loom(&["tools", "--mcp", &spec, "--files", "tests", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let tools: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let echo = tools.iter().find(|t| t["name"] == "ev__echo").expect("the server's echo, prefixed");
+    assert_eq!(echo["flags"]["read_only"], true, "readOnlyHint maps to read_only: {echo}");
+    assert!(echo["parameters"]["properties"]["message"].is_object(), "the server's schema as given: {echo}");
+    assert!(tools.iter().any(|t| t["name"] == "read_file"), "fixed tools come too");
+
+    // A server that never starts is a failure, not an empty list.
+    let out = loom(&["tools", "--mcp", "dead=/no/such/server"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dead"), "{}", String::from_utf8_lossy(&out.stderr));
+}
