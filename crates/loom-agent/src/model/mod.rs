@@ -22,7 +22,7 @@ pub use handle::{ACCEPTED_MODEL_STRINGS, Model};
 #[cfg(feature = "local")]
 pub use local::LocalModel;
 pub use loom_core::model::*;
-pub use scripted::{FnModel, ScriptedModel, ScriptedToolCall, ScriptedTurn};
+pub use scripted::{FnModel, RecordedRequest, ScriptedModel, ScriptedToolCall, ScriptedTurn};
 
 use crate::error::Error;
 

@@ -351,9 +351,9 @@ impl Capability for Files {
                     "additionalProperties": false
                 }),
                 &root,
-                |root, args: WriteArgs, _ctx| {
+                |root, args: WriteArgs, ctx| {
                     let path = confine::relative_path(&args.path)?;
-                    write::write_file(&*root.dir()?, &path, &args.path, &args.content)
+                    write::write_file(&*root.dir()?, &path, &args.path, &args.content, ctx.cancellation())
                 },
             )
             .destructive()
@@ -375,7 +375,7 @@ impl Capability for Files {
                     "additionalProperties": false
                 }),
                 &root,
-                |root, args: EditArgs, _ctx| {
+                |root, args: EditArgs, ctx| {
                     let path = confine::relative_path(&args.path)?;
                     let edit = write::Edit {
                         old: &args.old_string,
@@ -383,7 +383,7 @@ impl Capability for Files {
                         all: args.replace_all,
                         max_bytes: MAX_EDIT_BYTES,
                     };
-                    write::edit_file(&*root.dir()?, &path, &args.path, &edit)
+                    write::edit_file(&*root.dir()?, &path, &args.path, &edit, ctx.cancellation())
                 },
             )
             .destructive();

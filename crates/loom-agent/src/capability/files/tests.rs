@@ -1,5 +1,6 @@
 //! Unit tests of the parts the integration tests (`tests/files.rs`) do not reach directly.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -102,4 +103,28 @@ fn glob_patterns_without_a_slash_match_names_at_any_depth() {
         let err = search::NamePattern::new(bad).unwrap_err();
         assert_eq!(err.kind(), crate::tool::ToolErrorKind::InvalidArguments, "{bad}: {}", err.message());
     }
+}
+
+#[test]
+fn a_write_or_edit_cancelled_before_its_rename_changes_nothing() {
+    let root = scratch("cancelled-write");
+    std::fs::write(root.join("a.txt"), "old text").unwrap();
+    let dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority()).unwrap();
+    let cancelled = tokio_util::sync::CancellationToken::new();
+    cancelled.cancel();
+
+    let err = write::write_file(&dir, Path::new("a.txt"), "a.txt", "new text", &cancelled).unwrap_err();
+    assert!(err.message().contains("cancelled"), "{}", err.message());
+    let edit = write::Edit { old: "old", new: "new", all: false, max_bytes: MAX_EDIT_BYTES };
+    let err = write::edit_file(&dir, Path::new("a.txt"), "a.txt", &edit, &cancelled).unwrap_err();
+    assert!(err.message().contains("cancelled"), "{}", err.message());
+    assert_eq!(std::fs::read_to_string(root.join("a.txt")).unwrap(), "old text");
+    let names: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+
+    // Not cancelled: the same write goes through.
+    let live = tokio_util::sync::CancellationToken::new();
+    write::write_file(&dir, Path::new("a.txt"), "a.txt", "new text", &live).unwrap();
+    assert_eq!(std::fs::read_to_string(root.join("a.txt")).unwrap(), "new text");
+    std::fs::remove_dir_all(&root).ok();
 }

@@ -10,7 +10,9 @@ use cap_std::fs::{Dir, OpenOptions, Permissions};
 
 use super::confine::{io_error, not_found, open_regular};
 use super::read::binary_reason;
-use crate::tool::ToolError;
+use tokio_util::sync::CancellationToken;
+
+use crate::tool::{ToolError, ToolErrorKind};
 
 /// The file a write goes to: the handle on its directory, its name there, and the permissions of
 /// the file it replaces (a new file gets the default ones).
@@ -77,34 +79,53 @@ fn write_error(relative: &str, e: &io::Error) -> ToolError {
 }
 
 /// Writes `bytes` to the target atomically: a temporary file beside it, synced, then renamed over
-/// it. The temporary file is removed when anything fails.
-fn replace(target: &Target, bytes: &[u8], relative: &str) -> Result<(), ToolError> {
+/// it. The temporary file is removed when anything fails. A call cancelled (or timed out) before
+/// the rename changes nothing: the model was told it failed, so the file must not change after.
+fn replace(target: &Target, bytes: &[u8], relative: &str, cancel: &CancellationToken) -> Result<(), ToolError> {
     let failed = |e: &io::Error| write_error(relative, e);
     let stem: String = target.name.to_string_lossy().chars().take(64).collect();
     let temp = PathBuf::from(format!(".{stem}.{}.loom-tmp", crate::new_id("w")));
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     let mut file = target.parent.open_with(&temp, &options).map_err(|e| failed(&e))?;
-    let written = (|| -> io::Result<()> {
+    let written = (|| -> io::Result<bool> {
         if let Some((permissions, _)) = &target.existing {
             file.set_permissions(permissions.clone())?;
         }
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        target.parent.rename(&temp, &target.parent, &target.name)
+        if cancel.is_cancelled() {
+            return Ok(false);
+        }
+        target.parent.rename(&temp, &target.parent, &target.name).map(|()| true)
     })();
-    if let Err(e) = written {
-        let _ = target.parent.remove_file(&temp);
-        return Err(failed(&e));
+    match written {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let _ = target.parent.remove_file(&temp);
+            Err(ToolError::with_kind(
+                ToolErrorKind::Cancelled,
+                format!("`{relative}` was not changed: the call was cancelled or timed out before the write finished"),
+            ))
+        }
+        Err(e) => {
+            let _ = target.parent.remove_file(&temp);
+            Err(failed(&e))
+        }
     }
-    Ok(())
 }
 
 /// `write_file`: creates or replaces the file at `path` with `content`.
-pub(super) fn write_file(dir: &Dir, path: &Path, relative: &str, content: &str) -> Result<String, ToolError> {
+pub(super) fn write_file(
+    dir: &Dir,
+    path: &Path,
+    relative: &str,
+    content: &str,
+    cancel: &CancellationToken,
+) -> Result<String, ToolError> {
     let target = target(dir, path, relative, true)?;
-    replace(&target, content.as_bytes(), relative)?;
+    replace(&target, content.as_bytes(), relative, cancel)?;
     let lines = content.lines().count();
     Ok(match target.existing {
         Some((_, before)) => format!(
@@ -134,7 +155,13 @@ pub(super) struct Edit<'a> {
 
 /// `edit_file`: replaces `edit.old` with `edit.new` in the file at `path`, which must hold it
 /// exactly once (or at least once, with `edit.all`).
-pub(super) fn edit_file(dir: &Dir, path: &Path, relative: &str, edit: &Edit<'_>) -> Result<String, ToolError> {
+pub(super) fn edit_file(
+    dir: &Dir,
+    path: &Path,
+    relative: &str,
+    edit: &Edit<'_>,
+    cancel: &CancellationToken,
+) -> Result<String, ToolError> {
     if edit.old.is_empty() {
         return Err(ToolError::invalid_arguments(
             "old_string is empty; give the exact text to replace, or use write_file to write a whole file",
@@ -177,7 +204,7 @@ pub(super) fn edit_file(dir: &Dir, path: &Path, relative: &str, edit: &Edit<'_>)
         )));
     }
     let edited = if edit.all { text.replace(edit.old, edit.new) } else { text.replacen(edit.old, edit.new, 1) };
-    replace(&target, edited.as_bytes(), relative)?;
+    replace(&target, edited.as_bytes(), relative, cancel)?;
     Ok(format!(
         "Edited `{relative}`: replaced {count} occurrence{} ({} bytes now).",
         if count == 1 { "" } else { "s" },
