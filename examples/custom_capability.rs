@@ -125,9 +125,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tools: Vec<&str> = agent.tools().iter().map(|t| t.name.as_str()).collect();
     println!("tools: {tools:?}");
 
-    let result = agent
-        .run("Remember: standup moved to 10:30, and we tag v0.3 on Friday. What was the release plan?")
-        .await?;
+    let result =
+        agent.run("Remember: standup moved to 10:30, and we tag v0.3 on Friday. What was the release plan?").await?;
     for event in result.events.iter() {
         if let EventKind::ToolResult(r) = &event.kind {
             println!("tool.result {:<10} {:?}", r.name, r.output);

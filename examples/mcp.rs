@@ -73,11 +73,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ScriptedTurn::tool_call("everything__echo", json!({"message": "hello from Loom"})),
         ScriptedTurn::text("The server echoed the message back."),
     ]);
-    let agent = Agent::builder()
-        .model(model)
-        .instructions("You are a helpful assistant.")
-        .capability(server)
-        .build()?;
+    let agent =
+        Agent::builder().model(model).instructions("You are a helpful assistant.").capability(server).build()?;
 
     // `agent.tools()` holds only the fixed tools; `current_tools()` loads the server's.
     let tools = agent.current_tools().await?;

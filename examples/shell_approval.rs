@@ -31,10 +31,8 @@ impl ApprovalHandler for EchoOnly {
     async fn approve(&self, request: ApprovalRequest) -> Approval {
         let command = request.args["command"].as_str().unwrap_or_default();
         // Words of the command, split at spaces and shell punctuation (`;`, `&&`, `|`, `$(…)`).
-        let words: Vec<&str> = command
-            .split(|c: char| c.is_whitespace() || ";&|()`$<>".contains(c))
-            .filter(|w| !w.is_empty())
-            .collect();
+        let words: Vec<&str> =
+            command.split(|c: char| c.is_whitespace() || ";&|()`$<>".contains(c)).filter(|w| !w.is_empty()).collect();
         println!("[approver] {} wants to run {command:?} ({})", request.tool.name, request.reason);
         if words.contains(&"rm") {
             Approval::Deny("commands that delete files (rm) are not allowed".into())
