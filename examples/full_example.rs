@@ -1,5 +1,5 @@
-//! The complete example: instructions, generation settings, a tool, a runtime profile with
-//! criteria, a named session and a run context.
+//! The complete example: instructions, generation settings, a tool, a read-only file capability,
+//! a runtime profile with criteria, a named session and a run context.
 //!
 //! Mirrors the seed's "complete example":
 //!
@@ -20,6 +20,12 @@
 //! result = await session.run("Summarize the API design.", context=RunContext(inputs={"repo": "loom-agent"}))
 //! print(result.output)
 //! ```
+//!
+//! `capability::files(".").read_only()` gives the model `read_file`, `list_files`, `glob` and
+//! `grep`, confined to the current directory; its instructions are appended to the agent's. The
+//! scripted model calls `search_docs` and `read_file` (on `Cargo.toml`, which exists both at the
+//! repository root and in `examples/`) in one turn, and the example prints what the file tool
+//! returned.
 
 use std::sync::Arc;
 
@@ -37,10 +43,12 @@ fn search_docs(query: String) -> String {
 async fn main() -> Result<(), loom_agent::Error> {
     // `Model.openai("gpt-5.1")` is `Model::openai("gpt-5.1")` (needs a key); a scripted model keeps this offline.
     let model = Arc::new(ScriptedModel::new([
-        ScriptedTurn::tool_call("search_docs", json!({"query": "API design"})),
+        // One turn, two read-only calls (run together): the tool and the file capability.
+        ScriptedTurn::tool_call("search_docs", json!({"query": "API design"}))
+            .with_tool_call("read_file", json!({"path": "Cargo.toml", "limit": 3})),
         ScriptedTurn::text(
             "The API centres on Agent (configuration), Session (a conversation) and Run (one execution \
-             with a live event log) [search_docs: results for: API design].",
+             with a live event log) [search_docs: results for: API design] [read_file: Cargo.toml].",
         ),
     ]));
 
@@ -49,7 +57,7 @@ async fn main() -> Result<(), loom_agent::Error> {
         .instructions("You are a repository assistant.")
         .generation(Generation::new().temperature(0.2).max_output_tokens(512))
         .tool(search_docs)
-        // `Capability.files(read_only=True)` is left out: capabilities (files, web, shell, MCP, skills) are their own issue.
+        .capability(capability::files(".").read_only())
         .runtime(Runtime::long_running(["answers cite repo evidence"]))
         .build()?;
 
@@ -58,6 +66,16 @@ async fn main() -> Result<(), loom_agent::Error> {
         .run(RunRequest::new("Summarize the API design.").context(RunContext::new().input("repo", json!("loom-agent"))))
         .await?;
     println!("{}", result.output);
+
+    // What the tools returned, from the run's events.
+    for event in result.events.iter() {
+        if let EventKind::ToolResult(r) = &event.kind {
+            println!("\n-- {} returned{} --", r.name, if r.is_error { " an error" } else { "" });
+            for line in r.output.lines().take(4) {
+                println!("  {line}");
+            }
+        }
+    }
 
     // Behind the scenes: what the first model call carried.
     println!("\n-- the first model request --");
