@@ -490,6 +490,11 @@ impl McpServer {
         &self.shared.name
     }
 
+    /// Whether the server is reached over Streamable HTTP (not a stdio child process).
+    pub fn is_http(&self) -> bool {
+        matches!(self.shared.config.endpoint, Endpoint::Http { .. })
+    }
+
     /// Connects now (starting the process of a stdio server) and returns the client. Without it
     /// the agent connects at its first run's first model turn.
     ///

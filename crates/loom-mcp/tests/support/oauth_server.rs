@@ -279,9 +279,8 @@ async fn serve(mut socket: TcpStream, base: &str, state: &Mutex<State>, behaviou
             };
             if !live {
                 let challenge = format!(r#"Bearer resource_metadata="{resource_metadata}", scope="mcp:tools""#);
-                return Some(
-                    reply(&mut socket, "401 Unauthorized", &[("WWW-Authenticate", challenge)], "unauthorized").await,
-                );
+                reply(&mut socket, "401 Unauthorized", &[("WWW-Authenticate", challenge)], "unauthorized").await;
+                return Some(());
             }
             if method != "POST" {
                 reply(&mut socket, "405 Method Not Allowed", &[], "").await;
