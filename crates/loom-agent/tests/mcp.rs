@@ -145,3 +145,52 @@ fn two_servers_with_one_name_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("named `same`"), "{err}");
 }
+
+#[path = "../../loom-mcp/tests/support/oauth_server.rs"]
+mod oauth_server;
+
+#[tokio::test]
+async fn an_mcp_tool_behind_oauth_is_called_after_the_flow_and_the_token_is_reused() {
+    use oauth_server::{Behaviour, OAuthMcpServer};
+    let mock = OAuthMcpServer::start(Behaviour::default()).await;
+    let server = mcp::http(mock.url()).name("secure").oauth(mcp::oauth::OAuthConfig::new("loom-agent-test"));
+    let (_model, shared) = scripted([
+        ScriptedTurn::tool_call("secure__whoami", json!({})),
+        ScriptedTurn::text("first"),
+        ScriptedTurn::tool_call("secure__whoami", json!({})),
+        ScriptedTurn::text("second"),
+    ]);
+    // No connect(): the first run connects, meets the challenge and authorizes.
+    let agent = Agent::builder().model(shared).capability(server).build().unwrap();
+    let first = within(30, "run", agent.run("who am I?")).await.unwrap();
+    assert_eq!(first.state, RunState::Completed, "{:?}", first.error);
+    let results = tool_results(&first.events);
+    assert_eq!((results[0].output.as_str(), results[0].is_error), ("authorized call #1", false));
+    let counts = mock.counts();
+    assert_eq!((counts.challenges, counts.authorizations, counts.code_grants), (1, 1, 1), "{counts:?}");
+
+    let second = within(30, "run", agent.run("and now?")).await.unwrap();
+    assert_eq!(second.state, RunState::Completed, "{:?}", second.error);
+    assert_eq!(tool_results(&second.events)[0].output, "authorized call #2");
+    assert_eq!(mock.counts().authorizations, 1, "the second run reuses the token");
+}
+
+#[tokio::test]
+async fn a_refused_oauth_authorization_fails_the_run_clearly() {
+    use oauth_server::{Behaviour, OAuthMcpServer};
+    let mock = OAuthMcpServer::start(Behaviour { deny: true, ..Behaviour::default() }).await;
+    let config = mcp::oauth::OAuthConfig::new("loom-agent-test").preregistered("client-7", Some("s3cr3t".into()));
+    let server = mcp::http(mock.url()).name("secure").oauth(config);
+    let (_model, shared) = scripted([ScriptedTurn::text("unreachable")]);
+    let agent = Agent::builder().model(shared).capability(server).build().unwrap();
+    let result = failed_result(within(30, "run", agent.run("go")).await.unwrap_err());
+    assert_eq!(result.state, RunState::Failed);
+    let error = result.error.unwrap();
+    assert!(
+        error.message.contains("OAuth authorization failed") && error.message.contains("access_denied"),
+        "{}",
+        error.message
+    );
+    assert!(!error.message.contains("s3cr3t"), "{}", error.message);
+    assert_eq!(mock.counts().tool_calls, 0);
+}

@@ -197,6 +197,13 @@ pub struct AgentArgs {
     #[arg(long = "mcp", value_name = "[NAME=]CMD ARGS|URL")]
     pub mcp: Vec<String>,
 
+    /// Authorize with OAuth the --mcp URL servers that ask for it: the client registers itself
+    /// (dynamic registration), prints the authorization URL on stderr for you to open in a
+    /// browser, and waits up to 5 minutes for the redirect on a loopback port (127.0.0.1). Tokens
+    /// are kept in memory for this command only.
+    #[arg(long, requires = "mcp")]
+    pub mcp_oauth: bool,
+
     /// The agent's instructions (its system prompt).
     #[arg(long, value_name = "TEXT")]
     pub instructions: Option<String>,

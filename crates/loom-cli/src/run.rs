@@ -133,7 +133,16 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
     }
     let mut mcp_servers = Vec::with_capacity(args.mcp.len());
     for spec in &args.mcp {
-        let server = mcp::parse(spec).map_err(|e| format!("--mcp {spec}: {e}"))?;
+        let mut server = mcp::parse(spec).map_err(|e| format!("--mcp {spec}: {e}"))?;
+        if args.mcp_oauth && server.is_http() {
+            let browser =
+                mcp::oauth::LoopbackUserAgent::bind(0, MCP_OAUTH_TIMEOUT).map_err(|e| format!("--mcp-oauth: {e}"))?;
+            let name = server.server_name().to_string();
+            let browser = browser.on_url(move |url| {
+                eprintln!("MCP server `{name}` asks for authorization: open this URL in a browser:\n  {url}");
+            });
+            server = server.oauth(browser.configure(mcp::oauth::OAuthConfig::new("loom")));
+        }
         mcp_servers.push(server.server_name().to_string());
         builder = builder.capability(server);
     }
@@ -161,6 +170,9 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
     governance.check_names(&agent)?;
     Ok(agent)
 }
+
+/// How long `--mcp-oauth` waits for the browser's redirect.
+const MCP_OAUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The web capability of `--web` and its options.
 fn web_capability(

@@ -3,13 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, Implementation, InitializeRequestParams, ProtocolVersion, Tool,
-};
-use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use rmcp::ClientHandler;
+use rmcp::model::{ClientCapabilities, Implementation, InitializeRequestParams, ProtocolVersion};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -17,7 +12,7 @@ use loom_core::tool::{Tool as LoomTool, ToolContext};
 use loom_mcp::{ElicitationAnswer, ElicitationRequest};
 
 use crate::elicitation::apply_schema_defaults;
-use loom_mcp::oauth::{HeadlessUserAgent, OAuthConfig, OAuthError, OAuthHttpClient};
+use loom_mcp::oauth::{OAuthConfig, OAuthError};
 
 /// The Client ID Metadata Document URL the suite's authorization servers accept (SEP-991).
 pub const CIMD_CLIENT_METADATA_URL: &str = "https://conformance-test.local/client-metadata.json";
@@ -72,8 +67,7 @@ pub enum ScenarioError {
     MissingTool(&'static str),
 }
 
-/// The rmcp client handler of the `auth/*` scenarios (whose transport is loom-mcp's OAuth client)
-/// and of the benchmark's rmcp row: identifies as Loom and offers protocol 2025-11-25 in the
+/// The rmcp client handler of the benchmark's rmcp row: identifies as Loom and offers protocol 2025-11-25 in the
 /// `initialize` handshake (the revision these scenarios test; 2026-07-28 has no `initialize`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConformanceHandler;
@@ -87,8 +81,6 @@ impl ClientHandler for ConformanceHandler {
         .with_protocol_version(ProtocolVersion::V_2025_11_25)
     }
 }
-
-type Client = RunningService<RoleClient, ConformanceHandler>;
 
 /// Runs `scenario` against `server_url` within `timeout`.
 pub async fn run(scenario: &str, server_url: &str, context: &Context, timeout: Duration) -> Result<(), ScenarioError> {
@@ -136,13 +128,11 @@ fn oauth_config() -> OAuthConfig {
     OAuthConfig::new("loom-mcp-conformance-client").client_metadata_url(CIMD_CLIENT_METADATA_URL)
 }
 
+/// The `auth/*` scenarios through Loom's own client, as agents use it: `McpServer::oauth` with
+/// the headless user agent (the suite's authorization servers redirect without a login).
 async fn run_authorized(server_url: &str, config: OAuthConfig) -> Result<(), ScenarioError> {
-    let http = OAuthHttpClient::new(server_url, config, Arc::new(HeadlessUserAgent::new()?));
-    let transport =
-        StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(server_url));
-    let client = ConformanceHandler.serve(transport).await.map_err(|e| ScenarioError::Connect(e.to_string()))?;
-    call_every_tool(&client).await?;
-    close(client).await
+    let client = connect(&loom_server(server_url).oauth(config)).await?;
+    call_every_loom_tool(&client).await
 }
 
 /// The name the conformance servers get in Loom (their tools are `conformance__TOOL`).
@@ -184,33 +174,6 @@ async fn call_named_loom_tool(client: &loom_mcp::McpClient, name: &'static str) 
     let tools = loom_tools(client).await?;
     let tool = tools.iter().find(|t| t.name() == full).ok_or(ScenarioError::MissingTool(name))?;
     call_loom_tool(tool).await
-}
-
-async fn list_tools(client: &Client) -> Result<Vec<Tool>, ScenarioError> {
-    client.list_all_tools().await.map_err(|e| ScenarioError::Request(format!("tools/list: {e}")))
-}
-
-async fn call(client: &Client, tool: &Tool) -> Result<(), ScenarioError> {
-    let mut params = CallToolRequestParams::new(tool.name.clone());
-    if let Some(arguments) = sample_arguments(&Value::Object((*tool.input_schema).clone())) {
-        params = params.with_arguments(arguments);
-    }
-    client
-        .call_tool(params)
-        .await
-        .map(|_| ())
-        .map_err(|e| ScenarioError::Request(format!("tools/call {}: {e}", tool.name)))
-}
-
-async fn call_every_tool(client: &Client) -> Result<(), ScenarioError> {
-    for tool in list_tools(client).await? {
-        call(client, &tool).await?;
-    }
-    Ok(())
-}
-
-async fn close(client: Client) -> Result<(), ScenarioError> {
-    client.cancel().await.map(|_| ()).map_err(|e| ScenarioError::Request(format!("closing: {e}")))
 }
 
 /// Arguments for a call of a tool with the input schema `schema`: a sample value of each

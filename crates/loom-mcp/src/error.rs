@@ -45,6 +45,16 @@ pub enum McpError {
         /// The tail of the server's stderr (empty when there is none).
         stderr: String,
     },
+    /// The OAuth authorization the server asked for failed (the user or the authorization server
+    /// refused, no redirect came back in time, discovery or the token exchange failed, or the
+    /// server kept refusing the token). The message holds no token or secret.
+    #[error("MCP server `{server}`: OAuth authorization failed: {message}")]
+    Authorization {
+        /// The server's name.
+        server: String,
+        /// Why.
+        message: String,
+    },
     /// A request failed after the connection was made.
     #[error("MCP server `{server}`: {message}{}", tail(stderr))]
     Request {

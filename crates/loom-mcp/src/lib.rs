@@ -23,8 +23,9 @@
 //! - **Transports.** stdio: a child process with a scrubbed environment (only
 //!   [`INHERITED_ENV`] from this process, plus what `.env(..)` gives), in its own process group,
 //!   killed with the group when the last handle is dropped; its stderr kept in a bounded ring
-//!   buffer whose tail ends every error. Streamable HTTP, with a bearer token and custom headers
-//!   (OAuth is not wired in).
+//!   buffer whose tail ends every error. Streamable HTTP, with a bearer token and custom headers,
+//!   or OAuth 2.1 where the server asks for it ([`McpServer::oauth`], feature `oauth`, on by
+//!   default: see [`oauth`]).
 //! - **Protocol.** `server/discover` with revision 2026-07-28 is tried first; a server that answers
 //!   it with an error (every 2025 server) gets the `initialize` handshake with 2025-11-25. The
 //!   whole handshake has a timeout ([`McpServer::handshake_timeout`], 30 s by default).

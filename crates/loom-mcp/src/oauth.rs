@@ -18,8 +18,15 @@
 //! conformance suite's) does. An interactive agent (a browser and a loopback listener on the
 //! redirect URI) implements the same trait.
 //!
-//! The client is a transport-level building block: [`McpServer`](crate::McpServer) does not use
-//! it yet. With rmcp's Streamable HTTP transport:
+//! [`McpServer::oauth`](crate::McpServer::oauth) turns it on for an HTTP server
+//! (`loom_mcp::http(url).oauth(config)`); the server's connection, its reconnections and its
+//! tool calls then share one client, so a token is reused until it expires, refreshed with the
+//! refresh token when it does, and the user is asked again only when that fails. Tokens live in a
+//! [`TokenStore`] (in memory by default; a store of your own keeps them across processes).
+//! [`LoopbackUserAgent`] is the interactive user agent of a command-line program: it shows the
+//! authorization URL and waits for the browser's redirect on `127.0.0.1`.
+//!
+//! The client is also a transport-level building block. With rmcp's Streamable HTTP transport:
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), loom_mcp::oauth::OAuthError> {
@@ -46,14 +53,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
 use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::auth::{
-    AuthError, AuthorizationCallback, AuthorizationManager, AuthorizationRequest, OAuthState, WWWAuthenticateParams,
+    AuthError, AuthorizationCallback, AuthorizationManager, AuthorizationRequest, CredentialRefreshGuard,
+    CredentialStore, InMemoryCredentialStore, OAuthClientConfig, OAuthState, StoredCredentials, WWWAuthenticateParams,
 };
 use rmcp::transport::streamable_http_client::{
     SseError, StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse, StreamableHttpResponseLimits,
@@ -64,8 +73,21 @@ use tokio::sync::Mutex;
 /// The redirect URI registered for the authorization-code flow when none is configured.
 pub const DEFAULT_REDIRECT_URI: &str = "http://localhost:3000/callback";
 
-/// An error of the OAuth flow.
+/// Where OAuth tokens are kept between requests, reconnections and (for a persistent store)
+/// processes: rmcp's `CredentialStore` trait (`load`, `save`, `clear`), whose values are
+/// [`StoredTokens`]. One store holds the tokens of one MCP server: do not share a store between
+/// servers. rmcp refreshes a token through the store when it nears expiry.
+pub use rmcp::transport::auth::CredentialStore as TokenStore;
+/// The default [`TokenStore`]: in memory, for the life of the client.
+pub use rmcp::transport::auth::InMemoryCredentialStore as InMemoryTokenStore;
+/// What a [`TokenStore`] keeps: the client id, the token response (access and refresh tokens,
+/// expiry), the granted scopes and the issuer. Serializable; its `Debug` hides the tokens.
+pub use rmcp::transport::auth::StoredCredentials as StoredTokens;
+
+/// An error of the OAuth flow. Messages never hold tokens, authorization codes or the client
+/// secret.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OAuthError {
     /// rmcp's OAuth machinery failed (discovery, registration, token exchange, refresh).
     #[error("OAuth: {0}")]
@@ -73,6 +95,17 @@ pub enum OAuthError {
     /// The user agent could not complete the authorization step.
     #[error("OAuth authorization step: {0}")]
     UserAgent(String),
+    /// The authorization server redirected back with an error (the user refused, say).
+    #[error("the authorization server refused the authorization: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Denied {
+        /// The OAuth error code (`access_denied`, `invalid_scope`, …).
+        error: String,
+        /// The server's `error_description`, when given.
+        description: Option<String>,
+    },
+    /// The server kept refusing the tokens it was given.
+    #[error("the server refused the access token after {0} authorization(s) in a row")]
+    Refused(u32),
 }
 
 /// The user's side of the authorization-code flow.
@@ -122,7 +155,135 @@ impl UserAgent for HeadlessUserAgent {
     }
 }
 
+/// The interactive [`UserAgent`] of a command-line program: listens on `127.0.0.1`, shows the
+/// authorization URL (by default on stderr) for the user to open in a browser, and waits (at most
+/// the timeout) for the authorization server's redirect to [`LoopbackUserAgent::redirect_uri`].
+/// The browser gets a short page saying it can be closed. Give the same redirect URI to the
+/// [`OAuthConfig`]: [`LoopbackUserAgent::configure`] does both.
+pub struct LoopbackUserAgent {
+    listener: std::net::TcpListener,
+    redirect_uri: String,
+    timeout: Duration,
+    show: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl fmt::Debug for LoopbackUserAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopbackUserAgent")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The path of [`LoopbackUserAgent`]'s redirect URI.
+pub const LOOPBACK_CALLBACK_PATH: &str = "/callback";
+
+impl LoopbackUserAgent {
+    /// Listens on `127.0.0.1:port` (`0`: a free port) for the redirect, which must arrive within
+    /// `timeout` of the authorization URL being shown.
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub fn bind(port: u16, timeout: Duration) -> Result<Self, OAuthError> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| OAuthError::UserAgent(format!("cannot listen on 127.0.0.1:{port} for the redirect: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| OAuthError::UserAgent(format!("the redirect listener has no address: {e}")))?
+            .port();
+        Ok(Self {
+            listener,
+            redirect_uri: format!("http://127.0.0.1:{port}{LOOPBACK_CALLBACK_PATH}"),
+            timeout,
+            show: Box::new(|url| {
+                eprintln!("To authorize this MCP server, open this URL in a browser:\n  {url}");
+            }),
+        })
+    }
+
+    /// Shows the authorization URL with `show` instead of printing it on stderr.
+    pub fn on_url(mut self, show: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.show = Box::new(show);
+        self
+    }
+
+    /// The redirect URI this agent listens on (`http://127.0.0.1:PORT/callback`).
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// `config` with this agent's redirect URI and this agent as its user agent.
+    pub fn configure(self, config: OAuthConfig) -> OAuthConfig {
+        config.redirect_uri(self.redirect_uri.clone()).user_agent(Arc::new(self))
+    }
+
+    async fn wait_for_redirect(&self) -> Result<String, OAuthError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cloned = self
+            .listener
+            .try_clone()
+            .map_err(|e| OAuthError::UserAgent(format!("the redirect listener failed: {e}")))?;
+        let listener = tokio::net::TcpListener::from_std(cloned)
+            .map_err(|e| OAuthError::UserAgent(format!("the redirect listener failed: {e}")))?;
+        loop {
+            let (mut socket, _) = listener
+                .accept()
+                .await
+                .map_err(|e| OAuthError::UserAgent(format!("the redirect listener failed: {e}")))?;
+            // The request line is enough: `GET /callback?code=…&state=… HTTP/1.1`.
+            let mut buf = vec![0u8; 8192];
+            let mut len = 0;
+            while len < buf.len() && !buf[..len].windows(2).any(|w| w == b"\r\n") {
+                match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf[len..])).await {
+                    Ok(Ok(n)) if n > 0 => len += n,
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let target = head
+                .lines()
+                .next()
+                .and_then(|line| line.strip_prefix("GET "))
+                .and_then(|rest| rest.split(' ').next())
+                .filter(|target| target.split('?').next() == Some(LOOPBACK_CALLBACK_PATH))
+                .map(str::to_owned);
+            let (status, body) = match target {
+                Some(_) => ("200 OK", "Authorization received: you can close this window."),
+                None => ("404 Not Found", "Not found."),
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+            let _ = socket.shutdown().await;
+            if let Some(target) = target {
+                let base = self.redirect_uri.trim_end_matches(LOOPBACK_CALLBACK_PATH);
+                return Ok(format!("{base}{target}"));
+            }
+        }
+    }
+}
+
+impl UserAgent for LoopbackUserAgent {
+    fn authorize<'a>(&'a self, authorization_url: &'a str) -> BoxFuture<'a, Result<String, OAuthError>> {
+        Box::pin(async move {
+            (self.show)(authorization_url);
+            tokio::time::timeout(self.timeout, self.wait_for_redirect()).await.map_err(|_| {
+                OAuthError::UserAgent(format!("no redirect reached {} within {:?}", self.redirect_uri, self.timeout))
+            })?
+        })
+    }
+}
+
 /// How the client identifies itself to authorization servers.
+///
+/// Client identity, in the order the client tries them: pre-registered credentials
+/// ([`OAuthConfig::preregistered`]), a Client ID Metadata Document
+/// ([`OAuthConfig::client_metadata_url`], when the authorization server supports it), dynamic
+/// client registration (the default). The `Debug` output hides the client secret.
 #[derive(Clone)]
 pub struct OAuthConfig {
     redirect_uri: String,
@@ -130,7 +291,10 @@ pub struct OAuthConfig {
     client_metadata_url: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    scopes: Option<Vec<String>>,
     max_consecutive_authorizations: u32,
+    user_agent: Option<Arc<dyn UserAgent>>,
+    token_store: Option<Arc<dyn CredentialStore>>,
 }
 
 impl fmt::Debug for OAuthConfig {
@@ -141,7 +305,10 @@ impl fmt::Debug for OAuthConfig {
             .field("client_metadata_url", &self.client_metadata_url)
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field("scopes", &self.scopes)
             .field("max_consecutive_authorizations", &self.max_consecutive_authorizations)
+            .field("user_agent", &self.user_agent.as_ref().map(|_| "<set>"))
+            .field("token_store", &self.token_store.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -156,8 +323,40 @@ impl OAuthConfig {
             client_metadata_url: None,
             client_id: None,
             client_secret: None,
+            scopes: None,
             max_consecutive_authorizations: 3,
+            user_agent: None,
+            token_store: None,
         }
+    }
+
+    /// The scopes to ask for. Without them: the scopes the server's challenge names, else the
+    /// authorization server's `scopes_supported`, else none. A step-up (`403 insufficient_scope`)
+    /// adds the scopes it names to those granted.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Who visits the authorization URL and brings the redirect back: a [`LoopbackUserAgent`]
+    /// for a person at a terminal, or your own (a browser, a GUI). Without one,
+    /// [`McpServer::oauth`](crate::McpServer::oauth) uses a [`HeadlessUserAgent`], which works only
+    /// with authorization servers that redirect without asking anyone.
+    pub fn user_agent(mut self, agent: Arc<dyn UserAgent>) -> Self {
+        self.user_agent = Some(agent);
+        self
+    }
+
+    /// Keeps the tokens in `store` (for example one that persists them), so a client made later
+    /// with the same store starts with them instead of asking the user. The default is a
+    /// [`InMemoryTokenStore`] per client. One store holds one server's tokens.
+    pub fn token_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.token_store = Some(store);
+        self
     }
 
     /// The redirect URI to register and to send in authorization requests.
@@ -199,10 +398,36 @@ impl OAuthConfig {
                 request = request.with_client_secret(secret.clone());
             }
         }
-        if let Some(scopes) = scopes {
+        if let Some(scopes) = scopes.or_else(|| self.scopes.clone()) {
             request = request.with_scopes(scopes);
         }
         request
+    }
+}
+
+/// A shared [`TokenStore`] handed to rmcp (which takes a store by value).
+struct SharedStore(Arc<dyn CredentialStore>);
+
+#[async_trait::async_trait]
+impl CredentialStore for SharedStore {
+    async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
+        self.0.load().await
+    }
+
+    async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
+        self.0.save(credentials).await
+    }
+
+    async fn clear(&self) -> Result<(), AuthError> {
+        self.0.clear().await
+    }
+
+    async fn on_refresh_token_rejected(&self, credentials: &StoredCredentials) -> Result<(), AuthError> {
+        self.0.on_refresh_token_rejected(credentials).await
+    }
+
+    async fn acquire_refresh_guard(&self) -> Result<Option<CredentialRefreshGuard>, AuthError> {
+        self.0.acquire_refresh_guard().await
     }
 }
 
@@ -210,8 +435,15 @@ struct Shared {
     server_url: String,
     config: OAuthConfig,
     agent: Arc<dyn UserAgent>,
+    /// Where the tokens are kept (the configured store, else one in memory for this client).
+    store: Arc<dyn CredentialStore>,
+    /// Whether to look for tokens in the store before the first authorization (a configured
+    /// store may hold some; it is looked at once).
+    restore: AtomicBool,
     /// The authorized manager (tokens, refresh), `None` until the first authorization.
     manager: Mutex<Option<AuthorizationManager>>,
+    /// Why the last authorization failed, until a request succeeds.
+    failure: std::sync::Mutex<Option<String>>,
     /// Authorizations since the last request that succeeded with a token.
     consecutive: AtomicU32,
     /// Authorizations run in total.
@@ -236,9 +468,26 @@ impl fmt::Debug for OAuthHttpClient {
 }
 
 impl OAuthHttpClient {
-    /// A client for the MCP server at `server_url` (the URL the transport posts to).
+    /// A client for the MCP server at `server_url` (the URL the transport posts to), with
+    /// `agent` as its user agent (in place of the config's).
     pub fn new(server_url: impl Into<String>, config: OAuthConfig, agent: Arc<dyn UserAgent>) -> Self {
         Self::with_http(reqwest::Client::new(), server_url, config, agent)
+    }
+
+    /// A client for the MCP server at `server_url` with the config's user agent, or a
+    /// [`HeadlessUserAgent`] when it has none.
+    ///
+    /// # Errors
+    /// The headless user agent's HTTP client cannot be built.
+    pub fn from_config(server_url: impl Into<String>, config: OAuthConfig) -> Result<Self, OAuthError> {
+        let agent: Arc<dyn UserAgent> = match &config.user_agent {
+            Some(agent) => agent.clone(),
+            None => Arc::new(HeadlessUserAgent::new()?),
+        };
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| OAuthError::UserAgent(format!("building the HTTP client: {e}")))?;
+        Ok(Self::with_http(http, server_url, config, agent))
     }
 
     /// Like [`OAuthHttpClient::new`], sending MCP requests through `http`.
@@ -248,13 +497,20 @@ impl OAuthHttpClient {
         config: OAuthConfig,
         agent: Arc<dyn UserAgent>,
     ) -> Self {
+        let (store, restore) = match &config.token_store {
+            Some(store) => (store.clone(), true),
+            None => (Arc::new(InMemoryCredentialStore::new()) as Arc<dyn CredentialStore>, false),
+        };
         Self {
             http,
             shared: Arc::new(Shared {
                 server_url: server_url.into(),
                 config,
                 agent,
+                store,
+                restore: AtomicBool::new(restore),
                 manager: Mutex::new(None),
+                failure: std::sync::Mutex::new(None),
                 consecutive: AtomicU32::new(0),
                 total: AtomicU32::new(0),
             }),
@@ -266,10 +522,55 @@ impl OAuthHttpClient {
         self.shared.total.load(Ordering::Relaxed)
     }
 
+    /// Why the last authorization failed, when no request has succeeded since (the message of an
+    /// [`OAuthError`]; it holds no token or secret).
+    pub fn last_failure(&self) -> Option<String> {
+        self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_failure(&self, failure: Option<String>) {
+        *self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+    }
+
+    /// A manager for the server with the client's token store.
+    async fn manager(&self) -> Result<AuthorizationManager, AuthError> {
+        let mut manager = AuthorizationManager::new(self.shared.server_url.as_str()).await?;
+        manager.set_credential_store(SharedStore(self.shared.store.clone()));
+        Ok(manager)
+    }
+
+    /// A manager on the tokens a configured store already holds, when it holds some for this
+    /// server's authorization server.
+    async fn restore(&self) -> Option<AuthorizationManager> {
+        let mut manager = self.manager().await.ok()?;
+        match manager.initialize_from_store().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::warn!(server = %self.shared.server_url, error = %e, "the stored OAuth tokens cannot be used");
+                return None;
+            }
+        }
+        // A confidential client authenticates its refreshes.
+        let config = &self.shared.config;
+        if let (Some(id), Some(secret)) = (&config.client_id, &config.client_secret) {
+            let stored = self.shared.store.load().await.ok().flatten();
+            if stored.is_some_and(|s| &s.client_id == id) {
+                let client =
+                    OAuthClientConfig::new(id.clone(), config.redirect_uri.clone()).with_client_secret(secret.clone());
+                manager.configure_client(client).ok()?;
+            }
+        }
+        Some(manager)
+    }
+
     /// The current access token (refreshed when it is about to expire), or `None` before the
     /// first authorization.
     async fn current_token(&self) -> Result<Option<String>, AuthError> {
-        let guard = self.shared.manager.lock().await;
+        let mut guard = self.shared.manager.lock().await;
+        if guard.is_none() && self.shared.restore.swap(false, Ordering::AcqRel) {
+            *guard = self.restore().await;
+        }
         match guard.as_ref() {
             None => Ok(None),
             Some(manager) => match manager.get_access_token().await {
@@ -326,10 +627,13 @@ impl OAuthHttpClient {
         scopes: Option<Vec<String>>,
     ) -> Result<AuthorizationManager, OAuthError> {
         let shared = &self.shared;
-        let mut state = OAuthState::new(shared.server_url.as_str(), None).await?;
+        let mut state = OAuthState::Unauthorized(self.manager().await?);
         state.start_authorization(shared.config.request(challenge, scopes)).await?;
         let url = state.get_authorization_url().await?;
         let redirect = shared.agent.authorize(&url).await?;
+        if let Some(denied) = redirect_error(&redirect) {
+            return Err(denied);
+        }
         let callback = AuthorizationCallback::from_redirect_url(&redirect)?;
         state.handle_callback_with_issuer(&callback.code, &callback.csrf_token, callback.issuer.as_deref()).await?;
         state
@@ -349,6 +653,7 @@ impl OAuthHttpClient {
                 Ok(value) => {
                     if token.is_some() {
                         self.shared.consecutive.store(0, Ordering::Relaxed);
+                        self.set_failure(None);
                     }
                     return Ok(value);
                 }
@@ -358,16 +663,38 @@ impl OAuthHttpClient {
                     };
                     match self.answer_challenge(token.as_deref(), &challenge).await {
                         Ok(Some(fresh)) => token = Some(fresh),
-                        Ok(None) => return Err(error),
-                        Err(OAuthError::Auth(e)) => return Err(StreamableHttpError::Auth(e)),
-                        Err(e @ OAuthError::UserAgent(_)) => {
-                            return Err(StreamableHttpError::Auth(AuthError::AuthorizationFailed(e.to_string())));
+                        Ok(None) => {
+                            let refused = OAuthError::Refused(self.shared.consecutive.load(Ordering::Relaxed));
+                            self.set_failure(Some(refused.to_string()));
+                            return Err(error);
+                        }
+                        Err(e) => {
+                            self.set_failure(Some(e.to_string()));
+                            return Err(match e {
+                                OAuthError::Auth(e) => StreamableHttpError::Auth(e),
+                                e => StreamableHttpError::Auth(AuthError::AuthorizationFailed(e.to_string())),
+                            });
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// The error an authorization server put in its redirect (`?error=access_denied&…`), if any.
+fn redirect_error(redirect: &str) -> Option<OAuthError> {
+    let url = reqwest::Url::parse(redirect).ok()?;
+    let mut error = None;
+    let mut description = None;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "error" => error = Some(value.into_owned()),
+            "error_description" => description = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    error.map(|error| OAuthError::Denied { error, description })
 }
 
 impl StreamableHttpClient for OAuthHttpClient {

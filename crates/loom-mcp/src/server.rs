@@ -25,8 +25,16 @@ use rmcp::{ClientHandler, RoleClient};
 
 use crate::elicitation::{self, ElicitationAnswer, ElicitationFn, ElicitationRequest};
 use crate::error::McpError;
+#[cfg(feature = "oauth")]
+use crate::oauth::{OAuthConfig, OAuthHttpClient};
 use crate::stdio::{self, ProcessGuard, StderrTail, StdioSpec};
 use crate::tool::McpTool;
+
+/// The outcome of a handshake within its timeout.
+type Served = Result<
+    Result<RunningService<RoleClient, Handler>, rmcp::service::ClientInitializeError>,
+    tokio::time::error::Elapsed,
+>;
 
 /// The default time a server has to complete the handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,7 +42,13 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 enum Endpoint {
     Stdio(StdioSpec),
-    Http { url: String, bearer: Option<String>, headers: Vec<(String, String)> },
+    Http {
+        url: String,
+        bearer: Option<String>,
+        headers: Vec<(String, String)>,
+        #[cfg(feature = "oauth")]
+        oauth: Option<OAuthConfig>,
+    },
 }
 
 /// Everything a server value is configured with.
@@ -59,9 +73,13 @@ impl fmt::Debug for Config {
                 let env: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
                 d.field("command", &spec.command).field("args", &spec.args).field("env", &env);
             }
-            Endpoint::Http { url, bearer, headers } => {
+            Endpoint::Http { url, bearer, headers, .. } => {
                 let headers: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
                 d.field("url", url).field("bearer", &bearer.as_ref().map(|_| "<redacted>")).field("headers", &headers);
+                #[cfg(feature = "oauth")]
+                if let Endpoint::Http { oauth, .. } = &self.endpoint {
+                    d.field("oauth", oauth);
+                }
             }
         }
         d.field("allow", &self.allow)
@@ -97,6 +115,10 @@ impl fmt::Debug for McpServer {
 pub(crate) struct Shared {
     name: String,
     config: Config,
+    /// The OAuth client of an HTTP server with `.oauth(..)`, shared by all its connections (so
+    /// tokens outlive reconnections), or why it could not be made.
+    #[cfg(feature = "oauth")]
+    oauth: Option<Result<OAuthHttpClient, String>>,
     /// Moves on `notifications/tools/list_changed` and on reconnection.
     generation: Arc<AtomicU64>,
     conn: tokio::sync::Mutex<Option<Arc<Live>>>,
@@ -267,10 +289,19 @@ impl McpServer {
                 Endpoint::Http { url, .. } => default_http_name(url),
             },
         };
+        #[cfg(feature = "oauth")]
+        let oauth = match &config.endpoint {
+            Endpoint::Http { url, oauth: Some(oauth), .. } => {
+                Some(OAuthHttpClient::from_config(url.clone(), oauth.clone()).map_err(|e| e.to_string()))
+            }
+            _ => None,
+        };
         McpServer {
             shared: Arc::new(Shared {
                 name,
                 config,
+                #[cfg(feature = "oauth")]
+                oauth,
                 generation: Arc::new(AtomicU64::new(0)),
                 conn: tokio::sync::Mutex::new(None),
             }),
@@ -298,7 +329,13 @@ impl McpServer {
     pub(crate) fn new_http(url: String) -> Self {
         McpServer::from_config(Config {
             name: None,
-            endpoint: Endpoint::Http { url, bearer: None, headers: Vec::new() },
+            endpoint: Endpoint::Http {
+                url,
+                bearer: None,
+                headers: Vec::new(),
+                #[cfg(feature = "oauth")]
+                oauth: None,
+            },
             allow: None,
             deny: Vec::new(),
             call_timeout: None,
@@ -352,6 +389,33 @@ impl McpServer {
         self.with(|c| {
             if let Endpoint::Http { bearer, .. } = &mut c.endpoint {
                 *bearer = Some(token);
+            }
+        })
+    }
+
+    /// Authorizes with OAuth 2.1 when the HTTP server asks for it: a `401` (or
+    /// `403 insufficient_scope`) with a `WWW-Authenticate` challenge runs the authorization-code
+    /// flow with PKCE (metadata discovery, client registration, the config's user agent for the
+    /// user's part) and the request is sent again with the token. The token is reused by every
+    /// later request and reconnection, refreshed when it expires, and kept in the config's
+    /// [`TokenStore`](crate::oauth::TokenStore). It replaces [`McpServer::bearer`]. A failed
+    /// authorization is an [`McpError::Authorization`]. Ignored for stdio servers.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), loom_mcp::oauth::OAuthError> {
+    /// use std::time::Duration;
+    /// use loom_mcp::oauth::{LoopbackUserAgent, OAuthConfig};
+    ///
+    /// let browser = LoopbackUserAgent::bind(0, Duration::from_secs(300))?;
+    /// let config = browser.configure(OAuthConfig::new("my-agent").scopes(["mcp:tools"]));
+    /// let server = loom_mcp::http("https://mcp.example.com/mcp").oauth(config);
+    /// # let _ = server; Ok(()) }
+    /// ```
+    #[cfg(feature = "oauth")]
+    pub fn oauth(self, config: OAuthConfig) -> Self {
+        self.with(|c| {
+            if let Endpoint::Http { oauth, .. } = &mut c.endpoint {
+                *oauth = Some(config);
             }
         })
     }
@@ -424,6 +488,11 @@ impl McpServer {
     /// The server's name, the prefix of its tools.
     pub fn server_name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Whether the server is reached over Streamable HTTP (not a stdio child process).
+    pub fn is_http(&self) -> bool {
+        matches!(self.shared.config.endpoint, Endpoint::Http { .. })
     }
 
     /// Connects now (starting the process of a stdio server) and returns the client. Without it
@@ -666,7 +735,7 @@ impl Shared {
                 .await;
                 (served, Some(process))
             }
-            Endpoint::Http { url, bearer, headers } => {
+            Endpoint::Http { url, bearer, headers, .. } => {
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 if let Some(token) = bearer {
                     config = config.auth_header(token.clone());
@@ -685,31 +754,76 @@ impl Shared {
                     map.insert(name, value);
                 }
                 let config = config.custom_headers(map);
-                let transport = Watched {
-                    inner: StreamableHttpClientTransport::from_config(config.clone()),
-                    generation: self.generation.clone(),
-                };
-                let served = tokio::time::timeout(timeout, handler.serve_with_lifecycle(transport, lifecycle)).await;
-                // A 2025 server that answers `server/discover` (an unknown method to it) with a
-                // success instead of an error: use the `initialize` handshake on a new transport.
-                let served = match served {
-                    Ok(Err(rmcp::service::ClientInitializeError::ExpectedInitResult(_))) => {
-                        let transport = Watched {
-                            inner: StreamableHttpClientTransport::from_config(config),
-                            generation: self.generation.clone(),
-                        };
-                        tokio::time::timeout(
+                #[cfg(feature = "oauth")]
+                if let Some(oauth) = &self.oauth {
+                    let client =
+                        oauth.clone().map_err(|message| McpError::Config { server: self.name.clone(), message })?;
+                    let served = self
+                        .serve_http(
+                            || StreamableHttpClientTransport::with_client(client.clone(), config.clone()),
+                            handler,
+                            lifecycle,
                             timeout,
-                            Handler { server: self.name.clone(), elicitation: self.config.elicitation.clone() }
-                                .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize),
                         )
-                        .await
+                        .await;
+                    if matches!(served, Ok(Err(_)))
+                        && let Some(message) = client.last_failure()
+                    {
+                        return Err(McpError::Authorization { server: self.name.clone(), message });
                     }
-                    other => other,
-                };
+                    return self.finish(served, None, stderr, timeout).await;
+                }
+                let served = self
+                    .serve_http(
+                        || StreamableHttpClientTransport::from_config(config.clone()),
+                        handler,
+                        lifecycle,
+                        timeout,
+                    )
+                    .await;
                 (served, None)
             }
         };
+        self.finish(served, process, stderr, timeout).await
+    }
+
+    /// Serves over Streamable HTTP on the transports `make` makes. A 2025 server that answers
+    /// `server/discover` (an unknown method to it) with a success instead of an error gets the
+    /// `initialize` handshake on a new transport.
+    async fn serve_http<C>(
+        &self,
+        make: impl Fn() -> StreamableHttpClientTransport<C>,
+        handler: Handler,
+        lifecycle: ClientLifecycleMode,
+        timeout: Duration,
+    ) -> Served
+    where
+        C: rmcp::transport::streamable_http_client::StreamableHttpClient + Send + Sync + 'static,
+    {
+        let transport = Watched { inner: make(), generation: self.generation.clone() };
+        let served = tokio::time::timeout(timeout, handler.serve_with_lifecycle(transport, lifecycle)).await;
+        match served {
+            Ok(Err(rmcp::service::ClientInitializeError::ExpectedInitResult(_))) => {
+                let transport = Watched { inner: make(), generation: self.generation.clone() };
+                tokio::time::timeout(
+                    timeout,
+                    Handler { server: self.name.clone(), elicitation: self.config.elicitation.clone() }
+                        .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize),
+                )
+                .await
+            }
+            other => other,
+        }
+    }
+
+    /// The live connection from the handshake's outcome, or the error that says why not.
+    async fn finish(
+        &self,
+        served: Served,
+        process: Option<ProcessGuard>,
+        stderr: Arc<StderrTail>,
+        timeout: Duration,
+    ) -> Result<Live, McpError> {
         match served {
             Ok(Ok(service)) => {
                 Ok(Live { service, process: process.map(std::sync::Mutex::new), stderr, dead: AtomicBool::new(false) })
@@ -732,6 +846,13 @@ impl Shared {
         let closed = matches!(error, ServiceError::TransportClosed | ServiceError::TransportSend(_));
         if closed {
             live.dead.store(true, Ordering::Release);
+        }
+        #[cfg(feature = "oauth")]
+        if !matches!(error, ServiceError::McpError(_))
+            && let Some(Ok(client)) = &self.oauth
+            && let Some(message) = client.last_failure()
+        {
+            return McpError::Authorization { server: self.name.clone(), message };
         }
         let message = match error {
             ServiceError::McpError(e) => format!("the server answered with an error: {}", e.message),
