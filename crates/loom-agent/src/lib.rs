@@ -60,7 +60,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tool;
 
-pub use loom_core::{error, event, message, run};
+pub use loom_core::{embed, error, event, message, run};
 
 pub use agent::{Agent, AgentBuilder, ResumeOptions, Run, RunRequest, RunStream, Runtime, Session, SessionConfig};
 pub use loom_agent_macros::tool;

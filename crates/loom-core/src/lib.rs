@@ -30,6 +30,7 @@
 //! ```
 
 pub mod capability;
+pub mod embed;
 pub mod error;
 pub mod event;
 pub mod governance;
@@ -42,6 +43,7 @@ pub mod store;
 pub mod tool;
 
 pub use capability::Capability;
+pub use embed::Embedder;
 pub use error::{Error, ModelError, RunError, RunErrorKind, RunFailure, StoreError, ToolError, ToolErrorKind};
 pub use event::{Event, EventKind};
 pub use id::new_id;
