@@ -211,7 +211,7 @@ async fn tools_are_offered_with_name_description_schema_and_flags() {
             },
         ]
     );
-    assert_eq!(agent.tools(), &tools[..]);
+    assert_eq!(&agent.tools()[..], &tools[..]);
 }
 
 #[tokio::test]

@@ -91,7 +91,7 @@ async fn a_change_is_offered_from_the_next_turn_and_loaded_once() {
         ScriptedTurn::text("again"),
     ]);
     let agent = Agent::builder().model(shared).capability(Changing(source.clone())).build().unwrap();
-    assert_eq!(names(agent.tools()), ["bump"], "only the fixed tools are known at build time");
+    assert_eq!(names(&agent.tools()), ["bump"], "only the fixed tools are known at build time");
     let result = within(10, "run", agent.run("go")).await.unwrap();
     assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
     let results = tool_results(&result.events);
@@ -176,5 +176,5 @@ async fn without_sources_the_current_tools_are_the_fixed_ones() {
     let (_, shared) = scripted([ScriptedTurn::text("x")]);
     let tool = FunctionTool::new("only", "x", json!({"type": "object"}), |_c, _a| async { Ok(ToolOutput::text("x")) });
     let agent = Agent::builder().model(shared).tool(tool).build().unwrap();
-    assert_eq!(names(&agent.current_tools().await.unwrap()), names(agent.tools()));
+    assert_eq!(names(&agent.current_tools().await.unwrap()), names(&agent.tools()));
 }

@@ -15,7 +15,7 @@ use crate::error::{RunError, RunErrorKind};
 use crate::event::{EventKind, OutputInvalid};
 use crate::message::Message;
 use crate::output::OutputSchema;
-use crate::runtime::{Outcome, RunCx, RunLog, RunPlan};
+use crate::runtime::{Live, Outcome, RunCx, RunLog, RunPlan};
 use crate::store::{JournaledRun, SessionRecord};
 use crate::telemetry;
 
@@ -29,6 +29,7 @@ pub(crate) enum Start {
 /// The whole life of a run: wait for the session's earlier runs, execute, seal, persist, publish.
 pub(crate) async fn drive(
     agent: Arc<AgentInner>,
+    live: Arc<Live>,
     session: Arc<SessionInner>,
     log: Arc<RunLog>,
     start: Start,
@@ -45,7 +46,7 @@ pub(crate) async fn drive(
     }
     let env = &agent.env;
     let span = telemetry::run_span(&env.name, env.model.as_ref(), &log.scope());
-    let mut cx = RunCx::new(env.clone(), log.clone(), agent.max_turns);
+    let mut cx = RunCx::new(env.clone(), live, log.clone(), agent.max_turns);
     // Runs of a session other processes may share wait for them too, through the store.
     let holder = (!session.fresh).then(|| format!("{}#{}", env.stores.lease.owner, log.run_id));
     let locked = match &holder {

@@ -3,6 +3,7 @@
 
 mod driver;
 mod input;
+mod live;
 mod profile;
 mod run;
 mod session;
@@ -11,6 +12,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 pub use crate::run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript};
 pub use input::RunRequest;
@@ -28,7 +31,7 @@ use crate::governance::{
 };
 use crate::model::{Generation, IntoModel, SharedModel};
 use crate::output::OutputSchema;
-use crate::runtime::{Guardrails, HookSet, Limits, Policies, RunEnv, Stores};
+use crate::runtime::{Guardrails, HookSet, Limits, Live, Policies, RunEnv, Stores};
 use crate::store::{
     InMemorySessionStore, IntoJournal, Journal, JournalEntry, JournalRunSummary, JournalSlot, Lease, Memory, RunFilter,
     SessionStore,
@@ -90,10 +93,11 @@ impl Agent {
         &self.inner.env.model
     }
 
-    /// The tools offered to the model. With capabilities whose tools change (MCP servers), these
-    /// are only the fixed ones; [`Agent::current_tools`] loads the rest.
-    pub fn tools(&self) -> &[ToolSpec] {
-        self.inner.env.tools.specs()
+    /// The tools offered to the model now (a run offers those it started with). With
+    /// capabilities whose tools change (MCP servers), these are only the fixed ones;
+    /// [`Agent::current_tools`] loads the rest.
+    pub fn tools(&self) -> Arc<[ToolSpec]> {
+        self.inner.env.live.load().tools.specs().clone()
     }
 
     /// The tools a run would offer now, loading the tool sources (connecting to MCP servers)
@@ -103,8 +107,9 @@ impl Agent {
     /// A source that cannot be loaded the first time (a server that does not answer), or tools
     /// whose names collide, are [`Error::Config`].
     pub async fn current_tools(&self) -> Result<Vec<ToolSpec>, Error> {
-        match &self.inner.env.dynamic_tools {
-            None => Ok(self.inner.env.tools.specs().to_vec()),
+        let live = self.inner.env.live.load_full();
+        match &live.dynamic_tools {
+            None => Ok(live.tools.specs().to_vec()),
             Some(dynamic) => Ok(dynamic.current().await?.registry.specs().to_vec()),
         }
     }
@@ -332,7 +337,8 @@ impl Drop for CancelOnDrop {
 
 impl fmt::Debug for Agent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tools: Vec<&str> = self.inner.env.tools.specs().iter().map(|t| t.name.as_str()).collect();
+        let specs = self.tools();
+        let tools: Vec<&str> = specs.iter().map(|t| t.name.as_str()).collect();
         f.debug_struct("Agent")
             .field("name", &self.inner.env.name)
             .field("model", &self.inner.env.model.name())
@@ -617,7 +623,7 @@ impl AgentBuilder {
             }
             push_section(&mut instructions, &section);
         }
-        let dynamic_tools = (!sources.is_empty()).then(|| DynamicTools::new(tools.clone(), sources));
+        let dynamic_tools = (!sources.is_empty()).then(|| Arc::new(DynamicTools::new(tools.clone(), sources)));
         let tools = Arc::new(ToolRegistry::new(tools)?);
         let architecture = match self.architecture {
             Some(a) => a?,
@@ -635,18 +641,20 @@ impl AgentBuilder {
             name: self.name.unwrap_or_else(|| "agent".to_string()),
             instructions,
             model,
-            tools,
-            dynamic_tools,
-            generation: self.generation,
-            policies: Policies {
-                budget: self.budget,
-                permissions: self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions)),
-                approval: self.approval,
+            live: ArcSwap::from_pointee(Live {
+                tools,
+                dynamic_tools,
                 hooks: HookSet {
                     hooks: Arc::from(hooks),
                     timeout: self.hook_timeout.unwrap_or(Duration::from_secs(5)),
                     failure_denies: self.hook_failure_denies.unwrap_or(true),
                 },
+            }),
+            generation: self.generation,
+            policies: Policies {
+                budget: self.budget,
+                permissions: self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions)),
+                approval: self.approval,
                 guardrails: Guardrails(Arc::from(self.guardrails)),
                 rate_limiter: self.rate_limiter,
                 audit: self.audit,

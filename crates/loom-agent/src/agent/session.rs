@@ -13,7 +13,7 @@ use crate::event::{EventKind, RunEnded};
 use crate::governance::{AuditAction, Scope};
 use crate::new_id;
 use crate::run::RunState;
-use crate::runtime::{RunEnd, RunLog};
+use crate::runtime::{Live, RunEnd, RunLog};
 use crate::store::RunSummary;
 
 /// Session-level configuration.
@@ -206,6 +206,8 @@ impl Session {
         let mut request = request.into();
         let input = request.input.take().unwrap_or_else(|| super::RunInput::Prompt(String::new()));
         let agent = &self.inner.agent.inner;
+        // The agent's tools and hooks as they are now: the run keeps them to its end.
+        let live = agent.env.live.load_full();
         let foreign_user = request.user_id.take().filter(|u| Some(u.as_str()) != self.inner.user_id.as_deref());
         let scope = Scope {
             run_id: Arc::from(new_id("run")),
@@ -217,7 +219,7 @@ impl Session {
             input,
             request.context.clone(),
             request.metadata.clone(),
-            agent.env.policies.hooks.hooks.clone(),
+            live.hooks.hooks.clone(),
         );
         let run = Run { log: log.clone() };
         if let Some(user) = foreign_user {
@@ -242,7 +244,7 @@ impl Session {
             self.refuse(&log, RunError::new(RunErrorKind::Config, message));
             return run;
         }
-        if let Err(no_runtime) = self.spawn(&run, driver::Start::Fresh(request)) {
+        if let Err(no_runtime) = self.spawn(&run, live, driver::Start::Fresh(request)) {
             fail_at_once(&log, RunError::new(RunErrorKind::Config, no_runtime));
         }
         run
@@ -261,12 +263,13 @@ impl Session {
             session_id: self.inner.id.clone(),
             user_id: record.user_id.as_deref().map(Arc::from),
         };
+        let live = self.inner.agent.inner.env.live.load_full();
         let log = RunLog::new(
             &scope,
             record.input.clone(),
             record.context.clone(),
             record.metadata.clone(),
-            self.inner.agent.inner.env.policies.hooks.hooks.clone(),
+            live.hooks.hooks.clone(),
         );
         log.preload(stored.events.clone(), false)?;
         if let Some((from, to)) = switched {
@@ -278,13 +281,13 @@ impl Session {
             log.start_suppressing();
         }
         let run = Run { log };
-        self.spawn(&run, driver::Start::Resume(Box::new(stored))).map_err(|e| Error::Config(e.into()))?;
+        self.spawn(&run, live, driver::Start::Resume(Box::new(stored))).map_err(|e| Error::Config(e.into()))?;
         Ok(run)
     }
 
     /// Queues a run behind the session's earlier runs and spawns its driver. Fails (saying why)
     /// outside a Tokio runtime.
-    fn spawn(&self, run: &Run, start: driver::Start) -> Result<(), &'static str> {
+    fn spawn(&self, run: &Run, live: Arc<Live>, start: driver::Start) -> Result<(), &'static str> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| "runs need a Tokio runtime; none is running")?;
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let previous = {
@@ -293,7 +296,7 @@ impl Session {
             st.tail.replace(done_rx)
         };
         let agent = self.inner.agent.inner.clone();
-        handle.spawn(driver::drive(agent, self.inner.clone(), run.log.clone(), start, previous, done_tx));
+        handle.spawn(driver::drive(agent, live, self.inner.clone(), run.log.clone(), start, previous, done_tx));
         Ok(())
     }
 

@@ -194,8 +194,8 @@ impl RunCx {
         index: usize,
         mut args: Value,
     ) -> Result<Value, ToolError> {
-        let env = self.env.clone();
-        let hooks = &env.policies.hooks;
+        let live = self.live.clone();
+        let hooks = &live.hooks;
         for hook in hooks.iter() {
             let action = match hooks.call(hook.before_tool(&self.scope, call, &args)).await {
                 Ok(action) => action,

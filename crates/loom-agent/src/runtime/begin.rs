@@ -65,10 +65,11 @@ impl RunCx {
             self.audit(AuditAction::RunStarted, payload).await?;
             self.audited_start = true;
         }
-        for hook in policies.hooks.iter() {
-            let action = match policies.hooks.call(hook.before_run(&self.scope, &input)).await {
+        let hooks = &self.live.hooks;
+        for hook in hooks.iter() {
+            let action = match hooks.call(hook.before_run(&self.scope, &input)).await {
                 Ok(action) => action,
-                Err(e) if policies.hooks.failure_denies => HookAction::Stop(e),
+                Err(e) if hooks.failure_denies => HookAction::Stop(e),
                 Err(e) => {
                     tracing::warn!(run_id = %self.scope.run_id, error = %e, "a before_run hook failed");
                     HookAction::Continue

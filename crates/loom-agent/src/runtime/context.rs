@@ -8,6 +8,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::env::{GuardResult, RunEnv};
+use super::live::Live;
 use super::log::RunLog;
 use super::replay::Recorder;
 use crate::error::{RunError, RunErrorKind};
@@ -29,6 +30,8 @@ pub struct RunCx {
     /// next model turn.
     pub messages: Vec<Message>,
     pub(super) env: Arc<RunEnv>,
+    /// The agent's tools and hooks as they were when the run started.
+    pub(super) live: Arc<Live>,
     /// The tools this run offers: the agent's, or the latest snapshot of its tool sources.
     pub(super) tools: Arc<ToolRegistry>,
     /// The tool-source snapshot `tools` came from (agents with tool sources only).
@@ -56,14 +59,15 @@ pub struct RunCx {
 
 impl RunCx {
     /// A run context before `begin` / `resume` seeds it.
-    pub(crate) fn new(env: Arc<RunEnv>, log: Arc<RunLog>, max_turns: u32) -> Self {
+    pub(crate) fn new(env: Arc<RunEnv>, live: Arc<Live>, log: Arc<RunLog>, max_turns: u32) -> Self {
         let scope = log.scope();
         let recorder = Recorder::new(&env.stores, log.clone());
         RunCx {
             messages: Vec::new(),
-            tools: env.tools.clone(),
+            tools: live.tools.clone(),
             snapshot: None,
             env,
+            live,
             log,
             scope,
             native_schema: None,
@@ -101,7 +105,7 @@ impl RunCx {
     /// Takes the tool sources' current tools when one of them changed (or at the run's first
     /// turn). Agents without tool sources skip this with one `None` check.
     async fn refresh_tools(&mut self) -> Result<(), RunError> {
-        let Some(dynamic) = &self.env.dynamic_tools else { return Ok(()) };
+        let Some(dynamic) = &self.live.dynamic_tools else { return Ok(()) };
         if dynamic.is_current(self.snapshot.as_deref()) {
             return Ok(());
         }
@@ -174,7 +178,7 @@ impl RunCx {
             tool_calls: response.tool_calls.clone(),
         });
         if self.live() {
-            let hooks = &self.env.policies.hooks;
+            let hooks = &self.live.hooks;
             for hook in hooks.iter() {
                 if let Err(e) = hooks.call(hook.after_model(&self.scope, turn, &response)).await {
                     tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_model hook failed");
@@ -188,7 +192,7 @@ impl RunCx {
     /// → usage and budget → journal.
     async fn call_model(&mut self, turn: u32) -> Result<ModelResponse, RunError> {
         self.check_budget().await?;
-        let hooks = &self.env.policies.hooks;
+        let hooks = &self.live.hooks;
         for hook in hooks.iter() {
             match hooks.call(hook.before_model(&self.scope, turn, &self.messages)).await {
                 Ok(HookAction::Continue) => {}

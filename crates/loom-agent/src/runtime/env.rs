@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures::FutureExt;
 use serde_json::Value;
 
@@ -17,7 +18,7 @@ use crate::model::{Generation, SharedModel};
 use crate::run::RunInput;
 use crate::store::{Journal, Lease, Memory, SessionStore};
 use crate::telemetry::Telemetry;
-use crate::tool::{DynamicTools, ToolRegistry};
+use super::live::Live;
 
 /// Everything a run consults. The runtime reads nothing else.
 pub(crate) struct RunEnv {
@@ -27,11 +28,10 @@ pub(crate) struct RunEnv {
     pub(crate) instructions: String,
     /// The model.
     pub(crate) model: SharedModel,
-    /// The tools offered to the model (the fixed ones, when there are tool sources).
-    pub(crate) tools: Arc<ToolRegistry>,
-    /// The capabilities' tool sources (MCP servers) with the fixed tools, when there are any:
-    /// each run refreshes its tools from them before a model turn.
-    pub(crate) dynamic_tools: Option<DynamicTools>,
+    /// What changes while the agent lives: its tools and hooks (`Agent::add_tool`,
+    /// `remove_tool`, `add_hook`). Copy-on-write: a run takes the current value once, when it
+    /// starts, and keeps it (see live.rs).
+    pub(crate) live: ArcSwap<Live>,
     /// Generation settings.
     pub(crate) generation: Generation,
     /// Governance: budget, permissions, approval, hooks, guardrails, rate limit, audit.
@@ -81,12 +81,12 @@ pub(crate) struct Limits {
 
 /// The governance policies, consulted by the run's steps in a fixed order (see
 /// docs/architecture.md): budget → hooks → rate limit → model; permissions → approval → hooks →
-/// tool → guardrails; the audit log records each decision.
+/// tool → guardrails; the audit log records each decision. The hooks are the run's own
+/// (`RunCx::hooks`, taken from [`Live`] when the run starts).
 pub(crate) struct Policies {
     pub(crate) budget: Option<Arc<dyn Budget>>,
     pub(crate) permissions: Arc<dyn Permissions>,
     pub(crate) approval: Option<Arc<dyn ApprovalHandler>>,
-    pub(crate) hooks: HookSet,
     pub(crate) guardrails: Guardrails,
     pub(crate) rate_limiter: Option<Arc<dyn RateLimiter>>,
     pub(crate) audit: Option<Arc<dyn AuditLog>>,

@@ -178,8 +178,9 @@ impl RunCx {
         {
             budget.run_finished(scope);
         }
-        for hook in policies.hooks.iter() {
-            if let Err(e) = policies.hooks.call(hook.after_run(scope, result)).await {
+        let hooks = &self.live.hooks;
+        for hook in hooks.iter() {
+            if let Err(e) = hooks.call(hook.after_run(scope, result)).await {
                 tracing::warn!(run_id = %scope.run_id, error = %e, "an after_run hook failed");
             }
         }

@@ -208,8 +208,9 @@ impl RunCx {
                     })
                 })
                 .await;
-            for hook in policies.hooks.iter() {
-                if let Err(e) = policies.hooks.call(hook.after_tool(&self.scope, call, &event)).await {
+            let hooks = &self.live.hooks;
+            for hook in hooks.iter() {
+                if let Err(e) = hooks.call(hook.after_tool(&self.scope, call, &event)).await {
                     tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_tool hook failed");
                 }
             }

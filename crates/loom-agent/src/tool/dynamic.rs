@@ -17,6 +17,8 @@ pub(crate) struct ToolSnapshot {
     pub(crate) generations: Vec<u64>,
     /// The tools.
     pub(crate) registry: Arc<ToolRegistry>,
+    /// The tools the sources gave (without the fixed ones).
+    loaded: Vec<Arc<dyn Tool>>,
 }
 
 impl ToolSnapshot {
@@ -46,6 +48,29 @@ impl DynamicTools {
         held.is_some_and(|s| s.is_current(&self.sources))
     }
 
+    /// The same sources with other fixed tools (a live agent's `add_tool` / `remove_tool`). The
+    /// sources' tools loaded so far are kept, so the change does not reload them.
+    pub(crate) fn with_fixed(&self, fixed: Vec<Arc<dyn Tool>>) -> Result<DynamicTools, Error> {
+        let latest = match self.latest() {
+            None => None,
+            Some(s) => {
+                let mut tools = fixed.clone();
+                tools.extend(s.loaded.iter().cloned());
+                Some(Arc::new(ToolSnapshot {
+                    generations: s.generations.clone(),
+                    registry: Arc::new(ToolRegistry::new(tools)?),
+                    loaded: s.loaded.clone(),
+                }))
+            }
+        };
+        Ok(DynamicTools {
+            fixed,
+            sources: self.sources.clone(),
+            latest: Mutex::new(latest),
+            loading: tokio::sync::Mutex::new(()),
+        })
+    }
+
     fn latest(&self) -> Option<Arc<ToolSnapshot>> {
         self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -64,11 +89,11 @@ impl DynamicTools {
         }
         // Generations are read before loading: a change during the load is seen next turn.
         let generations: Vec<u64> = self.sources.iter().map(|(_, s)| s.generation()).collect();
-        let mut tools = self.fixed.clone();
+        let mut loaded = Vec::new();
         let mut failure = None;
         for (name, source) in &self.sources {
             match source.load().await {
-                Ok(loaded) => tools.extend(loaded),
+                Ok(tools) => loaded.extend(tools),
                 Err(e) => {
                     failure = Some(format!("the tools of `{name}` could not be loaded: {e}"));
                     break;
@@ -76,12 +101,20 @@ impl DynamicTools {
             }
         }
         let snapshot = match (failure, previous) {
-            (None, _) => Arc::new(ToolSnapshot { generations, registry: Arc::new(ToolRegistry::new(tools)?) }),
+            (None, _) => {
+                let mut tools = self.fixed.clone();
+                tools.extend(loaded.iter().cloned());
+                Arc::new(ToolSnapshot { generations, registry: Arc::new(ToolRegistry::new(tools)?), loaded })
+            }
             (Some(message), None) => return Err(Error::Config(message)),
             (Some(message), Some(previous)) => {
                 tracing::warn!(error = %message, "keeping the earlier tools");
                 // Not retried until a generation moves again.
-                Arc::new(ToolSnapshot { generations, registry: previous.registry.clone() })
+                Arc::new(ToolSnapshot {
+                    generations,
+                    registry: previous.registry.clone(),
+                    loaded: previous.loaded.clone(),
+                })
             }
         };
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());

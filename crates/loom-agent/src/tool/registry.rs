@@ -73,6 +73,11 @@ impl ToolRegistry {
         &self.entries[index]
     }
 
+    /// The tools, in order (to build a changed registry from).
+    pub(crate) fn tools(&self) -> Vec<Arc<dyn Tool>> {
+        self.entries.iter().map(|e| e.tool.clone()).collect()
+    }
+
     pub(crate) fn specs(&self) -> &Arc<[ToolSpec]> {
         &self.specs
     }
