@@ -125,6 +125,99 @@ event_kinds! {
     RunSuspended(RunEnded) = "run.suspended",
     /// A resumed run continues on another model than it started on, as its resumer chose.
     ModelChanged(ModelChanged) = "model.changed",
+    /// An architecture made a plan (`plan_execute`, `rewoo`): its steps, or a re-plan's.
+    PlanCreated(PlanCreated) = "plan.created",
+    /// A step of the plan started, completed or failed.
+    PlanStep(PlanStepEvent) = "plan.step",
+    /// An architecture critiqued an answer (`reflexion`, `self_refine`).
+    Critique(CritiqueEvent) = "critique",
+    /// A candidate thought was scored (`tree_of_thoughts`).
+    ThoughtScored(ThoughtScored) = "thought.scored",
+}
+
+/// Payload of `plan.created`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanCreated {
+    /// 1 for the first plan, then one more per re-plan.
+    pub revision: u32,
+    /// The steps, in the order given.
+    pub steps: Vec<PlanStepInfo>,
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanStepInfo {
+    /// The step's id (`1`, `E1`, …).
+    pub id: String,
+    /// What the step does.
+    pub description: String,
+    /// Steps that must complete first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// The tool it calls, when the plan names one (`rewoo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The tool's arguments, with placeholders for earlier results (`rewoo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+}
+
+/// Payload of `plan.step`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanStepEvent {
+    /// The plan's revision.
+    pub revision: u32,
+    /// The step's id.
+    pub id: String,
+    /// `started`, `completed` or `failed`.
+    pub status: PlanStepStatus,
+    /// The step's result (or why it failed), once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// Where a plan step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStepStatus {
+    /// It began.
+    Started,
+    /// It ended with a result.
+    Completed,
+    /// It ended without one.
+    Failed,
+}
+
+/// Payload of `critique`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CritiqueEvent {
+    /// The round, from 1.
+    pub round: u32,
+    /// Whether the answer passed.
+    pub passed: bool,
+    /// The critic's score, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// What to improve (or why it passed).
+    pub feedback: String,
+}
+
+/// Payload of `thought.scored`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThoughtScored {
+    /// The thought's depth in the tree, from 1.
+    pub depth: u32,
+    /// The thought's id (its path: `1`, `1.2`, …).
+    pub id: String,
+    /// The thought it extends, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The thought.
+    pub thought: String,
+    /// Its score.
+    pub score: f64,
+    /// Whether it stays in the search (among the best `breadth` of its depth).
+    pub kept: bool,
 }
 
 /// Payload of `model.changed`: a resume was told to continue the run on another model.

@@ -536,7 +536,9 @@ impl AgentBuilder {
         self
     }
 
-    /// The architecture by name: `"react"`.
+    /// The architecture by name, with its default settings: one of [`crate::architecture::ARCHITECTURE_NAMES`]
+    /// (`"react"`, `"plan_execute"`, `"reflexion"`, `"self_refine"`, `"rewoo"`, `"tree_of_thoughts"`). An
+    /// unknown name fails [`AgentBuilder::build`].
     pub fn architecture_name(mut self, name: &str) -> Self {
         self.architecture = Some(crate::architecture::by_name(name));
         self

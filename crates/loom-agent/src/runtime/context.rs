@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
+use super::calls::ModelCall;
 use super::env::{GuardResult, RunEnv};
 use super::live::Live;
 use super::log::RunLog;
@@ -151,6 +152,11 @@ impl RunCx {
     /// as an assistant message, and returns it. Counts as one turn. A resumed run gets the
     /// journaled answer instead of calling the model again.
     pub async fn model_turn(&mut self) -> Result<ModelResponse, RunError> {
+        self.model_step(None).await
+    }
+
+    /// A model turn, shaped by `call` when given (see [`RunCx::model_call`]).
+    pub(super) async fn model_step(&mut self, call: Option<&ModelCall>) -> Result<ModelResponse, RunError> {
         self.check_cancelled()?;
         self.refresh_tools().await?;
         let turn = self.turn + 1;
@@ -163,7 +169,7 @@ impl RunCx {
                 self.log.record_turn(turn, &recorded.usage);
                 recorded
             }
-            None => self.call_model(turn).await?,
+            None => self.call_model(turn, call).await?,
         };
         self.log.emit(EventKind::ModelResponse(ModelResponseEvent {
             turn,
@@ -172,11 +178,13 @@ impl RunCx {
             usage: response.usage,
             finish_reason: response.finish_reason,
         }));
-        self.messages.push(Message::Assistant {
-            content: response.text.clone(),
-            thinking: response.thinking.clone(),
-            tool_calls: response.tool_calls.clone(),
-        });
+        if call.is_none_or(ModelCall::keeps_answer) {
+            self.messages.push(Message::Assistant {
+                content: response.text.clone(),
+                thinking: response.thinking.clone(),
+                tool_calls: response.tool_calls.clone(),
+            });
+        }
         if self.live() {
             let hooks = &self.live.hooks;
             for hook in hooks.iter() {
@@ -190,11 +198,14 @@ impl RunCx {
 
     /// A live model call: budget → before_model hooks → rate limit → the call → output guardrails
     /// → usage and budget → journal.
-    async fn call_model(&mut self, turn: u32) -> Result<ModelResponse, RunError> {
+    async fn call_model(&mut self, turn: u32, call: Option<&ModelCall>) -> Result<ModelResponse, RunError> {
         self.check_budget().await?;
+        // A shaped call sends its own messages; a plain turn sends the conversation, uncopied.
+        let owned = call.and_then(|c| c.request_messages(&self.messages, self.native_structured()));
+        let messages: &[Message] = owned.as_deref().unwrap_or(&self.messages);
         let hooks = &self.live.hooks;
         for hook in hooks.iter() {
-            match hooks.call(hook.before_model(&self.scope, turn, &self.messages)).await {
+            match hooks.call(hook.before_model(&self.scope, turn, messages)).await {
                 Ok(HookAction::Continue) => {}
                 Ok(HookAction::Stop(reason)) => return Err(stopped_by_hook(reason)),
                 Err(e) if hooks.failure_denies => return Err(stopped_by_hook(e)),
@@ -206,12 +217,12 @@ impl RunCx {
         self.log.set_turns(turn);
         let span = telemetry::chat_span(self.env.model.as_ref(), &self.env.generation, &self.scope, turn);
         let started = Instant::now();
-        let outcome = self.stream_turn(turn).instrument(span.clone()).await;
+        let outcome = self.stream_turn(turn, messages, call).instrument(span.clone()).await;
         telemetry::record_chat(
             &span,
             self.env.model.name(),
             self.env.telemetry.capture_content,
-            &self.messages,
+            messages,
             &outcome,
             started.elapsed(),
         );

@@ -12,6 +12,8 @@
 //! | `env.rs` | what every run consults: model, tools, stores, limits, the policies as one value |
 //! | `log.rs` | the run's event log, state and counters; its sealed result and transcript |
 //! | `context.rs` | `RunCx`: the model turn, budget, rate limit, guardrail and audit helpers |
+//! | `calls.rs` | what other architectures need: shaped model calls, their own tool calls, artifacts |
+//! | `live.rs` | a live agent's tools and hooks, copy-on-write |
 //! | `begin.rs` / `finish.rs` | a run's first and last steps |
 //! | `stream.rs` | one live model call, streamed |
 //! | `output_filter.rs` | streaming redaction by the output guardrails |
@@ -21,6 +23,7 @@
 
 mod approval;
 mod begin;
+mod calls;
 mod context;
 pub(crate) mod env;
 mod finish;
@@ -32,6 +35,7 @@ mod stream;
 mod tools;
 
 pub(crate) use begin::RunPlan;
+pub use calls::{ModelCall, ToolCallResult};
 pub use context::RunCx;
 pub(crate) use env::{Guardrails, HookSet, Limits, Policies, RunEnv, Stores};
 pub(crate) use finish::Outcome;

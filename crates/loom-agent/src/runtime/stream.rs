@@ -3,11 +3,13 @@
 
 use futures::StreamExt;
 
+use super::calls::ModelCall;
 use super::context::RunCx;
 use super::output_filter::OutputFilter;
 use crate::error::{ModelError, RunError};
 use crate::event::{DeltaKind, EventKind, ModelDelta, ModelRequestEvent};
 use crate::governance::GuardStage;
+use crate::message::Message;
 use crate::model::{ModelChunk, ModelRequest, ModelResponse, ResponseAssembler};
 use crate::output::OutputSchema;
 use crate::tool::ToolSpec;
@@ -15,20 +17,30 @@ use crate::tool::ToolSpec;
 impl RunCx {
     /// Sends the conversation to the model and assembles the streamed answer, emitting deltas
     /// (through the output guardrails' filter).
-    pub(super) async fn stream_turn(&self, turn: u32) -> Result<ModelResponse, RunError> {
+    pub(super) async fn stream_turn(
+        &self,
+        turn: u32,
+        messages: &[Message],
+        call: Option<&ModelCall>,
+    ) -> Result<ModelResponse, RunError> {
         let env = &self.env;
-        let tools: &[ToolSpec] = if env.model.capabilities().tools { self.tools.specs() } else { &[] };
+        let offer = env.model.capabilities().tools && call.is_none_or(ModelCall::offers_tools);
+        let tools: &[ToolSpec] = if offer { self.tools.specs() } else { &[] };
+        let schema = match call {
+            None => self.native_schema.as_ref(),
+            Some(c) => self.native_schema_for(c),
+        };
         self.log.emit(EventKind::ModelRequest(ModelRequestEvent {
             turn,
             model: env.model.name().to_string(),
-            messages: self.messages.len(),
+            messages: messages.len(),
             tools: tools.len(),
         }));
         let request = ModelRequest {
-            messages: &self.messages,
+            messages,
             tools,
             generation: &env.generation,
-            output_schema: self.native_schema.as_ref().map(OutputSchema::schema),
+            output_schema: schema.map(OutputSchema::schema),
             run_id: &self.scope.run_id,
             user_id: self.scope.user_id.as_deref(),
             turn,

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::approval::Prepared;
+use super::calls::ToolCallResult;
 use super::context::{RunCx, blocked};
 use super::env::GuardResult;
 use super::replay::ToolReplay;
@@ -39,6 +40,52 @@ impl RunCx {
     /// calls of a concurrent batch are checked in call order before the batch starts. Unknown tools, malformed or schema-violating arguments, denials, errors, panics and
     /// timeouts become error results for the model; the run goes on.
     pub async fn run_tools(&mut self, calls: &[ToolCall]) -> Result<(), RunError> {
+        let outcomes = self.execute_calls(calls).await?;
+        let blocked_by = outcomes.iter().flatten().find_map(|o| o.blocked.clone());
+        for (call, outcome) in calls.iter().zip(outcomes) {
+            if let Some(o) = outcome {
+                self.messages.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    content: o.content,
+                    is_error: o.is_error,
+                });
+            }
+        }
+        if let Some((name, reason)) = blocked_by {
+            return Err(blocked(&name, reason));
+        }
+        self.check_cancelled()
+    }
+
+    /// Runs tool calls the architecture made itself (a plan's steps, say) exactly as
+    /// [`RunCx::run_tools`] runs a model's, and returns their results in call order instead of
+    /// adding them to the conversation. Call ids must be unique within the run and the same on
+    /// every execution of it: a resumed run finds a call's journaled result by its id.
+    pub async fn call_tools(&mut self, calls: &[ToolCall]) -> Result<Vec<ToolCallResult>, RunError> {
+        let outcomes = self.execute_calls(calls).await?;
+        let blocked_by = outcomes.iter().flatten().find_map(|o| o.blocked.clone());
+        if let Some((name, reason)) = blocked_by {
+            return Err(blocked(&name, reason));
+        }
+        self.check_cancelled()?;
+        Ok(calls
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(call, o)| {
+                let o = o?;
+                Some(ToolCallResult {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    content: o.content,
+                    is_error: o.is_error,
+                })
+            })
+            .collect())
+    }
+
+    /// Runs one batch of calls: each call's outcome, in call order.
+    async fn execute_calls(&mut self, calls: &[ToolCall]) -> Result<Vec<Option<ToolOutcome>>, RunError> {
         let turn = self.turn;
         self.check_budget().await?;
         for call in calls {
@@ -97,21 +144,7 @@ impl RunCx {
                 i += 1;
             }
         }
-        let blocked_by = outcomes.iter().flatten().find_map(|o| o.blocked.clone());
-        for (call, outcome) in calls.iter().zip(outcomes) {
-            if let Some(o) = outcome {
-                self.messages.push(Message::Tool {
-                    call_id: call.id.clone(),
-                    name: call.name.clone(),
-                    content: o.content,
-                    is_error: o.is_error,
-                });
-            }
-        }
-        if let Some((name, reason)) = blocked_by {
-            return Err(blocked(&name, reason));
-        }
-        self.check_cancelled()
+        Ok(outcomes)
     }
 
     /// Runs one prepared call (or reports its preparation failure), emits `tool.result`.
