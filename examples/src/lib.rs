@@ -18,3 +18,7 @@
 //! | `mcp` | an MCP server over stdio (the npm reference server, skipped when not installed): `connect()`, `current_tools()`, a tool call, resources |
 //! | `shell_approval` | `capability::shell(dir)` with an `ApprovalHandler` that allows `echo` and denies `rm` |
 //! | `custom_capability` | a capability of one's own through the `Capability` trait: two tools sharing state, and instructions |
+//! | `plan_execute` | the `plan_execute` architecture: a plan with dependencies as events and an artifact, steps run with tools |
+//! | `self_refine` | the `self_refine` and `reflexion` architectures: answers critiqued (structured) and revised |
+//! | `rewoo` | the `rewoo` architecture: every tool call planned with `#E1` placeholders, run without the model, one answer |
+//! | `tree_of_thoughts` | the `tree_of_thoughts` architecture: expansion, scoring and pruning of lines of reasoning |

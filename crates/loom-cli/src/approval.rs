@@ -74,7 +74,8 @@ impl Governance {
     /// Names in `--allow`, `--deny` and `--ask` that are not tools of the agent (a typo in `--deny`
     /// would otherwise let the tool run).
     pub fn check_names(&self, agent: &Agent) -> Result<(), String> {
-        let tools: Vec<&str> = agent.tools().iter().map(|t| t.name.as_str()).collect();
+        let specs = agent.tools();
+        let tools: Vec<&str> = specs.iter().map(|t| t.name.as_str()).collect();
         let lists = [("--allow", &self.allow), ("--deny", &self.deny), ("--ask", &self.ask)];
         for (flag, names) in lists {
             let from_mcp = |n: &str| {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use loom_agent::architecture::ARCHITECTURE_NAMES;
 use loom_agent::governance::AuditHead;
 use loom_agent::model::ACCEPTED_MODEL_STRINGS;
 use serde_json::Value;
@@ -241,6 +242,15 @@ pub struct AgentArgs {
     /// "?synchronous=full"), "postgres://USER@HOST:PORT/DB" or "memory".
     #[arg(long, value_name = "URL", env = JOURNAL_ENV, hide_env_values = true)]
     pub journal: Option<String>,
+
+    /// How the agent works through the request [default: react]: react (model turns and tool calls
+    /// until an answer), plan_execute (a plan, its steps carried out with tools, re-planned on
+    /// failure), reflexion (attempts evaluated, lessons carried into the next), self_refine (an
+    /// answer critiqued and revised), rewoo (every tool call planned up front, then one answer),
+    /// tree_of_thoughts (a search over scored lines of reasoning). Resume a run with the
+    /// architecture it started with. An unknown name is a usage error (exit 2).
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(ARCHITECTURE_NAMES))]
+    pub architecture: Option<String>,
 }
 
 /// The options of `loom run`.

@@ -10,7 +10,7 @@
 
 use std::io::{self, IsTerminal, Write};
 
-use loom_agent::event::{DeltaKind, ToolResultEvent};
+use loom_agent::event::{DeltaKind, PlanStepStatus, ToolResultEvent};
 use loom_agent::{Event, EventKind, RunResult, RunState, ToolCall};
 
 /// How much of a tool call's arguments is shown.
@@ -102,6 +102,19 @@ impl HumanView {
                     invalid.attempt,
                     first_line(&invalid.error, RESULT_WIDTH)
                 );
+                self.stderr_line(&line)?;
+            }
+            EventKind::PlanCreated(plan) => {
+                let steps: Vec<String> = plan.steps.iter().map(|s| format!("{}: {}", s.id, s.description)).collect();
+                self.stderr_line(&format!("plan (revision {}): {}", plan.revision, steps.join("; ")))?;
+            }
+            EventKind::PlanStep(step) if step.status != PlanStepStatus::Started => {
+                let status = if step.status == PlanStepStatus::Completed { "done" } else { "failed" };
+                self.stderr_line(&format!("step {} {status}", step.id))?;
+            }
+            EventKind::Critique(c) => {
+                let verdict = if c.passed { "passed" } else { "did not pass" };
+                let line = format!("critique {}: {verdict}: {}", c.round, first_line(&c.feedback, RESULT_WIDTH));
                 self.stderr_line(&line)?;
             }
             EventKind::ModelChanged(changed) => {

@@ -53,6 +53,9 @@ pub fn report(line: &str) {
 pub fn main(args: RunArgs) -> Exit {
     let json = args.json;
     let journaled = args.agent.journal.is_some();
+    // Other architectures make calls whose text is not the answer (plans, critiques): only
+    // ReAct's answer streams; theirs is printed when the run ends.
+    let streams = args.agent.architecture.as_deref().is_none_or(|a| a == "react");
     let (agent, request) = match prepare(args) {
         Ok(prepared) => prepared,
         Err(message) => {
@@ -64,7 +67,7 @@ pub fn main(args: RunArgs) -> Exit {
         Ok(runtime) => runtime,
         Err(exit) => return exit,
     };
-    let view = if json { View::Json } else { View::Human(HumanView::new(request.output_schema.is_none())) };
+    let view = if json { View::Json } else { View::Human(HumanView::new(request.output_schema.is_none() && streams)) };
     runtime.block_on(async {
         let run = agent.start(request);
         if journaled {
@@ -151,6 +154,9 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
     }
     if let Some(path) = args.audit_log {
         builder = builder.audit_log(crate::audit::open_log(&path)?);
+    }
+    if let Some(name) = &args.architecture {
+        builder = builder.architecture_name(name);
     }
     if let Some(url) = args.journal {
         let slot = open_journal(&url).map_err(|e| format!("--journal {}: {}", redact(&url), describe(&e)))?;

@@ -330,3 +330,31 @@ fn a_model_load_error_carries_no_backtrace() {
     assert!(!err.contains("candle_core") && !err.contains("backtrace"), "a backtrace leaked: {err}");
     assert_eq!(err.lines().count(), 1, "one error line: {err}");
 }
+
+#[test]
+fn architecture_flag_runs_plan_execute_and_prints_only_the_answer() {
+    let out = loom(&["run", "--model", &script("plan_execute.json"), "--architecture", "plan_execute", "greet"]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    // The plan and the steps' answers are not the answer: only the final one reaches stdout.
+    assert_eq!(stdout(&out), "Hello and goodbye.\n");
+    let err = stderr(&out);
+    assert!(err.contains("plan (revision 1): 1: say hello; 2: say goodbye\n"), "{err}");
+    assert!(err.contains("step 1 done\n") && err.contains("step 2 done\n"), "{err}");
+    // The same run as JSON: the plan events are there.
+    let out = loom(&["run", "--model", &script("plan_execute.json"), "--architecture", "plan_execute", "--json", "greet"]);
+    let (events, result) = json_lines(&out);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.iter().filter(|t| **t == "plan.step").count(), 4);
+    assert!(types.contains(&"plan.created"));
+    assert_eq!(result["output"], "Hello and goodbye.");
+}
+
+#[test]
+fn an_unknown_architecture_is_a_usage_error_naming_the_known_ones() {
+    let out = loom(&["run", "--model", "echo", "--architecture", "chain_of_doom", "hi"]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(err.contains("chain_of_doom"), "{err}");
+    assert!(err.contains("react, plan_execute, reflexion, self_refine, rewoo, tree_of_thoughts"), "{err}");
+}
