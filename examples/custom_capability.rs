@@ -122,7 +122,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .instructions("You are a personal assistant.")
         .capability(notes.clone())
         .build()?;
-    let tools: Vec<&str> = agent.tools().iter().map(|t| t.name.as_str()).collect();
+    let specs = agent.tools();
+    let tools: Vec<&str> = specs.iter().map(|t| t.name.as_str()).collect();
     println!("tools: {tools:?}");
 
     let result =

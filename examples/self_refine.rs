@@ -22,7 +22,9 @@ fn critiques(result: &RunResult) {
 async fn main() -> Result<(), loom_agent::Error> {
     let model = ScriptedModel::new([
         ScriptedTurn::text("Rust is a language."),
-        ScriptedTurn::text(json!({"passed": false, "score": 3, "feedback": "Say what makes it distinctive."}).to_string()),
+        ScriptedTurn::text(
+            json!({"passed": false, "score": 3, "feedback": "Say what makes it distinctive."}).to_string(),
+        ),
         ScriptedTurn::text("Rust is a systems language with memory safety without a garbage collector."),
         ScriptedTurn::text(json!({"passed": true, "score": 9, "feedback": "Accurate and specific."}).to_string()),
     ]);

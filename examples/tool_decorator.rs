@@ -40,7 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ScriptedTurn::text("Tokyo is sunny."),
     ]);
     let agent = Agent::builder().model(model).tool(get_weather).build()?;
-    let tools: Vec<&str> = agent.tools().iter().map(|t| t.name.as_str()).collect();
+    let specs = agent.tools();
+    let tools: Vec<&str> = specs.iter().map(|t| t.name.as_str()).collect();
     println!("agent tools : {tools:?}");
 
     let result = agent.run("Weather in Tokyo?").await?;

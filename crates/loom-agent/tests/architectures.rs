@@ -15,7 +15,9 @@ use loom_agent::event::{CritiqueEvent, PlanStepEvent, PlanStepStatus, ThoughtSco
 use loom_agent::governance::StandardBudget;
 use loom_agent::message::Message;
 use loom_agent::model::{RecordedRequest, ScriptedTurn};
-use loom_agent::store::{InMemoryJournal, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord};
+use loom_agent::store::{
+    InMemoryJournal, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord,
+};
 use loom_agent::tool::{FunctionTool, ToolOutput};
 use loom_agent::{Agent, Error, Event, EventKind, RunErrorKind, RunResult, RunState};
 use serde_json::{Value, json};
@@ -185,10 +187,17 @@ async fn plan_execute_replans_after_a_failed_step_and_an_unusable_plan() {
     assert_eq!(reqs.len(), 6);
     assert!(last(&reqs[1]).contains("reply with `FAILED:`"));
     // The re-plan sees the failure and the conversation with the failed step.
-    assert!(last(&reqs[2]).starts_with("The plan did not work out: step 1 (fetch the data) failed: FAILED: the source is down"));
+    assert!(
+        last(&reqs[2])
+            .starts_with("The plan did not work out: step 1 (fetch the data) failed: FAILED: the source is down")
+    );
     assert!(texts(&reqs[2]).contains(&"FAILED: the source is down".to_string()));
     // An answer that is no plan counts as a failed plan too.
-    assert!(last(&reqs[3]).starts_with("The plan did not work out: the plan did not match its schema"), "{}", last(&reqs[3]));
+    assert!(
+        last(&reqs[3]).starts_with("The plan did not work out: the plan did not match its schema"),
+        "{}",
+        last(&reqs[3])
+    );
     assert!(last(&reqs[4]).starts_with("Step 2 of the plan: use the mirror"));
     use PlanStepStatus::*;
     assert_eq!(
@@ -306,7 +315,9 @@ async fn reflexion_retries_with_every_lesson_so_far() {
     assert!(last(&reqs[2]).starts_with("Evaluate the last attempt above"));
     assert!(reqs[2].tools.is_empty());
     assert_eq!(tool_names(&reqs[3]), ["lookup"], "each attempt may use tools");
-    assert!(last(&reqs[3]).starts_with("Your attempt did not pass: wrong units\nLessons from your attempts so far:\n1. check the units\nTry"));
+    assert!(last(&reqs[3]).starts_with(
+        "Your attempt did not pass: wrong units\nLessons from your attempts so far:\n1. check the units\nTry"
+    ));
     assert!(last(&reqs[5]).contains("1. check the units\n2. be concise\nTry"), "{}", last(&reqs[5]));
     let c = critiques(&result.events);
     assert_eq!(c.iter().map(|c| (c.round, c.passed)).collect::<Vec<_>>(), [(1, false), (2, false), (3, true)]);
@@ -343,7 +354,8 @@ async fn rewoo_plans_runs_every_tool_without_the_model_then_solves_once() {
     let t = types(&result.events);
     let first_response = t.iter().position(|x| *x == "model.response").unwrap();
     let second_request = t.iter().rposition(|x| *x == "model.request").unwrap();
-    let between: Vec<&str> = t[first_response..second_request].iter().copied().filter(|x| x.starts_with("tool.")).collect();
+    let between: Vec<&str> =
+        t[first_response..second_request].iter().copied().filter(|x| x.starts_with("tool.")).collect();
     assert_eq!(between, ["tool.call", "tool.result", "tool.call", "tool.result"]);
     assert_eq!(tool_call_ids(&result.events), ["rewoo_1_E1", "rewoo_1_E2"]);
     let results = tool_results(&result.events);
@@ -351,7 +363,12 @@ async fn rewoo_plans_runs_every_tool_without_the_model_then_solves_once() {
     use PlanStepStatus::*;
     assert_eq!(
         steps(&result.events),
-        [(1, "E1".into(), Started), (1, "E1".into(), Completed), (1, "E2".into(), Started), (1, "E2".into(), Completed)]
+        [
+            (1, "E1".into(), Started),
+            (1, "E1".into(), Completed),
+            (1, "E2".into(), Started),
+            (1, "E2".into(), Completed)
+        ]
     );
     assert_eq!(result.artifacts[0].id, "plan");
     // The transcript: the request and the answer.
@@ -441,7 +458,10 @@ async fn tree_of_thoughts_expands_scores_prunes_and_answers_along_the_best_line(
     // Breadth 1: only B is expanded.
     assert!(last(&reqs[2]).contains("The reasoning so far:\n1. B\nPropose up to 2"), "{}", last(&reqs[2]));
     assert!(last(&reqs[3]).contains("Candidate 1:\n1. B\n2. B1\n\nCandidate 2:\n1. B\n2. B2"));
-    assert!(last(&reqs[4]).starts_with("The most promising line of reasoning for the request above:\n1. B\n2. B1\nFollow it"));
+    assert!(
+        last(&reqs[4])
+            .starts_with("The most promising line of reasoning for the request above:\n1. B\n2. B1\nFollow it")
+    );
     // Each call sees the request only, never the other calls' answers.
     assert!(reqs.iter().all(|r| r.messages.len() == 2));
     let scored: Vec<ThoughtScored> = result
@@ -452,7 +472,8 @@ async fn tree_of_thoughts_expands_scores_prunes_and_answers_along_the_best_line(
             _ => None,
         })
         .collect();
-    let view: Vec<(u32, &str, Option<&str>, &str, f64, bool)> = scored
+    type Row<'a> = (u32, &'a str, Option<&'a str>, &'a str, f64, bool);
+    let view: Vec<Row<'_>> = scored
         .iter()
         .map(|t| (t.depth, t.id.as_str(), t.parent.as_deref(), t.thought.as_str(), t.score, t.kept))
         .collect();
@@ -490,10 +511,14 @@ async fn every_named_architecture_stops_at_the_budget_before_an_extra_model_call
     for name in ARCHITECTURE_NAMES {
         // Enough answers for any of them; the budget allows two model calls.
         let (recorder, model) = scripted([
-            js(json!({"steps": [{"id": "E1", "plan": "p", "tool": "lookup", "arguments": {"x": "a"}, "description": "d"}],
-                      "passed": false, "feedback": "f", "reflection": "r", "thoughts": ["t"], "scores": [1]})),
-            js(json!({"steps": [{"id": "E1", "plan": "p", "tool": "lookup", "arguments": {"x": "a"}, "description": "d"}],
-                      "passed": false, "feedback": "f", "reflection": "r", "thoughts": ["t"], "scores": [1]})),
+            js(
+                json!({"steps": [{"id": "E1", "plan": "p", "tool": "lookup", "arguments": {"x": "a"}, "description": "d"}],
+                      "passed": false, "feedback": "f", "reflection": "r", "thoughts": ["t"], "scores": [1]}),
+            ),
+            js(
+                json!({"steps": [{"id": "E1", "plan": "p", "tool": "lookup", "arguments": {"x": "a"}, "description": "d"}],
+                      "passed": false, "feedback": "f", "reflection": "r", "thoughts": ["t"], "scores": [1]}),
+            ),
         ]);
         let agent = Agent::builder()
             .model(model.clone())
@@ -644,12 +669,8 @@ async fn die_and_resume(
     let result = within(10, "the resumed run", resumed.result()).await;
     drop(stuck);
     let (_, model) = scripted(script);
-    let fresh = Agent::builder()
-        .model(model)
-        .tool(echo_tool("lookup"))
-        .architecture_name(architecture)
-        .build()
-        .unwrap();
+    let fresh =
+        Agent::builder().model(model).tool(echo_tool("lookup")).architecture_name(architecture).build().unwrap();
     let uninterrupted = run_full(&fresh, "research x").await;
     (result, recorder.requests(), runs.load(Ordering::SeqCst), uninterrupted)
 }
@@ -684,7 +705,8 @@ async fn rewoo_resumes_after_its_first_tool_without_running_it_again() {
         text("solved"),
     ];
     // Entries: the plan, E1's intent and result.
-    let (result, reqs, runs, (uninterrupted, _)) = die_and_resume("rewoo", script.clone(), 3, script[1..].to_vec()).await;
+    let (result, reqs, runs, (uninterrupted, _)) =
+        die_and_resume("rewoo", script.clone(), 3, script[1..].to_vec()).await;
     assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
     assert_eq!(result.output, "solved");
     assert_eq!(runs, 2, "E1 ran once (before the crash), E2 once (after)");
@@ -703,7 +725,8 @@ async fn self_refine_resumes_mid_critique_loop() {
         js(json!({"passed": true, "feedback": "ok"})),
     ];
     // Dies after the first critique.
-    let (result, reqs, _, (uninterrupted, _)) = die_and_resume("self_refine", script.clone(), 2, script[2..].to_vec()).await;
+    let (result, reqs, _, (uninterrupted, _)) =
+        die_and_resume("self_refine", script.clone(), 2, script[2..].to_vec()).await;
     assert_eq!(result.output, "better");
     assert_eq!(reqs.len(), 2);
     assert!(last(&reqs[0]).starts_with("Feedback on your answer:\nmore"));

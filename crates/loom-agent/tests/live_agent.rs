@@ -227,7 +227,8 @@ impl loom_agent::capability::Capability for Server {
 async fn tools_added_next_to_a_tool_source_join_its_tools_without_reloading_it() {
     let loads = Arc::new(AtomicUsize::new(0));
     let (recorder, model) = scripted([ScriptedTurn::text("one"), ScriptedTurn::text("two")]);
-    let agent = Agent::builder().model(model).tool(echo_tool("fixed")).capability(Server(loads.clone())).build().unwrap();
+    let agent =
+        Agent::builder().model(model).tool(echo_tool("fixed")).capability(Server(loads.clone())).build().unwrap();
     agent.run("first").await.unwrap();
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     agent.add_tool(echo_tool("added")).unwrap();

@@ -341,7 +341,8 @@ fn architecture_flag_runs_plan_execute_and_prints_only_the_answer() {
     assert!(err.contains("plan (revision 1): 1: say hello; 2: say goodbye\n"), "{err}");
     assert!(err.contains("step 1 done\n") && err.contains("step 2 done\n"), "{err}");
     // The same run as JSON: the plan events are there.
-    let out = loom(&["run", "--model", &script("plan_execute.json"), "--architecture", "plan_execute", "--json", "greet"]);
+    let out =
+        loom(&["run", "--model", &script("plan_execute.json"), "--architecture", "plan_execute", "--json", "greet"]);
     let (events, result) = json_lines(&out);
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types.iter().filter(|t| **t == "plan.step").count(), 4);

@@ -214,13 +214,8 @@ impl Session {
             session_id: self.inner.id.clone(),
             user_id: self.inner.user_id.clone(),
         };
-        let log = RunLog::new(
-            &scope,
-            input,
-            request.context.clone(),
-            request.metadata.clone(),
-            live.hooks.hooks.clone(),
-        );
+        let log =
+            RunLog::new(&scope, input, request.context.clone(), request.metadata.clone(), live.hooks.hooks.clone());
         let run = Run { log: log.clone() };
         if let Some(user) = foreign_user {
             let owner = match &self.inner.user_id {

@@ -107,7 +107,10 @@ impl Architecture for PlanExecute {
                 let why = problem.unwrap_or_default();
                 return Err(RunError::new(
                     RunErrorKind::Model,
-                    format!("plan_execute: no plan succeeded after {} re-plan(s); the last problem: {why}", self.max_replans),
+                    format!(
+                        "plan_execute: no plan succeeded after {} re-plan(s); the last problem: {why}",
+                        self.max_replans
+                    ),
                 ));
             }
             let prompt = plan_prompt(cx, &done, problem.as_deref());
@@ -129,12 +132,8 @@ impl Architecture for PlanExecute {
             problem = None;
             for index in order {
                 let step = &plan.steps[index];
-                let started = PlanStepEvent {
-                    revision,
-                    id: step.id.clone(),
-                    status: PlanStepStatus::Started,
-                    output: None,
-                };
+                let started =
+                    PlanStepEvent { revision, id: step.id.clone(), status: PlanStepStatus::Started, output: None };
                 cx.emit(EventKind::PlanStep(started));
                 cx.messages.push(Message::user(format!(
                     "Step {} of the plan: {}\nCarry out this step now, using tools if needed, and reply with its result. \

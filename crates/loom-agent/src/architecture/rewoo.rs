@@ -2,10 +2,10 @@
 //! placeholders `#E1`, `#E2`, … for earlier results; the tools run with no model call in between;
 //! one solving call answers from the plan and the evidence.
 
-use std::collections::{HashMap, HashSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 
 use super::support::{structured, tool_list, unusable};
 use super::{Architecture, RunCx};
@@ -125,7 +125,10 @@ impl Architecture for ReWoo {
         );
         for step in &plan.steps {
             let found = evidence.get(&step.id).map(String::as_str).unwrap_or_default();
-            solve.push_str(&format!("\nPlan: {}\n#{} = {}[{}]\nEvidence: {}", step.plan, step.id, step.tool, step.arguments, found));
+            solve.push_str(&format!(
+                "\nPlan: {}\n#{} = {}[{}]\nEvidence: {}",
+                step.plan, step.id, step.tool, step.arguments, found
+            ));
         }
         cx.check_max_turns()?;
         let answer = cx.model_call(ModelCall::new().message(Message::user(solve)).without_tools()).await?;
@@ -245,7 +248,8 @@ mod tests {
         let out: Value = serde_json::from_str(&substitute(&args, &evidence)).unwrap();
         assert_eq!(out, json!({"q": "weather in Paris", "n": 3, "list": ["x", "#E2"]}));
         assert_eq!(replace_placeholders("#E1_ #E1x #E1, #E", &evidence), "#E1_ #E1x Paris, #E");
-        let step = |id: &str, args: Value| ToolStep { id: id.into(), plan: String::new(), tool: "t".into(), arguments: args };
+        let step =
+            |id: &str, args: Value| ToolStep { id: id.into(), plan: String::new(), tool: "t".into(), arguments: args };
         let ok = ToolPlan { steps: vec![step("E1", json!({})), step("E2", json!({"q": "#E1"}))] };
         assert!(check(&ok, 8).is_ok());
         let forward = ToolPlan { steps: vec![step("E1", json!({"q": "#E2"})), step("E2", json!({}))] };

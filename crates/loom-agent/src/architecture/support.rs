@@ -32,8 +32,11 @@ pub(crate) async fn structured<T: DeserializeOwned + schemars::JsonSchema + 'sta
     let schema = OutputSchema::of::<T>()
         .map_err(|e| RunError::new(RunErrorKind::Internal, format!("an architecture's schema: {e}")))?;
     cx.check_max_turns()?;
-    let call =
-        ModelCall::new().message(Message::user(instruction)).without_tools().output_schema(schema.clone()).discard_answer();
+    let call = ModelCall::new()
+        .message(Message::user(instruction))
+        .without_tools()
+        .output_schema(schema.clone())
+        .discard_answer();
     let response = cx.model_call(call).await?;
     Ok(schema.parse(&response.text).and_then(|value| serde_json::from_value(value).map_err(|e| e.to_string())))
 }

@@ -147,10 +147,8 @@ impl Architecture for TreeOfThoughts {
             for (i, (_, line)) in candidates.iter().enumerate() {
                 prompt.push_str(&format!("\n\nCandidate {}:{}", i + 1, numbered(&line.thoughts)));
             }
-            let scores = structured::<Scores>(cx, prompt)
-                .await?
-                .map_err(|e| unusable("tree_of_thoughts", "scores", &e))?
-                .scores;
+            let scores =
+                structured::<Scores>(cx, prompt).await?.map_err(|e| unusable("tree_of_thoughts", "scores", &e))?.scores;
             if scores.len() != candidates.len() {
                 let problem = format!("{} scores for {} candidates", scores.len(), candidates.len());
                 return Err(unusable("tree_of_thoughts", "scores", &problem));

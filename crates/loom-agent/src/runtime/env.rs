@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use futures::FutureExt;
 use serde_json::Value;
 
+use super::live::Live;
 use crate::governance::{
     ApprovalHandler, AuditAction, AuditLog, AuditRecord, Budget, GuardStage, GuardVerdict, Guardrail, Hooks,
     Permissions, RateLimiter, Scope,
@@ -18,7 +19,6 @@ use crate::model::{Generation, SharedModel};
 use crate::run::RunInput;
 use crate::store::{Journal, Lease, Memory, SessionStore};
 use crate::telemetry::Telemetry;
-use super::live::Live;
 
 /// Everything a run consults. The runtime reads nothing else.
 pub(crate) struct RunEnv {
