@@ -112,7 +112,7 @@ pub struct ContextPolicy {
     pub enabled: bool,
     /// The share of (window − output budget) that triggers compaction (default 0.8).
     pub threshold: f32,
-    /// The context window in tokens; `None`: the model's (from the price table), else 128,000.
+    /// The context window in tokens; `None`: the model's (from the price table), else 32,768.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
     /// Tokens kept for the answer; `None`: the generation's `max_output_tokens`, else 4,096 (at most
@@ -316,3 +316,29 @@ impl RuntimeBuilder {
         self.runtime
     }
 }
+
+/// The context settings of an agent with `policy`, on `model`: the window from the policy, else
+/// the model's, else 32,768 tokens; the output reserve from the policy, else the generation's
+/// `max_output_tokens`, else 4,096.
+pub(crate) fn context_settings(
+    policy: &ContextPolicy,
+    model: &crate::model::SharedModel,
+    generation: &crate::model::Generation,
+) -> Option<crate::runtime::ContextSettings> {
+    if !policy.enabled {
+        return None;
+    }
+    let window = policy.window.or(model.capabilities().context_window).unwrap_or(DEFAULT_WINDOW);
+    let reserve = policy.output_reserve.or(generation.max_output_tokens).unwrap_or(4_096);
+    Some(crate::runtime::ContextSettings::new(
+        window,
+        reserve,
+        policy.threshold,
+        policy.keep_recent,
+        policy.tool_result_keep_chars,
+        model.token_counter(),
+    ))
+}
+
+/// The context window assumed for a model that does not say (and is not in the price table).
+pub const DEFAULT_WINDOW: u32 = 32_768;

@@ -18,20 +18,27 @@
 //! | `tools.rs` | tool batching and execution |
 //! | `approval.rs` | the permission and approval state machine |
 //! | `replay.rs` | the journal, both ways: record, and replay on resume |
+//! | `criteria.rs` | the criteria judge: a structured verdict per criterion, journaled per round |
+//! | `window/` | context management: token counts, shortening, summaries, the model's view |
+//! | `side_call.rs` | model calls that are not turns (the judge, the summarizer) |
 
 mod approval;
 mod begin;
 mod context;
+mod criteria;
 pub(crate) mod env;
 mod finish;
 pub(crate) mod log;
 mod output_filter;
 pub(crate) mod replay;
+mod side_call;
 mod stream;
 mod tools;
+pub(crate) mod window;
 
 pub(crate) use begin::RunPlan;
 pub use context::RunCx;
 pub(crate) use env::{Guardrails, HookSet, Limits, Policies, RunEnv, Stores};
 pub(crate) use finish::Outcome;
 pub(crate) use log::{RunEnd, RunLog};
+pub(crate) use window::ContextSettings;

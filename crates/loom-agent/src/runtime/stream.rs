@@ -21,11 +21,11 @@ impl RunCx {
         self.log.emit(EventKind::ModelRequest(ModelRequestEvent {
             turn,
             model: env.model.name().to_string(),
-            messages: self.messages.len(),
+            messages: self.request_messages().len(),
             tools: tools.len(),
         }));
         let request = ModelRequest {
-            messages: &self.messages,
+            messages: self.request_messages(),
             tools,
             generation: &env.generation,
             output_schema: self.native_schema.as_ref().map(OutputSchema::schema),
