@@ -42,3 +42,4 @@ pub(crate) use env::{Guardrails, HookSet, Limits, Policies, RunEnv, Stores};
 pub(crate) use finish::Outcome;
 pub(crate) use log::{RunEnd, RunLog};
 pub(crate) use window::ContextSettings;
+pub use window::ContextMeter;

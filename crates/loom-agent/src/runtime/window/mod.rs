@@ -29,6 +29,35 @@ and its tools, so the agent can continue the work without it. Write a concise su
 and why; facts learned (names, numbers, paths, identifiers, results of tool calls); what the user asked for; and the \
 open tasks (what remains to do, and what was about to happen next). Plain text, no preamble.";
 
+/// Counts the tokens of a conversation the way context management does before each model call:
+/// with the model's tokenizer when it has one (else about four bytes a token), caching each
+/// message's count so a second call on a grown list counts only the new messages.
+///
+/// ```
+/// use loom_agent::message::Message;
+/// use loom_agent::runtime::ContextMeter;
+///
+/// let mut meter = ContextMeter::new(None);
+/// let messages = vec![Message::system("x".repeat(40)), Message::user("y".repeat(80))];
+/// assert_eq!(meter.tokens(&messages), 38);
+/// ```
+pub struct ContextMeter {
+    counter: Counter,
+    counts: Counts,
+}
+
+impl ContextMeter {
+    /// A meter counting with `counter` (`None`: the estimate).
+    pub fn new(counter: Option<Arc<dyn TokenCounter>>) -> Self {
+        ContextMeter { counter: Counter::new(counter), counts: Counts::default() }
+    }
+
+    /// The tokens of `messages` (their text, tool calls and a few tokens of framing each).
+    pub fn tokens(&mut self, messages: &[Message]) -> u64 {
+        self.counts.total(&self.counter, messages)
+    }
+}
+
 /// The context settings of an agent, resolved when it is built.
 #[derive(Clone)]
 pub(crate) struct ContextSettings {
@@ -312,7 +341,7 @@ impl RunCx {
         let w = self.window.as_deref()?;
         // View index of full index i (i ≥ c.cut): prefix + summary + (i - cut).
         let offset = c.prefix + usize::from(c.summary.is_some());
-        let prefix_tokens: u64 = (0..c.prefix).map(|i| w.counts.at(i)).sum();
+        let prefix_tokens: u64 = (0..c.prefix).map(|i| w.counts.at(i)).sum::<u64>() + w.tools.map_or(0, |(_, n)| n);
         let target = settings.threshold / 2;
         let reserve = u64::from(settings.summary_budget());
         let (mut best, mut latest) = (None, None);

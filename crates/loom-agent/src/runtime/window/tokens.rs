@@ -162,7 +162,7 @@ impl Calibration {
         if reported == 0 || raw < 64 {
             return;
         }
-        let ratio = (reported as f64 / raw as f64).clamp(0.25, 4.0);
+        let ratio = (reported as f64 / raw as f64).clamp(0.5, 4.0);
         self.factor = (self.factor + ratio) / 2.0;
     }
 
