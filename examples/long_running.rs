@@ -37,7 +37,9 @@ async fn main() -> Result<(), loom_agent::Error> {
         ScriptedTurn::text("Plan: freeze main, write notes, tag. Risks: flaky CI, late docs."),
         verdict(false, "no release date is named"),
         // With the judge's feedback, the model completes its answer, and the judge agrees.
-        ScriptedTurn::text("Release on 2026-12-15: freeze main on the 10th, notes on the 12th, tag on the 15th. Risks: flaky CI, late docs."),
+        ScriptedTurn::text(
+            "Release on 2026-12-15: freeze main on the 10th, notes on the 12th, tag on the 15th. Risks: flaky CI, late docs.",
+        ),
         verdict(true, "2026-12-15"),
     ]));
     let agent = Agent::builder()

@@ -71,7 +71,9 @@ pub use loom_core::error::{Error, ModelError, RunError, RunErrorKind, RunFailure
 pub use loom_core::event::{Event, EventKind};
 pub use loom_core::message::{ContentPart, FinishReason, Message, ToolCall, Usage};
 pub use loom_core::new_id;
-pub use loom_core::run::{Artifact, CriterionVerdict, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript};
+pub use loom_core::run::{
+    Artifact, CriterionVerdict, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript,
+};
 pub use model::{Generation, LanguageModel, Model};
 pub use tool::{Tool, ToolContext, ToolOutput};
 

@@ -93,7 +93,9 @@ async fn a_500_turn_session_stays_under_a_small_window_with_paired_calls_and_a_r
             {
                 let mut n = summaries.lock().unwrap();
                 *n += 1;
-                return ScriptedTurn::text(format!("Summary {n}: looked up items; decided to keep going; open: finish the lookups."));
+                return ScriptedTurn::text(format!(
+                    "Summary {n}: looked up items; decided to keep going; open: finish the lookups."
+                ));
             }
             let mut runs = per_run.lock().unwrap();
             let done = runs.entry(request.run_id.to_string()).or_default();
@@ -251,7 +253,12 @@ fn assert_anthropic_paired(body: &Value) {
     }
 }
 
-async fn provider_session(model: loom_agent::model::SharedModel, server: &MockServer, steps: usize, final_reply: Reply) {
+async fn provider_session(
+    model: loom_agent::model::SharedModel,
+    server: &MockServer,
+    steps: usize,
+    final_reply: Reply,
+) {
     for n in 0..steps {
         server.enqueue(match model.provider() {
             "anthropic" => anthropic_step(n),
@@ -261,8 +268,13 @@ async fn provider_session(model: loom_agent::model::SharedModel, server: &MockSe
     server.always(final_reply);
     let store = Arc::new(InMemorySessionStore::new());
     let runtime = Runtime::builder("long").max_turns(100).context_window(3_000).build();
-    let agent =
-        Agent::builder().model(model).tool(lookup_tool()).session_store(store.clone()).runtime(runtime).build().unwrap();
+    let agent = Agent::builder()
+        .model(model)
+        .tool(lookup_tool())
+        .session_store(store.clone())
+        .runtime(runtime)
+        .build()
+        .unwrap();
     let result = agent.run(RunRequest::new("look up everything").session("p")).await.unwrap();
     assert!(result.events.iter().any(|e| e.type_name() == "context.compacted"), "it compacted");
     assert!(store.summary(SessionKey::new("p")).await.unwrap().is_some());
@@ -274,11 +286,11 @@ async fn provider_session(model: loom_agent::model::SharedModel, server: &MockSe
 async fn compaction_against_the_openai_wire_format_keeps_calls_paired_and_under_the_window() {
     use loom_testkit::wire::openai as w;
     let server = MockServer::start().await;
-    let model: loom_agent::model::SharedModel =
-        Arc::new(Model::openai("gpt-4o").base_url(server.url()).api_key("k"));
+    let model: loom_agent::model::SharedModel = Arc::new(Model::openai("gpt-4o").base_url(server.url()).api_key("k"));
     let final_reply = Reply::sse(vec![w::role(), w::text("all done"), w::finish("stop"), w::usage(0, 0, 2), w::done()]);
     provider_session(model, &server, 30, final_reply).await;
-    let counter = loom_agent::model::providers::tokens::OpenAiBpe::new(loom_agent::model::providers::tokens::Encoding::O200k);
+    let counter =
+        loom_agent::model::providers::tokens::OpenAiBpe::new(loom_agent::model::providers::tokens::Encoding::O200k);
     use loom_agent::model::TokenCounter;
     let requests = server.requests();
     assert!(requests.len() > 31, "the summarizing calls went to the provider too");

@@ -48,11 +48,8 @@ async fn a_gate_that_fails_twice_then_passes_completes_with_every_verdict() {
         ScriptedTurn::text("final: tests pass, docs updated"),
         verdict(&[(true, "tests pass"), (true, "docs updated")]),
     ]);
-    let agent = Agent::builder()
-        .model(shared)
-        .runtime(Runtime::long_running(["tests pass", "docs updated"]))
-        .build()
-        .unwrap();
+    let agent =
+        Agent::builder().model(shared).runtime(Runtime::long_running(["tests pass", "docs updated"])).build().unwrap();
     let result = agent.run("Fix the bug").await.unwrap();
     assert_eq!(result.output, "final: tests pass, docs updated");
     assert_eq!(criteria_events(&result), vec![(1, false), (2, false), (3, true)]);
@@ -108,7 +105,8 @@ async fn the_round_limit_interrupts_with_the_failed_criteria_or_completes_as_bes
     assert!(matches!(result.events.last().unwrap().kind, EventKind::RunInterrupted(_)));
 
     let (_, shared) = scripted(turns());
-    let best_effort = Runtime::builder("lenient").criteria(["cites sources", "is short"]).criteria_rounds(2).best_effort();
+    let best_effort =
+        Runtime::builder("lenient").criteria(["cites sources", "is short"]).criteria_rounds(2).best_effort();
     let agent = Agent::builder().model(shared).runtime(best_effort.build()).build().unwrap();
     let result = agent.run("q").await.unwrap();
     assert_eq!(result.output, "a2");
@@ -149,7 +147,10 @@ async fn a_tasks_own_criteria_are_judged_by_the_profiles_gate_and_a_judge_model_
     assert_eq!(model.requests().len(), 1);
     let asked = judge.requests()[0].messages[1].text();
     assert!(asked.ends_with("Acceptance criteria:\n1. profile criterion\n2. task criterion"), "{asked}");
-    assert_eq!(result.criteria.iter().map(|v| v.criterion.as_str()).collect::<Vec<_>>(), ["profile criterion", "task criterion"]);
+    assert_eq!(
+        result.criteria.iter().map(|v| v.criterion.as_str()).collect::<Vec<_>>(),
+        ["profile criterion", "task criterion"]
+    );
 
     // Under the sdk profile the gate is off: criteria stay in the prompt, nothing is judged.
     let (model, shared) = scripted([ScriptedTurn::text("done")]);
@@ -215,12 +216,8 @@ async fn a_journaled_run_records_each_round_and_a_resume_does_not_judge_it_again
     tokio::time::sleep(Duration::from_millis(250)).await;
 
     let (model, shared) = scripted([ScriptedTurn::text("a2"), verdict(&[(true, "yes")])]);
-    let agent = Agent::builder()
-        .model(shared)
-        .journal(journal.clone())
-        .runtime(Runtime::long_running(["c"]))
-        .build()
-        .unwrap();
+    let agent =
+        Agent::builder().model(shared).journal(journal.clone()).runtime(Runtime::long_running(["c"])).build().unwrap();
     let resumed = agent.resume(&run_id).await.unwrap();
     let result = resumed.result().await;
     assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
@@ -261,7 +258,9 @@ async fn steering_adds_a_user_message_the_model_sees_next_turn_without_cancellin
         .collect();
     assert_eq!(steered, vec![(2, "make it about the sea".to_string())]);
     let entries = journal.load(run.id()).await.unwrap().unwrap().entries;
-    assert!(entries.iter().any(|e| matches!(e, JournalEntry::Steered { turn: 2, text } if text == "make it about the sea")));
+    assert!(
+        entries.iter().any(|e| matches!(e, JournalEntry::Steered { turn: 2, text } if text == "make it about the sea"))
+    );
     assert!(run.steer("too late").is_err(), "a finished run takes no steering");
 }
 
@@ -271,9 +270,10 @@ async fn supervised_asks_for_every_tool_that_is_not_read_only() {
         ScriptedTurn::tool_call("write", json!({})).with_tool_call("read", json!({})),
         ScriptedTurn::text("done"),
     ]);
-    let write = loom_agent::tool::FunctionTool::new("write", "writes", json!({"type": "object"}), |_ctx, _args| async {
-        Ok(loom_agent::tool::ToolOutput::text("wrote"))
-    });
+    let write =
+        loom_agent::tool::FunctionTool::new("write", "writes", json!({"type": "object"}), |_ctx, _args| async {
+            Ok(loom_agent::tool::ToolOutput::text("wrote"))
+        });
     let read = loom_agent::tool::FunctionTool::new("read", "reads", json!({"type": "object"}), |_ctx, _args| async {
         Ok(loom_agent::tool::ToolOutput::text("read"))
     })

@@ -22,7 +22,10 @@ fn summary(text: &str, covers: usize) -> SessionSummary {
 async fn conformance(store: Arc<dyn SessionStore>, id: &str) {
     let alice = SessionKey::of_user("alice", id);
     let bob = SessionKey::of_user("bob", id);
-    store.open_session(&SessionRecord { id: id.into(), user_id: Some("alice".into()), ..Default::default() }).await.unwrap();
+    store
+        .open_session(&SessionRecord { id: id.into(), user_id: Some("alice".into()), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(store.summary(alice).await.unwrap(), None);
     store.save_summary(alice, &summary("first", 4)).await.unwrap();
     store.save_summary(alice, &summary("second", 9)).await.unwrap();

@@ -232,8 +232,9 @@ pub fn redact(url: &str) -> String {
 
 /// Builds the agent and the request, or says what is wrong with the flags.
 fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
-    let runtime = (!args.criteria.is_empty())
-        .then(|| loom_agent::Runtime::builder("cli").criteria(args.criteria.iter().cloned()).criteria_rounds(3).build());
+    let runtime = (!args.criteria.is_empty()).then(|| {
+        loom_agent::Runtime::builder("cli").criteria(args.criteria.iter().cloned()).criteria_rounds(3).build()
+    });
     let agent = build_agent_with(args.agent, runtime)?;
     let mut context = RunContext::new();
     for (key, value) in args.context {

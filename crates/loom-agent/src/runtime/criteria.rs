@@ -45,7 +45,12 @@ fn verdict_schema() -> Value {
 
 /// The judge's request: its instructions (with the schema when the model has no native structured
 /// output) and the task, answer and criteria.
-pub(crate) fn judge_messages(task: &str, answer: &str, criteria: &[String], schema: Option<&OutputSchema>) -> [Message; 2] {
+pub(crate) fn judge_messages(
+    task: &str,
+    answer: &str,
+    criteria: &[String],
+    schema: Option<&OutputSchema>,
+) -> [Message; 2] {
     let mut system = JUDGE_PROMPT.to_string();
     if let Some(schema) = schema {
         system.push_str("\n\n");
@@ -100,12 +105,7 @@ impl RunCx {
             }
         };
         let passed = verdicts.iter().all(|v| v.passed);
-        self.log.emit(EventKind::CriteriaChecked(CriteriaChecked {
-            round,
-            verdicts: verdicts.clone(),
-            passed,
-            usage,
-        }));
+        self.log.emit(EventKind::CriteriaChecked(CriteriaChecked { round, verdicts: verdicts.clone(), passed, usage }));
         if live {
             let entry_verdicts = verdicts.clone();
             self.recorder.record(|| JournalEntry::CriteriaChecked { round, verdicts: entry_verdicts, usage }).await?;

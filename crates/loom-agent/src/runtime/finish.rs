@@ -137,7 +137,8 @@ impl RunCx {
             // A run that summarized its context leaves the summary for the session's next run.
             Ok(()) => {
                 if let Some((text, covers)) = self.session_summary(history.map_or(0, <[Message]>::len)) {
-                    let summary = SessionSummary { text, covers, run_id: result.run_id.clone(), created_at: chrono::Utc::now() };
+                    let summary =
+                        SessionSummary { text, covers, run_id: result.run_id.clone(), created_at: chrono::Utc::now() };
                     if let Err(e) = stores.sessions.save_summary(scope.session_key(), &summary).await {
                         problems.push(format!("saving the session's summary: {e}"));
                     }

@@ -41,5 +41,5 @@ pub use context::RunCx;
 pub(crate) use env::{Guardrails, HookSet, Limits, Policies, RunEnv, Stores};
 pub(crate) use finish::Outcome;
 pub(crate) use log::{RunEnd, RunLog};
-pub(crate) use window::ContextSettings;
 pub use window::ContextMeter;
+pub(crate) use window::ContextSettings;

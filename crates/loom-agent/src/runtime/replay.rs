@@ -13,10 +13,10 @@ use super::env::Stores;
 use super::log::RunLog;
 use crate::error::{RunError, RunErrorKind};
 use crate::governance::Approval;
-use crate::model::ModelResponse;
-use crate::run::RunState;
 use crate::message::Usage;
+use crate::model::ModelResponse;
 use crate::run::CriterionVerdict;
+use crate::run::RunState;
 use crate::store::{Compaction, Journal, JournalEntry, Lease, RunRecord};
 
 /// A run's journal handle and the entries a resumed run has not consumed yet.

@@ -16,9 +16,8 @@ mod sqlite;
 
 pub use journal::{open_journal, resolve_journal};
 pub use loom_core::journal::{
-    Compaction,
-    IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary, JournalSlot, JournaledRun, Lease, RecordedModel,
-    RunFilter, RunRecord,
+    Compaction, IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary, JournalSlot, JournaledRun, Lease,
+    RecordedModel, RunFilter, RunRecord,
 };
 pub use loom_core::store::{Memory, RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
 pub use memory_journal::InMemoryJournal;

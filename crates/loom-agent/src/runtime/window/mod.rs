@@ -21,7 +21,8 @@ use crate::store::{Compaction, JournalEntry};
 pub(crate) use tokens::{Calibration, Counter, Counts};
 
 /// The lead line of a summary message.
-pub(crate) const SUMMARY_LEAD: &str = "Summary of the earlier conversation (older messages were condensed to fit the context window):";
+pub(crate) const SUMMARY_LEAD: &str =
+    "Summary of the earlier conversation (older messages were condensed to fit the context window):";
 
 /// The instructions of the summarizing call.
 pub(crate) const SUMMARIZER_PROMPT: &str = "You condense the earlier part of a conversation between a user, an AI agent \
@@ -431,7 +432,14 @@ mod tests {
             Message::assistant("a1"),
             Message::user("q2"),
         ];
-        let c = Compaction { prefix: 1, cut: 2, summary: Some("S".into()), shorten_before: 4, keep_chars: 10, ..Compaction::default() };
+        let c = Compaction {
+            prefix: 1,
+            cut: 2,
+            summary: Some("S".into()),
+            shorten_before: 4,
+            keep_chars: 10,
+            ..Compaction::default()
+        };
         let view = build_view(&messages, &c);
         assert_eq!(view.len(), 6);
         assert_eq!(view[1], summary_message("S"));

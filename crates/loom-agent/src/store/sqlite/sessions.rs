@@ -9,8 +9,8 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
 use crate::store::sql::{
-    RunRow, decode, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand, from_millis, json,
-    merge_session, now_ms, parse_state,
+    RunRow, decode, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand,
+    from_millis, json, merge_session, now_ms, parse_state,
 };
 use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
 use loom_core::store::may_lock_session;
