@@ -330,3 +330,124 @@ async fn compaction_against_the_anthropic_wire_format_keeps_calls_paired() {
     }
     assert!(summarized >= 1);
 }
+
+/// A model for the resume test: tool calls until turn 20, then an answer; a summary when asked
+/// for one; the call of turn `stall_at` waits 30 s (the process "dies" during it).
+fn by_turn(stall_at: Option<u32>, seen: Arc<Mutex<Vec<Vec<Message>>>>) -> FnModel {
+    FnModel::new("small-window", move |request| {
+        seen.lock().unwrap().push(request.messages.to_vec());
+        if let Some(Message::System { content }) = request.messages.first()
+            && content.starts_with("You condense")
+        {
+            return ScriptedTurn::text("Summary: looked up items 1 to n; open: the rest.");
+        }
+        let turn = request.turn;
+        let reply = if turn < 20 {
+            ScriptedTurn {
+                text: Some(format!("step {turn}")),
+                tool_calls: vec![ScriptedToolCall {
+                    id: Some(format!("c{turn}")),
+                    name: "lookup".into(),
+                    arguments: json!({"n": turn}),
+                }],
+                ..ScriptedTurn::default()
+            }
+        } else {
+            ScriptedTurn::text("finished")
+        };
+        match stall_at {
+            Some(t) if t == turn => reply.with_delay(std::time::Duration::from_secs(30)),
+            _ => reply,
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_resumed_run_rebuilds_its_compacted_view_from_the_journal_without_summarizing_again() {
+    use loom_agent::store::{InMemoryJournal, Journal, JournalEntry};
+    use std::time::Duration;
+    let journal = Arc::new(InMemoryJournal::new());
+    let first = journal.clone();
+    let runtime = || Runtime::builder("long").max_turns(64).context_window(WINDOW).build();
+    let (run_id, compacted_at, summary) = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let out = rt.block_on(async move {
+            // Find where the first compaction happens, then stall the call right after it.
+            let probe = Agent::builder()
+                .model(by_turn(None, Arc::default()))
+                .tool(lookup_tool())
+                .runtime(runtime())
+                .build()
+                .unwrap();
+            let probe = probe.run("go").await.unwrap();
+            let at = probe
+                .events
+                .iter()
+                .find_map(|e| match &e.kind {
+                    EventKind::ContextCompacted(c) => Some(c.turn),
+                    _ => None,
+                })
+                .expect("the probe compacts");
+            let agent = Agent::builder()
+                .model(by_turn(Some(at + 1), Arc::default()))
+                .tool(lookup_tool())
+                .journal(first.clone())
+                .lease_ttl(Duration::from_millis(100))
+                .runtime(runtime())
+                .build()
+                .unwrap();
+            let run = agent.start("go");
+            let run_id = run.id().to_string();
+            let summary = within(10, "the compaction is journaled", async {
+                loop {
+                    let entries = first.load(&run_id).await.unwrap().map(|r| r.entries).unwrap_or_default();
+                    let found = entries.iter().find_map(|e| match e {
+                        JournalEntry::ContextCompacted { compaction, .. } => compaction.summary.clone(),
+                        _ => None,
+                    });
+                    let answered =
+                        entries.iter().any(|e| matches!(e, JournalEntry::ModelResult { turn, .. } if *turn == at));
+                    if let (Some(summary), true) = (found, answered) {
+                        break summary;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (run_id, at, summary)
+        });
+        rt.shutdown_background();
+        out
+    })
+    .join()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    let requests: Arc<Mutex<Vec<Vec<Message>>>> = Arc::default();
+    let recording = by_turn(None, requests.clone());
+    let agent = Agent::builder()
+        .model(recording)
+        .tool(lookup_tool())
+        .journal(journal.clone())
+        .runtime(runtime())
+        .build()
+        .unwrap();
+    let result = agent.resume(&run_id).await.unwrap().result().await;
+    assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
+    let requests = requests.lock().unwrap();
+    // The first call the resumed run makes is the stalled one, and it already sees the summary.
+    assert!(!requests[0][0].text().starts_with("You condense"), "no summarizing call before it");
+    assert!(requests[0].iter().any(|m| m.text().contains(&summary)), "the journaled summary is in the view");
+    assert!(requests.iter().all(|r| estimate(r) <= u64::from(WINDOW)));
+    requests.iter().for_each(|r| assert_paired(r));
+    let compactions: Vec<u32> = result
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ContextCompacted(c) => Some(c.turn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(compactions.iter().filter(|t| **t == compacted_at).count(), 1, "{compactions:?}");
+}

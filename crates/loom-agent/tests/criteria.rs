@@ -78,7 +78,7 @@ async fn a_gate_that_fails_twice_then_passes_completes_with_every_verdict() {
     assert!(feedback.contains("- tests pass: no tests mentioned"), "{feedback}");
     assert!(!feedback.contains("docs updated"), "only failed criteria: {feedback}");
     assert_eq!(second.messages[second.messages.len() - 2], Message::assistant("draft 1"));
-    assert_eq!(requests[4].messages.last().unwrap().text().contains("tests still missing"), true);
+    assert!(requests[4].messages.last().unwrap().text().contains("tests still missing"));
 }
 
 #[tokio::test]
@@ -366,5 +366,5 @@ fn profiles_document_their_effects_in_their_values() {
     assert_eq!(supervised.approval, loom_agent::ApprovalRule::EveryNonReadOnly);
     let custom = Runtime::builder("c").timeout(Duration::from_secs(5)).build();
     let agent = Agent::builder().model("echo").runtime(custom).build().unwrap();
-    assert_eq!(format!("{agent:?}").contains("timeout: Some(5s)"), true);
+    assert!(format!("{agent:?}").contains("timeout: Some(5s)"));
 }

@@ -122,7 +122,7 @@ impl RunCx {
         let task = self.log.input().to_message().text();
         let messages = judge_messages(&task, answer, criteria, (!native).then_some(&schema));
         let generation = Generation { temperature: Some(0.0), ..Generation::default() };
-        let response = self.side_call(&model, &messages, native.then(|| schema.schema()), &generation).await?;
+        let response = self.side_call(&model, &messages, native.then_some(schema.schema()), &generation).await?;
         let value = schema.parse(&response.text).map_err(|problem| {
             let mut e = RunError::new(
                 RunErrorKind::Model,
@@ -143,7 +143,7 @@ mod tests {
     fn a_missing_verdict_fails_and_numbers_map_to_criteria() {
         let criteria = vec!["a".to_string(), "b".to_string()];
         let v = verdicts_of(&json!({"verdicts": [{"criterion": 2, "passed": true, "reason": "ok"}]}), &criteria);
-        assert_eq!(v[0].passed, false);
+        assert!(!v[0].passed);
         assert_eq!(v[0].criterion, "a");
         assert_eq!(v[1], CriterionVerdict { criterion: "b".into(), passed: true, reason: "ok".into() });
     }
