@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use loom_agent::Runtime;
 use loom_agent::event::EventKind;
 use loom_agent::model::{LanguageModel, ScriptedModel, ScriptedTurn};
 use loom_agent::prelude::*;

@@ -145,7 +145,7 @@ async fn a_500_turn_session_stays_under_a_small_window_with_paired_calls_and_a_r
     }
     eprintln!("compactions: {compacted}, summaries: {}", *summaries.lock().unwrap());
     assert!(compacted >= RUNS, "compacted {compacted} times");
-    let seen = requests.lock().unwrap();
+    let seen = requests.lock().unwrap().clone();
     assert_eq!(seen.len(), RUNS * TURNS_PER_RUN as usize + *summaries.lock().unwrap());
     for (i, messages) in seen.iter().enumerate() {
         let tokens = estimate(messages);
@@ -155,10 +155,9 @@ async fn a_500_turn_session_stays_under_a_small_window_with_paired_calls_and_a_r
     // The session keeps the last summary, and the next run starts from it rather than the history.
     let summary = store.summary(SessionKey::new("long")).await.unwrap().expect("a stored summary");
     assert!(summary.covers > 0 && summary.covers <= history_len);
-    drop(seen);
     let before = requests_len(&requests);
     agent.run(RunRequest::new("one more").session("long")).await.unwrap();
-    let requests = requests.lock().unwrap();
+    let requests = requests.lock().unwrap().clone();
     let first = &requests[before];
     assert!(first[1].text().contains(&summary.text), "the next run starts from the summary: {:?}", first[1]);
     assert!(first.len() < history_len, "not the whole history");
