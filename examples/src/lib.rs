@@ -10,6 +10,7 @@
 //! | `session_config` | `SessionConfig`: an id, metadata and extension fields |
 //! | `run_context` | `RunContext`: run-scoped inputs, knowledge and extension fields |
 //! | `runtime_task` | `RuntimeTask`: a goal, structured input and acceptance criteria |
+//! | `long_running` | `Runtime::long_running`: criteria judged after each answer, failed ones sent back |
 //! | `tool_decorator` | `#[tool]`: a plain function as a tool, with a description and flags |
 //! | `structured_output` | `agent.run_typed::<T>()`: a validated, typed answer |
 //! | `run_events` | a run's events read by two consumers, its artifacts and transcript |

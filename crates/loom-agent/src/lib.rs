@@ -62,13 +62,18 @@ pub mod tool;
 
 pub use loom_core::{embed, error, event, message, run};
 
-pub use agent::{Agent, AgentBuilder, ResumeOptions, Run, RunRequest, RunStream, Runtime, Session, SessionConfig};
+pub use agent::{
+    Agent, AgentBuilder, ApprovalRule, ContextPolicy, CriteriaGate, ResumeOptions, Run, RunRequest, RunStream, Runtime,
+    RuntimeBuilder, Session, SessionConfig,
+};
 pub use loom_agent_macros::tool;
 pub use loom_core::error::{Error, ModelError, RunError, RunErrorKind, RunFailure, ToolError, ToolErrorKind};
 pub use loom_core::event::{Event, EventKind};
 pub use loom_core::message::{ContentPart, FinishReason, Message, ToolCall, Usage};
 pub use loom_core::new_id;
-pub use loom_core::run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript};
+pub use loom_core::run::{
+    Artifact, CriterionVerdict, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript,
+};
 pub use model::{Generation, LanguageModel, Model};
 pub use tool::{Tool, ToolContext, ToolOutput};
 

@@ -151,6 +151,8 @@ fn record(run_id: &str, session_id: &str, user_id: Option<&str>) -> RunRecord {
         metadata,
         seeds: vec![Message::system("be brief"), Message::user("what is the weather?")],
         history_base: 1,
+        history_start: None,
+        summary_covers: 0,
         max_turns: 8,
         timeout_ms: Some(30_000),
         output_schema: Some(("answer".into(), json!({"type": "object"}))),

@@ -134,7 +134,8 @@ async fn runtime_profile_criteria_reach_the_system_message() {
     assert_eq!(agent.instructions(), expected);
     assert_eq!(model.requests()[0].messages, vec![Message::system(expected), Message::user("work")]);
 
-    let supervised = Agent::builder().model("echo").runtime(Runtime::supervised(["be safe"])).build().unwrap();
+    let supervised =
+        Agent::builder().model("echo").runtime(Runtime::supervised().with_criteria(["be safe"])).build().unwrap();
     assert_eq!(supervised.max_turns(), 80);
     assert_eq!(supervised.instructions(), "Acceptance criteria for every answer:\n- be safe");
     let explicit =

@@ -291,6 +291,12 @@ pub struct RunArgs {
     /// A JSON schema file the answer must match; the parsed value is printed.
     #[arg(long, value_name = "FILE")]
     pub output_schema: Option<PathBuf>,
+
+    /// An acceptance criterion, repeatable: after the final answer the model judges it against
+    /// each one (a verdict per criterion on stderr); failed ones go back to it, up to 3 rounds,
+    /// and a run that still fails one ends interrupted (exit code 3) with reason "criteria: …".
+    #[arg(long = "criteria", value_name = "TEXT")]
+    pub criteria: Vec<String>,
 }
 
 /// The options of `loom runs`.

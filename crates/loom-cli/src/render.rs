@@ -120,6 +120,16 @@ impl HumanView {
             EventKind::ModelChanged(changed) => {
                 self.stderr_line(&format!("! the run continues on {} (it started on {})", changed.to, changed.from))?;
             }
+            EventKind::CriteriaChecked(checked) => {
+                for v in &checked.verdicts {
+                    let mark = if v.passed { "✓" } else { "✗" };
+                    let line = format!("{mark} criterion (round {}): {} — {}", checked.round, v.criterion, v.reason);
+                    self.stderr_line(&first_line(&line, RESULT_WIDTH))?;
+                }
+            }
+            EventKind::ContextCompacted(c) => {
+                self.stderr_line(&format!("~ context compacted: {} → {} tokens", c.tokens_before, c.tokens_after))?;
+            }
             _ => {}
         }
         Ok(())

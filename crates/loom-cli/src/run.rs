@@ -96,6 +96,11 @@ enum ModelSource {
 /// Builds the agent from the flags shared by `loom run` and `loom runs resume`, or says what is
 /// wrong with them.
 pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
+    build_agent_with(args, None)
+}
+
+/// [`build_agent`] with a runtime profile (`loom run --criteria`).
+fn build_agent_with(args: AgentArgs, runtime: Option<loom_agent::Runtime>) -> Result<Agent, String> {
     if let Some(url) = &args.base_url {
         check_base_url(url)?;
     }
@@ -107,6 +112,9 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
     }
     let model = Model::parse_with(&spec, args.base_url.as_deref()).map_err(|e| describe(&e))?;
     let mut builder = Agent::builder().name("loom").model(model);
+    if let Some(runtime) = runtime {
+        builder = builder.runtime(runtime);
+    }
     if let Some(dir) = args.files {
         if !dir.is_dir() {
             return Err(format!("--files {}: not a directory", dir.display()));
@@ -230,7 +238,10 @@ pub fn redact(url: &str) -> String {
 
 /// Builds the agent and the request, or says what is wrong with the flags.
 fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
-    let agent = build_agent(args.agent)?;
+    let runtime = (!args.criteria.is_empty()).then(|| {
+        loom_agent::Runtime::builder("cli").criteria(args.criteria.iter().cloned()).criteria_rounds(3).build()
+    });
+    let agent = build_agent_with(args.agent, runtime)?;
     let mut context = RunContext::new();
     for (key, value) in args.context {
         context = context.input(key, value);

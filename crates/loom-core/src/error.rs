@@ -363,6 +363,8 @@ pub enum RunErrorKind {
     Guardrail,
     /// The user's rate limit refused a model call.
     RateLimit,
+    /// The answer still failed acceptance criteria after the criteria gate's last round.
+    Criteria,
     /// The run's configuration or input was invalid.
     Config,
     /// A store (session, journal, memory) failed.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::RunError;
 use crate::governance::{DecidedBy, GuardAction, GuardStage, PermissionDecision};
 use crate::message::{FinishReason, ToolCall, Usage};
-use crate::run::{Artifact, RunContext, RunInput};
+use crate::run::{Artifact, CriterionVerdict, RunContext, RunInput};
 
 /// One event of a run.
 #[derive(Clone, Debug, PartialEq)]
@@ -133,6 +133,12 @@ event_kinds! {
     Critique(CritiqueEvent) = "critique",
     /// A candidate thought was scored (`tree_of_thoughts`).
     ThoughtScored(ThoughtScored) = "thought.scored",
+    /// The judge checked the answer against the acceptance criteria (one event per round).
+    CriteriaChecked(CriteriaChecked) = "criteria.checked",
+    /// The conversation was made to fit the model's context window before a model call.
+    ContextCompacted(ContextCompacted) = "context.compacted",
+    /// A user message was added to the running run (`Run::steer`); the model sees it at its next turn.
+    RunSteered(RunSteered) = "run.steered",
 }
 
 /// Payload of `plan.created`.
@@ -218,6 +224,46 @@ pub struct ThoughtScored {
     pub score: f64,
     /// Whether it stays in the search (among the best `breadth` of its depth).
     pub kept: bool,
+}
+
+/// Payload of `criteria.checked`: one round of the criteria gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CriteriaChecked {
+    /// The round, from 1.
+    pub round: u32,
+    /// One verdict per criterion, in the order the criteria were given.
+    pub verdicts: Vec<CriterionVerdict>,
+    /// Whether every criterion passed.
+    pub passed: bool,
+    /// Tokens and cost of the judge's call.
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+/// Payload of `context.compacted`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextCompacted {
+    /// The model call the compaction came before.
+    pub turn: u32,
+    /// The conversation's size before, in tokens (counted or estimated).
+    pub tokens_before: u64,
+    /// Its size after.
+    pub tokens_after: u64,
+    /// The threshold it had passed (a share of the window minus the output budget).
+    pub threshold: u64,
+    /// Tool results shortened.
+    pub shortened: u32,
+    /// Messages replaced by the summary (0 when shortening was enough).
+    pub summarized: u32,
+}
+
+/// Payload of `run.steered`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSteered {
+    /// The model call that first sees the message.
+    pub turn: u32,
+    /// The message.
+    pub text: String,
 }
 
 /// Payload of `model.changed`: a resume was told to continue the run on another model.

@@ -87,6 +87,53 @@ pub enum JournalEntry {
     },
     /// The finished run was handed to the memory slot (`Memory::remember`).
     MemoryWritten,
+    /// A round of the criteria gate was judged: a resumed run does not judge it again.
+    CriteriaChecked {
+        /// The round, from 1.
+        round: u32,
+        /// One verdict per criterion.
+        verdicts: Vec<crate::run::CriterionVerdict>,
+        /// The judge call's usage.
+        #[serde(default)]
+        usage: crate::message::Usage,
+    },
+    /// A steering message was added before model call `turn`.
+    Steered {
+        /// The model call that first saw it.
+        turn: u32,
+        /// The message.
+        text: String,
+    },
+    /// The conversation was compacted before model call `turn`.
+    ContextCompacted {
+        /// The model call it came before.
+        turn: u32,
+        /// What the model sees from then on.
+        compaction: Compaction,
+    },
+}
+
+/// How a run's conversation is compacted for the model: the messages before `prefix` are kept, the
+/// ones in `prefix..cut` are replaced by `summary` (a user message), and tool results before
+/// `shorten_before` longer than `keep_chars` are cut to their first `keep_chars` characters. The
+/// run's own message list (its transcript, the session's history) stays whole; this describes the
+/// model's view of it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// Leading messages always kept (instructions, context, memory).
+    pub prefix: usize,
+    /// The first message after the summarized span (`prefix` when nothing is summarized).
+    pub cut: usize,
+    /// The summary of `prefix..cut`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Tool results before this index are shortened.
+    pub shorten_before: usize,
+    /// How many characters of a shortened tool result are kept.
+    pub keep_chars: usize,
+    /// The summarizing call's usage.
+    #[serde(default)]
+    pub usage: crate::message::Usage,
 }
 
 impl JournalEntry {
@@ -99,6 +146,9 @@ impl JournalEntry {
             JournalEntry::ApprovalPending { .. } => "approval_pending",
             JournalEntry::ApprovalDecision { .. } => "approval_decision",
             JournalEntry::MemoryWritten => "memory_written",
+            JournalEntry::CriteriaChecked { .. } => "criteria_checked",
+            JournalEntry::Steered { .. } => "steered",
+            JournalEntry::ContextCompacted { .. } => "context_compacted",
         }
     }
 }
@@ -124,6 +174,14 @@ pub struct RunRecord {
     pub seeds: Vec<Message>,
     /// Where this run's own messages start in `seeds` (the input message).
     pub history_base: usize,
+    /// Where the session's history (or its stored summary) starts in `seeds`, after the
+    /// instructions, context and memory (absent in records written before Loom kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_start: Option<usize>,
+    /// How many messages of the session's stored history the seeds' leading summary stands for
+    /// (0: the seeds hold the whole history).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub summary_covers: usize,
     /// The turn limit.
     pub max_turns: u32,
     /// The timeout, in milliseconds.
@@ -137,6 +195,10 @@ pub struct RunRecord {
     /// The model it ran on (absent in records written before Loom kept it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<RecordedModel>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The model a durable run ran on, as its record keeps it: never a key.

@@ -50,6 +50,9 @@ pub use id::new_id;
 pub use journal::Journal;
 pub use message::{ContentPart, FinishReason, Message, ToolCall, Usage};
 pub use model::LanguageModel;
-pub use run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Scope, Transcript};
+pub use run::{
+    Artifact, CriterionVerdict, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Scope,
+    Transcript,
+};
 pub use store::{Memory, SessionStore};
 pub use tool::{Tool, ToolContext, ToolOutput};

@@ -122,6 +122,42 @@ pub enum ContentPart {
     },
 }
 
+impl ContentPart {
+    /// A text part.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentPart::Text { text: text.into() }
+    }
+
+    /// An image by URL (`https://…`, or a `data:` URL), with its media type when known.
+    pub fn image_url(url: impl Into<String>, media_type: Option<String>) -> Self {
+        ContentPart::Image { url: url.into(), media_type }
+    }
+
+    /// An image from its bytes and media type (`image/png`), sent as a base64 `data:` URL that
+    /// every provider wire format accepts.
+    ///
+    /// ```
+    /// use loom_core::ContentPart;
+    ///
+    /// let part = ContentPart::image_bytes(&[0x89, b'P', b'N', b'G'], "image/png");
+    /// assert_eq!(
+    ///     part,
+    ///     ContentPart::Image { url: "data:image/png;base64,iVBORw==".into(), media_type: Some("image/png".into()) }
+    /// );
+    /// ```
+    pub fn image_bytes(bytes: &[u8], media_type: impl Into<String>) -> Self {
+        use base64::Engine as _;
+        let media_type = media_type.into();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        ContentPart::Image { url: format!("data:{media_type};base64,{encoded}"), media_type: Some(media_type) }
+    }
+
+    /// Whether this part is an image.
+    pub fn is_image(&self) -> bool {
+        matches!(self, ContentPart::Image { .. })
+    }
+}
+
 /// A block of model reasoning.
 ///
 /// A signature is only valid for the provider that minted it, so a signed block carries that

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, RunError, RunFailure};
 use crate::event::Event;
-use crate::message::{Message, Usage};
+use crate::message::{ContentPart, Message, Usage};
 use crate::store::RunSummary;
 
 /// What a run is asked to do: a prompt, or a structured task.
@@ -21,6 +21,8 @@ pub enum RunInput {
     Prompt(String),
     /// A task with a goal, structured input and acceptance criteria.
     Task(RuntimeTask),
+    /// A user message of several parts: text and images (for models with vision).
+    Parts(Vec<ContentPart>),
 }
 
 impl RunInput {
@@ -32,7 +34,37 @@ impl RunInput {
     pub fn to_message(&self) -> Message {
         match self {
             RunInput::Prompt(p) => Message::user(p.clone()),
-            RunInput::Task(t) => Message::user(t.render()),
+            RunInput::Task(t) if t.attachments.is_empty() => Message::user(t.render()),
+            RunInput::Task(t) => {
+                let mut content = vec![ContentPart::Text { text: t.render() }];
+                content.extend(t.attachments.iter().cloned());
+                Message::User { content }
+            }
+            RunInput::Parts(parts) => Message::User { content: parts.clone() },
+        }
+    }
+
+    /// The acceptance criteria the input carries (a task's; none for a prompt).
+    pub fn criteria(&self) -> &[String] {
+        match self {
+            RunInput::Task(t) => &t.criteria,
+            _ => &[],
+        }
+    }
+
+    /// Adds a content part (an image): a prompt becomes a message of parts, a task keeps it as an
+    /// attachment, parts get one more.
+    pub fn with_part(self, part: ContentPart) -> RunInput {
+        match self {
+            RunInput::Prompt(p) => RunInput::Parts(vec![ContentPart::Text { text: p }, part]),
+            RunInput::Task(mut t) => {
+                t.attachments.push(part);
+                RunInput::Task(t)
+            }
+            RunInput::Parts(mut parts) => {
+                parts.push(part);
+                RunInput::Parts(parts)
+            }
         }
     }
 
@@ -41,6 +73,13 @@ impl RunInput {
         match self {
             RunInput::Prompt(p) => p,
             RunInput::Task(t) => &t.goal,
+            RunInput::Parts(parts) => parts
+                .iter()
+                .find_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .unwrap_or(""),
         }
     }
 }
@@ -54,6 +93,12 @@ impl From<&str> for RunInput {
 impl From<String> for RunInput {
     fn from(p: String) -> Self {
         RunInput::Prompt(p)
+    }
+}
+
+impl From<Vec<ContentPart>> for RunInput {
+    fn from(parts: Vec<ContentPart>) -> Self {
+        RunInput::Parts(parts)
     }
 }
 
@@ -87,6 +132,9 @@ pub struct RuntimeTask {
     /// Business metadata: kept with the run, not sent to the model.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    /// Images (and other parts) sent with the task, after its text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<ContentPart>,
 }
 
 impl RuntimeTask {
@@ -317,6 +365,18 @@ pub struct Artifact {
     pub call_id: Option<String>,
 }
 
+/// The judge's verdict on one acceptance criterion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub struct CriterionVerdict {
+    /// The criterion, as written.
+    pub criterion: String,
+    /// Whether the answer meets it.
+    pub passed: bool,
+    /// Why (the judge's words).
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// The outcome of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -348,6 +408,10 @@ pub struct RunResult {
     pub finished_at: DateTime<Utc>,
     /// How long it executed.
     pub duration_ms: u64,
+    /// The acceptance criteria as last judged (empty when none were judged): one verdict per
+    /// criterion, from the last `criteria.checked` event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub criteria: Vec<CriterionVerdict>,
 }
 
 impl RunResult {
@@ -455,9 +519,22 @@ impl Transcript {
             started_at,
             finished_at,
             duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+            criteria: last_criteria(&self.events),
         }
     }
 }
+/// The verdicts of the last `criteria.checked` event, if any.
+pub fn last_criteria(events: &[Event]) -> Vec<CriterionVerdict> {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            crate::event::EventKind::CriteriaChecked(c) => Some(c.verdicts.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// Who a run acts for: run, session and user ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scope {

@@ -101,6 +101,21 @@ pub struct RunSummary {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A summary of the start of a session's conversation, written when a run compacted its context:
+/// the session's next run starts from it instead of the first `covers` messages of the history.
+/// The history itself stays whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// The summary (decisions, facts, open tasks), as the model receives it.
+    pub text: String,
+    /// How many messages at the start of the session's history it stands for.
+    pub covers: usize,
+    /// The run that wrote it.
+    pub run_id: String,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+}
+
 /// Where sessions, their conversation history and their runs' transcripts are kept.
 ///
 /// Every session is named by a [`SessionKey`] (its id within its user): a store never returns one
@@ -164,6 +179,19 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = (session, holder);
         Ok(())
     }
+
+    /// Keeps `summary` as the session's summary, replacing an earlier one. The default (a store
+    /// without summaries) keeps nothing, and its sessions' runs replay the whole history.
+    async fn save_summary(&self, session: SessionKey<'_>, summary: &SessionSummary) -> Result<(), Error> {
+        let _ = (session, summary);
+        Ok(())
+    }
+
+    /// The session's summary, if a run wrote one (`None` for another user's session).
+    async fn summary(&self, session: SessionKey<'_>) -> Result<Option<SessionSummary>, Error> {
+        let _ = session;
+        Ok(None)
+    }
 }
 
 /// A shared session store is a session store (keep a handle to read it while the agent writes).
@@ -201,6 +229,12 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     }
     async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
         (**self).unlock_session(session, holder).await
+    }
+    async fn save_summary(&self, session: SessionKey<'_>, summary: &SessionSummary) -> Result<(), Error> {
+        (**self).save_summary(session, summary).await
+    }
+    async fn summary(&self, session: SessionKey<'_>) -> Result<Option<SessionSummary>, Error> {
+        (**self).summary(session).await
     }
 }
 

@@ -47,7 +47,7 @@ use llguidance::ParserFactory;
 use engine::{KvCache, Requant, Weights};
 use generate::{generate, prepare};
 use loom_core::error::{Error, ModelError};
-use loom_core::model::{LanguageModel, ModelCapabilities, ModelChunk, ModelRequest, ModelStream};
+use loom_core::model::{LanguageModel, ModelCapabilities, ModelChunk, ModelRequest, ModelStream, TokenCounter};
 use template::{ChatTemplate, TemplateMessage};
 pub use tokenizer::GgufTokenizer;
 
@@ -183,6 +183,27 @@ fn report_progress(p: &pull::PullProgress) {
     }
 }
 
+/// Counts tokens with the model's own GGUF tokenizer once the model is loaded (its first call loads
+/// it); before that, and for a text the tokenizer refuses, about four bytes a token. Counting never
+/// loads the model.
+struct LocalTokens {
+    slot: Arc<Mutex<Option<Arc<Engine>>>>,
+}
+
+impl TokenCounter for LocalTokens {
+    fn name(&self) -> &str {
+        "gguf"
+    }
+
+    fn count(&self, text: &str) -> usize {
+        let engine = self.slot.lock().ok().and_then(|slot| slot.clone());
+        match engine {
+            Some(engine) => engine.tokenizer.encode(text).map_or_else(|_| text.len().div_ceil(4), |t| t.len()),
+            None => text.len().div_ceil(4),
+        }
+    }
+}
+
 /// A loaded model: weights, tokenizer, template, constraint factory, and the KV cache of the last
 /// conversation.
 struct Engine {
@@ -276,6 +297,10 @@ impl LanguageModel for LocalModel {
 
     fn capabilities(&self) -> ModelCapabilities {
         ModelCapabilities { tools: true, native_structured_output: true, context_window: Some(8192) }
+    }
+
+    fn token_counter(&self) -> Option<Arc<dyn TokenCounter>> {
+        Some(Arc::new(LocalTokens { slot: self.slot.clone() }))
     }
 
     async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {

@@ -30,6 +30,7 @@ pub mod pricing;
 pub mod responses;
 pub mod sse;
 mod strict;
+pub mod tokens;
 
 pub use anthropic::AnthropicMessages;
 #[allow(deprecated)]

@@ -38,37 +38,63 @@ impl Price {
     }
 }
 
-fn table() -> &'static HashMap<String, Price> {
-    static TABLE: OnceLock<HashMap<String, Price>> = OnceLock::new();
+/// One row of the data file: the price, and the context window when the file gives it.
+#[derive(Clone, Copy, Debug, Deserialize)]
+struct Row {
+    #[serde(flatten)]
+    price: Price,
+    #[serde(default)]
+    context_window: Option<u32>,
+}
+
+fn table() -> &'static HashMap<String, Row> {
+    static TABLE: OnceLock<HashMap<String, Row>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let raw: HashMap<String, serde_json::Value> =
             serde_json::from_str(include_str!("prices.json")).unwrap_or_default();
         raw.into_iter()
             .filter(|(k, _)| !k.starts_with('_'))
-            .filter_map(|(k, v)| serde_json::from_value::<Price>(v).ok().map(|p| (k, p)))
+            .filter_map(|(k, v)| serde_json::from_value::<Row>(v).ok().map(|p| (k, p)))
             .collect()
     })
+}
+
+/// The table's row for a model: by exact name, or by name plus a dated snapshot suffix or
+/// `-latest`, the longest matching key winning. Gateway prefixes such as `openai/` are ignored.
+fn row_for(model: &str) -> Option<&'static Row> {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    let table = table();
+    if let Some(row) = table.get(name) {
+        return Some(row);
+    }
+    let mut best: Option<(&str, &Row)> = None;
+    for (key, row) in table {
+        if let Some(rest) = name.strip_prefix(key.as_str()).and_then(|r| r.strip_prefix('-'))
+            && is_snapshot_suffix(rest)
+            && best.is_none_or(|(k, _)| key.len() > k.len())
+        {
+            best = Some((key, row));
+        }
+    }
+    best.map(|(_, row)| row)
 }
 
 /// The price of a model from the table: by exact name, or by name plus a dated snapshot suffix
 /// (`gpt-4o-2024-08-06`, `claude-sonnet-4-20250514`) or `-latest`. Gateway prefixes such as
 /// `openai/` are ignored. `None` for models not in the table.
 pub fn price_for(model: &str) -> Option<Price> {
-    let name = model.rsplit('/').next().unwrap_or(model);
-    let table = table();
-    if let Some(p) = table.get(name) {
-        return Some(*p);
-    }
-    let mut best: Option<(&str, &Price)> = None;
-    for (key, price) in table {
-        if let Some(rest) = name.strip_prefix(key.as_str()).and_then(|r| r.strip_prefix('-'))
-            && is_snapshot_suffix(rest)
-            && best.is_none_or(|(k, _)| key.len() > k.len())
-        {
-            best = Some((key, price));
-        }
-    }
-    best.map(|(_, p)| *p)
+    row_for(model).map(|row| row.price)
+}
+
+/// The context window of a model from the same table (input and output tokens), matched the way
+/// [`price_for`] matches. `None` for models not in the table.
+///
+/// ```
+/// assert_eq!(loom_providers::pricing::context_window_for("gpt-4o-2024-08-06"), Some(128_000));
+/// assert_eq!(loom_providers::pricing::context_window_for("my-model"), None);
+/// ```
+pub fn context_window_for(model: &str) -> Option<u32> {
+    row_for(model).and_then(|row| row.context_window)
 }
 
 fn is_snapshot_suffix(rest: &str) -> bool {
@@ -92,6 +118,15 @@ mod tests {
         assert_eq!(price_for("openai/gpt-4o").map(|p| p.input), Some(2.5));
         assert_eq!(price_for("claude-opus-4-7"), None, "no guessing for an unknown model");
         assert_eq!(price_for("llama3"), None);
+    }
+
+    #[test]
+    fn every_model_in_the_table_has_a_context_window() {
+        for (name, row) in table() {
+            assert!(row.context_window.is_some_and(|w| w >= 8_192), "{name} has no context window");
+        }
+        assert_eq!(context_window_for("claude-sonnet-4-20250514"), Some(200_000));
+        assert_eq!(context_window_for("gemini-2.5-pro"), Some(1_048_576));
     }
 
     #[test]

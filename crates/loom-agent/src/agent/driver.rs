@@ -171,7 +171,7 @@ async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &
             }
         }
     };
-    let body = body(agent, cx, schema.as_ref());
+    let body = body(agent, log, cx, schema.as_ref());
     tokio::select! {
         biased;
         _ = log.cancel.cancelled() => Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled")),
@@ -207,33 +207,85 @@ fn plan<'a>(agent: &'a AgentInner, session: &SessionInner, request: &'a RunReque
     }
 }
 
-/// Runs the architecture, then validates structured output, sending validation errors back.
-async fn body(agent: &AgentInner, cx: &mut RunCx, schema: Option<&OutputSchema>) -> Outcome {
-    let mut attempt = 0u32;
-    loop {
-        let text = agent.architecture.run(cx).await?;
-        let Some(schema) = schema else { return Ok((text, None)) };
-        match schema.parse(&text) {
-            Ok(value) => return Ok((text, Some(value))),
-            Err(problem) => {
-                attempt += 1;
-                cx.emit(EventKind::OutputInvalid(OutputInvalid { attempt, error: problem.clone() }));
-                if attempt > agent.env.limits.output_retries {
-                    let mut error = RunError::new(
-                        RunErrorKind::OutputValidation,
-                        format!(
-                            "the final answer does not match the output schema `{}` after {attempt} attempt(s): {problem}",
-                            schema.name()
-                        ),
-                    );
-                    error.raw_output = Some(text);
-                    return Err(error);
-                }
-                cx.messages.push(Message::user(format!(
-                    "Your answer does not match the required JSON schema: {problem}\n\
-                     Reply with only the corrected JSON value, no prose and no code fences."
-                )));
+/// Runs the architecture, then validates structured output (sending validation errors back), then
+/// judges the acceptance criteria when the profile's gate is on (sending failed criteria back, up
+/// to its rounds). A steering message that arrived during the last model call sends the run back
+/// to the model before any of that.
+async fn body(agent: &AgentInner, log: &RunLog, cx: &mut RunCx, schema: Option<&OutputSchema>) -> Outcome {
+    let gate = &agent.runtime.gate;
+    let criteria: Vec<String> = if gate.enabled {
+        let mut all = agent.runtime.criteria.clone();
+        for c in log.input().criteria() {
+            if !all.contains(c) {
+                all.push(c.clone());
             }
         }
+        all
+    } else {
+        Vec::new()
+    };
+    let mut attempt = 0u32;
+    let mut round = 0u32;
+    loop {
+        let text = agent.architecture.run(cx).await?;
+        if cx.has_steering() {
+            continue;
+        }
+        let parsed = match schema {
+            None => None,
+            Some(schema) => match schema.parse(&text) {
+                Ok(value) => Some(value),
+                Err(problem) => {
+                    attempt += 1;
+                    cx.emit(EventKind::OutputInvalid(OutputInvalid { attempt, error: problem.clone() }));
+                    if attempt > agent.env.limits.output_retries {
+                        let mut error = RunError::new(
+                            RunErrorKind::OutputValidation,
+                            format!(
+                                "the final answer does not match the output schema `{}` after {attempt} attempt(s): {problem}",
+                                schema.name()
+                            ),
+                        );
+                        error.raw_output = Some(text);
+                        return Err(error);
+                    }
+                    cx.messages.push(Message::user(format!(
+                        "Your answer does not match the required JSON schema: {problem}\n\
+                         Reply with only the corrected JSON value, no prose and no code fences."
+                    )));
+                    continue;
+                }
+            },
+        };
+        if criteria.is_empty() {
+            return Ok((text, parsed));
+        }
+        round += 1;
+        let verdicts = cx.judge_criteria(round, &criteria, &text).await?;
+        let failed: Vec<_> = verdicts.iter().filter(|v| !v.passed).collect();
+        if failed.is_empty() {
+            return Ok((text, parsed));
+        }
+        if round >= gate.max_rounds.max(1) {
+            if gate.best_effort {
+                return Ok((text, parsed));
+            }
+            let names: Vec<&str> = failed.iter().map(|v| v.criterion.as_str()).collect();
+            let mut error = RunError::interrupted(
+                RunErrorKind::Criteria,
+                format!("criteria: {}", names.join("; ")),
+                format!("the answer still fails {} criteria after {round} round(s) of judging", failed.len()),
+            );
+            error.raw_output = Some(text);
+            return Err(error);
+        }
+        let mut feedback = String::from(
+            "Your answer does not meet these acceptance criteria yet. Keep working until it does, then give the \
+             complete final answer again.",
+        );
+        for v in &failed {
+            feedback.push_str(&format!("\n- {}: {}", v.criterion, v.reason));
+        }
+        cx.messages.push(Message::user(feedback));
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::message::ContentPart;
 use crate::output::OutputSchema;
 use crate::run::{RunContext, RunInput, RuntimeTask};
 
@@ -78,6 +79,23 @@ impl RunRequest {
     /// Overrides max_turns for this run.
     pub fn max_turns(mut self, max_turns: u32) -> Self {
         self.max_turns = Some(max_turns);
+        self
+    }
+
+    /// Adds an image (or another content part) to the input: a prompt becomes a message of parts,
+    /// a task carries it as an attachment. Use [`ContentPart::image_bytes`] for bytes with their
+    /// media type and [`ContentPart::image_url`] for a URL.
+    ///
+    /// ```
+    /// use loom_agent::{ContentPart, RunInput, RunRequest};
+    ///
+    /// let request = RunRequest::new("What is in this picture?").image(ContentPart::image_bytes(b"png", "image/png"));
+    /// let Some(RunInput::Parts(parts)) = &request.input else { unreachable!() };
+    /// assert_eq!(parts.len(), 2);
+    /// ```
+    pub fn image(mut self, image: ContentPart) -> Self {
+        let input = self.input.take().unwrap_or_else(|| RunInput::Parts(Vec::new()));
+        self.input = Some(input.with_part(image));
         self
     }
 

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 
 pub use crate::run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript};
 pub use input::RunRequest;
-pub use profile::Runtime;
+pub use profile::{ApprovalRule, ContextPolicy, CriteriaGate, Runtime, RuntimeBuilder};
 pub use run::{EventStream, Run, RunStream};
 use session::SessionInner;
 pub use session::{Session, SessionConfig};
@@ -381,9 +381,17 @@ pub struct AgentBuilder {
     output_retries: Option<u32>,
     tool_output_limit: Option<usize>,
     tool_timeout: Option<Duration>,
+    judge: Option<Result<SharedModel, Error>>,
 }
 
 impl AgentBuilder {
+    /// The model that judges acceptance criteria (see [`CriteriaGate`]); the agent's model by
+    /// default. A model value, a shared model, or a model string.
+    pub fn judge(mut self, model: impl IntoModel) -> Self {
+        self.judge = Some(crate::model::resolve_model(model));
+        self
+    }
+
     /// Names the agent (for logs and telemetry).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -626,6 +634,13 @@ impl AgentBuilder {
             push_section(&mut instructions, &section);
         }
         let dynamic_tools = (!sources.is_empty()).then(|| Arc::new(DynamicTools::new(tools.clone(), sources)));
+        let judge = self.judge.transpose()?;
+        let context = profile::context_settings(&runtime.context, &model, &self.generation);
+        let permissions: Arc<dyn Permissions> = self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions));
+        let permissions = match runtime.approval {
+            ApprovalRule::Permissions => permissions,
+            ApprovalRule::EveryNonReadOnly => Arc::new(crate::governance::Supervised::new(permissions)),
+        };
         let tools = Arc::new(ToolRegistry::new(tools)?);
         let architecture = match self.architecture {
             Some(a) => a?,
@@ -655,7 +670,7 @@ impl AgentBuilder {
             generation: self.generation,
             policies: Policies {
                 budget: self.budget,
-                permissions: self.permissions.unwrap_or_else(|| Arc::new(DefaultPermissions)),
+                permissions,
                 approval: self.approval,
                 guardrails: Guardrails(Arc::from(self.guardrails)),
                 rate_limiter: self.rate_limiter,
@@ -668,14 +683,16 @@ impl AgentBuilder {
                 tool_timeout: self.tool_timeout.unwrap_or(Duration::from_secs(120)),
             },
             telemetry: self.telemetry,
+            judge,
+            context,
         };
         Ok(Agent {
             inner: Arc::new(AgentInner {
                 env: Arc::new(env),
                 max_turns: self.max_turns.unwrap_or(runtime.max_turns),
+                timeout: self.timeout.or(runtime.timeout),
                 runtime,
                 architecture,
-                timeout: self.timeout,
                 output_schema,
                 sessions: Mutex::new(HashMap::new()),
             }),

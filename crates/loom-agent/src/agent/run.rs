@@ -66,6 +66,21 @@ impl Run {
         self.log.cancel.cancel();
     }
 
+    /// Adds a user message that the model sees at its next turn, without cancelling anything: the
+    /// run goes on, with a `run.steered` event when the message is added (journaled, so a resumed
+    /// run sees it at the same point). A message that arrives while the model gives its final
+    /// answer sends the run back to the model. A queued run gets it at its first turn.
+    ///
+    /// # Errors
+    /// [`Error::RunFinished`] once the run has ended.
+    pub fn steer(&self, text: impl Into<String>) -> Result<(), Error> {
+        if self.log.steer(text.into()) {
+            Ok(())
+        } else {
+            Err(Error::RunFinished { run_id: self.id().to_string(), state: self.state() })
+        }
+    }
+
     /// The artifacts created so far.
     pub fn artifacts(&self) -> Vec<Artifact> {
         self.log.artifacts()

@@ -12,6 +12,7 @@ mod budget;
 mod guardrails;
 mod permissions;
 mod rate_limit;
+mod supervised;
 
 pub use audit::{
     AuditAction, AuditEntry, AuditHead, AuditLog, AuditRecord, GENESIS_HASH, InMemoryAuditLog, Problem, ProblemKind,
@@ -31,3 +32,4 @@ pub use permissions::{Approval, ApprovalHandler, ApprovalRequest, Decision, Defa
 pub use permissions::{FnApproval, PerUserPermissions, PermissionMode, StandardPermissions};
 pub use rate_limit::RateLimiter;
 pub use rate_limit::{RateLimitMode, TokenBucketLimiter};
+pub use supervised::Supervised;

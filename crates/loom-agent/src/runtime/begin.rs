@@ -97,6 +97,8 @@ impl RunCx {
             metadata: plan.metadata.clone(),
             seeds: self.messages.clone(),
             history_base,
+            history_start: self.window.as_ref().map(|w| w.prefix),
+            summary_covers: self.summary_covers,
             max_turns: self.max_turns,
             timeout_ms: plan.timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
             output_schema: schema.map(|s| (s.name().to_string(), s.schema().clone())),
@@ -124,6 +126,10 @@ impl RunCx {
         // The process that began the run wrote its `run_started` audit entry.
         self.audited_start = true;
         self.history_base = Some(record.history_base);
+        self.summary_covers = record.summary_covers;
+        if let Some(w) = self.window.as_deref_mut() {
+            w.prefix = record.history_start.unwrap_or_else(|| leading_system(&record.seeds));
+        }
         self.log.set_running(record.seeds.clone());
         self.log.set_started_at(record.started_at);
         if let Some(budget) = &self.env.policies.budget {
@@ -195,7 +201,23 @@ impl RunCx {
                 }
             }
         }
-        messages.extend(history);
+        let history_start = messages.len();
+        // With context management, the session's stored summary stands for the history it covers.
+        let summary = match &self.window {
+            Some(_) => stores.sessions.summary(self.scope.session_key()).await.map_err(store_error)?,
+            None => None,
+        };
+        match summary {
+            Some(summary) if summary.covers > 0 && summary.covers <= history.len() => {
+                messages.push(super::window::summary_message(&summary.text));
+                messages.extend(history.into_iter().skip(summary.covers));
+                self.summary_covers = summary.covers;
+            }
+            _ => messages.extend(history),
+        }
+        if let Some(w) = self.window.as_deref_mut() {
+            w.prefix = history_start;
+        }
         let base = messages.len();
         messages.push(input.to_message());
         Ok((messages, base))
@@ -230,8 +252,17 @@ impl RunCx {
         if !redacted {
             return (input, verdicts);
         }
-        let input = RunInput::Prompt(messages.last().map(Message::text).unwrap_or_default());
+        let input = match (&input, messages.last()) {
+            (RunInput::Parts(_), Some(Message::User { content })) => RunInput::Parts(content.clone()),
+            _ => RunInput::Prompt(messages.last().map(Message::text).unwrap_or_default()),
+        };
         self.log.set_input(input.clone());
         (input, verdicts)
     }
+}
+
+/// How many system messages lead `messages` (the instructions, context and memory of records
+/// written before Loom kept where the history starts).
+fn leading_system(messages: &[Message]) -> usize {
+    messages.iter().take_while(|m| matches!(m, Message::System { .. })).count()
 }

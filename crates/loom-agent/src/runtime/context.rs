@@ -13,7 +13,7 @@ use super::live::Live;
 use super::log::RunLog;
 use super::replay::Recorder;
 use crate::error::{RunError, RunErrorKind};
-use crate::event::{BudgetEvent, EventKind, GuardrailEvent, ModelResponseEvent, RateLimitedEvent};
+use crate::event::{BudgetEvent, EventKind, GuardrailEvent, ModelResponseEvent, RateLimitedEvent, RunSteered};
 use crate::governance::{AuditAction, BudgetVerdict, GuardAction, GuardStage, HookAction, Scope};
 use crate::message::Message;
 use crate::model::ModelResponse;
@@ -56,6 +56,10 @@ pub struct RunCx {
     /// Whether the audit log has this run's `run_started` entry (written by `begin`, or by the
     /// process that began a resumed run); `finish` writes one first when it has not.
     pub(super) audited_start: bool,
+    /// Context management's state (agents with context management only).
+    pub(super) window: Option<Box<super::window::WindowState>>,
+    /// How many messages of the session's history the seeds' leading summary stands for.
+    pub(super) summary_covers: usize,
 }
 
 impl RunCx {
@@ -63,6 +67,7 @@ impl RunCx {
     pub(crate) fn new(env: Arc<RunEnv>, live: Arc<Live>, log: Arc<RunLog>, max_turns: u32) -> Self {
         let scope = log.scope();
         let recorder = Recorder::new(&env.stores, log.clone());
+        let window = env.context.clone().map(|settings| Box::new(super::window::WindowState::new(settings)));
         RunCx {
             messages: Vec::new(),
             tools: live.tools.clone(),
@@ -80,6 +85,8 @@ impl RunCx {
             history_base: None,
             session_opened: false,
             audited_start: false,
+            window,
+            summary_covers: 0,
         }
     }
 
@@ -160,6 +167,8 @@ impl RunCx {
         self.check_cancelled()?;
         self.refresh_tools().await?;
         let turn = self.turn + 1;
+        self.apply_steering(turn).await?;
+        self.fit_context(turn).await?;
         let response = match self.recorder.model(turn) {
             // Recorded by the run's earlier execution: not sent again. The spend was counted by
             // the process that made the call; this run's own usage includes it.
@@ -201,8 +210,11 @@ impl RunCx {
     async fn call_model(&mut self, turn: u32, call: Option<&ModelCall>) -> Result<ModelResponse, RunError> {
         self.check_budget().await?;
         // A shaped call sends its own messages; a plain turn sends the conversation, uncopied.
-        let owned = call.and_then(|c| c.request_messages(&self.messages, self.native_structured()));
-        let messages: &[Message] = owned.as_deref().unwrap_or(&self.messages);
+        // The conversation is the compacted view when the context policy made one.
+        let native = self.native_structured();
+        let conversation = super::window::view(&self.window, &self.messages);
+        let owned = call.and_then(|c| c.request_messages(conversation, native));
+        let messages: &[Message] = owned.as_deref().unwrap_or(conversation);
         let hooks = &self.live.hooks;
         for hook in hooks.iter() {
             match hooks.call(hook.before_model(&self.scope, turn, messages)).await {
@@ -227,6 +239,7 @@ impl RunCx {
             started.elapsed(),
         );
         let mut response = outcome?;
+        self.observe_usage(&response.usage);
         if !response.text.is_empty()
             && let Some(redacted) = self.guard(GuardStage::Output, &response.text).await?
         {
@@ -238,6 +251,30 @@ impl RunCx {
         }
         self.recorder.record(|| JournalEntry::ModelResult { turn, response: response.clone() }).await?;
         Ok(response)
+    }
+
+    /// Adds the steering messages for model call `turn`: the journaled ones of a resumed run, then
+    /// the ones queued by `Run::steer` (each a user message, a `run.steered` event and a journal
+    /// entry).
+    async fn apply_steering(&mut self, turn: u32) -> Result<(), RunError> {
+        for text in self.recorder.steered(turn) {
+            self.messages.push(Message::user(text.clone()));
+            self.log.emit(EventKind::RunSteered(RunSteered { turn, text }));
+        }
+        if self.recorder.has_model(turn) {
+            return Ok(());
+        }
+        for text in self.log.take_steering() {
+            self.messages.push(Message::user(text.clone()));
+            self.log.emit(EventKind::RunSteered(RunSteered { turn, text: text.clone() }));
+            self.recorder.record(|| JournalEntry::Steered { turn, text }).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether steering messages wait for the next model call.
+    pub(crate) fn has_steering(&self) -> bool {
+        self.log.has_steering()
     }
 
     /// A run cancelled while this task was busy (a tool cancelling it, a `cancel()` from another
@@ -283,7 +320,7 @@ impl RunCx {
         }
     }
 
-    async fn rate_limit(&self) -> Result<(), RunError> {
+    pub(super) async fn rate_limit(&self) -> Result<(), RunError> {
         let Some(limiter) = &self.env.policies.rate_limiter else { return Ok(()) };
         match limiter.acquire(&self.scope).await {
             Ok(waited) => {

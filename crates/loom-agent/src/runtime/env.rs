@@ -42,6 +42,10 @@ pub(crate) struct RunEnv {
     pub(crate) limits: Limits,
     /// Telemetry settings.
     pub(crate) telemetry: Telemetry,
+    /// The model that judges acceptance criteria (`None`: the agent's model).
+    pub(crate) judge: Option<SharedModel>,
+    /// Context management (`None`: off).
+    pub(crate) context: Option<super::window::ContextSettings>,
 }
 
 impl RunEnv {

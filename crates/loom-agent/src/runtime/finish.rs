@@ -11,7 +11,7 @@ use crate::event::{EventKind, RunCompleted, RunEnded, ToolResultEvent};
 use crate::governance::AuditAction;
 use crate::message::Message;
 use crate::run::{RunResult, RunState, Transcript};
-use crate::store::JournalEntry;
+use crate::store::{JournalEntry, SessionSummary};
 
 /// How the architecture's work came out: the answer (and its structured value), or the error.
 pub(crate) type Outcome = Result<(String, Option<serde_json::Value>), RunError>;
@@ -78,7 +78,8 @@ impl RunCx {
             | RunErrorKind::Timeout
             | RunErrorKind::Budget
             | RunErrorKind::Guardrail
-            | RunErrorKind::RateLimit => RunState::Interrupted,
+            | RunErrorKind::RateLimit
+            | RunErrorKind::Criteria => RunState::Interrupted,
             RunErrorKind::ApprovalPending => RunState::Suspended,
             _ => RunState::Failed,
         };
@@ -131,8 +132,18 @@ impl RunCx {
                 history = Some(&own[..keep]);
             }
         }
-        if let Err(e) = stores.sessions.save_finished_run(transcript.clone(), history).await {
-            problems.push(format!("saving the transcript and session history: {e}"));
+        match stores.sessions.save_finished_run(transcript.clone(), history).await {
+            Err(e) => problems.push(format!("saving the transcript and session history: {e}")),
+            // A run that summarized its context leaves the summary for the session's next run.
+            Ok(()) => {
+                if let Some((text, covers)) = self.session_summary(history.map_or(0, <[Message]>::len)) {
+                    let summary =
+                        SessionSummary { text, covers, run_id: result.run_id.clone(), created_at: chrono::Utc::now() };
+                    if let Err(e) = stores.sessions.save_summary(scope.session_key(), &summary).await {
+                        problems.push(format!("saving the session's summary: {e}"));
+                    }
+                }
+            }
         }
         // The memory write is journaled after it happens (at least once: a crash in between repeats
         // it on resume; `remember` gets the run id to tell). A resumed run whose journal has it skips it.

@@ -49,6 +49,8 @@ struct RunInner {
     transcript: Option<Arc<Transcript>>,
     published: bool,
     wakers: Vec<Waker>,
+    /// Steering messages not yet seen by the model.
+    steering: Vec<String>,
 }
 
 /// Counters a run keeps while it executes.
@@ -93,6 +95,7 @@ impl RunLog {
                 transcript: None,
                 published: false,
                 wakers: Vec::new(),
+                steering: Vec::new(),
             }),
         })
     }
@@ -126,6 +129,7 @@ impl RunLog {
                 transcript: Some(Arc::new(t.clone())),
                 published: true,
                 wakers: Vec::new(),
+                steering: Vec::new(),
             }),
         })
     }
@@ -296,6 +300,31 @@ impl RunLog {
         inner.usage.add(usage);
     }
 
+    /// Adds the usage of a call that is not a turn (the judge, a summary).
+    pub(crate) fn add_usage(&self, usage: &Usage) {
+        self.lock().usage.add(usage);
+    }
+
+    /// Queues a steering message for the run's next model call. `false` once the run has ended.
+    pub(crate) fn steer(&self, text: String) -> bool {
+        let mut inner = self.lock();
+        if inner.state.is_terminal() {
+            return false;
+        }
+        inner.steering.push(text);
+        true
+    }
+
+    /// Takes the queued steering messages.
+    pub(crate) fn take_steering(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().steering)
+    }
+
+    /// Whether steering messages wait for the next model call.
+    pub(crate) fn has_steering(&self) -> bool {
+        !self.lock().steering.is_empty()
+    }
+
     pub(crate) fn record_tool_calls(&self, n: u32) {
         self.lock().tool_calls += n;
     }
@@ -333,6 +362,7 @@ impl RunLog {
                 started_at,
                 finished_at,
                 duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+                criteria: crate::run::last_criteria(&events),
             });
             let messages = if end.messages.is_empty() { std::mem::take(&mut inner.seeds) } else { end.messages };
             let transcript = Arc::new(Transcript {

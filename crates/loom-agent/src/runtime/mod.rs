@@ -20,19 +20,25 @@
 //! | `tools.rs` | tool batching and execution |
 //! | `approval.rs` | the permission and approval state machine |
 //! | `replay.rs` | the journal, both ways: record, and replay on resume |
+//! | `criteria.rs` | the criteria judge: a structured verdict per criterion, journaled per round |
+//! | `window/` | context management: token counts, shortening, summaries, the model's view |
+//! | `side_call.rs` | model calls that are not turns (the judge, the summarizer) |
 
 mod approval;
 mod begin;
 mod calls;
 mod context;
+mod criteria;
 pub(crate) mod env;
 mod finish;
 pub(crate) mod live;
 pub(crate) mod log;
 mod output_filter;
 pub(crate) mod replay;
+mod side_call;
 mod stream;
 mod tools;
+pub(crate) mod window;
 
 pub(crate) use begin::RunPlan;
 pub use calls::{ModelCall, ToolCallResult};
@@ -41,3 +47,5 @@ pub(crate) use env::{Guardrails, HookSet, Limits, Policies, RunEnv, Stores};
 pub(crate) use finish::Outcome;
 pub(crate) use live::Live;
 pub(crate) use log::{RunEnd, RunLog};
+pub use window::ContextMeter;
+pub(crate) use window::ContextSettings;

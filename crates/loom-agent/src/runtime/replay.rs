@@ -13,9 +13,11 @@ use super::env::Stores;
 use super::log::RunLog;
 use crate::error::{RunError, RunErrorKind};
 use crate::governance::Approval;
+use crate::message::Usage;
 use crate::model::ModelResponse;
+use crate::run::CriterionVerdict;
 use crate::run::RunState;
-use crate::store::{Journal, JournalEntry, Lease, RunRecord};
+use crate::store::{Compaction, Journal, JournalEntry, Lease, RunRecord};
 
 /// A run's journal handle and the entries a resumed run has not consumed yet.
 pub(crate) struct Recorder {
@@ -134,6 +136,61 @@ impl Recorder {
         };
         self.consumed();
         response
+    }
+
+    /// Whether the journal has the result of model call `turn` (it was made before).
+    pub(crate) fn has_model(&self, turn: u32) -> bool {
+        self.entries.iter().any(|e| matches!(e, JournalEntry::ModelResult { turn: t, .. } if *t == turn))
+    }
+
+    /// The journaled compaction before model call `turn`, if any.
+    pub(crate) fn compaction(&mut self, turn: u32) -> Option<Compaction> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| matches!(e, JournalEntry::ContextCompacted { turn: t, .. } if *t == turn))?;
+        let found = match self.entries.remove(i) {
+            JournalEntry::ContextCompacted { compaction, .. } => Some(compaction),
+            _ => None,
+        };
+        self.consumed();
+        found
+    }
+
+    /// The journaled verdict of criteria round `round`, if any.
+    pub(crate) fn criteria(&mut self, round: u32) -> Option<(Vec<CriterionVerdict>, Usage)> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| matches!(e, JournalEntry::CriteriaChecked { round: r, .. } if *r == round))?;
+        let found = match self.entries.remove(i) {
+            JournalEntry::CriteriaChecked { verdicts, usage, .. } => Some((verdicts, usage)),
+            _ => None,
+        };
+        self.consumed();
+        found
+    }
+
+    /// The steering messages journaled before model call `turn`, in order.
+    pub(crate) fn steered(&mut self, turn: u32) -> Vec<String> {
+        if !self.is_replaying() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.entries.len() {
+            if matches!(&self.entries[i], JournalEntry::Steered { turn: t, .. } if *t == turn) {
+                if let JournalEntry::Steered { text, .. } = self.entries.remove(i) {
+                    out.push(text);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if !out.is_empty() {
+            self.consumed();
+        }
+        out
     }
 
     /// What the journal says about one tool call.

@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::{RunSummary, SessionKey, SessionRecord, SessionStore};
+use super::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
 use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
@@ -69,6 +69,8 @@ struct Entry {
     runs: Vec<Arc<Transcript>>,
     last_used: u64,
     closed: bool,
+    /// The summary a compacting run left for the next one.
+    summary: Option<SessionSummary>,
 }
 
 impl InMemorySessionStore {
@@ -163,6 +165,18 @@ impl SessionStore for InMemorySessionStore {
                 e.closed = true;
             }
         })
+    }
+
+    async fn save_summary(&self, session: SessionKey<'_>, summary: &SessionSummary) -> Result<(), Error> {
+        let max = self.max_sessions;
+        self.with_state(|s| {
+            s.touch(session).summary = Some(summary.clone());
+            s.evict(max);
+        })
+    }
+
+    async fn summary(&self, session: SessionKey<'_>) -> Result<Option<SessionSummary>, Error> {
+        self.with_state(|s| s.get(session).and_then(|e| e.summary.clone()))
     }
 }
 

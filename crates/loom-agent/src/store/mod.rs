@@ -16,10 +16,10 @@ mod sqlite;
 
 pub use journal::{open_journal, resolve_journal};
 pub use loom_core::journal::{
-    IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary, JournalSlot, JournaledRun, Lease, RecordedModel,
-    RunFilter, RunRecord,
+    Compaction, IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary, JournalSlot, JournaledRun, Lease,
+    RecordedModel, RunFilter, RunRecord,
 };
-pub use loom_core::store::{Memory, RunSummary, SessionKey, SessionRecord, SessionStore};
+pub use loom_core::store::{Memory, RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
 pub use memory_journal::InMemoryJournal;
 pub use memory_store::InMemorySessionStore;
 #[cfg(feature = "postgres")]

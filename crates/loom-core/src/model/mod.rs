@@ -65,9 +65,36 @@ pub trait LanguageModel: Send + Sync + 'static {
         None
     }
 
+    /// How this model counts tokens, when it knows exactly (a provider's published tokenizer, a
+    /// local model's own). `None` (the default): the runtime estimates, and corrects its estimate
+    /// from the usage the provider reports.
+    fn token_counter(&self) -> Option<Arc<dyn TokenCounter>> {
+        None
+    }
+
     /// Sends one request and streams the answer: text, thinking, tool-call deltas, usage and a
     /// finish reason. An error before the stream starts, or inside it, fails the call.
     async fn stream(&self, request: &ModelRequest<'_>) -> Result<ModelStream, ModelError>;
+}
+
+/// Counts the tokens of a text the way one model's tokenizer does.
+///
+/// ```
+/// use loom_core::model::TokenCounter;
+///
+/// struct Words;
+/// impl TokenCounter for Words {
+///     fn name(&self) -> &str { "words" }
+///     fn count(&self, text: &str) -> usize { text.split_whitespace().count() }
+/// }
+/// assert_eq!(Words.count("two words"), 2);
+/// ```
+pub trait TokenCounter: Send + Sync + 'static {
+    /// The tokenizer's name (`o200k_base`, `gguf`, …).
+    fn name(&self) -> &str;
+
+    /// The number of tokens of `text`.
+    fn count(&self, text: &str) -> usize;
 }
 
 /// What a model supports.

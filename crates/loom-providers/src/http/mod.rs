@@ -403,7 +403,13 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
     }
 
     fn capabilities(&self) -> ModelCapabilities {
-        self.wire.capabilities()
+        let mut caps = self.wire.capabilities();
+        caps.context_window = crate::pricing::context_window_for(self.wire.model()).or(caps.context_window);
+        caps
+    }
+
+    fn token_counter(&self) -> Option<std::sync::Arc<dyn loom_core::model::TokenCounter>> {
+        crate::tokens::for_model(self.wire.model())
     }
 
     fn model_string(&self) -> Option<String> {

@@ -17,7 +17,7 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
@@ -68,6 +68,13 @@ const MIGRATE_V2: &str = "
 const MIGRATE_V3: &str = "
     ALTER TABLE loom_sessions ADD COLUMN lock_holder TEXT;
     ALTER TABLE loom_sessions ADD COLUMN lock_expires BIGINT;";
+
+/// Version 4: a session's summary (context management), one row per session, replaced by each
+/// run that compacts: the next run starts from it instead of the history it covers.
+const MIGRATE_V4: &str = "
+    CREATE TABLE loom_session_summaries (
+        owner TEXT NOT NULL, session_id TEXT NOT NULL, summary TEXT NOT NULL, updated_at BIGINT NOT NULL,
+        PRIMARY KEY (owner, session_id));";
 
 /// A journal and session store in a PostgreSQL database, safe to share between processes and
 /// machines (feature `postgres`).
@@ -229,6 +236,12 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
     if version < 3 {
         tx.batch_execute(MIGRATE_V3).await.map_err(|e| pg("upgrading the schema to version 3", e))?;
         tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (3, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
+    if version < 4 {
+        tx.batch_execute(MIGRATE_V4).await.map_err(|e| pg("upgrading the schema to version 4", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (4, $1)", &[&now_ms()])
             .await
             .map_err(|e| pg("recording the schema version", e))?;
     }

@@ -9,10 +9,10 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
 use crate::store::sql::{
-    RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand, from_millis, json,
-    merge_session, now_ms, parse_state,
+    RunRow, decode, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand,
+    from_millis, json, merge_session, now_ms, parse_state,
 };
-use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
+use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
 use loom_core::store::may_lock_session;
 
 /// A new session in one statement: `None` when it exists (then [`open_session_tx`] merges).
@@ -329,6 +329,41 @@ impl SessionStore for PostgresStore {
                 .await
                 .map(|_| ())
                 .map_err(|e| pg("releasing the session lock", e))
+        })
+    }
+
+    async fn save_summary(&self, session: SessionKey<'_>, summary: &SessionSummary) -> Result<(), Error> {
+        let text = json(summary)?;
+        with_conn!(self, |client| async move {
+            client
+                .execute(
+                    "INSERT INTO loom_session_summaries (owner, session_id, summary, updated_at)
+                     VALUES ($1::TEXT, $2::TEXT, $3::TEXT, $4::BIGINT)
+                     ON CONFLICT (owner, session_id) DO UPDATE SET summary = $3, updated_at = $4",
+                    &[&session.owner(), &session.session_id, &text, &now_ms()],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| pg("saving the session's summary", e))
+        })
+    }
+
+    async fn summary(&self, session: SessionKey<'_>) -> Result<Option<SessionSummary>, Error> {
+        with_conn!(self, |client| async move {
+            let row = client
+                .query_opt(
+                    "SELECT summary FROM loom_session_summaries WHERE owner = $1::TEXT AND session_id = $2::TEXT",
+                    &[&session.owner(), &session.session_id],
+                )
+                .await
+                .map_err(|e| pg("reading the session's summary", e))?;
+            match row {
+                None => Ok(None),
+                Some(row) => {
+                    let text: String = get(&row, 0)?;
+                    decode(&text, || format!("session {}: summary", session.session_id)).map(Some)
+                }
+            }
         })
     }
 

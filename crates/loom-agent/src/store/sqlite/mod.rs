@@ -17,7 +17,7 @@ mod journal;
 mod sessions;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -249,6 +249,14 @@ const MIGRATE_V3: &str = "
     ALTER TABLE loom_sessions ADD COLUMN lock_expires INTEGER;
     PRAGMA user_version = 3;";
 
+/// Version 4: a session's summary (context management), one row per session, replaced by each
+/// run that compacts: the next run starts from it instead of the history it covers.
+const MIGRATE_V4: &str = "
+    CREATE TABLE loom_session_summaries (
+        owner TEXT NOT NULL, session_id TEXT NOT NULL, summary TEXT NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (owner, session_id)) WITHOUT ROWID;
+    PRAGMA user_version = 4;";
+
 /// Creates or upgrades the schema. Refuses a database from a newer version.
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
@@ -286,6 +294,9 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
     if version < 3 {
         tx.execute_batch(MIGRATE_V3).map_err(db)?;
+    }
+    if version < 4 {
+        tx.execute_batch(MIGRATE_V4).map_err(db)?;
     }
     tx.commit().map_err(db)
 }

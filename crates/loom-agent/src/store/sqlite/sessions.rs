@@ -9,10 +9,10 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
 use crate::store::sql::{
-    RunRow, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand, from_millis, json,
-    merge_session, now_ms, parse_state,
+    RunRow, decode, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand,
+    from_millis, json, merge_session, now_ms, parse_state,
 };
-use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore};
+use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
 use loom_core::store::may_lock_session;
 
 #[async_trait::async_trait]
@@ -187,6 +187,36 @@ impl SessionStore for SqliteStore {
             .map_err(db)?;
             tx.commit().map_err(db)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn save_summary(&self, session: SessionKey<'_>, summary: &SessionSummary) -> Result<(), Error> {
+        let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
+        let text = json(summary)?;
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO loom_session_summaries (owner, session_id, summary, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (owner, session_id) DO UPDATE SET summary = ?3, updated_at = ?4",
+            )
+            .map_err(db)?
+            .execute(params![owner, id, text, now_ms()])
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn summary(&self, session: SessionKey<'_>) -> Result<Option<SessionSummary>, Error> {
+        let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
+        self.call(move |conn| {
+            let text: Option<String> = conn
+                .prepare_cached("SELECT summary FROM loom_session_summaries WHERE owner = ?1 AND session_id = ?2")
+                .map_err(db)?
+                .query_row([&owner, &id], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            text.map(|t| decode(&t, || format!("session {id}: summary"))).transpose()
         })
         .await
     }
