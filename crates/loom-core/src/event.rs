@@ -125,6 +125,28 @@ event_kinds! {
     RunSuspended(RunEnded) = "run.suspended",
     /// A resumed run continues on another model than it started on, as its resumer chose.
     ModelChanged(ModelChanged) = "model.changed",
+    /// Memory recalled items for this run (they are in the seeded conversation as one system message).
+    MemoryRecalled(MemoryRecalled) = "memory.recalled",
+}
+
+/// Payload of `memory.recalled`: what memory put before the model for this run, and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryRecalled {
+    /// The recalled items, best first (working blocks first of all).
+    pub items: Vec<RecalledItem>,
+}
+
+/// One item memory recalled for a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecalledItem {
+    /// The item's id in its memory store (for a working block: `block:NAME`).
+    pub id: String,
+    /// What it is: `fact`, `episode` or `block`.
+    pub kind: String,
+    /// The text the model saw.
+    pub text: String,
+    /// Its fused score (reciprocal rank fusion with recency and importance; 0 for blocks).
+    pub score: f32,
 }
 
 /// Payload of `model.changed`: a resume was told to continue the run on another model.

@@ -51,5 +51,5 @@ pub use journal::Journal;
 pub use message::{ContentPart, FinishReason, Message, ToolCall, Usage};
 pub use model::LanguageModel;
 pub use run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Scope, Transcript};
-pub use store::{Memory, SessionStore};
+pub use store::{IntoMemory, Memory, SessionStore};
 pub use tool::{Tool, ToolContext, ToolOutput};
