@@ -519,6 +519,14 @@ impl MemoryStore for SqliteMemoryStore {
                 }
             };
             tx.commit().map_err(db)?;
+            if matches!(what, Forget::All) {
+                // The write-ahead log still holds the pages as they were before: copy it into the
+                // database (whose freed pages `secure_delete` zeroes) and empty it. Best effort:
+                // a reader in another process can keep the log from being emptied now.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "sqlite memory: checkpoint after erasure failed");
+                }
+            }
             Ok(n)
         })
     }
