@@ -87,7 +87,7 @@ async fn episodes_are_recorded_and_facts_extracted_with_a_schema_in_the_backgrou
     let (model, shared) = scripted([ScriptedTurn::text("Noted: Berlin.")]);
     let agent = Agent::builder()
         .model(shared)
-        .memory_store(SharedStore(store.clone()))
+        .memory_store(store.clone())
         .memory_extractor(extractor.clone() as loom_agent::model::SharedModel)
         .build()
         .unwrap();
@@ -120,72 +120,6 @@ async fn episodes_are_recorded_and_facts_extracted_with_a_schema_in_the_backgrou
     assert_eq!(history[0].superseded_by.as_deref(), Some(facts[0].id.as_str()));
     assert!(agent.memory().episodes("ann", 1).await.unwrap()[0].extracted);
     assert_eq!(model.requests().len(), 1, "the agent's model made only the run's call");
-}
-
-/// A memory store shared by two agents in one test.
-struct SharedStore(Arc<dyn loom_agent::memory::MemoryStore>);
-
-#[async_trait::async_trait]
-impl loom_agent::memory::MemoryStore for SharedStore {
-    async fn add_episode(
-        &self,
-        o: &loom_agent::memory::Owner,
-        e: loom_agent::memory::NewEpisode,
-        v: Option<loom_agent::memory::Embedding>,
-    ) -> Result<Option<loom_agent::memory::Episode>, Error> {
-        self.0.add_episode(o, e, v).await
-    }
-    async fn episodes(&self, o: &loom_agent::memory::Owner, n: usize) -> Result<Vec<loom_agent::memory::Episode>, Error> {
-        self.0.episodes(o, n).await
-    }
-    async fn pending_episodes(&self, o: &loom_agent::memory::Owner) -> Result<Vec<loom_agent::memory::Episode>, Error> {
-        self.0.pending_episodes(o).await
-    }
-    async fn mark_extracted(&self, o: &loom_agent::memory::Owner, id: &str) -> Result<(), Error> {
-        self.0.mark_extracted(o, id).await
-    }
-    async fn add_fact(
-        &self,
-        o: &loom_agent::memory::Owner,
-        f: NewFact,
-        v: Option<loom_agent::memory::Embedding>,
-    ) -> Result<loom_agent::memory::Fact, Error> {
-        self.0.add_fact(o, f, v).await
-    }
-    async fn facts(&self, o: &loom_agent::memory::Owner, h: bool) -> Result<Vec<loom_agent::memory::Fact>, Error> {
-        self.0.facts(o, h).await
-    }
-    async fn search_text(
-        &self,
-        o: &loom_agent::memory::Owner,
-        q: &str,
-        n: usize,
-    ) -> Result<Vec<loom_agent::memory::MemoryItem>, Error> {
-        self.0.search_text(o, q, n).await
-    }
-    async fn search_vector(
-        &self,
-        o: &loom_agent::memory::Owner,
-        q: &loom_agent::memory::Embedding,
-        n: usize,
-    ) -> Result<Vec<loom_agent::memory::MemoryItem>, Error> {
-        self.0.search_vector(o, q, n).await
-    }
-    async fn recent(&self, o: &loom_agent::memory::Owner, n: usize) -> Result<Vec<loom_agent::memory::MemoryItem>, Error> {
-        self.0.recent(o, n).await
-    }
-    async fn blocks(&self, o: &loom_agent::memory::Owner) -> Result<Vec<loom_agent::memory::Block>, Error> {
-        self.0.blocks(o).await
-    }
-    async fn set_block(&self, o: &loom_agent::memory::Owner, n: &str, t: &str) -> Result<loom_agent::memory::Block, Error> {
-        self.0.set_block(o, n, t).await
-    }
-    async fn delete_block(&self, o: &loom_agent::memory::Owner, n: &str) -> Result<bool, Error> {
-        self.0.delete_block(o, n).await
-    }
-    async fn forget(&self, o: &loom_agent::memory::Owner, w: &Forget) -> Result<u64, Error> {
-        self.0.forget(o, w).await
-    }
 }
 
 #[tokio::test]
@@ -269,7 +203,7 @@ async fn memory_tools_edit_blocks_search_and_forget_for_the_runs_user_only() {
     // Forgetting another user's item by id does nothing.
     let bob_fact = memory.facts("bob").await.unwrap()[0].id.clone();
     let (_, shared) = scripted([ScriptedTurn::tool_call("memory_forget", json!({"id": bob_fact})), ScriptedTurn::text("ok")]);
-    let agent2 = Agent::builder().model(shared).memory_store(SharedStore(memory.store().unwrap().clone())).auto_extract(false).build().unwrap();
+    let agent2 = Agent::builder().model(shared).memory_store(memory.store().unwrap().clone()).auto_extract(false).build().unwrap();
     agent2.run(RunRequest::new("forget it").user("ann")).await.unwrap();
     assert_eq!(memory.facts("bob").await.unwrap().len(), 1);
 

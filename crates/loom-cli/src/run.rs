@@ -70,7 +70,12 @@ pub fn main(args: RunArgs) -> Exit {
         if journaled {
             report(&format!("run {} in session {}", run.id(), run.session_id()));
         }
-        stream_run(run, 0, view).await
+        let exit = stream_run(run, 0, view).await;
+        // Fact extraction runs in the background: wait for it, so nothing is dropped on exit.
+        if let Err(e) = agent.memory().flush().await {
+            report(&format!("warning: memory: {} (the episode stays pending; it is extracted on a later run)", describe(&e)));
+        }
+        exit
     })
 }
 
@@ -156,6 +161,11 @@ pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
         let slot = open_journal(&url).map_err(|e| format!("--journal {}: {}", redact(&url), describe(&e)))?;
         builder = builder.journal(slot);
     }
+    if let Some(url) = args.memory {
+        let store = loom_agent::memory::open_memory_store(&url)
+            .map_err(|e| format!("--memory {}: {}", redact(&url), describe(&e)))?;
+        builder = builder.memory_store(store);
+    }
     let governance = Governance {
         max_tokens: args.max_tokens,
         max_cost_usd: args.max_cost_usd,
@@ -224,6 +234,9 @@ pub fn redact(url: &str) -> String {
 
 /// Builds the agent and the request, or says what is wrong with the flags.
 fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
+    if args.agent.memory.is_some() && args.user.is_none() {
+        report("note: --memory without --user: memory is per user, so this run neither recalls nor records");
+    }
     let agent = build_agent(args.agent)?;
     let mut context = RunContext::new();
     for (key, value) in args.context {

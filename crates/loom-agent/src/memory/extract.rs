@@ -31,7 +31,7 @@ pub fn extraction_schema() -> serde_json::Value {
                         "importance": {"type": "number", "minimum": 0, "maximum": 1},
                         "supersedes": {"type": ["string", "null"], "description": "the id of a known fact this one replaces"}
                     },
-                    "required": ["key", "statement", "importance", "supersedes"],
+                    "required": ["importance", "key", "statement", "supersedes"],
                     "additionalProperties": false
                 }
             }

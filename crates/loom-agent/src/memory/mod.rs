@@ -120,6 +120,58 @@ pub trait MemoryStore: Send + Sync + 'static {
     }
 }
 
+/// A shared store is a store.
+#[async_trait::async_trait]
+impl<S: MemoryStore + ?Sized> MemoryStore for Arc<S> {
+    async fn add_episode(
+        &self,
+        owner: &Owner,
+        episode: NewEpisode,
+        embedding: Option<Embedding>,
+    ) -> Result<Option<Episode>, Error> {
+        (**self).add_episode(owner, episode, embedding).await
+    }
+    async fn episodes(&self, owner: &Owner, limit: usize) -> Result<Vec<Episode>, Error> {
+        (**self).episodes(owner, limit).await
+    }
+    async fn pending_episodes(&self, owner: &Owner) -> Result<Vec<Episode>, Error> {
+        (**self).pending_episodes(owner).await
+    }
+    async fn mark_extracted(&self, owner: &Owner, episode_id: &str) -> Result<(), Error> {
+        (**self).mark_extracted(owner, episode_id).await
+    }
+    async fn add_fact(&self, owner: &Owner, fact: NewFact, embedding: Option<Embedding>) -> Result<Fact, Error> {
+        (**self).add_fact(owner, fact, embedding).await
+    }
+    async fn facts(&self, owner: &Owner, history: bool) -> Result<Vec<Fact>, Error> {
+        (**self).facts(owner, history).await
+    }
+    async fn search_text(&self, owner: &Owner, query: &str, limit: usize) -> Result<Vec<MemoryItem>, Error> {
+        (**self).search_text(owner, query, limit).await
+    }
+    async fn search_vector(&self, owner: &Owner, query: &Embedding, limit: usize) -> Result<Vec<MemoryItem>, Error> {
+        (**self).search_vector(owner, query, limit).await
+    }
+    async fn recent(&self, owner: &Owner, limit: usize) -> Result<Vec<MemoryItem>, Error> {
+        (**self).recent(owner, limit).await
+    }
+    async fn blocks(&self, owner: &Owner) -> Result<Vec<Block>, Error> {
+        (**self).blocks(owner).await
+    }
+    async fn set_block(&self, owner: &Owner, name: &str, text: &str) -> Result<Block, Error> {
+        (**self).set_block(owner, name, text).await
+    }
+    async fn delete_block(&self, owner: &Owner, name: &str) -> Result<bool, Error> {
+        (**self).delete_block(owner, name).await
+    }
+    async fn forget(&self, owner: &Owner, what: &Forget) -> Result<u64, Error> {
+        (**self).forget(owner, what).await
+    }
+    async fn export(&self, owner: &Owner) -> Result<serde_json::Value, Error> {
+        (**self).export(owner).await
+    }
+}
+
 /// Opens a memory store from a URL: `memory`, `sqlite:PATH`, `postgres://…` /
 /// `postgresql://…`. Anything else is an [`Error::Config`] that lists the accepted forms.
 pub fn open_memory_store(url: &str) -> Result<Arc<dyn MemoryStore>, Error> {

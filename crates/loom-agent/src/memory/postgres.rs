@@ -41,6 +41,10 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS loom_mem_items_recent ON loom_mem_items (user_id, agent, active, recorded_at);
     CREATE UNIQUE INDEX IF NOT EXISTS loom_mem_items_run ON loom_mem_items (user_id, agent, run_id)
         WHERE kind = 'episode';
+    CREATE INDEX IF NOT EXISTS loom_mem_items_same ON loom_mem_items (user_id, agent, lower(text))
+        WHERE kind = 'fact' AND active;
+    CREATE INDEX IF NOT EXISTS loom_mem_items_key ON loom_mem_items (user_id, agent, key)
+        WHERE kind = 'fact' AND active;
     CREATE INDEX IF NOT EXISTS loom_mem_items_tsv ON loom_mem_items USING GIN (tsv);
     CREATE TABLE IF NOT EXISTS loom_mem_blocks (
         user_id TEXT NOT NULL, agent TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
@@ -105,7 +109,9 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
         .get(0);
     match found {
         Some(v) if v > SCHEMA_VERSION => return Err(Error::SchemaTooNew { found: v, supported: SCHEMA_VERSION }),
-        Some(_) => {}
+        // Every statement of the schema is idempotent: run it again, so indexes added within a
+        // version reach older databases.
+        Some(_) => tx.batch_execute(SCHEMA).await.map_err(|e| pg("updating the memory tables", e))?,
         None => {
             tx.batch_execute(SCHEMA).await.map_err(|e| pg("creating the memory tables", e))?;
             tx.execute("INSERT INTO loom_mem_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])

@@ -34,6 +34,10 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS loom_mem_items_recent ON loom_mem_items (user_id, agent, active, recorded_at);
     CREATE UNIQUE INDEX IF NOT EXISTS loom_mem_items_run ON loom_mem_items (user_id, agent, run_id)
         WHERE kind = 'episode';
+    CREATE INDEX IF NOT EXISTS loom_mem_items_same ON loom_mem_items (user_id, agent, lower(text))
+        WHERE kind = 'fact' AND active = 1;
+    CREATE INDEX IF NOT EXISTS loom_mem_items_key ON loom_mem_items (user_id, agent, key)
+        WHERE kind = 'fact' AND active = 1;
     CREATE INDEX IF NOT EXISTS loom_mem_items_pending ON loom_mem_items (user_id, agent, extracted)
         WHERE extracted = 0;
     CREATE VIRTUAL TABLE IF NOT EXISTS loom_mem_fts USING fts5(text, okey, tokenize = 'porter unicode61');
@@ -81,7 +85,9 @@ impl SqliteMemoryStore {
             tx.query_row("SELECT MAX(version) FROM loom_mem_schema", [], |r| r.get(0)).map_err(db)?;
         match found {
             Some(v) if v > SCHEMA_VERSION => return Err(Error::SchemaTooNew { found: v, supported: SCHEMA_VERSION }),
-            Some(_) => {}
+            // Every statement of the schema is idempotent: run it again, so indexes added within
+            // a version reach older files.
+            Some(_) => tx.execute_batch(SCHEMA).map_err(db)?,
             None => {
                 tx.execute_batch(SCHEMA).map_err(db)?;
                 // Deleting from the index removes the entries at once, not at the next merge.
