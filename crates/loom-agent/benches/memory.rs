@@ -13,9 +13,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use loom_agent::memory::{
-    Embedding, MemoryStore, NewFact, Owner, RecallOptions, SqliteMemoryStore, recall,
-};
+use loom_agent::memory::{Embedding, MemoryStore, NewFact, Owner, RecallOptions, SqliteMemoryStore, recall};
 
 const DIM: usize = 384;
 
@@ -55,7 +53,10 @@ fn vocabulary() -> Vec<String> {
 fn sentence(rng: &mut Rng, words: &[String]) -> String {
     let n = 6 + rng.below(6);
     // Zipf-like: low indexes are more frequent.
-    (0..n).map(|_| words[(rng.below(words.len()) * rng.below(words.len())) / words.len()].as_str()).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|_| words[(rng.below(words.len()) * rng.below(words.len())) / words.len()].as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn vector(rng: &mut Rng) -> Vec<f32> {
@@ -89,7 +90,10 @@ fn dataset(rt: &tokio::runtime::Runtime, n: usize, words: &[String]) -> (SqliteM
             // Another user's data beside it: queries must not pay for it, and never see it.
             let other = Owner::user("someone-else").unwrap();
             for i in 0..1000 {
-                store.add_fact(&other, NewFact::new(format!("Other {i}: {}", sentence(&mut rng, words))), None).await.unwrap();
+                store
+                    .add_fact(&other, NewFact::new(format!("Other {i}: {}", sentence(&mut rng, words))), None)
+                    .await
+                    .unwrap();
             }
             store.set_block(&owner, "profile", "Name: Bench. Likes fast recall.").await.unwrap();
             store.set_block(&owner, "complete", "yes").await.unwrap();
@@ -115,8 +119,9 @@ fn memory_recall(c: &mut Criterion) {
     for n in [10_000usize, 100_000] {
         let (store, owner) = dataset(&rt, n, &words);
         let mut rng = Rng(99);
-        let queries: Vec<String> =
-            (0..300).map(|_| (0..3).map(|_| words[rng.below(words.len())].clone()).collect::<Vec<_>>().join(" ")).collect();
+        let queries: Vec<String> = (0..300)
+            .map(|_| (0..3).map(|_| words[rng.below(words.len())].clone()).collect::<Vec<_>>().join(" "))
+            .collect();
         let vectors: Vec<Embedding> =
             (0..300).map(|_| Embedding { model: "bench:384".into(), vector: vector(&mut rng) }).collect();
         // Sanity: recall finds items, and only this user's.
@@ -135,7 +140,11 @@ fn memory_recall(c: &mut Criterion) {
         }
         for (name, samples) in [("text", text), ("hybrid", hybrid)] {
             let (p50, p99) = percentiles(samples);
-            eprintln!("memory recall {name} n={n}: p50 {:.2} ms, p99 {:.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+            eprintln!(
+                "memory recall {name} n={n}: p50 {:.2} ms, p99 {:.2} ms",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            );
         }
 
         let mut i = 0;

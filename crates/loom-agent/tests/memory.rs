@@ -26,7 +26,8 @@ fn facts_json(facts: serde_json::Value) -> ScriptedTurn {
 #[tokio::test]
 async fn recall_seeds_one_system_message_and_an_event_after_run_started() {
     let (model, shared) = scripted([ScriptedTurn::text("Berlin it is.")]);
-    let agent = Agent::builder().instructions("Sys.").model(shared).memory("memory").auto_extract(false).build().unwrap();
+    let agent =
+        Agent::builder().instructions("Sys.").model(shared).memory("memory").auto_extract(false).build().unwrap();
     let memory = agent.memory();
     let old = memory.remember_fact("ann", NewFact::new("Lives in Paris.").key("home_city")).await.unwrap();
     let new = memory.remember_fact("ann", NewFact::new("Moved to Berlin in 2024.").key("home_city")).await.unwrap();
@@ -80,9 +81,8 @@ async fn episodes_are_recorded_and_facts_extracted_with_a_schema_in_the_backgrou
     let script = json!([{"key": "home_city", "statement": "Lives in Berlin.", "importance": 0.9, "supersedes": paris.id},
                         {"key": null, "statement": "Works as a nurse.", "importance": 0.5, "supersedes": null}]);
     let extractor = Arc::new(
-        ScriptedModel::new([facts_json(script).with_delay(Duration::from_millis(300))]).with_capabilities(
-            ModelCapabilities { native_structured_output: true, ..ModelCapabilities::default() },
-        ),
+        ScriptedModel::new([facts_json(script).with_delay(Duration::from_millis(300))])
+            .with_capabilities(ModelCapabilities { native_structured_output: true, ..ModelCapabilities::default() }),
     );
     let (model, shared) = scripted([ScriptedTurn::text("Noted: Berlin.")]);
     let agent = Agent::builder()
@@ -111,10 +111,16 @@ async fn episodes_are_recorded_and_facts_extracted_with_a_schema_in_the_backgrou
     assert_eq!(request.messages[0], Message::system(extract::EXTRACTION_INSTRUCTIONS));
     let user = request.messages[1].text();
     assert!(user.contains(&format!("- id={} key=home_city: Lives in Paris.", paris.id)), "{user}");
-    assert!(user.contains("Exchange:\nUser: I moved to Berlin; I work as a nurse.\nAssistant: Noted: Berlin."), "{user}");
+    assert!(
+        user.contains("Exchange:\nUser: I moved to Berlin; I work as a nurse.\nAssistant: Noted: Berlin."),
+        "{user}"
+    );
 
     let facts = agent.memory().facts("ann").await.unwrap();
-    assert_eq!(facts.iter().map(|f| f.statement.as_str()).collect::<Vec<_>>(), ["Lives in Berlin.", "Works as a nurse."]);
+    assert_eq!(
+        facts.iter().map(|f| f.statement.as_str()).collect::<Vec<_>>(),
+        ["Lives in Berlin.", "Works as a nurse."]
+    );
     assert_eq!(facts[0].source_run.as_deref(), Some(result.run_id.as_str()));
     let history = agent.memory().fact_history("ann").await.unwrap();
     assert_eq!(history[0].superseded_by.as_deref(), Some(facts[0].id.as_str()));
@@ -124,8 +130,10 @@ async fn episodes_are_recorded_and_facts_extracted_with_a_schema_in_the_backgrou
 
 #[tokio::test]
 async fn without_native_structured_output_the_schema_goes_in_the_instructions_and_the_agents_model_extracts() {
-    let (model, shared) =
-        scripted([ScriptedTurn::text("Hi Ann."), facts_json(json!([{"key": "name", "statement": "Is called Ann.", "importance": 1.0, "supersedes": null}]))]);
+    let (model, shared) = scripted([
+        ScriptedTurn::text("Hi Ann."),
+        facts_json(json!([{"key": "name", "statement": "Is called Ann.", "importance": 1.0, "supersedes": null}])),
+    ]);
     let agent = Agent::builder().model(shared).memory("memory").build().unwrap();
     agent.run(RunRequest::new("I'm Ann.").user("ann")).await.unwrap();
     agent.memory().flush().await.unwrap();
@@ -202,8 +210,14 @@ async fn memory_tools_edit_blocks_search_and_forget_for_the_runs_user_only() {
 
     // Forgetting another user's item by id does nothing.
     let bob_fact = memory.facts("bob").await.unwrap()[0].id.clone();
-    let (_, shared) = scripted([ScriptedTurn::tool_call("memory_forget", json!({"id": bob_fact})), ScriptedTurn::text("ok")]);
-    let agent2 = Agent::builder().model(shared).memory_store(memory.store().unwrap().clone()).auto_extract(false).build().unwrap();
+    let (_, shared) =
+        scripted([ScriptedTurn::tool_call("memory_forget", json!({"id": bob_fact})), ScriptedTurn::text("ok")]);
+    let agent2 = Agent::builder()
+        .model(shared)
+        .memory_store(memory.store().unwrap().clone())
+        .auto_extract(false)
+        .build()
+        .unwrap();
     agent2.run(RunRequest::new("forget it").user("ann")).await.unwrap();
     assert_eq!(memory.facts("bob").await.unwrap().len(), 1);
 
@@ -287,11 +301,14 @@ fn op() -> impl Strategy<Value = Op> {
 const WORDS: [&str; 6] = ["apple", "river", "violin", "garden", "rocket", "harbor"];
 const USERS: [&str; 3] = ["ann", "bob", "cy"];
 
+/// A model call: the user it ran for, and the text of every message it was sent.
+type Seen = (String, Vec<String>);
+
 /// Every text an operation stores is tagged `<user>-tag`; a recall for a user must show only
 /// their own tag.
 async fn check_isolation(url: &str, ops: Vec<Op>) {
     // The model answers with the tagged word it was asked about, and sees whatever was recalled.
-    let seen: Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
     let log = seen.clone();
     let model = FnModel::new("tagger", move |req| {
         let texts = req.messages.iter().map(|m| m.text()).collect();
@@ -304,20 +321,33 @@ async fn check_isolation(url: &str, ops: Vec<Op>) {
     for op in ops {
         match op {
             Op::Fact(u, w) => {
-                m.remember_fact(USERS[u], NewFact::new(format!("{}-tag likes {}", USERS[u], WORDS[w as usize]))).await.unwrap();
+                m.remember_fact(USERS[u], NewFact::new(format!("{}-tag likes {}", USERS[u], WORDS[w as usize])))
+                    .await
+                    .unwrap();
             }
             Op::Block(u, w) => {
-                m.set_block(USERS[u], "profile", &format!("{}-tag block {}", USERS[u], WORDS[w as usize])).await.unwrap();
+                m.set_block(USERS[u], "profile", &format!("{}-tag block {}", USERS[u], WORDS[w as usize]))
+                    .await
+                    .unwrap();
             }
             Op::Run(u, w) => {
                 let result = agent
-                    .run(RunRequest::new(format!("{}-tag asks about {}", USERS[u], WORDS[w as usize])).user(USERS[u]).session("shared"))
+                    .run(
+                        RunRequest::new(format!("{}-tag asks about {}", USERS[u], WORDS[w as usize]))
+                            .user(USERS[u])
+                            .session("shared"),
+                    )
                     .await
                     .unwrap();
                 for e in result.events.iter() {
                     if let EventKind::MemoryRecalled(r) = &e.kind {
                         for item in &r.items {
-                            assert!(item.text.contains(&format!("{}-tag", USERS[u])), "{} recalled {:?}", USERS[u], item);
+                            assert!(
+                                item.text.contains(&format!("{}-tag", USERS[u])),
+                                "{} recalled {:?}",
+                                USERS[u],
+                                item
+                            );
                         }
                     }
                 }

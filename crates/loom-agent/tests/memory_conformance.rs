@@ -123,7 +123,10 @@ async fn facts_supersede_by_key_and_by_id(b: &Backend) {
     let cat = b.store.add_fact(&o, NewFact::new("Has a cat named Miso."), None).await.unwrap();
     let berlin = b.store.add_fact(&o, NewFact::new("Moved to Berlin.").key("Home_City"), None).await.unwrap();
     let valid = b.store.facts(&o, false).await.unwrap();
-    assert_eq!(valid.iter().map(|f| f.statement.as_str()).collect::<Vec<_>>(), ["Has a cat named Miso.", "Moved to Berlin."]);
+    assert_eq!(
+        valid.iter().map(|f| f.statement.as_str()).collect::<Vec<_>>(),
+        ["Has a cat named Miso.", "Moved to Berlin."]
+    );
     let all = b.store.facts(&o, true).await.unwrap();
     assert_eq!(all.len(), 3);
     let old = all.iter().find(|f| f.id == paris.id).unwrap();
@@ -132,7 +135,11 @@ async fn facts_supersede_by_key_and_by_id(b: &Backend) {
     assert!(old.recorded_at <= berlin.recorded_at);
     assert_eq!(berlin.key.as_deref(), Some("home_city"));
     // By id: the extractor names the fact a new one contradicts.
-    let dog = b.store.add_fact(&o, NewFact::new("The cat Miso died; now has a dog.").supersedes(&cat.id), None).await.unwrap();
+    let dog = b
+        .store
+        .add_fact(&o, NewFact::new("The cat Miso died; now has a dog.").supersedes(&cat.id), None)
+        .await
+        .unwrap();
     let valid = b.store.facts(&o, false).await.unwrap();
     assert_eq!(valid.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [berlin.id.as_str(), dog.id.as_str()]);
     // A superseded fact is no longer found.
@@ -161,7 +168,10 @@ async fn text_search_ranks_matches(b: &Backend) {
     let o = owner("fts");
     b.store.add_fact(&o, NewFact::new("Works as a nurse at the city hospital."), None).await.unwrap();
     let rust = b.store.add_fact(&o, NewFact::new("Favourite programming language is Rust."), None).await.unwrap();
-    b.store.add_episode(&o, episode("r1", "Recommend a book on gardening", "Try 'The Well-Tempered Garden'."), None).await.unwrap();
+    b.store
+        .add_episode(&o, episode("r1", "Recommend a book on gardening", "Try 'The Well-Tempered Garden'."), None)
+        .await
+        .unwrap();
     let found = b.store.search_text(&o, "Which programming languages does she like?", 5).await.unwrap();
     assert_eq!(found.first().map(|i| i.id.as_str()), Some(rust.id.as_str()), "{found:?}");
     assert_eq!(found[0].kind, ItemKind::Fact);
@@ -169,12 +179,16 @@ async fn text_search_ranks_matches(b: &Backend) {
     assert_eq!(garden.len(), 1);
     assert_eq!(garden[0].kind, ItemKind::Episode);
     assert!(b.store.search_text(&o, "the of and", 5).await.unwrap().is_empty(), "stop words alone find nothing");
-    assert!(b.store.search_text(&o, "\"quotes\" OR (NEAR", 5).await.unwrap().is_empty(), "query syntax is not injected");
+    assert!(
+        b.store.search_text(&o, "\"quotes\" OR (NEAR", 5).await.unwrap().is_empty(),
+        "query syntax is not injected"
+    );
 }
 
 async fn vector_search_ranks_by_cosine(b: &Backend) {
     let o = owner("vec");
-    let texts = ["Allergic to peanuts and shellfish.", "Drives a blue bicycle to work.", "Plays violin in an orchestra."];
+    let texts =
+        ["Allergic to peanuts and shellfish.", "Drives a blue bicycle to work.", "Plays violin in an orchestra."];
     let mut ids = Vec::new();
     for t in texts {
         ids.push(b.store.add_fact(&o, NewFact::new(t), emb(t)).await.unwrap().id);
@@ -185,7 +199,10 @@ async fn vector_search_ranks_by_cosine(b: &Backend) {
     assert_eq!(found.len(), 2);
     assert_eq!(found[0].id, ids[1]);
     let other_model = Embedding { model: "other".into(), vector: q.vector.clone() };
-    assert!(b.store.search_vector(&o, &other_model, 5).await.unwrap().is_empty(), "vectors of another model are not compared");
+    assert!(
+        b.store.search_vector(&o, &other_model, 5).await.unwrap().is_empty(),
+        "vectors of another model are not compared"
+    );
 }
 
 async fn recent_is_newest_first(b: &Backend) {
@@ -287,7 +304,10 @@ async fn owners_are_isolated(b: &Backend) {
         assert_eq!(facts.len(), 1, "{o:?}");
         assert_eq!(facts[0].statement, want);
         let text = b.store.search_text(o, "kiwis", 10).await.unwrap();
-        assert!(text.iter().all(|i| i.text == want || i.kind == ItemKind::Episode && i.text.contains("User: x")), "{text:?}");
+        assert!(
+            text.iter().all(|i| i.text == want || i.kind == ItemKind::Episode && i.text.contains("User: x")),
+            "{text:?}"
+        );
         let q = Embedding { model: "test:hash-64".into(), vector: hash_embed("kiwis") };
         let vec = b.store.search_vector(o, &q, 10).await.unwrap();
         assert_eq!(vec.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), [want]);
@@ -304,7 +324,10 @@ async fn concurrent_writers(b: &Backend) {
         let o = o.clone();
         handles.push(tokio::spawn(async move {
             for i in 0..10 {
-                store.add_fact(&o, NewFact::new(format!("Writer {w} lives in city {i}.")).key("home"), None).await.unwrap();
+                store
+                    .add_fact(&o, NewFact::new(format!("Writer {w} lives in city {i}.")).key("home"), None)
+                    .await
+                    .unwrap();
                 store.add_fact(&o, NewFact::new(format!("Writer {w} note {i}.")), None).await.unwrap();
                 store.add_episode(&o, episode(&format!("run-{w}-{i}"), "q", "a"), None).await.unwrap();
                 store.add_episode(&o, episode(&format!("run-{i}"), "q", "a"), None).await.unwrap();
@@ -319,7 +342,11 @@ async fn concurrent_writers(b: &Backend) {
     assert_eq!(homes.len(), 1, "exactly one valid fact per key: {homes:?}");
     assert_eq!(valid.len(), 41);
     assert_eq!(b.store.facts(&o, true).await.unwrap().len(), 80);
-    assert_eq!(b.store.episodes(&o, usize::MAX).await.unwrap().len(), 50, "40 distinct runs + 10 shared ones, once each");
+    assert_eq!(
+        b.store.episodes(&o, usize::MAX).await.unwrap().len(),
+        50,
+        "40 distinct runs + 10 shared ones, once each"
+    );
 }
 
 async fn data_survives_a_restart(b: &Backend) {
@@ -402,8 +429,16 @@ mod sqlite {
         conn.execute_batch("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, loom_mem_fts, 'row')").unwrap();
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM loom_mem_items WHERE user_id = ?1", &o.user), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM loom_mem_blocks WHERE user_id = ?1", &o.user), 0);
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM temp.vocab WHERE term = ?1", "xylophonist"), 0, "the index forgot the word");
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM temp.vocab WHERE term = ?1", "bystanderword"), 1, "the other user's word stays");
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM temp.vocab WHERE term = ?1", "xylophonist"),
+            0,
+            "the index forgot the word"
+        );
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM temp.vocab WHERE term = ?1", "bystanderword"),
+            1,
+            "the other user's word stays"
+        );
         // Every table, every text column: the word is nowhere.
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'loom_mem%'")
@@ -450,10 +485,14 @@ mod sqlite {
         assert!(matches!(b.store.search_text(&o, "owls", 5).await, Err(Error::Corrupt(_))), "search");
         assert!(matches!(b.store.recent(&o, 5).await, Err(Error::Corrupt(_))), "recent");
         assert!(matches!(b.store.episodes(&o, 5).await, Err(Error::Corrupt(_))), "episodes");
-        conn.execute("UPDATE loom_mem_items SET kind = 'fact', valid_from = 9223372036854775807 WHERE id = ?1", [&fact.id])
-            .unwrap();
+        conn.execute(
+            "UPDATE loom_mem_items SET kind = 'fact', valid_from = 9223372036854775807 WHERE id = ?1",
+            [&fact.id],
+        )
+        .unwrap();
         assert!(matches!(b.store.facts(&o, false).await, Err(Error::Corrupt(_))), "facts");
-        conn.execute("UPDATE loom_mem_items SET kind = 'fact', embedding = x'0102030405' WHERE id = ?1", [&fact.id]).unwrap();
+        conn.execute("UPDATE loom_mem_items SET kind = 'fact', embedding = x'0102030405' WHERE id = ?1", [&fact.id])
+            .unwrap();
         let q = Embedding { model: "test:hash-64".into(), vector: hash_embed("owls") };
         assert!(matches!(b.store.search_vector(&o, &q, 5).await, Err(Error::Corrupt(_))), "vector");
         conn.execute("UPDATE loom_mem_items SET importance = 7 WHERE id = ?1", [&fact.id]).unwrap();
@@ -529,11 +568,20 @@ mod postgres {
         client.execute("UPDATE loom_mem_items SET kind = 'bogus' WHERE id = $1", &[&fact.id]).await.unwrap();
         assert!(matches!(b.store.search_text(&o, "owls", 5).await, Err(Error::Corrupt(_))), "search");
         client
-            .execute("UPDATE loom_mem_items SET kind = 'fact', valid_from = 9223372036854775807 WHERE id = $1", &[&fact.id])
+            .execute(
+                "UPDATE loom_mem_items SET kind = 'fact', valid_from = 9223372036854775807 WHERE id = $1",
+                &[&fact.id],
+            )
             .await
             .unwrap();
         assert!(matches!(b.store.facts(&o, false).await, Err(Error::Corrupt(_))), "facts");
-        client.execute("UPDATE loom_mem_items SET kind = 'fact', embedding = ARRAY[NULL]::real[] WHERE id = $1", &[&fact.id]).await.unwrap();
+        client
+            .execute(
+                "UPDATE loom_mem_items SET kind = 'fact', embedding = ARRAY[NULL]::real[] WHERE id = $1",
+                &[&fact.id],
+            )
+            .await
+            .unwrap();
         let q = Embedding { model: "test:hash-64".into(), vector: hash_embed("owls") };
         assert!(matches!(b.store.search_vector(&o, &q, 5).await, Err(Error::Corrupt(_))), "vector");
     }

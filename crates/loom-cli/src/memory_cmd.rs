@@ -90,9 +90,10 @@ pub enum MemoryCommand {
 }
 
 fn open(target: &MemoryTarget) -> Result<(std::sync::Arc<dyn MemoryStore>, Owner), String> {
-    let store =
-        open_memory_store(&target.memory).map_err(|e| format!("--memory {}: {}", redact(&target.memory), describe(&e)))?;
-    let owner = Owner::of(target.user.clone(), target.agent.clone()).map_err(|e| format!("--user: {}", describe(&e)))?;
+    let store = open_memory_store(&target.memory)
+        .map_err(|e| format!("--memory {}: {}", redact(&target.memory), describe(&e)))?;
+    let owner =
+        Owner::of(target.user.clone(), target.agent.clone()).map_err(|e| format!("--user: {}", describe(&e)))?;
     Ok((store, owner))
 }
 
@@ -123,7 +124,9 @@ async fn command(command: MemoryCommand) -> Result<Exit, String> {
             for f in store.facts(&owner, history).await.map_err(failed)? {
                 let key = f.key.as_deref().map(|k| format!(" [{k}]")).unwrap_or_default();
                 let until = match f.valid_to {
-                    Some(to) => format!(" (until {}, superseded by {})", to.to_rfc3339(), f.superseded_by.unwrap_or_default()),
+                    Some(to) => {
+                        format!(" (until {}, superseded by {})", to.to_rfc3339(), f.superseded_by.unwrap_or_default())
+                    }
                     None => String::new(),
                 };
                 print(&format!("{}{key} {}{until}", f.id, f.statement))?;
@@ -133,13 +136,17 @@ async fn command(command: MemoryCommand) -> Result<Exit, String> {
         MemoryCommand::Search { query, target, limit } => {
             let (store, owner) = open(&target)?;
             let vector = match loom_agent::memory::default_embedder() {
-                Some(embedder) => embedder.embed(&[query.clone()]).await.ok().and_then(|mut v| v.pop()).map(|vector| {
-                    loom_agent::memory::Embedding { model: embedder.model_id().to_string(), vector }
-                }),
+                Some(embedder) => embedder
+                    .embed(std::slice::from_ref(&query))
+                    .await
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .map(|vector| loom_agent::memory::Embedding { model: embedder.model_id().to_string(), vector }),
                 None => None,
             };
             let options = RecallOptions { candidates: limit.max(1), ..RecallOptions::default() };
-            let found = recall::search(store.as_ref(), &owner, &query, vector.as_ref(), &options).await.map_err(failed)?;
+            let found =
+                recall::search(store.as_ref(), &owner, &query, vector.as_ref(), &options).await.map_err(failed)?;
             for (score, item) in found.into_iter().take(limit) {
                 print(&format!("{score:.4} {} {} {}", item.id, item.kind.as_str(), item.text.replace('\n', " | ")))?;
             }

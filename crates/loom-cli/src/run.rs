@@ -73,7 +73,10 @@ pub fn main(args: RunArgs) -> Exit {
         let exit = stream_run(run, 0, view).await;
         // Fact extraction runs in the background: wait for it, so nothing is dropped on exit.
         if let Err(e) = agent.memory().flush().await {
-            report(&format!("warning: memory: {} (the episode stays pending; it is extracted on a later run)", describe(&e)));
+            report(&format!(
+                "warning: memory: {} (the episode stays pending; it is extracted on a later run)",
+                describe(&e)
+            ));
         }
         exit
     })

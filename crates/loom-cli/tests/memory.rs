@@ -69,7 +69,10 @@ async fn a_run_remembers_and_the_memory_commands_show_search_export_and_erase() 
     assert_eq!(server.requests().len(), 2);
     let extraction = body(&server, 1);
     assert_eq!(extraction["response_format"]["type"], "json_schema");
-    assert_eq!(extraction["response_format"]["json_schema"]["schema"], loom_agent::memory::extract::extraction_schema());
+    assert_eq!(
+        extraction["response_format"]["json_schema"]["schema"],
+        loom_agent::memory::extract::extraction_schema()
+    );
     assert!(extraction["messages"][1]["content"].as_str().unwrap().contains("User: I live in Berlin now."));
 
     let out = output(memory(&["facts", "--memory", &url, "--user", "ann"])).await;
@@ -86,7 +89,8 @@ async fn a_run_remembers_and_the_memory_commands_show_search_export_and_erase() 
     assert!(out.status.success(), "{}", text(&out.stderr));
     let second = body(&server, 2);
     let messages = second["messages"].as_array().unwrap();
-    let recalled = messages.iter().find(|m| m["role"] == "system" && m["content"].as_str().unwrap_or("").contains("Memory:"));
+    let recalled =
+        messages.iter().find(|m| m["role"] == "system" && m["content"].as_str().unwrap_or("").contains("Memory:"));
     assert!(recalled.unwrap()["content"].as_str().unwrap().contains("- Lives in Berlin."), "{messages:?}");
 
     let out = output(memory(&["search", "berlin", "--memory", &url, "--user", "ann"])).await;

@@ -594,8 +594,7 @@ impl AgentBuilder {
         };
         let runtime = self.runtime.unwrap_or_default();
         let name = self.name.unwrap_or_else(|| "agent".to_string());
-        let memory =
-            crate::memory::assemble(self.memory.transpose()?, self.memory_parts, &model, &name)?;
+        let memory = crate::memory::assemble(self.memory.transpose()?, self.memory_parts, &model, &name)?;
         let mut tools = self.tools;
         tools.extend(memory.tools);
         let mut instructions = self.instructions.trim().to_string();

@@ -117,7 +117,12 @@ impl MemoryEngine {
         recall::recall(self.store.as_ref(), self.embedder.as_deref(), owner, query, &self.settings.recall).await
     }
 
-    pub(crate) async fn search(&self, owner: &Owner, query: &str, limit: usize) -> Result<Vec<(f32, MemoryItem)>, Error> {
+    pub(crate) async fn search(
+        &self,
+        owner: &Owner,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<(f32, MemoryItem)>, Error> {
         let vector = self.embed(query).await;
         let options = RecallOptions { candidates: limit.max(1), ..self.settings.recall.clone() };
         let mut found = recall::search(self.store.as_ref(), owner, query, vector.as_ref(), &options).await?;
@@ -489,5 +494,9 @@ pub(crate) fn assemble(
     let engine = Arc::new(MemoryEngine::new(store, embedder, Some(extractor), agent_name, settings));
     let tools = if engine.settings().tools { super::tools::memory_tools(&engine) } else { Vec::new() };
     let slot: Arc<dyn Memory> = Arc::new(EngineMemory(engine.clone()));
-    Ok(AssembledMemory { handle: MemoryHandle { engine: Some(engine), slot: Some(slot.clone()) }, slot: Some(slot), tools })
+    Ok(AssembledMemory {
+        handle: MemoryHandle { engine: Some(engine), slot: Some(slot.clone()) },
+        slot: Some(slot),
+        tools,
+    })
 }

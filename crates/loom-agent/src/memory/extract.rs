@@ -73,7 +73,11 @@ pub fn extraction_messages(episode: &Episode, known: &[Fact], native: bool) -> R
         let key = f.key.as_deref().unwrap_or("-");
         user.push_str(&format!("- id={} key={key}: {}\n", f.id, f.statement));
     }
-    user.push_str(&format!("\nExchange:\nUser: {}\nAssistant: {}\n", clip(&episode.prompt, 4000), clip(&episode.answer, 4000)));
+    user.push_str(&format!(
+        "\nExchange:\nUser: {}\nAssistant: {}\n",
+        clip(&episode.prompt, 4000),
+        clip(&episode.answer, 4000)
+    ));
     if !episode.tools.is_empty() {
         user.push_str(&format!("Tools used: {}\n", episode.tools));
     }
@@ -107,7 +111,7 @@ pub async fn extract_facts(
         user_id: Some(user_id),
         turn: 1,
     };
-    let mut stream = model.stream(&request).await.map_err(|e| Error::Model(e))?;
+    let mut stream = model.stream(&request).await.map_err(Error::Model)?;
     let mut assembler = ResponseAssembler::new();
     while let Some(chunk) = stream.next().await {
         assembler.push(chunk.map_err(Error::Model)?);

@@ -5,11 +5,10 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use super::types::{
-    Block, Embedding, Episode, Fact, Forget, ItemKind, MemoryItem, NewEpisode, NewFact, Owner, cosine,
-    query_terms,
-};
 use super::MemoryStore;
+use super::types::{
+    Block, Embedding, Episode, Fact, Forget, ItemKind, MemoryItem, NewEpisode, NewFact, Owner, cosine, query_terms,
+};
 use crate::error::Error;
 
 /// Memory kept in process (`"memory"`): for tests, demos and short-lived agents.
@@ -58,7 +57,13 @@ fn fact_item(f: &Fact) -> MemoryItem {
 }
 
 fn episode_item(e: &Episode) -> MemoryItem {
-    MemoryItem { id: e.id.clone(), kind: ItemKind::Episode, text: e.text(), importance: 0.3, recorded_at: e.recorded_at }
+    MemoryItem {
+        id: e.id.clone(),
+        kind: ItemKind::Episode,
+        text: e.text(),
+        importance: 0.3,
+        recorded_at: e.recorded_at,
+    }
 }
 
 impl OwnerData {
@@ -216,7 +221,7 @@ impl MemoryStore for InMemoryStore {
     async fn recent(&self, owner: &Owner, limit: usize) -> Result<Vec<MemoryItem>, Error> {
         self.with(owner, |data| {
             let mut items: Vec<MemoryItem> = data.items().map(|(i, _)| i).collect();
-            items.sort_by(|a, b| b.recorded_at.cmp(&a.recorded_at));
+            items.sort_by_key(|i| std::cmp::Reverse(i.recorded_at));
             items.truncate(limit);
             items
         })

@@ -157,13 +157,16 @@ async fn query_rows<C: GenericClient, T>(
 /// Locks the owner's memory for writing until the transaction ends.
 async fn lock_owner<C: GenericClient>(tx: &C, owner: &Owner) -> Result<(), Error> {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::new().chain_update(b"loom_mem\0").chain_update(&owner.user).chain_update([0u8]).chain_update(&owner.agent).finalize();
+    let digest = Sha256::new()
+        .chain_update(b"loom_mem\0")
+        .chain_update(&owner.user)
+        .chain_update([0u8])
+        .chain_update(&owner.agent)
+        .finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     let key = i64::from_le_bytes(first);
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-        .await
-        .map_err(|e| pg("locking the owner's memory", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await.map_err(|e| pg("locking the owner's memory", e))?;
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::types::{Block, Embedding, ItemKind, MemoryItem, Owner, clip};
 use super::MemoryStore;
+use super::types::{Block, Embedding, ItemKind, MemoryItem, Owner, clip};
 use crate::embed::Embedder;
 use crate::error::Error;
 use crate::event::RecalledItem;
@@ -83,7 +83,9 @@ pub async fn recall(
     let blocks = store.blocks(owner).await?;
     let query_vector = match embedder {
         Some(embedder) if !query.trim().is_empty() => match embedder.embed(&[query.to_string()]).await {
-            Ok(mut v) if v.len() == 1 => v.pop().map(|vector| Embedding { model: embedder.model_id().to_string(), vector }),
+            Ok(mut v) if v.len() == 1 => {
+                v.pop().map(|vector| Embedding { model: embedder.model_id().to_string(), vector })
+            }
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "memory: embedding the query failed; recalling by full text only");
@@ -137,7 +139,12 @@ pub fn render(recollection: &Recollection) -> Option<(Message, Vec<RecalledItem>
         text.push_str("\n\n## Working memory");
         for b in &recollection.blocks {
             text.push_str(&format!("\n### {}\n{}", b.name, b.text.trim()));
-            items.push(RecalledItem { id: format!("block:{}", b.name), kind: "block".into(), text: b.text.clone(), score: 0.0 });
+            items.push(RecalledItem {
+                id: format!("block:{}", b.name),
+                kind: "block".into(),
+                text: b.text.clone(),
+                score: 0.0,
+            });
         }
     }
     let facts: Vec<_> = recollection.items.iter().filter(|(_, i)| i.kind == ItemKind::Fact).collect();

@@ -37,7 +37,9 @@ fn owner(engine: &MemoryEngine, ctx: &ToolContext) -> Result<Owner, ToolError> {
 }
 
 fn str_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, ToolError> {
-    args.get(name).and_then(Value::as_str).ok_or_else(|| ToolError::invalid_arguments(format!("`{name}` must be a string")))
+    args.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ToolError::invalid_arguments(format!("`{name}` must be a string")))
 }
 
 #[async_trait::async_trait]
@@ -135,7 +137,11 @@ impl Tool for MemoryTool {
                     }));
                 }
                 let block = self.engine.set_block(&owner, name, text).await.map_err(failed)?;
-                Ok(ToolOutput::text(format!("Updated the block `{}` ({} characters).", block.name, block.text.chars().count())))
+                Ok(ToolOutput::text(format!(
+                    "Updated the block `{}` ({} characters).",
+                    block.name,
+                    block.text.chars().count()
+                )))
             }
             Kind::Forget => {
                 let id = str_arg(&args, "id")?;

@@ -264,9 +264,7 @@ pub(crate) fn check_block_name(name: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Config(format!(
-            "bad block name `{name}`: 1 to {MAX_BLOCK_NAME} letters, digits, `_`, `-` or `.`"
-        )))
+        Err(Error::Config(format!("bad block name `{name}`: 1 to {MAX_BLOCK_NAME} letters, digits, `_`, `-` or `.`")))
     }
 }
 
@@ -317,7 +315,7 @@ pub(crate) fn vector_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Bytes back to a vector; `None` when the length is not a multiple of 4.
 pub(crate) fn bytes_vector(b: &[u8]) -> Option<Vec<f32>> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return None;
     }
     Some(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
