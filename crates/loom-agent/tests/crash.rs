@@ -63,8 +63,8 @@ struct FileMemory(PathBuf);
 
 #[async_trait::async_trait]
 impl Memory for FileMemory {
-    async fn recall(&self, _: &Scope, _: &RunInput) -> Result<Vec<loom_agent::Message>, Error> {
-        Ok(Vec::new())
+    async fn recall(&self, _: &Scope, _: &RunInput) -> Result<loom_agent::store::Recalled, Error> {
+        Ok(Default::default())
     }
     async fn remember(&self, scope: &Scope, _: &loom_agent::Transcript) -> Result<(), Error> {
         use std::io::Write;

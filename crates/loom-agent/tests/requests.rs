@@ -12,7 +12,7 @@ use loom_agent::capability::Capability;
 use loom_agent::governance::Scope;
 use loom_agent::message::{Message, ToolCall};
 use loom_agent::model::{ModelCapabilities, ScriptedModel, ScriptedTurn};
-use loom_agent::store::Memory;
+use loom_agent::store::{Memory, Recalled};
 use loom_agent::tool::{Tool, ToolFlags, ToolSpec};
 use loom_agent::{
     Agent, Generation, KnowledgeItem, RunContext, RunInput, RunRequest, Runtime, RuntimeTask, SessionConfig, Transcript,
@@ -285,8 +285,8 @@ struct Facts;
 
 #[async_trait::async_trait]
 impl Memory for Facts {
-    async fn recall(&self, scope: &Scope, input: &RunInput) -> Result<Vec<Message>, loom_agent::Error> {
-        Ok(vec![Message::system(format!("Known fact for {} about {}", scope.session_id, input.summary()))])
+    async fn recall(&self, scope: &Scope, input: &RunInput) -> Result<Recalled, loom_agent::Error> {
+        Ok(vec![Message::system(format!("Known fact for {} about {}", scope.session_id, input.summary()))].into())
     }
     async fn remember(&self, _scope: &Scope, _transcript: &Transcript) -> Result<(), loom_agent::Error> {
         Ok(())
@@ -320,7 +320,7 @@ struct BrokenRecall(Arc<std::sync::Mutex<Vec<String>>>);
 
 #[async_trait::async_trait]
 impl Memory for BrokenRecall {
-    async fn recall(&self, _scope: &Scope, _input: &RunInput) -> Result<Vec<Message>, loom_agent::Error> {
+    async fn recall(&self, _scope: &Scope, _input: &RunInput) -> Result<Recalled, loom_agent::Error> {
         Err(loom_agent::Error::Store("memory offline".into()))
     }
     async fn remember(&self, _scope: &Scope, transcript: &Transcript) -> Result<(), loom_agent::Error> {

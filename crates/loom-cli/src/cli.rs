@@ -47,6 +47,8 @@ pub enum Command {
     /// flags, arguments), without running a model.
     #[command(after_help = "Examples:\n  loom tools --files .\n  loom tools --files . --json")]
     Tools(ToolsArgs),
+    /// Inspect and erase what memory holds about a user (written by `loom run --memory URL --user ID`).
+    Memory(crate::memory_cmd::MemoryArgs),
 }
 
 /// The options of `loom tools`.
@@ -251,6 +253,12 @@ pub struct AgentArgs {
     /// architecture it started with. An unknown name is a usage error (exit 2).
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(ARCHITECTURE_NAMES))]
     pub architecture: Option<String>,
+    /// Remember users across runs in a memory store: "sqlite:PATH" (e.g. "sqlite:./bot.db"),
+    /// "postgres://USER@HOST:PORT/DB" or "memory". Needs --user: each run recalls that user's
+    /// facts, episodes and working blocks, and its exchange is recorded and facts extracted from
+    /// it before `loom` exits. Inspect it with `loom memory`.
+    #[arg(long, value_name = "URL")]
+    pub memory: Option<String>,
 }
 
 /// The options of `loom run`.

@@ -11,6 +11,7 @@
 mod approval;
 mod audit;
 mod cli;
+mod memory_cmd;
 mod model_cmd;
 mod render;
 mod run;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         cli::Command::Runs(args) => runs::main(args),
         cli::Command::Model(args) => model_cmd::main(args),
         cli::Command::Tools(args) => tools_cmd::main(args),
+        cli::Command::Memory(args) => memory_cmd::main(args),
     };
     ExitCode::from(exit as u8)
 }

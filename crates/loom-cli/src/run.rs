@@ -73,7 +73,15 @@ pub fn main(args: RunArgs) -> Exit {
         if journaled {
             report(&format!("run {} in session {}", run.id(), run.session_id()));
         }
-        stream_run(run, 0, view).await
+        let exit = stream_run(run, 0, view).await;
+        // Fact extraction runs in the background: wait for it, so nothing is dropped on exit.
+        if let Err(e) = agent.memory().flush().await {
+            report(&format!(
+                "warning: memory: {} (the episode stays pending; it is extracted on a later run)",
+                describe(&e)
+            ));
+        }
+        exit
     })
 }
 
@@ -170,6 +178,11 @@ fn build_agent_with(args: AgentArgs, runtime: Option<loom_agent::Runtime>) -> Re
         let slot = open_journal(&url).map_err(|e| format!("--journal {}: {}", redact(&url), describe(&e)))?;
         builder = builder.journal(slot);
     }
+    if let Some(url) = args.memory {
+        let store = loom_agent::memory::open_memory_store(&url)
+            .map_err(|e| format!("--memory {}: {}", redact(&url), describe(&e)))?;
+        builder = builder.memory_store(store);
+    }
     let governance = Governance {
         max_tokens: args.max_tokens,
         max_cost_usd: args.max_cost_usd,
@@ -238,6 +251,9 @@ pub fn redact(url: &str) -> String {
 
 /// Builds the agent and the request, or says what is wrong with the flags.
 fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
+    if args.agent.memory.is_some() && args.user.is_none() {
+        report("note: --memory without --user: memory is per user, so this run neither recalls nor records");
+    }
     let runtime = (!args.criteria.is_empty()).then(|| {
         loom_agent::Runtime::builder("cli").criteria(args.criteria.iter().cloned()).criteria_rounds(3).build()
     });

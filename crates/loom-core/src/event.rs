@@ -139,6 +139,8 @@ event_kinds! {
     ContextCompacted(ContextCompacted) = "context.compacted",
     /// A user message was added to the running run (`Run::steer`); the model sees it at its next turn.
     RunSteered(RunSteered) = "run.steered",
+    /// Memory recalled items for this run (they are in the seeded conversation as one system message).
+    MemoryRecalled(MemoryRecalled) = "memory.recalled",
 }
 
 /// Payload of `plan.created`.
@@ -264,6 +266,26 @@ pub struct RunSteered {
     pub turn: u32,
     /// The message.
     pub text: String,
+}
+
+/// Payload of `memory.recalled`: what memory put before the model for this run, and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryRecalled {
+    /// The recalled items, best first (working blocks first of all).
+    pub items: Vec<RecalledItem>,
+}
+
+/// One item memory recalled for a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecalledItem {
+    /// The item's id in its memory store (for a working block: `block:NAME`).
+    pub id: String,
+    /// What it is: `fact`, `episode` or `block`.
+    pub kind: String,
+    /// The text the model saw.
+    pub text: String,
+    /// Its fused score (reciprocal rank fusion with recency and importance; 0 for blocks).
+    pub score: f32,
 }
 
 /// Payload of `model.changed`: a resume was told to continue the run on another model.

@@ -54,5 +54,5 @@ pub use run::{
     Artifact, CriterionVerdict, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Scope,
     Transcript,
 };
-pub use store::{Memory, SessionStore};
+pub use store::{IntoMemory, Memory, SessionStore};
 pub use tool::{Tool, ToolContext, ToolOutput};

@@ -254,9 +254,87 @@ pub fn may_lock_session(holder: Option<&str>, expires_ms: Option<i64>, claimant:
 /// The memory slot: what a run recalls before it starts and records when it ends.
 #[async_trait::async_trait]
 pub trait Memory: Send + Sync + 'static {
-    /// Messages to add after the context and before the history (for example, known facts).
-    async fn recall(&self, scope: &Scope, input: &RunInput) -> Result<Vec<Message>, Error>;
+    /// Messages to add after the context and before the history (for example, known facts), and
+    /// the items they hold (for the run's `memory.recalled` event).
+    async fn recall(&self, scope: &Scope, input: &RunInput) -> Result<Recalled, Error>;
 
-    /// Records a finished run.
+    /// Records a finished run. Background work it starts (fact extraction) must not delay it.
     async fn remember(&self, scope: &Scope, transcript: &Transcript) -> Result<(), Error>;
+
+    /// Waits for the background work started by [`Memory::remember`]. Nothing by default.
+    async fn flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// A shared memory is a memory.
+#[async_trait::async_trait]
+impl<M: Memory + ?Sized> Memory for Arc<M> {
+    async fn recall(&self, scope: &Scope, input: &RunInput) -> Result<Recalled, Error> {
+        (**self).recall(scope, input).await
+    }
+    async fn remember(&self, scope: &Scope, transcript: &Transcript) -> Result<(), Error> {
+        (**self).remember(scope, transcript).await
+    }
+    async fn flush(&self) -> Result<(), Error> {
+        (**self).flush().await
+    }
+}
+
+/// What [`Memory::recall`] returns: the messages to seed, and the items behind them. A plain list
+/// of messages converts into one (with no items).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recalled {
+    /// Messages to add after the context and before the history.
+    pub messages: Vec<Message>,
+    /// The recalled items, for the `memory.recalled` event (none: no event).
+    pub items: Vec<crate::event::RecalledItem>,
+}
+
+/// What an agent was given as its memory: a [`Memory`] value, or a memory store URL.
+pub enum MemoryRef {
+    /// A memory value, used as it is.
+    Value(Arc<dyn Memory>),
+    /// A store URL: `"memory"`, `"sqlite:./bot.db"`, `"postgres://…"`.
+    Url(String),
+}
+
+impl std::fmt::Debug for MemoryRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryRef::Value(_) => f.write_str("MemoryRef::Value(..)"),
+            MemoryRef::Url(url) => f.debug_tuple("MemoryRef::Url").field(&url.split('@').next_back()).finish(),
+        }
+    }
+}
+
+/// Something that resolves into an agent's memory: any [`Memory`], or a store URL —
+/// `"memory"` (in process), `"sqlite:./bot.db"`, `"postgres://…"`.
+pub trait IntoMemory {
+    /// The memory, or the URL naming its store.
+    fn into_memory_ref(self) -> MemoryRef;
+}
+
+impl<M: Memory> IntoMemory for M {
+    fn into_memory_ref(self) -> MemoryRef {
+        MemoryRef::Value(Arc::new(self))
+    }
+}
+
+impl IntoMemory for &str {
+    fn into_memory_ref(self) -> MemoryRef {
+        MemoryRef::Url(self.to_string())
+    }
+}
+
+impl IntoMemory for String {
+    fn into_memory_ref(self) -> MemoryRef {
+        MemoryRef::Url(self)
+    }
+}
+
+impl From<Vec<Message>> for Recalled {
+    fn from(messages: Vec<Message>) -> Self {
+        Recalled { messages, items: Vec::new() }
+    }
 }

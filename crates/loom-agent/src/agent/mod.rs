@@ -4,6 +4,7 @@
 mod driver;
 mod input;
 mod live;
+mod memory;
 mod profile;
 mod run;
 mod session;
@@ -33,7 +34,7 @@ use crate::model::{Generation, IntoModel, SharedModel};
 use crate::output::OutputSchema;
 use crate::runtime::{Guardrails, HookSet, Limits, Live, Policies, RunEnv, Stores};
 use crate::store::{
-    InMemorySessionStore, IntoJournal, Journal, JournalEntry, JournalRunSummary, JournalSlot, Lease, Memory, RunFilter,
+    InMemorySessionStore, IntoJournal, Journal, JournalEntry, JournalRunSummary, JournalSlot, Lease, RunFilter,
     SessionStore,
 };
 use crate::telemetry::Telemetry;
@@ -69,6 +70,8 @@ pub(crate) struct AgentInner {
     pub(crate) timeout: Option<Duration>,
     pub(crate) output_schema: Option<OutputSchema>,
     pub(crate) sessions: Mutex<HashMap<session::SessionId, Weak<SessionInner>>>,
+    /// The application's handle on memory.
+    pub(crate) memory: crate::memory::MemoryHandle,
 }
 
 impl Agent {
@@ -122,6 +125,12 @@ impl Agent {
     /// The turn limit.
     pub fn max_turns(&self) -> u32 {
         self.inner.max_turns
+    }
+
+    /// The agent's memory: facts, recall, working blocks, forgetting and export per user, and
+    /// [`flush`](crate::memory::MemoryHandle::flush) for the background fact extractions.
+    pub fn memory(&self) -> crate::memory::MemoryHandle {
+        self.inner.memory.clone()
     }
 
     /// Runs to the end. `Ok` when the run completed; otherwise [`Error::Run`] carrying the full
@@ -360,7 +369,8 @@ pub struct AgentBuilder {
     capabilities: Vec<Arc<dyn Capability>>,
     generation: Generation,
     runtime: Option<Runtime>,
-    memory: Option<Arc<dyn Memory>>,
+    memory: Option<Result<crate::memory::MemorySlot, Error>>,
+    memory_parts: crate::memory::MemoryParts,
     session_store: Option<Arc<dyn SessionStore>>,
     journal: Option<Result<JournalSlot, Error>>,
     lease_ttl: Option<Duration>,
@@ -442,12 +452,6 @@ impl AgentBuilder {
     /// The runtime profile.
     pub fn runtime(mut self, runtime: Runtime) -> Self {
         self.runtime = Some(runtime);
-        self
-    }
-
-    /// The memory slot.
-    pub fn memory(mut self, memory: impl Memory) -> Self {
-        self.memory = Some(Arc::new(memory));
         self
     }
 
@@ -605,7 +609,10 @@ impl AgentBuilder {
             }
         };
         let runtime = self.runtime.unwrap_or_default();
+        let name = self.name.unwrap_or_else(|| "agent".to_string());
+        let memory = crate::memory::assemble(self.memory.transpose()?, self.memory_parts, &model, &name)?;
         let mut tools = self.tools;
+        tools.extend(memory.tools);
         let mut instructions = self.instructions.trim().to_string();
         let mut hooks = self.hooks;
         let mut sources: Vec<(String, Arc<dyn crate::capability::ToolSource>)> = Vec::new();
@@ -655,7 +662,7 @@ impl AgentBuilder {
         let lease =
             Lease::for_this_process(self.lease_ttl.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(10)));
         let env = RunEnv {
-            name: self.name.unwrap_or_else(|| "agent".to_string()),
+            name,
             instructions,
             model,
             live: ArcSwap::from_pointee(Live {
@@ -676,7 +683,7 @@ impl AgentBuilder {
                 rate_limiter: self.rate_limiter,
                 audit: self.audit,
             },
-            stores: Stores { sessions: session_store, journal: journal.map(|j| j.journal), lease, memory: self.memory },
+            stores: Stores { sessions: session_store, journal: journal.map(|j| j.journal), lease, memory: memory.slot },
             limits: Limits {
                 output_retries: self.output_retries.unwrap_or(2),
                 tool_output_limit: self.tool_output_limit.unwrap_or(50_000),
@@ -695,6 +702,7 @@ impl AgentBuilder {
                 architecture,
                 output_schema,
                 sessions: Mutex::new(HashMap::new()),
+                memory: memory.handle,
             }),
         })
     }

@@ -11,7 +11,7 @@ use super::context::{RunCx, stopped_by_hook};
 use super::env::GuardResult;
 use super::replay::Recorder;
 use crate::error::{RunError, RunErrorKind};
-use crate::event::{EventKind, RunStarted};
+use crate::event::{EventKind, MemoryRecalled, RunStarted};
 use crate::governance::{AuditAction, GuardAction, GuardStage, HookAction};
 use crate::message::{ContentPart, Message};
 use crate::output::OutputSchema;
@@ -43,7 +43,7 @@ impl RunCx {
         let schema = plan.output_schema.as_ref();
         let native = schema.is_some() && self.env.model.capabilities().native_structured_output;
         let input = self.log.input();
-        let (mut messages, history_base) = match self.seed(plan, &input, schema.filter(|_| !native)).await {
+        let (mut messages, history_base, recalled) = match self.seed(plan, &input, schema.filter(|_| !native)).await {
             Ok(seeded) => seeded,
             Err(error) => {
                 self.started(&input, plan.context, Vec::new());
@@ -54,6 +54,9 @@ impl RunCx {
         // run.started event, the audit log, the transcript and the model all see.
         let (input, input_guard) = self.guard_input(&mut messages, input);
         self.started(&input, plan.context, messages.clone());
+        if let Some(recalled) = recalled {
+            self.log.emit(EventKind::MemoryRecalled(recalled));
+        }
         self.messages = messages;
         self.history_base = Some(history_base);
         let policies = &self.env.policies;
@@ -161,14 +164,15 @@ impl RunCx {
         }));
     }
 
-    /// Builds the seed messages: instructions, context, memory, history, input. Returns them and the
-    /// index of the input message (where this run's own messages start).
+    /// Builds the seed messages: instructions, context, memory, history, input. Returns them, the
+    /// index of the input message (where this run's own messages start), and what memory recalled
+    /// (for the `memory.recalled` event, emitted after `run.started`).
     async fn seed(
         &mut self,
         plan: &RunPlan<'_>,
         input: &RunInput,
         prompt_schema: Option<&OutputSchema>,
-    ) -> Result<(Vec<Message>, usize), RunError> {
+    ) -> Result<(Vec<Message>, usize, Option<MemoryRecalled>), RunError> {
         let stores = &self.env.stores;
         let store_error = |e: crate::Error| RunError::new(RunErrorKind::Store, e.to_string());
         if let Some(record) = &plan.open_session {
@@ -193,9 +197,15 @@ impl RunCx {
         if let Some(context) = plan.context.to_message() {
             messages.push(context);
         }
+        let mut event = None;
         if let Some(memory) = &stores.memory {
             match memory.recall(&self.scope, input).await {
-                Ok(recalled) => messages.extend(recalled),
+                Ok(recalled) => {
+                    messages.extend(recalled.messages);
+                    if !recalled.items.is_empty() {
+                        event = Some(MemoryRecalled { items: recalled.items });
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(run_id = %self.scope.run_id, error = %e, "memory recall failed; continuing without it")
                 }
@@ -220,7 +230,7 @@ impl RunCx {
         }
         let base = messages.len();
         messages.push(input.to_message());
-        Ok((messages, base))
+        Ok((messages, base, event))
     }
 
     /// Applies the input guardrails to the input message. Returns the input as the run records it

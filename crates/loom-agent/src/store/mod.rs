@@ -19,7 +19,9 @@ pub use loom_core::journal::{
     Compaction, IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary, JournalSlot, JournaledRun, Lease,
     RecordedModel, RunFilter, RunRecord,
 };
-pub use loom_core::store::{Memory, RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
+pub use loom_core::store::{
+    IntoMemory, Memory, MemoryRef, Recalled, RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary,
+};
 pub use memory_journal::InMemoryJournal;
 pub use memory_store::InMemorySessionStore;
 #[cfg(feature = "postgres")]

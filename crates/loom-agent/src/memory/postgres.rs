@@ -1,0 +1,560 @@
+//! The PostgreSQL memory store (feature `postgres`): items in `loom_mem_items` with a generated
+//! `tsvector` column under a GIN index for text, vectors in a `real[]` column searched with an
+//! exact cosine scan over the owner's rows (pgvector is not required), working blocks in
+//! `loom_mem_blocks`. Writes that must not interleave for one owner (facts and their
+//! supersession, episodes) take a transaction-scoped advisory lock on the owner.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::OnceCell;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, GenericClient, Row};
+
+use super::MemoryStore;
+use super::rows::{EpisodeData, ITEM_COLUMNS, ItemRow, TopK, corrupt_row, ms, time};
+use super::types::{
+    Block, Embedding, Episode, Fact, Forget, MemoryItem, NewEpisode, NewFact, Owner, check_block_name, cosine,
+    episode_text, query_terms,
+};
+use crate::error::Error;
+use crate::store::postgres::{PgPool, PooledConn, pg};
+
+/// The newest memory schema this version reads and writes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The `pg_advisory_xact_lock` key that serializes memory migrations ("loom_mem" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_656d;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS loom_mem_items (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL, agent TEXT NOT NULL,
+        kind TEXT NOT NULL, key TEXT, text TEXT NOT NULL, data TEXT NOT NULL,
+        importance DOUBLE PRECISION NOT NULL, run_id TEXT,
+        active BOOLEAN NOT NULL, extracted BOOLEAN NOT NULL,
+        valid_from BIGINT NOT NULL, valid_to BIGINT, recorded_at BIGINT NOT NULL,
+        superseded_by TEXT, source_run TEXT,
+        embed_model TEXT, embedding REAL[],
+        tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED);
+    CREATE INDEX IF NOT EXISTS loom_mem_items_recent ON loom_mem_items (user_id, agent, active, recorded_at);
+    CREATE UNIQUE INDEX IF NOT EXISTS loom_mem_items_run ON loom_mem_items (user_id, agent, run_id)
+        WHERE kind = 'episode';
+    CREATE INDEX IF NOT EXISTS loom_mem_items_same ON loom_mem_items (user_id, agent, lower(text))
+        WHERE kind = 'fact' AND active;
+    CREATE INDEX IF NOT EXISTS loom_mem_items_key ON loom_mem_items (user_id, agent, key)
+        WHERE kind = 'fact' AND active;
+    CREATE INDEX IF NOT EXISTS loom_mem_items_tsv ON loom_mem_items USING GIN (tsv);
+    CREATE TABLE IF NOT EXISTS loom_mem_blocks (
+        user_id TEXT NOT NULL, agent TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
+        updated_at BIGINT NOT NULL, PRIMARY KEY (user_id, agent, name));";
+
+/// Memory in a PostgreSQL database (feature `postgres`), safe to share between processes and
+/// machines. [`PostgresMemoryStore::new`] only checks the URL; the first call connects and creates
+/// the tables.
+#[derive(Clone)]
+pub struct PostgresMemoryStore {
+    pool: Arc<PgPool>,
+    migrated: Arc<OnceCell<()>>,
+}
+
+impl std::fmt::Debug for PostgresMemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresMemoryStore").field("host", &self.pool.host()).field("db", &self.pool.dbname()).finish()
+    }
+}
+
+impl PostgresMemoryStore {
+    /// A store for the database at `url`, without connecting.
+    ///
+    /// # Errors
+    /// A URL that does not parse is [`Error::Config`] (never repeating the password).
+    pub fn new(url: &str) -> Result<Self, Error> {
+        Ok(PostgresMemoryStore { pool: Arc::new(PgPool::new(url)?), migrated: Arc::new(OnceCell::new()) })
+    }
+
+    /// A store for `url`, connected and migrated.
+    ///
+    /// # Errors
+    /// As [`PostgresMemoryStore::new`]; a database that cannot be reached is [`Error::Store`]; a
+    /// newer memory schema is [`Error::SchemaTooNew`].
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let store = Self::new(url)?;
+        let conn = store.conn().await?;
+        store.pool.put(conn);
+        Ok(store)
+    }
+
+    async fn conn(&self) -> Result<PooledConn, Error> {
+        let mut conn = self.pool.get().await?;
+        if let Err(e) = self.migrated.get_or_try_init(|| migrate(&mut conn.client)).await {
+            self.pool.put(conn);
+            return Err(e);
+        }
+        Ok(conn)
+    }
+}
+
+async fn migrate(client: &mut Client) -> Result<(), Error> {
+    let tx = client.transaction().await.map_err(|e| pg("beginning the memory migration", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| pg("locking", e))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS loom_mem_schema (version BIGINT NOT NULL)")
+        .await
+        .map_err(|e| pg("creating loom_mem_schema", e))?;
+    let found: Option<i64> = tx
+        .query_one("SELECT MAX(version) FROM loom_mem_schema", &[])
+        .await
+        .map_err(|e| pg("reading the memory schema version", e))?
+        .get(0);
+    match found {
+        Some(v) if v > SCHEMA_VERSION => return Err(Error::SchemaTooNew { found: v, supported: SCHEMA_VERSION }),
+        // Every statement of the schema is idempotent: run it again, so indexes added within a
+        // version reach older databases.
+        Some(_) => tx.batch_execute(SCHEMA).await.map_err(|e| pg("updating the memory tables", e))?,
+        None => {
+            tx.batch_execute(SCHEMA).await.map_err(|e| pg("creating the memory tables", e))?;
+            tx.execute("INSERT INTO loom_mem_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+                .await
+                .map_err(|e| pg("recording the memory schema version", e))?;
+        }
+    }
+    tx.commit().await.map_err(|e| pg("committing the memory migration", e))
+}
+
+fn item_row(r: &Row) -> Result<ItemRow, Error> {
+    let get = |e: tokio_postgres::Error| {
+        let id: String = r.try_get(0).unwrap_or_default();
+        corrupt_row(&id, format!("unreadable column: {e}"))
+    };
+    Ok(ItemRow {
+        id: r.try_get(0).map_err(get)?,
+        kind: r.try_get(1).map_err(get)?,
+        key: r.try_get(2).map_err(get)?,
+        text: r.try_get(3).map_err(get)?,
+        data: r.try_get(4).map_err(get)?,
+        importance: r.try_get(5).map_err(get)?,
+        run_id: r.try_get(6).map_err(get)?,
+        extracted: r.try_get(7).map_err(get)?,
+        valid_from: r.try_get(8).map_err(get)?,
+        valid_to: r.try_get(9).map_err(get)?,
+        recorded_at: r.try_get(10).map_err(get)?,
+        superseded_by: r.try_get(11).map_err(get)?,
+        source_run: r.try_get(12).map_err(get)?,
+    })
+}
+
+async fn query_rows<C: GenericClient, T>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    decode: impl Fn(ItemRow) -> Result<T, Error>,
+) -> Result<Vec<T>, Error> {
+    let rows = client.query(sql, params).await.map_err(|e| pg("reading memory", e))?;
+    rows.iter().map(|r| decode(item_row(r)?)).collect()
+}
+
+/// Locks the owner's memory for writing until the transaction ends.
+async fn lock_owner<C: GenericClient>(tx: &C, owner: &Owner) -> Result<(), Error> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"loom_mem\0")
+        .chain_update(&owner.user)
+        .chain_update([0u8])
+        .chain_update(&owner.agent)
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let key = i64::from_le_bytes(first);
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await.map_err(|e| pg("locking the owner's memory", e))?;
+    Ok(())
+}
+
+async fn insert_item<C: GenericClient>(
+    tx: &C,
+    owner: &Owner,
+    row: &ItemRow,
+    embedding: Option<&Embedding>,
+) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO loom_mem_items (id, user_id, agent, kind, key, text, data, importance, run_id, active, extracted,
+             valid_from, valid_to, recorded_at, superseded_by, source_run, embed_model, embedding)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $11, NULL, $12, NULL, $13, $14, $15)",
+        &[
+            &row.id,
+            &owner.user,
+            &owner.agent,
+            &row.kind,
+            &row.key,
+            &row.text,
+            &row.data,
+            &row.importance,
+            &row.run_id,
+            &row.extracted,
+            &row.valid_from,
+            &row.recorded_at,
+            &row.source_run,
+            &embedding.map(|e| e.model.as_str()),
+            &embedding.map(|e| e.vector.as_slice()),
+        ],
+    )
+    .await
+    .map_err(|e| pg("storing a memory item", e))?;
+    Ok(())
+}
+
+/// Runs `$body` with `$client` bound to a pooled connection's client, and hands it back.
+macro_rules! with_client {
+    ($store:expr, |$client:ident| $body:expr) => {{
+        let mut conn = $store.conn().await?;
+        let result = {
+            let $client = &mut conn.client;
+            $body
+        };
+        $store.pool.put(conn);
+        result
+    }};
+}
+
+#[async_trait::async_trait]
+impl MemoryStore for PostgresMemoryStore {
+    async fn add_episode(
+        &self,
+        owner: &Owner,
+        episode: NewEpisode,
+        embedding: Option<Embedding>,
+    ) -> Result<Option<Episode>, Error> {
+        with_client!(self, |client| {
+            async {
+                let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
+                lock_owner(&tx, owner).await?;
+                let exists = tx
+                    .query_opt(
+                        "SELECT seq FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND run_id = $3 AND kind = 'episode'",
+                        &[&owner.user, &owner.agent, &episode.run_id],
+                    )
+                    .await
+                    .map_err(|e| pg("reading memory", e))?;
+                if exists.is_some() {
+                    return Ok(None);
+                }
+                let now = ms(Utc::now());
+                let data = EpisodeData {
+                    session_id: episode.session_id,
+                    prompt: episode.prompt,
+                    answer: episode.answer,
+                    tools: episode.tools,
+                };
+                let row = ItemRow {
+                    id: crate::new_id("ep"),
+                    kind: "episode".into(),
+                    key: None,
+                    text: episode_text(&data.prompt, &data.answer, &data.tools),
+                    data: serde_json::to_string(&data).map_err(|e| Error::store("encoding an episode", e))?,
+                    importance: 0.3,
+                    run_id: Some(episode.run_id),
+                    extracted: !episode.pending_extraction,
+                    valid_from: now,
+                    valid_to: None,
+                    recorded_at: now,
+                    superseded_by: None,
+                    source_run: None,
+                };
+                insert_item(&tx, owner, &row, embedding.as_ref()).await?;
+                tx.commit().await.map_err(|e| pg("committing", e))?;
+                row.into_episode().map(Some)
+            }
+            .await
+        })
+    }
+
+    async fn episodes(&self, owner: &Owner, limit: usize) -> Result<Vec<Episode>, Error> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        with_client!(self, |client| {
+            query_rows(
+                &*client,
+                &format!(
+                    "SELECT {ITEM_COLUMNS} FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND kind = 'episode'
+                     ORDER BY seq DESC LIMIT $3"
+                ),
+                &[&owner.user, &owner.agent, &limit],
+                ItemRow::into_episode,
+            )
+            .await
+        })
+    }
+
+    async fn pending_episodes(&self, owner: &Owner) -> Result<Vec<Episode>, Error> {
+        with_client!(self, |client| {
+            query_rows(
+                &*client,
+                &format!(
+                    "SELECT {ITEM_COLUMNS} FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND NOT extracted
+                     AND kind = 'episode' ORDER BY seq"
+                ),
+                &[&owner.user, &owner.agent],
+                ItemRow::into_episode,
+            )
+            .await
+        })
+    }
+
+    async fn mark_extracted(&self, owner: &Owner, episode_id: &str) -> Result<(), Error> {
+        with_client!(self, |client| {
+            client
+                .execute(
+                    "UPDATE loom_mem_items SET extracted = TRUE WHERE user_id = $1 AND agent = $2 AND id = $3",
+                    &[&owner.user, &owner.agent, &episode_id],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| pg("updating memory", e))
+        })
+    }
+
+    async fn add_fact(&self, owner: &Owner, fact: NewFact, embedding: Option<Embedding>) -> Result<Fact, Error> {
+        let fact = fact.normalized()?;
+        with_client!(self, |client| {
+            async {
+                let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
+                lock_owner(&tx, owner).await?;
+                let same = query_rows(
+                    &tx,
+                    &format!(
+                        "SELECT {ITEM_COLUMNS} FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND kind = 'fact'
+                         AND active AND lower(text) = lower($3) LIMIT 1"
+                    ),
+                    &[&owner.user, &owner.agent, &fact.statement],
+                    ItemRow::into_fact,
+                )
+                .await?;
+                if let Some(existing) = same.into_iter().next() {
+                    return Ok(existing);
+                }
+                let now = Utc::now();
+                let id = crate::new_id("fact");
+                let valid_from = ms(fact.valid_from.unwrap_or(now));
+                tx.execute(
+                    "UPDATE loom_mem_items SET active = FALSE, valid_to = $5, superseded_by = $6
+                     WHERE user_id = $1 AND agent = $2 AND kind = 'fact' AND active
+                     AND (($3::TEXT IS NOT NULL AND key = $3) OR id = $4)",
+                    &[&owner.user, &owner.agent, &fact.key, &fact.supersedes, &valid_from, &id],
+                )
+                .await
+                .map_err(|e| pg("superseding facts", e))?;
+                let row = ItemRow {
+                    id,
+                    kind: "fact".into(),
+                    key: fact.key,
+                    text: fact.statement,
+                    data: "{}".into(),
+                    importance: fact.importance as f64,
+                    run_id: None,
+                    extracted: true,
+                    valid_from,
+                    valid_to: None,
+                    recorded_at: ms(now),
+                    superseded_by: None,
+                    source_run: fact.source_run,
+                };
+                insert_item(&tx, owner, &row, embedding.as_ref()).await?;
+                tx.commit().await.map_err(|e| pg("committing", e))?;
+                row.into_fact()
+            }
+            .await
+        })
+    }
+
+    async fn facts(&self, owner: &Owner, history: bool) -> Result<Vec<Fact>, Error> {
+        with_client!(self, |client| {
+            query_rows(
+                &*client,
+                &format!(
+                    "SELECT {ITEM_COLUMNS} FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND kind = 'fact'
+                     AND (active OR $3) ORDER BY seq"
+                ),
+                &[&owner.user, &owner.agent, &history],
+                ItemRow::into_fact,
+            )
+            .await
+        })
+    }
+
+    async fn search_text(&self, owner: &Owner, query: &str, limit: usize) -> Result<Vec<MemoryItem>, Error> {
+        let terms = query_terms(query);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Terms are letters and digits only, so they are safe tsquery operands.
+        let tsquery = terms.join(" | ");
+        let limit = limit.min(10_000) as i64;
+        with_client!(self, |client| {
+            query_rows(
+                &*client,
+                &format!(
+                    "SELECT {ITEM_COLUMNS} FROM loom_mem_items, to_tsquery('english', $3) q
+                     WHERE user_id = $1 AND agent = $2 AND active AND tsv @@ q
+                     ORDER BY ts_rank(tsv, q) DESC, seq DESC LIMIT $4"
+                ),
+                &[&owner.user, &owner.agent, &tsquery, &limit],
+                ItemRow::into_item,
+            )
+            .await
+        })
+    }
+
+    async fn search_vector(&self, owner: &Owner, query: &Embedding, limit: usize) -> Result<Vec<MemoryItem>, Error> {
+        with_client!(self, |client| {
+            async {
+                let rows = client
+                    .query(
+                        "SELECT seq, id, embedding FROM loom_mem_items
+                         WHERE user_id = $1 AND agent = $2 AND active AND embed_model = $3",
+                        &[&owner.user, &owner.agent, &query.model],
+                    )
+                    .await
+                    .map_err(|e| pg("reading vectors", e))?;
+                let mut best = TopK::new(limit);
+                for row in &rows {
+                    let seq: i64 = row.try_get(0).map_err(|e| pg("reading vectors", e))?;
+                    let vector: Vec<f32> = row.try_get(2).map_err(|e| {
+                        let id: String = row.try_get(1).unwrap_or_default();
+                        corrupt_row(&id, format!("unreadable embedding: {e}"))
+                    })?;
+                    if vector.len() == query.vector.len() {
+                        best.push(cosine(&vector, &query.vector), seq);
+                    }
+                }
+                let mut out = Vec::new();
+                for (_, seq) in best.into_sorted() {
+                    let mut found = query_rows(
+                        &*client,
+                        &format!("SELECT {ITEM_COLUMNS} FROM loom_mem_items WHERE seq = $1"),
+                        &[&seq],
+                        ItemRow::into_item,
+                    )
+                    .await?;
+                    if let Some(item) = found.pop() {
+                        out.push(item);
+                    }
+                }
+                Ok(out)
+            }
+            .await
+        })
+    }
+
+    async fn recent(&self, owner: &Owner, limit: usize) -> Result<Vec<MemoryItem>, Error> {
+        let limit = limit.min(10_000) as i64;
+        with_client!(self, |client| {
+            query_rows(
+                &*client,
+                &format!(
+                    "SELECT {ITEM_COLUMNS} FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND active
+                     ORDER BY recorded_at DESC, seq DESC LIMIT $3"
+                ),
+                &[&owner.user, &owner.agent, &limit],
+                ItemRow::into_item,
+            )
+            .await
+        })
+    }
+
+    async fn blocks(&self, owner: &Owner) -> Result<Vec<Block>, Error> {
+        with_client!(self, |client| {
+            async {
+                let rows = client
+                    .query(
+                        "SELECT name, text, updated_at FROM loom_mem_blocks WHERE user_id = $1 AND agent = $2 ORDER BY name",
+                        &[&owner.user, &owner.agent],
+                    )
+                    .await
+                    .map_err(|e| pg("reading blocks", e))?;
+                rows.iter()
+                    .map(|r| {
+                        let name: String = r.try_get(0).map_err(|e| pg("reading blocks", e))?;
+                        let text: String = r.try_get(1).map_err(|e| pg("reading blocks", e))?;
+                        let at: i64 = r.try_get(2).map_err(|e| pg("reading blocks", e))?;
+                        Ok(Block { updated_at: time(&name, at)?, name, text })
+                    })
+                    .collect()
+            }
+            .await
+        })
+    }
+
+    async fn set_block(&self, owner: &Owner, name: &str, text: &str) -> Result<Block, Error> {
+        check_block_name(name)?;
+        let now = Utc::now();
+        with_client!(self, |client| {
+            client
+                .execute(
+                    "INSERT INTO loom_mem_blocks (user_id, agent, name, text, updated_at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (user_id, agent, name) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+                    &[&owner.user, &owner.agent, &name, &text, &ms(now)],
+                )
+                .await
+                .map_err(|e| pg("storing a block", e))
+        })?;
+        Ok(Block { name: name.to_string(), text: text.to_string(), updated_at: now })
+    }
+
+    async fn delete_block(&self, owner: &Owner, name: &str) -> Result<bool, Error> {
+        with_client!(self, |client| {
+            client
+                .execute(
+                    "DELETE FROM loom_mem_blocks WHERE user_id = $1 AND agent = $2 AND name = $3",
+                    &[&owner.user, &owner.agent, &name],
+                )
+                .await
+                .map(|n| n > 0)
+                .map_err(|e| pg("deleting a block", e))
+        })
+    }
+
+    async fn forget(&self, owner: &Owner, what: &Forget) -> Result<u64, Error> {
+        with_client!(self, |client| {
+            async {
+                let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
+                lock_owner(&tx, owner).await?;
+                let n = match what {
+                    Forget::Item(id) => tx
+                        .execute(
+                            "DELETE FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND id = $3",
+                            &[&owner.user, &owner.agent, id],
+                        )
+                        .await
+                        .map_err(|e| pg("forgetting", e))?,
+                    Forget::Range(from, to) => tx
+                        .execute(
+                            "DELETE FROM loom_mem_items WHERE user_id = $1 AND agent = $2
+                             AND recorded_at >= $3 AND recorded_at < $4",
+                            &[&owner.user, &owner.agent, &ms(*from), &ms(*to)],
+                        )
+                        .await
+                        .map_err(|e| pg("forgetting", e))?,
+                    Forget::All => {
+                        let items = tx
+                            .execute(
+                                "DELETE FROM loom_mem_items WHERE user_id = $1 AND agent = $2",
+                                &[&owner.user, &owner.agent],
+                            )
+                            .await
+                            .map_err(|e| pg("forgetting", e))?;
+                        let blocks = tx
+                            .execute(
+                                "DELETE FROM loom_mem_blocks WHERE user_id = $1 AND agent = $2",
+                                &[&owner.user, &owner.agent],
+                            )
+                            .await
+                            .map_err(|e| pg("forgetting", e))?;
+                        items + blocks
+                    }
+                };
+                tx.commit().await.map_err(|e| pg("committing", e))?;
+                Ok(n)
+            }
+            .await
+        })
+    }
+}
