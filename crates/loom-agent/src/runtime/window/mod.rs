@@ -408,6 +408,15 @@ impl RunCx {
     }
 }
 
+/// The messages a model call sends: the conversation, or its compacted view. A free function so a
+/// caller can borrow the two fields without borrowing the whole run context.
+pub(super) fn view<'a>(window: &'a Option<Box<WindowState>>, messages: &'a [Message]) -> &'a [Message] {
+    match window {
+        Some(w) if w.compaction.is_some() => &w.view,
+        _ => messages,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,14 +447,5 @@ mod tests {
         assert!(view[3].text().starts_with("xxxxxxxxxx\n… [shortened"), "{:?}", view[3]);
         assert_eq!(view[4], messages[4]);
         assert_eq!(shortened_count(&messages, &c), 1);
-    }
-}
-
-/// The messages a model call sends: the conversation, or its compacted view. A free function so a
-/// caller can borrow the two fields without borrowing the whole run context.
-pub(super) fn view<'a>(window: &'a Option<Box<WindowState>>, messages: &'a [Message]) -> &'a [Message] {
-    match window {
-        Some(w) if w.compaction.is_some() => &w.view,
-        _ => messages,
     }
 }
