@@ -120,7 +120,9 @@ async fn a_bare_task_is_just_its_goal() {
 
 #[tokio::test]
 async fn runtime_profile_criteria_reach_the_system_message() {
-    let (model, shared) = scripted([ScriptedTurn::text("done")]);
+    // long_running judges the answer too: the second scripted turn is the judge's verdict.
+    let verdict = r#"{"verdicts": [{"criterion": 1, "passed": true, "reason": "ok"}, {"criterion": 2, "passed": true, "reason": "ok"}]}"#;
+    let (model, shared) = scripted([ScriptedTurn::text("done"), ScriptedTurn::text(verdict)]);
     let agent = Agent::builder()
         .instructions("You are a coder.")
         .model(shared)
@@ -160,7 +162,8 @@ impl Capability for Notes {
 
 #[tokio::test]
 async fn capabilities_add_tools_and_instructions_before_the_criteria() {
-    let (model, shared) = scripted([ScriptedTurn::text("done")]);
+    let verdict = r#"{"verdicts": [{"criterion": 1, "passed": true, "reason": "ok"}]}"#;
+    let (model, shared) = scripted([ScriptedTurn::text("done"), ScriptedTurn::text(verdict)]);
     let agent = Agent::builder()
         .instructions("Base.")
         .model(shared)
