@@ -50,6 +50,10 @@ async fn main() -> Result<(), loom_agent::Error> {
             "The API centres on Agent (configuration), Session (a conversation) and Run (one execution \
              with a live event log) [search_docs: results for: API design] [read_file: Cargo.toml].",
         ),
+        // `long_running` judges the answer against its criteria: this turn is the judge's verdict.
+        ScriptedTurn::text(
+            r#"{"verdicts": [{"criterion": 1, "passed": true, "reason": "cites search_docs and Cargo.toml"}]}"#,
+        ),
     ]));
 
     let agent = Agent::builder()
