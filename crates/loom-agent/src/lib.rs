@@ -53,6 +53,7 @@ pub mod agent;
 pub mod architecture;
 pub mod capability;
 pub mod governance;
+pub mod knowledge;
 pub mod memory;
 pub mod model;
 pub mod output;

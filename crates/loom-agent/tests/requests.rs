@@ -63,7 +63,7 @@ async fn run_context_is_rendered_as_documented_after_the_instructions() {
     let messages = &model.requests()[0].messages;
     let expected = "Context for this run.\n\n\
                     Inputs (JSON):\n{\n  \"files\": [\n    \"a.rs\",\n    \"b.rs\"\n  ],\n  \"repo\": \"loom-agent\"\n}\n\n\
-                    Knowledge:\n\
+                    Knowledge (cite it by the numbers in brackets, such as [1]):\n\
                     [1] Sessions (wiki, https://wiki/s)\nRuns in a session are serialized.\n\
                     [2] untitled (notes)\nNo title here.";
     assert_eq!(messages, &vec![Message::system("Sys."), Message::system(expected), Message::user("Explain.")]);

@@ -141,6 +141,8 @@ event_kinds! {
     RunSteered(RunSteered) = "run.steered",
     /// Memory recalled items for this run (they are in the seeded conversation as one system message).
     MemoryRecalled(MemoryRecalled) = "memory.recalled",
+    /// The run's context put knowledge before the model (numbered for citation).
+    KnowledgeInjected(KnowledgeInjected) = "knowledge.injected",
 }
 
 /// Payload of `plan.created`.
@@ -286,6 +288,54 @@ pub struct RecalledItem {
     pub text: String,
     /// Its fused score (reciprocal rank fusion with recency and importance; 0 for blocks).
     pub score: f32,
+}
+
+/// Payload of `knowledge.injected`: the knowledge the run's context put before the model, by the
+/// markers the model cites it with.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KnowledgeInjected {
+    /// The items, in marker order.
+    pub items: Vec<InjectedKnowledge>,
+}
+
+/// One knowledge item put before the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InjectedKnowledge {
+    /// Its marker: `1` for `[1]`.
+    pub marker: u32,
+    /// Where it comes from.
+    pub source: String,
+    /// Its title (for a knowledge passage: the citation, such as `guide.md:12-30`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// A link to the original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Its relevance score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+}
+
+impl KnowledgeInjected {
+    /// The event for a run context's knowledge (`None` when it has none).
+    pub fn of(context: &RunContext) -> Option<Self> {
+        if context.knowledge.is_empty() {
+            return None;
+        }
+        let items = context
+            .knowledge
+            .iter()
+            .enumerate()
+            .map(|(i, k)| InjectedKnowledge {
+                marker: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                source: k.source.clone(),
+                title: k.title.clone(),
+                uri: k.uri.clone(),
+                score: k.score,
+            })
+            .collect();
+        Some(KnowledgeInjected { items })
+    }
 }
 
 /// Payload of `model.changed`: a resume was told to continue the run on another model.

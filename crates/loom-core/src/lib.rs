@@ -51,8 +51,8 @@ pub use journal::Journal;
 pub use message::{ContentPart, FinishReason, Message, ToolCall, Usage};
 pub use model::LanguageModel;
 pub use run::{
-    Artifact, CriterionVerdict, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Scope,
-    Transcript,
+    Artifact, CriterionVerdict, IntoKnowledge, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask,
+    Scope, Transcript,
 };
 pub use store::{IntoMemory, Memory, SessionStore};
 pub use tool::{Tool, ToolContext, ToolOutput};

@@ -196,6 +196,25 @@ pub struct KnowledgeItem {
     pub score: Option<f64>,
 }
 
+/// What [`RunContext::knowledge`] takes: one [`KnowledgeItem`], several, or a bundle of cited
+/// passages (loom-agent's `KnowledgeBundle`).
+pub trait IntoKnowledge {
+    /// The items, in order (their markers are `[1]`, `[2]`, … after those already in the context).
+    fn into_knowledge(self) -> Vec<KnowledgeItem>;
+}
+
+impl IntoKnowledge for KnowledgeItem {
+    fn into_knowledge(self) -> Vec<KnowledgeItem> {
+        vec![self]
+    }
+}
+
+impl IntoKnowledge for Vec<KnowledgeItem> {
+    fn into_knowledge(self) -> Vec<KnowledgeItem> {
+        self
+    }
+}
+
 /// Run-scoped structured context: business inputs, grounded knowledge, and extension fields.
 ///
 /// `inputs` and `knowledge` reach the model as one system message placed after the instructions
@@ -209,10 +228,12 @@ pub struct KnowledgeItem {
 ///   "repo": "loom-agent"
 /// }
 ///
-/// Knowledge:
+/// Knowledge (cite it by the numbers in brackets, such as [1]):
 /// [1] Title (source, uri)
 /// content
 /// ````
+///
+/// When it holds knowledge, the run emits `knowledge.injected` after `run.started`.
 ///
 /// `extensions` never reach the model; they are kept with the run for hooks and stores.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -240,9 +261,9 @@ impl RunContext {
         self
     }
 
-    /// Adds a knowledge item.
-    pub fn knowledge(mut self, item: KnowledgeItem) -> Self {
-        self.knowledge.push(item);
+    /// Adds knowledge: a [`KnowledgeItem`], a `Vec` of them, or a bundle of cited passages.
+    pub fn knowledge(mut self, knowledge: impl IntoKnowledge) -> Self {
+        self.knowledge.extend(knowledge.into_knowledge());
         self
     }
 
@@ -272,7 +293,7 @@ impl RunContext {
             out.push_str(&pretty);
         }
         if !self.knowledge.is_empty() {
-            out.push_str("\n\nKnowledge:");
+            out.push_str("\n\nKnowledge (cite it by the numbers in brackets, such as [1]):");
             for (i, k) in self.knowledge.iter().enumerate() {
                 out.push_str(&format!("\n[{}] ", i + 1));
                 let title = k.title.as_deref().unwrap_or("untitled");

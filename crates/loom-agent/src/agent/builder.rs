@@ -14,6 +14,7 @@ pub struct AgentBuilder {
     pub(super) runtime: Option<Runtime>,
     pub(super) memory: Option<Result<crate::memory::MemorySlot, Error>>,
     pub(super) memory_parts: crate::memory::MemoryParts,
+    pub(super) knowledge: super::knowledge::KnowledgeParts,
     pub(super) session_store: Option<Arc<dyn SessionStore>>,
     pub(super) journal: Option<Result<JournalSlot, Error>>,
     pub(super) lease_ttl: Option<Duration>,
@@ -236,7 +237,8 @@ impl AgentBuilder {
     }
 
     /// Builds the agent: resolves the model, compiles tool schemas, checks names.
-    pub fn build(self) -> Result<Agent, Error> {
+    pub fn build(mut self) -> Result<Agent, Error> {
+        let knowledge = self.assemble_knowledge()?;
         let model = match self.model {
             Some(m) => m?,
             #[cfg(feature = "local")]
@@ -256,6 +258,10 @@ impl AgentBuilder {
         let memory = crate::memory::assemble(self.memory.transpose()?, self.memory_parts, &model, &name)?;
         let mut tools = self.tools;
         tools.extend(memory.tools);
+        let knowledge = knowledge.map(|(knowledge, tool)| {
+            tools.push(tool);
+            knowledge
+        });
         let mut instructions = self.instructions.trim().to_string();
         let mut hooks = self.hooks;
         let mut sources: Vec<(String, Arc<dyn crate::capability::ToolSource>)> = Vec::new();
@@ -346,6 +352,7 @@ impl AgentBuilder {
                 output_schema,
                 sessions: Mutex::new(HashMap::new()),
                 memory: memory.handle,
+                knowledge,
             }),
         })
     }

@@ -4,6 +4,7 @@
 mod builder;
 mod driver;
 mod input;
+mod knowledge;
 mod live;
 mod memory;
 mod profile;
@@ -74,6 +75,8 @@ pub(crate) struct AgentInner {
     pub(crate) sessions: Mutex<HashMap<session::SessionId, Weak<SessionInner>>>,
     /// The application's handle on memory.
     pub(crate) memory: crate::memory::MemoryHandle,
+    /// The knowledge sources, if any.
+    pub(crate) knowledge: Option<Arc<crate::knowledge::Knowledge>>,
 }
 
 impl Agent {

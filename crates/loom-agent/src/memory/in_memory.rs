@@ -15,6 +15,7 @@ use crate::error::Error;
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
     owners: Mutex<HashMap<Owner, OwnerData>>,
+    knowledge: std::sync::Arc<crate::knowledge::InMemoryKnowledgeStore>,
 }
 
 #[derive(Debug, Default)]
@@ -261,11 +262,15 @@ impl MemoryStore for InMemoryStore {
             (before - (data.episodes.len() + data.facts.len() + data.blocks.len())) as u64
         })
     }
+
+    fn knowledge(&self) -> Option<std::sync::Arc<dyn crate::knowledge::KnowledgeStore>> {
+        Some(self.knowledge.clone())
+    }
 }
 
 /// Whether a word matches a query term: equal, or sharing a prefix of at least 4 letters with a
 /// short tail (a poor man's stemming: `city` / `cities`, `moved` / `move`).
-fn matches(word: &str, term: &str) -> bool {
+pub(crate) fn matches(word: &str, term: &str) -> bool {
     if word == term {
         return true;
     }

@@ -42,6 +42,7 @@ use crate::error::Error;
 pub use engine::{MemoryHandle, MemorySettings};
 pub(crate) use engine::{MemoryParts, MemorySlot, assemble};
 pub use in_memory::InMemoryStore;
+pub(crate) use in_memory::matches as word_matches;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresMemoryStore;
 pub use recall::{RecallOptions, Recollection};
@@ -50,6 +51,7 @@ pub use sqlite::SqliteMemoryStore;
 pub use types::{
     Block, Embedding, Episode, Fact, Forget, ItemKind, MAX_BLOCK_NAME, MemoryItem, NewEpisode, NewFact, Owner,
 };
+pub(crate) use types::{cosine, query_terms};
 
 /// The accepted memory URLs, for error messages.
 pub const ACCEPTED_MEMORY_URLS: &str =
@@ -108,6 +110,12 @@ pub trait MemoryStore: Send + Sync + 'static {
 
     /// Forgets items (with their vectors and text-index entries); how many rows went.
     async fn forget(&self, owner: &Owner, what: &Forget) -> Result<u64, Error>;
+
+    /// The knowledge index kept in the same store (the same database), if the backend keeps one.
+    /// The in-process, SQLite and PostgreSQL stores do.
+    fn knowledge(&self) -> Option<Arc<dyn crate::knowledge::KnowledgeStore>> {
+        None
+    }
 
     /// Everything about the owner as JSON: `{user, agent, facts (with history), episodes, blocks}`.
     async fn export(&self, owner: &Owner) -> Result<serde_json::Value, Error> {
@@ -169,6 +177,9 @@ impl<S: MemoryStore + ?Sized> MemoryStore for Arc<S> {
     }
     async fn export(&self, owner: &Owner) -> Result<serde_json::Value, Error> {
         (**self).export(owner).await
+    }
+    fn knowledge(&self) -> Option<Arc<dyn crate::knowledge::KnowledgeStore>> {
+        (**self).knowledge()
     }
 }
 

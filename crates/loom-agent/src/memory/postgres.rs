@@ -20,8 +20,9 @@ use super::types::{
 use crate::error::Error;
 use crate::store::postgres::{PgPool, PooledConn, pg};
 
-/// The newest memory schema this version reads and writes.
-const SCHEMA_VERSION: i64 = 1;
+/// The newest memory schema this version reads and writes: 1, the memory tables; 2, the knowledge
+/// chunk tables (`knowledge.rs`).
+const SCHEMA_VERSION: i64 = 2;
 
 /// The `pg_advisory_xact_lock` key that serializes memory migrations ("loom_mem" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_656d;
@@ -114,10 +115,17 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
         Some(_) => tx.batch_execute(SCHEMA).await.map_err(|e| pg("updating the memory tables", e))?,
         None => {
             tx.batch_execute(SCHEMA).await.map_err(|e| pg("creating the memory tables", e))?;
-            tx.execute("INSERT INTO loom_mem_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+            tx.execute("INSERT INTO loom_mem_schema (version) VALUES (1)", &[])
                 .await
                 .map_err(|e| pg("recording the memory schema version", e))?;
         }
+    }
+    // Step 2: the knowledge chunk tables (idempotent, so run again on newer databases too).
+    tx.batch_execute(knowledge::SCHEMA).await.map_err(|e| pg("creating the knowledge tables", e))?;
+    if found.unwrap_or(1) < 2 {
+        tx.execute("INSERT INTO loom_mem_schema (version) VALUES (2)", &[])
+            .await
+            .map_err(|e| pg("recording the memory schema version", e))?;
     }
     tx.commit().await.map_err(|e| pg("committing the memory migration", e))
 }
@@ -215,6 +223,8 @@ macro_rules! with_client {
         result
     }};
 }
+
+mod knowledge;
 
 #[async_trait::async_trait]
 impl MemoryStore for PostgresMemoryStore {
@@ -556,5 +566,8 @@ impl MemoryStore for PostgresMemoryStore {
             }
             .await
         })
+    }
+    fn knowledge(&self) -> Option<Arc<dyn crate::knowledge::KnowledgeStore>> {
+        Some(Arc::new(self.clone()))
     }
 }

@@ -70,6 +70,30 @@ pub fn fuse(lists: &[(&[MemoryItem], f32)], k: f32) -> Vec<(f32, MemoryItem)> {
     fused
 }
 
+/// Reciprocal rank fusion of ranked lists of any kind: each list adds `weight / (k + rank)` (rank
+/// from 1) to the score of each of its items, items being the same when `key` says so. Best first;
+/// equal scores keep the order in which items were first seen. Knowledge search fuses its full
+/// text, vector and dynamic-source lists with it.
+pub fn rrf<'a, T>(lists: &[(&'a [T], f32)], k: f32, key: impl Fn(&T) -> String) -> Vec<(f32, &'a T)> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut fused: Vec<(f32, &'a T)> = Vec::new();
+    for (list, weight) in lists {
+        for (rank, item) in list.iter().enumerate() {
+            let add = weight / (k + rank as f32 + 1.0);
+            match index.entry(key(item)) {
+                std::collections::hash_map::Entry::Occupied(e) => fused[*e.get()].0 += add,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(fused.len());
+                    fused.push((add, item));
+                }
+            }
+        }
+    }
+    // A stable sort: ties stay in first-seen order.
+    fused.sort_by(|a, b| b.0.total_cmp(&a.0));
+    fused
+}
+
 /// Searches the owner's memory for `query`: full text, vectors (when `embedder` is given; a failing
 /// embedder is logged and recall goes on with full text), the most recent items, fused and cut to
 /// the budget.

@@ -17,8 +17,11 @@ use super::types::{
 };
 use crate::error::Error;
 
-/// The newest memory schema this version reads and writes.
-const SCHEMA_VERSION: i64 = 1;
+mod knowledge;
+
+/// The newest memory schema this version reads and writes: 1, the memory tables; 2, the knowledge
+/// chunk tables (`knowledge.rs`).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS loom_mem_items (
@@ -93,8 +96,16 @@ impl SqliteMemoryStore {
                 // Deleting from the index removes the entries at once, not at the next merge.
                 tx.execute("INSERT INTO loom_mem_fts (loom_mem_fts, rank) VALUES ('secure-delete', 1)", [])
                     .map_err(db)?;
-                tx.execute("INSERT INTO loom_mem_schema (version) VALUES (?1)", [SCHEMA_VERSION]).map_err(db)?;
+                tx.execute("INSERT INTO loom_mem_schema (version) VALUES (1)", []).map_err(db)?;
             }
+        }
+        let version = found.unwrap_or(1);
+        // Step 2: the knowledge chunk tables.
+        if version < 2 {
+            knowledge::migrate(&tx)?;
+            tx.execute("INSERT INTO loom_mem_schema (version) VALUES (2)", []).map_err(db)?;
+        } else {
+            tx.execute_batch(knowledge::SCHEMA).map_err(db)?;
         }
         tx.commit().map_err(db)?;
         Ok(SqliteMemoryStore { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path) })
@@ -551,6 +562,10 @@ impl MemoryStore for SqliteMemoryStore {
             }
             Ok(n)
         })
+    }
+
+    fn knowledge(&self) -> Option<Arc<dyn crate::knowledge::KnowledgeStore>> {
+        Some(Arc::new(self.clone()))
     }
 }
 

@@ -11,7 +11,7 @@ use super::context::{RunCx, stopped_by_hook};
 use super::env::GuardResult;
 use super::replay::Recorder;
 use crate::error::{RunError, RunErrorKind};
-use crate::event::{EventKind, MemoryRecalled, RunStarted};
+use crate::event::{EventKind, KnowledgeInjected, MemoryRecalled, RunStarted};
 use crate::governance::{AuditAction, GuardAction, GuardStage, HookAction};
 use crate::message::{ContentPart, Message};
 use crate::output::OutputSchema;
@@ -54,6 +54,9 @@ impl RunCx {
         // run.started event, the audit log, the transcript and the model all see.
         let (input, input_guard) = self.guard_input(&mut messages, input);
         self.started(&input, plan.context, messages.clone());
+        if let Some(injected) = KnowledgeInjected::of(plan.context) {
+            self.log.emit(EventKind::KnowledgeInjected(injected));
+        }
         if let Some(recalled) = recalled {
             self.log.emit(EventKind::MemoryRecalled(recalled));
         }
