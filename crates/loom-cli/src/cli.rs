@@ -49,6 +49,11 @@ pub enum Command {
     Tools(ToolsArgs),
     /// Inspect and erase what memory holds about a user (written by `loom run --memory URL --user ID`).
     Memory(crate::memory_cmd::MemoryArgs),
+    /// Index directories into a memory store's knowledge tables and search them (used by
+    /// `loom run --knowledge DIR --memory URL`).
+    #[command(after_help = "Examples:\n  loom knowledge index ./docs --memory sqlite:./bot.db\n  \
+                            loom knowledge search \"reset the router\" --memory sqlite:./bot.db --name docs")]
+    Knowledge(crate::knowledge_cmd::KnowledgeArgs),
 }
 
 /// The options of `loom tools`.
@@ -259,6 +264,12 @@ pub struct AgentArgs {
     /// it before `loom` exits. Inspect it with `loom memory`.
     #[arg(long, value_name = "URL")]
     pub memory: Option<String>,
+    /// Ground the answer in the documents of a directory (text, markdown, HTML, PDF), repeatable:
+    /// they are indexed (incrementally) into the --memory store's knowledge tables, or in this
+    /// process without one; the passages that best match the prompt are put before the model,
+    /// numbered for citation (listed on stderr), and the model gets a `search_knowledge` tool.
+    #[arg(long = "knowledge", value_name = "DIR")]
+    pub knowledge: Vec<PathBuf>,
 }
 
 /// The options of `loom run`.

@@ -11,6 +11,7 @@
 mod approval;
 mod audit;
 mod cli;
+mod knowledge_cmd;
 mod memory_cmd;
 mod model_cmd;
 mod render;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         cli::Command::Model(args) => model_cmd::main(args),
         cli::Command::Tools(args) => tools_cmd::main(args),
         cli::Command::Memory(args) => memory_cmd::main(args),
+        cli::Command::Knowledge(args) => knowledge_cmd::main(args),
     };
     ExitCode::from(exit as u8)
 }

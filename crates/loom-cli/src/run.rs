@@ -69,6 +69,13 @@ pub fn main(args: RunArgs) -> Exit {
     };
     let view = if json { View::Json } else { View::Human(HumanView::new(request.output_schema.is_none() && streams)) };
     runtime.block_on(async {
+        let request = match ground(&agent, request, json).await {
+            Ok(request) => request,
+            Err(message) => {
+                report(&format!("error: {message}"));
+                return Exit::Failed;
+            }
+        };
         let run = agent.start(request);
         if journaled {
             report(&format!("run {} in session {}", run.id(), run.session_id()));
@@ -83,6 +90,32 @@ pub fn main(args: RunArgs) -> Exit {
         }
         exit
     })
+}
+
+/// With `--knowledge`: indexes the directories (incrementally; a summary per directory on stderr)
+/// and puts the passages that best match the prompt into the request's context, listed on stderr
+/// by their citation markers (in `--json` mode the `knowledge.injected` event says the same).
+async fn ground(agent: &Agent, mut request: RunRequest, json: bool) -> Result<RunRequest, String> {
+    let Some(knowledge) = agent.knowledge() else { return Ok(request) };
+    for r in knowledge.index().await.map_err(|e| format!("--knowledge: {}", describe(&e)))? {
+        for s in &r.skipped {
+            report(&format!("knowledge: skipped {}: {}", s.path, s.reason));
+        }
+        if !json {
+            report(&format!("knowledge: {}", crate::knowledge_cmd::summary(&r)));
+        }
+    }
+    let prompt = request.input.as_ref().map(|i| i.summary().to_string()).unwrap_or_default();
+    let query =
+        loom_agent::knowledge::KnowledgeQuery::new(prompt).top_k(3).tenant(request.user_id.clone().unwrap_or_default());
+    let bundle = agent.resolve_knowledge(query).await.map_err(|e| format!("--knowledge: {}", describe(&e)))?;
+    if !json {
+        for (i, p) in bundle.passages.iter().enumerate() {
+            report(&format!("knowledge: [{}] {} ({})", i + 1, p.citation(), p.source));
+        }
+    }
+    request.context = std::mem::take(&mut request.context).knowledge(bundle);
+    Ok(request)
 }
 
 /// The async runtime the commands run on.
@@ -182,6 +215,12 @@ fn build_agent_with(args: AgentArgs, runtime: Option<loom_agent::Runtime>) -> Re
         let store = loom_agent::memory::open_memory_store(&url)
             .map_err(|e| format!("--memory {}: {}", redact(&url), describe(&e)))?;
         builder = builder.memory_store(store);
+    }
+    for dir in &args.knowledge {
+        if !dir.is_dir() {
+            return Err(format!("--knowledge {}: not a directory", dir.display()));
+        }
+        builder = builder.knowledge(loom_agent::knowledge::KnowledgeSource::directory(dir));
     }
     let governance = Governance {
         max_tokens: args.max_tokens,

@@ -144,11 +144,23 @@ impl Knowledge {
     /// # Errors
     /// Indexing or store failures. A dynamic source that fails is logged and left out.
     pub async fn resolve(&self, query: &KnowledgeQuery) -> Result<KnowledgeBundle, Error> {
+        if query.top_k == 0 || query.text.trim().is_empty() {
+            return Ok(KnowledgeBundle { query: query.text.clone(), passages: Vec::new() });
+        }
+        self.ensure_fresh().await?;
+        self.search(query).await
+    }
+
+    /// As [`Knowledge::resolve`], on the index as it is (never indexing first): the inline and
+    /// directory sources are searched by their tenant and name in the store.
+    ///
+    /// # Errors
+    /// Store failures. A dynamic source that fails is logged and left out.
+    pub async fn search(&self, query: &KnowledgeQuery) -> Result<KnowledgeBundle, Error> {
         let mut bundle = KnowledgeBundle { query: query.text.clone(), passages: Vec::new() };
         if query.top_k == 0 || query.text.trim().is_empty() {
             return Ok(bundle);
         }
-        self.ensure_fresh().await?;
         let vector = self.embed_query(&query.text).await;
         let candidates = self.candidates.max(query.top_k);
         let mut lists: Vec<Vec<Passage>> = Vec::new();
