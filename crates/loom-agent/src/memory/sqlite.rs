@@ -18,6 +18,9 @@ use super::types::{
 use crate::error::Error;
 
 mod knowledge;
+mod vectors;
+
+use vectors::{Lookup, VectorCache};
 
 /// The newest memory schema this version reads and writes: 1, the memory tables; 2, the knowledge
 /// chunk tables (`knowledge.rs`).
@@ -49,14 +52,22 @@ const SCHEMA: &str = "
         updated_at INTEGER NOT NULL, PRIMARY KEY (user_id, agent, name)) WITHOUT ROWID;";
 
 /// Memory in a SQLite file (WAL mode), safe to share between processes: FTS5 (porter stemming)
-/// for text, vectors as little-endian `f32` BLOBs beside each item, searched with an exact cosine
-/// scan over the owner's rows. Deleted rows are overwritten (`secure_delete`) and the text index
+/// for text, vectors as little-endian `f32` BLOBs beside each item. Vector search scans an
+/// in-process cache of the owner's vectors (quantized to `i8`, filled at the owner's first vector
+/// search, kept current by this store's writes and emptied by any other connection's; at most
+/// 256 MiB by default, see [`SqliteMemoryStore::vector_cache_bytes`]) and rescores the candidates
+/// exactly; an owner that does not fit is scanned from SQLite. Deleted rows are overwritten (`secure_delete`) and the text index
 /// removes forgotten entries at once (FTS5 `secure-delete`).
 #[derive(Clone)]
 pub struct SqliteMemoryStore {
     conn: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    /// Used under the `conn` lock (taken first).
+    vectors: Arc<Mutex<VectorCache>>,
 }
+
+/// The default budget of the vector cache.
+const VECTOR_CACHE_BYTES: usize = 256 << 20;
 
 impl std::fmt::Debug for SqliteMemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,7 +119,26 @@ impl SqliteMemoryStore {
             tx.execute_batch(knowledge::SCHEMA).map_err(db)?;
         }
         tx.commit().map_err(db)?;
-        Ok(SqliteMemoryStore { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path) })
+        Ok(SqliteMemoryStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path),
+            vectors: Arc::new(Mutex::new(VectorCache::new(VECTOR_CACHE_BYTES))),
+        })
+    }
+
+    /// The most memory the in-process vector cache may hold (default 256 MiB; 0 turns it off:
+    /// every vector search then scans the owner's vectors in SQLite).
+    pub fn vector_cache_bytes(mut self, bytes: usize) -> Self {
+        self.vectors = Arc::new(Mutex::new(VectorCache::new(bytes)));
+        self
+    }
+
+    /// Runs `f` on the vector cache (under the connection lock the caller holds).
+    fn cache<T>(&self, f: impl FnOnce(&mut VectorCache) -> T) -> Option<T> {
+        match self.vectors.lock() {
+            Ok(mut cache) => Some(f(&mut cache)),
+            Err(_) => None,
+        }
     }
 
     /// The database file.
@@ -175,7 +205,7 @@ fn insert_item(
     owner: &Owner,
     row: &ItemRow,
     embedding: Option<&Embedding>,
-) -> Result<(), Error> {
+) -> Result<i64, Error> {
     tx.prepare_cached(
         "INSERT INTO loom_mem_items (id, user_id, agent, kind, key, text, data, importance, run_id, active, extracted,
              valid_from, valid_to, recorded_at, superseded_by, source_run, embed_model, embedding)
@@ -205,12 +235,16 @@ fn insert_item(
         .map_err(db)?
         .execute(params![seq, row.text, owner_token(&owner.user, &owner.agent)])
         .map_err(db)?;
-    Ok(())
+    Ok(seq)
 }
 
 /// Deletes the owner's items whose `seq` the query `select` (with `params`) returns, and their
 /// text-index entries.
-fn delete_items(tx: &rusqlite::Transaction<'_>, select: &str, params: impl rusqlite::Params) -> Result<u64, Error> {
+fn delete_items(
+    tx: &rusqlite::Transaction<'_>,
+    select: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<i64>, Error> {
     let seqs: Vec<i64> = {
         let mut stmt = tx.prepare(select).map_err(db)?;
         stmt.query_map(params, |r| r.get(0)).map_err(db)?.collect::<Result<_, _>>().map_err(db)?
@@ -221,7 +255,7 @@ fn delete_items(tx: &rusqlite::Transaction<'_>, select: &str, params: impl rusql
         del_fts.execute([seq]).map_err(db)?;
         del_item.execute([seq]).map_err(db)?;
     }
-    Ok(seqs.len() as u64)
+    Ok(seqs)
 }
 
 #[async_trait::async_trait]
@@ -267,8 +301,11 @@ impl MemoryStore for SqliteMemoryStore {
                 superseded_by: None,
                 source_run: None,
             };
-            insert_item(&tx, owner, &row, embedding.as_ref())?;
+            let seq = insert_item(&tx, owner, &row, embedding.as_ref())?;
             tx.commit().map_err(db)?;
+            if let Some(e) = &embedding {
+                self.cache(|c| c.inserted(&owner.user, &owner.agent, seq, &e.model, &e.vector));
+            }
             row.into_episode().map(Some)
         })
     }
@@ -357,7 +394,7 @@ impl MemoryStore for SqliteMemoryStore {
                     .map_err(db)?;
                 old.extend(seq.filter(|s| !old.contains(s)));
             }
-            for seq in old {
+            for &seq in &old {
                 tx.execute(
                     "UPDATE loom_mem_items SET active = 0, valid_to = ?2, superseded_by = ?3 WHERE seq = ?1",
                     params![seq, valid_from, id],
@@ -380,8 +417,14 @@ impl MemoryStore for SqliteMemoryStore {
                 superseded_by: None,
                 source_run: fact.source_run,
             };
-            insert_item(&tx, owner, &row, embedding.as_ref())?;
+            let seq = insert_item(&tx, owner, &row, embedding.as_ref())?;
             tx.commit().map_err(db)?;
+            self.cache(|c| {
+                c.removed(&owner.user, &owner.agent, &old);
+                if let Some(e) = &embedding {
+                    c.inserted(&owner.user, &owner.agent, seq, &e.model, &e.vector);
+                }
+            });
             row.into_fact()
         })
     }
@@ -417,45 +460,48 @@ impl MemoryStore for SqliteMemoryStore {
     }
 
     async fn search_vector(&self, owner: &Owner, query: &Embedding, limit: usize) -> Result<Vec<MemoryItem>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         self.with(|conn| {
-            let mut best = TopK::new(limit);
-            {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT seq, id, embedding FROM loom_mem_items
-                         WHERE user_id = ?1 AND agent = ?2 AND active = 1 AND embed_model = ?3",
-                    )
-                    .map_err(db)?;
-                let mut rows = stmt.query(params![owner.user, owner.agent, query.model]).map_err(db)?;
-                while let Some(row) = rows.next().map_err(db)? {
-                    let seq: i64 = row.get(0).map_err(db)?;
-                    let blob = row.get_ref(2).map_err(db)?.as_blob().map_err(|e| {
-                        let id: String = row.get(1).unwrap_or_default();
-                        corrupt_row(&id, format!("embedding is not a blob: {e}"))
-                    })?;
-                    if blob.len() != query.vector.len() * 4 {
-                        let id: String = row.get(1).map_err(db)?;
-                        if !blob.len().is_multiple_of(4) {
-                            return Err(corrupt_row(&id, "embedding length is not a multiple of 4 bytes"));
-                        }
-                        continue;
+            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(db)?;
+            // Candidates from the cache are rescored exactly: take more than asked for.
+            let want = limit.saturating_mul(2).saturating_add(8);
+            let cached = self.cache(|c| {
+                c.check_version(version);
+                c.lookup(&owner.user, &owner.agent, &query.model, &query.vector, want)
+            });
+            let seqs = match cached {
+                Some(Lookup::Hit(seqs)) => seqs,
+                Some(Lookup::Miss) | None => {
+                    let rows = scan_vectors(conn, owner, query)?;
+                    let mut best = TopK::new(want);
+                    for (seq, v) in &rows {
+                        best.push(super::types::cosine(v, &query.vector), *seq);
                     }
-                    best.push(dot_bytes(blob, &query.vector), seq);
+                    self.cache(|c| c.fill(&owner.user, &owner.agent, &query.model, query.vector.len(), rows));
+                    best.into_sorted().into_iter().map(|(_, seq)| seq).collect()
                 }
+            };
+            let mut scored = Vec::with_capacity(seqs.len());
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ITEM_COLUMNS}, embedding FROM loom_mem_items
+                     WHERE seq = ?1 AND user_id = ?2 AND agent = ?3 AND active = 1"
+                ))
+                .map_err(db)?;
+            for seq in seqs {
+                let mut rows = stmt.query(params![seq, owner.user, owner.agent]).map_err(db)?;
+                let Some(row) = rows.next().map_err(db)? else { continue };
+                let item = item_row(row).map_err(db)?;
+                let score = match row.get_ref(13).map_err(db)?.as_blob_or_null() {
+                    Ok(Some(blob)) if blob.len() == query.vector.len() * 4 => dot_bytes(blob, &query.vector),
+                    _ => return Err(corrupt_row(&item.id, "embedding changed under the vector cache")),
+                };
+                scored.push((score, item.into_item()?));
             }
-            let mut out = Vec::new();
-            for (_, seq) in best.into_sorted() {
-                let mut rows = query_rows(
-                    conn,
-                    &format!("SELECT {ITEM_COLUMNS} FROM loom_mem_items WHERE seq = ?1"),
-                    [seq],
-                    ItemRow::into_item,
-                )?;
-                if let Some(item) = rows.pop() {
-                    out.push(item);
-                }
-            }
-            Ok(out)
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            Ok(scored.into_iter().take(limit).map(|(_, item)| item).collect())
         })
     }
 
@@ -524,18 +570,24 @@ impl MemoryStore for SqliteMemoryStore {
     async fn forget(&self, owner: &Owner, what: &Forget) -> Result<u64, Error> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            let n = match what {
-                Forget::Item(id) => delete_items(
-                    &tx,
-                    "SELECT seq FROM loom_mem_items WHERE user_id = ?1 AND agent = ?2 AND id = ?3",
-                    params![owner.user, owner.agent, id],
-                )?,
-                Forget::Range(from, to) => delete_items(
-                    &tx,
-                    "SELECT seq FROM loom_mem_items WHERE user_id = ?1 AND agent = ?2
-                     AND recorded_at >= ?3 AND recorded_at < ?4",
-                    params![owner.user, owner.agent, ms(*from), ms(*to)],
-                )?,
+            let (gone, blocks) = match what {
+                Forget::Item(id) => (
+                    delete_items(
+                        &tx,
+                        "SELECT seq FROM loom_mem_items WHERE user_id = ?1 AND agent = ?2 AND id = ?3",
+                        params![owner.user, owner.agent, id],
+                    )?,
+                    0,
+                ),
+                Forget::Range(from, to) => (
+                    delete_items(
+                        &tx,
+                        "SELECT seq FROM loom_mem_items WHERE user_id = ?1 AND agent = ?2
+                         AND recorded_at >= ?3 AND recorded_at < ?4",
+                        params![owner.user, owner.agent, ms(*from), ms(*to)],
+                    )?,
+                    0,
+                ),
                 Forget::All => {
                     let items = delete_items(
                         &tx,
@@ -548,10 +600,12 @@ impl MemoryStore for SqliteMemoryStore {
                             params![owner.user, owner.agent],
                         )
                         .map_err(db)?;
-                    items + blocks as u64
+                    (items, blocks as u64)
                 }
             };
             tx.commit().map_err(db)?;
+            self.cache(|c| c.removed(&owner.user, &owner.agent, &gone));
+            let n = gone.len() as u64 + blocks;
             if matches!(what, Forget::All) {
                 // The write-ahead log still holds the pages as they were before: copy it into the
                 // database (whose freed pages `secure_delete` zeroes) and empty it. Best effort:
@@ -567,6 +621,37 @@ impl MemoryStore for SqliteMemoryStore {
     fn knowledge(&self) -> Option<Arc<dyn crate::knowledge::KnowledgeStore>> {
         Some(Arc::new(self.clone()))
     }
+}
+
+/// The owner's valid vectors of the query's model and length, read from SQLite (a row whose
+/// embedding is not a blob, or not a whole number of `f32`s, is [`Error::Corrupt`]).
+fn scan_vectors(conn: &Connection, owner: &Owner, query: &Embedding) -> Result<Vec<(i64, Vec<f32>)>, Error> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, id, embedding FROM loom_mem_items
+             WHERE user_id = ?1 AND agent = ?2 AND active = 1 AND embed_model = ?3",
+        )
+        .map_err(db)?;
+    let mut rows = stmt.query(params![owner.user, owner.agent, query.model]).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        let seq: i64 = row.get(0).map_err(db)?;
+        let blob = row.get_ref(2).map_err(db)?.as_blob().map_err(|e| {
+            let id: String = row.get(1).unwrap_or_default();
+            corrupt_row(&id, format!("embedding is not a blob: {e}"))
+        })?;
+        if blob.len() != query.vector.len() * 4 {
+            if !blob.len().is_multiple_of(4) {
+                let id: String = row.get(1).map_err(db)?;
+                return Err(corrupt_row(&id, "embedding length is not a multiple of 4 bytes"));
+            }
+            continue;
+        }
+        if let Some(v) = bytes_vector(blob) {
+            out.push((seq, v));
+        }
+    }
+    Ok(out)
 }
 
 /// The dot product of a little-endian `f32` BLOB with `v` (same length, checked by the caller).
