@@ -56,3 +56,49 @@ async fn writes_through_this_store_and_through_another_connection_are_seen() {
     drop((cached, plain));
     remove_db(&path);
 }
+
+#[tokio::test]
+async fn knowledge_vectors_go_through_the_cache_and_stay_current() {
+    use loom_agent::knowledge::{DocumentInfo, KnowledgeScope, KnowledgeStore, Location, NewChunk};
+    let path = temp_db();
+    let a = SqliteMemoryStore::open(&path).unwrap();
+    let b = SqliteMemoryStore::open(&path).unwrap();
+    let scope = KnowledgeScope::new("acme", "docs").unwrap();
+    let doc = |id: &str| DocumentInfo {
+        id: id.into(),
+        mtime_ms: 0,
+        size: 1,
+        hash: id.into(),
+        chunks: 0,
+        indexed_at: chrono::Utc::now(),
+    };
+    let chunk = |text: &str| NewChunk { location: Location::lines(1, 1), text: text.into(), embedding: emb(text) };
+    let search = |store: &SqliteMemoryStore, q: &str| {
+        let store = store.clone();
+        let scope = scope.clone();
+        let q = emb(q).unwrap();
+        async move {
+            KnowledgeStore::search_vector(&store, &scope, &q, 1)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.text)
+                .collect::<Vec<_>>()
+        }
+    };
+    a.put_document(&scope, &doc("one"), &[chunk("kiwi orchard"), chunk("mango grove")]).await.unwrap();
+    assert_eq!(search(&a, "kiwi orchard").await, ["kiwi orchard"]);
+    // Replaced by this store: the old chunk is gone from the cache.
+    a.put_document(&scope, &doc("one"), &[chunk("papaya stand")]).await.unwrap();
+    assert_eq!(search(&a, "kiwi orchard").await.len(), 1);
+    assert_ne!(search(&a, "kiwi orchard").await, ["kiwi orchard"]);
+    // Written by another connection: seen.
+    b.put_document(&scope, &doc("two"), &[chunk("kiwi orchard")]).await.unwrap();
+    assert_eq!(search(&a, "kiwi orchard").await, ["kiwi orchard"]);
+    b.delete_document(&scope, "two").await.unwrap();
+    assert_ne!(search(&a, "kiwi orchard").await, ["kiwi orchard"]);
+    a.clear(&scope).await.unwrap();
+    assert!(search(&a, "papaya stand").await.is_empty());
+    drop((a, b));
+    remove_db(&path);
+}

@@ -304,7 +304,8 @@ impl MemoryStore for SqliteMemoryStore {
             let seq = insert_item(&tx, owner, &row, embedding.as_ref())?;
             tx.commit().map_err(db)?;
             if let Some(e) = &embedding {
-                self.cache(|c| c.inserted(&owner.user, &owner.agent, seq, &e.model, &e.vector));
+                let (user, agent) = cache_owner(owner);
+                self.cache(|c| c.inserted(&user, &agent, seq, &e.model, &e.vector));
             }
             row.into_episode().map(Some)
         })
@@ -419,10 +420,11 @@ impl MemoryStore for SqliteMemoryStore {
             };
             let seq = insert_item(&tx, owner, &row, embedding.as_ref())?;
             tx.commit().map_err(db)?;
+            let (user, agent) = cache_owner(owner);
             self.cache(|c| {
-                c.removed(&owner.user, &owner.agent, &old);
+                c.removed(&user, &agent, &old);
                 if let Some(e) = &embedding {
-                    c.inserted(&owner.user, &owner.agent, seq, &e.model, &e.vector);
+                    c.inserted(&user, &agent, seq, &e.model, &e.vector);
                 }
             });
             row.into_fact()
@@ -463,13 +465,14 @@ impl MemoryStore for SqliteMemoryStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let (user, agent) = cache_owner(owner);
         self.with(|conn| {
             let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(db)?;
             // Candidates from the cache are rescored exactly: take more than asked for.
             let want = limit.saturating_mul(2).saturating_add(8);
             let cached = self.cache(|c| {
                 c.check_version(version);
-                c.lookup(&owner.user, &owner.agent, &query.model, &query.vector, want)
+                c.lookup(&user, &agent, &query.model, &query.vector, want)
             });
             let seqs = match cached {
                 Some(Lookup::Hit(seqs)) => seqs,
@@ -479,7 +482,7 @@ impl MemoryStore for SqliteMemoryStore {
                     for (seq, v) in &rows {
                         best.push(super::types::cosine(v, &query.vector), *seq);
                     }
-                    self.cache(|c| c.fill(&owner.user, &owner.agent, &query.model, query.vector.len(), rows));
+                    self.cache(|c| c.fill(&user, &agent, &query.model, query.vector.len(), rows));
                     best.into_sorted().into_iter().map(|(_, seq)| seq).collect()
                 }
             };
@@ -604,7 +607,8 @@ impl MemoryStore for SqliteMemoryStore {
                 }
             };
             tx.commit().map_err(db)?;
-            self.cache(|c| c.removed(&owner.user, &owner.agent, &gone));
+            let (user, agent) = cache_owner(owner);
+            self.cache(|c| c.removed(&user, &agent, &gone));
             let n = gone.len() as u64 + blocks;
             if matches!(what, Forget::All) {
                 // The write-ahead log still holds the pages as they were before: copy it into the
@@ -621,6 +625,12 @@ impl MemoryStore for SqliteMemoryStore {
     fn knowledge(&self) -> Option<Arc<dyn crate::knowledge::KnowledgeStore>> {
         Some(Arc::new(self.clone()))
     }
+}
+
+/// An owner's key in the vector cache: `m` and the user, and the agent (knowledge scopes' keys
+/// start with `k`, so the two never meet).
+fn cache_owner(owner: &Owner) -> (String, String) {
+    (format!("m{}", owner.user), owner.agent.clone())
 }
 
 /// The owner's valid vectors of the query's model and length, read from SQLite (a row whose

@@ -1,16 +1,17 @@
 //! The SQLite store's knowledge index (memory schema step 2): documents in `loom_kn_docs`, chunks
-//! in `loom_kn_chunks` (vectors as BLOBs beside them, searched with an exact scan of the scope's
-//! rows), their text in the FTS5 index `loom_kn_fts` (porter stemming).
+//! in `loom_kn_chunks` (vectors as BLOBs beside them, searched through the store's vector cache
+//! like memory items, under a key of their own per scope), their text in the FTS5 index
+//! `loom_kn_fts` (porter stemming).
 
 use chrono::Utc;
 use rusqlite::{Row, TransactionBehavior, params};
 
-use super::{SqliteMemoryStore, db, dot_bytes, fts_query};
+use super::{Lookup, SqliteMemoryStore, db, dot_bytes, fts_query};
 use crate::error::Error;
 use crate::knowledge::{Chunk, DocumentInfo, KnowledgeScope, KnowledgeStore, Location, NewChunk};
 use crate::memory::Embedding;
 use crate::memory::rows::{TopK, corrupt_row, time};
-use crate::memory::types::vector_bytes;
+use crate::memory::types::{bytes_vector, cosine, vector_bytes};
 
 /// The knowledge tables (every statement idempotent).
 pub(super) const SCHEMA: &str = "
@@ -48,7 +49,7 @@ fn chunk_row(r: &Row<'_>) -> rusqlite::Result<Chunk> {
 }
 
 /// Deletes the chunks (and their text-index entries) of the documents `filter` selects.
-fn delete_chunks(tx: &rusqlite::Transaction<'_>, scope: &KnowledgeScope, doc: Option<&str>) -> Result<(), Error> {
+fn delete_chunks(tx: &rusqlite::Transaction<'_>, scope: &KnowledgeScope, doc: Option<&str>) -> Result<Vec<i64>, Error> {
     let seqs: Vec<i64> = {
         let mut stmt = tx
             .prepare_cached(
@@ -62,11 +63,17 @@ fn delete_chunks(tx: &rusqlite::Transaction<'_>, scope: &KnowledgeScope, doc: Op
     };
     let mut del_fts = tx.prepare_cached("DELETE FROM loom_kn_fts WHERE rowid = ?1").map_err(db)?;
     let mut del = tx.prepare_cached("DELETE FROM loom_kn_chunks WHERE seq = ?1").map_err(db)?;
-    for seq in seqs {
+    for &seq in &seqs {
         del_fts.execute([seq]).map_err(db)?;
         del.execute([seq]).map_err(db)?;
     }
-    Ok(())
+    Ok(seqs)
+}
+
+/// A scope's key in the vector cache: `k` and the tenant, and the collection (memory owners' keys
+/// start with `m`, so the two never meet).
+fn cache_owner(scope: &KnowledgeScope) -> (String, String) {
+    (format!("k{}", scope.tenant), scope.collection.clone())
 }
 
 fn doc_id(scope: &KnowledgeScope, doc: &str) -> String {
@@ -115,7 +122,8 @@ impl KnowledgeStore for SqliteMemoryStore {
     async fn put_document(&self, scope: &KnowledgeScope, doc: &DocumentInfo, chunks: &[NewChunk]) -> Result<(), Error> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            delete_chunks(&tx, scope, Some(&doc.id))?;
+            let gone = delete_chunks(&tx, scope, Some(&doc.id))?;
+            let mut added = Vec::new();
             tx.execute(
                 "INSERT INTO loom_kn_docs (tenant, collection, doc, mtime_ms, size, hash, chunks, indexed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -157,10 +165,22 @@ impl KnowledgeStore for SqliteMemoryStore {
                             c.embedding.as_ref().map(|e| vector_bytes(&e.vector)),
                         ])
                         .map_err(db)?;
-                    fts.execute(params![tx.last_insert_rowid(), c.text]).map_err(db)?;
+                    let seq = tx.last_insert_rowid();
+                    fts.execute(params![seq, c.text]).map_err(db)?;
+                    if let Some(e) = &c.embedding {
+                        added.push((seq, e));
+                    }
                 }
             }
-            tx.commit().map_err(db)
+            tx.commit().map_err(db)?;
+            let (user, agent) = cache_owner(scope);
+            self.cache(|cache| {
+                cache.removed(&user, &agent, &gone);
+                for (seq, e) in added {
+                    cache.inserted(&user, &agent, seq, &e.model, &e.vector);
+                }
+            });
+            Ok(())
         })
     }
 
@@ -187,7 +207,7 @@ impl KnowledgeStore for SqliteMemoryStore {
     async fn delete_document(&self, scope: &KnowledgeScope, id: &str) -> Result<bool, Error> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            delete_chunks(&tx, scope, Some(id))?;
+            let gone = delete_chunks(&tx, scope, Some(id))?;
             let n = tx
                 .execute(
                     "DELETE FROM loom_kn_docs WHERE tenant = ?1 AND collection = ?2 AND doc = ?3",
@@ -195,6 +215,8 @@ impl KnowledgeStore for SqliteMemoryStore {
                 )
                 .map_err(db)?;
             tx.commit().map_err(db)?;
+            let (user, agent) = cache_owner(scope);
+            self.cache(|cache| cache.removed(&user, &agent, &gone));
             Ok(n > 0)
         })
     }
@@ -222,43 +244,75 @@ impl KnowledgeStore for SqliteMemoryStore {
         query: &Embedding,
         limit: usize,
     ) -> Result<Vec<Chunk>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (user, agent) = cache_owner(scope);
         self.with(|conn| {
-            let mut best = TopK::new(limit);
-            {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT seq, embedding FROM loom_kn_chunks
-                         WHERE tenant = ?1 AND collection = ?2 AND embed_model = ?3",
-                    )
-                    .map_err(db)?;
-                let mut rows = stmt.query(params![scope.tenant, scope.collection, query.model]).map_err(db)?;
-                while let Some(row) = rows.next().map_err(db)? {
-                    let seq: i64 = row.get(0).map_err(db)?;
-                    let blob = row
-                        .get_ref(1)
-                        .map_err(db)?
-                        .as_blob()
-                        .map_err(|e| corrupt_row(&format!("knowledge chunk {seq}"), format!("embedding: {e}")))?;
-                    if blob.len() == query.vector.len() * 4 {
-                        best.push(dot_bytes(blob, &query.vector), seq);
+            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(db)?;
+            let want = limit.saturating_mul(2).saturating_add(8);
+            let cached = self.cache(|c| {
+                c.check_version(version);
+                c.lookup(&user, &agent, &query.model, &query.vector, want)
+            });
+            let seqs: Vec<i64> = match cached {
+                Some(Lookup::Hit(seqs)) => seqs,
+                Some(Lookup::Miss) | None => {
+                    let mut rows = Vec::new();
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT seq, embedding FROM loom_kn_chunks
+                             WHERE tenant = ?1 AND collection = ?2 AND embed_model = ?3",
+                        )
+                        .map_err(db)?;
+                    let mut found = stmt.query(params![scope.tenant, scope.collection, query.model]).map_err(db)?;
+                    while let Some(row) = found.next().map_err(db)? {
+                        let seq: i64 = row.get(0).map_err(db)?;
+                        let blob =
+                            row.get_ref(1).map_err(db)?.as_blob().map_err(|e| {
+                                corrupt_row(&format!("knowledge chunk {seq}"), format!("embedding: {e}"))
+                            })?;
+                        if blob.len() == query.vector.len() * 4
+                            && let Some(v) = bytes_vector(blob)
+                        {
+                            rows.push((seq, v));
+                        }
                     }
+                    let mut best = TopK::new(want);
+                    for (seq, v) in &rows {
+                        best.push(cosine(v, &query.vector), *seq);
+                    }
+                    self.cache(|c| c.fill(&user, &agent, &query.model, query.vector.len(), rows));
+                    best.into_sorted().into_iter().map(|(_, seq)| seq).collect()
                 }
-            }
+            };
+            // Rescored exactly from the stored vectors.
             let mut stmt = conn
-                .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM loom_kn_chunks c WHERE c.seq = ?1"))
+                .prepare_cached(&format!(
+                    "SELECT {CHUNK_COLUMNS}, c.embedding FROM loom_kn_chunks c
+                     WHERE c.seq = ?1 AND c.tenant = ?2 AND c.collection = ?3"
+                ))
                 .map_err(db)?;
-            let mut out = Vec::new();
-            for (_, seq) in best.into_sorted() {
-                out.push(stmt.query_row([seq], chunk_row).map_err(db)?);
+            let mut scored = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                let mut rows = stmt.query(params![seq, scope.tenant, scope.collection]).map_err(db)?;
+                let Some(row) = rows.next().map_err(db)? else { continue };
+                let chunk = chunk_row(row).map_err(db)?;
+                let score = match row.get_ref(6).map_err(db)?.as_blob_or_null() {
+                    Ok(Some(blob)) if blob.len() == query.vector.len() * 4 => dot_bytes(blob, &query.vector),
+                    _ => return Err(corrupt_row(&format!("knowledge chunk {seq}"), "embedding changed")),
+                };
+                scored.push((score, chunk));
             }
-            Ok(out)
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            Ok(scored.into_iter().take(limit).map(|(_, c)| c).collect())
         })
     }
 
     async fn clear(&self, scope: &KnowledgeScope) -> Result<u64, Error> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            delete_chunks(&tx, scope, None)?;
+            let gone = delete_chunks(&tx, scope, None)?;
             let n = tx
                 .execute(
                     "DELETE FROM loom_kn_docs WHERE tenant = ?1 AND collection = ?2",
@@ -266,6 +320,8 @@ impl KnowledgeStore for SqliteMemoryStore {
                 )
                 .map_err(db)?;
             tx.commit().map_err(db)?;
+            let (user, agent) = cache_owner(scope);
+            self.cache(|cache| cache.removed(&user, &agent, &gone));
             Ok(n as u64)
         })
     }
