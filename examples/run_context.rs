@@ -29,8 +29,8 @@ async fn main() -> Result<(), loom_agent::Error> {
         .model(model.clone() as Arc<dyn LanguageModel>)
         .build()?;
 
-    // `agent.resolve_knowledge(KnowledgeQuery(...))` comes with the knowledge issue; the evidence is
-    // built by hand here.
+    // The evidence is built by hand here; `agent.resolve_knowledge(KnowledgeQuery::new(…))` finds it in
+    // the agent's knowledge sources instead (see examples/knowledge.rs).
     let context = RunContext::new()
         .input("repo", json!("loom-agent"))
         .input("tenant", json!("acme"))
