@@ -76,6 +76,7 @@ pub use loom_core::new_id;
 pub use loom_core::run::{
     Artifact, CriterionVerdict, KnowledgeItem, RunContext, RunInput, RunResult, RunState, RuntimeTask, Transcript,
 };
+pub use memory::parse_embedder;
 pub use model::{Generation, LanguageModel, Model};
 pub use tool::{Tool, ToolContext, ToolOutput};
 

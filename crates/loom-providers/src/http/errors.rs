@@ -95,7 +95,7 @@ pub(super) fn transport_error(e: &reqwest::Error) -> ModelError {
 }
 
 /// Removes the key from any message an error carries.
-pub(super) fn scrub_error(key: Option<&ApiKey>, e: ModelError) -> ModelError {
+pub(crate) fn scrub_error(key: Option<&ApiKey>, e: ModelError) -> ModelError {
     let Some(key) = key else { return e };
     match e {
         ModelError::Transient { message, status } => ModelError::Transient { message: key.scrub(&message), status },
