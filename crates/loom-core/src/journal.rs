@@ -498,6 +498,12 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Runs, newest first.
     async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error>;
+
+    /// The signal store in the journal's database, if it has one (the SQL stores): an agent with
+    /// this journal keeps its signals and schedules there. `None` by default.
+    fn signal_store(&self) -> Option<Arc<dyn crate::signal::SignalStore>> {
+        None
+    }
 }
 
 /// A journal, and the session store that shares its database (for URL journals).
@@ -541,6 +547,9 @@ impl<T: Journal + ?Sized> Journal for Arc<T> {
     }
     async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
         (**self).list(filter).await
+    }
+    fn signal_store(&self) -> Option<Arc<dyn crate::signal::SignalStore>> {
+        (**self).signal_store()
     }
 }
 

@@ -8,7 +8,10 @@ mod live;
 mod memory;
 mod profile;
 mod run;
+mod schedule;
 mod session;
+mod signals;
+mod worker;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +27,8 @@ pub use profile::{ApprovalRule, ContextPolicy, CriteriaGate, Runtime, RuntimeBui
 pub use run::{EventStream, Run, RunStream};
 use session::SessionInner;
 pub use session::{Session, SessionConfig};
+pub use signals::Receipt;
+pub use worker::{Worker, WorkerReport};
 
 use crate::architecture::{Architecture, ReAct};
 use crate::capability::Capability;
@@ -74,6 +79,11 @@ pub(crate) struct AgentInner {
     pub(crate) sessions: Mutex<HashMap<session::SessionId, Weak<SessionInner>>>,
     /// The application's handle on memory.
     pub(crate) memory: crate::memory::MemoryHandle,
+    /// What a session does with a signal.
+    pub(crate) attention: Arc<dyn crate::signal::AttentionPolicy>,
+    /// Whether the signal store outlives this process (then a session opened here handles the
+    /// signals that arrived while no process was up).
+    pub(crate) signals_durable: bool,
 }
 
 impl Agent {
