@@ -78,6 +78,16 @@ pub enum JournalEntry {
         /// Why it needs approval.
         reason: String,
     },
+    /// A background tool answered "pending": the run suspended until the call's result arrives
+    /// (`Agent::complete_tool`, or a `tool.result` signal), as a `tool_result` entry.
+    ToolPending {
+        /// The turn.
+        turn: u32,
+        /// The call waiting.
+        call_id: String,
+        /// The tool's handle on the background job.
+        handle: String,
+    },
     /// The decision on a pending call, sent with `Agent::decide`.
     ApprovalDecision {
         /// The call decided.
@@ -145,6 +155,7 @@ impl JournalEntry {
             JournalEntry::ToolResult { .. } => "tool_result",
             JournalEntry::ApprovalPending { .. } => "approval_pending",
             JournalEntry::ApprovalDecision { .. } => "approval_decision",
+            JournalEntry::ToolPending { .. } => "tool_pending",
             JournalEntry::MemoryWritten => "memory_written",
             JournalEntry::CriteriaChecked { .. } => "criteria_checked",
             JournalEntry::Steered { .. } => "steered",

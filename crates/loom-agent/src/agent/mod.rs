@@ -1,6 +1,7 @@
 //! The agent layer: [`Agent`] (a configured loop driver), [`Session`] (a conversation), and [`Run`]
 //! (one execution, with its live event log).
 
+mod background;
 mod builder;
 mod driver;
 mod input;

@@ -118,6 +118,9 @@ impl Session {
         if !claimed && !store.claim(self.key(), &signal.id, &lease.owner, until).await? {
             return Ok(Receipt::nothing(signal.id, false));
         }
+        if signal.kind == crate::signal::TOOL_RESULT {
+            return self.complete_from(signal).await;
+        }
         let in_flight = self.runs_in_flight();
         let state = SessionState::new(self.user_id(), self.id()).with_runs_in_flight(in_flight.len());
         let attention = agent.inner.attention.decide(&signal, &state);
@@ -146,6 +149,47 @@ impl Session {
         store.settle(self.key(), &signal.id, attention, run_id.as_deref()).await?;
         tracing::debug!(session_id = %self.id(), signal_id = %signal.id, %attention, "signal handled");
         Ok(receipt)
+    }
+
+    /// A `tool.result` signal: the background result continues its run (of this session only).
+    async fn complete_from(&self, signal: RuntimeSignal) -> Result<Receipt, Error> {
+        let agent = &self.inner.agent;
+        let store = agent.signal_store().clone();
+        let field = |k: &str| signal.payload.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let (Some(run_id), Some(call_id)) = (field("run_id"), field("call_id")) else {
+            store.settle(self.key(), &signal.id, Attention::Ignore, None).await?;
+            return Err(Error::Config("a tool.result signal needs `run_id` and `call_id` in its payload".into()));
+        };
+        let output = field("output").unwrap_or_default();
+        let failed = signal.payload.get("is_error").and_then(|v| v.as_bool()).unwrap_or(false);
+        // The run must be this session's (and this user's): a signal cannot reach another's run.
+        let ours = match agent.journal() {
+            Some(journal) => journal
+                .load(&run_id)
+                .await?
+                .is_some_and(|r| r.record.session_id == self.id() && r.record.user_id.as_deref() == self.user_id()),
+            None => false,
+        };
+        let outcome = if !ours {
+            Err(Error::RunNotFound(run_id.clone()))
+        } else if failed {
+            agent.complete_tool(&run_id, &call_id, Err::<String, _>(crate::error::ToolError::new(output))).await
+        } else {
+            agent.complete_tool(&run_id, &call_id, output).await
+        };
+        let mut receipt = Receipt::nothing(signal.id.clone(), false);
+        match outcome {
+            Ok(run) => {
+                store.settle(self.key(), &signal.id, Attention::Run, Some(run.id())).await?;
+                receipt.attention = Some(Attention::Run);
+                receipt.run = Some(run);
+                Ok(receipt)
+            }
+            Err(e) => {
+                store.settle(self.key(), &signal.id, Attention::Ignore, None).await?;
+                Err(e)
+            }
+        }
     }
 
     /// The session's runs in flight in this process (queued or running).

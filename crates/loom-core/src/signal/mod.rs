@@ -34,6 +34,10 @@ pub use policy::{Attention, AttentionPolicy, SessionState, UrgencyPolicy};
 pub use schedule::{MissedPolicy, Schedule, ScheduleRecord};
 pub use store::{SignalRecord, SignalStatus, SignalStore};
 
+/// The type of the signals that carry a background tool's result
+/// ([`RuntimeSignal::tool_result`]).
+pub const TOOL_RESULT: &str = "tool.result";
+
 /// How urgent a signal is. The default policy ([`UrgencyPolicy`]) maps low to observe, normal and
 /// high to run, and critical to interrupt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -177,6 +181,23 @@ impl RuntimeSignal {
     pub fn received_at(mut self, at: DateTime<Utc>) -> Self {
         self.received_at = at;
         self
+    }
+
+    /// A signal carrying a background tool's result: the session that receives it records the
+    /// result of call `call_id` of run `run_id` and continues the run (as
+    /// `Agent::complete_tool` does) instead of asking the attention policy. `is_error`: the job
+    /// failed, and `output` says why.
+    pub fn tool_result(
+        run_id: impl Into<String>,
+        call_id: impl Into<String>,
+        output: impl Into<String>,
+        is_error: bool,
+    ) -> Self {
+        let (run_id, call_id, output) = (run_id.into(), call_id.into(), output.into());
+        let text = format!("result of call {call_id} of run {run_id}");
+        Self::create(text, "tool", TOOL_RESULT, Urgency::Normal)
+            .payload(serde_json::json!({"run_id": run_id, "call_id": call_id, "output": output, "is_error": is_error}))
+            .dedupe_key(format!("tool.result:{run_id}:{call_id}"))
     }
 
     /// The signal as a line the model reads: `[signal from SOURCE, TYPE, URGENCY] TEXT`.
