@@ -10,12 +10,14 @@ use crate::error::Error;
 use crate::signal::{Schedule, ScheduleRecord};
 
 /// The first occurrence of `schedule` strictly after `after` (`None`: there is none, a one-shot
-/// schedule that has passed). `created` anchors fixed intervals.
+/// schedule that has passed). `created` anchors fixed intervals. Times are taken to the
+/// millisecond, as the stores keep them.
 pub(crate) fn next_after(
     schedule: &Schedule,
     created: DateTime<Utc>,
     after: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, Error> {
+    let (created, after) = (millis(created), millis(after));
     match schedule {
         Schedule::Cron { expr } => {
             let cron = parse_cron(expr)?;
@@ -29,8 +31,13 @@ pub(crate) fn next_after(
             let k = if since < 0 { 1 } else { since / every + 1 };
             Ok(created.checked_add_signed(chrono::Duration::milliseconds(k.saturating_mul(every))))
         }
-        Schedule::Once { at } => Ok((*at > after).then_some(*at)),
+        Schedule::Once { at } => Ok((millis(*at) > after).then_some(millis(*at))),
     }
+}
+
+/// `t` to the millisecond.
+fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
 /// A schedule's first occurrence when it is added at `now`: a one-shot's time even if it has
@@ -41,7 +48,7 @@ pub(crate) fn first(
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, Error> {
     match schedule {
-        Schedule::Once { at } => Ok(Some(*at)),
+        Schedule::Once { at } => Ok(Some(millis(*at))),
         other => next_after(other, created, now),
     }
 }

@@ -91,7 +91,7 @@ pub async fn backends() -> Vec<Db> {
     let mut all = vec![Db::Memory(Arc::new(InMemorySignalStore::new())), Db::Sqlite(temp_db())];
     #[cfg(feature = "postgres")]
     if let Some(url) = postgres_url() {
-        all.push(Db::Postgres(url));
+        all.push(Db::Postgres(fresh_schema(&url).await));
     }
     #[cfg(not(feature = "postgres"))]
     eprintln!("postgres: skipped (build with --features postgres and set LOOM_TEST_POSTGRES_URL)");
@@ -101,4 +101,18 @@ pub async fn backends() -> Vec<Db> {
 /// The durable backends only.
 pub async fn durable_backends() -> Vec<Db> {
     backends().await.into_iter().filter(|d| !matches!(d, Db::Memory(_))).collect()
+}
+
+/// A schema of its own in the test database (workers see every session of their database, so
+/// tests must not share one): `url` with its `search_path` set to it.
+#[cfg(feature = "postgres")]
+pub async fn fresh_schema(url: &str) -> String {
+    let schema = format!("loom_signals_{}", unique());
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
 }
