@@ -16,6 +16,7 @@ mod model_cmd;
 mod render;
 mod run;
 mod runs;
+mod signal_cmd;
 mod tools_cmd;
 
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ fn main() -> ExitCode {
         cli::Command::Model(args) => model_cmd::main(args),
         cli::Command::Tools(args) => tools_cmd::main(args),
         cli::Command::Memory(args) => memory_cmd::main(args),
+        cli::Command::Signal(args) => signal_cmd::signal(args),
+        cli::Command::Schedule(args) => signal_cmd::schedule(args),
+        cli::Command::Worker(args) => signal_cmd::worker(args),
     };
     ExitCode::from(exit as u8)
 }
