@@ -62,12 +62,13 @@ pub mod store;
 pub mod telemetry;
 pub mod tool;
 
-pub use loom_core::{embed, error, event, message, run};
+pub use loom_core::{embed, error, event, message, run, signal};
 
 pub use agent::{
     Agent, AgentBuilder, ApprovalRule, ContextPolicy, CriteriaGate, ResumeOptions, Run, RunRequest, RunStream, Runtime,
     RuntimeBuilder, Session, SessionConfig,
 };
+pub use agent::{Receipt, Worker, WorkerReport};
 pub use loom_agent_macros::tool;
 pub use loom_core::error::{Error, ModelError, RunError, RunErrorKind, RunFailure, ToolError, ToolErrorKind};
 pub use loom_core::event::{Event, EventKind};

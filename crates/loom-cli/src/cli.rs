@@ -54,6 +54,19 @@ pub enum Command {
     #[command(after_help = "Examples:\n  loom knowledge index ./docs --memory sqlite:./bot.db\n  \
                             loom knowledge search \"reset the router\" --memory sqlite:./bot.db --name docs")]
     Knowledge(crate::knowledge_cmd::KnowledgeArgs),
+    /// Send a signal to a session: stored in the journal's database until a worker (or the next
+    /// process that opens the session) handles it. A duplicate --dedupe-key is dropped (exit 0).
+    #[command(
+        after_help = "Example:\n  loom signal --journal sqlite:./loom.db --session ops --urgency high 'The deploy failed'"
+    )]
+    Signal(crate::signal_cmd::SignalArgs),
+    /// Add, list and remove schedules: signals sent to a session on time (by the worker).
+    Schedule(crate::signal_cmd::ScheduleArgs),
+    /// Handle the signals and due schedules of a journal's database with an agent (the flags of
+    /// `loom run`), until interrupted or, with --until-idle, until nothing is queued (exit 0; 1 when
+    /// a run did not complete).
+    #[command(after_help = "Example:\n  loom worker --journal sqlite:./loom.db --model gpt-4o-mini --until-idle")]
+    Worker(crate::signal_cmd::WorkerArgs),
 }
 
 /// The options of `loom tools`.

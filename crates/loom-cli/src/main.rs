@@ -17,6 +17,7 @@ mod model_cmd;
 mod render;
 mod run;
 mod runs;
+mod signal_cmd;
 mod tools_cmd;
 
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ fn main() -> ExitCode {
         cli::Command::Tools(args) => tools_cmd::main(args),
         cli::Command::Memory(args) => memory_cmd::main(args),
         cli::Command::Knowledge(args) => knowledge_cmd::main(args),
+        cli::Command::Signal(args) => signal_cmd::signal(args),
+        cli::Command::Schedule(args) => signal_cmd::schedule(args),
+        cli::Command::Worker(args) => signal_cmd::worker(args),
     };
     ExitCode::from(exit as u8)
 }

@@ -385,6 +385,9 @@ pub enum RunErrorKind {
     Ambiguous,
     /// The run waits for a human decision on a tool call (see `Agent::decide`).
     ApprovalPending,
+    /// The run waits for a background tool's result (see `ToolOutput::pending` and
+    /// `Agent::complete_tool`).
+    ToolPending,
     /// A bug or an unexpected state inside the runtime.
     Internal,
 }

@@ -143,6 +143,42 @@ event_kinds! {
     MemoryRecalled(MemoryRecalled) = "memory.recalled",
     /// The run's context put knowledge before the model (numbered for citation).
     KnowledgeInjected(KnowledgeInjected) = "knowledge.injected",
+    /// The run was started by a signal (attention `run` or `interrupt`): the signal is its input.
+    SignalReceived(SignalEvent) = "signal.received",
+    /// An observed signal was handed to this run: it is in the seeded conversation as context.
+    SignalHandled(SignalEvent) = "signal.handled",
+}
+
+/// Payload of `signal.received` and `signal.handled`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignalEvent {
+    /// The signal's id.
+    pub signal_id: String,
+    /// Where it came from.
+    pub source: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// How urgent it is.
+    pub urgency: crate::signal::Urgency,
+    /// What the attention policy decided.
+    pub attention: crate::signal::Attention,
+    /// Its text.
+    pub text: String,
+}
+
+impl SignalEvent {
+    /// The payload for `signal` under `attention`.
+    pub fn of(signal: &crate::signal::RuntimeSignal, attention: crate::signal::Attention) -> Self {
+        SignalEvent {
+            signal_id: signal.id.clone(),
+            source: signal.source.clone(),
+            kind: signal.kind.clone(),
+            urgency: signal.urgency,
+            attention,
+            text: signal.text.clone(),
+        }
+    }
 }
 
 /// Payload of `plan.created`.

@@ -78,6 +78,16 @@ pub enum JournalEntry {
         /// Why it needs approval.
         reason: String,
     },
+    /// A background tool answered "pending": the run suspended until the call's result arrives
+    /// (`Agent::complete_tool`, or a `tool.result` signal), as a `tool_result` entry.
+    ToolPending {
+        /// The turn.
+        turn: u32,
+        /// The call waiting.
+        call_id: String,
+        /// The tool's handle on the background job.
+        handle: String,
+    },
     /// The decision on a pending call, sent with `Agent::decide`.
     ApprovalDecision {
         /// The call decided.
@@ -145,6 +155,7 @@ impl JournalEntry {
             JournalEntry::ToolResult { .. } => "tool_result",
             JournalEntry::ApprovalPending { .. } => "approval_pending",
             JournalEntry::ApprovalDecision { .. } => "approval_decision",
+            JournalEntry::ToolPending { .. } => "tool_pending",
             JournalEntry::MemoryWritten => "memory_written",
             JournalEntry::CriteriaChecked { .. } => "criteria_checked",
             JournalEntry::Steered { .. } => "steered",
@@ -498,6 +509,12 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Runs, newest first.
     async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error>;
+
+    /// The signal store in the journal's database, if it has one (the SQL stores): an agent with
+    /// this journal keeps its signals and schedules there. `None` by default.
+    fn signal_store(&self) -> Option<Arc<dyn crate::signal::SignalStore>> {
+        None
+    }
 }
 
 /// A journal, and the session store that shares its database (for URL journals).
@@ -541,6 +558,9 @@ impl<T: Journal + ?Sized> Journal for Arc<T> {
     }
     async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
         (**self).list(filter).await
+    }
+    fn signal_store(&self) -> Option<Arc<dyn crate::signal::SignalStore>> {
+        (**self).signal_store()
     }
 }
 

@@ -39,6 +39,7 @@ pub mod journal;
 pub mod message;
 pub mod model;
 pub mod run;
+pub mod signal;
 pub mod store;
 pub mod tool;
 

@@ -36,6 +36,8 @@ pub struct AgentBuilder {
     pub(super) tool_output_limit: Option<usize>,
     pub(super) tool_timeout: Option<Duration>,
     pub(super) judge: Option<Result<SharedModel, Error>>,
+    pub(super) signal_store: Option<Arc<dyn crate::signal::SignalStore>>,
+    pub(super) attention: Option<Arc<dyn crate::signal::AttentionPolicy>>,
 }
 
 impl AgentBuilder {
@@ -113,6 +115,22 @@ impl AgentBuilder {
     /// [`AgentBuilder::build`].
     pub fn journal(mut self, journal: impl IntoJournal) -> Self {
         self.journal = Some(crate::store::resolve_journal(journal));
+        self
+    }
+
+    /// Where signals and schedules are kept. By default: the journal's database when the journal
+    /// has one (a `sqlite:` or `postgres://` URL, or a SQL store value), otherwise in memory.
+    pub fn signal_store(mut self, store: impl crate::signal::SignalStore) -> Self {
+        self.signal_store = Some(Arc::new(store));
+        self
+    }
+
+    /// The attention policy: what a session does with each signal it receives
+    /// ([`crate::signal::UrgencyPolicy`] by default: low → observe, normal and high → run,
+    /// critical → interrupt). A policy value or a closure
+    /// `|signal: &RuntimeSignal, session: &SessionState| -> Attention`.
+    pub fn attention(mut self, policy: impl crate::signal::AttentionPolicy) -> Self {
+        self.attention = Some(Arc::new(policy));
         self
     }
 
@@ -308,6 +326,12 @@ impl AgentBuilder {
             .session_store
             .or_else(|| journal.as_ref().and_then(|j| j.session_store.clone()))
             .unwrap_or_else(|| Arc::new(InMemorySessionStore::new()));
+        let signals_durable =
+            self.signal_store.is_some() || journal.as_ref().is_some_and(|j| j.journal.signal_store().is_some());
+        let signal_store: Arc<dyn crate::signal::SignalStore> = self
+            .signal_store
+            .or_else(|| journal.as_ref().and_then(|j| j.journal.signal_store()))
+            .unwrap_or_else(|| Arc::new(crate::store::InMemorySignalStore::new()));
         let lease =
             Lease::for_this_process(self.lease_ttl.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(10)));
         let env = RunEnv {
@@ -332,7 +356,13 @@ impl AgentBuilder {
                 rate_limiter: self.rate_limiter,
                 audit: self.audit,
             },
-            stores: Stores { sessions: session_store, journal: journal.map(|j| j.journal), lease, memory: memory.slot },
+            stores: Stores {
+                sessions: session_store,
+                journal: journal.map(|j| j.journal),
+                lease,
+                memory: memory.slot,
+                signals: signal_store,
+            },
             limits: Limits {
                 output_retries: self.output_retries.unwrap_or(2),
                 tool_output_limit: self.tool_output_limit.unwrap_or(50_000),
@@ -353,6 +383,8 @@ impl AgentBuilder {
                 sessions: Mutex::new(HashMap::new()),
                 memory: memory.handle,
                 knowledge,
+                attention: self.attention.unwrap_or_else(|| Arc::new(crate::signal::UrgencyPolicy)),
+                signals_durable,
             }),
         })
     }

@@ -12,7 +12,7 @@ use super::AgentInner;
 use super::input::RunRequest;
 use super::session::SessionInner;
 use crate::error::{RunError, RunErrorKind};
-use crate::event::{EventKind, OutputInvalid};
+use crate::event::{EventKind, OutputInvalid, SignalEvent};
 use crate::message::Message;
 use crate::output::OutputSchema;
 use crate::runtime::{Live, Outcome, RunCx, RunLog, RunPlan};
@@ -22,7 +22,8 @@ use crate::telemetry;
 /// How a run starts: fresh from a request, or resumed from its journal.
 #[allow(clippy::large_enum_variant)] // built once per run and moved into its task
 pub(crate) enum Start {
-    Fresh(RunRequest),
+    /// A new run; with the signal that started it, if one did.
+    Fresh(RunRequest, Option<SignalEvent>),
     Resume(Box<JournaledRun>),
 }
 
@@ -76,6 +77,15 @@ pub(crate) async fn drive(
                 None => run.await,
             }
         }
+    };
+    // A run cancelled by a signal ends `cancelled` naming it.
+    let outcome = match (outcome, log.cancel_reason()) {
+        (Err(mut error), Some((reason, message))) if error.kind == RunErrorKind::Cancelled => {
+            error.reason = Some(reason.clone());
+            error.message = message.clone();
+            Err(error)
+        }
+        (outcome, _) => outcome,
     };
     let result = cx.finish(outcome).await;
     if let Some(holder) = &holder
@@ -136,8 +146,9 @@ async fn keep_session_lock(agent: &AgentInner, session: &SessionInner, holder: &
 /// journaled runs) the lease.
 async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &mut RunCx, start: Start) -> Outcome {
     let (schema, timeout) = match start {
-        Start::Fresh(request) => {
-            let plan = plan(agent, session, &request);
+        Start::Fresh(request, received) => {
+            let mut plan = plan(agent, session, &request);
+            plan.received = received;
             let began = cx.begin(&plan).await;
             if cx.session_opened() {
                 session.lock().synced = true;
@@ -204,6 +215,8 @@ fn plan<'a>(agent: &'a AgentInner, session: &SessionInner, request: &'a RunReque
         max_turns: request.max_turns.unwrap_or(agent.max_turns),
         timeout: request.timeout.or(agent.timeout),
         architecture: agent.architecture.name(),
+        signals: !session.fresh,
+        received: None,
     }
 }
 

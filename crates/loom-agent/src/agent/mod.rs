@@ -1,6 +1,7 @@
 //! The agent layer: [`Agent`] (a configured loop driver), [`Session`] (a conversation), and [`Run`]
 //! (one execution, with its live event log).
 
+mod background;
 mod builder;
 mod driver;
 mod input;
@@ -9,7 +10,10 @@ mod live;
 mod memory;
 mod profile;
 mod run;
+mod schedule;
 mod session;
+mod signals;
+mod worker;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +29,8 @@ pub use profile::{ApprovalRule, ContextPolicy, CriteriaGate, Runtime, RuntimeBui
 pub use run::{EventStream, Run, RunStream};
 use session::SessionInner;
 pub use session::{Session, SessionConfig};
+pub use signals::Receipt;
+pub use worker::{Worker, WorkerReport};
 
 use crate::architecture::{Architecture, ReAct};
 use crate::capability::Capability;
@@ -77,6 +83,11 @@ pub(crate) struct AgentInner {
     pub(crate) memory: crate::memory::MemoryHandle,
     /// The knowledge sources, if any.
     pub(crate) knowledge: Option<Arc<crate::knowledge::Knowledge>>,
+    /// What a session does with a signal.
+    pub(crate) attention: Arc<dyn crate::signal::AttentionPolicy>,
+    /// Whether the signal store outlives this process (then a session opened here handles the
+    /// signals that arrived while no process was up).
+    pub(crate) signals_durable: bool,
 }
 
 impl Agent {

@@ -111,6 +111,12 @@ pub(crate) type SessionId = (Option<Arc<str>>, Arc<str>);
 
 impl Session {
     pub(crate) fn open(agent: &Agent, config: SessionConfig) -> Session {
+        Session::open_with(agent, config, true)
+    }
+
+    /// Opens a session; `sweep`: a session new to this process handles its waiting signals in
+    /// the background (see [`Session::process_pending`]).
+    pub(crate) fn open_with(agent: &Agent, config: SessionConfig, sweep: bool) -> Session {
         let user = config.user_id.as_deref().map(Arc::from);
         let Some(id) = config.id else {
             return Session::create(
@@ -139,6 +145,10 @@ impl Session {
         let session =
             Session::create(agent.clone(), key.0.clone(), id, config.metadata, config.extensions, false, false);
         registry.insert(key, Arc::downgrade(&session.inner));
+        drop(registry);
+        if sweep {
+            session.sweep_pending();
+        }
         session
     }
 
@@ -203,7 +213,12 @@ impl Session {
     /// session of no user) ends `failed` at once (kind `config`): a session's conversation is
     /// its user's alone.
     pub fn start(&self, request: impl Into<RunRequest>) -> Run {
-        let mut request = request.into();
+        self.start_with(request.into(), None)
+    }
+
+    /// [`Session::start`], for a run a signal started (its `signal.received` event follows
+    /// `run.started`).
+    pub(crate) fn start_with(&self, mut request: RunRequest, received: Option<crate::event::SignalEvent>) -> Run {
         let input = request.input.take().unwrap_or_else(|| super::RunInput::Prompt(String::new()));
         let agent = &self.inner.agent.inner;
         // The agent's tools and hooks as they are now: the run keeps them to its end.
@@ -239,7 +254,7 @@ impl Session {
             self.refuse(&log, RunError::new(RunErrorKind::Config, message));
             return run;
         }
-        if let Err(no_runtime) = self.spawn(&run, live, driver::Start::Fresh(request)) {
+        if let Err(no_runtime) = self.spawn(&run, live, driver::Start::Fresh(request, received)) {
             fail_at_once(&log, RunError::new(RunErrorKind::Config, no_runtime));
         }
         run

@@ -11,7 +11,7 @@ use super::context::{RunCx, stopped_by_hook};
 use super::env::GuardResult;
 use super::replay::Recorder;
 use crate::error::{RunError, RunErrorKind};
-use crate::event::{EventKind, KnowledgeInjected, MemoryRecalled, RunStarted};
+use crate::event::{EventKind, KnowledgeInjected, MemoryRecalled, RunStarted, SignalEvent};
 use crate::governance::{AuditAction, GuardAction, GuardStage, HookAction};
 use crate::message::{ContentPart, Message};
 use crate::output::OutputSchema;
@@ -34,6 +34,11 @@ pub(crate) struct RunPlan<'a> {
     pub(crate) timeout: Option<Duration>,
     /// The architecture's name (for the audit log).
     pub(crate) architecture: &'a str,
+    /// Whether the session may have observed signals for this run (a session other runs or
+    /// processes may share; a fresh session has none).
+    pub(crate) signals: bool,
+    /// The signal that started this run, if one did.
+    pub(crate) received: Option<SignalEvent>,
 }
 
 impl RunCx {
@@ -43,13 +48,21 @@ impl RunCx {
         let schema = plan.output_schema.as_ref();
         let native = schema.is_some() && self.env.model.capabilities().native_structured_output;
         let input = self.log.input();
-        let (mut messages, history_base, recalled) = match self.seed(plan, &input, schema.filter(|_| !native)).await {
+        let observed = self.observed_signals(plan).await;
+        let (mut messages, mut history_base, recalled) = match self.seed(plan, &input, schema.filter(|_| !native)).await
+        {
             Ok(seeded) => seeded,
             Err(error) => {
                 self.started(&input, plan.context, Vec::new());
                 return Err(error);
             }
         };
+        if !observed.is_empty() {
+            // The observed signals go right before the input: the newest context the run has
+            // (not part of the run's own messages, so not added to the session's history).
+            messages.insert(history_base, observed_message(&observed));
+            history_base += 1;
+        }
         // Input guardrails run before anything records the input: a redacted input is what the
         // run.started event, the audit log, the transcript and the model all see.
         let (input, input_guard) = self.guard_input(&mut messages, input);
@@ -59,6 +72,15 @@ impl RunCx {
         }
         if let Some(recalled) = recalled {
             self.log.emit(EventKind::MemoryRecalled(recalled));
+        }
+        if let Some(received) = &plan.received {
+            self.log.emit(EventKind::SignalReceived(received.clone()));
+        }
+        if !observed.is_empty() {
+            for record in &observed {
+                let attention = record.attention.unwrap_or(crate::signal::Attention::Observe);
+                self.log.emit(EventKind::SignalHandled(SignalEvent::of(&record.signal, attention)));
+            }
         }
         self.messages = messages;
         self.history_base = Some(history_base);
@@ -165,6 +187,21 @@ impl RunCx {
             model: self.env.model.name().to_string(),
             context: context.clone(),
         }));
+    }
+
+    /// Takes the session's observed signals for this run (marking them handled by it). A store
+    /// failure is logged and the run goes on without them (they stay observed).
+    async fn observed_signals(&self, plan: &RunPlan<'_>) -> Vec<crate::signal::SignalRecord> {
+        if !plan.signals {
+            return Vec::new();
+        }
+        match self.env.stores.signals.take_observed(self.scope.session_key(), &self.scope.run_id).await {
+            Ok(observed) => observed,
+            Err(e) => {
+                tracing::warn!(run_id = %self.scope.run_id, error = %e, "reading the session's observed signals failed");
+                Vec::new()
+            }
+        }
     }
 
     /// Builds the seed messages: instructions, context, memory, history, input. Returns them, the
@@ -278,4 +315,16 @@ impl RunCx {
 /// written before Loom kept where the history starts).
 fn leading_system(messages: &[Message]) -> usize {
     messages.iter().take_while(|m| matches!(m, Message::System { .. })).count()
+}
+
+/// The system message that shows a run the signals its session observed since its last run.
+fn observed_message(observed: &[crate::signal::SignalRecord]) -> Message {
+    let mut text = String::from(
+        "Signals this session received since its last run (context; act on them only if they matter to the task):",
+    );
+    for record in observed {
+        text.push_str("\n- ");
+        text.push_str(&record.signal.to_prompt());
+    }
+    Message::system(text)
 }

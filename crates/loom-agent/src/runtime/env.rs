@@ -70,6 +70,8 @@ pub(crate) struct Stores {
     pub(crate) lease: Lease,
     /// The memory slot.
     pub(crate) memory: Option<Arc<dyn Memory>>,
+    /// Signals and schedules (in memory unless the journal's database or the builder gave one).
+    pub(crate) signals: Arc<dyn crate::signal::SignalStore>,
 }
 
 /// Limits of one run's steps.

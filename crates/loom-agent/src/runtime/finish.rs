@@ -80,7 +80,7 @@ impl RunCx {
             | RunErrorKind::Guardrail
             | RunErrorKind::RateLimit
             | RunErrorKind::Criteria => RunState::Interrupted,
-            RunErrorKind::ApprovalPending => RunState::Suspended,
+            RunErrorKind::ApprovalPending | RunErrorKind::ToolPending => RunState::Suspended,
             _ => RunState::Failed,
         };
         // Every tool.call gets its tool.result: calls still in flight when the run stopped are

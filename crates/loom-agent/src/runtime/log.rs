@@ -22,6 +22,8 @@ pub(crate) struct RunLog {
     pub(crate) session_id: Arc<str>,
     pub(crate) user_id: Option<Arc<str>>,
     pub(crate) cancel: CancellationToken,
+    /// Why the run was cancelled, when something other than its owner cancelled it (a signal).
+    cancel_reason: std::sync::OnceLock<(String, String)>,
     /// A resumed run whose journal records that memory already has it.
     memory_written: std::sync::atomic::AtomicBool,
     hooks: Arc<[Arc<dyn Hooks>]>,
@@ -74,6 +76,7 @@ impl RunLog {
             session_id: scope.session_id.clone(),
             user_id: scope.user_id.clone(),
             cancel: CancellationToken::new(),
+            cancel_reason: std::sync::OnceLock::new(),
             memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks,
             inner: Mutex::new(RunInner {
@@ -108,6 +111,7 @@ impl RunLog {
             session_id: Arc::from(t.session_id.as_str()),
             user_id: t.user_id.as_deref().map(Arc::from),
             cancel: CancellationToken::new(),
+            cancel_reason: std::sync::OnceLock::new(),
             memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks: Arc::from(Vec::new()),
             inner: Mutex::new(RunInner {
@@ -132,6 +136,18 @@ impl RunLog {
                 steering: Vec::new(),
             }),
         })
+    }
+
+    /// Cancels the run, saying why: the run ends `cancelled` with this reason and message (the
+    /// first reason given wins).
+    pub(crate) fn cancel_because(&self, reason: String, message: String) {
+        let _ = self.cancel_reason.set((reason, message));
+        self.cancel.cancel();
+    }
+
+    /// Why the run was cancelled, when [`RunLog::cancel_because`] said: (reason, message).
+    pub(crate) fn cancel_reason(&self) -> Option<&(String, String)> {
+        self.cancel_reason.get()
     }
 
     pub(crate) fn scope(&self) -> Scope {

@@ -37,6 +37,8 @@ pub(crate) enum ToolReplay {
     None,
     /// It ran and its result is recorded.
     Done(JournalEntry),
+    /// A background call still waiting for its result (its handle).
+    Pending(String),
     /// It was about to run (intent recorded) with these arguments, and no result is recorded.
     Started(Value),
 }
@@ -259,6 +261,7 @@ impl Recorder {
     fn take_tool(&mut self, call_id: &str) -> ToolReplay {
         let mut intent: Option<Value> = None;
         let mut done: Option<JournalEntry> = None;
+        let mut pending: Option<String> = None;
         let mut i = 0;
         while i < self.entries.len() {
             match &self.entries[i] {
@@ -270,11 +273,17 @@ impl Recorder {
                 JournalEntry::ToolResult { call_id: id, .. } if id == call_id => {
                     done = Some(self.entries.remove(i));
                 }
+                JournalEntry::ToolPending { call_id: id, .. } if id == call_id => {
+                    if let JournalEntry::ToolPending { handle, .. } = self.entries.remove(i) {
+                        pending = Some(handle);
+                    }
+                }
                 _ => i += 1,
             }
         }
         match (done, intent) {
             (Some(entry), _) => ToolReplay::Done(entry),
+            (None, _) if let Some(handle) = pending => ToolReplay::Pending(handle),
             (None, Some(args)) => ToolReplay::Started(args),
             (None, None) => ToolReplay::None,
         }

@@ -30,6 +30,21 @@ struct ToolOutcome {
     truncated: bool,
     /// A guardrail blocked this result: (guardrail, reason).
     blocked: Option<(String, String)>,
+    /// A background tool answered "pending" with this handle: the run suspends.
+    pending: Option<String>,
+}
+
+impl ToolOutcome {
+    fn waiting(handle: String) -> Self {
+        ToolOutcome {
+            content: String::new(),
+            is_error: false,
+            error_kind: None,
+            truncated: false,
+            blocked: None,
+            pending: Some(handle),
+        }
+    }
 }
 
 impl RunCx {
@@ -103,6 +118,8 @@ impl RunCx {
             match self.recorder.tool(&call.id) {
                 ToolReplay::None => {}
                 ToolReplay::Done(entry) => outcomes[k] = Some(self.replayed_call(turn, call, entry).await),
+                // Still waiting for its background result: the run suspends again.
+                ToolReplay::Pending(handle) => return Err(pending_error(call, &handle)),
                 ToolReplay::Started(args) => {
                     let index = tools.index_of(&call.name);
                     let flags = index.map(|i| tools.entry(i).spec.flags).unwrap_or_default();
@@ -117,6 +134,12 @@ impl RunCx {
         }
         let mut i = 0;
         while i < calls.len() {
+            // A background call answered "pending": the run suspends after the calls so far.
+            if let Some((call, handle)) =
+                calls.iter().zip(&outcomes).find_map(|(c, o)| Some((c, o.as_ref()?.pending.as_ref()?)))
+            {
+                return Err(pending_error(call, handle));
+            }
             if outcomes[i].is_some() {
                 i += 1;
             } else if let Some(prepared) = rerun[i].take() {
@@ -144,6 +167,11 @@ impl RunCx {
                 i += 1;
             }
         }
+        if let Some((call, handle)) =
+            calls.iter().zip(&outcomes).find_map(|(c, o)| Some((c, o.as_ref()?.pending.as_ref()?)))
+        {
+            return Err(pending_error(call, handle));
+        }
         Ok(outcomes)
     }
 
@@ -166,14 +194,49 @@ impl RunCx {
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         let limit = self.env.limits.tool_output_limit;
+        let result = match result {
+            Ok(output) => match output.pending {
+                Some(handle) if self.recorder.is_journaled() => {
+                    let entry = || JournalEntry::ToolPending { turn, call_id: call.id.clone(), handle: handle.clone() };
+                    return match self.recorder.record(entry).await {
+                        Ok(()) => ToolOutcome::waiting(handle),
+                        Err(e) => {
+                            let message = format!("Error: the pending call could not be recorded: {}", e.message);
+                            ToolOutcome {
+                                content: message,
+                                is_error: true,
+                                error_kind: Some(ToolErrorKind::Failed),
+                                truncated: false,
+                                blocked: None,
+                                pending: None,
+                            }
+                        }
+                    };
+                }
+                Some(handle) => Err(ToolError::new(format!(
+                    "`{}` started a background job ({handle}) whose result comes later, and waiting for it needs a \
+                     journal (this agent has none); do not call it again",
+                    call.name
+                ))),
+                None => Ok(output.content),
+            },
+            Err(e) => Err(e),
+        };
         let mut outcome = match result {
             Ok(content) => {
                 let (content, truncated) = cap_output(content, limit);
-                ToolOutcome { content, is_error: false, error_kind: None, truncated, blocked: None }
+                ToolOutcome { content, is_error: false, error_kind: None, truncated, blocked: None, pending: None }
             }
             Err(err) => {
                 let (content, truncated) = cap_output(format!("Error: {}", err.message()), limit);
-                ToolOutcome { content, is_error: true, error_kind: Some(err.kind()), truncated, blocked: None }
+                ToolOutcome {
+                    content,
+                    is_error: true,
+                    error_kind: Some(err.kind()),
+                    truncated,
+                    blocked: None,
+                    pending: None,
+                }
             }
         };
         let guardrails = &self.env.policies.guardrails;
@@ -265,6 +328,7 @@ impl RunCx {
                 error_kind: Some(ToolErrorKind::Failed),
                 truncated: false,
                 blocked: None,
+                pending: None,
             };
         };
         self.log.restore_artifacts(&artifacts);
@@ -279,10 +343,16 @@ impl RunCx {
             duration_ms,
         };
         self.conclude_call(call, event, self.live()).await;
-        ToolOutcome { content: output, is_error, error_kind, truncated, blocked }
+        ToolOutcome { content: output, is_error, error_kind, truncated, blocked, pending: None }
     }
 
-    async fn invoke(&self, turn: u32, call: &ToolCall, index: usize, args: Value) -> Result<String, ToolError> {
+    async fn invoke(
+        &self,
+        turn: u32,
+        call: &ToolCall,
+        index: usize,
+        args: Value,
+    ) -> Result<crate::tool::ToolOutput, ToolError> {
         let entry = self.tools.entry(index);
         if let Err(e) = self
             .recorder
@@ -319,13 +389,25 @@ impl RunCx {
                     .unwrap_or_else(|| "no message".to_string());
                 Err(ToolError::with_kind(ToolErrorKind::Panicked, format!("`{}` panicked: {detail}", call.name)))
             }
-            Ok(Ok(result)) => result.map(|o| o.content),
+            Ok(Ok(result)) => result,
         };
         if self.log.cancel.is_cancelled() {
             return Err(ToolError::with_kind(ToolErrorKind::Cancelled, "the run was cancelled"));
         }
         outcome
     }
+}
+
+/// The run suspends: a background call's result comes later.
+fn pending_error(call: &ToolCall, handle: &str) -> RunError {
+    RunError::interrupted(
+        RunErrorKind::ToolPending,
+        "tool_pending",
+        format!(
+            "waiting for the background result of `{}` (call {}, job {handle}); send it with Agent::complete_tool",
+            call.name, call.id
+        ),
+    )
 }
 
 /// A resumed run's call that started and has no recorded result, of a tool that is not safe to

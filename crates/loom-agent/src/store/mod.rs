@@ -6,9 +6,12 @@
 
 mod journal;
 mod memory_journal;
+mod memory_signals;
 mod memory_store;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod signal_rows;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
@@ -19,10 +22,12 @@ pub use loom_core::journal::{
     Compaction, IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary, JournalSlot, JournaledRun, Lease,
     RecordedModel, RunFilter, RunRecord,
 };
+pub use loom_core::signal::SignalStore;
 pub use loom_core::store::{
     IntoMemory, Memory, MemoryRef, Recalled, RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary,
 };
 pub use memory_journal::InMemoryJournal;
+pub use memory_signals::InMemorySignalStore;
 pub use memory_store::InMemorySessionStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

@@ -7,17 +7,35 @@ use super::ToolError;
 pub struct ToolOutput {
     /// The text the model reads.
     pub content: String,
+    /// Set by [`ToolOutput::pending`]: the result comes later, from a background job with this
+    /// handle.
+    pub pending: Option<String>,
 }
 
 impl ToolOutput {
     /// Text output.
     pub fn text(content: impl Into<String>) -> Self {
-        ToolOutput { content: content.into() }
+        ToolOutput { content: content.into(), pending: None }
     }
 
     /// JSON output, serialized compactly.
     pub fn json(value: &serde_json::Value) -> Self {
-        ToolOutput { content: value.to_string() }
+        ToolOutput { content: value.to_string(), pending: None }
+    }
+
+    /// The result will come later: the tool started a background job (for minutes or hours) known
+    /// by `handle`. A journaled run records the call as pending and ends `suspended` (reason
+    /// `tool_pending`), holding nothing; `Agent::complete_tool(run_id, call_id, result)`, or a
+    /// `tool.result` signal ([`crate::signal::RuntimeSignal::tool_result`]), in any process that
+    /// shares the journal, records the result and continues the run. Without a journal the model
+    /// receives an error result saying so.
+    pub fn pending(handle: impl Into<String>) -> Self {
+        ToolOutput { content: String::new(), pending: Some(handle.into()) }
+    }
+
+    /// Whether the result comes later (see [`ToolOutput::pending`]).
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
     }
 }
 
@@ -39,35 +57,35 @@ impl IntoToolOutput for ToolOutput {
 
 impl IntoToolOutput for String {
     fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
-        Ok(ToolOutput { content: self })
+        Ok(ToolOutput::text(self))
     }
 }
 
 impl IntoToolOutput for &str {
     fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
-        Ok(ToolOutput { content: self.to_string() })
+        Ok(ToolOutput::text(self.to_string()))
     }
 }
 
 impl IntoToolOutput for serde_json::Value {
     fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
         Ok(match self {
-            serde_json::Value::String(s) => ToolOutput { content: s },
-            other => ToolOutput { content: other.to_string() },
+            serde_json::Value::String(s) => ToolOutput::text(s),
+            other => ToolOutput::text(other.to_string()),
         })
     }
 }
 
 impl IntoToolOutput for () {
     fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
-        Ok(ToolOutput { content: "done".to_string() })
+        Ok(ToolOutput::text("done"))
     }
 }
 
 impl<T: Serialize> IntoToolOutput for Json<T> {
     fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
         serde_json::to_string(&self.0)
-            .map(|content| ToolOutput { content })
+            .map(ToolOutput::text)
             .map_err(|e| ToolError::new(format!("cannot serialize the tool output: {e}")))
     }
 }
@@ -76,7 +94,7 @@ macro_rules! display_outputs {
     ($($t:ty),*) => {$(
         impl IntoToolOutput for $t {
             fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
-                Ok(ToolOutput { content: self.to_string() })
+                Ok(ToolOutput::text(self.to_string()))
             }
         }
     )*};

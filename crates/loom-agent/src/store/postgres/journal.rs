@@ -304,6 +304,10 @@ async fn list_tx(client: &mut Client, filter: &RunFilter) -> Result<Vec<JournalR
 
 #[async_trait::async_trait]
 impl Journal for PostgresStore {
+    fn signal_store(&self) -> Option<std::sync::Arc<dyn crate::signal::SignalStore>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
         let literal_input = crate::store::sql::json(&record.input)?;
         let literal = crate::store::sql::prompt_literal(&literal_input);

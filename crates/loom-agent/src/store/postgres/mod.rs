@@ -17,7 +17,7 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
@@ -201,6 +201,7 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 
 mod journal;
 mod sessions;
+mod signals;
 
 /// Creates or upgrades the schema under the migration lock. Refuses a database from a newer version.
 async fn migrate(client: &mut Client) -> Result<(), Error> {
@@ -242,6 +243,12 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
     if version < 4 {
         tx.batch_execute(MIGRATE_V4).await.map_err(|e| pg("upgrading the schema to version 4", e))?;
         tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (4, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
+    if version < 5 {
+        tx.batch_execute(signals::MIGRATE_V5).await.map_err(|e| pg("upgrading the schema to version 5", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (5, $1)", &[&now_ms()])
             .await
             .map_err(|e| pg("recording the schema version", e))?;
     }

@@ -15,6 +15,10 @@ use loom_core::journal::{
 
 #[async_trait::async_trait]
 impl Journal for SqliteStore {
+    fn signal_store(&self) -> Option<std::sync::Arc<dyn crate::signal::SignalStore>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
         let run_id = record.run_id.clone();
         let session_id = record.session_id.clone();

@@ -15,9 +15,10 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 
 mod journal;
 mod sessions;
+mod signals;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -297,6 +298,9 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
     if version < 4 {
         tx.execute_batch(MIGRATE_V4).map_err(db)?;
+    }
+    if version < 5 {
+        tx.execute_batch(signals::MIGRATE_V5).map_err(db)?;
     }
     tx.commit().map_err(db)
 }
