@@ -25,6 +25,10 @@ pub(crate) struct RunLog {
     /// A resumed run whose journal records that memory already has it.
     memory_written: std::sync::atomic::AtomicBool,
     hooks: Arc<[Arc<dyn Hooks>]>,
+    /// The run that started this one (child runs only).
+    pub(crate) parent: Option<Arc<super::child::ParentLink>>,
+    /// The child runs this run started (see child.rs).
+    pub(super) children: Mutex<Vec<Arc<RunLog>>>,
     inner: Mutex<RunInner>,
 }
 
@@ -68,14 +72,17 @@ impl RunLog {
         context: RunContext,
         metadata: Map<String, Value>,
         hooks: Arc<[Arc<dyn Hooks>]>,
+        child: Option<&super::child::ChildSpec>,
     ) -> Arc<Self> {
         Arc::new(RunLog {
             run_id: scope.run_id.clone(),
             session_id: scope.session_id.clone(),
             user_id: scope.user_id.clone(),
-            cancel: CancellationToken::new(),
+            cancel: child.map_or_else(CancellationToken::new, |c| c.cancel.child_token()),
             memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks,
+            parent: child.map(|c| c.link.clone()),
+            children: Mutex::new(Vec::new()),
             inner: Mutex::new(RunInner {
                 state: RunState::Queued,
                 events: Vec::new(),
@@ -110,6 +117,8 @@ impl RunLog {
             cancel: CancellationToken::new(),
             memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks: Arc::from(Vec::new()),
+            parent: None,
+            children: Mutex::new(Vec::new()),
             inner: Mutex::new(RunInner {
                 state: t.state,
                 events: Vec::new(),
@@ -383,6 +392,7 @@ impl RunLog {
                 turns: inner.turns,
                 started_at: inner.started_at,
                 finished_at: Some(finished_at),
+                parent_run_id: self.parent_run_id(),
             });
             inner.result = Some(result.clone());
             inner.transcript = Some(transcript.clone());
@@ -471,6 +481,7 @@ impl RunLog {
             turns: inner.turns,
             started_at: inner.started_at,
             finished_at: None,
+            parent_run_id: self.parent_run_id(),
         }
     }
 }

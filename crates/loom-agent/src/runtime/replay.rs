@@ -171,6 +171,21 @@ impl Recorder {
         found
     }
 
+    /// The journaled output of the architecture's step `key`, if any.
+    pub(crate) fn step(&mut self, key: &str) -> Option<Value> {
+        if !self.is_replaying() {
+            return None;
+        }
+        let i =
+            self.entries.iter().position(|e| matches!(e, JournalEntry::StepCompleted { key: k, .. } if k == key))?;
+        let found = match self.entries.remove(i) {
+            JournalEntry::StepCompleted { output, .. } => Some(output),
+            _ => None,
+        };
+        self.consumed();
+        found
+    }
+
     /// The steering messages journaled before model call `turn`, in order.
     pub(crate) fn steered(&mut self, turn: u32) -> Vec<String> {
         if !self.is_replaying() {
