@@ -165,7 +165,8 @@ async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &
     let journaled = cx.is_journaled();
     // The lease is renewed at every journal write, and here between writes (a long tool call).
     let heartbeat = async {
-        let Some(journal) = stores.journal.as_ref().filter(|_| journaled) else {
+        let journal = crate::runtime::child::journal_of(stores, log);
+        let Some(journal) = journal.as_ref().filter(|_| journaled) else {
             return std::future::pending::<RunError>().await;
         };
         loop {

@@ -233,7 +233,12 @@ impl Agent {
         options: ResumeOptions,
         child: Option<&crate::runtime::ChildSpec>,
     ) -> Result<Run, Error> {
-        let journal = self.journal_or_err()?;
+        // A child whose agent has no journal is journaled in its parent's.
+        let inherited = child.and_then(|c| c.link.journal.as_ref()).filter(|_| self.journal().is_none());
+        let journal = match inherited {
+            Some(journal) => journal,
+            None => self.journal_or_err()?,
+        };
         let peek = journal.load(run_id).await?.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
         if let Some(user) = &options.user_id
             && peek.record.user_id.as_ref() != Some(user)

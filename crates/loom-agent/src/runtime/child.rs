@@ -15,6 +15,13 @@ use super::log::RunLog;
 use crate::event::{Event, EventKind};
 use crate::governance::{Budget, BudgetVerdict, Scope};
 use crate::message::Usage;
+use crate::store::Journal;
+
+/// The journal a run writes to: its agent's, or (for a child run whose agent has none) its
+/// parent's.
+pub(crate) fn journal_of(stores: &super::env::Stores, log: &RunLog) -> Option<Arc<dyn Journal>> {
+    stores.journal.clone().or_else(|| log.parent.as_ref().and_then(|p| p.journal.clone()))
+}
 
 /// A run as its children see it: its log (events, counters, cancellation), who it acts for and
 /// its budget. One per run, handed to its tool calls through [`crate::tool::ToolContext`].
@@ -22,6 +29,8 @@ pub(crate) struct ParentLink {
     pub(crate) log: Arc<RunLog>,
     pub(crate) scope: Scope,
     pub(crate) budget: Option<Arc<dyn Budget>>,
+    /// The journal the run writes to: a child whose agent has none is journaled here too.
+    pub(crate) journal: Option<Arc<dyn Journal>>,
 }
 
 impl fmt::Debug for ParentLink {

@@ -76,6 +76,7 @@ impl RunCx {
             log: log.clone(),
             scope: scope.clone(),
             budget: env.policies.budget.clone(),
+            journal: super::child::journal_of(&env.stores, &log),
         });
         RunCx {
             messages: Vec::new(),

@@ -56,7 +56,7 @@ impl Recorder {
     pub(crate) fn new(stores: &Stores, log: Arc<RunLog>) -> Self {
         Recorder {
             journal: None,
-            configured: stores.journal.clone(),
+            configured: super::child::journal_of(stores, &log),
             lease: stores.lease.clone(),
             log,
             entries: Vec::new(),
@@ -65,7 +65,7 @@ impl Recorder {
 
     /// A recorder for a run the journal already has; `entries` are its journal, to replay.
     pub(crate) fn resumed(stores: &Stores, log: Arc<RunLog>, entries: Vec<JournalEntry>) -> Self {
-        Recorder { journal: stores.journal.clone(), entries, ..Recorder::new(stores, log) }
+        Recorder { journal: super::child::journal_of(stores, &log), entries, ..Recorder::new(stores, log) }
     }
 
     /// Whether the journal has this run.

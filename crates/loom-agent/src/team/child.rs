@@ -100,7 +100,8 @@ pub(crate) async fn run_child(
     let spec = ChildSpec { link: link.clone(), cancel, run_id: run_id.clone() };
     let user = link.scope.user_id.as_deref().map(str::to_string);
     // A child of this id in the journal: the parent is resuming.
-    if let (Some(id), Some(journal)) = (&run_id, agent.journal()) {
+    let journal = agent.journal().or(link.journal.as_ref());
+    if let (Some(id), Some(journal)) = (&run_id, journal) {
         match journal.load(id).await {
             Ok(Some(stored)) if stored.finished => {
                 let outcome = finished_outcome(id, &stored.events);
