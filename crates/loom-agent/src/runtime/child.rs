@@ -132,7 +132,6 @@ pub struct NestedEvent {
 /// in order; runs interleave. Ends when the run and every child it started have ended.
 pub struct NestedEvents {
     streams: Vec<Nested>,
-    next: usize,
 }
 
 struct Nested {
@@ -144,23 +143,23 @@ struct Nested {
 
 impl NestedEvents {
     pub(crate) fn new(log: Arc<RunLog>) -> Self {
-        NestedEvents { streams: vec![Nested { log, cursor: 0, depth: 0, parent: None }], next: 0 }
+        NestedEvents { streams: vec![Nested { log, cursor: 0, depth: 0, parent: None }] }
     }
 }
 
 impl Stream for NestedEvents {
     type Item = NestedEvent;
 
+    /// Polls the most recently started runs first: a child's events that are ready come right
+    /// after its `child.started`, before the parent's next event.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<NestedEvent>> {
         let this = &mut *self;
         loop {
             if this.streams.is_empty() {
                 return Poll::Ready(None);
             }
-            let n = this.streams.len();
             let mut ended = None;
-            for k in 0..n {
-                let i = (this.next + k) % n;
+            for i in (0..this.streams.len()).rev() {
                 let s = &mut this.streams[i];
                 match s.log.poll_event(s.cursor, cx) {
                     Poll::Ready(Some(event)) => {
@@ -168,7 +167,6 @@ impl Stream for NestedEvents {
                         let depth = s.depth;
                         let parent = s.parent.clone();
                         let log = s.log.clone();
-                        this.next = (i + 1) % n;
                         if let EventKind::ChildStarted(started) = &event.kind
                             && let Some(child) = log.child(&started.child_run_id)
                         {
@@ -190,8 +188,7 @@ impl Stream for NestedEvents {
             }
             match ended {
                 Some(i) => {
-                    this.streams.swap_remove(i);
-                    this.next = 0;
+                    this.streams.remove(i);
                 }
                 None => return Poll::Pending,
             }
