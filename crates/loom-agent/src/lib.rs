@@ -59,8 +59,10 @@ pub mod model;
 pub mod output;
 pub mod runtime;
 pub mod store;
+pub mod team;
 pub mod telemetry;
 pub mod tool;
+pub mod workflow;
 
 pub use loom_core::{embed, error, event, message, run, signal};
 

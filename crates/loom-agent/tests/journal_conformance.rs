@@ -163,6 +163,8 @@ fn record(run_id: &str, session_id: &str, user_id: Option<&str>) -> RunRecord {
             spec: Some("openai:gpt-4o-mini".into()),
             base_url: Some("http://127.0.0.1:9/v1".into()),
         }),
+        parent_run_id: None,
+        architecture: Some("react".into()),
     }
 }
 
@@ -221,6 +223,7 @@ fn every_entry() -> Vec<JournalEntry> {
                 call_id: Some("call_1".into()),
             }],
         },
+        JournalEntry::StepCompleted { key: "node:review.2".into(), output: json!({"draft": "v2", "rounds": 2}) },
     ]
 }
 
@@ -243,6 +246,7 @@ fn transcript(run_id: &str, session_id: &str, state: RunState, output: &str, eve
         turns: 1,
         started_at: Some(now_ms()),
         finished_at: state.is_terminal().then(now_ms),
+        parent_run_id: None,
     }
 }
 
@@ -560,6 +564,10 @@ async fn list_filters(b: &Backend) {
     b.journal.begin(&record(&run("b"), &s1, Some(&u1)), &a, &[]).await.unwrap();
     b.journal.begin(&record(&run("c"), &s2, Some(&u2)), &a, &[]).await.unwrap();
     b.journal.begin(&record(&run("d"), &s2, None), &a, &[]).await.unwrap();
+    // A child run of `a` (an agent used as a tool), listed under its parent.
+    let child =
+        RunRecord { parent_run_id: Some(run("a")), ..record(&run("a.call_1"), &format!("{s1}-child"), Some(&u1)) };
+    b.journal.begin(&child, &a, &[]).await.unwrap();
     for entry in &every_entry()[..2] {
         b.journal.append(&run("a"), &a, entry, &[]).await.unwrap();
     }
@@ -598,6 +606,11 @@ async fn list_filters(b: &Backend) {
     assert_eq!(names(&unfinished), vec![run("a")]);
     let limited = list(RunFilter { session_id: Some(s2.clone()), limit: 1, ..RunFilter::default() }).await;
     assert_eq!(names(&limited), vec![run("d")]);
+    let children = list(RunFilter { parent_run_id: Some(run("a")), ..RunFilter::default() }).await;
+    assert_eq!(names(&children), vec![run("a.call_1")]);
+    assert_eq!(children[0].parent_run_id.as_deref(), Some(run("a").as_str()));
+    assert_eq!(b.journal.load(&run("a.call_1")).await.unwrap().unwrap().record.parent_run_id, Some(run("a")));
+    assert_eq!(by_session[1].parent_run_id, None);
     let everything = list(RunFilter::default()).await;
     for x in ["a", "b", "c", "d"] {
         assert!(everything.iter().any(|r| r.run_id == run(x)), "no filter lists run {x}");

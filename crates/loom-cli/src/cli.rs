@@ -267,8 +267,9 @@ pub struct AgentArgs {
     /// until an answer), plan_execute (a plan, its steps carried out with tools, re-planned on
     /// failure), reflexion (attempts evaluated, lessons carried into the next), self_refine (an
     /// answer critiqued and revised), rewoo (every tool call planned up front, then one answer),
-    /// tree_of_thoughts (a search over scored lines of reasoning). Resume a run with the
-    /// architecture it started with. An unknown name is a usage error (exit 2).
+    /// tree_of_thoughts (a search over scored lines of reasoning). A resumed run continues with the
+    /// architecture it started with (its record names it). An unknown name is a usage error
+    /// (exit 2).
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(ARCHITECTURE_NAMES))]
     pub architecture: Option<String>,
     /// Remember users across runs in a memory store: "sqlite:PATH" (e.g. "sqlite:./bot.db"),

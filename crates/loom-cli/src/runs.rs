@@ -27,6 +27,7 @@ pub fn main(args: RunsArgs) -> Exit {
                 user_id: user,
                 unfinished,
                 limit: limit.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                ..RunFilter::default()
             };
             match open(&journal.journal) {
                 Ok(slot) => runtime.block_on(list(&slot, &filter, json)),
@@ -165,6 +166,8 @@ async fn show(slot: &JournalSlot, run_id: &str, json: bool) -> Exit {
         None => None,
     };
     let messages = transcript.as_ref().map(|t| t.messages.as_slice());
+    let mut tree = Vec::new();
+    child_tree(slot, run_id, 1, &mut tree).await;
     if json {
         let value = json!({
             "record": stored.record,
@@ -175,10 +178,48 @@ async fn show(slot: &JournalSlot, run_id: &str, json: bool) -> Exit {
             "entries": stored.entries,
             "events": stored.events,
             "transcript": transcript.as_deref(),
+            "children": tree.iter().map(|(depth, c)| json!({"depth": depth, "run": c})).collect::<Vec<_>>(),
         });
         return print(&[value.to_string()]);
     }
-    print(&show_lines(&stored, messages))
+    let mut lines = show_lines(&stored, messages);
+    if !tree.is_empty() {
+        lines.push(String::new());
+        lines.push(format!("children ({})", tree.len()));
+        for (depth, c) in &tree {
+            let indent = "  ".repeat(*depth);
+            let state = format!("{}{}", c.state, if c.finished { "" } else { " (unfinished)" });
+            lines.push(format!("{indent}{}  {state}  {} entries", c.run_id, c.entries));
+        }
+    }
+    print(&lines)
+}
+
+/// The run's child runs (agents used as tools, a supervisor's workers, a workflow's agent
+/// nodes), depth first, oldest first, with their depth below the run (at most 8 levels).
+async fn child_tree(
+    slot: &JournalSlot,
+    run_id: &str,
+    depth: usize,
+    out: &mut Vec<(usize, loom_agent::store::JournalRunSummary)>,
+) {
+    if depth > 8 {
+        return;
+    }
+    let filter = RunFilter { parent_run_id: Some(run_id.to_string()), ..RunFilter::default() };
+    let mut children = match slot.journal.list(&filter).await {
+        Ok(children) => children,
+        Err(e) => {
+            report(&format!("warning: cannot list the child runs of {run_id}: {e}"));
+            return;
+        }
+    };
+    children.reverse();
+    for child in children {
+        let id = child.run_id.clone();
+        out.push((depth, child));
+        Box::pin(child_tree(slot, &id, depth + 1, out)).await;
+    }
 }
 
 /// The human view of a journaled run.
@@ -191,8 +232,12 @@ fn show_lines(stored: &JournaledRun, messages: Option<&[Message]>) -> Vec<String
         format!("state     {}{}", stored.state, if stored.finished { " (finished)" } else { " (unfinished)" }),
         format!("started   {}", record.started_at.to_rfc3339()),
         format!("model     {}", record.model.as_ref().map_or("- (not recorded)".to_string(), |m| m.to_string())),
+        format!("arch      {}", record.architecture.as_deref().unwrap_or("- (not recorded)")),
         format!("input     {}", short(record.input.summary())),
     ];
+    if let Some(parent) = &record.parent_run_id {
+        lines.push(format!("parent    {parent}"));
+    }
     if let Some(owner) = &stored.lease_owner {
         let until = stored.lease_expires_at.map(|t| t.to_rfc3339()).unwrap_or_default();
         lines.push(format!("lease     {owner} until {until}"));

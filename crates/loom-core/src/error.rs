@@ -390,6 +390,8 @@ pub enum RunErrorKind {
     ToolPending,
     /// A bug or an unexpected state inside the runtime.
     Internal,
+    /// A workflow node failed.
+    Node,
 }
 
 /// The error a tool returns. The loop turns it into an error result for the model; the run goes on.

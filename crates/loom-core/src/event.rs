@@ -147,6 +147,14 @@ event_kinds! {
     SignalReceived(SignalEvent) = "signal.received",
     /// An observed signal was handed to this run: it is in the seeded conversation as context.
     SignalHandled(SignalEvent) = "signal.handled",
+    /// A child run started (an agent used as a tool, a supervisor's worker, a workflow's agent node).
+    ChildStarted(ChildStarted) = "child.started",
+    /// A child run ended.
+    ChildFinished(ChildFinished) = "child.finished",
+    /// The conversation was handed to another agent (a `transfer_to_<name>` tool).
+    Handoff(HandoffEvent) = "handoff",
+    /// A workflow node started, completed or was replayed from the journal.
+    WorkflowNode(WorkflowNodeEvent) = "workflow.node",
 }
 
 /// Payload of `signal.received` and `signal.handled`.
@@ -179,6 +187,53 @@ impl SignalEvent {
             text: signal.text.clone(),
         }
     }
+}
+
+/// Payload of `child.started`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildStarted {
+    /// The child run.
+    pub child_run_id: String,
+    /// The agent (or workflow) that runs it.
+    pub agent: String,
+    /// The tool call that started it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+}
+
+/// Payload of `child.finished`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildFinished {
+    /// The child run.
+    pub child_run_id: String,
+    /// The agent (or workflow) that ran it.
+    pub agent: String,
+    /// How it ended.
+    pub state: crate::run::RunState,
+    /// What it spent (already part of the parent's usage).
+    pub usage: Usage,
+    /// Its model calls.
+    pub turns: u32,
+}
+
+/// Payload of `handoff`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandoffEvent {
+    /// The agent handing over.
+    pub from: String,
+    /// The agent taking over.
+    pub to: String,
+}
+
+/// Payload of `workflow.node`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowNodeEvent {
+    /// The node.
+    pub node: String,
+    /// `started`, `completed`, `failed` or `replayed` (completed before a resume: not run again).
+    pub status: String,
+    /// How many times this node has run in this workflow, from 1 (loops run a node again).
+    pub visit: u32,
 }
 
 /// Payload of `plan.created`.

@@ -121,6 +121,14 @@ pub enum JournalEntry {
         /// What the model sees from then on.
         compaction: Compaction,
     },
+    /// A step of the architecture's own finished (a workflow node, a router's choice): a resumed
+    /// run takes its output back instead of running it again.
+    StepCompleted {
+        /// The step's key, unique in the run (such as `node:review#2`).
+        key: String,
+        /// What the step produced.
+        output: Value,
+    },
 }
 
 /// How a run's conversation is compacted for the model: the messages before `prefix` are kept, the
@@ -160,6 +168,7 @@ impl JournalEntry {
             JournalEntry::CriteriaChecked { .. } => "criteria_checked",
             JournalEntry::Steered { .. } => "steered",
             JournalEntry::ContextCompacted { .. } => "context_compacted",
+            JournalEntry::StepCompleted { .. } => "step_completed",
         }
     }
 }
@@ -206,6 +215,14 @@ pub struct RunRecord {
     /// The model it ran on (absent in records written before Loom kept it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<RecordedModel>,
+    /// The run that started this one as its child (an agent used as a tool, a supervisor's
+    /// worker, a workflow's agent node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<String>,
+    /// The architecture it runs (`react`, `plan_execute`, …; absent in records written before
+    /// Loom kept it): a resume refuses to continue it under another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -459,6 +476,8 @@ pub struct JournalRunSummary {
     pub started_at: DateTime<Utc>,
     /// Journal entries written.
     pub entries: u64,
+    /// The run that started this one as its child.
+    pub parent_run_id: Option<String>,
 }
 
 /// Which runs a listing returns.
@@ -472,6 +491,8 @@ pub struct RunFilter {
     pub unfinished: bool,
     /// At most this many, newest first (0: no limit).
     pub limit: usize,
+    /// Only the children of this run.
+    pub parent_run_id: Option<String>,
 }
 
 /// The journal slot: every side effect of a run is recorded here before the run moves on.

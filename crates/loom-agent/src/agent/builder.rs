@@ -60,6 +60,20 @@ impl AgentBuilder {
         self
     }
 
+    /// Adds a paragraph after the instructions (the multi-agent patterns describe their members).
+    pub(crate) fn append_instructions(mut self, text: &str) -> Self {
+        if !self.instructions.is_empty() {
+            self.instructions.push_str("\n\n");
+        }
+        self.instructions.push_str(text);
+        self
+    }
+
+    /// Whether a model is set.
+    pub(crate) fn has_model(&self) -> bool {
+        self.model.is_some()
+    }
+
     /// The model: a model value, a shared model, or a model string such as `"echo"`.
     pub fn model(mut self, model: impl IntoModel) -> Self {
         self.model = Some(crate::model::resolve_model(model));

@@ -24,7 +24,9 @@ use crate::telemetry;
 pub(crate) enum Start {
     /// A new run; with the signal that started it, if one did.
     Fresh(RunRequest, Option<SignalEvent>),
-    Resume(Box<JournaledRun>),
+    /// A journaled run, and the architecture it runs under when its record names another one
+    /// than the agent's.
+    Resume(Box<JournaledRun>, Option<Arc<dyn crate::architecture::Architecture>>),
 }
 
 /// The whole life of a run: wait for the session's earlier runs, execute, seal, persist, publish.
@@ -59,7 +61,7 @@ pub(crate) async fn drive(
     let outcome = match locked {
         Err(error) => {
             // A resumed run that never started is still the journal's.
-            if matches!(start, Start::Resume(_)) {
+            if matches!(start, Start::Resume(..)) {
                 cx.set_journaled();
             }
             Err(error)
@@ -145,6 +147,7 @@ async fn keep_session_lock(agent: &AgentInner, session: &SessionInner, holder: &
 /// Begins or resumes the run, then runs the architecture under the timeout, cancellation and (for
 /// journaled runs) the lease.
 async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &mut RunCx, start: Start) -> Outcome {
+    let mut architecture = agent.architecture.clone();
     let (schema, timeout) = match start {
         Start::Fresh(request, received) => {
             let mut plan = plan(agent, session, &request);
@@ -156,7 +159,12 @@ async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &
             began?;
             (plan.output_schema, plan.timeout)
         }
-        Start::Resume(stored) => cx.resume(*stored)?,
+        Start::Resume(stored, recorded) => {
+            if let Some(recorded) = recorded {
+                architecture = recorded;
+            }
+            cx.resume(*stored)?
+        }
     };
     let deadline = async {
         match timeout {
@@ -168,7 +176,8 @@ async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &
     let journaled = cx.is_journaled();
     // The lease is renewed at every journal write, and here between writes (a long tool call).
     let heartbeat = async {
-        let Some(journal) = stores.journal.as_ref().filter(|_| journaled) else {
+        let journal = crate::runtime::child::journal_of(stores, log);
+        let Some(journal) = journal.as_ref().filter(|_| journaled) else {
             return std::future::pending::<RunError>().await;
         };
         loop {
@@ -182,7 +191,7 @@ async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &
             }
         }
     };
-    let body = body(agent, log, cx, schema.as_ref());
+    let body = body(agent, architecture.as_ref(), log, cx, schema.as_ref());
     tokio::select! {
         biased;
         _ = log.cancel.cancelled() => Err(RunError::new(RunErrorKind::Cancelled, "the run was cancelled")),
@@ -224,7 +233,13 @@ fn plan<'a>(agent: &'a AgentInner, session: &SessionInner, request: &'a RunReque
 /// judges the acceptance criteria when the profile's gate is on (sending failed criteria back, up
 /// to its rounds). A steering message that arrived during the last model call sends the run back
 /// to the model before any of that.
-async fn body(agent: &AgentInner, log: &RunLog, cx: &mut RunCx, schema: Option<&OutputSchema>) -> Outcome {
+async fn body(
+    agent: &AgentInner,
+    architecture: &dyn crate::architecture::Architecture,
+    log: &RunLog,
+    cx: &mut RunCx,
+    schema: Option<&OutputSchema>,
+) -> Outcome {
     let gate = &agent.runtime.gate;
     let criteria: Vec<String> = if gate.enabled {
         let mut all = agent.runtime.criteria.clone();
@@ -240,7 +255,21 @@ async fn body(agent: &AgentInner, log: &RunLog, cx: &mut RunCx, schema: Option<&
     let mut attempt = 0u32;
     let mut round = 0u32;
     loop {
-        let text = agent.architecture.run(cx).await?;
+        let text = match architecture.run(cx).await {
+            Ok(text) => text,
+            Err(error) => match cx.handed_off() {
+                // A `transfer_to_<name>` call: the run completes, handing the conversation over.
+                Some(target) => {
+                    let to = target.to_string();
+                    cx.emit(EventKind::Handoff(crate::event::HandoffEvent {
+                        from: agent.env.name.clone(),
+                        to: to.clone(),
+                    }));
+                    return Ok((format!("{}{to}", crate::runtime::HANDOFF_ANSWER), None));
+                }
+                None => return Err(error),
+            },
+        };
         if cx.has_steering() {
             continue;
         }

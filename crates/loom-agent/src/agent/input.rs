@@ -38,6 +38,8 @@ pub struct RunRequest {
     pub max_turns: Option<u32>,
     /// Overrides the agent's timeout.
     pub timeout: Option<Duration>,
+    /// Set when the run is another run's child (see `Agent::as_tool`).
+    pub(crate) child: Option<crate::runtime::ChildSpec>,
 }
 
 impl RunRequest {

@@ -237,7 +237,22 @@ impl Agent {
     /// this agent's model when it started on another (the run then records a `model.changed`
     /// event naming both).
     pub async fn resume_with(&self, run_id: &str, options: ResumeOptions) -> Result<Run, Error> {
-        let journal = self.journal_or_err()?;
+        self.resume_inner(run_id, options, None).await
+    }
+
+    /// [`Agent::resume_with`], for a child run linked to its (live) parent when `child` is given.
+    pub(crate) async fn resume_inner(
+        &self,
+        run_id: &str,
+        options: ResumeOptions,
+        child: Option<&crate::runtime::ChildSpec>,
+    ) -> Result<Run, Error> {
+        // A child whose agent has no journal is journaled in its parent's.
+        let inherited = child.and_then(|c| c.link.journal.as_ref()).filter(|_| self.journal().is_none());
+        let journal = match inherited {
+            Some(journal) => journal,
+            None => self.journal_or_err()?,
+        };
         let peek = journal.load(run_id).await?.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
         if let Some(user) = &options.user_id
             && peek.record.user_id.as_ref() != Some(user)
@@ -261,6 +276,21 @@ impl Agent {
             }
             _ => None,
         };
+        // A run continues under the architecture it started with: a built-in one by name; a
+        // custom one only on an agent that has it.
+        let architecture = match peek.record.architecture.as_deref() {
+            Some(name) if name != self.inner.architecture.name() => match crate::architecture::by_name(name) {
+                Ok(architecture) => Some(architecture),
+                Err(_) => {
+                    return Err(Error::Config(format!(
+                        "run {run_id} started under the architecture `{name}`, which this agent does not run \
+                         (it runs `{}`)",
+                        self.inner.architecture.name()
+                    )));
+                }
+            },
+            _ => None,
+        };
         journal.acquire(run_id, &self.inner.env.stores.lease).await?;
         let stored = match journal.load(run_id).await {
             Ok(Some(stored)) => stored,
@@ -275,7 +305,7 @@ impl Agent {
             user_id: stored.record.user_id.clone(),
             ..Default::default()
         };
-        self.session(config).start_resumed(stored, switched)
+        self.session(config).start_resumed(stored, switched, child, architecture)
     }
 
     /// Sends the decision on a tool call a suspended run is waiting for, and continues the run

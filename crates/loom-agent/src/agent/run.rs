@@ -59,6 +59,14 @@ impl Run {
         EventStream { log: self.log.clone(), cursor: 0 }
     }
 
+    /// Every event of this run and, nested live, of the child runs it starts (agents used as
+    /// tools, a supervisor's workers, a workflow's agent nodes), each tagged with its run id and
+    /// depth. Each run's events stay in order; the stream ends when the run and every child have
+    /// ended.
+    pub fn events_with_children(&self) -> crate::runtime::NestedEvents {
+        crate::runtime::NestedEvents::new(self.log.clone())
+    }
+
     /// Asks the run to stop. A queued run never starts; a running one stops at once (the model call
     /// or tools in flight are dropped, and tools see their cancellation token fire). The run ends
     /// `cancelled`. Cancelling a finished run does nothing.

@@ -224,13 +224,18 @@ impl Session {
         // The agent's tools and hooks as they are now: the run keeps them to its end.
         let live = agent.env.live.load_full();
         let foreign_user = request.user_id.take().filter(|u| Some(u.as_str()) != self.inner.user_id.as_deref());
-        let scope = Scope {
-            run_id: Arc::from(new_id("run")),
-            session_id: self.inner.id.clone(),
-            user_id: self.inner.user_id.clone(),
-        };
-        let log =
-            RunLog::new(&scope, input, request.context.clone(), request.metadata.clone(), live.hooks.hooks.clone());
+        let run_id =
+            request.child.as_ref().and_then(|c| c.run_id.as_deref()).map_or_else(|| new_id("run"), str::to_string);
+        let scope =
+            Scope { run_id: Arc::from(run_id), session_id: self.inner.id.clone(), user_id: self.inner.user_id.clone() };
+        let log = RunLog::new(
+            &scope,
+            input,
+            request.context.clone(),
+            request.metadata.clone(),
+            live.hooks.hooks.clone(),
+            request.child.as_ref(),
+        );
         let run = Run { log: log.clone() };
         if let Some(user) = foreign_user {
             let owner = match &self.inner.user_id {
@@ -266,6 +271,8 @@ impl Session {
         &self,
         stored: crate::store::JournaledRun,
         switched: Option<(String, String)>,
+        child: Option<&crate::runtime::ChildSpec>,
+        architecture: Option<Arc<dyn crate::architecture::Architecture>>,
     ) -> Result<Run, Error> {
         let record = &stored.record;
         let scope = Scope {
@@ -280,8 +287,16 @@ impl Session {
             record.context.clone(),
             record.metadata.clone(),
             live.hooks.hooks.clone(),
+            child,
         );
         log.preload(stored.events.clone(), false)?;
+        // Children that finished before the crash are replayed, not run again: their spend
+        // counts from their `child.finished` events.
+        for event in &stored.events {
+            if let EventKind::ChildFinished(finished) = &event.kind {
+                log.add_usage(&finished.usage);
+            }
+        }
         if let Some((from, to)) = switched {
             tracing::warn!(run_id = %record.run_id, %from, %to, "the resumed run continues on another model");
             log.emit(EventKind::ModelChanged(crate::event::ModelChanged { from, to }));
@@ -291,7 +306,8 @@ impl Session {
             log.start_suppressing();
         }
         let run = Run { log };
-        self.spawn(&run, live, driver::Start::Resume(Box::new(stored))).map_err(|e| Error::Config(e.into()))?;
+        self.spawn(&run, live, driver::Start::Resume(Box::new(stored), architecture))
+            .map_err(|e| Error::Config(e.into()))?;
         Ok(run)
     }
 

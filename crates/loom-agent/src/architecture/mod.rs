@@ -22,7 +22,7 @@ mod critique;
 mod plan_execute;
 mod react;
 mod rewoo;
-mod support;
+pub(crate) mod support;
 mod tree_of_thoughts;
 
 use std::sync::Arc;

@@ -32,7 +32,7 @@ pub(crate) struct RunPlan<'a> {
     pub(crate) max_turns: u32,
     /// The timeout.
     pub(crate) timeout: Option<Duration>,
-    /// The architecture's name (for the audit log).
+    /// The architecture's name (for the audit log and the journal's record).
     pub(crate) architecture: &'a str,
     /// Whether the session may have observed signals for this run (a session other runs or
     /// processes may share; a fresh session has none).
@@ -132,6 +132,8 @@ impl RunCx {
             output_schema: schema.map(|s| (s.name().to_string(), s.schema().clone())),
             started_at: self.log.started_at().unwrap_or_else(chrono::Utc::now),
             model: Some(RecordedModel::of(self.env.model.as_ref())),
+            parent_run_id: self.log.parent_run_id(),
+            architecture: Some(plan.architecture.to_string()),
         };
         self.recorder.begin(record).await
     }

@@ -60,6 +60,10 @@ pub struct RunCx {
     pub(super) window: Option<Box<super::window::WindowState>>,
     /// How many messages of the session's history the seeds' leading summary stands for.
     pub(super) summary_covers: usize,
+    /// This run as its children see it (handed to tool calls).
+    pub(super) link: Arc<super::child::ParentLink>,
+    /// The agent the run handed the conversation to (a `transfer_to_<name>` call).
+    pub(super) handoff: Option<String>,
 }
 
 impl RunCx {
@@ -68,6 +72,12 @@ impl RunCx {
         let scope = log.scope();
         let recorder = Recorder::new(&env.stores, log.clone());
         let window = env.context.clone().map(|settings| Box::new(super::window::WindowState::new(settings)));
+        let link = Arc::new(super::child::ParentLink {
+            log: log.clone(),
+            scope: scope.clone(),
+            budget: env.policies.budget.clone(),
+            journal: super::child::journal_of(&env.stores, &log),
+        });
         RunCx {
             messages: Vec::new(),
             tools: live.tools.clone(),
@@ -87,6 +97,8 @@ impl RunCx {
             audited_start: false,
             window,
             summary_covers: 0,
+            link,
+            handoff: None,
         }
     }
 
@@ -165,6 +177,7 @@ impl RunCx {
     /// A model turn, shaped by `call` when given (see [`RunCx::model_call`]).
     pub(super) async fn model_step(&mut self, call: Option<&ModelCall>) -> Result<ModelResponse, RunError> {
         self.check_cancelled()?;
+        self.stop_at_handoff()?;
         self.refresh_tools().await?;
         let turn = self.turn + 1;
         self.apply_steering(turn).await?;
@@ -176,6 +189,7 @@ impl RunCx {
                 self.turn = turn;
                 self.log.set_turns(turn);
                 self.log.record_turn(turn, &recorded.usage);
+                self.log.roll_up(&recorded.usage, None);
                 recorded
             }
             None => self.call_model(turn, call).await?,
@@ -249,6 +263,7 @@ impl RunCx {
         if let Some(budget) = &self.env.policies.budget {
             budget.record(&self.scope, &response.usage);
         }
+        self.log.roll_up(&response.usage, self.env.policies.budget.as_ref());
         self.recorder.record(|| JournalEntry::ModelResult { turn, response: response.clone() }).await?;
         Ok(response)
     }
@@ -286,10 +301,22 @@ impl RunCx {
         Ok(())
     }
 
+    /// Checks the run's budget, then (for a child run) its ancestors' budgets with what they have
+    /// spent, this run included: a limit of the parent's reached inside a child stops the child,
+    /// and the parent stops at its own next check.
     pub(super) async fn check_budget(&mut self) -> Result<(), RunError> {
-        let Some(budget) = &self.env.policies.budget else { return Ok(()) };
-        let p = self.log.progress();
-        match budget.check(&self.scope, &p.usage, p.turns, p.tool_calls) {
+        let own = match &self.env.policies.budget {
+            Some(budget) => {
+                let p = self.log.progress();
+                budget.check(&self.scope, &p.usage, p.turns, p.tool_calls)
+            }
+            None => BudgetVerdict::Ok,
+        };
+        let verdict = match own {
+            BudgetVerdict::Ok if self.log.parent.is_some() => self.log.ancestors_budget(),
+            other => other,
+        };
+        match verdict {
             BudgetVerdict::Ok => Ok(()),
             BudgetVerdict::Warn(notice) => {
                 if !self.warned.contains(&notice.limit) {

@@ -27,6 +27,10 @@ pub(crate) struct RunLog {
     /// A resumed run whose journal records that memory already has it.
     memory_written: std::sync::atomic::AtomicBool,
     hooks: Arc<[Arc<dyn Hooks>]>,
+    /// The run that started this one (child runs only).
+    pub(crate) parent: Option<Arc<super::child::ParentLink>>,
+    /// The child runs this run started (see child.rs).
+    pub(super) children: Mutex<Vec<Arc<RunLog>>>,
     inner: Mutex<RunInner>,
 }
 
@@ -70,15 +74,18 @@ impl RunLog {
         context: RunContext,
         metadata: Map<String, Value>,
         hooks: Arc<[Arc<dyn Hooks>]>,
+        child: Option<&super::child::ChildSpec>,
     ) -> Arc<Self> {
         Arc::new(RunLog {
             run_id: scope.run_id.clone(),
             session_id: scope.session_id.clone(),
             user_id: scope.user_id.clone(),
-            cancel: CancellationToken::new(),
+            cancel: child.map_or_else(CancellationToken::new, |c| c.cancel.child_token()),
             cancel_reason: std::sync::OnceLock::new(),
             memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks,
+            parent: child.map(|c| c.link.clone()),
+            children: Mutex::new(Vec::new()),
             inner: Mutex::new(RunInner {
                 state: RunState::Queued,
                 events: Vec::new(),
@@ -114,6 +121,8 @@ impl RunLog {
             cancel_reason: std::sync::OnceLock::new(),
             memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks: Arc::from(Vec::new()),
+            parent: None,
+            children: Mutex::new(Vec::new()),
             inner: Mutex::new(RunInner {
                 state: t.state,
                 events: Vec::new(),
@@ -399,6 +408,7 @@ impl RunLog {
                 turns: inner.turns,
                 started_at: inner.started_at,
                 finished_at: Some(finished_at),
+                parent_run_id: self.parent_run_id(),
             });
             inner.result = Some(result.clone());
             inner.transcript = Some(transcript.clone());
@@ -487,6 +497,7 @@ impl RunLog {
             turns: inner.turns,
             started_at: inner.started_at,
             finished_at: None,
+            parent_run_id: self.parent_run_id(),
         }
     }
 }

@@ -58,7 +58,7 @@ impl Recorder {
     pub(crate) fn new(stores: &Stores, log: Arc<RunLog>) -> Self {
         Recorder {
             journal: None,
-            configured: stores.journal.clone(),
+            configured: super::child::journal_of(stores, &log),
             lease: stores.lease.clone(),
             log,
             entries: Vec::new(),
@@ -67,7 +67,7 @@ impl Recorder {
 
     /// A recorder for a run the journal already has; `entries` are its journal, to replay.
     pub(crate) fn resumed(stores: &Stores, log: Arc<RunLog>, entries: Vec<JournalEntry>) -> Self {
-        Recorder { journal: stores.journal.clone(), entries, ..Recorder::new(stores, log) }
+        Recorder { journal: super::child::journal_of(stores, &log), entries, ..Recorder::new(stores, log) }
     }
 
     /// Whether the journal has this run.
@@ -167,6 +167,21 @@ impl Recorder {
             .position(|e| matches!(e, JournalEntry::CriteriaChecked { round: r, .. } if *r == round))?;
         let found = match self.entries.remove(i) {
             JournalEntry::CriteriaChecked { verdicts, usage, .. } => Some((verdicts, usage)),
+            _ => None,
+        };
+        self.consumed();
+        found
+    }
+
+    /// The journaled output of the architecture's step `key`, if any.
+    pub(crate) fn step(&mut self, key: &str) -> Option<Value> {
+        if !self.is_replaying() {
+            return None;
+        }
+        let i =
+            self.entries.iter().position(|e| matches!(e, JournalEntry::StepCompleted { key: k, .. } if k == key))?;
+        let found = match self.entries.remove(i) {
+            JournalEntry::StepCompleted { output, .. } => Some(output),
             _ => None,
         };
         self.consumed();

@@ -41,6 +41,7 @@ impl RunCx {
         if let Some(budget) = &self.env.policies.budget {
             budget.record(&self.scope, &response.usage);
         }
+        self.log.roll_up(&response.usage, self.env.policies.budget.as_ref());
         Ok(response)
     }
 }

@@ -141,6 +141,7 @@ impl Journal for InMemoryJournal {
                 .filter(|r| filter.session_id.as_ref().is_none_or(|s| *s == r.record.session_id))
                 .filter(|r| filter.user_id.is_none() || filter.user_id == r.record.user_id)
                 .filter(|r| !filter.unfinished || !r.finished)
+                .filter(|r| filter.parent_run_id.is_none() || filter.parent_run_id == r.record.parent_run_id)
                 .map(|r| JournalRunSummary {
                     run_id: r.record.run_id.clone(),
                     session_id: r.record.session_id.clone(),
@@ -149,6 +150,7 @@ impl Journal for InMemoryJournal {
                     finished: r.finished,
                     started_at: r.record.started_at,
                     entries: r.entries.len() as u64,
+                    parent_run_id: r.record.parent_run_id.clone(),
                 })
                 .collect();
             out.sort_by(|a, b| b.run_id.cmp(&a.run_id));

@@ -176,6 +176,7 @@ pub struct ToolContext {
     call_id: Arc<str>,
     cancel: CancellationToken,
     artifacts: Option<Arc<dyn ArtifactSink>>,
+    run: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Where a run records the artifacts its tools create. The runtime gives each call's
@@ -196,6 +197,7 @@ impl ToolContext {
             call_id: Arc::from("call_0"),
             cancel: CancellationToken::new(),
             artifacts: None,
+            run: None,
         }
     }
 
@@ -214,6 +216,7 @@ impl ToolContext {
             call_id: Arc::from(call_id),
             cancel,
             artifacts,
+            run: None,
         }
     }
 
@@ -221,6 +224,18 @@ impl ToolContext {
     pub fn with_user(mut self, user_id: impl Into<Arc<str>>) -> Self {
         self.user_id = Some(user_id.into());
         self
+    }
+
+    /// Attaches the runtime's handle on the calling run (opaque here). The runtime sets it so the
+    /// tools it provides itself (an agent used as a tool) can link the runs they start to it.
+    pub fn with_run_handle(mut self, handle: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.run = Some(handle);
+        self
+    }
+
+    /// The runtime's handle on the calling run, if it set one (see [`ToolContext::with_run_handle`]).
+    pub fn run_handle(&self) -> Option<&Arc<dyn std::any::Any + Send + Sync>> {
+        self.run.as_ref()
     }
 
     /// The run.

@@ -19,8 +19,9 @@ use loom_core::journal::{
 const BEGIN: &str = "
     WITH r AS (
         INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at, lease_owner,
-            lease_expires)
-        VALUES ($1::TEXT, $2::TEXT, $3::TEXT, 'running', $4::TEXT, $5::TEXT, $6::BIGINT, $7::TEXT, $8::BIGINT)
+            lease_expires, parent_run_id)
+        VALUES ($1::TEXT, $2::TEXT, $3::TEXT, 'running', $4::TEXT, $5::TEXT, $6::BIGINT, $7::TEXT, $8::BIGINT,
+            $11::TEXT)
         ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
     ev AS (
         INSERT INTO loom_events (run_id, seq, event)
@@ -88,6 +89,7 @@ async fn begin_one(
                 &lease.expiry_ms(now_ms()),
                 &events.0,
                 &events.1,
+                &record.parent_run_id,
             ],
         )
         .await
@@ -276,12 +278,13 @@ async fn list_tx(client: &mut Client, filter: &RunFilter) -> Result<Vec<JournalR
     let rows = client
         .query(
             "SELECT run_id, session_id, user_id, state, finished, started_at,
-                (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id)
+                (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id), parent_run_id
              FROM loom_runs r
              WHERE record IS NOT NULL AND ($1::TEXT IS NULL OR session_id = $1::TEXT)
                 AND ($2::TEXT IS NULL OR user_id = $2::TEXT) AND (NOT $3::BOOLEAN OR NOT finished)
+                AND ($5::TEXT IS NULL OR parent_run_id = $5::TEXT)
              ORDER BY run_id COLLATE \"C\" DESC LIMIT $4::BIGINT",
-            &[&filter.session_id, &filter.user_id, &filter.unfinished, &limit],
+            &[&filter.session_id, &filter.user_id, &filter.unfinished, &limit, &filter.parent_run_id],
         )
         .await
         .map_err(|e| pg("listing runs", e))?;
@@ -296,6 +299,7 @@ async fn list_tx(client: &mut Client, filter: &RunFilter) -> Result<Vec<JournalR
                 finished: get(row, 4)?,
                 started_at: from_millis(get(row, 5)?),
                 entries: u64::try_from(entries).unwrap_or_default(),
+                parent_run_id: get(row, 7)?,
                 run_id,
             })
         })

@@ -17,7 +17,7 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
@@ -75,6 +75,15 @@ const MIGRATE_V4: &str = "
     CREATE TABLE loom_session_summaries (
         owner TEXT NOT NULL, session_id TEXT NOT NULL, summary TEXT NOT NULL, updated_at BIGINT NOT NULL,
         PRIMARY KEY (owner, session_id));";
+
+/// Version 6: a run may be another run's child (`parent_run_id`: an agent used as a tool, a
+/// supervisor's worker, a workflow's agent node). Existing runs take it from their record (none
+/// has one before this version).
+const MIGRATE_V6: &str = "
+    ALTER TABLE loom_runs ADD COLUMN parent_run_id TEXT;
+    UPDATE loom_runs SET parent_run_id = (record::JSONB)->>'parent_run_id'
+        WHERE record IS NOT NULL AND record LIKE '%parent_run_id%';
+    CREATE INDEX loom_runs_by_parent ON loom_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;";
 
 /// A journal and session store in a PostgreSQL database, safe to share between processes and
 /// machines (feature `postgres`).
@@ -249,6 +258,12 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
     if version < 5 {
         tx.batch_execute(signals::MIGRATE_V5).await.map_err(|e| pg("upgrading the schema to version 5", e))?;
         tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (5, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
+    if version < 6 {
+        tx.batch_execute(MIGRATE_V6).await.map_err(|e| pg("upgrading the schema to version 6", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (6, $1)", &[&now_ms()])
             .await
             .map_err(|e| pg("recording the schema version", e))?;
     }

@@ -23,6 +23,7 @@ impl Journal for SqliteStore {
         let run_id = record.run_id.clone();
         let session_id = record.session_id.clone();
         let user_id = record.user_id.clone();
+        let parent = record.parent_run_id.clone();
         let row = RecordRow::new(record)?;
         let owner = lease.owner.to_string();
         let until = lease.expiry_ms(now_ms());
@@ -32,11 +33,11 @@ impl Journal for SqliteStore {
             let n = tx
                 .prepare_cached(
                     "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,
-                        lease_owner, lease_expires) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)
+                        lease_owner, lease_expires, parent_run_id) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (run_id) DO NOTHING",
                 )
                 .map_err(db)?
-                .execute(params![run_id, session_id, user_id, row.input, row.record, row.started, owner, until])
+                .execute(params![run_id, session_id, user_id, row.input, row.record, row.started, owner, until, parent])
                 .map_err(db)?;
             if n == 0 {
                 return Err(Error::Store(format!("run {run_id} is already journaled").into()));
@@ -172,14 +173,15 @@ impl Journal for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT run_id, session_id, user_id, state, finished, started_at,
-                        (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id)
+                        (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id), parent_run_id
                      FROM loom_runs r
                      WHERE record IS NOT NULL AND (?1 IS NULL OR session_id = ?1) AND (?2 IS NULL OR user_id = ?2) AND (?3 = 0 OR finished = 0)
+                        AND (?5 IS NULL OR parent_run_id = ?5)
                      ORDER BY run_id DESC LIMIT ?4",
                 )
                 .map_err(db)?;
             let rows = stmt
-                .query_map(params![filter.session_id, filter.user_id, filter.unfinished, limit], |r| {
+                .query_map(params![filter.session_id, filter.user_id, filter.unfinished, limit, filter.parent_run_id], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
@@ -188,13 +190,14 @@ impl Journal for SqliteStore {
                         r.get::<_, bool>(4)?,
                         r.get::<_, i64>(5)?,
                         r.get::<_, i64>(6)?,
+                        r.get::<_, Option<String>>(7)?,
                     ))
                 })
                 .map_err(db)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db)?;
             rows.into_iter()
-                .map(|(run_id, session_id, user_id, state, finished, started, entries)| {
+                .map(|(run_id, session_id, user_id, state, finished, started, entries, parent_run_id)| {
                     Ok(JournalRunSummary {
                         state: parse_state(&state, &run_id)?,
                         started_at: from_millis(started),
@@ -203,6 +206,7 @@ impl Journal for SqliteStore {
                         user_id,
                         finished,
                         entries: entries as u64,
+                        parent_run_id,
                     })
                 })
                 .collect()

@@ -18,7 +18,7 @@ mod sessions;
 mod signals;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -258,6 +258,14 @@ const MIGRATE_V4: &str = "
         PRIMARY KEY (owner, session_id)) WITHOUT ROWID;
     PRAGMA user_version = 4;";
 
+/// Version 6: a run may be another run's child (`parent_run_id`: an agent used as a tool, a
+/// supervisor's worker, a workflow's agent node). Existing runs have no parent.
+const MIGRATE_V6: &str = "
+    ALTER TABLE loom_runs ADD COLUMN parent_run_id TEXT;
+    UPDATE loom_runs SET parent_run_id = json_extract(record, '$.parent_run_id') WHERE record IS NOT NULL;
+    CREATE INDEX loom_runs_by_parent ON loom_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+    PRAGMA user_version = 6;";
+
 /// Creates or upgrades the schema. Refuses a database from a newer version.
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
@@ -301,6 +309,9 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
     if version < 5 {
         tx.execute_batch(signals::MIGRATE_V5).map_err(db)?;
+    }
+    if version < 6 {
+        tx.execute_batch(MIGRATE_V6).map_err(db)?;
     }
     tx.commit().map_err(db)
 }

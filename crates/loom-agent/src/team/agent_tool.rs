@@ -1,0 +1,109 @@
+//! [`AgentTool`]: an agent offered to another agent's model as a tool (`Agent::as_tool`). Each
+//! call runs the agent as a child run of the calling run.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::child::{link_of, run_child};
+use crate::agent::{Agent, RunRequest};
+use crate::error::ToolError;
+use crate::tool::{Tool, ToolContext, ToolFlags, ToolOutput};
+
+/// An agent as a tool: the model calls it with `{"input": "..."}` and reads its final answer.
+///
+/// Each call is a child run of the calling run: its own run id (`{parent}.{call id}`) and events,
+/// `parent_run_id` on its record, its usage rolled up into the parent's, its budget drawn from the
+/// parent's (a limit of the parent's reached inside the child stops both), cancelled with the
+/// parent, acting for the parent's user; the parent's log shows `child.started` and
+/// `child.finished`. A child that did not complete is a tool error saying how it ended.
+///
+/// ```
+/// use loom_agent::prelude::*;
+///
+/// let researcher = Agent::builder().name("researcher").model("echo").build()?;
+/// let tool = researcher.as_tool("research", "Researches a question and answers it.");
+/// assert_eq!(tool.name(), "research");
+/// let lead = Agent::builder().model("echo").tool(tool).build()?;
+/// assert_eq!(lead.tools()[0].name, "research");
+/// # Ok::<(), loom_agent::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct AgentTool {
+    agent: Agent,
+    name: String,
+    description: String,
+    timeout: Duration,
+}
+
+impl AgentTool {
+    /// The agent behind the tool.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// How long one call (the whole child run) may take; one hour by default.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl Agent {
+    /// This agent as a tool another agent's model can call: each call runs this agent as a child
+    /// run (see [`AgentTool`]).
+    pub fn as_tool(&self, name: impl Into<String>, description: impl Into<String>) -> AgentTool {
+        AgentTool {
+            agent: self.clone(),
+            name: name.into(),
+            description: description.into(),
+            timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tool for AgentTool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn parameters(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {"input": {"type": "string", "description": "The task or question for the agent."}},
+            "required": ["input"],
+        })
+    }
+
+    /// Calls of one turn run in parallel; a resumed parent runs an unfinished call again, which
+    /// finds its child in the journal (resuming it, or taking its answer).
+    fn flags(&self) -> ToolFlags {
+        ToolFlags { concurrency_safe: true, rerun_on_resume: true, ..ToolFlags::default() }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
+
+    async fn call(&self, ctx: ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
+        let input = args
+            .get("input")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ToolError::invalid_arguments("`input` (a string) is required"))?;
+        let link = link_of(&ctx);
+        let cancel = ctx.cancellation().clone();
+        let outcome =
+            run_child(&self.agent, link.as_ref(), cancel, Some(ctx.call_id()), &self.name, RunRequest::new(input))
+                .await;
+        if outcome.is_completed() {
+            Ok(ToolOutput::text(outcome.output))
+        } else {
+            Err(ToolError::new(outcome.summary(&self.name)))
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Running an agent as another run's child: linked to the parent (`parent_run_id`, budget, usage,
+//! cancellation), announced in the parent's log (`child.started`, `child.finished`), and durable:
+//! a child's id comes from its parent's id and the call that started it, so a resumed parent
+//! finds a child that finished before the crash (and takes its answer without running it again)
+//! or one that did not (and resumes it).
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{Agent, ResumeOptions, RunRequest, Session};
+use crate::error::RunError;
+use crate::event::{ChildFinished, ChildStarted, EventKind};
+use crate::message::Usage;
+use crate::run::{RunResult, RunState};
+use crate::runtime::{ChildSpec, ParentLink};
+use crate::tool::ToolContext;
+
+/// How a child run ended, as its parent sees it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ChildOutcome {
+    /// The child run.
+    pub run_id: String,
+    /// How it ended.
+    pub state: RunState,
+    /// Its final answer (empty unless it completed, or it kept a raw answer).
+    pub output: String,
+    /// Its structured answer, if any.
+    pub parsed: Option<serde_json::Value>,
+    /// Why it did not complete.
+    pub error: Option<RunError>,
+    /// What it spent (already rolled up into the parent's usage).
+    pub usage: Usage,
+    /// Its model calls.
+    pub turns: u32,
+    /// Whether it finished before a crash and was not run again.
+    pub replayed: bool,
+}
+
+impl ChildOutcome {
+    fn of(result: &RunResult) -> Self {
+        ChildOutcome {
+            run_id: result.run_id.clone(),
+            state: result.state,
+            output: result.output.clone(),
+            parsed: result.parsed.clone(),
+            error: result.error.clone(),
+            usage: result.usage,
+            turns: result.turns,
+            replayed: false,
+        }
+    }
+
+    /// Whether the child completed.
+    pub fn is_completed(&self) -> bool {
+        self.state == RunState::Completed
+    }
+
+    /// The text a parent's model reads about this child: its answer, or how it ended.
+    pub fn summary(&self, agent: &str) -> String {
+        match (&self.error, self.state) {
+            (_, RunState::Completed) => self.output.clone(),
+            (Some(e), state) => format!("the agent `{agent}` ended {state}: {}", e.message),
+            (None, state) => format!("the agent `{agent}` ended {state}"),
+        }
+    }
+}
+
+/// The link to the calling run a tool call carries, if the runtime set one.
+pub(crate) fn link_of(ctx: &ToolContext) -> Option<Arc<ParentLink>> {
+    ctx.run_handle().and_then(|h| h.clone().downcast::<ParentLink>().ok())
+}
+
+/// The id of the child a parent's call `key` starts.
+pub(crate) fn child_run_id(parent: &str, key: &str) -> String {
+    format!("{parent}.{key}")
+}
+
+/// Runs `agent` on `request` as a child of `link` (or as a plain run when there is no link), under
+/// `cancel`, with the id `{parent}.{key}` when a key is given. The child acts for the parent's
+/// user. Returns when the child has ended.
+pub(crate) async fn run_child(
+    agent: &Agent,
+    link: Option<&Arc<ParentLink>>,
+    cancel: CancellationToken,
+    key: Option<&str>,
+    label: &str,
+    mut request: RunRequest,
+) -> ChildOutcome {
+    let Some(link) = link else {
+        let run = agent.start(request);
+        let result = tokio::select! {
+            r = run.result() => r,
+            _ = cancel.cancelled() => { run.cancel(); run.result().await }
+        };
+        return ChildOutcome::of(&result);
+    };
+    let run_id = key.map(|k| child_run_id(&link.scope.run_id, k));
+    let spec = ChildSpec { link: link.clone(), cancel, run_id: run_id.clone() };
+    let user = link.scope.user_id.as_deref().map(str::to_string);
+    // A child of this id in the journal: the parent is resuming.
+    let journal = agent.journal().or(link.journal.as_ref());
+    if let (Some(id), Some(journal)) = (&run_id, journal) {
+        match journal.load(id).await {
+            Ok(Some(stored)) if stored.finished => {
+                let outcome = finished_outcome(id, &stored.events);
+                link.log.add_usage(&outcome.usage);
+                announce(link, id, label, key, &outcome);
+                return outcome;
+            }
+            Ok(Some(_)) => {
+                let options = ResumeOptions { user_id: user.clone(), ..ResumeOptions::default() };
+                match agent.resume_inner(id, options, Some(&spec)).await {
+                    Ok(run) => return follow(link, run, label, key).await,
+                    Err(e) => {
+                        tracing::warn!(run_id = %id, error = %e, "resuming a child run failed; starting it again")
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(run_id = %id, error = %e, "looking up a child run failed"),
+        }
+    }
+    request.user_id = user.clone();
+    request.session_id = None;
+    request.child = Some(spec);
+    let run = Session::anonymous(agent.clone(), user.as_deref()).start(request);
+    follow(link, run, label, key).await
+}
+
+/// Announces a started child in its parent's log, waits for it, and announces its end.
+async fn follow(link: &ParentLink, run: crate::agent::Run, label: &str, key: Option<&str>) -> ChildOutcome {
+    link.log.add_child(run.log.clone());
+    link.log.emit(EventKind::ChildStarted(ChildStarted {
+        child_run_id: run.id().to_string(),
+        agent: label.to_string(),
+        call_id: key.map(str::to_string),
+    }));
+    let guard = CancelOnDrop(Some(run.clone()));
+    let result = run.result().await;
+    drop(guard);
+    let outcome = ChildOutcome::of(&result);
+    link.log.emit(EventKind::ChildFinished(ChildFinished {
+        child_run_id: outcome.run_id.clone(),
+        agent: label.to_string(),
+        state: outcome.state,
+        usage: outcome.usage,
+        turns: outcome.turns,
+    }));
+    outcome
+}
+
+/// Announces a child that finished before the crash (its events are in its own journal).
+fn announce(link: &ParentLink, id: &str, label: &str, key: Option<&str>, outcome: &ChildOutcome) {
+    link.log.emit(EventKind::ChildStarted(ChildStarted {
+        child_run_id: id.to_string(),
+        agent: label.to_string(),
+        call_id: key.map(str::to_string),
+    }));
+    link.log.emit(EventKind::ChildFinished(ChildFinished {
+        child_run_id: id.to_string(),
+        agent: label.to_string(),
+        state: outcome.state,
+        usage: outcome.usage,
+        turns: outcome.turns,
+    }));
+}
+
+/// The outcome of a finished child, from its journaled events.
+fn finished_outcome(id: &str, events: &[crate::event::Event]) -> ChildOutcome {
+    let mut outcome = ChildOutcome {
+        run_id: id.to_string(),
+        state: RunState::Failed,
+        output: String::new(),
+        parsed: None,
+        error: None,
+        usage: Usage::default(),
+        turns: 0,
+        replayed: true,
+    };
+    for event in events.iter().rev() {
+        let (state, ended) = match &event.kind {
+            EventKind::RunCompleted(done) => {
+                outcome.state = RunState::Completed;
+                outcome.output = done.output.clone();
+                outcome.parsed = done.parsed.clone();
+                outcome.usage = done.usage;
+                outcome.turns = done.turns;
+                return outcome;
+            }
+            EventKind::RunFailed(e) => (RunState::Failed, e),
+            EventKind::RunCancelled(e) => (RunState::Cancelled, e),
+            EventKind::RunInterrupted(e) => (RunState::Interrupted, e),
+            EventKind::RunSuspended(e) => (RunState::Suspended, e),
+            _ => continue,
+        };
+        outcome.state = state;
+        outcome.error = Some(ended.error.clone());
+        outcome.usage = ended.usage;
+        outcome.turns = ended.turns;
+        return outcome;
+    }
+    outcome
+}
+
+struct CancelOnDrop(Option<crate::agent::Run>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take()
+            && !run.state().is_terminal()
+        {
+            run.cancel();
+        }
+    }
+}
