@@ -13,11 +13,12 @@ use crate::event::Event;
 use crate::store::sql::{decode_event, expand, now_ms};
 use loom_core::journal::{Lease, LeaseView, may_write};
 
+mod api_keys;
 mod journal;
 mod sessions;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -257,6 +258,13 @@ const MIGRATE_V4: &str = "
         PRIMARY KEY (owner, session_id)) WITHOUT ROWID;
     PRAGMA user_version = 4;";
 
+/// Version 7: API keys for `loom serve` (SHA-256 hashes only; each key bound to a tenant).
+const MIGRATE_V7: &str = "
+    CREATE TABLE IF NOT EXISTS loom_api_keys (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0);
+    PRAGMA user_version = 7;";
+
 /// Creates or upgrades the schema. Refuses a database from a newer version.
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
@@ -297,6 +305,9 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
     if version < 4 {
         tx.execute_batch(MIGRATE_V4).map_err(db)?;
+    }
+    if version < 7 {
+        tx.execute_batch(MIGRATE_V7).map_err(db)?;
     }
     tx.commit().map_err(db)
 }
