@@ -49,6 +49,14 @@ pub enum Command {
     Tools(ToolsArgs),
     /// Inspect and erase what memory holds about a user (written by `loom run --memory URL --user ID`).
     Memory(crate::memory_cmd::MemoryArgs),
+    /// Serve the agents of a TOML configuration over HTTP: runs, sessions, SSE events, approvals,
+    /// OpenAI-compatible endpoints; every API request needs a key from `loom keys create`.
+    #[command(
+        after_help = "Example:\n  loom keys create --tenant acme --config agent.toml\n  loom serve agent.toml --bind 127.0.0.1:8080"
+    )]
+    Serve(crate::serve_cmd::ServeArgs),
+    /// Make, list and revoke the API keys of `loom serve` (kept hashed in the journal's database).
+    Keys(crate::serve_cmd::KeysArgs),
 }
 
 /// The options of `loom tools`.

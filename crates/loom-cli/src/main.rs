@@ -16,6 +16,7 @@ mod model_cmd;
 mod render;
 mod run;
 mod runs;
+mod serve_cmd;
 mod tools_cmd;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
         cli::Command::Model(args) => model_cmd::main(args),
         cli::Command::Tools(args) => tools_cmd::main(args),
         cli::Command::Memory(args) => memory_cmd::main(args),
+        cli::Command::Serve(args) => serve_cmd::serve(args),
+        cli::Command::Keys(args) => serve_cmd::keys(args),
     };
     ExitCode::from(exit as u8)
 }
