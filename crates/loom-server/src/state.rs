@@ -49,6 +49,9 @@ pub(crate) struct SessionEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// How many runs the server keeps handles of before it forgets finished ones.
+const MAX_REMEMBERED: usize = 10_000;
+
 /// The server's state, shared by every request.
 pub struct AppState {
     pub(crate) agents: BTreeMap<String, Agent>,
@@ -127,7 +130,16 @@ impl AppState {
     /// Records a run (and has the metrics watch it).
     pub(crate) fn track(self: &Arc<Self>, tenant: &Tenant, agent: &str, run: &Run) {
         let entry = RunEntry { tenant: tenant.clone(), agent: agent.to_string(), run: run.clone() };
-        self.runs().insert(run.id().to_string(), entry);
+        let mut runs = self.runs();
+        // Finished runs stay in memory up to a bound; past it they are answered from the journal.
+        // Pruned when the map has doubled since the last time, so O(1) per run on average.
+        if runs.len() >= MAX_REMEMBERED && runs.len() == runs.capacity() {
+            runs.retain(|_, e| !e.run.state().is_terminal() || e.run.state() == loom_agent::RunState::Suspended);
+            let more = runs.len().max(MAX_REMEMBERED);
+            runs.reserve(more);
+        }
+        runs.insert(run.id().to_string(), entry);
+        drop(runs);
         self.metrics.watch(run.clone());
     }
 }
