@@ -52,6 +52,7 @@
 pub mod agent;
 pub mod architecture;
 pub mod capability;
+pub mod config;
 pub mod governance;
 pub mod knowledge;
 pub mod memory;

@@ -67,6 +67,14 @@ pub enum Command {
     /// a run did not complete).
     #[command(after_help = "Example:\n  loom worker --journal sqlite:./loom.db --model gpt-4o-mini --until-idle")]
     Worker(crate::signal_cmd::WorkerArgs),
+    /// Serve the agents of a TOML configuration over HTTP: runs, sessions, SSE events, approvals,
+    /// OpenAI-compatible endpoints; every API request needs a key from `loom keys create`.
+    #[command(
+        after_help = "Example:\n  loom keys create --tenant acme --config agent.toml\n  loom serve agent.toml --bind 127.0.0.1:8080"
+    )]
+    Serve(crate::serve_cmd::ServeArgs),
+    /// Make, list and revoke the API keys of `loom serve` (kept hashed in the journal's database).
+    Keys(crate::serve_cmd::KeysArgs),
 }
 
 /// The options of `loom tools`.

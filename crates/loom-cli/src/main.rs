@@ -18,6 +18,7 @@ mod render;
 mod run;
 mod runs;
 mod signal_cmd;
+mod serve_cmd;
 mod tools_cmd;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
         cli::Command::Signal(args) => signal_cmd::signal(args),
         cli::Command::Schedule(args) => signal_cmd::schedule(args),
         cli::Command::Worker(args) => signal_cmd::worker(args),
+        cli::Command::Serve(args) => serve_cmd::serve(args),
+        cli::Command::Keys(args) => serve_cmd::keys(args),
     };
     ExitCode::from(exit as u8)
 }

@@ -105,6 +105,12 @@ impl Model {
     /// is not an absolute `http://` or `https://` URL (given here or in the provider's environment
     /// variable) is an [`Error::Config`].
     pub fn parse_with(spec: &str, base_url: Option<&str>) -> Result<Model, Error> {
+        Self::parse_with_key(spec, base_url, None)
+    }
+
+    /// Like [`Model::parse_with`], with the API key given (for HTTP providers; ignored by the
+    /// echo, scripted and local models) instead of read from the provider's environment variable.
+    pub fn parse_with_key(spec: &str, base_url: Option<&str>, api_key: Option<&str>) -> Result<Model, Error> {
         let s = spec.trim();
         if s.is_empty() {
             return Err(Error::Config(format!("the model string is empty; accepted: {ACCEPTED_MODEL_STRINGS}")));
@@ -128,10 +134,10 @@ impl Model {
             return Ok(Model::new(super::LocalModel::from_path(path.trim())));
         }
         #[cfg(feature = "providers")]
-        let parsed = providers_parse(s, base_url).ok_or_else(unknown)?;
+        let parsed = providers_parse(s, base_url, api_key).ok_or_else(unknown)?;
         #[cfg(not(feature = "providers"))]
         let parsed = {
-            let _ = base_url;
+            let _ = (base_url, api_key);
             Err(unknown())
         };
         parsed
@@ -139,14 +145,22 @@ impl Model {
 }
 
 #[cfg(feature = "providers")]
-fn providers_parse(s: &str, base_url: Option<&str>) -> Option<Result<Model, Error>> {
+fn providers_parse(s: &str, base_url: Option<&str>, api_key: Option<&str>) -> Option<Result<Model, Error>> {
     use super::providers::{self, Preset};
 
     /// The model with its base URL (the given one, else its default or environment variable),
     /// checked: a malformed base URL is a configuration error here, not a failing first call.
-    fn with_base<W: providers::WireFormat>(m: providers::HttpModel<W>, base: Option<&str>) -> Result<Model, Error> {
+    fn with_base<W: providers::WireFormat>(
+        m: providers::HttpModel<W>,
+        base: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Model, Error> {
         let m = match base {
             Some(b) => m.base_url(b),
+            None => m,
+        };
+        let m = match key {
+            Some(k) => m.api_key(k),
             None => m,
         };
         m.check().map_err(|e| Error::Config(e.to_string()))?;
@@ -173,12 +187,12 @@ fn providers_parse(s: &str, base_url: Option<&str>) -> Option<Result<Model, Erro
         }
     };
     let model = match provider.as_str() {
-        "openai" => with_base(Model::openai(&name), base_url),
-        "openai-responses" | "responses" => with_base(Model::openai_responses(&name), base_url),
-        "anthropic" | "claude" => with_base(Model::anthropic(&name), base_url),
-        "gemini" | "google" => with_base(Model::gemini(&name), base_url),
+        "openai" => with_base(Model::openai(&name), base_url, api_key),
+        "openai-responses" | "responses" => with_base(Model::openai_responses(&name), base_url, api_key),
+        "anthropic" | "claude" => with_base(Model::anthropic(&name), base_url, api_key),
+        "gemini" | "google" => with_base(Model::gemini(&name), base_url, api_key),
         other => match Preset::named(other) {
-            Some(preset) => with_base(preset.model(&name), base_url),
+            Some(preset) => with_base(preset.model(&name), base_url, api_key),
             None => return None,
         },
     };

@@ -4,6 +4,7 @@
 //! The in-memory session store is the default. The journal and memory slots are empty by default
 //! and cost nothing then; durable implementations plug in through the same traits.
 
+pub mod api_keys;
 mod journal;
 mod memory_journal;
 mod memory_signals;
@@ -17,6 +18,7 @@ pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use api_keys::{ApiKeyRecord, ApiKeyStore, InMemoryApiKeys, hash_api_key, open_api_keys};
 pub use journal::{open_journal, resolve_journal};
 pub use loom_core::journal::{
     Compaction, IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary, JournalSlot, JournaledRun, Lease,

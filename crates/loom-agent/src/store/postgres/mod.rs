@@ -17,7 +17,7 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
@@ -208,6 +208,7 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
+mod api_keys;
 mod journal;
 mod sessions;
 mod signals;
@@ -267,8 +268,20 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
             .await
             .map_err(|e| pg("recording the schema version", e))?;
     }
+    if version < 7 {
+        tx.batch_execute(MIGRATE_V7).await.map_err(|e| pg("upgrading the schema to version 7", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (7, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
     tx.commit().await.map_err(|e| pg("committing the migration", e))
 }
+
+/// Version 7: API keys for `loom serve` (SHA-256 hashes only; each key bound to a tenant).
+const MIGRATE_V7: &str = "
+    CREATE TABLE IF NOT EXISTS loom_api_keys (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE);";
 
 async fn insert_events(tx: &Transaction<'_>, run_id: &str, events: &(Vec<i64>, Vec<String>)) -> Result<(), Error> {
     if events.0.is_empty() {

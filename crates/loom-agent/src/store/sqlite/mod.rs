@@ -13,12 +13,13 @@ use crate::event::Event;
 use crate::store::sql::{decode_event, expand, now_ms};
 use loom_core::journal::{Lease, LeaseView, may_write};
 
+mod api_keys;
 mod journal;
 mod sessions;
 mod signals;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -265,6 +266,12 @@ const MIGRATE_V6: &str = "
     UPDATE loom_runs SET parent_run_id = json_extract(record, '$.parent_run_id') WHERE record IS NOT NULL;
     CREATE INDEX loom_runs_by_parent ON loom_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
     PRAGMA user_version = 6;";
+/// Version 7: API keys for `loom serve` (SHA-256 hashes only; each key bound to a tenant).
+const MIGRATE_V7: &str = "
+    CREATE TABLE IF NOT EXISTS loom_api_keys (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0);
+    PRAGMA user_version = 7;";
 
 /// Creates or upgrades the schema. Refuses a database from a newer version.
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
@@ -312,6 +319,9 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
     if version < 6 {
         tx.execute_batch(MIGRATE_V6).map_err(db)?;
+    }
+    if version < 7 {
+        tx.execute_batch(MIGRATE_V7).map_err(db)?;
     }
     tx.commit().map_err(db)
 }

@@ -1,0 +1,99 @@
+//! API keys: made once and shown once, stored as SHA-256 hashes, sent as `Authorization: Bearer
+//! KEY`; each key acts for one tenant. Also the per-tenant request limit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use loom_agent::Error;
+use loom_agent::governance::RateLimiter;
+use loom_agent::store::{ApiKeyRecord, ApiKeyStore, hash_api_key};
+
+use crate::error::ApiError;
+use crate::state::{AppState, Tenant};
+
+/// The tenant every request acts for when the server runs without authentication.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Whether `tenant` is a valid tenant name: 1–64 letters, digits, `_`, `-` or `.`.
+pub fn valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn random_hex(bytes: usize) -> Result<String, Error> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::Config(format!("no randomness for an API key: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+/// Makes a key for `tenant`, stores its hash, and returns the record and the key (the only time
+/// the key exists outside the client).
+pub async fn create_key(store: &dyn ApiKeyStore, tenant: &str) -> Result<(ApiKeyRecord, String), Error> {
+    if !valid_tenant(tenant) {
+        return Err(Error::Config(format!(
+            "invalid tenant name `{tenant}`: use 1-64 letters, digits, `_`, `-` or `.`"
+        )));
+    }
+    let id = format!("key_{}", random_hex(6)?);
+    let key = format!("loom_{}", random_hex(32)?);
+    let record = ApiKeyRecord {
+        id,
+        tenant: tenant.to_string(),
+        hash: hash_api_key(&key),
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        revoked: false,
+    };
+    store.insert_api_key(&record).await?;
+    Ok((record, key))
+}
+
+/// The tenant of a request's bearer key; 401 without a valid one. Then the tenant's rate limit
+/// (429 when it is spent).
+pub(crate) async fn authenticate(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let tenant = match &state.keys {
+        None => Tenant(Arc::from(DEFAULT_TENANT)),
+        Some(keys) => {
+            let bearer = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim);
+            let Some(key) = bearer.filter(|k| !k.is_empty()) else {
+                return ApiError::unauthorized().into_response();
+            };
+            match keys.api_key_by_hash(&hash_api_key(key)).await {
+                Ok(Some(record)) if !record.revoked => Tenant(Arc::from(record.tenant.as_str())),
+                Ok(_) => return ApiError::unauthorized().into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, "the API key store failed");
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the key store is unavailable",
+                    )
+                    .into_response();
+                }
+            }
+        }
+    };
+    if let Some(limiter) = &state.limiter {
+        let scope = loom_agent::governance::Scope {
+            run_id: Arc::from(""),
+            session_id: Arc::from(""),
+            user_id: Some(tenant.0.clone()),
+        };
+        if let Err(why) = limiter.acquire(&scope).await {
+            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("rate limit: {why}"))
+                .into_response();
+        }
+    }
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    req.extensions_mut().insert(tenant);
+    next.run(req).await
+}

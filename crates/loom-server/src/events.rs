@@ -1,0 +1,121 @@
+//! `GET /runs/{id}/events`: Server-Sent Events (each event's `id` is its `seq`; a client that
+//! reconnects with `Last-Event-ID` gets exactly the events after it), or a JSON page.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{FutureExt, Stream, StreamExt, stream};
+use loom_agent::{Event, Run};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, Tenant};
+
+/// Query of the events endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events after this seq (as `Last-Event-ID`).
+    pub after: Option<u64>,
+    /// At most this many events in a JSON page (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// Where a run's events come from: the live log, or the durable one.
+enum Source {
+    Live(Run),
+    Stored(Vec<Event>),
+}
+
+async fn source(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<Source> {
+    if let Some(e) = state.run_entry(tenant, run_id) {
+        return Ok(Source::Live(e.run));
+    }
+    if state.runs().contains_key(run_id) {
+        return Err(ApiError::not_found("run", run_id));
+    }
+    for agent in state.agents.values() {
+        let Some(journal) = agent.journal() else { continue };
+        let Some(stored) = journal.load(run_id).await? else { continue };
+        if tenant.owns(stored.record.user_id.as_deref()).is_none() {
+            break;
+        }
+        return Ok(Source::Stored(stored.events));
+    }
+    Err(ApiError::not_found("run", run_id))
+}
+
+fn sse_event(e: &Event) -> SseEvent {
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".to_string());
+    SseEvent::default().id(e.seq.to_string()).event(e.type_name()).data(data)
+}
+
+/// The seq after which to start: `Last-Event-ID`, else `?after=`.
+fn start_after(headers: &HeaderMap, q: &EventsQuery) -> ApiResult<Option<u64>> {
+    match headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
+        Some(Ok(id)) if !id.is_empty() => {
+            id.parse().map(Some).map_err(|_| ApiError::bad_request("Last-Event-ID is an event seq (a number)"))
+        }
+        _ => Ok(q.after),
+    }
+}
+
+pub(crate) async fn events(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    Path(run_id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let source = source(&state, &tenant, &run_id).await?;
+    let after = start_after(&headers, &q)?;
+    let wanted = move |e: &Event| after.is_none_or(|a| e.seq > a);
+    let sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
+    if sse {
+        let events: std::pin::Pin<Box<dyn Stream<Item = Event> + Send>> = match source {
+            Source::Live(run) => Box::pin(run.events().filter(move |e| futures::future::ready(wanted(e)))),
+            Source::Stored(list) => Box::pin(stream::iter(list.into_iter().filter(move |e| wanted(e)))),
+        };
+        let body = events.map(|e| Ok::<_, Infallible>(sse_event(&e)));
+        return Ok(Sse::new(body).keep_alive(KeepAlive::default()).into_response());
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (mut page, done) = match source {
+        Source::Live(run) => {
+            let mut s = run.events();
+            let mut out = Vec::new();
+            let mut done = false;
+            while out.len() < limit {
+                match s.next().now_or_never() {
+                    Some(Some(e)) => {
+                        if wanted(&e) {
+                            out.push(e);
+                        }
+                    }
+                    Some(None) => {
+                        done = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let ended = run.state().is_terminal() && out.last().is_some_and(Event::is_terminal);
+            (out, done || ended)
+        }
+        Source::Stored(list) => {
+            let all: Vec<Event> = list.into_iter().filter(|e| wanted(e)).collect();
+            let done = all.len() <= limit;
+            (all, done)
+        }
+    };
+    page.truncate(limit);
+    let next_after = page.last().map(|e| e.seq).or(after);
+    Ok(Json(json!({ "events": page, "next_after": next_after, "done": done })).into_response())
+}

@@ -1,0 +1,312 @@
+//! `/runs`: create (with the busy-session strategy), get, list, cancel, resume.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use loom_agent::run::RunInput;
+use loom_agent::store::SessionKey;
+use loom_agent::{Agent, Run, RunContext, RunRequest, RunState, SessionConfig, Transcript};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, Body, RunEntry, SessionEntry, Tenant};
+
+/// What a run posted to a busy session does (as in LangGraph's server).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Busy {
+    /// Wait behind the session's runs (the default).
+    #[default]
+    Enqueue,
+    /// Refuse with 409.
+    Reject,
+    /// Cancel the session's runs in flight, then run.
+    Interrupt,
+}
+
+/// The body of `POST /runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// A prompt (string) or a run input (`{"prompt": …}`, `{"task": …}`, `{"parts": …}`).
+    pub input: Value,
+    /// The user the run acts for (within the caller's tenant).
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The session to continue (made when new); a new session when unset.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The run's context (`inputs`, `knowledge`, `extensions`).
+    #[serde(default)]
+    pub context: Option<RunContext>,
+    /// Answer when the run has ended (default: at once, with the run `queued` or `running`).
+    #[serde(default)]
+    pub wait: bool,
+    /// The agent (the only one by default).
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// What to do when the session has a run in flight.
+    #[serde(default)]
+    pub busy: Busy,
+    /// Request metadata, recorded with the run.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+pub(crate) fn parse_input(input: Value) -> ApiResult<RunInput> {
+    match input {
+        Value::String(s) => Ok(RunInput::Prompt(s)),
+        Value::Object(o) => serde_json::from_value(Value::Object(o))
+            .map_err(|e| ApiError::bad_request(format!("`input` is a string or a run input object: {e}"))),
+        _ => Err(ApiError::bad_request("`input` is a string or a run input object")),
+    }
+}
+
+/// A run as the API shows it.
+pub(crate) fn view(tenant: &Tenant, agent: &str, t: &Transcript) -> Value {
+    json!({
+        "run_id": t.run_id,
+        "session_id": t.session_id,
+        "user_id": tenant.owns(t.user_id.as_deref()).flatten(),
+        "agent": agent,
+        "state": t.state,
+        "input": t.input,
+        "output": t.output,
+        "parsed": t.parsed,
+        "error": t.error,
+        "usage": t.usage,
+        "turns": t.turns,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+    })
+}
+
+pub(crate) fn run_view(tenant: &Tenant, agent: &str, run: &Run) -> Value {
+    let mut t = run.transcript();
+    // The live state (the transcript's is the sealed one).
+    t.state = run.state();
+    view(tenant, agent, &t)
+}
+
+/// Checks a user id the client sent.
+pub(crate) fn check_user(user: Option<&str>) -> ApiResult<()> {
+    if user.is_some_and(str::is_empty) {
+        return Err(ApiError::bad_request("`user_id` is empty; omit it for no user"));
+    }
+    Ok(())
+}
+
+/// The session of a request: the tenant's session of this id (opened, and recorded, when new), or
+/// a new one.
+pub(crate) fn open_session(
+    state: &AppState,
+    tenant: &Tenant,
+    agent_name: &str,
+    agent: &Agent,
+    user: Option<&str>,
+    session_id: Option<&str>,
+) -> ApiResult<SessionEntry> {
+    let mut sessions = state.sessions();
+    if let Some(id) = session_id
+        && let Some(entry) = sessions.get(&(tenant.clone(), id.to_string()))
+    {
+        if entry.user.as_deref() != user {
+            return Err(ApiError::conflict(format!("session `{id}` belongs to another user")));
+        }
+        if entry.agent != agent_name {
+            return Err(ApiError::conflict(format!("session `{id}` belongs to agent `{}`", entry.agent)));
+        }
+        if entry.session.is_closed() {
+            return Err(ApiError::conflict(format!("session `{id}` is closed")));
+        }
+        return Ok(entry.clone());
+    }
+    let config = SessionConfig {
+        id: session_id.map(str::to_string),
+        user_id: Some(tenant.scoped_user(user)),
+        ..Default::default()
+    };
+    let session = agent.session(config);
+    let entry = SessionEntry {
+        agent: agent_name.to_string(),
+        user: user.map(str::to_string),
+        session,
+        created_at: chrono::Utc::now(),
+    };
+    sessions.insert((tenant.clone(), entry.session.id().to_string()), entry.clone());
+    Ok(entry)
+}
+
+/// The tenant's runs of a session that have not ended.
+pub(crate) fn in_flight(state: &AppState, tenant: &Tenant, session_id: &str) -> Vec<Run> {
+    state
+        .runs()
+        .values()
+        .filter(|e| &e.tenant == tenant && e.run.session_id() == session_id && !e.run.state().is_terminal())
+        .map(|e| e.run.clone())
+        .collect()
+}
+
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    Body(body): Body<CreateRun>,
+) -> ApiResult<Response> {
+    check_user(body.user_id.as_deref())?;
+    let (agent_name, agent) = state.agent(body.agent.as_deref())?;
+    let input = parse_input(body.input)?;
+    let entry =
+        open_session(&state, &tenant, &agent_name, &agent, body.user_id.as_deref(), body.session_id.as_deref())?;
+    let busy = in_flight(&state, &tenant, entry.session.id());
+    if !busy.is_empty() {
+        match body.busy {
+            Busy::Enqueue => {}
+            Busy::Reject => {
+                return Err(ApiError::conflict(format!(
+                    "session `{}` has a run in flight ({}); retry later, or post with \"busy\": \"enqueue\" or \"interrupt\"",
+                    entry.session.id(),
+                    busy[0].id()
+                )));
+            }
+            Busy::Interrupt => busy.iter().for_each(Run::cancel),
+        }
+    }
+    let mut request = RunRequest::new(input).user(tenant.scoped_user(body.user_id.as_deref()));
+    request.context = body.context.unwrap_or_default();
+    request.metadata = body.metadata;
+    let run = entry.session.start(request);
+    state.track(&tenant, &agent_name, &run);
+    if body.wait {
+        let _ = run.result().await;
+        return Ok((StatusCode::OK, Json(run_view(&tenant, &agent_name, &run))).into_response());
+    }
+    Ok((StatusCode::CREATED, Json(run_view(&tenant, &agent_name, &run))).into_response())
+}
+
+/// A run the tenant owns that this server has not seen: from the agents' journals and stores.
+async fn stored_view(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<Option<Value>> {
+    for (name, agent) in &state.agents {
+        let Some(journal) = agent.journal() else { continue };
+        let Some(stored) = journal.load(run_id).await? else { continue };
+        if tenant.owns(stored.record.user_id.as_deref()).is_none() {
+            return Ok(None);
+        }
+        let key = SessionKey::scoped(stored.record.user_id.as_deref(), &stored.record.session_id);
+        if let Some(t) = agent.session_store().get_run(key, run_id).await? {
+            return Ok(Some(view(tenant, name, &t)));
+        }
+        return Ok(Some(json!({
+            "run_id": run_id,
+            "session_id": stored.record.session_id,
+            "user_id": tenant.owns(stored.record.user_id.as_deref()).flatten(),
+            "agent": name,
+            "state": stored.state,
+            "input": stored.record.input,
+            "started_at": stored.record.started_at,
+        })));
+    }
+    Ok(None)
+}
+
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if let Some(e) = state.run_entry(&tenant, &run_id) {
+        return Ok(Json(run_view(&tenant, &e.agent, &e.run)));
+    }
+    if state.runs().contains_key(&run_id) {
+        return Err(ApiError::not_found("run", &run_id));
+    }
+    stored_view(&state, &tenant, &run_id).await?.map(Json).ok_or_else(|| ApiError::not_found("run", &run_id))
+}
+
+/// Filters of `GET /runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRuns {
+    /// Only this user's runs.
+    pub user_id: Option<String>,
+    /// Only this session's runs.
+    pub session_id: Option<String>,
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// At most this many (newest first; default 100).
+    pub limit: Option<usize>,
+}
+
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    Query(q): Query<ListRuns>,
+) -> ApiResult<Json<Value>> {
+    let mut entries: Vec<RunEntry> = state.runs().values().filter(|e| e.tenant == tenant).cloned().collect();
+    entries.retain(|e| {
+        q.session_id.as_deref().is_none_or(|s| e.run.session_id() == s)
+            && q.user_id.as_deref().is_none_or(|u| tenant.owns(e.run.user_id()).flatten().as_deref() == Some(u))
+            && q.state.is_none_or(|s| e.run.state() == s)
+    });
+    entries.sort_by(|a, b| b.run.id().cmp(a.run.id()));
+    entries.truncate(q.limit.unwrap_or(100).min(1000));
+    let runs: Vec<Value> = entries.iter().map(|e| run_view(&tenant, &e.agent, &e.run)).collect();
+    Ok(Json(json!({ "runs": runs })))
+}
+
+pub(crate) async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let e = state.run_entry(&tenant, &run_id).ok_or_else(|| ApiError::not_found("run", &run_id))?;
+    e.run.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), e.run.result()).await;
+    Ok(Json(run_view(&tenant, &e.agent, &e.run)))
+}
+
+/// The agent and internal user of a run the tenant owns (live here, or in a journal).
+pub(crate) async fn owned_run(
+    state: &AppState,
+    tenant: &Tenant,
+    run_id: &str,
+) -> ApiResult<(String, Agent, Option<String>)> {
+    if let Some(e) = state.run_entry(tenant, run_id) {
+        let (name, agent) = state.agent(Some(&e.agent))?;
+        return Ok((name, agent, e.run.user_id().map(str::to_string)));
+    }
+    if state.runs().contains_key(run_id) {
+        return Err(ApiError::not_found("run", run_id));
+    }
+    for (name, agent) in &state.agents {
+        let Some(journal) = agent.journal() else { continue };
+        let Some(stored) = journal.load(run_id).await? else { continue };
+        if tenant.owns(stored.record.user_id.as_deref()).is_none() {
+            break;
+        }
+        return Ok((name.clone(), agent.clone(), stored.record.user_id));
+    }
+    Err(ApiError::not_found("run", run_id))
+}
+
+pub(crate) async fn resume(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (name, agent, user) = owned_run(&state, &tenant, &run_id).await?;
+    if let Some(e) = state.run_entry(&tenant, &run_id)
+        && !e.run.state().is_terminal()
+        && e.run.state() != RunState::Suspended
+    {
+        return Err(ApiError::conflict(format!("run {run_id} is in flight here")));
+    }
+    let user = user.unwrap_or_else(|| tenant.scoped_user(None));
+    let run = agent.resume_as(&user, &run_id).await?;
+    state.track(&tenant, &name, &run);
+    Ok(Json(run_view(&tenant, &name, &run)))
+}

@@ -1,0 +1,172 @@
+//! What the server holds: the agents, the runs and sessions it has seen (by tenant), the key store,
+//! the per-tenant rate limiter and the metrics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use chrono::{DateTime, Utc};
+use loom_agent::governance::TokenBucketLimiter;
+use loom_agent::store::ApiKeyStore;
+use loom_agent::{Agent, Run, Session};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// The tenant a request acts for (set by the auth layer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant(pub Arc<str>);
+
+impl Tenant {
+    /// The user id the stores see for a user of this tenant: `TENANT/USER` (`TENANT/` for none),
+    /// so the same user name in two tenants names two users, and nothing crosses between them.
+    pub fn scoped_user(&self, user: Option<&str>) -> String {
+        format!("{}/{}", self.0, user.unwrap_or(""))
+    }
+
+    /// The user as the client named it, when `internal` is one of this tenant's users.
+    pub fn owns(&self, internal: Option<&str>) -> Option<Option<String>> {
+        let rest = internal?.strip_prefix(&*self.0)?.strip_prefix('/')?;
+        Some((!rest.is_empty()).then(|| rest.to_string()))
+    }
+}
+
+/// A run this server started or continued.
+#[derive(Clone)]
+pub(crate) struct RunEntry {
+    pub tenant: Tenant,
+    pub agent: String,
+    pub run: Run,
+}
+
+/// A session this server opened.
+#[derive(Clone)]
+pub(crate) struct SessionEntry {
+    pub agent: String,
+    pub user: Option<String>,
+    pub session: Session,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How many runs the server keeps handles of before it forgets finished ones.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// The server's state, shared by every request.
+pub struct AppState {
+    pub(crate) agents: BTreeMap<String, Agent>,
+    pub(crate) keys: Option<Arc<dyn ApiKeyStore>>,
+    pub(crate) runs: Mutex<HashMap<String, RunEntry>>,
+    pub(crate) sessions: Mutex<HashMap<(Tenant, String), SessionEntry>>,
+    pub(crate) limiter: Option<TokenBucketLimiter>,
+    pub(crate) metrics: Metrics,
+}
+
+impl std::hash::Hash for Tenant {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+impl AppState {
+    /// A state for these agents. `keys`: where API keys are checked (`None`: no authentication,
+    /// every request acts for the tenant `default`; for local development only). `limiter`: the
+    /// per-tenant request limit.
+    pub fn new(
+        agents: BTreeMap<String, Agent>,
+        keys: Option<Arc<dyn ApiKeyStore>>,
+        limiter: Option<TokenBucketLimiter>,
+    ) -> Self {
+        AppState {
+            agents,
+            keys,
+            runs: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            limiter,
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub(crate) fn runs(&self) -> MutexGuard<'_, HashMap<String, RunEntry>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn sessions(&self) -> MutexGuard<'_, HashMap<(Tenant, String), SessionEntry>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent a request names: its name, or (for `None`, `"default"`, or any name when the file
+    /// has one agent) the only one.
+    pub(crate) fn agent(&self, name: Option<&str>) -> Result<(String, Agent), ApiError> {
+        if let Some(n) = name
+            && let Some(a) = self.agents.get(n)
+        {
+            return Ok((n.to_string(), a.clone()));
+        }
+        if self.agents.len() == 1
+            && let Some((n, a)) = self.agents.iter().next()
+        {
+            return Ok((n.clone(), a.clone()));
+        }
+        let known: Vec<&str> = self.agents.keys().map(String::as_str).collect();
+        Err(ApiError::bad_request(format!(
+            "unknown agent `{}`; this server has: {}",
+            name.unwrap_or("default"),
+            known.join(", ")
+        )))
+    }
+
+    /// The run of this id if the tenant owns it (live here); `None` otherwise.
+    pub(crate) fn run_entry(&self, tenant: &Tenant, run_id: &str) -> Option<RunEntry> {
+        self.runs().get(run_id).filter(|e| &e.tenant == tenant).cloned()
+    }
+
+    /// Drops a run from the server's memory (it stays in the journal): how a restarted server sees
+    /// it. For tests and retention.
+    pub fn forget_run(&self, run_id: &str) {
+        self.runs().remove(run_id);
+    }
+
+    /// Records a run (and has the metrics watch it).
+    pub(crate) fn track(self: &Arc<Self>, tenant: &Tenant, agent: &str, run: &Run) {
+        let entry = RunEntry { tenant: tenant.clone(), agent: agent.to_string(), run: run.clone() };
+        let mut runs = self.runs();
+        // Finished runs stay in memory up to a bound; past it they are answered from the journal.
+        // Pruned when the map has doubled since the last time, so O(1) per run on average.
+        if runs.len() >= MAX_REMEMBERED && runs.len() == runs.capacity() {
+            runs.retain(|_, e| !e.run.state().is_terminal() || e.run.state() == loom_agent::RunState::Suspended);
+            let more = runs.len().max(MAX_REMEMBERED);
+            runs.reserve(more);
+        }
+        runs.insert(run.id().to_string(), entry);
+        drop(runs);
+        self.metrics.watch(run.clone());
+    }
+}
+
+/// `Json<T>` whose rejections are JSON errors: malformed JSON 400, unknown or missing fields 422,
+/// a body over the limit 413, no JSON content type 415.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(r) => {
+                let code = match &r {
+                    JsonRejection::JsonSyntaxError(_) => "malformed_json",
+                    JsonRejection::JsonDataError(_) => "invalid_body",
+                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+                    _ => "body_rejected",
+                };
+                Err(ApiError::new(r.status(), code, r.body_text()))
+            }
+        }
+    }
+}
