@@ -76,7 +76,13 @@ impl AgentBuilder {
         if let Some(every) = parts.refresh {
             knowledge = knowledge.refresh_every(every);
         }
-        if let Some(embedder) = self.memory_parts.embedder.clone().or_else(crate::memory::default_embedder) {
+        let embedder = match &self.memory_parts.embedder {
+            Some(Ok(chosen)) => chosen.clone(),
+            // A bad embedder string fails `build()` where memory is assembled.
+            Some(Err(_)) => None,
+            None => crate::memory::default_embedder(),
+        };
+        if let Some(embedder) = embedder {
             knowledge = knowledge.embedder(embedder);
         }
         for source in parts.sources {
