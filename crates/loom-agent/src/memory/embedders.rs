@@ -27,7 +27,7 @@ pub const ACCEPTED_EMBEDDERS: &str = "`local` (all-MiniLM-L6-v2 in process, afte
 /// Anything else is an [`Error::Config`] listing these forms.
 ///
 /// ```
-/// let err = loom_agent::parse_embedder("word2vec").unwrap_err();
+/// let err = loom_agent::parse_embedder("word2vec").err().unwrap();
 /// assert!(err.to_string().contains("openai:MODEL"));
 /// ```
 pub fn parse_embedder(spec: &str) -> Result<Arc<dyn Embedder>, Error> {
