@@ -157,6 +157,12 @@ async fn cancelling_the_parent_cancels_every_child() {
     let child_ends: Vec<_> = rest.iter().filter(|e| e.depth == 1 && e.event.is_terminal()).collect();
     assert_eq!(child_ends.len(), 2, "both children ended");
     assert!(child_ends.iter().all(|e| e.event.type_name() == "run.cancelled"));
+    // Every child.started in the parent's log has its child.finished, before the parent's end.
+    let kids = children(&result.events);
+    assert_eq!(kids.iter().filter(|k| k.1 == "started").count(), 2);
+    assert_eq!(kids.iter().filter(|k| k.2 == Some(RunState::Cancelled)).count(), 2);
+    let last_child = result.events.iter().rposition(|e| e.type_name() == "child.finished").unwrap();
+    assert!(last_child < result.events.len() - 1 && result.events.last().unwrap().type_name() == "run.cancelled");
 }
 
 #[tokio::test]
@@ -300,4 +306,56 @@ async fn a_router_whose_model_names_no_route_fails() {
     let result = router.start("hi").result().await;
     assert_eq!(result.state, RunState::Failed);
     assert!(children(&result.events).is_empty());
+}
+
+/// Schema step 6: a journal written before child runs gains `loom_runs.parent_run_id`, filled from
+/// each record (none has a parent before version 6; a record that names one is listed under it).
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_version_4_sqlite_journal_migrates_to_parent_run_ids() {
+    use loom_agent::store::{Lease, RunRecord, SqliteStore};
+    let dir = std::env::temp_dir().join(format!("loom-team-migrate-{}", loom_agent::new_id("t")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("loom.db");
+    let lease = Lease::for_this_process(Duration::from_secs(60));
+    let record = |id: &str, parent: Option<&str>| RunRecord {
+        run_id: id.into(),
+        session_id: "s".into(),
+        user_id: None,
+        input: loom_agent::RunInput::Prompt("hi".into()),
+        context: Default::default(),
+        metadata: Default::default(),
+        seeds: vec![Message::user("hi")],
+        history_base: 0,
+        history_start: None,
+        summary_covers: 0,
+        max_turns: 4,
+        timeout_ms: None,
+        output_schema: None,
+        started_at: chrono::Utc::now(),
+        model: None,
+        parent_run_id: parent.map(str::to_string),
+        architecture: None,
+    };
+    {
+        let store = SqliteStore::open(&db).unwrap();
+        store.begin(&record("run_a", None), &lease, &[]).await.unwrap();
+        store.begin(&record("run_a.call_1", Some("run_a")), &lease, &[]).await.unwrap();
+    }
+    // Back to version 4: the column and its index gone, as a journal written before this version.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DROP INDEX loom_runs_by_parent; ALTER TABLE loom_runs DROP COLUMN parent_run_id; PRAGMA user_version = 4;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&db).unwrap();
+    let version: i64 =
+        rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 6);
+    let kids = store.list(&RunFilter { parent_run_id: Some("run_a".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(kids.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), vec!["run_a.call_1"]);
+    let all = store.list(&RunFilter::default()).await.unwrap();
+    assert_eq!(all.iter().find(|r| r.run_id == "run_a").unwrap().parent_run_id, None);
+    std::fs::remove_dir_all(&dir).ok();
 }

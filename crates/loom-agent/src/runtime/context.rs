@@ -60,8 +60,8 @@ pub struct RunCx {
     pub(super) window: Option<Box<super::window::WindowState>>,
     /// How many messages of the session's history the seeds' leading summary stands for.
     pub(super) summary_covers: usize,
-    /// This run as its children see it (handed to tool calls).
-    pub(super) link: Arc<super::child::ParentLink>,
+    /// This run as its children see it (handed to tool calls; made at the first one).
+    link: std::sync::OnceLock<Arc<super::child::ParentLink>>,
     /// The agent the run handed the conversation to (a `transfer_to_<name>` call).
     pub(super) handoff: Option<String>,
 }
@@ -72,12 +72,6 @@ impl RunCx {
         let scope = log.scope();
         let recorder = Recorder::new(&env.stores, log.clone());
         let window = env.context.clone().map(|settings| Box::new(super::window::WindowState::new(settings)));
-        let link = Arc::new(super::child::ParentLink {
-            log: log.clone(),
-            scope: scope.clone(),
-            budget: env.policies.budget.clone(),
-            journal: super::child::journal_of(&env.stores, &log),
-        });
         RunCx {
             messages: Vec::new(),
             tools: live.tools.clone(),
@@ -97,9 +91,21 @@ impl RunCx {
             audited_start: false,
             window,
             summary_covers: 0,
-            link,
+            link: std::sync::OnceLock::new(),
             handoff: None,
         }
+    }
+
+    /// This run as its children see it.
+    pub(crate) fn link(&self) -> &Arc<super::child::ParentLink> {
+        self.link.get_or_init(|| {
+            Arc::new(super::child::ParentLink {
+                log: self.log.clone(),
+                scope: self.scope.clone(),
+                budget: self.env.policies.budget.clone(),
+                journal: super::child::journal_of(&self.env.stores, &self.log),
+            })
+        })
     }
 
     /// Model calls made so far.

@@ -3,12 +3,9 @@
 //! takes its output back instead of running it again), children link to this run, and a
 //! `transfer_to_<name>` tool ends the run as a handoff.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::child::ParentLink;
 use super::context::RunCx;
 use crate::error::{RunError, RunErrorKind};
 use crate::message::Message;
@@ -39,11 +36,6 @@ impl RunCx {
     pub async fn before_step(&mut self) -> Result<(), RunError> {
         self.check_cancelled()?;
         self.check_budget().await
-    }
-
-    /// This run as its children see it.
-    pub(crate) fn link(&self) -> &Arc<ParentLink> {
-        &self.link
     }
 
     /// Fires when the run is cancelled.

@@ -370,8 +370,8 @@ impl RunCx {
         }
         let token = self.log.cancel.child_token();
         let sink: Arc<dyn ArtifactSink> = self.log.clone();
-        let ctx =
-            ToolContext::for_call(&self.scope, &call.id, token.clone(), Some(sink)).with_run_handle(self.link.clone());
+        let ctx = ToolContext::for_call(&self.scope, &call.id, token.clone(), Some(sink))
+            .with_run_handle(self.link().clone());
         let timeout = entry.timeout.unwrap_or(self.env.limits.tool_timeout);
         let future = AssertUnwindSafe(entry.tool.call(ctx, args)).catch_unwind();
         let outcome = match tokio::time::timeout(timeout, future).await {

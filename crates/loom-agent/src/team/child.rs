@@ -99,34 +99,56 @@ pub(crate) async fn run_child(
     let run_id = key.map(|k| child_run_id(&link.scope.run_id, k));
     let spec = ChildSpec { link: link.clone(), cancel, run_id: run_id.clone() };
     let user = link.scope.user_id.as_deref().map(str::to_string);
-    // A child of this id in the journal: the parent is resuming.
+    // A child of this id in the journal: the parent is resuming. (Boxed: the lookup and resume
+    // are large futures that a child without a journal should not carry.)
     let journal = agent.journal().or(link.journal.as_ref());
-    if let (Some(id), Some(journal)) = (&run_id, journal) {
-        match journal.load(id).await {
-            Ok(Some(stored)) if stored.finished => {
-                let outcome = finished_outcome(id, &stored.events);
-                link.log.add_usage(&outcome.usage);
-                announce(link, id, label, key, &outcome);
-                return outcome;
-            }
-            Ok(Some(_)) => {
-                let options = ResumeOptions { user_id: user.clone(), ..ResumeOptions::default() };
-                match agent.resume_inner(id, options, Some(&spec)).await {
-                    Ok(run) => return follow(link, run, label, key).await,
-                    Err(e) => {
-                        tracing::warn!(run_id = %id, error = %e, "resuming a child run failed; starting it again")
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(run_id = %id, error = %e, "looking up a child run failed"),
-        }
+    if let (Some(id), Some(journal)) = (&run_id, journal)
+        && let Some(outcome) = Box::pin(journaled(agent, journal, id, &spec, link, label, key)).await
+    {
+        return outcome;
     }
     request.user_id = user.clone();
     request.session_id = None;
     request.child = Some(spec);
     let run = Session::anonymous(agent.clone(), user.as_deref()).start(request);
     follow(link, run, label, key).await
+}
+
+/// A child the journal already has: a finished one's outcome (not run again), or an unfinished
+/// one resumed and followed to its end. `None`: not journaled (or not resumable): start it.
+async fn journaled(
+    agent: &Agent,
+    journal: &Arc<dyn crate::store::Journal>,
+    id: &str,
+    spec: &ChildSpec,
+    link: &ParentLink,
+    label: &str,
+    key: Option<&str>,
+) -> Option<ChildOutcome> {
+    match journal.load(id).await {
+        Ok(Some(stored)) if stored.finished => {
+            let outcome = finished_outcome(id, &stored.events);
+            link.log.add_usage(&outcome.usage);
+            announce(link, id, label, key, &outcome);
+            Some(outcome)
+        }
+        Ok(Some(_)) => {
+            let user = link.scope.user_id.as_deref().map(str::to_string);
+            let options = ResumeOptions { user_id: user, ..ResumeOptions::default() };
+            match agent.resume_inner(id, options, Some(spec)).await {
+                Ok(run) => Some(follow(link, run, label, key).await),
+                Err(e) => {
+                    tracing::warn!(run_id = %id, error = %e, "resuming a child run failed; starting it again");
+                    None
+                }
+            }
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(run_id = %id, error = %e, "looking up a child run failed");
+            None
+        }
+    }
 }
 
 /// Announces a started child in its parent's log, waits for it, and announces its end.
@@ -137,9 +159,9 @@ async fn follow(link: &ParentLink, run: crate::agent::Run, label: &str, key: Opt
         agent: label.to_string(),
         call_id: key.map(str::to_string),
     }));
-    let guard = CancelOnDrop(Some(run.clone()));
+    let mut guard = Unfinished { run: Some(run.clone()), link, label };
     let result = run.result().await;
-    drop(guard);
+    guard.run = None;
     let outcome = ChildOutcome::of(&result);
     link.log.emit(EventKind::ChildFinished(ChildFinished {
         child_run_id: outcome.run_id.clone(),
@@ -204,14 +226,26 @@ fn finished_outcome(id: &str, events: &[crate::event::Event]) -> ChildOutcome {
     outcome
 }
 
-struct CancelOnDrop(Option<crate::agent::Run>);
+/// A child the parent stopped waiting for (the parent was cancelled or stopped, or the call timed
+/// out): dropping it cancels the child and tells the parent's log it finished cancelled, so every
+/// `child.started` has its `child.finished`.
+struct Unfinished<'a> {
+    run: Option<crate::agent::Run>,
+    link: &'a ParentLink,
+    label: &'a str,
+}
 
-impl Drop for CancelOnDrop {
+impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        if let Some(run) = self.0.take()
-            && !run.state().is_terminal()
-        {
-            run.cancel();
-        }
+        let Some(run) = self.run.take() else { return };
+        run.cancel();
+        let progress = run.log.progress();
+        self.link.log.emit(EventKind::ChildFinished(ChildFinished {
+            child_run_id: run.id().to_string(),
+            agent: self.label.to_string(),
+            state: RunState::Cancelled,
+            usage: progress.usage,
+            turns: progress.turns,
+        }));
     }
 }

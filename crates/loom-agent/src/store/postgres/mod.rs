@@ -80,10 +80,10 @@ const MIGRATE_V4: &str = "
 /// supervisor's worker, a workflow's agent node). Existing runs take it from their record (none
 /// has one before this version).
 const MIGRATE_V6: &str = "
-    ALTER TABLE loom_runs ADD COLUMN parent_run_id TEXT;
+    ALTER TABLE loom_runs ADD COLUMN IF NOT EXISTS parent_run_id TEXT;
     UPDATE loom_runs SET parent_run_id = (record::JSONB)->>'parent_run_id'
         WHERE record IS NOT NULL AND record LIKE '%parent_run_id%';
-    CREATE INDEX loom_runs_by_parent ON loom_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;";
+    CREATE INDEX IF NOT EXISTS loom_runs_by_parent ON loom_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;";
 
 /// A journal and session store in a PostgreSQL database, safe to share between processes and
 /// machines (feature `postgres`).

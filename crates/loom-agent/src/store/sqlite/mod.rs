@@ -261,10 +261,10 @@ const MIGRATE_V4: &str = "
 
 /// Version 6: a run may be another run's child (`parent_run_id`: an agent used as a tool, a
 /// supervisor's worker, a workflow's agent node). Existing runs have no parent.
+/// (The column is added only where missing, so a database marked older than it is does not fail.)
 const MIGRATE_V6: &str = "
-    ALTER TABLE loom_runs ADD COLUMN parent_run_id TEXT;
     UPDATE loom_runs SET parent_run_id = json_extract(record, '$.parent_run_id') WHERE record IS NOT NULL;
-    CREATE INDEX loom_runs_by_parent ON loom_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS loom_runs_by_parent ON loom_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
     PRAGMA user_version = 6;";
 /// Version 7: API keys for `loom serve` (SHA-256 hashes only; each key bound to a tenant).
 const MIGRATE_V7: &str = "
@@ -318,6 +318,16 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
         tx.execute_batch(signals::MIGRATE_V5).map_err(db)?;
     }
     if version < 6 {
+        let has_column: bool = tx
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('loom_runs') WHERE name = 'parent_run_id'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if !has_column {
+            tx.execute_batch("ALTER TABLE loom_runs ADD COLUMN parent_run_id TEXT;").map_err(db)?;
+        }
         tx.execute_batch(MIGRATE_V6).map_err(db)?;
     }
     if version < 7 {
