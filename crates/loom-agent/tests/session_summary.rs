@@ -57,9 +57,13 @@ async fn an_old_sqlite_database_is_migrated() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("old.db");
     drop(SqliteStore::open(&path).unwrap());
-    // As a version-3 database: without the summaries table.
+    // As a version-3 database: without the summaries table (v4) nor the signal tables (v5).
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE loom_session_summaries; PRAGMA user_version = 3;").unwrap();
+    conn.execute_batch(
+        "DROP TABLE loom_session_summaries; DROP TABLE loom_signals; DROP TABLE loom_schedules;
+         DROP TABLE loom_schedule_fires; PRAGMA user_version = 3;",
+    )
+    .unwrap();
     drop(conn);
     conformance(Arc::new(SqliteStore::open(&path).unwrap()), "old").await;
     let _ = std::fs::remove_dir_all(&dir);
