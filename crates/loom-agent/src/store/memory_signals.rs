@@ -32,6 +32,8 @@ struct State {
 struct Session {
     signals: Vec<Stored>,
     dedupe: HashSet<String>,
+    /// Signal id → position in `signals`.
+    ids: HashMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -75,7 +77,7 @@ impl SignalStore for InMemorySignalStore {
     ) -> Result<bool, Error> {
         let mut st = self.state();
         let entry = st.sessions.entry(key(session)).or_default();
-        if entry.signals.iter().any(|s| s.record.signal.id == signal.id) {
+        if entry.ids.contains_key(&signal.id) {
             return Ok(false);
         }
         if let Some(k) = &signal.dedupe_key
@@ -83,6 +85,7 @@ impl SignalStore for InMemorySignalStore {
         {
             return Ok(false);
         }
+        entry.ids.insert(signal.id.clone(), entry.signals.len());
         entry.signals.push(Stored {
             record: SignalRecord {
                 signal: signal.clone(),
@@ -139,7 +142,8 @@ impl SignalStore for InMemorySignalStore {
         let now = Utc::now().timestamp_millis();
         let mut st = self.state();
         let Some(s) = st.sessions.get_mut(&key(session)) else { return Ok(false) };
-        match s.signals.iter_mut().find(|s| s.record.signal.id == signal_id) {
+        let found = s.ids.get(signal_id).copied();
+        match found.and_then(|i| s.signals.get_mut(i)) {
             Some(stored) if stored.waiting(now) => {
                 stored.record.status = SignalStatus::Claimed;
                 stored.claim_until = until_ms;
@@ -157,10 +161,10 @@ impl SignalStore for InMemorySignalStore {
         run_id: Option<&str>,
     ) -> Result<(), Error> {
         let mut st = self.state();
-        let stored = st
-            .sessions
-            .get_mut(&key(session))
-            .and_then(|s| s.signals.iter_mut().find(|s| s.record.signal.id == signal_id));
+        let stored = st.sessions.get_mut(&key(session)).and_then(|s| {
+            let i = s.ids.get(signal_id).copied()?;
+            s.signals.get_mut(i)
+        });
         let Some(stored) = stored else { return Err(Error::Config(format!("no signal `{signal_id}` in the session"))) };
         let r = &mut stored.record;
         r.attention = Some(attention);
