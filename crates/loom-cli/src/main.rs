@@ -17,8 +17,8 @@ mod model_cmd;
 mod render;
 mod run;
 mod runs;
-mod signal_cmd;
 mod serve_cmd;
+mod signal_cmd;
 mod tools_cmd;
 
 use std::process::ExitCode;
