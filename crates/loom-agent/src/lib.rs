@@ -34,7 +34,8 @@
 //! # }
 //! ```
 //!
-//! The layers, top down: [`agent`] (Agent, Session, Run, the driver), [`architecture`] (the ReAct
+//! The layers, top down: [`team`], [`workflow`] and [`config`] (compositions of agents, which
+//! `agent` never imports), [`agent`] (Agent, Session, Run, the driver), [`architecture`] (the ReAct
 //! loop), [`runtime`] (`RunCx`, the one pipeline for a run's side effects), then the standard
 //! implementations — [`model`], [`tool`](mod@tool), [`store`], [`governance`], [`capability`] — over
 //! the `loom-core` crate's types and protocols, re-exported here as [`run`], [`message`], [`event`]
