@@ -3,7 +3,8 @@
 //! Runs (`/runs`, with the busy-session strategy, cancel, resume and events as SSE with
 //! `Last-Event-ID` resumption or JSON pages), sessions, approvals, OpenAI-compatible
 //! `/v1/chat/completions` and `/v1/responses`, `/health`, `/ready`, `/metrics` (Prometheus) and
-//! `/openapi.json`. Every API request needs `Authorization: Bearer KEY`; each key belongs to a
+//! `/openapi.json`, and the dashboard at `/ui` (with `/usage`, `/audit` and
+//! `/runs/{id}/transcript` for it). Every API request needs `Authorization: Bearer KEY`; each key belongs to a
 //! tenant, and a tenant sees only its own users' sessions, runs and events (another tenant's id is
 //! a 404). Keys are stored as SHA-256 hashes in the journal's database.
 //!
@@ -16,6 +17,7 @@
 //! ```
 
 mod approvals;
+mod audit;
 mod auth;
 mod error;
 mod events;
@@ -25,6 +27,9 @@ pub mod openapi;
 mod runs;
 mod sessions;
 mod state;
+mod transcript;
+mod ui;
+mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +45,7 @@ use loom_agent::store::{ApiKeyStore, SessionKey};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use audit::{AuditSource, AuditSources};
 pub use auth::{DEFAULT_TENANT, create_key, valid_tenant};
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -52,6 +58,7 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 pub struct Server {
     state: Arc<AppState>,
     settings: loom_agent::config::ServerConfig,
+    audit: AuditSources,
 }
 
 impl std::fmt::Debug for Server {
@@ -86,12 +93,19 @@ impl Server {
             .as_ref()
             .map(|c| loom_agent::config::RateLimiterConfig { mode: Some("reject".into()), ..c.clone() }.build())
             .transpose()?;
-        Ok(Server { state: Arc::new(AppState::new(agents, keys, limiter)), settings })
+        let audit = audit_sources(config)?;
+        Ok(Server { state: Arc::new(AppState::new(agents, keys, limiter)), settings, audit })
     }
 
     /// A server over a state made in code.
     pub fn new(state: AppState, settings: loom_agent::config::ServerConfig) -> Server {
-        Server { state: Arc::new(state), settings }
+        Server { state: Arc::new(state), settings, audit: AuditSources::default() }
+    }
+
+    /// Shows this audit log on `GET /audit` (and the dashboard), with its verification status.
+    pub fn with_audit_log(mut self, source: AuditSource) -> Server {
+        self.audit.0.push(source);
+        self
     }
 
     /// The shared state.
@@ -101,7 +115,7 @@ impl Server {
 
     /// The router (for tests and embedding).
     pub fn router(&self) -> Result<Router, Error> {
-        router(self.state.clone(), &self.settings)
+        router_with(self.state.clone(), &self.settings, self.audit.clone())
     }
 
     /// The address from the settings (`127.0.0.1:8080` by default).
@@ -174,8 +188,35 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-/// The router: public endpoints, the API behind authentication, the body limit and CORS.
+/// The audit logs the agents of a configuration write (`audit_log = { path, secret_env }`), each
+/// file once.
+fn audit_sources(config: &AgentConfig) -> Result<AuditSources, Error> {
+    let mut sources = AuditSources::default();
+    let mut paths = std::collections::HashSet::new();
+    for (_, agent) in config.agent_configs() {
+        let Some(a) = &agent.audit_log else { continue };
+        if !paths.insert(a.path.clone()) {
+            continue;
+        }
+        let secret = std::env::var(&a.secret_env).map_err(|_| {
+            Error::Config(format!("`audit_log.secret_env` names the environment variable {}, which is not set", a.secret_env))
+        })?;
+        sources.0.push(AuditSource::file(&a.path, secret));
+    }
+    Ok(sources)
+}
+
+/// The router: public endpoints, the API behind authentication, the body limit and CORS (no
+/// audit log on `/audit`; [`Server::router`] has the configured ones).
 pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig) -> Result<Router, Error> {
+    router_with(state, settings, AuditSources::default())
+}
+
+fn router_with(
+    state: Arc<AppState>,
+    settings: &loom_agent::config::ServerConfig,
+    audit: AuditSources,
+) -> Result<Router, Error> {
     let api = Router::new()
         .route("/runs", post(runs::create).get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
@@ -191,12 +232,18 @@ pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig)
         .route("/sessions/{session_id}/runs", get(sessions::runs))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(openai::responses))
+        .route("/runs/{run_id}/transcript", get(transcript::transcript))
+        .route("/usage", get(usage::usage))
+        .route("/audit", get(audit::list).layer(axum::Extension(Arc::new(audit))))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY)))

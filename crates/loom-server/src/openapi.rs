@@ -25,6 +25,10 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/sessions/{session_id}/runs", "A session's runs", true),
     ("post", "/v1/chat/completions", "OpenAI-compatible chat completions (stream or not)", true),
     ("post", "/v1/responses", "OpenAI-compatible Responses API", true),
+    ("get", "/runs/{run_id}/transcript", "A run's conversation: messages, tool calls and results", true),
+    ("get", "/usage", "Tokens and cost of the tenant's runs (group: user, day, user,day; days)", true),
+    ("get", "/audit", "The tenant's audit entries and each log's verification (run_id, action, limit)", true),
+    ("get", "/ui", "The dashboard (static files; the data it shows needs a key)", false),
 ];
 
 /// The document.
