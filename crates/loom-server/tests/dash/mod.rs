@@ -50,6 +50,15 @@ pub struct Dash {
 }
 
 pub async fn start() -> Dash {
+    start_with(None).await
+}
+
+/// [`start`], with another audit log shown on `/audit` too.
+pub async fn start_with_audit(extra: AuditSource) -> Dash {
+    start_with(Some(extra)).await
+}
+
+async fn start_with(extra: Option<AuditSource>) -> Dash {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("loom-dash-{}-{n}", std::process::id()));
@@ -69,8 +78,11 @@ pub async fn start() -> Dash {
         .build()
         .unwrap();
     let agents = BTreeMap::from([("bot".to_string(), agent)]);
-    let server = Server::new(AppState::new(agents, Some(keys), None), ServerConfig::default())
+    let mut server = Server::new(AppState::new(agents, Some(keys), None), ServerConfig::default())
         .with_audit_log(AuditSource::memory("audit", audit.clone()));
+    if let Some(extra) = extra {
+        server = server.with_audit_log(extra);
+    }
     let state = server.state().clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
