@@ -2,8 +2,8 @@
 //! runs this server holds and the runs its agents' journals list (a restarted server still counts
 //! them, from their saved transcripts).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::extract::{Extension, Query, State};
@@ -78,6 +78,23 @@ fn sum_json(sum: &Sum) -> Value {
     })
 }
 
+/// Usage of finished runs read from the stores (it does not change): a dashboard that polls
+/// `/usage` reads each transcript once. Bounded: cleared when full.
+static SAVED: std::sync::LazyLock<Mutex<HashMap<String, Usage>>> = std::sync::LazyLock::new(Default::default);
+const MAX_SAVED: usize = 100_000;
+
+fn saved_usage(run_id: &str) -> Option<Usage> {
+    SAVED.lock().unwrap_or_else(|p| p.into_inner()).get(run_id).copied()
+}
+
+fn remember_usage(run_id: &str, usage: Usage) {
+    let mut saved = SAVED.lock().unwrap_or_else(|p| p.into_inner());
+    if saved.len() >= MAX_SAVED {
+        saved.clear();
+    }
+    saved.insert(run_id.to_string(), usage);
+}
+
 /// The tenant's runs since `since`: those this server holds, then the journaled ones it does not.
 async fn lines(state: &AppState, tenant: &Tenant, since: DateTime<Utc>) -> ApiResult<Vec<Line>> {
     let mut out = Vec::new();
@@ -102,11 +119,21 @@ async fn lines(state: &AppState, tenant: &Tenant, since: DateTime<Utc>) -> ApiRe
             {
                 continue;
             }
-            let key = SessionKey::scoped(summary.user_id.as_deref(), &summary.session_id);
-            // A run without a saved transcript (in flight elsewhere, or crashed) has no usage yet.
-            let usage = match agent.session_store().get_run(key, &summary.run_id).await? {
-                Some(t) => t.usage,
-                None => Usage::default(),
+            let usage = match saved_usage(&summary.run_id) {
+                Some(usage) => usage,
+                None => {
+                    let key = SessionKey::scoped(summary.user_id.as_deref(), &summary.session_id);
+                    // A run without a saved transcript (in flight elsewhere, or crashed) has no
+                    // usage yet.
+                    match agent.session_store().get_run(key, &summary.run_id).await? {
+                        Some(t) if summary.finished => {
+                            remember_usage(&summary.run_id, t.usage);
+                            t.usage
+                        }
+                        Some(t) => t.usage,
+                        None => Usage::default(),
+                    }
+                }
             };
             out.push(Line { user: tenant.owns(summary.user_id.as_deref()).flatten(), started_at: summary.started_at, usage });
         }

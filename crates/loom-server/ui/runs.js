@@ -96,8 +96,8 @@ export function RunsView() {
       ? html`<${Empty} title="No runs yet">Runs started through the API (<code>POST /runs</code>) appear here as they start.</${Empty}>`
       : html`<div class="table-wrap"><table class="table" id="runs-table">
           <thead><tr>
-            <th>State</th><th>Run</th><th>Input</th><th>User</th><th>Session</th>
-            <th class="num">Tokens</th><th>Started</th><th class="num">Duration</th>
+            <th>State</th><th>Run</th><th>Input</th><th>User</th><th class="hide-sm">Session</th>
+            <th class="num hide-sm">Tokens</th><th>Started</th><th class="num hide-sm">Duration</th>
           </tr></thead>
           <tbody>
             ${runs.map(
@@ -107,10 +107,10 @@ export function RunsView() {
                 <td><a class="mono" href=${"#/run/" + encodeURIComponent(r.run_id)} title=${r.run_id}>${shortId(r.run_id)}</a></td>
                 <td class="ellipsis" title=${inputText(r.input)}>${inputText(r.input)}</td>
                 <td>${r.user_id || html`<span class="muted">—</span>`}</td>
-                <td class="mono muted" title=${r.session_id}>${shortId(r.session_id)}</td>
-                <td class="num">${fmtInt(totalTokens(r.usage))}</td>
+                <td class="mono muted hide-sm" title=${r.session_id}>${shortId(r.session_id)}</td>
+                <td class="num hide-sm">${fmtInt(totalTokens(r.usage))}</td>
                 <td class="muted">${timeAgo(r.started_at)}</td>
-                <td class="num muted">${duration(r.started_at, r.finished_at)}</td>
+                <td class="num muted hide-sm">${duration(r.started_at, r.finished_at)}</td>
               </tr>`,
             )}
           </tbody>
