@@ -181,10 +181,11 @@ pub(crate) async fn usage(
             v
         })
         .collect();
+    let group_names: Vec<&str> = [g.user.then_some("user"), g.day.then_some("day")].into_iter().flatten().collect();
     Ok(Json(json!({
         "from": first_day.format("%Y-%m-%d").to_string(),
         "to": today.format("%Y-%m-%d").to_string(),
-        "group": [g.user.then_some("user"), g.day.then_some("day")].into_iter().flatten().collect::<Vec<_>>(),
+        "group": group_names,
         "groups": groups,
         "total": sum_json(&total),
     })))

@@ -42,9 +42,13 @@ export function Badge({ state }) {
   </span>`;
 }
 
+/** A long id shortened to its prefix and random tail (ids share their time-ordered head). */
 export function shortId(id) {
   if (!id) return "—";
-  return id.length > 14 ? id.slice(0, 6) + "…" + id.slice(-6) : id;
+  if (id.length <= 16) return id;
+  const cut = id.indexOf("_");
+  const prefix = cut > 0 && cut < 10 ? id.slice(0, cut + 1) : "";
+  return prefix + "…" + id.slice(-8);
 }
 
 export function timeAgo(at) {
