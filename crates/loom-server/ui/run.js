@@ -134,6 +134,10 @@ function timeline(events) {
       default:
         break;
     }
+    // Anything after a pause means the run went on.
+    if (ev.type !== "run.suspended") {
+      for (const it of items) if (it.kind === "paused") it.resumed = true;
+    }
   }
   return items;
 }
@@ -184,7 +188,9 @@ function Timeline({ events }) {
       if (it.kind === "final")
         return html`<div class="item final" key=${it.key} id="final-output"><div class="label">Final answer</div><div class="text">${it.text}</div></div>`;
       if (it.kind === "paused")
-        return html`<div class="item paused" key=${it.key}>Paused: waiting for a decision on a tool call.</div>`;
+        return it.resumed
+          ? html`<div class="item resumed" key=${it.key}>Paused for a decision, then resumed.</div>`
+          : html`<div class="item paused" key=${it.key}>Paused: waiting for a decision on a tool call.</div>`;
       return html`<div class="item ended" key=${it.key}><strong>${it.type.replace("run.", "Run ")}</strong>
         ${it.error && html`<div class="mono small">${it.error.kind}: ${it.error.message}</div>`}</div>`;
     })}
@@ -335,7 +341,7 @@ export function RunView({ id }) {
       <div class="stat"><div class="stat-label">Tokens</div><div class="stat-value">${fmtInt(totalTokens(usage))}</div></div>
       <div class="stat"><div class="stat-label">Cost</div><div class="stat-value">${fmtCost(usage.cost_usd)}</div></div>
     </div>
-    ${run && run.error && html`<div class="note note-error">${run.error.kind}: ${run.error.message}</div>`}
+    ${run && run.error && run.state !== "suspended" && html`<div class="note note-error">${run.error.kind}: ${run.error.message}</div>`}
     <${Approvals} id=${id} pending=${pending} onDecided=${() => { reloadApprovals(); reloadRun(); }} />
     <${ErrorNote} error=${streamError && streamError.status !== 404 ? streamError : null} />
     <div class="tabs" role="tablist">

@@ -89,17 +89,28 @@ function SessionRuns({ id }) {
   )}</div>`;
 }
 
-function Bars({ rows }) {
+/** Every day from `from` to `to` (YYYY-MM-DD, UTC). */
+function dayRange(from, to) {
+  const out = [];
+  const end = new Date(to + "T00:00:00Z").getTime();
+  for (let t = new Date(from + "T00:00:00Z").getTime(); t <= end && out.length < 400; t += 86400000) {
+    out.push(new Date(t).toISOString().slice(0, 10));
+  }
+  return out;
+}
+
+function Bars({ rows, from, to }) {
   const byDay = new Map();
   for (const r of rows) byDay.set(r.day, (byDay.get(r.day) || 0) + r.total_tokens);
-  const days = [...byDay.entries()].sort();
+  if (!byDay.size) return null;
+  const days = dayRange(from, to).map((d) => [d, byDay.get(d) || 0]);
   const max = Math.max(1, ...days.map(([, v]) => v));
-  if (!days.length) return null;
+  const every = Math.ceil(days.length / 10);
   return html`<div class="card"><div class="card-title">Tokens per day</div>
     <div class="bars">${days.map(
-      ([day, v]) => html`<div class="bar-col" title=${day + ": " + fmtInt(v) + " tokens"}>
-        <div class="bar" style=${{ height: Math.max(2, Math.round((v / max) * 100)) + "%" }}></div>
-        <div class="bar-label">${day.slice(5)}</div></div>`,
+      ([day, v], i) => html`<div class="bar-col" title=${day + ": " + fmtInt(v) + " tokens"}>
+        <div class=${"bar" + (v ? "" : " bar-zero")} style=${{ height: (v ? Math.max(3, Math.round((v / max) * 100)) : 1) + "%" }}></div>
+        <div class="bar-label">${i % every === 0 || i === days.length - 1 ? day.slice(5) : ""}</div></div>`,
     )}</div></div>`;
 }
 
@@ -120,7 +131,7 @@ export function UsageView() {
       <div class="stat"><div class="stat-label">Output tokens</div><div class="stat-value">${fmtInt(t.output_tokens)}</div></div>
       <div class="stat"><div class="stat-label">Cost</div><div class="stat-value">${fmtCost(t.cost_usd)}</div></div>
     </div>
-    <${Bars} rows=${rows} />
+    ${data && html`<${Bars} rows=${rows} from=${data.from} to=${data.to} />`}
     ${data && !rows.length && html`<${Empty} title="No usage">No runs in this period.</${Empty}>`}
     ${rows.length > 0 &&
     html`<div class="table-wrap"><table class="table" id="usage-table">
