@@ -66,8 +66,10 @@ impl AuditSource {
                 let (path, secret) = (path.clone(), secret.clone());
                 tokio::task::spawn_blocking(move || {
                     let report = FileAuditLog::verify(&path, &secret)?;
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|source| Error::Io { context: format!("reading audit log {}", path.display()), source })?;
+                    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                        context: format!("reading audit log {}", path.display()),
+                        source,
+                    })?;
                     // Lines that do not parse are in the report as malformed.
                     let entries = text
                         .lines()
@@ -125,7 +127,9 @@ fn verification(report: &VerifyReport, own: &HashSet<u64>) -> Value {
                 "detail": p.detail,
             })),
             // The head (truncation, a rewritten tail) concerns the whole log: its kind, no detail.
-            _ if p.line == 0 => problems.push(json!({"seq": null, "kind": p.kind.as_str(), "detail": "the log's signed head"})),
+            _ if p.line == 0 => {
+                problems.push(json!({"seq": null, "kind": p.kind.as_str(), "detail": "the log's signed head"}))
+            }
             _ => elsewhere += 1,
         }
     }
@@ -146,8 +150,7 @@ pub(crate) async fn list(
     let mut logs = Vec::new();
     for source in &sources.0 {
         let (entries, report) = source.read().await.map_err(ApiError::from)?;
-        let own: Vec<&AuditEntry> =
-            entries.iter().filter(|e| tenant.owns(e.user_id.as_deref()).is_some()).collect();
+        let own: Vec<&AuditEntry> = entries.iter().filter(|e| tenant.owns(e.user_id.as_deref()).is_some()).collect();
         let seqs: HashSet<u64> = own.iter().map(|e| e.seq).collect();
         let shown: Vec<Value> = own
             .iter()

@@ -199,7 +199,10 @@ fn audit_sources(config: &AgentConfig) -> Result<AuditSources, Error> {
             continue;
         }
         let secret = std::env::var(&a.secret_env).map_err(|_| {
-            Error::Config(format!("`audit_log.secret_env` names the environment variable {}, which is not set", a.secret_env))
+            Error::Config(format!(
+                "`audit_log.secret_env` names the environment variable {}, which is not set",
+                a.secret_env
+            ))
         })?;
         sources.0.push(AuditSource::file(&a.path, secret));
     }

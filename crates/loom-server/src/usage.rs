@@ -135,7 +135,11 @@ async fn lines(state: &AppState, tenant: &Tenant, since: DateTime<Utc>) -> ApiRe
                     }
                 }
             };
-            out.push(Line { user: tenant.owns(summary.user_id.as_deref()).flatten(), started_at: summary.started_at, usage });
+            out.push(Line {
+                user: tenant.owns(summary.user_id.as_deref()).flatten(),
+                started_at: summary.started_at,
+                usage,
+            });
         }
     }
     Ok(out)

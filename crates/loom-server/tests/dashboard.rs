@@ -95,10 +95,13 @@ async fn usage_sums_tokens_and_cost_by_user_and_day_for_the_tenant_only() {
     assert_eq!(group(&other, "alice")["input_tokens"], 120);
     // By day only.
     let (_, by_day) = s.get(&s.key_a, "/usage?group=day&days=7").await;
-    assert_eq!(by_day["groups"], json!([{
-        "day": today, "runs": 3, "input_tokens": 360, "cached_input_tokens": 0, "cache_write_tokens": 0,
-        "output_tokens": 90, "total_tokens": 450, "cost_usd": by_day["groups"][0]["cost_usd"].clone(),
-    }]));
+    assert_eq!(
+        by_day["groups"],
+        json!([{
+            "day": today, "runs": 3, "input_tokens": 360, "cached_input_tokens": 0, "cache_write_tokens": 0,
+            "output_tokens": 90, "total_tokens": 450, "cost_usd": by_day["groups"][0]["cost_usd"].clone(),
+        }])
+    );
     // A restarted server (no run in memory) counts the same, from the journal and the store.
     for id in &ids {
         s.state.forget_run(id);
@@ -209,7 +212,8 @@ async fn a_tampered_audit_file_shows_as_broken_and_only_the_tenants_problems_in_
     }
     let d = dash::start_with_audit(loom_server::AuditSource::file(&path, secret)).await;
     let s = &d.server;
-    let file_log = |audit: &Value| audit["logs"].as_array().unwrap().iter().find(|l| l["name"] == "audit.jsonl").cloned();
+    let file_log =
+        |audit: &Value| audit["logs"].as_array().unwrap().iter().find(|l| l["name"] == "audit.jsonl").cloned();
     let (_, audit) = s.get(&s.key_a, "/audit").await;
     let log = file_log(&audit).expect("the file log is listed by its file name only");
     assert_eq!(log["verification"]["intact"], true, "{log}");

@@ -38,7 +38,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 
 fn serve(path: &str) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.path == path) else {
-        return ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dashboard file `{path}`")).into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dashboard file `{path}`"))
+            .into_response();
     };
     let mut response = asset.body.into_response();
     let headers = response.headers_mut();

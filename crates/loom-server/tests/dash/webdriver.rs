@@ -14,7 +14,9 @@ pub fn binaries() -> Option<(PathBuf, PathBuf)> {
     let find = |names: &[&str]| -> Option<PathBuf> {
         let path = std::env::var_os("PATH").unwrap_or_default();
         for name in names {
-            for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/chromium")]) {
+            for dir in
+                std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/chromium")])
+            {
                 let candidate = dir.join(name);
                 if candidate.is_file() {
                     return Some(candidate);
