@@ -140,10 +140,36 @@ async fn a_run_appears_live_streams_its_events_and_an_approval_click_completes_i
     b.wait_for_text(".table", "alice", WAIT).await.unwrap();
     b.screenshot(&shots.join("09-sessions.png")).await.unwrap();
 
+    // Dark mode follows the system's preference.
+    b.cdp("Emulation.setEmulatedMedia", json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}))
+        .await
+        .unwrap();
+    b.goto(&format!("{}/ui/#/run/{id}", s.base)).await.unwrap();
+    b.wait_for_text("#timeline", "ran with", WAIT).await.unwrap();
+    let background = b.script("return getComputedStyle(document.body).backgroundColor", json!([])).await.unwrap();
+    assert_eq!(background, json!("rgb(14, 16, 22)"), "the dark palette applies");
+    b.screenshot(&shots.join("11-dark-run.png")).await.unwrap();
+    b.cdp("Emulation.setEmulatedMedia", json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}))
+        .await
+        .unwrap();
+
     // Narrow screens: the sidebar folds into a menu.
     b.resize(390, 844).await.unwrap();
     b.goto(&format!("{}/ui/#/run/{id}", s.base)).await.unwrap();
     b.wait_for_text("#timeline", "ran with", WAIT).await.unwrap();
     b.screenshot(&shots.join("10-mobile-run.png")).await.unwrap();
+    b.quit().await;
+}
+
+#[tokio::test]
+async fn a_server_without_authentication_opens_without_a_key() {
+    let Some(b) = browser(1280, 860).await else { return };
+    let d = dash::start_without_auth().await;
+    let s = &d.server;
+    s.run("", json!({"input": "hello without a key", "user_id": "dev"})).await;
+    b.goto(&format!("{}/ui/", s.base)).await.unwrap();
+    b.wait_for_text("#runs-table", "hello without a key", WAIT).await.unwrap();
+    b.wait_for_text(".sidebar-foot", "without authentication", WAIT).await.unwrap();
+    assert!(b.find("#key-form").await.is_none());
     b.quit().await;
 }

@@ -241,3 +241,46 @@ async fn a_tampered_audit_file_shows_as_broken_and_only_the_tenants_problems_in_
     assert!(v["problems"].as_array().unwrap().iter().all(|p| p["seq"] == 2), "{v}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn a_configured_audit_file_is_read_and_verified_by_a_server_from_config() {
+    let dir = std::env::temp_dir().join(format!("loom-dash-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (db, audit) = (dir.join("loom.db"), dir.join("audit.jsonl"));
+    // The signing key comes from an environment variable; PATH is one every test process has.
+    let toml = format!(
+        "model = \"echo\"\njournal = \"sqlite:{}\"\naudit_log = {{ path = \"{}\", secret_env = \"PATH\" }}\n",
+        db.display(),
+        audit.display()
+    );
+    let config = loom_agent::config::AgentConfig::from_toml_str(&toml).unwrap();
+    let server = loom_server::Server::from_config(&config, &Default::default()).await.unwrap();
+    let keys = loom_server::key_store(&config).await.unwrap();
+    let (_, key) = loom_server::create_key(keys.as_ref(), "acme").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { server.serve_on(listener).await.unwrap() });
+    let http = reqwest::Client::new();
+    let run: Value = http
+        .post(format!("{base}/runs"))
+        .bearer_auth(&key)
+        .json(&json!({"input": "hi", "user_id": "ann", "wait": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["state"], "completed", "{run}");
+    let audit_page: Value =
+        http.get(format!("{base}/audit")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(audit_page["configured"], true, "{audit_page}");
+    let log = &audit_page["logs"][0];
+    assert_eq!(log["name"], "audit.jsonl");
+    assert_eq!(log["verification"]["intact"], true, "{log}");
+    assert_eq!(log["verification"]["head_checked"], true);
+    let actions: Vec<&str> = log["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["run_finished", "run_started"]);
+    assert_eq!(log["entries"][0]["user_id"], "ann");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -58,6 +58,16 @@ export async function api(path, { method = "GET", body, key = getKey(), signal }
   return res.json();
 }
 
+/** Whether the server runs without authentication (`[server] auth = false`): data without a key. */
+export async function authIsOff() {
+  try {
+    const res = await fetch("/runs?limit=1", { cache: "no-store" });
+    return res.ok;
+  } catch (_) {
+    return false;
+  }
+}
+
 /** Checks a key without keeping it: resolves when the server accepts it. */
 export async function checkKey(key) {
   const res = await fetch("/runs?limit=1", { headers: { Authorization: "Bearer " + key }, cache: "no-store" });
@@ -96,7 +106,8 @@ export function parseFrames(buffer) {
  * server ends the stream or `signal` aborts. Resolves with the last seq seen.
  */
 export async function streamEvents(runId, after, onEvent, signal) {
-  const headers = { Accept: "text/event-stream", Authorization: "Bearer " + getKey() };
+  const headers = { Accept: "text/event-stream" };
+  if (getKey()) headers.Authorization = "Bearer " + getKey();
   if (after !== null && after !== undefined) headers["Last-Event-ID"] = String(after);
   const res = await fetch("/runs/" + encodeURIComponent(runId) + "/events", { headers, signal, cache: "no-store" });
   if (!res.ok) throw await failure(res);

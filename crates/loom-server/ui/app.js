@@ -2,7 +2,7 @@
 
 import { render } from "./vendor/preact.mjs";
 import { useEffect, useState } from "./vendor/hooks.mjs";
-import { checkKey, clearKey, getKey, setKey, setUnauthorizedHandler } from "./api.js";
+import { authIsOff, checkKey, clearKey, getKey, setKey, setUnauthorizedHandler } from "./api.js";
 import { Icon, html } from "./parts.js";
 import { RunsView } from "./runs.js";
 import { RunView } from "./run.js";
@@ -68,7 +68,7 @@ function KeyForm({ notice, onKey }) {
   </main>`;
 }
 
-function Shell({ onSignOut }) {
+function Shell({ open, onSignOut }) {
   const [route, setRoute] = useState(parseRoute());
   const [menu, setMenu] = useState(false);
   useEffect(() => {
@@ -102,7 +102,9 @@ function Shell({ onSignOut }) {
         )}
       </nav>
       <div class="sidebar-foot">
-        <button class="btn btn-ghost btn-block" id="sign-out" onClick=${onSignOut}>Sign out</button>
+        ${open
+          ? html`<div class="note note-warn small">This server runs without authentication.</div>`
+          : html`<button class="btn btn-ghost btn-block" id="sign-out" onClick=${onSignOut}>Sign out</button>`}
       </div>
     </aside>
     <div class="main">
@@ -118,11 +120,21 @@ function Shell({ onSignOut }) {
 function App() {
   const [authed, setAuthed] = useState(!!getKey());
   const [notice, setNotice] = useState(null);
+  const [open, setOpen] = useState(false);
   useEffect(() => {
     setUnauthorizedHandler(() => {
       setNotice("The server refused the key (it may have been revoked). Enter a key again.");
       setAuthed(false);
     });
+    // A server without authentication (local development) needs no key.
+    if (!getKey()) {
+      authIsOff().then((off) => {
+        if (off) {
+          setOpen(true);
+          setAuthed(true);
+        }
+      });
+    }
   }, []);
   if (!authed) {
     return html`<${KeyForm}
@@ -134,6 +146,7 @@ function App() {
     />`;
   }
   return html`<${Shell}
+    open=${open}
     onSignOut=${() => {
       clearKey();
       setAuthed(false);

@@ -50,15 +50,20 @@ pub struct Dash {
 }
 
 pub async fn start() -> Dash {
-    start_with(None).await
+    start_with(None, true).await
 }
 
 /// [`start`], with another audit log shown on `/audit` too.
 pub async fn start_with_audit(extra: AuditSource) -> Dash {
-    start_with(Some(extra)).await
+    start_with(Some(extra), true).await
 }
 
-async fn start_with(extra: Option<AuditSource>) -> Dash {
+/// [`start`] without authentication (`[server] auth = false`: every request acts for `default`).
+pub async fn start_without_auth() -> Dash {
+    start_with(None, false).await
+}
+
+async fn start_with(extra: Option<AuditSource>, auth: bool) -> Dash {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("loom-dash-{}-{n}", std::process::id()));
@@ -78,7 +83,7 @@ async fn start_with(extra: Option<AuditSource>) -> Dash {
         .build()
         .unwrap();
     let agents = BTreeMap::from([("bot".to_string(), agent)]);
-    let mut server = Server::new(AppState::new(agents, Some(keys), None), ServerConfig::default())
+    let mut server = Server::new(AppState::new(agents, auth.then(|| keys.clone()), None), ServerConfig::default())
         .with_audit_log(AuditSource::memory("audit", audit.clone()));
     if let Some(extra) = extra {
         server = server.with_audit_log(extra);

@@ -167,6 +167,11 @@ impl Browser {
         self.post("/execute/sync", json!({"script": script, "args": args})).await
     }
 
+    /// Sends a Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`).
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Result<Value, String> {
+        self.post("/goog/cdp/execute", json!({"cmd": cmd, "params": params})).await
+    }
+
     /// Resizes the window.
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), String> {
         self.post("/window/rect", json!({"width": width, "height": height})).await.map(drop)
