@@ -173,3 +173,50 @@ async fn a_server_without_authentication_opens_without_a_key() {
     assert!(b.find("#key-form").await.is_none());
     b.quit().await;
 }
+
+#[tokio::test]
+async fn deny_with_a_reason_and_edit_the_arguments_from_the_page() {
+    let Some(b) = browser(1360, 900).await else { return };
+    let d = dash::start().await;
+    let s = &d.server;
+    let edited = s.run(&s.key_a, json!({"input": "tool: edit me", "user_id": "alice"})).await;
+    let denied = s.run(&s.key_a, json!({"input": "tool: deny me", "user_id": "alice"})).await;
+    let (edited, denied) = (edited["run_id"].as_str().unwrap(), denied["run_id"].as_str().unwrap());
+    sign_in(&b, &s.base, &s.key_a).await;
+    b.wait_for("#runs-table", WAIT).await.unwrap();
+
+    // Edit: other arguments, as JSON.
+    b.goto(&format!("{}/ui/#/run/{edited}", s.base)).await.unwrap();
+    let edit = b.wait_for("#approvals button[id^='edit-']", WAIT).await.unwrap();
+    b.click(&edit).await.unwrap();
+    let area = b.wait_for("#approvals textarea", WAIT).await.unwrap();
+    b.clear(&area).await.unwrap();
+    b.type_text(&area, "{\"x\": 7}").await.unwrap();
+    b.screenshot(&screenshot_dir().join("12-edit-arguments.png")).await.unwrap();
+    let run_it = b.find("#approvals .btn-allow").await.unwrap();
+    b.click(&run_it).await.unwrap();
+    b.wait_for_text("#final-output", "done: ran with {\"x\":7}", WAIT).await.unwrap();
+    let (_, run) = s.get(&s.key_a, &format!("/runs/{edited}")).await;
+    assert_eq!(run["output"], "done: ran with {\"x\":7}", "{run}");
+
+    // Deny, with a reason the model reads.
+    b.goto(&format!("{}/ui/#/run/{denied}", s.base)).await.unwrap();
+    let reason = b.wait_for("#approvals input", WAIT).await.unwrap();
+    b.type_text(&reason, "not on a Sunday").await.unwrap();
+    let deny = b.find("#approvals .btn-deny").await.unwrap();
+    b.click(&deny).await.unwrap();
+    let timeline = b.wait_for_text("#timeline", "not on a Sunday", WAIT).await.unwrap();
+    assert!(timeline.contains("denied"), "the call shows as denied: {timeline}");
+    b.wait_for(".run-meta .badge[data-state='completed']", WAIT).await.unwrap();
+    let (_, run) = s.get(&s.key_a, &format!("/runs/{denied}")).await;
+    assert!(run["output"].as_str().unwrap().contains("not on a Sunday"), "the model read the reason: {run}");
+    b.screenshot(&screenshot_dir().join("13-denied.png")).await.unwrap();
+
+    // The session's history, from the sessions page.
+    b.goto(&format!("{}/ui/#/sessions", s.base)).await.unwrap();
+    let row = b.wait_for(".table tr.clickable", WAIT).await.unwrap();
+    b.click(&row).await.unwrap();
+    b.wait_for_text(".history", "tool:", WAIT).await.unwrap();
+    b.screenshot(&screenshot_dir().join("14-session-history.png")).await.unwrap();
+    b.quit().await;
+}

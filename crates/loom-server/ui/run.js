@@ -253,6 +253,8 @@ function Approvals({ id, pending, onDecided }) {
   const [busy, setBusy] = useState(null);
   const [error, setError] = useState(null);
   const [reason, setReason] = useState("");
+  const [editing, setEditing] = useState(null);
+  const [draft, setDraft] = useState("");
   if (!pending.length) return null;
   const decide = async (call, decision) => {
     setBusy(call + decision);
@@ -260,6 +262,13 @@ function Approvals({ id, pending, onDecided }) {
     try {
       const body = { decision };
       if (decision === "deny" && reason.trim()) body.reason = reason.trim();
+      if (decision === "edit") {
+        try {
+          body.arguments = JSON.parse(draft);
+        } catch (e) {
+          throw new Error("The arguments are not valid JSON: " + e.message);
+        }
+      }
       await api("/runs/" + encodeURIComponent(id) + "/approvals/" + encodeURIComponent(call), { method: "POST", body });
       onDecided();
     } catch (e) {
@@ -275,14 +284,23 @@ function Approvals({ id, pending, onDecided }) {
       (a) => html`<div class="approval" data-call=${a.call_id}>
         <div class="approval-head"><span class="mono tool-name">${a.tool}</span>
           ${a.reason && html`<span class="muted small">${a.reason}</span>`}</div>
-        <${Code} value=${a.arguments} />
-        <div class="row">
+        ${editing === a.call_id
+          ? html`<textarea class="code editor" rows="6" spellcheck="false" aria-label="Arguments"
+              value=${draft} onInput=${(e) => setDraft(e.currentTarget.value)}></textarea>
+            <div class="row">
+              <button class="btn btn-allow" disabled=${!!busy} onClick=${() => decide(a.call_id, "edit")}>Run with these arguments</button>
+              <button class="btn btn-ghost" onClick=${() => setEditing(null)}>Back</button>
+            </div>`
+          : html`<${Code} value=${a.arguments} />`}
+        <div class="row" hidden=${editing === a.call_id}>
           <input class="grow" placeholder="Reason (for a denial; the model reads it)" value=${reason}
             onInput=${(e) => setReason(e.currentTarget.value)} />
           <button class="btn btn-allow" id=${"allow-" + a.call_id} disabled=${!!busy}
             onClick=${() => decide(a.call_id, "allow")}>${busy === a.call_id + "allow" ? "Allowing…" : "Allow"}</button>
           <button class="btn btn-deny" id=${"deny-" + a.call_id} disabled=${!!busy}
             onClick=${() => decide(a.call_id, "deny")}>${busy === a.call_id + "deny" ? "Denying…" : "Deny"}</button>
+          <button class="btn btn-ghost" id=${"edit-" + a.call_id} disabled=${!!busy}
+            onClick=${() => (setDraft(pretty(a.arguments)), setEditing(a.call_id))}>Edit…</button>
         </div>
       </div>`,
     )}

@@ -79,14 +79,31 @@ export function SessionsView() {
   </section>`;
 }
 
+function messageText(m) {
+  if (m.role === "user") return (m.content || []).map((c) => c.text || "[" + c.type + "]").join("\n");
+  if (m.role === "assistant" && !m.content && m.tool_calls) return m.tool_calls.map((c) => c.name + "(" + c.arguments + ")").join("\n");
+  return m.content || "";
+}
+
 function SessionRuns({ id }) {
-  const [data, error] = usePoll(() => api("/sessions/" + encodeURIComponent(id) + "/runs"), 0, [id]);
+  const base = "/sessions/" + encodeURIComponent(id);
+  const [data, error] = usePoll(() => Promise.all([api(base + "/runs"), api(base + "/history")]), 0, [id]);
   if (error) return html`<${ErrorNote} error=${error} />`;
   if (!data) return html`<div class="loading">Loading…</div>`;
-  if (!data.runs.length) return html`<span class="muted">No runs in this session.</span>`;
-  return html`<div class="chips">${data.runs.map(
-    (r) => html`<a class="chip mono" href=${"#/run/" + encodeURIComponent(r.run_id)}>${shortId(r.run_id)} · ${r.state}</a>`,
-  )}</div>`;
+  const [runs, history] = data;
+  return html`<div class="session-detail">
+    <div class="label">Runs</div>
+    ${runs.runs.length
+      ? html`<div class="chips">${runs.runs.map(
+          (r) => html`<a class="chip mono" href=${"#/run/" + encodeURIComponent(r.run_id)}>${shortId(r.run_id)} · ${r.state}</a>`,
+        )}</div>`
+      : html`<span class="muted">No runs in this session.</span>`}
+    <div class="label">History (${history.messages.length} messages)</div>
+    <div class="history">${history.messages.map(
+      (m) => html`<div class=${"history-line role-" + m.role}><span class="tag">${m.role}</span>
+        <span class=${m.role === "tool" ? "mono small" : ""}>${messageText(m)}</span></div>`,
+    )}</div>
+  </div>`;
 }
 
 /** Every day from `from` to `to` (YYYY-MM-DD, UTC). */

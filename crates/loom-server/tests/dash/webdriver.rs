@@ -162,6 +162,11 @@ impl Browser {
         self.post(&format!("/element/{}/value", e.0), json!({"text": text})).await.map(drop)
     }
 
+    /// Clears an input or text area.
+    pub async fn clear(&self, e: &Element) -> Result<(), String> {
+        self.post(&format!("/element/{}/clear", e.0), json!({})).await.map(drop)
+    }
+
     /// Runs a script in the page and returns its value.
     pub async fn script(&self, script: &str, args: Value) -> Result<Value, String> {
         self.post("/execute/sync", json!({"script": script, "args": args})).await
