@@ -158,6 +158,14 @@ async fn a_run_appears_live_streams_its_events_and_an_approval_click_completes_i
     b.goto(&format!("{}/ui/#/run/{id}", s.base)).await.unwrap();
     b.wait_for_text("#timeline", "ran with", WAIT).await.unwrap();
     b.screenshot(&shots.join("10-mobile-run.png")).await.unwrap();
+    // No script error, CSP violation or failed request on any page (but the 401 of the probe for a
+    // server without authentication).
+    // A probe error of our own first shows that the console is really read.
+    b.script("console.error('loom-console-probe')", json!([])).await.unwrap();
+    let errors = b.console_errors(&[401]).await.unwrap();
+    assert!(errors.iter().any(|e| e.contains("loom-console-probe")), "the console log is read: {errors:#?}");
+    let errors: Vec<&String> = errors.iter().filter(|e| !e.contains("loom-console-probe")).collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
     b.quit().await;
 }
 

@@ -74,6 +74,7 @@ impl Browser {
         }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": browser.to_string_lossy(),
                 "args": [
@@ -175,6 +176,22 @@ impl Browser {
     /// Sends a Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`).
     pub async fn cdp(&self, cmd: &str, params: Value) -> Result<Value, String> {
         self.post("/goog/cdp/execute", json!({"cmd": cmd, "params": params})).await
+    }
+
+    /// The browser console's errors since the last call (chromedriver's log endpoint), except
+    /// failed requests with one of the `expected` statuses (a refused key is a 401 by design).
+    pub async fn console_errors(&self, expected: &[u16]) -> Result<Vec<String>, String> {
+        let logs = self.post("/se/log", json!({"type": "browser"})).await?;
+        Ok(logs
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|l| l["level"] == "SEVERE")
+            .filter_map(|l| l["message"].as_str())
+            .filter(|m| !expected.iter().any(|s| m.contains(&format!("status of {s} "))))
+            .map(str::to_string)
+            .collect())
     }
 
     /// Resizes the window.
