@@ -177,7 +177,7 @@ export function AuditView() {
   const [action, setAction] = useState("");
   const [data, error] = usePoll(
     () => api("/audit?limit=300" + (action ? "&action=" + encodeURIComponent(action) : "")),
-    5000,
+    15000,
     [action],
   );
   const [open, setOpen] = useState(null);
