@@ -186,7 +186,10 @@ fn limits_json(l: &TenantLimits) -> Value {
 }
 
 /// `GET /budget`: the caller's limits and usage today.
-pub(crate) async fn show(State(state): State<Arc<AppState>>, Extension(tenant): Extension<Tenant>) -> ApiResult<Json<Value>> {
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+) -> ApiResult<Json<Value>> {
     let limits = state.budgets.limits(&tenant.0);
     let used = state.budgets.usage(&tenant.0);
     let exceeded = reached(&limits, &used).map(|(l, _, _)| l);

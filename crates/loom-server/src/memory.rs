@@ -18,7 +18,12 @@ use crate::runs::check_user;
 use crate::state::{AppState, Body, Tenant};
 
 /// The agent's memory, and the store's id of the user.
-fn memory_of(state: &AppState, tenant: &Tenant, agent: Option<&str>, user: Option<&str>) -> ApiResult<(MemoryHandle, String)> {
+fn memory_of(
+    state: &AppState,
+    tenant: &Tenant,
+    agent: Option<&str>,
+    user: Option<&str>,
+) -> ApiResult<(MemoryHandle, String)> {
     check_user(user)?;
     let (name, agent) = state.agent(agent)?;
     let memory = agent.memory();
@@ -26,7 +31,9 @@ fn memory_of(state: &AppState, tenant: &Tenant, agent: Option<&str>, user: Optio
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "memory_not_configured",
-            format!("agent `{name}` has no memory store; configure `memory = \"sqlite:./memory.db\"` (or postgres://…)"),
+            format!(
+                "agent `{name}` has no memory store; configure `memory = \"sqlite:./memory.db\"` (or postgres://…)"
+            ),
         ));
     }
     Ok((memory, tenant.scoped_user(user)))

@@ -64,7 +64,8 @@ pub fn document() -> Value {
         if *auth {
             op["security"] = json!([{"bearer": []}]);
             op["responses"]["401"] = json!({"description": "No valid API key"});
-            op["responses"]["429"] = json!({"description": "Rate limited, or the tenant's daily budget is spent (tenant_budget_exceeded)"});
+            op["responses"]["429"] =
+                json!({"description": "Rate limited, or the tenant's daily budget is spent (tenant_budget_exceeded)"});
         }
         if *method == "post" || *method == "put" {
             op["requestBody"] =

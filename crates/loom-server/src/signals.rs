@@ -171,14 +171,8 @@ pub(crate) async fn list(
             )));
         }
     };
-    let signals: Vec<Value> = entry
-        .session
-        .signals()
-        .await?
-        .iter()
-        .filter(|r| keep(r.status))
-        .map(|r| signal_view(&tenant, r))
-        .collect();
+    let signals: Vec<Value> =
+        entry.session.signals().await?.iter().filter(|r| keep(r.status)).map(|r| signal_view(&tenant, r)).collect();
     Ok(Json(json!({ "session_id": session_id, "signals": signals })))
 }
 
@@ -299,7 +293,8 @@ pub(crate) async fn delete_schedule(
     Query(q): Query<ListSchedules>,
 ) -> ApiResult<Json<Value>> {
     let (name, agent) = state.agent(q.agent.as_deref())?;
-    let found = agent.schedules().await?.into_iter().find(|r| r.id == id && tenant.owns(r.user_id.as_deref()).is_some());
+    let found =
+        agent.schedules().await?.into_iter().find(|r| r.id == id && tenant.owns(r.user_id.as_deref()).is_some());
     let Some(record) = found else { return Err(ApiError::not_found("schedule", &id)) };
     if !agent.remove_schedule(&id).await? {
         return Err(ApiError::not_found("schedule", &id));

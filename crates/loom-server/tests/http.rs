@@ -32,7 +32,10 @@ async fn every_api_endpoint_needs_a_valid_key() {
     let s = start().await;
     let routes = loom_server::openapi::ROUTES.iter().filter(|r| r.3);
     for (method, path, _, _) in routes {
-        let path = path.replace("{run_id}", "run_x").replace("{call_id}", "c").replace("{session_id}", "s")
+        let path = path
+            .replace("{run_id}", "run_x")
+            .replace("{call_id}", "c")
+            .replace("{session_id}", "s")
             .replace("{schedule_id}", "sch_x")
             .replace("{name}", "b");
         for key in [None, Some("loom_wrong"), Some("")] {

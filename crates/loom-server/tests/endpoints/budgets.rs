@@ -73,8 +73,11 @@ async fn a_tenant_that_spent_its_budget_is_refused_while_another_runs() {
 async fn run_and_cost_limits_and_no_budget() {
     let budget = TenantBudgetConfig {
         max_runs: Some(1),
-        tenants: [("globex".to_string(), TenantLimits { max_cost_usd: Some(COST_PER_CALL), max_runs: Some(10), ..Default::default() })]
-            .into(),
+        tenants: [(
+            "globex".to_string(),
+            TenantLimits { max_cost_usd: Some(COST_PER_CALL), max_runs: Some(10), ..Default::default() },
+        )]
+        .into(),
         ..Default::default()
     };
     let s = start_with(ServerConfig { tenant_budget: Some(budget), ..Default::default() }).await;
@@ -122,10 +125,14 @@ fn the_budget_is_read_from_the_server_table() {
     )
     .unwrap();
     let budget = config.server.unwrap().tenant_budget.unwrap();
-    assert_eq!(budget.limits_for("acme"), TenantLimits { max_cost_usd: Some(2.5), max_tokens: Some(1000), max_runs: None });
-    let err = loom_agent::config::AgentConfig::from_toml_str("model = \"echo\"\n[server.tenant_budget]\nmax_dollars = 1\n")
-        .unwrap_err()
-        .to_string();
+    assert_eq!(
+        budget.limits_for("acme"),
+        TenantLimits { max_cost_usd: Some(2.5), max_tokens: Some(1000), max_runs: None }
+    );
+    let err =
+        loom_agent::config::AgentConfig::from_toml_str("model = \"echo\"\n[server.tenant_budget]\nmax_dollars = 1\n")
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("max_dollars"), "{err}");
     let bad = TenantBudgetConfig { max_cost_usd: Some(-1.0), ..Default::default() };
     assert!(bad.validate().is_err());

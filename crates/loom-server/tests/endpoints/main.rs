@@ -25,11 +25,11 @@ use loom_server::{AppState, Server};
 use serde_json::{Value, json};
 
 /// Tokens each model call reports (10 in, 10 out) and its cost.
-pub const TOKENS_PER_CALL: u64 = 20;
-pub const COST_PER_CALL: f64 = 0.01;
+pub(crate) const TOKENS_PER_CALL: u64 = 20;
+pub(crate) const COST_PER_CALL: f64 = 0.01;
 
 /// Echoes the last user message (after 3 s for `slow …`), reporting usage.
-pub fn model() -> FnModel {
+pub(crate) fn model() -> FnModel {
     FnModel::new("test-model", |req| {
         let usage = Usage { input_tokens: 10, output_tokens: 10, cost_usd: COST_PER_CALL, ..Usage::default() };
         let last = req.messages.iter().rev().find(|m| m.role() == "user").map(Message::text).unwrap_or_default();
@@ -40,7 +40,7 @@ pub fn model() -> FnModel {
 
 /// An agent with a SQLite journal (so signals and schedules are stored there), an in-process
 /// memory without embedder or extraction, a shared knowledge source and one of tenant `acme`.
-pub fn agent(journal: &str) -> Agent {
+pub(crate) fn agent(journal: &str) -> Agent {
     Agent::builder()
         .name("bot")
         .model(model())
@@ -62,17 +62,17 @@ pub fn agent(journal: &str) -> Agent {
         .unwrap()
 }
 
-pub struct Srv {
-    pub base: String,
-    pub key_a: String,
-    pub key_b: String,
-    pub http: reqwest::Client,
-    pub dir: PathBuf,
-    pub state: Arc<AppState>,
-    pub agent: Agent,
+pub(crate) struct Srv {
+    pub(crate) base: String,
+    pub(crate) key_a: String,
+    pub(crate) key_b: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) dir: PathBuf,
+    pub(crate) state: Arc<AppState>,
+    pub(crate) agent: Agent,
 }
 
-pub async fn start_with(settings: ServerConfig) -> Srv {
+pub(crate) async fn start_with(settings: ServerConfig) -> Srv {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("loom-endpoints-{}-{n}", std::process::id()));
@@ -91,16 +91,16 @@ pub async fn start_with(settings: ServerConfig) -> Srv {
     Srv { base: format!("http://{addr}"), key_a, key_b, http: reqwest::Client::new(), dir, state, agent }
 }
 
-pub async fn start() -> Srv {
+pub(crate) async fn start() -> Srv {
     start_with(ServerConfig::default()).await
 }
 
 impl Srv {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub async fn send(&self, method: &str, key: Option<&str>, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn send(&self, method: &str, key: Option<&str>, path: &str, body: Option<Value>) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let mut req = self.http.request(m, self.url(path));
         if let Some(k) = key {
@@ -114,24 +114,24 @@ impl Srv {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, key: &str, path: &str) -> (u16, Value) {
         self.send("get", Some(key), path, None).await
     }
 
-    pub async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
         self.send("post", Some(key), path, Some(body)).await
     }
 
-    pub async fn put(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn put(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
         self.send("put", Some(key), path, Some(body)).await
     }
 
-    pub async fn delete(&self, key: &str, path: &str) -> (u16, Value) {
+    pub(crate) async fn delete(&self, key: &str, path: &str) -> (u16, Value) {
         self.send("delete", Some(key), path, None).await
     }
 
     /// A raw body with a JSON content type.
-    pub async fn raw(&self, method: &str, key: &str, path: &str, body: &str) -> (u16, Value) {
+    pub(crate) async fn raw(&self, method: &str, key: &str, path: &str, body: &str) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = self
             .http
@@ -147,7 +147,7 @@ impl Srv {
     }
 
     /// Polls a run until it is in `state`.
-    pub async fn wait_for(&self, key: &str, run_id: &str, state: &str) -> Value {
+    pub(crate) async fn wait_for(&self, key: &str, run_id: &str, state: &str) -> Value {
         for _ in 0..400 {
             let (_, run) = self.get(key, &format!("/runs/{run_id}")).await;
             if run["state"] == state {

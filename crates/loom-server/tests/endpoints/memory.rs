@@ -9,13 +9,19 @@ async fn facts_blocks_search_export_and_forget() {
     let s = start().await;
     let a = &s.key_a;
     let (status, f) = s
-        .post(a, "/memory/facts", json!({"user_id": "ana", "statement": "Ana lives in Porto", "key": "home_city", "importance": 0.9}))
+        .post(
+            a,
+            "/memory/facts",
+            json!({"user_id": "ana", "statement": "Ana lives in Porto", "key": "home_city", "importance": 0.9}),
+        )
         .await;
     assert_eq!(status, 201, "{f}");
     assert_eq!(f["fact"]["statement"], "Ana lives in Porto");
     let porto = f["fact"]["id"].as_str().unwrap().to_string();
     // The same key supersedes it.
-    let (_, f2) = s.post(a, "/memory/facts", json!({"user_id": "ana", "statement": "Ana lives in Braga", "key": "home_city"})).await;
+    let (_, f2) = s
+        .post(a, "/memory/facts", json!({"user_id": "ana", "statement": "Ana lives in Braga", "key": "home_city"}))
+        .await;
     let braga = f2["fact"]["id"].as_str().unwrap().to_string();
     let (status, facts) = s.get(a, "/memory/facts?user_id=ana").await;
     assert_eq!(status, 200, "{facts}");
@@ -28,7 +34,8 @@ async fn facts_blocks_search_export_and_forget() {
     assert_eq!(list.iter().find(|f| f["id"] == porto.as_str()).unwrap()["superseded_by"], braga.as_str());
 
     // A run of the user records an episode, found by search with the fact.
-    let (status, run) = s.post(a, "/runs", json!({"input": "I like Braga's gardens", "user_id": "ana", "wait": true})).await;
+    let (status, run) =
+        s.post(a, "/runs", json!({"input": "I like Braga's gardens", "user_id": "ana", "wait": true})).await;
     assert_eq!(status, 200, "{run}");
     s.agent.memory().flush().await.unwrap();
     let (status, found) = s.get(a, "/memory/search?user_id=ana&q=Braga").await;
@@ -50,7 +57,8 @@ async fn facts_blocks_search_export_and_forget() {
     assert_eq!(one["results"].as_array().unwrap().len(), 1);
 
     // Blocks.
-    let (status, b) = s.put(a, "/memory/blocks/profile", json!({"user_id": "ana", "text": "Prefers short answers."})).await;
+    let (status, b) =
+        s.put(a, "/memory/blocks/profile", json!({"user_id": "ana", "text": "Prefers short answers."})).await;
     assert_eq!(status, 200, "{b}");
     assert_eq!(b["block"]["name"], "profile");
     let (_, blocks) = s.get(a, "/memory/blocks?user_id=ana").await;
@@ -96,7 +104,7 @@ async fn facts_blocks_search_export_and_forget() {
     assert_eq!(s.post(a, "/memory/facts", json!({"user_id": "ana"})).await.0, 422, "no statement");
     assert_eq!(s.post(a, "/memory/facts", json!({"user_id": "ana", "statement": " "})).await.0, 400);
     assert_eq!(s.raw("post", a, "/memory/facts", "{").await.0, 400);
-    assert_eq!(s.raw("put", a, "/memory/blocks/p", "[1,").await.0, 400);
+    assert_eq!(s.raw("put", a, "/memory/blocks/p", "{\"text\": ").await.0, 400);
     assert_eq!(s.put(a, "/memory/blocks/p", json!({"text": "x", "size": 1})).await.0, 422);
 }
 
@@ -104,7 +112,8 @@ async fn facts_blocks_search_export_and_forget() {
 async fn another_tenant_sees_no_memory_of_the_same_user_name() {
     let s = start().await;
     let (a, b) = (&s.key_a, &s.key_b);
-    let (_, f) = s.post(a, "/memory/facts", json!({"user_id": "ana", "statement": "acme secret: Ana's badge is 7731"})).await;
+    let (_, f) =
+        s.post(a, "/memory/facts", json!({"user_id": "ana", "statement": "acme secret: Ana's badge is 7731"})).await;
     let fact_id = f["fact"]["id"].as_str().unwrap().to_string();
     s.put(a, "/memory/blocks/profile", json!({"user_id": "ana", "text": "acme secret profile"})).await;
 
@@ -128,7 +137,8 @@ async fn another_tenant_sees_no_memory_of_the_same_user_name() {
     assert_eq!(status, 404);
     let (status, _) = s.delete(b, "/memory?user_id=ana&all=true").await;
     assert_eq!(status, 200);
-    let (_, _) = s.post(b, "/memory/facts", json!({"user_id": "ana", "statement": "globex", "supersedes": fact_id})).await;
+    let (_, _) =
+        s.post(b, "/memory/facts", json!({"user_id": "ana", "statement": "globex", "supersedes": fact_id})).await;
     let (_, facts) = s.get(a, "/memory/facts?user_id=ana").await;
     assert_eq!(facts["facts"].as_array().unwrap().len(), 1, "A's fact is still valid: {facts}");
     assert_eq!(facts["facts"][0]["id"], fact_id.as_str());

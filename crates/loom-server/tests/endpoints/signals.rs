@@ -13,8 +13,12 @@ async fn a_signal_starts_a_run_or_is_stored_and_duplicates_are_dropped() {
     let a = &s.key_a;
     // Normal urgency: the default policy runs it.
     let (status, r) = s
-        .post(a, "/sessions/ops/signals", json!({"text": "build 812 is red", "source": "ci", "type": "build.failed",
-            "dedupe_key": "build-812", "user_id": "u", "payload": {"build": 812}}))
+        .post(
+            a,
+            "/sessions/ops/signals",
+            json!({"text": "build 812 is red", "source": "ci", "type": "build.failed",
+            "dedupe_key": "build-812", "user_id": "u", "payload": {"build": 812}}),
+        )
         .await;
     assert_eq!(status, 202, "{r}");
     assert_eq!(r["outcome"], "run_started");
@@ -31,7 +35,10 @@ async fn a_signal_starts_a_run_or_is_stored_and_duplicates_are_dropped() {
     let (status, d) =
         s.post(a, "/sessions/ops/signals", json!({"text": "build 812 is red again", "dedupe_key": "build-812"})).await;
     assert_eq!(status, 200, "{d}");
-    assert_eq!((d["outcome"].as_str(), d["duplicate"].as_bool(), &d["run_id"]), (Some("duplicate"), Some(true), &json!(null)));
+    assert_eq!(
+        (d["outcome"].as_str(), d["duplicate"].as_bool(), &d["run_id"]),
+        (Some("duplicate"), Some(true), &json!(null))
+    );
 
     // Low urgency: observed (stored for the next run), no run.
     let (status, o) = s.post(a, "/sessions/ops/signals", json!({"text": "fyi: deploy at 5", "urgency": "low"})).await;
@@ -66,8 +73,7 @@ async fn a_critical_signal_interrupts_the_run_in_flight() {
     assert_eq!(status, 201, "{slow}");
     let slow_id = slow["run_id"].as_str().unwrap().to_string();
     s.wait_for(a, &slow_id, "running").await;
-    let (status, r) =
-        s.post(a, "/sessions/desk/signals", json!({"text": "prod is down", "urgency": "critical"})).await;
+    let (status, r) = s.post(a, "/sessions/desk/signals", json!({"text": "prod is down", "urgency": "critical"})).await;
     assert_eq!(status, 202, "{r}");
     assert_eq!(r["attention"], "interrupt");
     assert_eq!(r["interrupted"], json!([slow_id]));
@@ -81,7 +87,8 @@ async fn a_critical_signal_interrupts_the_run_in_flight() {
 async fn signals_are_per_tenant_and_bodies_are_checked() {
     let s = start().await;
     let (a, b) = (&s.key_a, &s.key_b);
-    let (status, _) = s.post(a, "/sessions/room/signals", json!({"text": "acme secret signal", "urgency": "low"})).await;
+    let (status, _) =
+        s.post(a, "/sessions/room/signals", json!({"text": "acme secret signal", "urgency": "low"})).await;
     assert_eq!(status, 202);
     // B does not see A's session or its signals.
     let (status, body) = s.get(b, "/sessions/room/signals").await;
@@ -121,8 +128,12 @@ async fn schedules_are_created_listed_fired_and_deleted_per_tenant() {
     let s = start().await;
     let (a, b) = (&s.key_a, &s.key_b);
     let (status, cron) = s
-        .post(a, "/schedules", json!({"session_id": "daily", "user_id": "u", "input": "standup summary",
-            "cron": "0 9 * * MON-FRI", "missed": "run_once", "urgency": "high"}))
+        .post(
+            a,
+            "/schedules",
+            json!({"session_id": "daily", "user_id": "u", "input": "standup summary",
+            "cron": "0 9 * * MON-FRI", "missed": "run_once", "urgency": "high"}),
+        )
         .await;
     assert_eq!(status, 201, "{cron}");
     assert_eq!(cron["schedule"], json!({"kind": "cron", "expr": "0 9 * * MON-FRI"}));
