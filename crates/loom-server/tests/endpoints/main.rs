@@ -14,7 +14,6 @@ mod signals;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use loom_agent::config::ServerConfig;
@@ -68,7 +67,6 @@ pub(crate) struct Srv {
     pub(crate) key_b: String,
     pub(crate) http: reqwest::Client,
     pub(crate) dir: PathBuf,
-    pub(crate) state: Arc<AppState>,
     pub(crate) agent: Agent,
 }
 
@@ -84,11 +82,10 @@ pub(crate) async fn start_with(settings: ServerConfig) -> Srv {
     let agent = agent(&url);
     let agents = BTreeMap::from([("bot".to_string(), agent.clone())]);
     let server = Server::new(AppState::new(agents, Some(keys), None), settings);
-    let state = server.state().clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { server.serve_on(listener).await.unwrap() });
-    Srv { base: format!("http://{addr}"), key_a, key_b, http: reqwest::Client::new(), dir, state, agent }
+    Srv { base: format!("http://{addr}"), key_a, key_b, http: reqwest::Client::new(), dir, agent }
 }
 
 pub(crate) async fn start() -> Srv {
