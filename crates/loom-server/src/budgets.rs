@@ -1,16 +1,16 @@
 //! Per-tenant daily budgets (`[server.tenant_budget]`): what each tenant's runs may spend per UTC
 //! day, counted from the runs this server starts or continues, and refused up front once spent.
 //!
-//! - A run counts against `max_runs` when it starts; its tokens and cost are added when it ends
-//!   (a run continued after an approval or a resume adds only what it spent since it was last
-//!   counted).
+//! - A run counts against `max_runs` when it starts; its tokens and cost are added as each model
+//!   call answers, and checked against the run's total when it ends (a run continued after an
+//!   approval or a resume adds only what it spent beyond what was counted for it).
 //! - A request that starts or continues a run (`POST /runs`, `/runs/{id}/resume`,
 //!   `/runs/{id}/approvals/{call_id}`, `/sessions/{id}/signals`, `/v1/chat/completions`,
 //!   `/v1/responses`) while the tenant's usage of the day has reached one of its limits is
 //!   answered 429 with the code `tenant_budget_exceeded`, naming the limit; other tenants are not
 //!   affected.
 //! - Runs in flight when a limit is reached are not stopped: the day's figures may pass a token or
-//!   cost limit by what they spend. (A per-run cap is the agent's own `budget`, enforced by
+//!   cost limit by what they spend after it. (A per-run cap is the agent's own `budget`, enforced by
 //!   `StandardBudget`.)
 //! - Usage is kept in memory, so it starts from zero when the server restarts, and is per server
 //!   process.
@@ -25,8 +25,9 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
 use loom_agent::config::{TenantBudgetConfig, TenantLimits};
-use loom_agent::{Run, Usage};
+use loom_agent::{EventKind, Run, Usage};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
@@ -139,7 +140,7 @@ impl TenantBudgets {
     }
 
     /// Counts a run the server started or continued: a start now (once per run and day), and what
-    /// it spends when it ends.
+    /// it spends as it goes and when it ends.
     pub(crate) fn watch(&self, tenant: &Tenant, run: &Run) {
         if self.config.is_none() {
             return;
@@ -154,16 +155,33 @@ impl TenantBudgets {
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
         let (this, tenant, run) = (self.clone(), tenant.clone(), run.clone());
         handle.spawn(async move {
+            // While it runs: each model call (and judge call) as it answers, so that the tenant's
+            // figures are current for the next request.
+            let mut live = Usage::default();
+            let mut events = std::pin::pin!(run.events().take_until(run.result()));
+            while let Some(event) = events.next().await {
+                let spent = match &event.kind {
+                    EventKind::ModelResponse(r) => &r.usage,
+                    EventKind::CriteriaChecked(c) => &c.usage,
+                    _ => continue,
+                };
+                live.add(spent);
+                this.spent(&tenant, run.id(), &live);
+            }
+            // When it ends: the run's own total (child runs included).
             let result = run.result().await;
             this.spent(&tenant, run.id(), &result.usage);
         });
     }
 
-    /// Adds what a run has spent since it was last counted.
+    /// Counts a run's cumulative usage `usage`: adds what goes beyond what was counted for it
+    /// before (so a resumed run, whose events and total include the part before the pause, is not
+    /// counted twice).
     fn spent(&self, tenant: &Tenant, run_id: &str, usage: &Usage) {
         let mut ledger = self.ledger();
         let (tokens, cost) = (usage.total_tokens(), usage.cost_usd);
-        let before = ledger.counted.insert(run_id.to_string(), (tokens, cost)).unwrap_or((0, 0.0));
+        let before = ledger.counted.get(run_id).copied().unwrap_or((0, 0.0));
+        ledger.counted.insert(run_id.to_string(), (tokens.max(before.0), cost.max(before.1)));
         let day = ledger.usage.entry(tenant.0.clone()).or_default();
         day.tokens += tokens.saturating_sub(before.0);
         day.cost_usd += (cost - before.1).max(0.0);

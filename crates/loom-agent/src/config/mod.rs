@@ -378,7 +378,7 @@ pub struct ServerConfig {
 /// name (`[server.tenant_budget.tenants.NAME]`).
 ///
 /// Usage is counted per tenant and UTC day from the runs the server started or continued: a run
-/// counts against `max_runs` when it starts, and its tokens and cost when it ends. A request that
+/// counts against `max_runs` when it starts, and its tokens and cost as each model call answers. A request that
 /// would start a run (or continue one) while the tenant's usage of the day has reached one of its
 /// limits is refused with HTTP 429 and the error code `tenant_budget_exceeded`. Runs already in
 /// flight when the limit is reached finish; the day's figures may therefore pass a token or cost

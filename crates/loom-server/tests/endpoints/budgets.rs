@@ -70,6 +70,31 @@ async fn a_tenant_that_spent_its_budget_is_refused_while_another_runs() {
 }
 
 #[tokio::test]
+async fn usage_counts_as_the_run_goes_and_refuses_while_it_is_in_flight() {
+    let budget = TenantBudgetConfig { max_tokens: Some(TOKENS_PER_CALL), ..Default::default() };
+    let s = start_with(ServerConfig { tenant_budget: Some(budget), ..Default::default() }).await;
+    let a = &s.key_a;
+    // A run that calls a tool taking 1.5 s: its first model call is counted before it ends.
+    let (status, run) = s.post(a, "/runs", json!({"input": "nap now"})).await;
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["run_id"].as_str().unwrap();
+    let shown = usage_reaches(&s, a, TOKENS_PER_CALL).await;
+    assert_eq!(shown["exceeded"], "max_tokens");
+    let (_, now) = s.get(a, &format!("/runs/{run_id}")).await;
+    assert_eq!(now["state"], "running", "still in flight: {now}");
+    let (status, e) = s.post(a, "/runs", json!({"input": "another"})).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (429, Some("tenant_budget_exceeded")), "{e}");
+    // The run in flight is not stopped; its second call is counted when it ends, once.
+    let done = s.wait_for(a, run_id, "completed").await;
+    assert_eq!(done["output"], "rested");
+    let shown = usage_reaches(&s, a, 2 * TOKENS_PER_CALL).await;
+    assert_eq!(shown["usage"]["runs"], 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, again) = s.get(a, "/budget").await;
+    assert_eq!(again["usage"]["tokens"], 2 * TOKENS_PER_CALL, "not counted twice");
+}
+
+#[tokio::test]
 async fn run_and_cost_limits_and_no_budget() {
     let budget = TenantBudgetConfig {
         max_runs: Some(1),

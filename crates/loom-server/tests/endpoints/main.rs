@@ -19,7 +19,7 @@ use std::time::Duration;
 use loom_agent::config::ServerConfig;
 use loom_agent::knowledge::KnowledgeSource;
 use loom_agent::model::{FnModel, ScriptedTurn};
-use loom_agent::{Agent, Message, Usage};
+use loom_agent::{Agent, Message, Tool, ToolContext, ToolError, ToolOutput, Usage};
 use loom_server::{AppState, Server};
 use serde_json::{Value, json};
 
@@ -27,14 +27,41 @@ use serde_json::{Value, json};
 pub(crate) const TOKENS_PER_CALL: u64 = 20;
 pub(crate) const COST_PER_CALL: f64 = 0.01;
 
-/// Echoes the last user message (after 3 s for `slow …`), reporting usage.
+/// Echoes the last user message (after 3 s for `slow …`; `nap …` calls the `nap` tool first),
+/// reporting usage.
 pub(crate) fn model() -> FnModel {
     FnModel::new("test-model", |req| {
         let usage = Usage { input_tokens: 10, output_tokens: 10, cost_usd: COST_PER_CALL, ..Usage::default() };
+        if let Some(Message::Tool { .. }) = req.messages.last() {
+            return ScriptedTurn::text("rested").with_usage(usage);
+        }
         let last = req.messages.iter().rev().find(|m| m.role() == "user").map(Message::text).unwrap_or_default();
+        if last.starts_with("nap") {
+            return ScriptedTurn::tool_call("nap", json!({})).with_usage(usage);
+        }
         let turn = ScriptedTurn::text(format!("Echo: {last}")).with_usage(usage);
         if last.starts_with("slow") { turn.with_delay(Duration::from_secs(3)) } else { turn }
     })
+}
+
+/// A tool that takes 1.5 s.
+pub(crate) struct Nap;
+
+#[async_trait::async_trait]
+impl Tool for Nap {
+    fn name(&self) -> &str {
+        "nap"
+    }
+    fn description(&self) -> &str {
+        "Rests for a while."
+    }
+    fn parameters(&self) -> Value {
+        json!({"type": "object", "properties": {}})
+    }
+    async fn call(&self, _ctx: ToolContext, _args: Value) -> Result<ToolOutput, ToolError> {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Ok(ToolOutput::text("rested"))
+    }
 }
 
 /// An agent with a SQLite journal (so signals and schedules are stored there), an in-process
@@ -43,6 +70,7 @@ pub(crate) fn agent(journal: &str) -> Agent {
     Agent::builder()
         .name("bot")
         .model(model())
+        .tool(Nap)
         .journal(journal)
         .memory("memory")
         .no_embedder()
