@@ -108,6 +108,17 @@ async fn signals_are_per_tenant_and_bodies_are_checked() {
     let (_, y) = s.post(b, "/sessions/room/signals", json!({"text": "k", "dedupe_key": "k1", "urgency": "low"})).await;
     assert_eq!((x["duplicate"].as_bool(), y["duplicate"].as_bool()), (Some(false), Some(false)));
 
+    // A tool.result signal cannot reach another tenant's run.
+    let (status, run) = s.post(a, "/runs", json!({"input": "acme run", "session_id": "room", "wait": true})).await;
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["run_id"].as_str().unwrap();
+    let forged = json!({"text": "result", "type": "tool.result",
+        "payload": {"run_id": run_id, "call_id": "c1", "output": "forged"}});
+    let (status, e) = s.post(b, "/sessions/room/signals", forged).await;
+    assert_eq!(status, 404, "{e}");
+    let (_, still) = s.get(a, &format!("/runs/{run_id}")).await;
+    assert_eq!(still["output"], "Echo: acme run");
+
     // Malformed JSON 400, unknown fields / wrong types 422, empty text 400, another user 409.
     let (status, e) = s.raw("post", a, "/sessions/room/signals", "{\"text\": ").await;
     assert_eq!((status, e["error"]["code"].as_str()), (400, Some("malformed_json")));
