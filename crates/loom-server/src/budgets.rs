@@ -48,6 +48,8 @@ pub struct DayUsage {
 struct Ledger {
     day: Option<NaiveDate>,
     usage: HashMap<Arc<str>, DayUsage>,
+    /// Requests refused today, by tenant.
+    refused: HashMap<Arc<str>, u64>,
     /// What each run of the day has been counted for already (tokens, cost).
     counted: HashMap<String, (u64, f64)>,
 }
@@ -58,6 +60,7 @@ impl Ledger {
         if self.day != Some(today) {
             self.day = Some(today);
             self.usage.clear();
+            self.refused.clear();
             self.counted.clear();
         }
     }
@@ -127,16 +130,50 @@ impl TenantBudgets {
         let used = self.usage(&tenant.0);
         match reached(&limits, &used) {
             None => Ok(()),
-            Some((limit, used, max)) => Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "tenant_budget_exceeded",
-                format!(
-                    "tenant `{}` has reached its daily budget: {limit} ({used} of {max} today, UTC); \
+            Some((limit, used, max)) => {
+                *self.ledger().refused.entry(tenant.0.clone()).or_default() += 1;
+                Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "tenant_budget_exceeded",
+                    format!(
+                        "tenant `{}` has reached its daily budget: {limit} ({used} of {max} today, UTC); \
                      no run can start until the next UTC day",
-                    tenant.0
-                ),
-            )),
+                        tenant.0
+                    ),
+                ))
+            }
         }
+    }
+
+    /// The tenants' figures of the day in the Prometheus text format (nothing without a
+    /// configuration): `loom_tenant_runs_today`, `loom_tenant_tokens_today`,
+    /// `loom_tenant_cost_usd_today` and `loom_tenant_budget_refusals_today`, labelled by tenant.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        if self.config.is_none() {
+            return String::new();
+        }
+        let ledger = self.ledger();
+        let mut tenants: Vec<(&Arc<str>, &DayUsage)> = ledger.usage.iter().collect();
+        tenants.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, value: &dyn Fn(&Arc<str>, &DayUsage) -> String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (tenant, used) in &tenants {
+                let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {}", value(tenant, used));
+            }
+        };
+        gauge("loom_tenant_runs_today", "Runs the tenant started today (UTC).", &|_, u| u.runs.to_string());
+        gauge("loom_tenant_tokens_today", "Tokens the tenant's runs used today (UTC).", &|_, u| u.tokens.to_string());
+        gauge("loom_tenant_cost_usd_today", "Dollars the tenant's runs cost today (UTC).", &|_, u| {
+            u.cost_usd.to_string()
+        });
+        gauge(
+            "loom_tenant_budget_refusals_today",
+            "Requests refused today: the tenant's budget was spent.",
+            &|t, _| ledger.refused.get(t).copied().unwrap_or(0).to_string(),
+        );
+        out
     }
 
     /// Counts a run the server started or continued: a start now (once per run and day), and what

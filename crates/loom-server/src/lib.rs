@@ -178,7 +178,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|e| e.run.state())
         .filter(|s| !s.is_terminal() || *s == loom_agent::RunState::Suspended)
         .collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&live))
+    let mut text = state.metrics.render(&live);
+    text.push_str(&state.budgets.render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn openapi() -> impl IntoResponse {

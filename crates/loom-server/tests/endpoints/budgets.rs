@@ -56,6 +56,13 @@ async fn a_tenant_that_spent_its_budget_is_refused_while_another_runs() {
     }
     let (_, runs) = s.get(a, "/runs").await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2, "nothing started");
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(&format!("loom_tenant_tokens_today{{tenant=\"acme\"}} {}", 2 * TOKENS_PER_CALL)), "{text}");
+    assert!(text.contains("loom_tenant_runs_today{tenant=\"acme\"} 2"), "{text}");
+    assert!(
+        text.contains(&format!("loom_tenant_budget_refusals_today{{tenant=\"acme\"}} {}", refused.len())),
+        "{text}"
+    );
     // ...while reading still works,
     assert_eq!(s.get(a, "/runs").await.0, 200);
     // and the other tenant (with its own, larger limit) still runs.
