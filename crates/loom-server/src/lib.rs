@@ -1,7 +1,9 @@
 //! `loom serve`: Loom agents as a multi-tenant HTTP service.
 //!
 //! Runs (`/runs`, with the busy-session strategy, cancel, resume and events as SSE with
-//! `Last-Event-ID` resumption or JSON pages), sessions, approvals, OpenAI-compatible
+//! `Last-Event-ID` resumption or JSON pages), sessions, approvals, signals and schedules, memory
+//! (facts, search, blocks, forget, export), knowledge search, per-tenant daily budgets
+//! (`GET /budget`, 429 `tenant_budget_exceeded`), OpenAI-compatible
 //! `/v1/chat/completions` and `/v1/responses`, `/health`, `/ready`, `/metrics` (Prometheus) and
 //! `/openapi.json`, and the dashboard at `/ui` (with `/usage`, `/audit` and
 //! `/runs/{id}/transcript` for it). Every API request needs `Authorization: Bearer KEY`; each key belongs to a
@@ -19,13 +21,17 @@
 mod approvals;
 mod audit;
 mod auth;
+mod budgets;
 mod error;
 mod events;
+mod knowledge;
+mod memory;
 mod metrics;
 mod openai;
 pub mod openapi;
 mod runs;
 mod sessions;
+mod signals;
 mod state;
 mod transcript;
 mod ui;
@@ -37,7 +43,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use loom_agent::Error;
 use loom_agent::config::{AgentConfig, ToolRegistry};
@@ -47,6 +53,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use audit::{AuditSource, AuditSources};
 pub use auth::{DEFAULT_TENANT, create_key, valid_tenant};
+pub use budgets::{DayUsage, TenantBudgets};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, Tenant};
@@ -87,6 +94,9 @@ impl Server {
     pub async fn from_config(config: &AgentConfig, registry: &ToolRegistry) -> Result<Server, Error> {
         let agents = config.build_all(registry)?;
         let settings = config.server.clone().unwrap_or_default();
+        if let Some(budget) = &settings.tenant_budget {
+            budget.validate()?;
+        }
         let keys = if settings.auth.unwrap_or(true) { Some(key_store(config).await?) } else { None };
         let limiter = settings
             .tenant_rate_limit
@@ -94,11 +104,18 @@ impl Server {
             .map(|c| loom_agent::config::RateLimiterConfig { mode: Some("reject".into()), ..c.clone() }.build())
             .transpose()?;
         let audit = audit_sources(config)?;
-        Ok(Server { state: Arc::new(AppState::new(agents, keys, limiter)), settings, audit })
+        let mut server = Server::new(AppState::new(agents, keys, limiter), settings);
+        server.audit = audit;
+        Ok(server)
     }
 
-    /// A server over a state made in code.
+    /// A server over a state made in code. The settings' `tenant_budget`, when set, replaces the
+    /// state's budgets.
     pub fn new(state: AppState, settings: loom_agent::config::ServerConfig) -> Server {
+        let state = match &settings.tenant_budget {
+            Some(budget) => state.with_tenant_budget(Some(budget.clone())),
+            None => state,
+        };
         Server { state: Arc::new(state), settings, audit: AuditSources::default() }
     }
 
@@ -177,7 +194,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|e| e.run.state())
         .filter(|s| !s.is_terminal() || *s == loom_agent::RunState::Suspended)
         .collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&live))
+    let mut text = state.metrics.render(&live);
+    text.push_str(&state.budgets.render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -220,24 +239,38 @@ fn router_with(
     settings: &loom_agent::config::ServerConfig,
     audit: AuditSources,
 ) -> Result<Router, Error> {
+    // The tenant's daily budget, checked on the routes that start or continue runs.
+    let budget = || axum::middleware::from_fn_with_state(state.clone(), budgets::guard);
     let api = Router::new()
-        .route("/runs", post(runs::create).get(runs::list))
+        .route("/runs", post(runs::create).route_layer(budget()).get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
         .route("/runs/{run_id}/cancel", post(runs::cancel))
-        .route("/runs/{run_id}/resume", post(runs::resume))
+        .route("/runs/{run_id}/resume", post(runs::resume).route_layer(budget()))
         .route("/runs/{run_id}/events", get(events::events))
-        .route("/runs/{run_id}/approvals/{call_id}", post(approvals::decide))
+        .route("/runs/{run_id}/approvals/{call_id}", post(approvals::decide).route_layer(budget()))
         .route("/approvals", get(approvals::list))
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route("/sessions/{session_id}", get(sessions::get))
         .route("/sessions/{session_id}/close", post(sessions::close))
         .route("/sessions/{session_id}/history", get(sessions::history))
         .route("/sessions/{session_id}/runs", get(sessions::runs))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/responses", post(openai::responses))
         .route("/runs/{run_id}/transcript", get(transcript::transcript))
         .route("/usage", get(usage::usage))
         .route("/audit", get(audit::list).layer(axum::Extension(Arc::new(audit))))
+        .route("/sessions/{session_id}/signals", post(signals::post).route_layer(budget()).get(signals::list))
+        .route("/schedules", post(signals::create_schedule).get(signals::list_schedules))
+        .route("/schedules/{schedule_id}", delete(signals::delete_schedule))
+        .route("/memory", delete(memory::forget))
+        .route("/memory/facts", get(memory::facts).post(memory::add_fact))
+        .route("/memory/search", get(memory::search))
+        .route("/memory/blocks", get(memory::blocks))
+        .route("/memory/blocks/{name}", put(memory::put_block).delete(memory::delete_block))
+        .route("/memory/export", get(memory::export))
+        .route("/knowledge/search", get(knowledge::search))
+        .route("/knowledge/index", post(knowledge::index))
+        .route("/budget", get(budgets::show))
+        .route("/v1/chat/completions", post(openai::chat_completions).route_layer(budget()))
+        .route("/v1/responses", post(openai::responses).route_layer(budget()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let mut app = Router::new()
         .route("/health", get(health))
@@ -262,10 +295,16 @@ fn router_with(
                 .collect::<Result<Vec<_>, _>>()?;
             AllowOrigin::list(list)
         };
-        app =
-            app.layer(CorsLayer::new().allow_origin(origins).allow_methods([Method::GET, Method::POST]).allow_headers(
-                [header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("last-event-id")],
-            ));
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::HeaderName::from_static("last-event-id"),
+                ]),
+        );
     }
     Ok(app)
 }

@@ -23,6 +23,22 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("post", "/sessions/{session_id}/close", "Close a session", true),
     ("get", "/sessions/{session_id}/history", "A session's conversation history", true),
     ("get", "/sessions/{session_id}/runs", "A session's runs", true),
+    ("post", "/sessions/{session_id}/signals", "Send a signal to a session: a run starts, or it is stored", true),
+    ("get", "/sessions/{session_id}/signals", "A session's signals (filter: status = pending | processed)", true),
+    ("post", "/schedules", "Schedule signals into a session (cron, every_ms or at; missed: skip | run_once)", true),
+    ("get", "/schedules", "The tenant's schedules (filters: user_id, session_id, agent)", true),
+    ("delete", "/schedules/{schedule_id}", "Remove a schedule", true),
+    ("get", "/memory/facts", "A user's facts (history: include superseded ones)", true),
+    ("post", "/memory/facts", "Remember a fact about a user", true),
+    ("get", "/memory/search", "Search a user's facts and episodes (q, limit)", true),
+    ("get", "/memory/blocks", "A user's working blocks", true),
+    ("put", "/memory/blocks/{name}", "Create or replace a working block", true),
+    ("delete", "/memory/blocks/{name}", "Delete a working block", true),
+    ("delete", "/memory", "Forget an item (item_id), a time range (from, to) or everything (all=true)", true),
+    ("get", "/memory/export", "Everything memory holds about a user", true),
+    ("get", "/knowledge/search", "Search the agent's knowledge sources (q, top_k, sources)", true),
+    ("post", "/knowledge/index", "Re-index the agent's knowledge sources", true),
+    ("get", "/budget", "The tenant's daily budget and today's usage", true),
     ("post", "/v1/chat/completions", "OpenAI-compatible chat completions (stream or not)", true),
     ("post", "/v1/responses", "OpenAI-compatible Responses API", true),
     ("get", "/runs/{run_id}/transcript", "A run's conversation: messages, tool calls and results", true),
@@ -52,8 +68,10 @@ pub fn document() -> Value {
         if *auth {
             op["security"] = json!([{"bearer": []}]);
             op["responses"]["401"] = json!({"description": "No valid API key"});
+            op["responses"]["429"] =
+                json!({"description": "Rate limited, or the tenant's daily budget is spent (tenant_budget_exceeded)"});
         }
-        if *method == "post" {
+        if *method == "post" || *method == "put" {
             op["requestBody"] =
                 json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
         }

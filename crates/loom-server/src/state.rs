@@ -60,6 +60,7 @@ pub struct AppState {
     pub(crate) sessions: Mutex<HashMap<(Tenant, String), SessionEntry>>,
     pub(crate) limiter: Option<TokenBucketLimiter>,
     pub(crate) metrics: Metrics,
+    pub(crate) budgets: crate::budgets::TenantBudgets,
 }
 
 impl std::hash::Hash for Tenant {
@@ -84,7 +85,14 @@ impl AppState {
             sessions: Mutex::new(HashMap::new()),
             limiter,
             metrics: Metrics::default(),
+            budgets: Default::default(),
         }
+    }
+
+    /// Sets the per-tenant daily budgets (see [`crate::TenantBudgets`]).
+    pub fn with_tenant_budget(mut self, config: Option<loom_agent::config::TenantBudgetConfig>) -> Self {
+        self.budgets = crate::budgets::TenantBudgets::new(config);
+        self
     }
 
     pub(crate) fn runs(&self) -> MutexGuard<'_, HashMap<String, RunEntry>> {
@@ -140,6 +148,7 @@ impl AppState {
         }
         runs.insert(run.id().to_string(), entry);
         drop(runs);
+        self.budgets.watch(tenant, run);
         self.metrics.watch(run.clone());
     }
 }

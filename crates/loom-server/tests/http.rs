@@ -32,10 +32,19 @@ async fn every_api_endpoint_needs_a_valid_key() {
     let s = start().await;
     let routes = loom_server::openapi::ROUTES.iter().filter(|r| r.3);
     for (method, path, _, _) in routes {
-        let path = path.replace("{run_id}", "run_x").replace("{call_id}", "c").replace("{session_id}", "s");
+        let path = path
+            .replace("{run_id}", "run_x")
+            .replace("{call_id}", "c")
+            .replace("{session_id}", "s")
+            .replace("{schedule_id}", "sch_x")
+            .replace("{name}", "b");
         for key in [None, Some("loom_wrong"), Some("")] {
-            let mut req =
-                if *method == "get" { s.http.get(s.url(&path)) } else { s.http.post(s.url(&path)).json(&json!({})) };
+            let mut req = match *method {
+                "get" => s.http.get(s.url(&path)),
+                "delete" => s.http.delete(s.url(&path)),
+                "put" => s.http.put(s.url(&path)).json(&json!({})),
+                _ => s.http.post(s.url(&path)).json(&json!({})),
+            };
             if let Some(k) = key {
                 req = req.bearer_auth(k);
             }

@@ -369,6 +369,97 @@ pub struct ServerConfig {
     /// Whether requests need an API key (default true). Off only for local development.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<bool>,
+    /// What each tenant may spend per UTC day (`[server.tenant_budget]`; unlimited when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_budget: Option<TenantBudgetConfig>,
+}
+
+/// Per-tenant daily limits for `loom serve` (`[server.tenant_budget]`), with overrides by tenant
+/// name (`[server.tenant_budget.tenants.NAME]`).
+///
+/// Usage is counted per tenant and UTC day from the runs the server started or continued: a run
+/// counts against `max_runs` when it starts, and its tokens and cost as each model call answers. A request that
+/// would start a run (or continue one) while the tenant's usage of the day has reached one of its
+/// limits is refused with HTTP 429 and the error code `tenant_budget_exceeded`. Runs already in
+/// flight when the limit is reached finish; the day's figures may therefore pass a token or cost
+/// limit by what those runs spend.
+///
+/// ```
+/// use loom_agent::config::AgentConfig;
+///
+/// let config = AgentConfig::from_toml_str(r#"
+///     model = "echo"
+///     [server.tenant_budget]
+///     max_cost_usd = 5.0
+///     max_tokens = 200000
+///     [server.tenant_budget.tenants.acme]
+///     max_cost_usd = 50.0
+/// "#).unwrap();
+/// let budget = config.server.unwrap().tenant_budget.unwrap();
+/// assert_eq!(budget.limits_for("acme").max_cost_usd, Some(50.0));
+/// assert_eq!(budget.limits_for("acme").max_tokens, Some(200000));
+/// assert_eq!(budget.limits_for("globex").max_cost_usd, Some(5.0));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBudgetConfig {
+    /// Dollars a tenant's runs may cost per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Tokens (input, cached, cache writes and output) a tenant's runs may use per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Runs a tenant may start per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs: Option<u64>,
+    /// Limits for named tenants; a limit a tenant's table leaves unset is the default one above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+/// One tenant's daily limits (see [`TenantBudgetConfig`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Dollars per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Tokens per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Runs started per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs: Option<u64>,
+}
+
+impl TenantBudgetConfig {
+    /// The limits of `tenant`: its own table's, each unset one taken from the defaults.
+    pub fn limits_for(&self, tenant: &str) -> TenantLimits {
+        let own = self.tenants.get(tenant).copied().unwrap_or_default();
+        TenantLimits {
+            max_cost_usd: own.max_cost_usd.or(self.max_cost_usd),
+            max_tokens: own.max_tokens.or(self.max_tokens),
+            max_runs: own.max_runs.or(self.max_runs),
+        }
+    }
+
+    /// Checks the limits: amounts are finite and not negative.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad limit.
+    pub fn validate(&self) -> Result<(), Error> {
+        let cost = |path: &str, v: Option<f64>| match v {
+            Some(c) if !c.is_finite() || c < 0.0 => {
+                Err(Error::Config(format!("{path}.max_cost_usd must be a finite amount >= 0, not {c}")))
+            }
+            _ => Ok(()),
+        };
+        cost("server.tenant_budget", self.max_cost_usd)?;
+        for (name, limits) in &self.tenants {
+            cost(&format!("server.tenant_budget.tenants.{name}"), limits.max_cost_usd)?;
+        }
+        Ok(())
+    }
 }
 
 impl AgentConfig {
