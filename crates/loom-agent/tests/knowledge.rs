@@ -99,6 +99,21 @@ async fn the_search_tool_answers_with_cited_passages_for_the_runs_tenant_only() 
 }
 
 #[tokio::test]
+async fn a_tenants_knowledge_is_its_users_knowledge_and_no_one_elses() {
+    let knowledge = Knowledge::in_memory()
+        .source(KnowledgeSource::inline("handbook").tenant("acme").document("vpn.md", "The VPN password rotates monthly."));
+    let hits = |tenant: &'static str| {
+        let k = &knowledge;
+        async move { k.resolve(&KnowledgeQuery::new("VPN password").top_k(5).tenant(tenant)).await.unwrap().len() }
+    };
+    assert_eq!(hits("acme").await, 1);
+    assert_eq!(hits("acme/alice").await, 1, "a user of the tenant, as loom serve names them");
+    for other in ["acme2", "acme2/alice", "acm", "", "globex/acme", "acme-x/y"] {
+        assert_eq!(hits(other).await, 0, "`{other}` saw acme's knowledge");
+    }
+}
+
+#[tokio::test]
 async fn dynamic_sources_are_fused_with_indexed_ones() {
     let knowledge = Knowledge::in_memory()
         .source(KnowledgeSource::inline("faq").document("refunds", "Refunds are paid within 14 days."))

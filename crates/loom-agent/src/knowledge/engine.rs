@@ -212,8 +212,11 @@ impl Knowledge {
 }
 
 /// Whether `query` may see `source`: a shared source or the query's tenant's, and named if the
-/// query names sources.
+/// query names sources. Tenants nest with `/`: a source of tenant `acme` is also the knowledge of
+/// `acme/alice` (how `loom serve` names the users of its tenants), never of `acme2` or `acme2/x`.
 fn visible(source: &KnowledgeSource, query: &KnowledgeQuery) -> bool {
-    (source.tenant.is_empty() || source.tenant == query.tenant)
-        && query.sources.as_ref().is_none_or(|names| names.contains(&source.name))
+    let tenant_ok = source.tenant.is_empty()
+        || source.tenant == query.tenant
+        || query.tenant.strip_prefix(source.tenant.as_str()).is_some_and(|rest| rest.starts_with('/'));
+    tenant_ok && query.sources.as_ref().is_none_or(|names| names.contains(&source.name))
 }

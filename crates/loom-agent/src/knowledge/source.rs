@@ -169,7 +169,8 @@ impl KnowledgeSource {
     }
 
     /// The tenant whose knowledge this is (default `""`: shared by every tenant). Queries for
-    /// another tenant never see it.
+    /// another tenant never see it; a query for a user of this tenant (`acme/alice` for `acme`,
+    /// as `loom serve` names users) does.
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = tenant.into();
         self
