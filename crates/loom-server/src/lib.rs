@@ -2,7 +2,8 @@
 //!
 //! Runs (`/runs`, with the busy-session strategy, cancel, resume and events as SSE with
 //! `Last-Event-ID` resumption or JSON pages), sessions, approvals, OpenAI-compatible
-//! `/v1/chat/completions` and `/v1/responses`, `/health`, `/ready`, `/metrics` (Prometheus) and
+//! `/v1/chat/completions` and `/v1/responses`, A2A 1.0 (`/.well-known/agent-card.json` and the
+//! JSON-RPC endpoint `/a2a`, see [`a2a`]), `/health`, `/ready`, `/metrics` (Prometheus) and
 //! `/openapi.json`. Every API request needs `Authorization: Bearer KEY`; each key belongs to a
 //! tenant, and a tenant sees only its own users' sessions, runs and events (another tenant's id is
 //! a 404). Keys are stored as SHA-256 hashes in the journal's database.
@@ -15,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod a2a;
 mod approvals;
 mod auth;
 mod error;
@@ -86,11 +88,16 @@ impl Server {
             .as_ref()
             .map(|c| loom_agent::config::RateLimiterConfig { mode: Some("reject".into()), ..c.clone() }.build())
             .transpose()?;
-        Ok(Server { state: Arc::new(AppState::new(agents, keys, limiter)), settings })
+        let state = AppState::new(agents, keys, limiter).with_a2a(a2a::settings_from(config));
+        Ok(Server { state: Arc::new(state), settings })
     }
 
     /// A server over a state made in code.
-    pub fn new(state: AppState, settings: loom_agent::config::ServerConfig) -> Server {
+    pub fn new(mut state: AppState, settings: loom_agent::config::ServerConfig) -> Server {
+        if state.a2a.public_url.is_none() {
+            state.a2a.public_url = settings.public_url.clone();
+        }
+        state.a2a.tls |= settings.tls_cert.is_some();
         Server { state: Arc::new(state), settings }
     }
 
@@ -191,12 +198,14 @@ pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig)
         .route("/sessions/{session_id}/runs", get(sessions::runs))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(openai::responses))
+        .route("/a2a", post(a2a::endpoint))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/.well-known/agent-card.json", get(a2a::agent_card))
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY)))
@@ -214,7 +223,8 @@ pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig)
         };
         app =
             app.layer(CorsLayer::new().allow_origin(origins).allow_methods([Method::GET, Method::POST]).allow_headers(
-                [header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("last-event-id")],
+                [header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("last-event-id"),
+                    header::HeaderName::from_static("a2a-version")],
             ));
     }
     Ok(app)

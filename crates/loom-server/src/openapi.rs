@@ -25,6 +25,14 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/sessions/{session_id}/runs", "A session's runs", true),
     ("post", "/v1/chat/completions", "OpenAI-compatible chat completions (stream or not)", true),
     ("post", "/v1/responses", "OpenAI-compatible Responses API", true),
+    ("get", "/.well-known/agent-card.json", "The A2A 1.0 agent card", false),
+    (
+        "post",
+        "/a2a",
+        "A2A 1.0 JSON-RPC (header A2A-Version: 1.0): SendMessage, SendStreamingMessage, SubscribeToTask (SSE), \
+         GetTask, CancelTask, ListTasks",
+        true,
+    ),
 ];
 
 /// The document.

@@ -60,6 +60,7 @@ pub struct AppState {
     pub(crate) sessions: Mutex<HashMap<(Tenant, String), SessionEntry>>,
     pub(crate) limiter: Option<TokenBucketLimiter>,
     pub(crate) metrics: Metrics,
+    pub(crate) a2a: crate::a2a::A2aSettings,
 }
 
 impl std::hash::Hash for Tenant {
@@ -84,7 +85,14 @@ impl AppState {
             sessions: Mutex::new(HashMap::new()),
             limiter,
             metrics: Metrics::default(),
+            a2a: crate::a2a::A2aSettings::default(),
         }
+    }
+
+    /// Sets what the A2A agent card says beyond what the agents know (public URL, descriptions).
+    pub fn with_a2a(mut self, settings: crate::a2a::A2aSettings) -> Self {
+        self.a2a = settings;
+        self
     }
 
     pub(crate) fn runs(&self) -> MutexGuard<'_, HashMap<String, RunEntry>> {
