@@ -72,7 +72,8 @@ async fn a_remote_agent_is_a_tool_and_a_session_keeps_its_context() {
     let r = session.start("Weather in Paris?").result().await;
     assert_eq!(r.state, RunState::Completed, "{:?}", r.error);
     assert_eq!(r.output, "remote said: Sunny");
-    let spec = agent.tools().iter().find(|t| t.name == "weather_bot").cloned().expect("the tool is offered");
+    let tools = agent.current_tools().await.unwrap();
+    let spec = tools.iter().find(|t| t.name == "weather_bot").expect("the tool is offered");
     assert!(spec.description.contains("Weather Bot") && spec.description.contains("forecast"), "{}", spec.description);
     let r = session.start("And tomorrow?").result().await;
     assert_eq!(r.output, "remote said: Still sunny");

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 pub const PROTOCOL_VERSION: &str = "1.0";
 
 /// The header (and query parameter) naming the protocol version of a request.
-pub const VERSION_HEADER: &str = "A2A-Version";
+pub const VERSION_HEADER: &str = "a2a-version";
 
 /// A JSON-RPC error answered to the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +94,7 @@ impl RpcError {
             "VERSION_NOT_SUPPORTED",
             format!(
                 "A2A protocol version `{requested}` is not supported; this agent speaks {PROTOCOL_VERSION} \
-                 (send the header `{VERSION_HEADER}: {PROTOCOL_VERSION}`)"
+                 (send the header `A2A-Version: {PROTOCOL_VERSION}`)"
             ),
         )
         .with("requestedVersion", requested)
