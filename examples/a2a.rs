@@ -28,8 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptions: BTreeMap::from([("forecaster".to_string(), "Tomorrow's weather for a city.".to_string())]),
         ..Default::default()
     };
-    let state = AppState::new(BTreeMap::from([("forecaster".to_string(), forecaster)]), Some(keys), None)
-        .with_a2a(settings);
+    let state =
+        AppState::new(BTreeMap::from([("forecaster".to_string(), forecaster)]), Some(keys), None).with_a2a(settings);
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = Server::new(state, Default::default());

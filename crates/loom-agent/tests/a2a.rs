@@ -117,7 +117,10 @@ async fn failed_rejected_and_erroring_tasks_are_tool_errors() {
     };
     server.enqueue(ended("TASK_STATE_FAILED", "the model is down"));
     server.enqueue(ended("TASK_STATE_REJECTED", "not allowed"));
-    server.enqueue(Reply::json(200, json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32009, "message": "Version not supported"}})));
+    server.enqueue(Reply::json(
+        200,
+        json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32009, "message": "Version not supported"}}),
+    ));
     server.enqueue(Reply::json(401, json!({"error": {"code": "unauthorized"}})));
     let agent = Agent::builder().model(model()).capability(capability::a2a(server.url())).build().unwrap();
     let mut outputs = Vec::new();
@@ -190,7 +193,7 @@ async fn cards_that_cannot_be_used_are_typed_errors() {
     // A run whose card cannot be read fails honestly, before any model call.
     let agent =
         Agent::builder().model(model()).capability(capability::a2a(format!("http://{closed}"))).build().unwrap();
-    let r = agent.run("go").await.unwrap();
+    let r = agent.start("go").result().await;
     assert_eq!(r.state, RunState::Failed);
     let e = r.error.unwrap();
     assert_eq!(e.kind, loom_agent::RunErrorKind::Config);

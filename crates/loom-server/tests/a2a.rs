@@ -46,7 +46,9 @@ async fn sse(r: reqwest::Response) -> Vec<Value> {
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let text = r.text().await.unwrap();
     text.split("\n\n")
-        .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data:").map(|d| serde_json::from_str(d.trim()).unwrap())))
+        .filter_map(|f| {
+            f.lines().find_map(|l| l.strip_prefix("data:").map(|d| serde_json::from_str(d.trim()).unwrap()))
+        })
         .collect()
 }
 
@@ -75,7 +77,10 @@ async fn the_agent_card_is_public_and_describes_the_jsonrpc_interface() {
         card["supportedInterfaces"],
         json!([{"url": s.url("/a2a"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}])
     );
-    assert_eq!(card["capabilities"], json!({"streaming": true, "pushNotifications": false, "extendedAgentCard": false}));
+    assert_eq!(
+        card["capabilities"],
+        json!({"streaming": true, "pushNotifications": false, "extendedAgentCard": false})
+    );
     assert_eq!(card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"], "Bearer");
     assert_eq!(card["securityRequirements"], json!([{"schemes": {"bearer": {"list": []}}}]));
     assert_eq!(card["skills"][0]["id"], "bot");
@@ -127,7 +132,10 @@ async fn malformed_requests_get_the_jsonrpc_errors() {
     let unknown_agent = json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
         "metadata": {"skill": "nope"}});
     // One agent: any skill name picks it (as `model` does for /v1).
-    assert_eq!(rpc(&s, k, "SendMessage", unknown_agent).await["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED");
+    assert_eq!(
+        rpc(&s, k, "SendMessage", unknown_agent).await["result"]["task"]["status"]["state"],
+        "TASK_STATE_COMPLETED"
+    );
 }
 
 #[tokio::test]
@@ -142,7 +150,10 @@ async fn send_message_runs_a_task_that_maps_to_a_run() {
     let (id, ctx) = (task["id"].as_str().unwrap(), task["contextId"].as_str().unwrap());
     // The task is the run, the context its session.
     let (status, run) = s.get(&s.key_a, &format!("/runs/{id}")).await;
-    assert_eq!((status, run["session_id"].as_str(), run["output"].as_str()), (200, Some(ctx), Some("Echo: hello there")));
+    assert_eq!(
+        (status, run["session_id"].as_str(), run["output"].as_str()),
+        (200, Some(ctx), Some("Echo: hello there"))
+    );
     // A follow-up in the same context continues the session.
     let mut follow = send("more");
     follow["message"]["contextId"] = json!(ctx);
@@ -211,7 +222,10 @@ async fn another_tenants_task_is_not_found() {
         ("GetTask", json!({"id": id})),
         ("CancelTask", json!({"id": id})),
         ("SubscribeToTask", json!({"id": id})),
-        ("SendMessage", json!({"message": {"messageId": "m", "role": "ROLE_USER", "taskId": id, "parts": [{"text": "x"}]}})),
+        (
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "taskId": id, "parts": [{"text": "x"}]}}),
+        ),
     ] {
         let v = rpc(&s, b, method, params).await;
         assert_eq!(code(&v), -32001, "{method}: {v}");
@@ -251,7 +265,11 @@ async fn streaming_sends_the_task_then_updates_until_the_end() {
         if let Some(u) = r.get("artifactUpdate") {
             assert_eq!(u["taskId"], task_id);
             let chunk = u["artifact"]["parts"][0]["text"].as_str().unwrap();
-            if u["append"] == true { text.push_str(chunk) } else { text = chunk.to_string() }
+            if u["append"] == true {
+                text.push_str(chunk)
+            } else {
+                text = chunk.to_string()
+            }
             chunks += 1;
         }
     }
@@ -329,17 +347,16 @@ async fn the_a2a_python_sdk_completes_tasks_against_loom_serve() {
     match probe {
         Ok(out) if out.status.success() => {}
         _ => {
-            println!("skipped: python3 with the `a2a-sdk` package is not installed (pip install 'a2a-sdk[http-server]==1.3.0')");
+            println!(
+                "skipped: python3 with the `a2a-sdk` package is not installed (pip install 'a2a-sdk[http-server]==1.3.0')"
+            );
             return;
         }
     }
     let s = support::start().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/a2a/sdk_client.py");
-    let out = tokio::process::Command::new("python3")
-        .args([script, &s.base, &s.key_a, &s.key_b])
-        .output()
-        .await
-        .unwrap();
+    let out =
+        tokio::process::Command::new("python3").args([script, &s.base, &s.key_a, &s.key_b]).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<&str> = stdout.lines().collect();

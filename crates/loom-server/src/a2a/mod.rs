@@ -81,9 +81,8 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 
 /// The agent card (§4.4.1, §8).
 pub(crate) fn card(state: &AppState, base: &str) -> Value {
-    let describe = |name: &str| {
-        state.a2a.descriptions.get(name).cloned().unwrap_or_else(|| format!("The Loom agent `{name}`."))
-    };
+    let describe =
+        |name: &str| state.a2a.descriptions.get(name).cloned().unwrap_or_else(|| format!("The Loom agent `{name}`."));
     let skills: Vec<Value> = state
         .agents
         .keys()
@@ -201,7 +200,11 @@ async fn dispatch(
     }
     let version = requested_version(headers, query);
     if !rpc::version_supported(&version) {
-        return Err(RpcError::version_not_supported(if version.is_empty() { "0.3 (no A2A-Version header)" } else { &version }));
+        return Err(RpcError::version_not_supported(if version.is_empty() {
+            "0.3 (no A2A-Version header)"
+        } else {
+            &version
+        }));
     }
     let params = &req.params;
     match req.method.as_str() {

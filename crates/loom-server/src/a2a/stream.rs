@@ -25,9 +25,10 @@ struct Cursor {
 
 fn status_update(task_id: &str, context_id: &str, state: RunState, e: &Event) -> Value {
     let error = match &e.kind {
-        EventKind::RunFailed(x) | EventKind::RunCancelled(x) | EventKind::RunInterrupted(x) | EventKind::RunSuspended(x) => {
-            Some(&x.error)
-        }
+        EventKind::RunFailed(x)
+        | EventKind::RunCancelled(x)
+        | EventKind::RunInterrupted(x)
+        | EventKind::RunSuspended(x) => Some(&x.error),
         _ => None,
     };
     json!({"statusUpdate": {
@@ -55,12 +56,14 @@ fn updates(cursor: &mut Cursor, e: &Event) -> Vec<Value> {
         EventKind::ModelDelta(d) if d.kind == DeltaKind::Text && !d.text.is_empty() => {
             let append = cursor.turn == Some(d.turn);
             cursor.turn = Some(d.turn);
-            let chunk = json!({"artifactId": format!("{task_id}-answer"), "name": "answer", "parts": [{"text": d.text}]});
+            let chunk =
+                json!({"artifactId": format!("{task_id}-answer"), "name": "answer", "parts": [{"text": d.text}]});
             vec![artifact_update(task_id, context_id, chunk, append, false)]
         }
         EventKind::ArtifactCreated(a) => {
             let a = &a.artifact;
-            let artifact = json!({"artifactId": a.id, "name": a.name, "parts": [{"text": a.content, "mediaType": a.media_type}]});
+            let artifact =
+                json!({"artifactId": a.id, "name": a.name, "parts": [{"text": a.content, "mediaType": a.media_type}]});
             vec![artifact_update(task_id, context_id, artifact, false, true)]
         }
         EventKind::RunCompleted(c) => vec![
@@ -86,7 +89,8 @@ pub fn task_stream(id: Value, run: Run, task: Value) -> Response {
     let first = sse(&id, json!({"task": task}));
     let mut cursor = Cursor { turn: None };
     let events = run.events().flat_map(move |e| {
-        let out: Vec<Result<SseEvent, Infallible>> = updates(&mut cursor, &e).into_iter().map(|v| sse(&id, v)).collect();
+        let out: Vec<Result<SseEvent, Infallible>> =
+            updates(&mut cursor, &e).into_iter().map(|v| sse(&id, v)).collect();
         stream::iter(out)
     });
     let body = stream::once(futures::future::ready(first)).chain(events);

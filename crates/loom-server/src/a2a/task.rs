@@ -61,7 +61,7 @@ pub fn status(task_id: &str, context_id: &str, state: RunState, error: Option<&R
              dashboard); the task then continues.",
             e.message
         )),
-        (s, Some(e)) if is_terminal(s) || s == "TASK_STATE_WORKING" && state == RunState::Suspended => {
+        (s, Some(e)) if is_terminal(s) || (s == "TASK_STATE_WORKING" && state == RunState::Suspended) => {
             Some(e.message.clone())
         }
         _ => None,
@@ -153,7 +153,9 @@ fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a st
 pub fn history_length(obj: &Map<String, Value>) -> Result<Option<i64>, RpcError> {
     match obj.get("historyLength") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| RpcError::invalid_params("`historyLength` is an integer")),
+        Some(Value::Number(n)) => {
+            n.as_i64().map(Some).ok_or_else(|| RpcError::invalid_params("`historyLength` is an integer"))
+        }
         Some(Value::String(s)) => {
             s.parse().map(Some).map_err(|_| RpcError::invalid_params("`historyLength` is an integer"))
         }
@@ -169,7 +171,10 @@ fn part_text(part: &Value, i: usize) -> Result<String, RpcError> {
     };
     let media = p.get("mediaType").and_then(Value::as_str).unwrap_or("");
     if let Some(text) = p.get("text") {
-        return text.as_str().map(str::to_string).ok_or_else(|| RpcError::invalid_params("a part's `text` is a string"));
+        return text
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| RpcError::invalid_params("a part's `text` is a string"));
     }
     if let Some(data) = p.get("data") {
         return Ok(serde_json::to_string_pretty(data).unwrap_or_default());
@@ -300,7 +305,10 @@ mod tests {
     #[test]
     fn states() {
         let e = |kind| RunError { kind, message: "m".into(), reason: None, model_error: None, raw_output: None };
-        assert_eq!(task_state(RunState::Suspended, Some(&e(RunErrorKind::ApprovalPending))), "TASK_STATE_AUTH_REQUIRED");
+        assert_eq!(
+            task_state(RunState::Suspended, Some(&e(RunErrorKind::ApprovalPending))),
+            "TASK_STATE_AUTH_REQUIRED"
+        );
         assert_eq!(task_state(RunState::Interrupted, Some(&e(RunErrorKind::Guardrail))), "TASK_STATE_REJECTED");
         assert_eq!(task_state(RunState::Interrupted, Some(&e(RunErrorKind::MaxTurns))), "TASK_STATE_FAILED");
         assert_eq!(task_state(RunState::Cancelled, None), "TASK_STATE_CANCELED");

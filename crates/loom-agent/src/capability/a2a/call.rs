@@ -35,9 +35,9 @@ fn parts_text(parts: Option<&Value>) -> Vec<String> {
                     } else if let Some(d) = p.get("data") {
                         Some(d.to_string())
                     } else {
-                        p.get("url").and_then(Value::as_str).map(|u| {
-                            format!("[{}: {u}]", p.get("filename").and_then(Value::as_str).unwrap_or("file"))
-                        })
+                        p.get("url")
+                            .and_then(Value::as_str)
+                            .map(|u| format!("[{}: {u}]", p.get("filename").and_then(Value::as_str).unwrap_or("file")))
                     }
                 })
                 .collect()
@@ -95,7 +95,10 @@ pub(crate) fn outcome(result: &Value, agent: &str, conv: &mut Conversation) -> R
         return Ok(Outcome::Answer(parts_text(message.get("parts")).join("\n")));
     }
     let task = result.get("task").unwrap_or(result);
-    let id = task.get("id").and_then(Value::as_str).ok_or_else(|| "the answer holds neither a task nor a message".to_string())?;
+    let id = task
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "the answer holds neither a task nor a message".to_string())?;
     if let Some(c) = task.get("contextId").and_then(Value::as_str).filter(|c| !c.is_empty()) {
         conv.context_id = Some(c.to_string());
     }
@@ -127,7 +130,10 @@ impl A2aTool {
         let body = json!({"jsonrpc": "2.0", "id": loom_core::new_id("rpc"), "method": method, "params": params});
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(ToolError::with_kind(ToolErrorKind::Timeout, format!("the agent did not answer within {:?}", self.timeout)));
+            return Err(ToolError::with_kind(
+                ToolErrorKind::Timeout,
+                format!("the agent did not answer within {:?}", self.timeout),
+            ));
         }
         let mut request = self
             .shared
@@ -157,7 +163,10 @@ impl A2aTool {
         let bytes = response.bytes().await.map_err(|e| ToolError::new(format!("reading the answer: {e}")))?;
         let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
             let start: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
-            ToolError::new(format!("the agent answered HTTP {} with something that is not JSON: {start}", status.as_u16()))
+            ToolError::new(format!(
+                "the agent answered HTTP {} with something that is not JSON: {start}",
+                status.as_u16()
+            ))
         })?;
         if let Some(error) = answer.get("error") {
             return Err(ToolError::new(format!(
@@ -167,13 +176,17 @@ impl A2aTool {
                 error.get("message").and_then(Value::as_str).unwrap_or("(no message)")
             )));
         }
-        answer
-            .get("result")
-            .cloned()
-            .ok_or_else(|| ToolError::new(format!("the agent answered HTTP {} without a JSON-RPC result", status.as_u16())))
+        answer.get("result").cloned().ok_or_else(|| {
+            ToolError::new(format!("the agent answered HTTP {} without a JSON-RPC result", status.as_u16()))
+        })
     }
 
-    async fn exchange(&self, ctx: &ToolContext, text: String, key: (Option<String>, String)) -> Result<ToolOutput, ToolError> {
+    async fn exchange(
+        &self,
+        ctx: &ToolContext,
+        text: String,
+        key: (Option<String>, String),
+    ) -> Result<ToolOutput, ToolError> {
         let deadline = Instant::now() + self.timeout;
         let mut conv = self.shared.conversation(&key);
         let mut message = json!({
@@ -282,7 +295,8 @@ mod tests {
         let Outcome::Failed(f) = outcome(&failed, "x", &mut c).unwrap() else { panic!() };
         assert!(f.contains("failed") && f.contains("model down"), "{f}");
         assert_eq!(c.task_id, None);
-        let msg = json!({"message": {"messageId": "m", "role": "ROLE_AGENT", "contextId": "c9", "parts": [{"text": "hi"}]}});
+        let msg =
+            json!({"message": {"messageId": "m", "role": "ROLE_AGENT", "contextId": "c9", "parts": [{"text": "hi"}]}});
         assert_eq!(outcome(&msg, "x", &mut c).unwrap(), Outcome::Answer("hi".into()));
         assert_eq!(c.context_id.as_deref(), Some("c9"));
         let working = json!({"task": {"id": "t4", "status": {"state": "TASK_STATE_WORKING"}}});

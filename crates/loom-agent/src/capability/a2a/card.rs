@@ -84,7 +84,10 @@ pub(super) fn parse(card_url: &Url, card: &Value, trust_endpoint: bool) -> Resul
         })
         .ok_or_else(|| A2aError::Unsupported {
             url: card_url.to_string(),
-            message: format!("no JSONRPC interface with protocol version 1.0 (the card offers: {})", offered.join(", ")),
+            message: format!(
+                "no JSONRPC interface with protocol version 1.0 (the card offers: {})",
+                offered.join(", ")
+            ),
         })?;
     if interface.get("tenant").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) {
         return Err(A2aError::Unsupported {
@@ -92,7 +95,10 @@ pub(super) fn parse(card_url: &Url, card: &Value, trust_endpoint: bool) -> Resul
             message: "the interface needs a `tenant` field, which Loom does not send".into(),
         });
     }
-    let raw = interface.get("url").and_then(Value::as_str).ok_or_else(|| malformed(card_url, "the interface has no `url`"))?;
+    let raw = interface
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed(card_url, "the interface has no `url`"))?;
     let endpoint = card_url.join(raw).map_err(|e| malformed(card_url, format!("the interface URL `{raw}`: {e}")))?;
     if !matches!(endpoint.scheme(), "http" | "https") {
         return Err(malformed(card_url, format!("the interface URL `{raw}` is not http or https")));

@@ -212,11 +212,8 @@ impl std::fmt::Debug for A2a {
 
 /// The remote agent at `url` (its base URL, or its card's URL when it ends in `.json`).
 pub fn a2a(url: impl Into<String>) -> A2a {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap_or_default();
+    let http =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap_or_default();
     A2a {
         url: url.into(),
         token: Token::None,
