@@ -173,7 +173,7 @@ pub(crate) async fn endpoint(
 ) -> Response {
     let req = match rpc::parse_request(&body) {
         Ok(r) => r,
-        Err((id, e)) => return answer(rpc::error(&id, &e)),
+        Err(failure) => return answer(rpc::error(&failure.0, &failure.1)),
     };
     let id = req.id.clone();
     match dispatch(&state, &tenant, &headers, query.as_deref(), req).await {

@@ -20,20 +20,20 @@ pub struct RpcError {
     /// The `ErrorInfo.reason` of A2A-specific errors (`TASK_NOT_FOUND`, …).
     pub reason: Option<&'static str>,
     /// The `ErrorInfo.metadata` (string values).
-    pub metadata: Map<String, Value>,
+    pub metadata: Vec<(&'static str, String)>,
 }
 
 impl RpcError {
     fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into(), reason: None, metadata: Map::new() }
+        RpcError { code, message: message.into(), reason: None, metadata: Vec::new() }
     }
 
     fn a2a(code: i64, reason: &'static str, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into(), reason: Some(reason), metadata: Map::new() }
+        RpcError { code, message: message.into(), reason: Some(reason), metadata: Vec::new() }
     }
 
-    fn with(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.to_string(), Value::String(value.into()));
+    fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.metadata.push((key, value.into()));
         self
     }
 
@@ -109,7 +109,7 @@ impl RpcError {
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                 "reason": reason,
                 "domain": "a2a-protocol.org",
-                "metadata": self.metadata,
+                "metadata": self.metadata.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect::<Map<String, Value>>(),
             }]);
         }
         error
@@ -153,29 +153,36 @@ pub struct Request {
     pub params: Value,
 }
 
-/// Parses a body into a request; the error comes with the id to answer with (null when unknown).
-pub fn parse_request(body: &[u8]) -> Result<Request, (Value, RpcError)> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| (Value::Null, RpcError::parse(e)))?;
+/// A request that could not be read: the id to answer with (null when unknown) and the error.
+pub type Failure = Box<(Value, RpcError)>;
+
+fn fail(id: Value, e: RpcError) -> Failure {
+    Box::new((id, e))
+}
+
+/// Parses a body into a request.
+pub fn parse_request(body: &[u8]) -> Result<Request, Failure> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| fail(Value::Null, RpcError::parse(e)))?;
     let Value::Object(mut obj) = value else {
         let what = if value.is_array() { "batch requests are not supported" } else { "the request is not an object" };
-        return Err((Value::Null, RpcError::invalid_request(what)));
+        return Err(fail(Value::Null, RpcError::invalid_request(what)));
     };
     let id = match obj.remove("id") {
         None | Some(Value::Null) => Value::Null,
         Some(v @ (Value::String(_) | Value::Number(_))) => v,
-        Some(_) => return Err((Value::Null, RpcError::invalid_request("`id` must be a string, a number or null"))),
+        Some(_) => return Err(fail(Value::Null, RpcError::invalid_request("`id` must be a string, a number or null"))),
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err((id, RpcError::invalid_request("`jsonrpc` must be exactly \"2.0\"")));
+        return Err(fail(id, RpcError::invalid_request("`jsonrpc` must be exactly \"2.0\"")));
     }
     let method = match obj.remove("method") {
         Some(Value::String(m)) if !m.is_empty() => m,
-        _ => return Err((id, RpcError::invalid_request("`method` is required and must be a string"))),
+        _ => return Err(fail(id, RpcError::invalid_request("`method` is required and must be a string"))),
     };
     let params = match obj.remove("params") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v,
-        Some(_) => return Err((id, RpcError::invalid_params("`params` must be an object"))),
+        Some(_) => return Err(fail(id, RpcError::invalid_params("`params` must be an object"))),
     };
     Ok(Request { id, method, params })
 }
@@ -206,9 +213,9 @@ mod tests {
     fn requests() {
         assert_eq!(parse_request(b"{").unwrap_err().1.code, -32700);
         assert_eq!(parse_request(b"[]").unwrap_err().1.code, -32600);
-        let (id, e) = parse_request(br#"{"jsonrpc":"1.0","id":7,"method":"GetTask"}"#).unwrap_err();
+        let (id, e) = *parse_request(br#"{"jsonrpc":"1.0","id":7,"method":"GetTask"}"#).unwrap_err();
         assert_eq!((id, e.code), (json!(7), -32600));
-        let (id, e) = parse_request(br#"{"jsonrpc":"2.0","id":"a","method":"GetTask","params":[1]}"#).unwrap_err();
+        let (id, e) = *parse_request(br#"{"jsonrpc":"2.0","id":"a","method":"GetTask","params":[1]}"#).unwrap_err();
         assert_eq!((id, e.code), (json!("a"), -32602));
         let r = parse_request(br#"{"jsonrpc":"2.0","id":"a","method":"GetTask"}"#).unwrap();
         assert_eq!((r.method.as_str(), r.params), ("GetTask", json!({})));
