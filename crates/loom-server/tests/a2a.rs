@@ -376,3 +376,64 @@ async fn the_a2a_python_sdk_completes_tasks_against_loom_serve() {
         ]
     );
 }
+
+/// From a configuration file: descriptions and `[server] public_url` reach the card (the
+/// instructions do not), and `metadata.skill` picks one of several agents.
+#[tokio::test]
+async fn the_card_follows_the_configuration_and_skills_pick_the_agent() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    let config = loom_agent::config::AgentConfig::from_toml_str(
+        r#"
+        [server]
+        auth = false
+        public_url = "https://agents.example.com/"
+        [agents.planner]
+        model = "echo"
+        description = "Plans trips."
+        instructions = "SECRET SYSTEM PROMPT"
+        [agents.writer]
+        model = "echo"
+        "#,
+    )
+    .unwrap();
+    let server = loom_server::Server::from_config(&config, &Default::default()).await.unwrap();
+    let app = server.router().unwrap();
+    let call = |req: axum::http::Request<Body>| {
+        let app = app.clone();
+        async move {
+            let r = app.oneshot(req).await.unwrap();
+            let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    let card = call(axum::http::Request::get("/.well-known/agent-card.json").body(Body::empty()).unwrap()).await;
+    assert_eq!(card["supportedInterfaces"][0]["url"], "https://agents.example.com/a2a");
+    assert_eq!(card["name"], "Loom agents");
+    let skills: Vec<(&str, &str)> = card["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s["description"].as_str().unwrap()))
+        .collect();
+    assert_eq!(skills, [("planner", "Plans trips."), ("writer", "The Loom agent `writer`.")]);
+    assert!(card.get("securitySchemes").is_none(), "no keys, no scheme");
+    assert!(!card.to_string().contains("SECRET"), "the instructions are not published");
+    let rpc = |params: Value| {
+        axum::http::Request::post("/a2a")
+            .header("content-type", "application/json")
+            .header("A2A-Version", "1.0")
+            .body(Body::from(json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": params}).to_string()))
+            .unwrap()
+    };
+    let mut p = send("hi writer");
+    p["metadata"] = json!({"skill": "writer"});
+    let v = call(rpc(p)).await;
+    let id = v["result"]["task"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    let run = call(axum::http::Request::get(format!("/runs/{id}")).body(Body::empty()).unwrap()).await;
+    assert_eq!(run["agent"], "writer", "{run}");
+    let v = call(rpc(send("which one?"))).await;
+    assert_eq!(code(&v), -32602, "several agents and no skill: {v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("planner"), "{v}");
+}
