@@ -4,7 +4,8 @@
 //! `Last-Event-ID` resumption or JSON pages), sessions, approvals, signals and schedules, memory
 //! (facts, search, blocks, forget, export), knowledge search, per-tenant daily budgets
 //! (`GET /budget`, 429 `tenant_budget_exceeded`), OpenAI-compatible
-//! `/v1/chat/completions` and `/v1/responses`, `/health`, `/ready`, `/metrics` (Prometheus) and
+//! `/v1/chat/completions` and `/v1/responses`, A2A 1.0 (`/.well-known/agent-card.json` and the
+//! JSON-RPC endpoint `/a2a`, see [`a2a`]), `/health`, `/ready`, `/metrics` (Prometheus) and
 //! `/openapi.json`, and the dashboard at `/ui` (with `/usage`, `/audit` and
 //! `/runs/{id}/transcript` for it). Every API request needs `Authorization: Bearer KEY`; each key belongs to a
 //! tenant, and a tenant sees only its own users' sessions, runs and events (another tenant's id is
@@ -18,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod a2a;
 mod approvals;
 mod audit;
 mod auth;
@@ -104,14 +106,19 @@ impl Server {
             .map(|c| loom_agent::config::RateLimiterConfig { mode: Some("reject".into()), ..c.clone() }.build())
             .transpose()?;
         let audit = audit_sources(config)?;
-        let mut server = Server::new(AppState::new(agents, keys, limiter), settings);
+        let state = AppState::new(agents, keys, limiter).with_a2a(a2a::settings_from(config));
+        let mut server = Server::new(state, settings);
         server.audit = audit;
         Ok(server)
     }
 
     /// A server over a state made in code. The settings' `tenant_budget`, when set, replaces the
     /// state's budgets.
-    pub fn new(state: AppState, settings: loom_agent::config::ServerConfig) -> Server {
+    pub fn new(mut state: AppState, settings: loom_agent::config::ServerConfig) -> Server {
+        if state.a2a.public_url.is_none() {
+            state.a2a.public_url = settings.public_url.clone();
+        }
+        state.a2a.tls |= settings.tls_cert.is_some();
         let state = match &settings.tenant_budget {
             Some(budget) => state.with_tenant_budget(Some(budget.clone())),
             None => state,
@@ -271,6 +278,7 @@ fn router_with(
         .route("/budget", get(budgets::show))
         .route("/v1/chat/completions", post(openai::chat_completions).route_layer(budget()))
         .route("/v1/responses", post(openai::responses).route_layer(budget()))
+        .route("/a2a", post(a2a::endpoint))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let mut app = Router::new()
         .route("/health", get(health))
@@ -280,6 +288,7 @@ fn router_with(
         .route("/ui", get(ui::root))
         .route("/ui/", get(ui::index))
         .route("/ui/{*path}", get(ui::asset))
+        .route("/.well-known/agent-card.json", get(a2a::agent_card))
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY)))
@@ -303,6 +312,7 @@ fn router_with(
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,
                     header::HeaderName::from_static("last-event-id"),
+                    header::HeaderName::from_static("a2a-version"),
                 ]),
         );
     }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::runs::open_session;
+use crate::runs::start_in_session;
 use crate::state::{AppState, Body, Tenant};
 
 /// A chat message: `content` is a string or a list of parts with `text`.
@@ -88,9 +88,7 @@ fn start(
     }
     let wanted = model.filter(|m| *m != "default");
     let (name, agent) = state.agent(wanted)?;
-    let session = open_session(state, tenant, &name, &agent, user, None)?;
-    let run = session.session.start(request);
-    state.track(tenant, &name, &run);
+    let run = start_in_session(state, tenant, &name, &agent, user, None, request)?;
     Ok((name, run))
 }
 

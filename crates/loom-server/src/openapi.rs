@@ -45,6 +45,14 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/usage", "Tokens and cost of the tenant's runs (group: user, day, user,day; days)", true),
     ("get", "/audit", "The tenant's audit entries and each log's verification (run_id, action, limit)", true),
     ("get", "/ui", "The dashboard (static files; the data it shows needs a key)", false),
+    ("get", "/.well-known/agent-card.json", "The A2A 1.0 agent card", false),
+    (
+        "post",
+        "/a2a",
+        "A2A 1.0 JSON-RPC (header A2A-Version: 1.0): SendMessage, SendStreamingMessage, SubscribeToTask (SSE), \
+         GetTask, CancelTask, ListTasks",
+        true,
+    ),
 ];
 
 /// The document.

@@ -142,6 +142,24 @@ pub(crate) fn open_session(
     Ok(entry)
 }
 
+/// Starts a run in the tenant's session `session_id` (opened when new; a new session when `None`)
+/// and tracks it: what `/v1/*` and A2A do (`POST /runs` adds its busy-session strategy between
+/// the two steps).
+pub(crate) fn start_in_session(
+    state: &Arc<AppState>,
+    tenant: &Tenant,
+    agent_name: &str,
+    agent: &Agent,
+    user: Option<&str>,
+    session_id: Option<&str>,
+    request: RunRequest,
+) -> ApiResult<Run> {
+    let entry = open_session(state, tenant, agent_name, agent, user, session_id)?;
+    let run = entry.session.start(request);
+    state.track(tenant, agent_name, &run);
+    Ok(run)
+}
+
 /// The tenant's runs of a session that have not ended.
 pub(crate) fn in_flight(state: &AppState, tenant: &Tenant, session_id: &str) -> Vec<Run> {
     state

@@ -61,6 +61,7 @@ pub struct AppState {
     pub(crate) limiter: Option<TokenBucketLimiter>,
     pub(crate) metrics: Metrics,
     pub(crate) budgets: crate::budgets::TenantBudgets,
+    pub(crate) a2a: crate::a2a::A2aSettings,
 }
 
 impl std::hash::Hash for Tenant {
@@ -86,12 +87,19 @@ impl AppState {
             limiter,
             metrics: Metrics::default(),
             budgets: Default::default(),
+            a2a: crate::a2a::A2aSettings::default(),
         }
     }
 
     /// Sets the per-tenant daily budgets (see [`crate::TenantBudgets`]).
     pub fn with_tenant_budget(mut self, config: Option<loom_agent::config::TenantBudgetConfig>) -> Self {
         self.budgets = crate::budgets::TenantBudgets::new(config);
+        self
+    }
+
+    /// Sets what the A2A agent card says beyond what the agents know (public URL, descriptions).
+    pub fn with_a2a(mut self, settings: crate::a2a::A2aSettings) -> Self {
+        self.a2a = settings;
         self
     }
 

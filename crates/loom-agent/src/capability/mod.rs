@@ -1,6 +1,8 @@
-//! Capabilities: named bundles of tools and instructions (files, web, shell, MCP, skills) that an
-//! agent takes as one unit.
+//! Capabilities: named bundles of tools and instructions (files, web, shell, MCP, skills, remote
+//! A2A agents) that an agent takes as one unit.
 
+#[cfg(feature = "a2a")]
+pub mod a2a;
 mod files;
 #[cfg(unix)]
 mod shell;
@@ -8,6 +10,8 @@ mod skills;
 #[cfg(feature = "web")]
 pub mod web;
 
+#[cfg(feature = "a2a")]
+pub use a2a::{A2a, A2aError, a2a};
 pub use files::{Files, files};
 pub use loom_core::capability::{Capability, ToolSource};
 #[cfg(unix)]

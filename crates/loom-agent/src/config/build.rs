@@ -69,6 +69,27 @@ pub(super) fn builder(config: &AgentConfig, registry: &ToolRegistry) -> Result<A
             CapabilityConfig::Skills { dir } => {
                 b.capability(crate::capability::skills(dir).map_err(|e| Error::Config(format!("skills: {e}")))?)
             }
+            CapabilityConfig::A2a { url, token_env, name, timeout } => {
+                #[cfg(feature = "a2a")]
+                {
+                    let mut remote = crate::capability::a2a(url);
+                    if let Some(var) = token_env {
+                        remote = remote.bearer_env(var);
+                    }
+                    if let Some(name) = name {
+                        remote = remote.name(name);
+                    }
+                    if let Some(t) = timeout {
+                        remote = remote.timeout(*t);
+                    }
+                    b.capability(remote)
+                }
+                #[cfg(not(feature = "a2a"))]
+                {
+                    let _ = (url, token_env, name, timeout);
+                    return Err(Error::Config("the a2a capability needs loom-agent's `a2a` feature".into()));
+                }
+            }
         };
     }
     if let Some(g) = &config.generation {

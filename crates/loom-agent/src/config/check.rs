@@ -115,6 +115,11 @@ fn check_agent(config: &AgentConfig, label: &str) -> Result<(), Error> {
     if let Some(audit) = &config.audit_log {
         check_env(Some(&audit.secret_env), &at("audit_log.secret_env"))?;
     }
+    for (i, cap) in config.capabilities.iter().enumerate() {
+        if let super::CapabilityConfig::A2a { token_env, .. } = cap {
+            check_env(token_env.as_deref(), &at(&format!("capabilities[{i}].token_env")))?;
+        }
+    }
     if config.journal.is_some() && config.journal_env.is_some() {
         return Err(Error::Config(format!("set `{}` or `{}`, not both", at("journal"), at("journal_env"))));
     }

@@ -110,10 +110,14 @@ pub struct AgentConfig {
     /// The instructions (system prompt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
+    /// What the agent does, for people and other agents: `loom serve` publishes it in the A2A
+    /// agent card (the instructions, a system prompt, are never published).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Tools by name, from the program's [`ToolRegistry`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
-    /// Capabilities: `files`, `web`, `shell`, `skills`.
+    /// Capabilities: `files`, `web`, `shell`, `skills`, `a2a`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<CapabilityConfig>,
     /// Generation settings (`temperature`, `max_output_tokens`, `top_p`, `stop`, `seed`).
@@ -213,6 +217,20 @@ pub enum CapabilityConfig {
     Skills {
         /// The skills directory.
         dir: String,
+    },
+    /// A remote A2A agent as a tool (see [`crate::capability::a2a`]).
+    A2a {
+        /// The agent's base URL (its card is at `URL/.well-known/agent-card.json`) or its card's URL.
+        url: String,
+        /// The environment variable holding the bearer token to send (none when unset).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_env: Option<String>,
+        /// The tool's name (from the card's name by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// How long one call may take (default 120 s).
+        #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+        timeout: Option<Duration>,
     },
 }
 
@@ -372,6 +390,10 @@ pub struct ServerConfig {
     /// What each tenant may spend per UTC day (`[server.tenant_budget]`; unlimited when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_budget: Option<TenantBudgetConfig>,
+    /// The URL clients reach the server at (`https://agents.example.com`), for the A2A agent
+    /// card; by default the card is built from the request's `Host` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 /// Per-tenant daily limits for `loom serve` (`[server.tenant_budget]`), with overrides by tenant
