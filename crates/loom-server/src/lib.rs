@@ -22,6 +22,7 @@ mod events;
 mod metrics;
 mod openai;
 pub mod openapi;
+mod queued;
 mod runs;
 mod sessions;
 mod state;
@@ -52,6 +53,8 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 pub struct Server {
     state: Arc<AppState>,
     settings: loom_agent::config::ServerConfig,
+    /// In queue mode, when this server also runs queued runs.
+    worker: Option<loom_agent::QueueWorker>,
 }
 
 impl std::fmt::Debug for Server {
@@ -86,12 +89,62 @@ impl Server {
             .as_ref()
             .map(|c| loom_agent::config::RateLimiterConfig { mode: Some("reject".into()), ..c.clone() }.build())
             .transpose()?;
-        Ok(Server { state: Arc::new(AppState::new(agents, keys, limiter)), settings })
+        let mut state = AppState::new(agents, keys, limiter);
+        let mut worker = None;
+        if settings.execution == Some(loom_agent::config::Execution::Queue) {
+            let urls = config
+                .agent_configs()
+                .iter()
+                .map(|(_, a)| a.journal_url())
+                .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+            let mut urls = urls.into_iter();
+            let (Some(Some(url)), None) = (urls.next(), urls.next()) else {
+                return Err(Error::Config(
+                    "[server] execution = \"queue\" needs one durable journal shared by every agent \
+                     (journal = \"postgres://…\" or \"sqlite:…\")"
+                        .into(),
+                ));
+            };
+            let sqlite = url.starts_with("sqlite:");
+            let first = state.agents.values().next().ok_or_else(|| Error::Config("no agent to serve".into()))?;
+            state = state.with_queue(first.run_queue()?);
+            if settings.serve_runs.unwrap_or(sqlite) {
+                let agents = state.agents.iter().map(|(n, a)| (n.clone(), a.clone()));
+                worker =
+                    Some(loom_agent::QueueWorker::new(agents)?.concurrency(settings.worker_concurrency.unwrap_or(64)));
+            }
+        }
+        Ok(Server { state: Arc::new(state), settings, worker })
     }
 
     /// A server over a state made in code.
     pub fn new(state: AppState, settings: loom_agent::config::ServerConfig) -> Server {
-        Server { state: Arc::new(state), settings }
+        Server { state: Arc::new(state), settings, worker: None }
+    }
+
+    /// Has this server also claim and run queued runs (queue mode) with `worker`.
+    pub fn with_worker(mut self, worker: loom_agent::QueueWorker) -> Server {
+        self.worker = Some(worker);
+        self
+    }
+
+    /// Starts what runs beside the listener until `shutdown` is cancelled: the queue worker (when
+    /// this server runs queued runs) and the retention policy (`[server] retention`).
+    fn background(&self, shutdown: &tokio::sync::watch::Receiver<bool>) {
+        let stopped = |rx: tokio::sync::watch::Receiver<bool>| async move {
+            let mut rx = rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Some(worker) = self.worker.clone() {
+            let stop = stopped(shutdown.clone());
+            tokio::spawn(async move { worker.run(stop).await });
+        }
+        if let Some(keep) = self.settings.retention
+            && let Some(journal) = self.state.agents.values().find_map(|a| a.journal().cloned())
+        {
+            let every = std::time::Duration::from_secs(3600);
+            tokio::spawn(loom_agent::prune_periodically(journal, keep, every, stopped(shutdown.clone())));
+        }
     }
 
     /// The shared state.
@@ -123,8 +176,11 @@ impl Server {
         let app = self.router()?;
         let handle = axum_server::Handle::new();
         let h = handle.clone();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        self.background(&stopping);
         tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
+            let _ = stop.send(true);
             h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
         });
         let service = app.into_make_service();

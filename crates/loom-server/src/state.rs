@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use chrono::{DateTime, Utc};
 use loom_agent::governance::TokenBucketLimiter;
-use loom_agent::store::ApiKeyStore;
+use loom_agent::store::{ApiKeyStore, RunQueue};
 use loom_agent::{Agent, Run, Session};
 
 use crate::error::ApiError;
@@ -60,6 +60,8 @@ pub struct AppState {
     pub(crate) sessions: Mutex<HashMap<(Tenant, String), SessionEntry>>,
     pub(crate) limiter: Option<TokenBucketLimiter>,
     pub(crate) metrics: Metrics,
+    /// In queue mode, the durable run queue every run goes through.
+    pub(crate) queue: Option<Arc<dyn RunQueue>>,
 }
 
 impl std::hash::Hash for Tenant {
@@ -84,7 +86,15 @@ impl AppState {
             sessions: Mutex::new(HashMap::new()),
             limiter,
             metrics: Metrics::default(),
+            queue: None,
         }
+    }
+
+    /// Queue mode: runs are queued in `queue` (the journal's database) for workers, and every
+    /// run answer comes from it (see `[server] execution = "queue"`).
+    pub fn with_queue(mut self, queue: Arc<dyn RunQueue>) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     pub(crate) fn runs(&self) -> MutexGuard<'_, HashMap<String, RunEntry>> {
