@@ -170,7 +170,7 @@ async fn events_follow_the_durable_log_with_last_event_id() {
     assert_eq!(ids, (0..all.len() as u64).collect::<Vec<_>>(), "no gap, no repeat: {ids:?}");
     assert_eq!(all.first().map(|e| e.1.as_str()), Some("run.started"));
     assert_eq!(all.last().map(|e| e.1.as_str()), Some("run.completed"));
-    assert_eq!(all.last().unwrap().2["output"], "Echo: one two three four");
+    assert_eq!(all.last().unwrap().2["payload"]["output"], "Echo: one two three four");
     // Reconnecting after event 2 gets exactly the rest.
     let rest = p.sse(&p.back, &run_id, Some(2)).await;
     assert_eq!(rest.iter().map(|e| e.0).collect::<Vec<_>>(), ids[3..].to_vec());
