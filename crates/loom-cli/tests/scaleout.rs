@@ -223,7 +223,24 @@ async fn scale_out(n: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     mock.hold();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Until no run of this test has a tool call without its journaled result (all wait for the
+    // model), twice in a row.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let mut quiet = 0;
+    while quiet < 2 {
+        assert!(Instant::now() < deadline, "tool calls never settled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let row = client
+            .query_one(
+                "SELECT COUNT(*) FROM loom_runs r WHERE agent = $1 AND NOT finished AND (SELECT kind FROM loom_journal j
+                  WHERE j.run_id = r.run_id ORDER BY seq DESC LIMIT 1) = 'tool_intent'",
+                &[&agent],
+            )
+            .await
+            .unwrap();
+        quiet = if row.get::<_, i64>(0) == 0 { quiet + 1 } else { 0 };
+    }
     let killed_at = ledger(&dir).len();
     drop(workers[0].take());
     mock.release();
@@ -240,6 +257,19 @@ async fn scale_out(n: usize) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if done < n {
+        let rows = client
+            .query(
+                "SELECT run_id, state, fence, LEFT(transcript, 600) FROM loom_runs WHERE agent = $1 AND state <> 'completed'",
+                &[&agent],
+            )
+            .await
+            .unwrap();
+        for r in rows.iter().take(10) {
+            let (id, state, fence) = (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2));
+            eprintln!("{id} {state} fence {fence}: {:?}", r.get::<_, Option<String>>(3));
+        }
     }
     assert_eq!(done, n, "runs completed");
     let all: Value =
@@ -289,8 +319,6 @@ async fn scale_out(n: usize) {
     }
 
     // Some runs of the killed worker were taken over (their fencing number moved past the claim).
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
     let row =
         client.query_one("SELECT COUNT(*) FROM loom_runs WHERE agent = $1 AND fence > 1", &[&agent]).await.unwrap();
     let taken_over: i64 = row.get(0);

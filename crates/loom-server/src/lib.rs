@@ -106,7 +106,8 @@ impl Server {
                 ));
             };
             let sqlite = url.starts_with("sqlite:");
-            let queue = state.agents.values().next().ok_or_else(|| Error::Config("no agent to serve".into()))?.run_queue()?;
+            let queue =
+                state.agents.values().next().ok_or_else(|| Error::Config("no agent to serve".into()))?.run_queue()?;
             state = state.with_queue(queue);
             if settings.serve_runs.unwrap_or(sqlite) {
                 let agents = state.agents.iter().map(|(n, a)| (n.clone(), a.clone()));

@@ -177,7 +177,7 @@ impl Follow {
             self.idle += 1;
             // A run that finished without a terminal event in its log (its saving failed) ends
             // the stream once its state says so.
-            if self.idle % 20 == 0
+            if self.idle.is_multiple_of(20)
                 && let Ok(Some(s)) = self.queue.status(&self.run_id).await
                 && s.finished
             {

@@ -159,10 +159,15 @@ impl QueueWorker {
     /// the runs it holds to end. A pass that fails (the database is down) is logged and retried.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> QueueReport {
         let mut report = QueueReport::default();
-        let mut running: HashMap<String, Run> = HashMap::new();
+        let mut running: HashMap<String, (Run, usize)> = HashMap::new();
         let mut cancelled: HashSet<String> = HashSet::new();
+        let mut renewed = tokio::time::Instant::now();
         tokio::pin!(shutdown);
         loop {
+            if renewed.elapsed() >= self.renew_every() {
+                renewed = tokio::time::Instant::now();
+                self.renew_waiting(&running).await;
+            }
             let full = match self.pass(&mut running, &mut cancelled, &mut report).await {
                 Ok(full) => full,
                 Err(e) => {
@@ -176,22 +181,44 @@ impl QueueWorker {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
-        for (_, run) in running.drain() {
+        for (_, (run, _)) in running.drain() {
             let result = run.result().await;
             *report.ended.entry(result.state.as_str().to_string()).or_default() += 1;
         }
         report
     }
 
+    /// How often the claims of runs that have not started are renewed: a third of the shortest
+    /// lease.
+    fn renew_every(&self) -> Duration {
+        self.agents.iter().map(|(_, a)| a.inner.env.stores.lease.ttl / 3).min().unwrap_or(Duration::from_secs(1))
+    }
+
+    /// Renews the claims of the runs that wait to start (behind their session's earlier runs, or
+    /// on a busy machine): once a run executes, its driver renews its lease.
+    async fn renew_waiting(&self, running: &HashMap<String, (Run, usize)>) {
+        for (id, (run, agent)) in running {
+            if run.state() != crate::run::RunState::Queued {
+                continue;
+            }
+            let Some((_, agent)) = self.agents.get(*agent) else { continue };
+            let Some(journal) = agent.journal() else { continue };
+            let fence = run.log.fence.load(std::sync::atomic::Ordering::Acquire);
+            if let Err(e) = journal.renew(id, &agent.inner.env.stores.lease.fenced(fence)).await {
+                tracing::warn!(run_id = %id, error = %e, "renewing a claim failed");
+            }
+        }
+    }
+
     /// One pass: collects ended runs, honours requested cancels, claims as many runs as there is
     /// room for. Returns whether a claim filled the room (more may wait: no pause).
     async fn pass(
         &self,
-        running: &mut HashMap<String, Run>,
+        running: &mut HashMap<String, (Run, usize)>,
         cancelled: &mut HashSet<String>,
         report: &mut QueueReport,
     ) -> Result<bool, Error> {
-        running.retain(|id, run| {
+        running.retain(|id, (run, _)| {
             let state = run.state();
             let live = !state.is_terminal();
             if !live {
@@ -203,7 +230,7 @@ impl QueueWorker {
         if !running.is_empty() {
             let ids: Vec<String> = running.keys().filter(|id| !cancelled.contains(*id)).cloned().collect();
             for id in self.queue.cancels_requested(&ids).await? {
-                if let Some(run) = running.get(&id) {
+                if let Some((run, _)) = running.get(&id) {
                     run.cancel();
                     report.cancelled += 1;
                     cancelled.insert(id);
@@ -211,7 +238,7 @@ impl QueueWorker {
             }
         }
         let mut full = false;
-        for (name, agent) in &self.agents {
+        for (index, (name, agent)) in self.agents.iter().enumerate() {
             let room = self.concurrency.saturating_sub(running.len());
             if room == 0 {
                 return Ok(true);
@@ -228,7 +255,7 @@ impl QueueWorker {
                         }
                         report.started += 1;
                         report.resumed += usize::from(claim.begun);
-                        running.insert(claim.run.run_id.clone(), run);
+                        running.insert(claim.run.run_id.clone(), (run, index));
                     }
                     // Its lease lapses and another claim retries it (or reports the same error).
                     Err(e) => tracing::warn!(run_id = %claim.run.run_id, error = %e, "starting a claimed run failed"),

@@ -123,8 +123,11 @@ impl Recorder {
 
     /// Checks (renewing it) that this run still holds its lease with its fencing number: a run
     /// taken over by another process since is [`crate::Error::LeaseLost`] and must save nothing.
+    /// A run claimed from the queue (fence above 0) is checked even before its `begin`: its claim
+    /// is a lease on the queue's row.
     pub(crate) async fn still_held(&self) -> Result<(), crate::Error> {
-        let Some(journal) = &self.journal else { return Ok(()) };
+        let claimed = self.configured.as_ref().filter(|_| self.lease.fence > 0);
+        let Some(journal) = self.journal.as_ref().or(claimed) else { return Ok(()) };
         journal.renew(&self.log.run_id, &self.lease).await
     }
 
