@@ -220,7 +220,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|e| e.run.state())
         .filter(|s| !s.is_terminal() || *s == loom_agent::RunState::Suspended)
         .collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&live))
+    let mut text = state.metrics.render(&live);
+    // Queue mode: the runs waiting in the database for a worker (all servers' and workers').
+    if let Some(queue) = &state.queue
+        && let Ok(depth) = queue.depth().await
+    {
+        text.push_str(
+            "# HELP loom_durable_queue_depth Runs queued in the database, not claimed by a worker.\n\
+             # TYPE loom_durable_queue_depth gauge\n",
+        );
+        text.push_str(&format!("loom_durable_queue_depth {depth}\n"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn openapi() -> impl IntoResponse {

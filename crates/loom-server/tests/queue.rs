@@ -223,6 +223,9 @@ async fn a_run_cancelled_while_queued_ends_cancelled_when_claimed() {
     assert_eq!(v["output"], "Echo: first");
     let events = p.sse(&p.front, &run_id, None).await;
     assert_eq!(events.last().map(|e| e.1.as_str()), Some("run.cancelled"), "{events:?}");
+    // The metrics count what waits in the database (nothing now).
+    let metrics = p.http.get(format!("{}/metrics", p.front)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("loom_durable_queue_depth 0"), "{metrics}");
     // An unknown run: 404.
     assert_eq!(p.get(&p.front, &p.key_a, "/runs/run_unknown").await.0, 404);
 }
