@@ -92,7 +92,8 @@ pub(crate) async fn create(
         }
     }
     let request = queued_request(&input, &body.context.unwrap_or_default(), &body.metadata);
-    let run_id = agent.enqueue(&agent_name, body.session_id.as_deref(), Some(&user), request).await?;
+    let queued = agent.enqueue(&agent_name, body.session_id.as_deref(), Some(&user), request).await?;
+    let run_id = queued.run_id.clone();
     if body.wait {
         let done = loop {
             match queue.status(&run_id).await? {
@@ -102,7 +103,19 @@ pub(crate) async fn create(
         };
         return Ok((StatusCode::OK, Json(status_view(&state, &tenant, &done).await?)).into_response());
     }
-    let s = owned(queue.as_ref(), &tenant, &run_id).await?;
+    // As queued (a worker may have claimed it already: GET tells).
+    let s = RunStatus {
+        run_id,
+        agent: Some(agent_name.clone()),
+        session_id: queued.session_id,
+        user_id: queued.user_id,
+        state: loom_agent::RunState::Queued,
+        finished: false,
+        created_at: queued.queued_at,
+        finished_at: None,
+        cancel_requested: false,
+        lease_owner: None,
+    };
     Ok((StatusCode::CREATED, Json(light_view(&tenant, &agent_name, &s))).into_response())
 }
 

@@ -37,19 +37,18 @@ fn parse_request(run: &QueuedRun) -> Result<RunRequest, Error> {
 
 impl Agent {
     /// Queues a run in this agent's journal database for a worker (see [`QueueWorker`]) under
-    /// `agent_name`, and returns its id at once. Needs a journal with a run queue (SQLite or
-    /// PostgreSQL).
+    /// `agent_name`, and returns it (its id, and its session: a new one when none is given) at
+    /// once. Needs a journal with a run queue (SQLite or PostgreSQL).
     pub async fn enqueue(
         &self,
         agent_name: &str,
         session_id: Option<&str>,
         user_id: Option<&str>,
         request: Value,
-    ) -> Result<String, Error> {
+    ) -> Result<QueuedRun, Error> {
         let queue = self.run_queue()?;
-        let run_id = crate::new_id("run");
         let run = QueuedRun {
-            run_id: run_id.clone(),
+            run_id: crate::new_id("run"),
             agent: agent_name.to_string(),
             session_id: session_id.map_or_else(|| crate::new_id("sess"), str::to_string),
             user_id: user_id.map(str::to_string),
@@ -57,7 +56,7 @@ impl Agent {
             queued_at: chrono::Utc::now(),
         };
         queue.enqueue(&run).await?;
-        Ok(run_id)
+        Ok(run)
     }
 
     /// The run queue of this agent's journal; [`Error::Config`] when it has none.
