@@ -229,3 +229,37 @@ async fn a_run_cancelled_while_queued_ends_cancelled_when_claimed() {
     // An unknown run: 404.
     assert_eq!(p.get(&p.front, &p.key_a, "/runs/run_unknown").await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sqlite_one_server_queues_and_runs() {
+    let dir = std::env::temp_dir().join(format!("loom-server-queue-one-{}", loom_agent::new_id("t")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = format!(
+        "model = \"echo\"\njournal = \"sqlite:{}\"\n[server]\nauth = false\nexecution = \"queue\"\nretention = \"30d\"\n",
+        dir.join("loom.db").display()
+    );
+    let config = loom_agent::config::AgentConfig::from_toml_str(&toml).unwrap();
+    let settings = config.server.clone().unwrap();
+    assert_eq!(settings.execution, Some(Execution::Queue));
+    assert_eq!(settings.retention, Some(Duration::from_secs(30 * 24 * 3600)));
+    let bad = loom_agent::config::AgentConfig::from_toml_str("model = \"echo\"\n[server]\nexecution = \"elsewhere\"\n");
+    assert!(bad.is_err());
+    // Queue mode needs a durable journal.
+    let none = loom_agent::config::AgentConfig::from_toml_str(
+        "model = \"echo\"\n[server]\nauth = false\nexecution = \"queue\"\n",
+    )
+    .unwrap();
+    let err = Server::from_config(&none, &Default::default()).await.unwrap_err();
+    assert!(err.to_string().contains("durable journal"), "{err}");
+    // SQLite: the server runs the worker itself (no `loom worker` needed).
+    let server = Server::from_config(&config, &Default::default()).await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { server.serve_on(listener).await.unwrap() });
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{base}/runs")).json(&json!({"input": "hi", "wait": true})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["state"].as_str(), v["output"].as_str()), (Some("completed"), Some("Echo: hi")), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
