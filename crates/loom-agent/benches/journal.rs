@@ -82,7 +82,7 @@ fn journal_overhead(c: &mut Criterion) {
     group.finish();
     // The store's own costs: one round trip to its thread (a read), one write transaction.
     let store = loom_agent::store::SqliteStore::open(dir.join("ops.db")).unwrap();
-    let lease = loom_agent::store::Lease { owner: "bench".into(), ttl: std::time::Duration::from_secs(60) };
+    let lease = loom_agent::store::Lease::new("bench", std::time::Duration::from_secs(60));
     let agent = Agent::builder().model(model()).tool(tool()).journal(store.clone()).build().unwrap();
     let run_id = rt.block_on(agent.run("hello")).unwrap().run_id;
     use loom_agent::store::Journal;

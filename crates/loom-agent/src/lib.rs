@@ -72,7 +72,7 @@ pub use agent::{
     Agent, AgentBuilder, ApprovalRule, ContextPolicy, CriteriaGate, ResumeOptions, Run, RunRequest, RunStream, Runtime,
     RuntimeBuilder, Session, SessionConfig,
 };
-pub use agent::{Receipt, Worker, WorkerReport};
+pub use agent::{QueueReport, QueueWorker, Receipt, Worker, WorkerReport, prune_periodically, queued_request};
 pub use loom_agent_macros::tool;
 pub use loom_core::error::{Error, ModelError, RunError, RunErrorKind, RunFailure, ToolError, ToolErrorKind};
 pub use loom_core::event::{Event, EventKind};

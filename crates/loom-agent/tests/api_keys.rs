@@ -51,7 +51,7 @@ async fn sqlite() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert!(version >= 7, "the keys table came with version 7; the database is at {version}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -597,7 +597,7 @@ impl Journal for DiesAfter {
         self.alive().await;
         self.inner.end(run_id, lease, state, events).await
     }
-    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<u64, Error> {
         self.alive().await;
         self.inner.acquire(run_id, lease).await
     }

@@ -146,7 +146,7 @@ impl Journal for Stopping {
         self.check("end", false).await;
         self.inner.end(run_id, lease, state, events).await
     }
-    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<u64, Error> {
         self.inner.acquire(run_id, lease).await
     }
     async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {

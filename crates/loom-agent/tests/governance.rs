@@ -536,8 +536,8 @@ impl Journal for Recorder {
     async fn end(&self, _: &str, _: &Lease, _: RunState, _: &[Event]) -> Result<(), loom_agent::Error> {
         Ok(())
     }
-    async fn acquire(&self, _: &str, _: &Lease) -> Result<(), loom_agent::Error> {
-        Ok(())
+    async fn acquire(&self, _: &str, _: &Lease) -> Result<u64, loom_agent::Error> {
+        Ok(1)
     }
     async fn renew(&self, _: &str, _: &Lease) -> Result<(), loom_agent::Error> {
         Ok(())

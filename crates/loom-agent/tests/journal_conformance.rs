@@ -122,12 +122,17 @@ fn remove_db(path: &std::path::Path) {
     }
 }
 
+/// The fencing, queue and retention checks (in their own file).
+#[path = "journal_conformance/fencing.rs"]
+mod fencing;
+use fencing::*;
+
 // ---------------------------------------------------------------------------------------------
 // Data
 // ---------------------------------------------------------------------------------------------
 
 fn lease(owner: &str, ttl: Duration) -> Lease {
-    Lease { owner: owner.into(), ttl }
+    Lease::new(owner, ttl)
 }
 
 fn long(owner: &str) -> Lease {
@@ -347,17 +352,19 @@ async fn lease_held_until_it_expires(b: &Backend) {
         Err(Error::LeaseHeld { owner, .. }) => assert_eq!(owner, "a"),
         other => panic!("expected LeaseHeld, got {other:?}"),
     }
-    // The holder may take its own run again.
-    b.journal.acquire(&run, &a).await.unwrap();
+    // The holder may take its own run again (with the next fencing number).
+    let fence = b.journal.acquire(&run, &a).await.unwrap();
+    assert_eq!(fence, 1);
     // Now let it lapse: renew with a 50 ms lease, then wait.
-    b.journal.renew(&run, &lease("a", Duration::from_millis(50))).await.unwrap();
+    b.journal.renew(&run, &lease("a", Duration::from_millis(50)).fenced(fence)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    b.journal.acquire(&run, &long("b")).await.unwrap();
+    let taken = b.journal.acquire(&run, &long("b")).await.unwrap();
+    assert_eq!(taken, 2);
     let loaded = b.journal.load(&run).await.unwrap().unwrap();
     assert_eq!(loaded.lease_owner.as_deref(), Some("b"));
     assert_eq!(loaded.state, RunState::Running);
-    assert_lease_lost(b.journal.append(&run, &a, &every_entry()[0], &[]).await, "the old owner appends");
-    b.journal.append(&run, &long("b"), &every_entry()[0], &[]).await.unwrap();
+    assert_lease_lost(b.journal.append(&run, &a.fenced(fence), &every_entry()[0], &[]).await, "the old owner appends");
+    b.journal.append(&run, &long("b").fenced(taken), &every_entry()[0], &[]).await.unwrap();
 }
 
 async fn one_of_many_acquirers_wins(b: &Backend) {
@@ -384,7 +391,7 @@ async fn one_of_many_acquirers_wins(b: &Backend) {
     let mut winners = Vec::new();
     for (i, task) in tasks.into_iter().enumerate() {
         match task.await.unwrap() {
-            Ok(()) => winners.push(format!("owner{i}")),
+            Ok(_) => winners.push(format!("owner{i}")),
             Err(Error::LeaseHeld { .. }) => {}
             Err(e) => panic!("acquirer {i}: expected Ok or LeaseHeld, got {e:?}"),
         }
@@ -935,7 +942,8 @@ mod memory {
         begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
-        unknown_runs,
+        unknown_runs, a_stale_writer_is_fenced, acquire_increments_the_fence,
+        begin_keeps_the_lease_fence, concurrent_takeovers_fence_each_other, prune_deletes_finished_runs,
         // The in-memory session store, held to the same session checks.
         sessions_merge, history_is_idempotent_per_run, save_run_replaces, sessions_are_scoped_by_user,
         large_prompt_check,
@@ -952,7 +960,9 @@ mod sqlite {
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
         sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
-        large_prompt_check,
+        large_prompt_check, a_stale_writer_is_fenced, acquire_increments_the_fence,
+        begin_keeps_the_lease_fence, concurrent_takeovers_fence_each_other,
+        prune_deletes_finished_runs, queued_runs_are_claimed_once,
     );
 
     /// A 10 MB prompt is not stored seven times over: every row that holds it refers to the run's
@@ -1050,6 +1060,8 @@ mod postgres {
     use tokio_postgres::{Client, NoTls};
 
     suite!(Backend::postgres();
+        a_stale_writer_is_fenced, acquire_increments_the_fence, begin_keeps_the_lease_fence,
+        concurrent_takeovers_fence_each_other, prune_deletes_finished_runs, queued_runs_are_claimed_once,
         begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,

@@ -427,6 +427,23 @@ pub enum RunsCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Retention: delete the runs that finished longer ago than --older-than, with their events,
+    /// journal entries and transcripts (the audit log is kept; unfinished runs are kept whatever
+    /// their age). `[server] retention = "30d"` applies the same policy hourly in `loom serve`
+    /// and `loom worker --config`.
+    ///
+    /// Exit codes: 0 pruned (possibly nothing); 2 the journal cannot be opened or pruned.
+    Prune {
+        /// The journal to prune.
+        #[command(flatten)]
+        journal: JournalArg,
+        /// The age: 30d, 12h, 90m, 1w …
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Print the counts as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run_long_help() -> String {

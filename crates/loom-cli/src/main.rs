@@ -14,6 +14,7 @@ mod cli;
 mod knowledge_cmd;
 mod memory_cmd;
 mod model_cmd;
+mod queue_cmd;
 mod render;
 mod run;
 mod runs;

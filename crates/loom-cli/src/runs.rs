@@ -39,6 +39,37 @@ pub fn main(args: RunsArgs) -> Exit {
             Err(exit) => exit,
         },
         RunsCommand::Resume { run_id, agent, json, wait } => resume(&runtime, agent, &run_id, json, wait),
+        RunsCommand::Prune { journal, older_than, json } => match open(&journal.journal) {
+            Ok(slot) => runtime.block_on(prune(&slot, older_than, json)),
+            Err(exit) => exit,
+        },
+    }
+}
+
+/// `loom runs prune`: deletes the runs that finished more than `older_than` ago.
+async fn prune(slot: &JournalSlot, older_than: std::time::Duration, json: bool) -> Exit {
+    let age = chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let cut = chrono::Utc::now().checked_sub_signed(age).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    match slot.journal.prune(cut).await {
+        Ok(r) => {
+            if json {
+                println!("{}", json!({"runs": r.runs, "events": r.events, "entries": r.entries, "before": cut}));
+            } else {
+                println!(
+                    "pruned {} run(s), {} event(s), {} journal entr{} (finished before {})",
+                    r.runs,
+                    r.events,
+                    r.entries,
+                    if r.entries == 1 { "y" } else { "ies" },
+                    cut.to_rfc3339()
+                );
+            }
+            Exit::Completed
+        }
+        Err(e) => {
+            report(&format!("error: {}", describe(&e)));
+            Exit::Usage
+        }
     }
 }
 

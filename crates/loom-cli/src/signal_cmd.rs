@@ -147,6 +147,15 @@ pub struct WorkerArgs {
     /// Print each run as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Claim and run the queued runs of the agents of this configuration (`[server] execution =
+    /// "queue"` in `loom serve`), on its journal's database, until interrupted; instead of
+    /// handling signals and schedules. Any number of workers may share the database.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// With --config: how many runs to drive at once (default: the file's
+    /// [server] worker_concurrency, else 64).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
 }
 
 /// The signal store in the database at `url` (a durable one: "memory" would lose the signal).
@@ -291,6 +300,9 @@ pub fn schedule(args: ScheduleArgs) -> Exit {
 
 /// Runs `loom worker`.
 pub fn worker(args: WorkerArgs) -> Exit {
+    if let Some(config) = &args.config {
+        return crate::queue_cmd::worker(config, args.concurrency);
+    }
     if args.agent.journal.is_none() {
         report(&format!("error: loom worker needs --journal URL (or ${JOURNAL_ENV}): the database it works for"));
         return Exit::Usage;

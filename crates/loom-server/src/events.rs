@@ -31,6 +31,8 @@ pub struct EventsQuery {
 enum Source {
     Live(Run),
     Stored(Vec<Event>),
+    /// Queue mode: the durable log, followed (the run executes in another process).
+    Follow(Arc<dyn loom_agent::store::RunQueue>),
 }
 
 async fn source(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<Source> {
@@ -39,6 +41,10 @@ async fn source(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<So
     }
     if state.runs().contains_key(run_id) {
         return Err(ApiError::not_found("run", run_id));
+    }
+    if let Some(queue) = &state.queue {
+        crate::queued::owned(queue.as_ref(), tenant, run_id).await?;
+        return Ok(Source::Follow(queue.clone()));
     }
     for agent in state.agents.values() {
         let Some(journal) = agent.journal() else { continue };
@@ -82,6 +88,13 @@ pub(crate) async fn events(
         let events: std::pin::Pin<Box<dyn Stream<Item = Event> + Send>> = match source {
             Source::Live(run) => Box::pin(run.events().filter(move |e| futures::future::ready(wanted(e)))),
             Source::Stored(list) => Box::pin(stream::iter(list.into_iter().filter(move |e| wanted(e)))),
+            Source::Follow(queue) => {
+                let follow = crate::queued::Follow::new(queue, run_id.clone(), after);
+                Box::pin(
+                    stream::unfold(follow, |mut f| async move { f.next_batch().await.map(|batch| (batch, f)) })
+                        .flat_map(stream::iter),
+                )
+            }
         };
         let body = events.map(|e| Ok::<_, Infallible>(sse_event(&e)));
         return Ok(Sse::new(body).keep_alive(KeepAlive::default()).into_response());
@@ -113,6 +126,12 @@ pub(crate) async fn events(
             let all: Vec<Event> = list.into_iter().filter(|e| wanted(e)).collect();
             let done = all.len() <= limit;
             (all, done)
+        }
+        Source::Follow(queue) => {
+            let page = queue.events_after(&run_id, after, limit).await?;
+            let mut follow = crate::queued::Follow::new(queue, run_id.clone(), after);
+            let page = follow.contiguous_page(page);
+            (page, follow.done)
         }
     };
     page.truncate(limit);

@@ -31,6 +31,7 @@ mod memory;
 mod metrics;
 mod openai;
 pub mod openapi;
+mod queued;
 mod runs;
 mod sessions;
 mod signals;
@@ -68,6 +69,8 @@ pub struct Server {
     state: Arc<AppState>,
     settings: loom_agent::config::ServerConfig,
     audit: AuditSources,
+    /// In queue mode, when this server also runs queued runs.
+    worker: Option<loom_agent::QueueWorker>,
 }
 
 impl std::fmt::Debug for Server {
@@ -106,9 +109,35 @@ impl Server {
             .map(|c| loom_agent::config::RateLimiterConfig { mode: Some("reject".into()), ..c.clone() }.build())
             .transpose()?;
         let audit = audit_sources(config)?;
-        let state = AppState::new(agents, keys, limiter).with_a2a(a2a::settings_from(config));
+        let mut state = AppState::new(agents, keys, limiter).with_a2a(a2a::settings_from(config));
+        let mut worker = None;
+        if settings.execution == Some(loom_agent::config::Execution::Queue) {
+            let urls = config
+                .agent_configs()
+                .iter()
+                .map(|(_, a)| a.journal_url())
+                .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+            let mut urls = urls.into_iter();
+            let (Some(Some(url)), None) = (urls.next(), urls.next()) else {
+                return Err(Error::Config(
+                    "[server] execution = \"queue\" needs one durable journal shared by every agent \
+                     (journal = \"postgres://…\" or \"sqlite:…\")"
+                        .into(),
+                ));
+            };
+            let sqlite = url.starts_with("sqlite:");
+            let queue =
+                state.agents.values().next().ok_or_else(|| Error::Config("no agent to serve".into()))?.run_queue()?;
+            state = state.with_queue(queue);
+            if settings.serve_runs.unwrap_or(sqlite) {
+                let agents = state.agents.iter().map(|(n, a)| (n.clone(), a.clone()));
+                worker =
+                    Some(loom_agent::QueueWorker::new(agents)?.concurrency(settings.worker_concurrency.unwrap_or(64)));
+            }
+        }
         let mut server = Server::new(state, settings);
         server.audit = audit;
+        server.worker = worker;
         Ok(server)
     }
 
@@ -123,13 +152,39 @@ impl Server {
             Some(budget) => state.with_tenant_budget(Some(budget.clone())),
             None => state,
         };
-        Server { state: Arc::new(state), settings, audit: AuditSources::default() }
+        Server { state: Arc::new(state), settings, audit: AuditSources::default(), worker: None }
     }
 
     /// Shows this audit log on `GET /audit` (and the dashboard), with its verification status.
     pub fn with_audit_log(mut self, source: AuditSource) -> Server {
         self.audit.0.push(source);
         self
+
+    }
+
+    /// Has this server also claim and run queued runs (queue mode) with `worker`.
+    pub fn with_worker(mut self, worker: loom_agent::QueueWorker) -> Server {
+        self.worker = Some(worker);
+        self
+    }
+
+    /// Starts what runs beside the listener until `shutdown` is cancelled: the queue worker (when
+    /// this server runs queued runs) and the retention policy (`[server] retention`).
+    fn background(&self, shutdown: &tokio::sync::watch::Receiver<bool>) {
+        let stopped = |rx: tokio::sync::watch::Receiver<bool>| async move {
+            let mut rx = rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Some(worker) = self.worker.clone() {
+            let stop = stopped(shutdown.clone());
+            tokio::spawn(async move { worker.run(stop).await });
+        }
+        if let Some(keep) = self.settings.retention
+            && let Some(journal) = self.state.agents.values().find_map(|a| a.journal().cloned())
+        {
+            let every = std::time::Duration::from_secs(3600);
+            tokio::spawn(loom_agent::prune_periodically(journal, keep, every, stopped(shutdown.clone())));
+        }
     }
 
     /// The shared state.
@@ -161,8 +216,11 @@ impl Server {
         let app = self.router()?;
         let handle = axum_server::Handle::new();
         let h = handle.clone();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        self.background(&stopping);
         tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
+            let _ = stop.send(true);
             h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
         });
         let service = app.into_make_service();
@@ -203,6 +261,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .collect();
     let mut text = state.metrics.render(&live);
     text.push_str(&state.budgets.render());
+    // Queue mode: the runs waiting in the database for a worker (all servers' and workers').
+    if let Some(queue) = &state.queue
+        && let Ok(depth) = queue.depth().await
+    {
+        text.push_str(
+            "# HELP loom_durable_queue_depth Runs queued in the database, not claimed by a worker.\n\
+             # TYPE loom_durable_queue_depth gauge\n",
+        );
+        text.push_str(&format!("loom_durable_queue_depth {depth}\n"));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

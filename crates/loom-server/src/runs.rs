@@ -175,6 +175,9 @@ pub(crate) async fn create(
     Extension(tenant): Extension<Tenant>,
     Body(body): Body<CreateRun>,
 ) -> ApiResult<Response> {
+    if let Some(queue) = state.queue.clone() {
+        return crate::queued::create(state, queue, tenant, body).await;
+    }
     check_user(body.user_id.as_deref())?;
     let (agent_name, agent) = state.agent(body.agent.as_deref())?;
     let input = parse_input(body.input)?;
@@ -242,6 +245,9 @@ pub(crate) async fn get(
     if state.runs().contains_key(&run_id) {
         return Err(ApiError::not_found("run", &run_id));
     }
+    if let Some(queue) = &state.queue {
+        return crate::queued::get(&state, queue.as_ref(), &tenant, &run_id).await.map(Json);
+    }
     stored_view(&state, &tenant, &run_id).await?.map(Json).ok_or_else(|| ApiError::not_found("run", &run_id))
 }
 
@@ -264,6 +270,9 @@ pub(crate) async fn list(
     Extension(tenant): Extension<Tenant>,
     Query(q): Query<ListRuns>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(queue) = &state.queue {
+        return crate::queued::list(&state, queue.as_ref(), &tenant, &q).await.map(Json);
+    }
     let mut entries: Vec<RunEntry> = state.runs().values().filter(|e| e.tenant == tenant).cloned().collect();
     entries.retain(|e| {
         q.session_id.as_deref().is_none_or(|s| e.run.session_id() == s)
@@ -281,7 +290,11 @@ pub(crate) async fn cancel(
     Extension(tenant): Extension<Tenant>,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let e = state.run_entry(&tenant, &run_id).ok_or_else(|| ApiError::not_found("run", &run_id))?;
+    let e = match (state.run_entry(&tenant, &run_id), &state.queue) {
+        (Some(e), _) => e,
+        (None, Some(queue)) => return crate::queued::cancel(&state, queue.as_ref(), &tenant, &run_id).await.map(Json),
+        (None, None) => return Err(ApiError::not_found("run", &run_id)),
+    };
     e.run.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), e.run.result()).await;
     Ok(Json(run_view(&tenant, &e.agent, &e.run)))

@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use chrono::{DateTime, Utc};
 use loom_agent::governance::TokenBucketLimiter;
-use loom_agent::store::ApiKeyStore;
+use loom_agent::store::{ApiKeyStore, RunQueue};
 use loom_agent::{Agent, Run, Session};
 
 use crate::error::ApiError;
@@ -62,6 +62,8 @@ pub struct AppState {
     pub(crate) metrics: Metrics,
     pub(crate) budgets: crate::budgets::TenantBudgets,
     pub(crate) a2a: crate::a2a::A2aSettings,
+    /// In queue mode, the durable run queue every run goes through.
+    pub(crate) queue: Option<Arc<dyn RunQueue>>,
 }
 
 impl std::hash::Hash for Tenant {
@@ -88,6 +90,7 @@ impl AppState {
             metrics: Metrics::default(),
             budgets: Default::default(),
             a2a: crate::a2a::A2aSettings::default(),
+            queue: None,
         }
     }
 
@@ -100,6 +103,13 @@ impl AppState {
     /// Sets what the A2A agent card says beyond what the agents know (public URL, descriptions).
     pub fn with_a2a(mut self, settings: crate::a2a::A2aSettings) -> Self {
         self.a2a = settings;
+        self
+    }
+
+    /// Queue mode: runs are queued in `queue` (the journal's database) for workers, and every
+    /// run answer comes from it (see `[server] execution = "queue"`).
+    pub fn with_queue(mut self, queue: Arc<dyn RunQueue>) -> Self {
+        self.queue = Some(queue);
         self
     }
 

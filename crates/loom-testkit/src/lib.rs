@@ -178,10 +178,14 @@ impl Reply {
     }
 }
 
+/// A reply computed from the request (see [`MockServer::respond_with`]).
+pub type Responder = Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     replies: VecDeque<Reply>,
     fallback: Option<Reply>,
+    responder: Option<Responder>,
     requests: Vec<RecordedRequest>,
     connections: usize,
 }
@@ -191,6 +195,7 @@ pub struct MockServer {
     addr: std::net::SocketAddr,
     state: Arc<Mutex<State>>,
     arrived: Arc<Notify>,
+    held: Arc<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -209,17 +214,33 @@ impl MockServer {
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State::default()));
         let arrived = Arc::new(Notify::new());
-        let (s, a) = (state.clone(), arrived.clone());
+        let held = Arc::new(tokio::sync::watch::channel(false).0);
+        let (s, a, h) = (state.clone(), arrived.clone(), held.clone());
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 lock(&s).connections += 1;
-                let (s, a) = (s.clone(), a.clone());
+                let (s, a, h) = (s.clone(), a.clone(), h.subscribe());
                 tokio::spawn(async move {
-                    let _ = serve(socket, s, a).await;
+                    let _ = serve(socket, s, a, h).await;
                 });
             }
         });
-        MockServer { addr, state, arrived, task }
+        MockServer { addr, state, arrived, held, task }
+    }
+
+    /// Computes the reply of every request that finds no queued one (before [`MockServer::always`]'s).
+    pub fn respond_with(&self, responder: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static) {
+        lock(&self.state).responder = Some(Arc::new(responder));
+    }
+
+    /// Holds every reply (recorded requests wait unanswered) until [`MockServer::release`].
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Answers the held requests, and the next ones at once.
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -265,7 +286,12 @@ impl Drop for MockServer {
     }
 }
 
-async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, arrived: Arc<Notify>) -> std::io::Result<()> {
+async fn serve(
+    socket: TcpStream,
+    state: Arc<Mutex<State>>,
+    arrived: Arc<Notify>,
+    mut held: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let (read, mut write) = socket.into_split();
     let mut reader = BufReader::new(read);
@@ -273,10 +299,16 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, arrived: Arc<Notify>
         let Some(request) = read_request(&mut reader).await? else { return Ok(()) };
         let reply = {
             let mut st = lock(&state);
+            let reply = st
+                .replies
+                .pop_front()
+                .or_else(|| st.responder.as_ref().map(|r| r(&request)))
+                .or_else(|| st.fallback.clone());
             st.requests.push(request);
-            st.replies.pop_front().or_else(|| st.fallback.clone())
+            reply
         };
         arrived.notify_waiters();
+        let _ = held.wait_for(|h| !*h).await;
         let reply =
             reply.unwrap_or_else(|| Reply::json(404, serde_json::json!({"error": {"message": "no reply scripted"}})));
         if !reply.first_byte_delay.is_zero() {

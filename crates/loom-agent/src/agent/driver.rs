@@ -182,7 +182,8 @@ async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &
         };
         loop {
             tokio::time::sleep(stores.lease.ttl / 3).await;
-            match journal.renew(&log.run_id, &stores.lease).await {
+            let lease = stores.lease.fenced(log.fence.load(std::sync::atomic::Ordering::Acquire));
+            match journal.renew(&log.run_id, &lease).await {
                 Ok(()) => {}
                 Err(e @ (crate::Error::LeaseLost { .. } | crate::Error::RunNotFound(_))) => {
                     return RunError::new(RunErrorKind::Store, format!("journal: {e}"));

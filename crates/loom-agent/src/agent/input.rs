@@ -40,6 +40,9 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     /// Set when the run is another run's child (see `Agent::as_tool`).
     pub(crate) child: Option<crate::runtime::ChildSpec>,
+    /// Set for a run a worker claimed from the durable queue: its id and the fencing number of
+    /// the claim.
+    pub(crate) queued: Option<(String, u64)>,
 }
 
 impl RunRequest {

@@ -9,6 +9,7 @@ mod knowledge;
 mod live;
 mod memory;
 mod profile;
+mod queue;
 mod run;
 mod schedule;
 mod session;
@@ -26,6 +27,7 @@ pub use crate::run::{Artifact, KnowledgeItem, RunContext, RunInput, RunResult, R
 pub use builder::AgentBuilder;
 pub use input::RunRequest;
 pub use profile::{ApprovalRule, ContextPolicy, CriteriaGate, Runtime, RuntimeBuilder};
+pub use queue::{QueueReport, QueueWorker, prune_periodically, queued_request};
 pub use run::{EventStream, Run, RunStream};
 use session::SessionInner;
 pub use session::{Session, SessionConfig};
@@ -291,12 +293,13 @@ impl Agent {
             },
             _ => None,
         };
-        journal.acquire(run_id, &self.inner.env.stores.lease).await?;
+        let fence = journal.acquire(run_id, &self.inner.env.stores.lease).await?;
         let stored = match journal.load(run_id).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return Err(Error::RunNotFound(run_id.to_string())),
             Err(e) => {
-                let _ = journal.end(run_id, &self.inner.env.stores.lease, RunState::Running, &[]).await;
+                let lease = self.inner.env.stores.lease.fenced(fence);
+                let _ = journal.end(run_id, &lease, RunState::Running, &[]).await;
                 return Err(e);
             }
         };
@@ -305,7 +308,7 @@ impl Agent {
             user_id: stored.record.user_id.clone(),
             ..Default::default()
         };
-        self.session(config).start_resumed(stored, switched, child, architecture)
+        self.session(config).start_resumed(stored, switched, child, architecture, fence)
     }
 
     /// Sends the decision on a tool call a suspended run is waiting for, and continues the run

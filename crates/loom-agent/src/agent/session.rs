@@ -224,8 +224,13 @@ impl Session {
         // The agent's tools and hooks as they are now: the run keeps them to its end.
         let live = agent.env.live.load_full();
         let foreign_user = request.user_id.take().filter(|u| Some(u.as_str()) != self.inner.user_id.as_deref());
-        let run_id =
-            request.child.as_ref().and_then(|c| c.run_id.as_deref()).map_or_else(|| new_id("run"), str::to_string);
+        let queued = request.queued.take();
+        let run_id = match &queued {
+            Some((id, _)) => id.clone(),
+            None => {
+                request.child.as_ref().and_then(|c| c.run_id.as_deref()).map_or_else(|| new_id("run"), str::to_string)
+            }
+        };
         let scope =
             Scope { run_id: Arc::from(run_id), session_id: self.inner.id.clone(), user_id: self.inner.user_id.clone() };
         let log = RunLog::new(
@@ -236,6 +241,9 @@ impl Session {
             live.hooks.hooks.clone(),
             request.child.as_ref(),
         );
+        if let Some((_, fence)) = queued {
+            log.fence.store(fence, Ordering::Release);
+        }
         let run = Run { log: log.clone() };
         if let Some(user) = foreign_user {
             let owner = match &self.inner.user_id {
@@ -273,6 +281,7 @@ impl Session {
         switched: Option<(String, String)>,
         child: Option<&crate::runtime::ChildSpec>,
         architecture: Option<Arc<dyn crate::architecture::Architecture>>,
+        fence: u64,
     ) -> Result<Run, Error> {
         let record = &stored.record;
         let scope = Scope {
@@ -289,6 +298,7 @@ impl Session {
             live.hooks.hooks.clone(),
             child,
         );
+        log.fence.store(fence, Ordering::Release);
         log.preload(stored.events.clone(), false)?;
         // Children that finished before the crash are replayed, not run again: their spend
         // counts from their `child.finished` events.

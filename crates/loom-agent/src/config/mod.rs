@@ -394,6 +394,24 @@ pub struct ServerConfig {
     /// card; by default the card is built from the request's `Host` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Where runs execute: `"in_process"` (the default: the server that takes the request runs
+    /// it) or `"queue"` (the server queues it in the journal's database and `loom worker
+    /// --config` processes claim it; needs a SQLite or PostgreSQL journal. With SQLite, or with
+    /// `queue_workers` above 0, the server runs a worker itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Execution>,
+    /// How many queued runs a worker drives at once (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_concurrency: Option<usize>,
+    /// In queue mode, whether `loom serve` also claims and runs queued runs (default: only with a
+    /// SQLite journal, where one process does both roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve_runs: Option<bool>,
+    /// Retention: runs that finished longer ago than this (`"30d"`, `"12h"`) are deleted, with
+    /// their events and journal entries (the audit log is kept), by `loom serve` and `loom
+    /// worker`, hourly.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
 }
 
 /// Per-tenant daily limits for `loom serve` (`[server.tenant_budget]`), with overrides by tenant
@@ -482,6 +500,17 @@ impl TenantBudgetConfig {
         }
         Ok(())
     }
+}
+
+/// Where `loom serve` executes runs (`[server] execution`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Execution {
+    /// The server that takes the request runs it (the default).
+    #[default]
+    InProcess,
+    /// The server queues the run in the journal's database; workers claim and run it.
+    Queue,
 }
 
 impl AgentConfig {

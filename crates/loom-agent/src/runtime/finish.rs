@@ -35,6 +35,15 @@ impl RunCx {
         let messages = std::mem::take(&mut self.messages);
         let end = self.end_with(outcome, messages);
         let (result, transcript) = self.log.finish(end);
+        // A run another process took over (its lease expired while this one stalled) saves
+        // nothing: the new holder owns the transcript, the history and the journal's end.
+        if let Err(e @ (crate::Error::LeaseLost { .. } | crate::Error::RunNotFound(_))) =
+            self.recorder.still_held().await
+        {
+            let message = format!("this process lost the run to another one and saved nothing: {e}");
+            tracing::warn!(run_id = %result.run_id, "{message}");
+            return self.log.amend_failed(&result, RunError::new(RunErrorKind::Store, message));
+        }
         let mut problems = self.persist(&result, &transcript).await;
         // The journal says "finished" only once the run is saved; otherwise it keeps the run
         // unfinished (its lease released), so a resume can finish saving it.

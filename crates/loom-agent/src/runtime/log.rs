@@ -22,6 +22,9 @@ pub(crate) struct RunLog {
     pub(crate) session_id: Arc<str>,
     pub(crate) user_id: Option<Arc<str>>,
     pub(crate) cancel: CancellationToken,
+    /// The fencing number the run's journal writes carry (set before the run is spawned: 0 for a
+    /// run that begins itself, the acquired number for a resumed or claimed one).
+    pub(crate) fence: std::sync::atomic::AtomicU64,
     /// Why the run was cancelled, when something other than its owner cancelled it (a signal).
     cancel_reason: std::sync::OnceLock<(String, String)>,
     /// A resumed run whose journal records that memory already has it.
@@ -81,6 +84,7 @@ impl RunLog {
             session_id: scope.session_id.clone(),
             user_id: scope.user_id.clone(),
             cancel: child.map_or_else(CancellationToken::new, |c| c.cancel.child_token()),
+            fence: std::sync::atomic::AtomicU64::new(0),
             cancel_reason: std::sync::OnceLock::new(),
             memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks,
@@ -118,6 +122,7 @@ impl RunLog {
             session_id: Arc::from(t.session_id.as_str()),
             user_id: t.user_id.as_deref().map(Arc::from),
             cancel: CancellationToken::new(),
+            fence: std::sync::atomic::AtomicU64::new(0),
             cancel_reason: std::sync::OnceLock::new(),
             memory_written: std::sync::atomic::AtomicBool::new(false),
             hooks: Arc::from(Vec::new()),

@@ -59,7 +59,7 @@ impl Recorder {
         Recorder {
             journal: None,
             configured: super::child::journal_of(stores, &log),
-            lease: stores.lease.clone(),
+            lease: stores.lease.fenced(log.fence.load(std::sync::atomic::Ordering::Acquire)),
             log,
             entries: Vec::new(),
         }
@@ -119,6 +119,16 @@ impl Recorder {
         journal.end(&self.log.run_id, &self.lease, state, &events).await?;
         self.log.mark_persisted(end);
         Ok(())
+    }
+
+    /// Checks (renewing it) that this run still holds its lease with its fencing number: a run
+    /// taken over by another process since is [`crate::Error::LeaseLost`] and must save nothing.
+    /// A run claimed from the queue (fence above 0) is checked even before its `begin`: its claim
+    /// is a lease on the queue's row.
+    pub(crate) async fn still_held(&self) -> Result<(), crate::Error> {
+        let claimed = self.configured.as_ref().filter(|_| self.lease.fence > 0);
+        let Some(journal) = self.journal.as_ref().or(claimed) else { return Ok(()) };
+        journal.renew(&self.log.run_id, &self.lease).await
     }
 
     /// Releases the lease and leaves the run unfinished in the journal, without its last events

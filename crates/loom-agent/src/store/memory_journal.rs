@@ -16,7 +16,14 @@ use loom_core::journal::{
 /// reference implementation of the [`Journal`] contract.
 #[derive(Debug, Default)]
 pub struct InMemoryJournal {
-    runs: Mutex<HashMap<String, JournaledRun>>,
+    runs: Mutex<HashMap<String, Held>>,
+}
+
+/// A run and its fencing number.
+#[derive(Debug)]
+struct Held {
+    run: JournaledRun,
+    fence: u64,
 }
 
 impl InMemoryJournal {
@@ -25,7 +32,7 @@ impl InMemoryJournal {
         Self::default()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, JournaledRun>) -> Result<T, Error>) -> Result<T, Error> {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Held>) -> Result<T, Error>) -> Result<T, Error> {
         let mut guard = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
@@ -36,25 +43,23 @@ fn expiry(lease: &Lease, now_ms: i64) -> DateTime<Utc> {
 }
 
 /// What the lease rule reads of a run.
-fn view(run: &JournaledRun) -> LeaseView<'_> {
+fn view(held: &Held) -> LeaseView<'_> {
+    let run = &held.run;
     LeaseView {
         state: run.state,
         finished: run.finished,
         journaled: true,
         owner: run.lease_owner.as_deref(),
         expires_ms: run.lease_expires_at.map(|t| t.timestamp_millis()),
+        fence: held.fence,
     }
 }
 
 /// The run, held by `lease`: renews it. `LeaseLost` when another owner holds it (the lease rule).
-fn held<'a>(
-    runs: &'a mut HashMap<String, JournaledRun>,
-    run_id: &str,
-    lease: &Lease,
-) -> Result<&'a mut JournaledRun, Error> {
+fn held<'a>(runs: &'a mut HashMap<String, Held>, run_id: &str, lease: &Lease) -> Result<&'a mut JournaledRun, Error> {
     let run = runs.get_mut(run_id);
     may_write(run_id, run.as_deref().map(view), lease)?;
-    let run = run.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+    let run = &mut run.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?.run;
     run.lease_expires_at = Some(expiry(lease, Utc::now().timestamp_millis()));
     Ok(run)
 }
@@ -66,18 +71,16 @@ impl Journal for InMemoryJournal {
             if runs.contains_key(&record.run_id) {
                 return Err(Error::Store(format!("run {} is already journaled", record.run_id).into()));
             }
-            runs.insert(
-                record.run_id.clone(),
-                JournaledRun {
-                    record: record.clone(),
-                    entries: Vec::new(),
-                    events: events.to_vec(),
-                    state: RunState::Running,
-                    finished: false,
-                    lease_owner: Some(lease.owner.to_string()),
-                    lease_expires_at: Some(expiry(lease, Utc::now().timestamp_millis())),
-                },
-            );
+            let run = JournaledRun {
+                record: record.clone(),
+                entries: Vec::new(),
+                events: events.to_vec(),
+                state: RunState::Running,
+                finished: false,
+                lease_owner: Some(lease.owner.to_string()),
+                lease_expires_at: Some(expiry(lease, Utc::now().timestamp_millis())),
+            };
+            runs.insert(record.run_id.clone(), Held { run, fence: lease.fence });
             Ok(())
         })
     }
@@ -103,16 +106,18 @@ impl Journal for InMemoryJournal {
         })
     }
 
-    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<u64, Error> {
         self.with(|runs| {
             let now = Utc::now().timestamp_millis();
-            let run = runs.get_mut(run_id);
-            may_take_over(run_id, run.as_deref().map(view), lease, now)?;
-            let run = run.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+            let held = runs.get_mut(run_id);
+            may_take_over(run_id, held.as_deref().map(view), lease, now)?;
+            let held = held.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+            held.fence += 1;
+            let run = &mut held.run;
             run.lease_owner = Some(lease.owner.to_string());
             run.lease_expires_at = Some(expiry(lease, now));
             run.state = RunState::Running;
-            Ok(())
+            Ok(held.fence)
         })
     }
 
@@ -122,22 +127,42 @@ impl Journal for InMemoryJournal {
 
     async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
         self.with(|runs| {
-            let run = runs.get_mut(run_id);
-            may_decide(run_id, run.as_deref().map(view))?;
-            let run = run.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
-            run.entries.push(entry.clone());
+            let held = runs.get_mut(run_id);
+            may_decide(run_id, held.as_deref().map(view))?;
+            let held = held.ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+            held.run.entries.push(entry.clone());
             Ok(())
         })
     }
 
+    async fn prune(&self, finished_before: DateTime<Utc>) -> Result<loom_core::journal::PruneReport, Error> {
+        self.with(|runs| {
+            let mut report = loom_core::journal::PruneReport::default();
+            runs.retain(|_, held| {
+                let run = &held.run;
+                // The in-memory journal keeps no finish time: a finished run's last event stands for it.
+                let ended = run.events.last().map_or(run.record.started_at, |e| e.at);
+                let gone = run.finished && ended < finished_before;
+                if gone {
+                    report.runs += 1;
+                    report.events += run.events.len() as u64;
+                    report.entries += run.entries.len() as u64;
+                }
+                !gone
+            });
+            Ok(report)
+        })
+    }
+
     async fn load(&self, run_id: &str) -> Result<Option<JournaledRun>, Error> {
-        self.with(|runs| Ok(runs.get(run_id).cloned()))
+        self.with(|runs| Ok(runs.get(run_id).map(|h| h.run.clone())))
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
         self.with(|runs| {
             let mut out: Vec<JournalRunSummary> = runs
                 .values()
+                .map(|h| &h.run)
                 .filter(|r| filter.session_id.as_ref().is_none_or(|s| *s == r.record.session_id))
                 .filter(|r| filter.user_id.is_none() || filter.user_id == r.record.user_id)
                 .filter(|r| !filter.unfinished || !r.finished)

@@ -10,15 +10,38 @@ use crate::error::Error;
 use crate::run::RunState;
 
 /// Who drives a run, and for how long without renewing.
+///
+/// A lease also carries a fencing number: the journal keeps one per run, sets it from the lease
+/// at [`Journal::begin`](super::Journal::begin) and increments it at each
+/// [`Journal::acquire`](super::Journal::acquire) (which returns the new number). Every write under
+/// a lease must carry the run's current number, so a writer that stalled while another took the
+/// run over is refused ([`Error::LeaseLost`]) even when it comes back under the same owner id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// The owner: one id per journal handle (per process).
     pub owner: Arc<str>,
     /// How long the lease lasts after each renewal.
     pub ttl: Duration,
+    /// The fencing number this holder writes with (0 for a run it began itself).
+    pub fence: u64,
 }
 
 impl Lease {
+    /// A lease for `owner` lasting `ttl` after each renewal, with fencing number 0.
+    pub fn new(owner: impl Into<Arc<str>>, ttl: Duration) -> Lease {
+        Lease { owner: owner.into(), ttl, fence: 0 }
+    }
+
+    /// The same lease writing with fencing number `fence` (the one an acquire returned).
+    pub fn fenced(&self, fence: u64) -> Lease {
+        Lease { fence, ..self.clone() }
+    }
+
+    /// The fencing number as the SQL stores keep it.
+    pub fn fence_i64(&self) -> i64 {
+        i64::try_from(self.fence).unwrap_or(i64::MAX)
+    }
+
     /// A lease for this process: a fresh owner id carrying this process's identity (host, boot,
     /// pid namespace, pid and start time; see [`owner_is_gone`]), so a process on the same machine
     /// can take over at once when the owner has died, without waiting for the lease to expire.
@@ -27,7 +50,7 @@ impl Lease {
             Some(identity) => format!("{}@{identity}", crate::new_id("owner")),
             None => crate::new_id("owner"),
         };
-        Lease { owner: Arc::from(owner), ttl }
+        Lease { owner: Arc::from(owner), ttl, fence: 0 }
     }
 
     /// The lease's length in milliseconds (saturating).
@@ -62,6 +85,8 @@ pub struct LeaseView<'a> {
     pub owner: Option<&'a str>,
     /// When the holder's lease expires, in milliseconds since the epoch.
     pub expires_ms: Option<i64>,
+    /// The run's current fencing number.
+    pub fence: u64,
 }
 
 /// This process's identity as a lease owner carries it: `HOST/BOOT/PIDNS/PID/START` (Linux, from
@@ -137,11 +162,12 @@ pub fn may_take_over(run_id: &str, run: Option<LeaseView<'_>>, lease: &Lease, no
 }
 
 /// The lease rule for a write under a lease ([`Journal::append`], [`Journal::end`],
-/// [`Journal::renew`]): an unknown run is [`Error::RunNotFound`]; a finished one, or one another
-/// owner holds, is [`Error::LeaseLost`].
+/// [`Journal::renew`]): an unknown run is [`Error::RunNotFound`]; a finished one, one another
+/// owner holds, or one whose fencing number is not the writer's (it was taken over since) is
+/// [`Error::LeaseLost`].
 pub fn may_write(run_id: &str, run: Option<LeaseView<'_>>, lease: &Lease) -> Result<(), Error> {
     let Some(run) = run else { return Err(Error::RunNotFound(run_id.to_string())) };
-    if run.finished || run.owner != Some(&*lease.owner) {
+    if run.finished || run.owner != Some(&*lease.owner) || run.fence != lease.fence {
         return Err(Error::LeaseLost { run_id: run_id.to_string() });
     }
     Ok(())
@@ -162,11 +188,11 @@ mod tests {
     use super::*;
 
     fn lease(owner: &str) -> Lease {
-        Lease { owner: Arc::from(owner), ttl: Duration::from_secs(30) }
+        Lease::new(owner, Duration::from_secs(30))
     }
 
     fn view(owner: Option<&str>, expires_ms: Option<i64>) -> LeaseView<'_> {
-        LeaseView { state: RunState::Running, finished: false, journaled: true, owner, expires_ms }
+        LeaseView { state: RunState::Running, finished: false, journaled: true, owner, expires_ms, fence: 0 }
     }
 
     #[test]
@@ -201,6 +227,10 @@ mod tests {
         let finished = LeaseView { finished: true, ..view(Some("me"), None) };
         assert!(matches!(may_write("r", Some(finished), &me), Err(Error::LeaseLost { .. })));
         assert!(may_write("r", Some(view(Some("me"), None)), &me).is_ok());
+        // Taken over since (the run's fence moved on): the same owner is fenced out.
+        let moved = LeaseView { fence: 3, ..view(Some("me"), None) };
+        assert!(matches!(may_write("r", Some(moved), &me), Err(Error::LeaseLost { .. })));
+        assert!(may_write("r", Some(moved), &me.fenced(3)).is_ok());
         assert!(matches!(may_decide("r", Some(finished)), Err(Error::RunFinished { .. })));
         assert!(may_decide("r", Some(view(None, None))).is_ok());
     }
@@ -209,7 +239,7 @@ mod tests {
     fn expiry_saturates_and_renewal_waits_for_half_the_lease() {
         let me = lease("me");
         assert_eq!(me.expiry_ms(1_000), 31_000);
-        assert_eq!(Lease { owner: Arc::from("x"), ttl: Duration::MAX }.expiry_ms(5), i64::MAX);
+        assert_eq!(Lease::new("x", Duration::MAX).expiry_ms(5), i64::MAX);
         assert!(!me.due_for_renewal(Some(31_000), 1_000));
         assert!(!me.due_for_renewal(Some(31_000), 15_999));
         assert!(me.due_for_renewal(Some(31_000), 16_001));

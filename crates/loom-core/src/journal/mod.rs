@@ -21,7 +21,9 @@ use crate::run::{Artifact, RunContext, RunInput, RunState};
 use crate::store::SessionStore;
 
 mod lease;
+mod queue;
 pub use lease::{Lease, LeaseView, may_decide, may_take_over, may_write, owner_is_gone};
+pub use queue::{ClaimedRun, PruneReport, QueuedRun, RunQueue, RunStatus};
 
 /// One record of a run's journal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -356,8 +358,9 @@ pub struct RunFilter {
 /// run, so two processes never drive one run at once.
 #[async_trait::async_trait]
 pub trait Journal: Send + Sync + 'static {
-    /// Registers a run that starts executing and takes its lease; `events` are the run's events
-    /// so far. Fails if the run id is already journaled.
+    /// Registers a run that starts executing and takes its lease, with the lease's fencing
+    /// number; `events` are the run's events so far. Fails if the run id is already journaled
+    /// (a queued run, registered without a record, is journaled by the holder of its claim).
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error>;
 
     /// Appends one entry and the events emitted since the last write, renewing the lease.
@@ -368,9 +371,11 @@ pub trait Journal: Send + Sync + 'static {
     /// either way the lease is released.
     async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error>;
 
-    /// Takes over an unfinished run whose lease is free or expired. Exactly one of several
-    /// concurrent callers wins; the others get [`Error::LeaseHeld`].
-    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error>;
+    /// Takes over an unfinished run whose lease is free or expired, and increments the run's
+    /// fencing number: returns the new number, which the caller's writes must carry from then on
+    /// (`lease.fenced(n)`); writes with an older number fail with [`Error::LeaseLost`]. Exactly
+    /// one of several concurrent callers wins; the others get [`Error::LeaseHeld`].
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<u64, Error>;
 
     /// Extends the lease; [`Error::LeaseLost`] if another process holds it.
     async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error>;
@@ -389,6 +394,21 @@ pub trait Journal: Send + Sync + 'static {
     /// this journal keeps its signals and schedules there. `None` by default.
     fn signal_store(&self) -> Option<Arc<dyn crate::signal::SignalStore>> {
         None
+    }
+
+    /// The durable run queue in the journal's database, if it has one (the SQL stores): servers
+    /// queue runs there and workers claim them. `None` by default.
+    fn run_queue(&self) -> Option<Arc<dyn RunQueue>> {
+        None
+    }
+
+    /// Retention: deletes the runs that finished before `finished_before`, with their events,
+    /// journal entries and transcripts (an audit log, kept elsewhere, is not touched). Unfinished
+    /// runs (running, queued, suspended) are kept whatever their age. A journal that cannot
+    /// prune says so with [`Error::Config`].
+    async fn prune(&self, finished_before: DateTime<Utc>) -> Result<PruneReport, Error> {
+        let _ = finished_before;
+        Err(Error::Config("this journal does not support pruning".into()))
     }
 }
 
@@ -419,7 +439,7 @@ impl<T: Journal + ?Sized> Journal for Arc<T> {
     async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
         (**self).end(run_id, lease, state, events).await
     }
-    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<u64, Error> {
         (**self).acquire(run_id, lease).await
     }
     async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
@@ -436,6 +456,12 @@ impl<T: Journal + ?Sized> Journal for Arc<T> {
     }
     fn signal_store(&self) -> Option<Arc<dyn crate::signal::SignalStore>> {
         (**self).signal_store()
+    }
+    fn run_queue(&self) -> Option<Arc<dyn RunQueue>> {
+        (**self).run_queue()
+    }
+    async fn prune(&self, finished_before: DateTime<Utc>) -> Result<PruneReport, Error> {
+        (**self).prune(finished_before).await
     }
 }
 

@@ -14,15 +14,21 @@ use loom_core::journal::{
     Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide, may_take_over,
 };
 
-/// `begin` in one statement (one round trip, committed on its own): the run's row, then its events
-/// if the row was new. Returns how many rows it created (0: the run was already there).
+/// `begin` in one statement (one round trip, committed on its own): the run's row (or, for a queued
+/// run, its queue row, where the caller holds its claim), then its events if the row was new.
+/// Returns how many rows it created or claimed (0: the run was already there).
 const BEGIN: &str = "
     WITH r AS (
         INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at, lease_owner,
-            lease_expires, parent_run_id)
+            lease_expires, parent_run_id, fence)
         VALUES ($1::TEXT, $2::TEXT, $3::TEXT, 'running', $4::TEXT, $5::TEXT, $6::BIGINT, $7::TEXT, $8::BIGINT,
-            $11::TEXT)
-        ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
+            $11::TEXT, $12::BIGINT)
+        ON CONFLICT (run_id) DO UPDATE SET session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id,
+            state = 'running', input = EXCLUDED.input, record = EXCLUDED.record, started_at = EXCLUDED.started_at,
+            lease_expires = EXCLUDED.lease_expires, parent_run_id = EXCLUDED.parent_run_id
+        WHERE loom_runs.record IS NULL AND loom_runs.agent IS NOT NULL AND NOT loom_runs.finished
+            AND loom_runs.lease_owner = EXCLUDED.lease_owner AND loom_runs.fence = EXCLUDED.fence
+        RETURNING run_id),
     ev AS (
         INSERT INTO loom_events (run_id, seq, event)
         SELECT r.run_id, e.seq, e.event FROM r, UNNEST($9::BIGINT[], $10::TEXT[]) AS e(seq, event)
@@ -37,7 +43,7 @@ const BEGIN: &str = "
 const APPEND: &str = "
     WITH lease AS (
         UPDATE loom_runs SET lease_expires = $3::BIGINT
-        WHERE run_id = $1::TEXT AND lease_owner = $2::TEXT AND NOT finished RETURNING run_id),
+        WHERE run_id = $1::TEXT AND lease_owner = $2::TEXT AND fence = $8::BIGINT AND NOT finished RETURNING run_id),
     j AS (
         INSERT INTO loom_journal (run_id, seq, kind, entry)
         SELECT l.run_id, (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = $1::TEXT),
@@ -55,7 +61,7 @@ const END: &str = "
     WITH lease AS (
         UPDATE loom_runs SET state = $3::TEXT, finished = $4::BOOLEAN, lease_owner = NULL, lease_expires = NULL,
             finished_at = CASE WHEN $4::BOOLEAN THEN $5::BIGINT ELSE finished_at END
-        WHERE run_id = $1::TEXT AND lease_owner = $2::TEXT AND NOT finished RETURNING run_id),
+        WHERE run_id = $1::TEXT AND lease_owner = $2::TEXT AND fence = $8::BIGINT AND NOT finished RETURNING run_id),
     ev AS (
         INSERT INTO loom_events (run_id, seq, event)
         SELECT l.run_id, e.seq, e.event FROM lease l, UNNEST($6::BIGINT[], $7::TEXT[]) AS e(seq, event)
@@ -63,7 +69,8 @@ const END: &str = "
     SELECT COUNT(*) FROM lease";
 
 /// `renew` in one statement; 0 rows: [`renew_tx`] applies the lease rule.
-const RENEW: &str = "UPDATE loom_runs SET lease_expires = $1::BIGINT WHERE run_id = $2::TEXT AND lease_owner = $3::TEXT AND NOT finished";
+const RENEW: &str = "UPDATE loom_runs SET lease_expires = $1::BIGINT WHERE run_id = $2::TEXT AND lease_owner = $3::TEXT
+    AND fence = $4::BIGINT AND NOT finished";
 
 async fn begin_one(
     conn: &mut PooledConn,
@@ -90,6 +97,7 @@ async fn begin_one(
                 &events.0,
                 &events.1,
                 &record.parent_run_id,
+                &lease.fence_i64(),
             ],
         )
         .await
@@ -115,7 +123,16 @@ async fn append_one(
         .client
         .query_one(
             &statement,
-            &[&run_id, &owner, &lease.expiry_ms(now_ms()), &entry.type_name(), &text, &events.0, &events.1],
+            &[
+                &run_id,
+                &owner,
+                &lease.expiry_ms(now_ms()),
+                &entry.type_name(),
+                &text,
+                &events.0,
+                &events.1,
+                &lease.fence_i64(),
+            ],
         )
         .await;
     match result {
@@ -141,7 +158,10 @@ async fn end_one(
     let statement = conn.prepared(END).await?;
     let row = conn
         .client
-        .query_one(&statement, &[&run_id, &owner, &state.as_str(), &finished, &now_ms(), &events.0, &events.1])
+        .query_one(
+            &statement,
+            &[&run_id, &owner, &state.as_str(), &finished, &now_ms(), &events.0, &events.1, &lease.fence_i64()],
+        )
         .await
         .map_err(|e| pg("ending the run", e))?;
     if get::<i64>(&row, 0)? > 0 {
@@ -156,7 +176,7 @@ async fn renew_one(conn: &mut PooledConn, run_id: &str, lease: &Lease) -> Result
     let statement = conn.prepared(RENEW).await?;
     let n = conn
         .client
-        .execute(&statement, &[&lease.expiry_ms(now_ms()), &run_id, &owner])
+        .execute(&statement, &[&lease.expiry_ms(now_ms()), &run_id, &owner, &lease.fence_i64()])
         .await
         .map_err(|e| pg("renewing the lease", e))?;
     if n > 0 {
@@ -203,20 +223,24 @@ async fn end_tx(
     tx.commit().await.map_err(|e| pg("committing", e))
 }
 
-async fn acquire_tx(client: &mut Client, run_id: &str, lease: &Lease) -> Result<(), Error> {
+async fn acquire_tx(client: &mut Client, run_id: &str, lease: &Lease) -> Result<u64, Error> {
     let owner: &str = &lease.owner;
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
     // FOR UPDATE: concurrent acquirers wait here and then see the winner's lease.
     let row = lease_row(&tx, run_id, true).await?;
     let now = now_ms();
     may_take_over(run_id, row.as_ref().map(LeaseRow::view), lease, now)?;
-    tx.execute(
-        "UPDATE loom_runs SET lease_owner = $2, lease_expires = $3, state = 'running' WHERE run_id = $1",
-        &[&run_id, &owner, &lease.expiry_ms(now)],
-    )
-    .await
-    .map_err(|e| pg("taking the lease", e))?;
-    tx.commit().await.map_err(|e| pg("committing", e))
+    let row = tx
+        .query_one(
+            "UPDATE loom_runs SET lease_owner = $2, lease_expires = $3, state = 'running', fence = fence + 1
+             WHERE run_id = $1 RETURNING fence",
+            &[&run_id, &owner, &lease.expiry_ms(now)],
+        )
+        .await
+        .map_err(|e| pg("taking the lease", e))?;
+    let fence: i64 = get(&row, 0)?;
+    tx.commit().await.map_err(|e| pg("committing", e))?;
+    Ok(u64::try_from(fence).unwrap_or_default())
 }
 
 /// The slow path of [`renew_one`].
@@ -312,6 +336,17 @@ impl Journal for PostgresStore {
         Some(std::sync::Arc::new(self.clone()))
     }
 
+    fn run_queue(&self) -> Option<std::sync::Arc<dyn loom_core::journal::RunQueue>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
+    async fn prune(
+        &self,
+        finished_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<loom_core::journal::PruneReport, Error> {
+        super::queue::prune(self, finished_before).await
+    }
+
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
         let literal_input = crate::store::sql::json(&record.input)?;
         let literal = crate::store::sql::prompt_literal(&literal_input);
@@ -330,7 +365,7 @@ impl Journal for PostgresStore {
         with_conn!(self, |conn: conn| end_one(conn, run_id, lease, state, &events))
     }
 
-    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<u64, Error> {
         with_conn!(self, |client| acquire_tx(client, run_id, lease))
     }
 

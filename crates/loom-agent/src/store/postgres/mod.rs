@@ -17,7 +17,7 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
@@ -210,6 +210,7 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 
 mod api_keys;
 mod journal;
+mod queue;
 mod sessions;
 mod signals;
 
@@ -274,8 +275,27 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
             .await
             .map_err(|e| pg("recording the schema version", e))?;
     }
+    if version < 8 {
+        tx.batch_execute(MIGRATE_V8).await.map_err(|e| pg("upgrading the schema to version 8", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (8, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
     tx.commit().await.map_err(|e| pg("committing the migration", e))
 }
+
+/// Version 8 (scale-out): each run's fencing number (incremented at every takeover; every write
+/// under a lease carries it), and the durable run queue in `loom_runs` itself: `agent` (the agent
+/// that runs it; set only for queued runs), `request` (input, context and metadata as JSON),
+/// `queued_at`, and `cancel_requested` (a cancel recorded for the process that executes it).
+const MIGRATE_V8: &str = "
+    ALTER TABLE loom_runs ADD COLUMN IF NOT EXISTS fence BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE loom_runs ADD COLUMN IF NOT EXISTS agent TEXT;
+    ALTER TABLE loom_runs ADD COLUMN IF NOT EXISTS request TEXT;
+    ALTER TABLE loom_runs ADD COLUMN IF NOT EXISTS queued_at BIGINT;
+    ALTER TABLE loom_runs ADD COLUMN IF NOT EXISTS cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE INDEX IF NOT EXISTS loom_runs_queued ON loom_runs (agent, queued_at) WHERE agent IS NOT NULL AND NOT finished;
+    CREATE INDEX IF NOT EXISTS loom_runs_by_finish ON loom_runs (finished_at) WHERE finished;";
 
 /// Version 7: API keys for `loom serve` (SHA-256 hashes only; each key bound to a tenant).
 const MIGRATE_V7: &str = "
@@ -304,8 +324,9 @@ async fn renew_lease(tx: &Transaction<'_>, run_id: &str, lease: &Lease, until: i
     let owner: &str = &lease.owner;
     let n = tx
         .execute(
-            "UPDATE loom_runs SET lease_expires = $1 WHERE run_id = $2 AND lease_owner = $3 AND NOT finished",
-            &[&until, &run_id, &owner],
+            "UPDATE loom_runs SET lease_expires = $1 WHERE run_id = $2 AND lease_owner = $3 AND fence = $4
+                AND NOT finished",
+            &[&until, &run_id, &owner, &lease.fence_i64()],
         )
         .await
         .map_err(|e| pg("renewing the lease", e))?;
@@ -325,6 +346,7 @@ struct LeaseRow {
     journaled: bool,
     owner: Option<String>,
     expires_ms: Option<i64>,
+    fence: i64,
 }
 
 impl LeaseRow {
@@ -335,6 +357,7 @@ impl LeaseRow {
             journaled: self.journaled,
             owner: self.owner.as_deref(),
             expires_ms: self.expires_ms,
+            fence: u64::try_from(self.fence).unwrap_or_default(),
         }
     }
 }
@@ -342,10 +365,10 @@ impl LeaseRow {
 /// Reads the run's lease columns; `for_update` locks the row until the transaction ends.
 async fn lease_row(tx: &Transaction<'_>, run_id: &str, for_update: bool) -> Result<Option<LeaseRow>, Error> {
     let sql = if for_update {
-        "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires FROM loom_runs WHERE run_id = $1 \
-         FOR UPDATE"
+        "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires, fence FROM loom_runs \
+         WHERE run_id = $1 FOR UPDATE"
     } else {
-        "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires FROM loom_runs WHERE run_id = $1"
+        "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires, fence FROM loom_runs WHERE run_id = $1"
     };
     let row = tx.query_opt(sql, &[&run_id]).await.map_err(|e| pg("reading the run", e))?;
     let Some(row) = row else { return Ok(None) };
@@ -355,6 +378,7 @@ async fn lease_row(tx: &Transaction<'_>, run_id: &str, for_update: bool) -> Resu
         journaled: get(&row, 2)?,
         owner: get(&row, 3)?,
         expires_ms: get(&row, 4)?,
+        fence: get(&row, 5)?,
     }))
 }
 

@@ -19,6 +19,17 @@ impl Journal for SqliteStore {
         Some(std::sync::Arc::new(self.clone()))
     }
 
+    fn run_queue(&self) -> Option<std::sync::Arc<dyn loom_core::journal::RunQueue>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
+    async fn prune(
+        &self,
+        finished_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<loom_core::journal::PruneReport, Error> {
+        super::queue::prune(self, finished_before).await
+    }
+
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
         let run_id = record.run_id.clone();
         let session_id = record.session_id.clone();
@@ -27,17 +38,35 @@ impl Journal for SqliteStore {
         let row = RecordRow::new(record)?;
         let owner = lease.owner.to_string();
         let until = lease.expiry_ms(now_ms());
+        let fence = lease.fence_i64();
         let events = crate::store::sql::events_once(encode_events(events)?, row.literal());
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             let n = tx
                 .prepare_cached(
                     "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,
-                        lease_owner, lease_expires, parent_run_id) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (run_id) DO NOTHING",
+                        lease_owner, lease_expires, parent_run_id, fence)
+                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (run_id) DO UPDATE SET session_id = excluded.session_id, user_id = excluded.user_id,
+                        state = 'running', input = excluded.input, record = excluded.record,
+                        started_at = excluded.started_at, lease_expires = excluded.lease_expires,
+                        parent_run_id = excluded.parent_run_id
+                     WHERE loom_runs.record IS NULL AND loom_runs.agent IS NOT NULL AND loom_runs.finished = 0
+                        AND loom_runs.lease_owner = excluded.lease_owner AND loom_runs.fence = excluded.fence",
                 )
                 .map_err(db)?
-                .execute(params![run_id, session_id, user_id, row.input, row.record, row.started, owner, until, parent])
+                .execute(params![
+                    run_id,
+                    session_id,
+                    user_id,
+                    row.input,
+                    row.record,
+                    row.started,
+                    owner,
+                    until,
+                    parent,
+                    fence
+                ])
                 .map_err(db)?;
             if n == 0 {
                 return Err(Error::Store(format!("run {run_id} is already journaled").into()));
@@ -85,19 +114,23 @@ impl Journal for SqliteStore {
         .await
     }
 
-    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<u64, Error> {
         let run_id = run_id.to_string();
         let lease = lease.clone();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             let now = now_ms();
             with_lease(&tx, &run_id, |view| may_take_over(&run_id, view, &lease, now))?;
-            tx.execute(
-                "UPDATE loom_runs SET lease_owner = ?2, lease_expires = ?3, state = 'running' WHERE run_id = ?1",
-                params![run_id, &*lease.owner, lease.expiry_ms(now)],
-            )
-            .map_err(db)?;
-            tx.commit().map_err(db)
+            let fence: i64 = tx
+                .query_row(
+                    "UPDATE loom_runs SET lease_owner = ?2, lease_expires = ?3, state = 'running', fence = fence + 1
+                     WHERE run_id = ?1 RETURNING fence",
+                    params![run_id, &*lease.owner, lease.expiry_ms(now)],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(u64::try_from(fence).unwrap_or_default())
         })
         .await
     }

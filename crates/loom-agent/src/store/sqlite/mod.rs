@@ -15,11 +15,12 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 
 mod api_keys;
 mod journal;
+mod queue;
 mod sessions;
 mod signals;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -333,8 +334,38 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     if version < 7 {
         tx.execute_batch(MIGRATE_V7).map_err(db)?;
     }
+    if version < 8 {
+        for (column, declaration) in V8_COLUMNS {
+            let has_column: bool = tx
+                .query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('loom_runs') WHERE name = ?1", [column], |r| {
+                    r.get(0)
+                })
+                .map_err(db)?;
+            if !has_column {
+                tx.execute_batch(&format!("ALTER TABLE loom_runs ADD COLUMN {column} {declaration};")).map_err(db)?;
+            }
+        }
+        tx.execute_batch(MIGRATE_V8).map_err(db)?;
+    }
     tx.commit().map_err(db)
 }
+
+/// Version 8 (scale-out): each run's fencing number (incremented at every takeover; every write
+/// under a lease carries it), and the durable run queue in `loom_runs` itself: `agent` (the agent
+/// that runs it; set only for queued runs), `request` (input, context and metadata as JSON),
+/// `queued_at`, and `cancel_requested` (a cancel recorded for the process that executes it).
+const V8_COLUMNS: [(&str, &str); 5] = [
+    ("fence", "INTEGER NOT NULL DEFAULT 0"),
+    ("agent", "TEXT"),
+    ("request", "TEXT"),
+    ("queued_at", "INTEGER"),
+    ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+const MIGRATE_V8: &str = "
+    CREATE INDEX IF NOT EXISTS loom_runs_queued ON loom_runs (agent, queued_at) WHERE agent IS NOT NULL AND finished = 0;
+    CREATE INDEX IF NOT EXISTS loom_runs_by_finish ON loom_runs (finished_at) WHERE finished = 1;
+    PRAGMA user_version = 8;";
 
 /// Appends a journal entry after the run's last one (the caller's transaction holds the write lock).
 pub(super) fn insert_entry(tx: &rusqlite::Transaction<'_>, run_id: &str, kind: &str, entry: &str) -> Result<(), Error> {
@@ -374,10 +405,11 @@ pub(super) fn renew_lease(
 ) -> Result<(), Error> {
     let n = tx
         .prepare_cached(
-            "UPDATE loom_runs SET lease_expires = ?1 WHERE run_id = ?2 AND lease_owner = ?3 AND finished = 0",
+            "UPDATE loom_runs SET lease_expires = ?1 WHERE run_id = ?2 AND lease_owner = ?3 AND fence = ?4
+                AND finished = 0",
         )
         .map_err(db)?
-        .execute(params![until, run_id, &*lease.owner])
+        .execute(params![until, run_id, &*lease.owner, lease.fence_i64()])
         .map_err(db)?;
     if n == 0 {
         // The update matched nothing: the rule says why (unknown run, finished, another owner).
@@ -401,8 +433,8 @@ pub(super) fn hold_lease(tx: &rusqlite::Transaction<'_>, run_id: &str, lease: &L
     Ok(())
 }
 
-/// A run's lease columns: state, finished, journaled, owner, expiry.
-type LeaseColumns = (String, bool, bool, Option<String>, Option<i64>);
+/// A run's lease columns: state, finished, journaled, owner, expiry, fence.
+type LeaseColumns = (String, bool, bool, Option<String>, Option<i64>, i64);
 
 /// Reads the run's lease and hands it to the lease rule.
 pub(super) fn with_lease<T>(
@@ -412,15 +444,17 @@ pub(super) fn with_lease<T>(
 ) -> Result<T, Error> {
     let row: Option<LeaseColumns> = conn
         .prepare_cached(
-            "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires FROM loom_runs WHERE run_id = ?1",
+            "SELECT state, finished, record IS NOT NULL, lease_owner, lease_expires, fence FROM loom_runs
+             WHERE run_id = ?1",
         )
         .map_err(db)?
-        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()
         .map_err(db)?;
-    let Some((state, finished, journaled, owner, expires_ms)) = row else { return rule(None) };
+    let Some((state, finished, journaled, owner, expires_ms, fence)) = row else { return rule(None) };
     let state = crate::store::sql::parse_state(&state, run_id)?;
-    rule(Some(LeaseView { state, finished, journaled, owner: owner.as_deref(), expires_ms }))
+    let fence = u64::try_from(fence).unwrap_or_default();
+    rule(Some(LeaseView { state, finished, journaled, owner: owner.as_deref(), expires_ms, fence }))
 }
 
 pub(super) fn load_events(conn: &Connection, run_id: &str) -> Result<Vec<Event>, Error> {

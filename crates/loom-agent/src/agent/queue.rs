@@ -1,0 +1,290 @@
+//! Runs from the durable queue: [`Agent::start_claimed`] starts a run a worker claimed (fresh, or
+//! resumed from its journal when it had begun), and [`QueueWorker`] claims and drives queued runs
+//! for a set of agents: it renews nothing itself (each run's driver renews its lease), honours
+//! cancels recorded by other processes, and never holds more than its concurrency.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::{Agent, ResumeOptions, Run, RunRequest, SessionConfig};
+use crate::error::Error;
+use crate::run::{RunContext, RunInput};
+use crate::store::{ClaimedRun, Journal, QueuedRun, RunQueue};
+
+/// The request of a queued run as the queue keeps it: `{"input", "context", "metadata"}`.
+pub fn queued_request(input: &RunInput, context: &RunContext, metadata: &Map<String, Value>) -> Value {
+    serde_json::json!({ "input": input, "context": context, "metadata": metadata })
+}
+
+fn parse_request(run: &QueuedRun) -> Result<RunRequest, Error> {
+    let bad = |what: &str, e: serde_json::Error| {
+        Error::Config(format!("queued run {}: its request's `{what}` does not parse: {e}", run.run_id))
+    };
+    let input: RunInput = serde_json::from_value(run.request.get("input").cloned().unwrap_or(Value::Null))
+        .map_err(|e| bad("input", e))?;
+    let mut request = RunRequest::new(input);
+    if let Some(context) = run.request.get("context").filter(|v| !v.is_null()) {
+        request.context = serde_json::from_value(context.clone()).map_err(|e| bad("context", e))?;
+    }
+    if let Some(Value::Object(metadata)) = run.request.get("metadata") {
+        request.metadata = metadata.clone();
+    }
+    Ok(request)
+}
+
+impl Agent {
+    /// Queues a run in this agent's journal database for a worker (see [`QueueWorker`]) under
+    /// `agent_name`, and returns it (its id, and its session: a new one when none is given) at
+    /// once. Needs a journal with a run queue (SQLite or PostgreSQL).
+    pub async fn enqueue(
+        &self,
+        agent_name: &str,
+        session_id: Option<&str>,
+        user_id: Option<&str>,
+        request: Value,
+    ) -> Result<QueuedRun, Error> {
+        let queue = self.run_queue()?;
+        let run = QueuedRun {
+            run_id: crate::new_id("run"),
+            agent: agent_name.to_string(),
+            session_id: session_id.map_or_else(|| crate::new_id("sess"), str::to_string),
+            user_id: user_id.map(str::to_string),
+            request,
+            queued_at: chrono::Utc::now(),
+        };
+        queue.enqueue(&run).await?;
+        Ok(run)
+    }
+
+    /// The run queue of this agent's journal; [`Error::Config`] when it has none.
+    pub fn run_queue(&self) -> Result<Arc<dyn RunQueue>, Error> {
+        self.journal()
+            .and_then(|j| j.run_queue())
+            .ok_or_else(|| Error::Config("a run queue needs a durable journal: `sqlite:…` or `postgres://…`".into()))
+    }
+
+    /// Starts a run this process claimed from the queue ([`RunQueue::claim`], with this agent's
+    /// lease): a run that had not begun starts under its queued id, session and user, writing
+    /// with the claim's fencing number; one that had (its worker died) is resumed from its journal
+    /// ([`Agent::resume`]: completed model and tool calls are replayed, not repeated). A run whose
+    /// cancel was requested is cancelled at once, so it ends `cancelled` (and says so in the
+    /// stores).
+    pub async fn start_claimed(&self, claimed: &ClaimedRun) -> Result<Run, Error> {
+        let run = &claimed.run;
+        let handle = if claimed.begun {
+            let mut options = ResumeOptions::default();
+            if let Some(user) = &run.user_id {
+                options = options.user(user.clone());
+            }
+            self.resume_with(&run.run_id, options).await?
+        } else {
+            let mut request = parse_request(run)?;
+            request.queued = Some((run.run_id.clone(), claimed.fence));
+            let session = self.session(SessionConfig {
+                id: Some(run.session_id.clone()),
+                user_id: run.user_id.clone(),
+                ..Default::default()
+            });
+            session.start(request)
+        };
+        if claimed.cancel_requested {
+            handle.cancel();
+        }
+        Ok(handle)
+    }
+}
+
+/// What a [`QueueWorker`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueReport {
+    /// Runs it claimed and started (resumed ones included).
+    pub started: usize,
+    /// Of those, runs that had begun elsewhere (taken over).
+    pub resumed: usize,
+    /// Runs that ended here, by state.
+    pub ended: BTreeMap<String, usize>,
+    /// Cancels it honoured for other processes.
+    pub cancelled: usize,
+}
+
+/// Claims queued runs for a set of agents (by the names the queue records) and drives them:
+/// `loom worker --config` runs one. Any number of workers may share a database: each run is
+/// claimed by one (`FOR UPDATE SKIP LOCKED` with a lease), and a run whose worker died is claimed
+/// again once its lease expires, then resumed from its journal.
+#[derive(Clone)]
+pub struct QueueWorker {
+    agents: Vec<(String, Agent)>,
+    queue: Arc<dyn RunQueue>,
+    concurrency: usize,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for QueueWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.agents.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("QueueWorker").field("agents", &names).field("concurrency", &self.concurrency).finish()
+    }
+}
+
+impl QueueWorker {
+    /// A worker for these agents (name → agent), on the run queue of the first agent's journal.
+    /// [`Error::Config`] when there is no agent or its journal has no queue.
+    pub fn new(agents: impl IntoIterator<Item = (String, Agent)>) -> Result<QueueWorker, Error> {
+        let agents: Vec<(String, Agent)> = agents.into_iter().collect();
+        let Some((_, first)) = agents.first() else {
+            return Err(Error::Config("a queue worker needs at least one agent".into()));
+        };
+        let queue = first.run_queue()?;
+        Ok(QueueWorker { agents, queue, concurrency: 64, poll: Duration::from_millis(100) })
+    }
+
+    /// How many runs it drives at once (default 64).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// How often it looks for queued runs and cancels when idle (default 100 ms).
+    pub fn poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Claims and drives queued runs until `shutdown` completes, then stops claiming and waits for
+    /// the runs it holds to end. A pass that fails (the database is down) is logged and retried.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> QueueReport {
+        let mut report = QueueReport::default();
+        let mut running: HashMap<String, (Run, usize)> = HashMap::new();
+        let mut cancelled: HashSet<String> = HashSet::new();
+        let mut renewed = tokio::time::Instant::now();
+        tokio::pin!(shutdown);
+        loop {
+            if renewed.elapsed() >= self.renew_every() {
+                renewed = tokio::time::Instant::now();
+                self.renew_waiting(&running).await;
+            }
+            let full = match self.pass(&mut running, &mut cancelled, &mut report).await {
+                Ok(full) => full,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a queue worker pass failed");
+                    false
+                }
+            };
+            let pause = if full { Duration::ZERO } else { self.poll };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        for (_, (run, _)) in running.drain() {
+            let result = run.result().await;
+            *report.ended.entry(result.state.as_str().to_string()).or_default() += 1;
+        }
+        report
+    }
+
+    /// How often the claims of runs that have not started are renewed: a third of the shortest
+    /// lease.
+    fn renew_every(&self) -> Duration {
+        self.agents.iter().map(|(_, a)| a.inner.env.stores.lease.ttl / 3).min().unwrap_or(Duration::from_secs(1))
+    }
+
+    /// Renews the claims of the runs that wait to start (behind their session's earlier runs, or
+    /// on a busy machine): once a run executes, its driver renews its lease.
+    async fn renew_waiting(&self, running: &HashMap<String, (Run, usize)>) {
+        for (id, (run, agent)) in running {
+            if run.state() != crate::run::RunState::Queued {
+                continue;
+            }
+            let Some((_, agent)) = self.agents.get(*agent) else { continue };
+            let Some(journal) = agent.journal() else { continue };
+            let fence = run.log.fence.load(std::sync::atomic::Ordering::Acquire);
+            if let Err(e) = journal.renew(id, &agent.inner.env.stores.lease.fenced(fence)).await {
+                tracing::warn!(run_id = %id, error = %e, "renewing a claim failed");
+            }
+        }
+    }
+
+    /// One pass: collects ended runs, honours requested cancels, claims as many runs as there is
+    /// room for. Returns whether a claim filled the room (more may wait: no pause).
+    async fn pass(
+        &self,
+        running: &mut HashMap<String, (Run, usize)>,
+        cancelled: &mut HashSet<String>,
+        report: &mut QueueReport,
+    ) -> Result<bool, Error> {
+        running.retain(|id, (run, _)| {
+            let state = run.state();
+            let live = !state.is_terminal();
+            if !live {
+                *report.ended.entry(state.as_str().to_string()).or_default() += 1;
+                cancelled.remove(id);
+            }
+            live
+        });
+        if !running.is_empty() {
+            let ids: Vec<String> = running.keys().filter(|id| !cancelled.contains(*id)).cloned().collect();
+            for id in self.queue.cancels_requested(&ids).await? {
+                if let Some((run, _)) = running.get(&id) {
+                    run.cancel();
+                    report.cancelled += 1;
+                    cancelled.insert(id);
+                }
+            }
+        }
+        let mut full = false;
+        for (index, (name, agent)) in self.agents.iter().enumerate() {
+            let room = self.concurrency.saturating_sub(running.len());
+            if room == 0 {
+                return Ok(true);
+            }
+            let lease = &agent.inner.env.stores.lease;
+            let claimed = self.queue.claim(name, lease, room).await?;
+            full |= claimed.len() == room;
+            for claim in claimed {
+                match agent.start_claimed(&claim).await {
+                    Ok(run) => {
+                        if claim.cancel_requested {
+                            report.cancelled += 1;
+                            cancelled.insert(claim.run.run_id.clone());
+                        }
+                        report.started += 1;
+                        report.resumed += usize::from(claim.begun);
+                        running.insert(claim.run.run_id.clone(), (run, index));
+                    }
+                    // Its lease lapses and another claim retries it (or reports the same error).
+                    Err(e) => tracing::warn!(run_id = %claim.run.run_id, error = %e, "starting a claimed run failed"),
+                }
+            }
+        }
+        Ok(full)
+    }
+}
+
+/// Applies a retention policy until `shutdown`: every `every`, deletes the runs of `journal` that
+/// finished more than `keep` ago ([`Journal::prune`]). Failures are logged.
+pub async fn prune_periodically(
+    journal: Arc<dyn Journal>,
+    keep: Duration,
+    every: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let cut = chrono::Utc::now().checked_sub_signed(keep).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        match journal.prune(cut).await {
+            Ok(r) if r.runs > 0 => tracing::info!(runs = r.runs, events = r.events, entries = r.entries, "pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention: pruning finished runs failed"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
+        }
+    }
+}
