@@ -2,7 +2,8 @@
 //!
 //! Runs (`/runs`, with the busy-session strategy, cancel, resume and events as SSE with
 //! `Last-Event-ID` resumption or JSON pages), sessions, approvals, OpenAI-compatible
-//! `/v1/chat/completions` and `/v1/responses`, `/health`, `/ready`, `/metrics` (Prometheus) and
+//! `/v1/chat/completions` and `/v1/responses`, the agents as MCP tools at `/mcp` (Streamable
+//! HTTP), `/health`, `/ready`, `/metrics` (Prometheus) and
 //! `/openapi.json`. Every API request needs `Authorization: Bearer KEY`; each key belongs to a
 //! tenant, and a tenant sees only its own users' sessions, runs and events (another tenant's id is
 //! a 404). Keys are stored as SHA-256 hashes in the journal's database.
@@ -19,6 +20,7 @@ mod approvals;
 mod auth;
 mod error;
 mod events;
+mod mcp;
 mod metrics;
 mod openai;
 pub mod openapi;
@@ -176,6 +178,8 @@ async fn not_found() -> ApiError {
 
 /// The router: public endpoints, the API behind authentication, the body limit and CORS.
 pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig) -> Result<Router, Error> {
+    let max_body = settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    let mcp = mcp::service(state.clone(), state.keys.is_some(), max_body);
     let api = Router::new()
         .route("/runs", post(runs::create).get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
@@ -191,6 +195,7 @@ pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig)
         .route("/sessions/{session_id}/runs", get(sessions::runs))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(openai::responses))
+        .route_service("/mcp", mcp)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let mut app = Router::new()
         .route("/health", get(health))
@@ -199,7 +204,7 @@ pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig)
         .route("/openapi.json", get(openapi))
         .merge(api)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY)))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     if !settings.cors_origins.is_empty() {
         let origins = if settings.cors_origins.iter().any(|o| o == "*") {
@@ -214,7 +219,12 @@ pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig)
         };
         app =
             app.layer(CorsLayer::new().allow_origin(origins).allow_methods([Method::GET, Method::POST]).allow_headers(
-                [header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("last-event-id")],
+                [
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::HeaderName::from_static("last-event-id"),
+                    header::HeaderName::from_static("mcp-protocol-version"),
+                ],
             ));
     }
     Ok(app)

@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/sessions/{session_id}/runs", "A session's runs", true),
     ("post", "/v1/chat/completions", "OpenAI-compatible chat completions (stream or not)", true),
     ("post", "/v1/responses", "OpenAI-compatible Responses API", true),
+    ("post", "/mcp", "MCP over Streamable HTTP: each agent is a tool {message, session_id?}", true),
 ];
 
 /// The document.
