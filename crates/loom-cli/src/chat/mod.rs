@@ -63,7 +63,7 @@ pub fn long_help() -> &'static str {
     "\
 Examples:
   echo \"Hello there\" | loom chat --model echo                   # piped input: one message, then the end of input
-  printf 'My name is Ann\\nWhat is my name?\\n/history\\n' | loom chat --model openai:gpt-4o-mini
+  printf 'My name is Ann\\nWhat is my name?\\n/history\\n' | OPENAI_API_KEY=… loom chat --model openai:gpt-4o-mini
   printf 'Remember 7\\n/exit\\n' | loom chat --model echo --journal sqlite:./chat.db --session s1
   printf 'Which number?\\n' | loom chat --model echo --journal sqlite:./chat.db --session s1   # the same conversation
   loom chat --url http://127.0.0.1:8080 --key-env LOOM_API_KEY < /dev/null                  # an agent of `loom serve`
