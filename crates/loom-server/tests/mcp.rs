@@ -15,7 +15,7 @@ use loom_agent::config::ServerConfig;
 use loom_agent::governance::{Approval, FnApproval};
 use loom_agent::model::{FnModel, ScriptedTurn};
 use loom_agent::{Agent, Message};
-use loom_mcp::model::{CallToolResult, RawContent};
+use loom_mcp::model::{CallToolResult, ContentBlock};
 use loom_server::{AppState, Server};
 use serde_json::{Value, json};
 
@@ -86,8 +86,8 @@ async fn start() -> Mcp {
 fn text(r: &CallToolResult) -> String {
     r.content
         .iter()
-        .filter_map(|c| match &**c {
-            RawContent::Text(t) => Some(t.text.clone()),
+        .filter_map(|c| match c {
+            ContentBlock::Text(t) => Some(t.text.clone()),
             _ => None,
         })
         .collect::<Vec<_>>()
@@ -282,7 +282,7 @@ async fn a_loom_agent_uses_a_served_agent_through_its_mcp_capability() {
         async move { http.get(url).bearer_auth(key).send().await.unwrap().json::<Value>().await.unwrap() }
     };
     let a = list(s.key_a.clone()).await;
-    assert_eq!(a["runs"][0]["input"], json!("forecast for Paris"), "{a}");
+    assert_eq!(a["runs"][0]["input"], json!({"prompt": "forecast for Paris"}), "{a}");
     assert_eq!(a["runs"][0]["output"], "Echo: forecast for Paris");
     assert_eq!(list(s.key_b.clone()).await["runs"], json!([]));
 }
