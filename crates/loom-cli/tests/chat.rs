@@ -67,7 +67,9 @@ fn messages(body: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["role"].as_str().unwrap_or_default().to_string(), m["content"].as_str().unwrap_or_default().to_string()))
+        .map(|m| {
+            (m["role"].as_str().unwrap_or_default().to_string(), m["content"].as_str().unwrap_or_default().to_string())
+        })
         .collect()
 }
 
@@ -165,14 +167,14 @@ fn new_forgets_the_session_and_end_of_input_ends_the_chat() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(
-        stdout,
-        "Echo: one\nyou: one\nassistant: Echo: one\n(no messages in this session yet)\nEcho: two\n",
+        stdout, "Echo: one\nyou: one\nassistant: Echo: one\n(no messages in this session yet)\nEcho: two\n",
         "{stderr}"
     );
     assert!(stderr.contains("(new session "), "{stderr}");
     assert!(stderr.contains("unknown command `/nope`"), "{stderr}");
     // Journaled: a later chat in the same session continues it.
-    let first = chat(&["--model", "echo", "--journal", "sqlite:./chat.db", "--session", "s1"], "Remember 7\n", &dir, &[]);
+    let first =
+        chat(&["--model", "echo", "--journal", "sqlite:./chat.db", "--session", "s1"], "Remember 7\n", &dir, &[]);
     assert!(first.status.success());
     let later = chat(&["--model", "echo", "--journal", "sqlite:./chat.db", "--session", "s1"], "/history\n", &dir, &[]);
     assert_eq!(String::from_utf8_lossy(&later.stdout), "you: Remember 7\nassistant: Echo: Remember 7\n");
@@ -203,7 +205,11 @@ async fn serve(dir: &Path, model_url: &str) -> (Served, String) {
          approval = \"defer\"\ncapabilities = [{{ kind = \"files\", root = \"./work\", writable = true }}]\n"
     );
     std::fs::write(dir.join("agent.toml"), config).unwrap();
-    let out = loom().args(["keys", "create", "--tenant", "acme", "--config", "agent.toml"]).current_dir(dir).output().unwrap();
+    let out = loom()
+        .args(["keys", "create", "--tenant", "acme", "--config", "agent.toml"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

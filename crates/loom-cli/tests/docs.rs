@@ -92,7 +92,8 @@ fn help_lines(subcommand: &str) -> Vec<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_loom")).args([subcommand, "--help"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
-    let examples = help.split_once("Examples:\n").unwrap_or_else(|| panic!("`loom {subcommand} --help` has examples")).1;
+    let examples =
+        help.split_once("Examples:\n").unwrap_or_else(|| panic!("`loom {subcommand} --help` has examples")).1;
     let lines: Vec<String> =
         examples.lines().take_while(|l| !l.trim().is_empty()).map(strip_comment).filter(|l| !l.is_empty()).collect();
     assert!(lines.len() >= 5, "{lines:?}");

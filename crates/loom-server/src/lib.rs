@@ -217,15 +217,14 @@ pub fn router(state: Arc<AppState>, settings: &loom_agent::config::ServerConfig)
                 .collect::<Result<Vec<_>, _>>()?;
             AllowOrigin::list(list)
         };
-        app =
-            app.layer(CorsLayer::new().allow_origin(origins).allow_methods([Method::GET, Method::POST]).allow_headers(
-                [
-                    header::AUTHORIZATION,
-                    header::CONTENT_TYPE,
-                    header::HeaderName::from_static("last-event-id"),
-                    header::HeaderName::from_static("mcp-protocol-version"),
-                ],
-            ));
+        app = app.layer(
+            CorsLayer::new().allow_origin(origins).allow_methods([Method::GET, Method::POST]).allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("last-event-id"),
+                header::HeaderName::from_static("mcp-protocol-version"),
+            ]),
+        );
     }
     Ok(app)
 }

@@ -20,9 +20,8 @@ use std::sync::Arc;
 
 use loom_agent::{EventKind, RunRequest, RunResult, RunState};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
-    ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
-    Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
+    MetaObject, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -206,10 +205,10 @@ impl LoomMcp {
 impl ServerHandler for LoomMcp {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("loom", env!("CARGO_PKG_VERSION")).with_title("Loom agent server"),
+            .with_server_info(Implementation::new("loom", env!("CARGO_PKG_VERSION")).with_title("Loom agent server"))
+            .with_instructions(
+                "Each tool is a Loom agent: call it with a message (and a session_id to continue a conversation).",
             )
-            .with_instructions("Each tool is a Loom agent: call it with a message (and a session_id to continue a conversation).")
     }
 
     async fn list_tools(

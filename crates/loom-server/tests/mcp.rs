@@ -161,25 +161,11 @@ async fn failed_and_suspended_runs_and_bad_calls_are_tool_errors() {
     assert!(t.contains("suspended") && t.contains("/approvals"), "{t}");
     // The pending approval is there to decide, for this tenant only.
     let http = reqwest::Client::new();
-    let pending: Value = http
-        .get(format!("{}/approvals", s.base))
-        .bearer_auth(&s.key_a)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pending: Value =
+        http.get(format!("{}/approvals", s.base)).bearer_auth(&s.key_a).send().await.unwrap().json().await.unwrap();
     assert_eq!(pending["approvals"][0]["tool"], "danger", "{pending}");
-    let other: Value = http
-        .get(format!("{}/approvals", s.base))
-        .bearer_auth(&s.key_b)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other: Value =
+        http.get(format!("{}/approvals", s.base)).bearer_auth(&s.key_b).send().await.unwrap().json().await.unwrap();
     assert_eq!(other["approvals"], json!([]));
 
     for (args, expected) in [
@@ -203,10 +189,8 @@ async fn mcp_needs_a_key_and_keeps_tenants_apart() {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     for key in [None, Some("loom_wrong")] {
-        let mut req = http
-            .post(format!("{}/mcp", s.base))
-            .header("accept", "application/json, text/event-stream")
-            .json(&init);
+        let mut req =
+            http.post(format!("{}/mcp", s.base)).header("accept", "application/json, text/event-stream").json(&init);
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -298,7 +282,10 @@ async fn the_typescript_sdk_client_calls_an_agent() {
     let sdk = cache.join("node_modules/@modelcontextprotocol/sdk/dist/esm/client");
     let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
     if !node || !sdk.join("index.js").exists() {
-        println!("skipped: node or {} is missing (installed with @modelcontextprotocol/server-everything)", sdk.display());
+        println!(
+            "skipped: node or {} is missing (installed with @modelcontextprotocol/server-everything)",
+            sdk.display()
+        );
         return;
     }
     let s = start().await;

@@ -40,7 +40,8 @@ impl LocalChat {
             }
         });
         let agent = build_agent_with(args.agent, None, |b| b.approval_handler(approver))?;
-        let session = agent.session(SessionConfig { id: args.session, user_id: args.user.clone(), ..Default::default() });
+        let session =
+            agent.session(SessionConfig { id: args.session, user_id: args.user.clone(), ..Default::default() });
         Ok(LocalChat { agent, user: args.user, session, max_turns: args.max_turns, questions })
     }
 

@@ -83,7 +83,7 @@ Output:
   The answer streams to stdout; tool calls (→), results (←), approvals and errors go to stderr.
   Ctrl-C cancels the message being answered (a second one ends the chat); at the prompt it ends the
   chat. The exit code is that of the last message: 0 answered (or no message), 1 failed, 3
-  interrupted, 4 cancelled; 2 for bad flags or a server that refuses the key."
+  interrupted, 4 cancelled; 2 for bad flags, a server that does not answer, or a refused key."
 }
 
 /// The lines of standard input, read on a thread of their own (a read that blocks must not block
@@ -123,7 +123,18 @@ impl Lines {
         self.rx.recv().await
     }
 
-    /// Prints a prompt on stderr (on a terminal only) and reads the answer.
+    /// Prints the message prompt on stderr (on a terminal only) and reads the next message.
+    pub async fn message(&mut self) -> Option<String> {
+        if self.terminal {
+            let mut err = io::stderr().lock();
+            let _ = write!(err, "> ");
+            let _ = err.flush();
+        }
+        self.next().await
+    }
+
+    /// Prints a question on stderr and reads the answer (echoed when piped, so the transcript
+    /// on stderr shows what was answered).
     pub async fn ask(&mut self, prompt: &str) -> Option<String> {
         if self.terminal {
             let mut err = io::stderr().lock();
@@ -235,7 +246,7 @@ async fn chat_loop(backend: &mut Backend, lines: &mut Lines) -> Exit {
     }
     loop {
         let line = tokio::select! {
-            line = lines.ask("> ") => line,
+            line = lines.message() => line,
             Ok(()) = tokio::signal::ctrl_c() => None,
         };
         let Some(line) = line else { break };

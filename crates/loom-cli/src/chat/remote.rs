@@ -276,11 +276,8 @@ fn split_frame(buffer: &str) -> Option<(String, String)> {
 
 /// The data of a frame (its `data:` lines joined); `None` for comments and keep-alives.
 fn frame_data(frame: &str) -> Option<String> {
-    let data: Vec<&str> = frame
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
+    let data: Vec<&str> =
+        frame.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
     (!data.is_empty()).then(|| data.join("\n"))
 }
 
