@@ -75,6 +75,14 @@ pub enum Command {
     Serve(crate::serve_cmd::ServeArgs),
     /// Make, list and revoke the API keys of `loom serve` (kept hashed in the journal's database).
     Keys(crate::serve_cmd::KeysArgs),
+    /// Chat with an agent in the terminal: one session across messages, the answer streamed, tool
+    /// calls shown, approvals answered inline — a local agent (the flags of `loom run`) or one of a
+    /// `loom serve` (--url).
+    #[command(
+        after_help = "Run `loom chat --help` for examples and the commands.",
+        after_long_help = crate::chat::long_help()
+    )]
+    Chat(crate::chat::ChatArgs),
 }
 
 /// The options of `loom tools`.

@@ -6,10 +6,12 @@
 //! `loom run --help`). Logs (warnings, and more with `-v`/`-vv` or `RUST_LOG`) go to stderr.
 //!
 //! The layout: [`cli`] holds the clap definitions, [`run`] the `run` command, [`audit`] the
-//! `audit` command, [`runs`] the `runs` commands (journaled runs), [`tools_cmd`] the `tools` command, and [`render`] the human view.
+//! `audit` command, [`runs`] the `runs` commands (journaled runs), [`tools_cmd`] the `tools` command,
+//! [`chat`] the `chat` command, and [`render`] the human view.
 
 mod approval;
 mod audit;
+mod chat;
 mod cli;
 mod knowledge_cmd;
 mod memory_cmd;
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::Worker(args) => signal_cmd::worker(args),
         cli::Command::Serve(args) => serve_cmd::serve(args),
         cli::Command::Keys(args) => serve_cmd::keys(args),
+        cli::Command::Chat(args) => chat::main(args),
     };
     ExitCode::from(exit as u8)
 }

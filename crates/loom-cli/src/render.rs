@@ -248,7 +248,7 @@ pub fn error_line(result: &RunResult) -> String {
 }
 
 /// `name(arguments)`, with the arguments as compact JSON when they parse, cut to a readable width.
-fn describe_call(call: &ToolCall) -> String {
+pub(crate) fn describe_call(call: &ToolCall) -> String {
     let arguments = match serde_json::from_str::<serde_json::Value>(&call.arguments) {
         Ok(value) => value.to_string(),
         Err(_) => call.arguments.split_whitespace().collect::<Vec<_>>().join(" "),
@@ -257,7 +257,7 @@ fn describe_call(call: &ToolCall) -> String {
 }
 
 /// The first non-empty line of a text, cut to `width` characters; `…` marks anything left out.
-fn first_line(text: &str, width: usize) -> String {
+pub(crate) fn first_line(text: &str, width: usize) -> String {
     let trimmed = text.trim();
     let mut lines = trimmed.lines();
     let first = lines.next().unwrap_or_default().trim_end();

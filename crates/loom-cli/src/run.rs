@@ -11,7 +11,7 @@ use loom_agent::capability::web::SearXng;
 use loom_agent::capability::{self, Web, mcp};
 use loom_agent::output::OutputSchema;
 use loom_agent::store::open_journal;
-use loom_agent::{Agent, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
+use loom_agent::{Agent, AgentBuilder, Error, Event, Run, RunContext, RunRequest, RunResult, RunState};
 
 use crate::approval::Governance;
 use crate::cli::{AgentArgs, DEFAULT_MODEL, MODEL_ENV, RunArgs};
@@ -33,7 +33,8 @@ pub enum Exit {
 }
 
 impl Exit {
-    fn of(state: RunState) -> Exit {
+    /// The exit code of a run that ended in `state`.
+    pub fn of(state: RunState) -> Exit {
         match state {
             RunState::Completed => Exit::Completed,
             // A suspended run waits for a decision: it stopped without an answer.
@@ -137,11 +138,16 @@ enum ModelSource {
 /// Builds the agent from the flags shared by `loom run` and `loom runs resume`, or says what is
 /// wrong with them.
 pub fn build_agent(args: AgentArgs) -> Result<Agent, String> {
-    build_agent_with(args, None)
+    build_agent_with(args, None, |b| b)
 }
 
-/// [`build_agent`] with a runtime profile (`loom run --criteria`).
-fn build_agent_with(args: AgentArgs, runtime: Option<loom_agent::Runtime>) -> Result<Agent, String> {
+/// [`build_agent`] with a runtime profile (`loom run --criteria`), and a last say on the builder
+/// after the flags (`loom chat` answers approvals itself).
+pub fn build_agent_with(
+    args: AgentArgs,
+    runtime: Option<loom_agent::Runtime>,
+    customize: impl FnOnce(AgentBuilder) -> AgentBuilder,
+) -> Result<Agent, String> {
     if let Some(url) = &args.base_url {
         check_base_url(url)?;
     }
@@ -235,7 +241,7 @@ fn build_agent_with(args: AgentArgs, runtime: Option<loom_agent::Runtime>) -> Re
         mcp_servers,
         read_only: args.read_only,
     };
-    builder = governance.apply(builder);
+    builder = customize(governance.apply(builder));
     let agent = builder.build().map_err(|e| describe(&e))?;
     governance.check_names(&agent)?;
     Ok(agent)
@@ -300,7 +306,7 @@ fn prepare(args: RunArgs) -> Result<(Agent, RunRequest), String> {
     let runtime = (!args.criteria.is_empty()).then(|| {
         loom_agent::Runtime::builder("cli").criteria(args.criteria.iter().cloned()).criteria_rounds(3).build()
     });
-    let agent = build_agent_with(args.agent, runtime)?;
+    let agent = build_agent_with(args.agent, runtime, |b| b)?;
     let mut context = RunContext::new();
     for (key, value) in args.context {
         context = context.input(key, value);

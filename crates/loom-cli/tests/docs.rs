@@ -1,5 +1,5 @@
 //! Every `loom …` command in README.md (its ```sh and ```bash blocks) and in the examples of
-//! `loom run --help` runs, against the built binary, and does what the docs say.
+//! `loom run --help` and `loom chat --help` runs, against the built binary, and does what the docs say.
 //!
 //! Each command runs with `bash -o pipefail -c` in a fresh directory that holds what the commands
 //! name (README.md, `crates/` for the fixtures, `demo.json`, `answer.schema.json`), with `loom` on
@@ -87,12 +87,13 @@ fn readme_lines() -> Vec<String> {
     lines
 }
 
-/// The examples of `loom run --help`.
-fn help_lines() -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_loom")).args(["run", "--help"]).output().unwrap();
+/// The examples of `loom SUBCOMMAND --help`.
+fn help_lines(subcommand: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_loom")).args([subcommand, "--help"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
-    let examples = help.split_once("Examples:\n").expect("`loom run --help` has examples").1;
+    let examples =
+        help.split_once("Examples:\n").unwrap_or_else(|| panic!("`loom {subcommand} --help` has examples")).1;
     let lines: Vec<String> =
         examples.lines().take_while(|l| !l.trim().is_empty()).map(strip_comment).filter(|l| !l.is_empty()).collect();
     assert!(lines.len() >= 5, "{lines:?}");
@@ -311,11 +312,12 @@ async fn every_documented_command_runs() {
             &["cargo run -p loom-examples --example quickstart".to_string(), "cargo test --workspace".to_string()][..]
         ),
     );
-    let help = help_lines();
-    let (readme_count, help_count) = (readme.len(), help.len());
+    let help = help_lines("run");
+    let chat = help_lines("chat");
+    let (readme_count, help_count) = (readme.len(), help.len() + chat.len());
     let ran = tokio::task::spawn_blocking(move || {
         let mut sources = Vec::new();
-        for (source, lines) in [("README.md", readme), ("loom run --help", help)] {
+        for (source, lines) in [("README.md", readme), ("loom run --help", help), ("loom chat --help", chat)] {
             let mut harness = Harness::new(&server);
             for line in &lines {
                 harness.check(source, line);

@@ -5,7 +5,7 @@
 //! (facts, search, blocks, forget, export), knowledge search, per-tenant daily budgets
 //! (`GET /budget`, 429 `tenant_budget_exceeded`), OpenAI-compatible
 //! `/v1/chat/completions` and `/v1/responses`, A2A 1.0 (`/.well-known/agent-card.json` and the
-//! JSON-RPC endpoint `/a2a`, see [`a2a`]), `/health`, `/ready`, `/metrics` (Prometheus) and
+//! JSON-RPC endpoint `/a2a`, see [`a2a`]), the agents as MCP tools at `/mcp` (Streamable HTTP), `/health`, `/ready`, `/metrics` (Prometheus) and
 //! `/openapi.json`, and the dashboard at `/ui` (with `/usage`, `/audit` and
 //! `/runs/{id}/transcript` for it). Every API request needs `Authorization: Bearer KEY`; each key belongs to a
 //! tenant, and a tenant sees only its own users' sessions, runs and events (another tenant's id is
@@ -28,6 +28,7 @@ mod error;
 mod events;
 mod knowledge;
 mod memory;
+mod mcp;
 mod metrics;
 mod openai;
 pub mod openapi;
@@ -316,6 +317,8 @@ fn router_with(
 ) -> Result<Router, Error> {
     // The tenant's daily budget, checked on the routes that start or continue runs.
     let budget = || axum::middleware::from_fn_with_state(state.clone(), budgets::guard);
+    let max_body = settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    let mcp = mcp::service(state.clone(), state.keys.is_some(), max_body);
     let api = Router::new()
         .route("/runs", post(runs::create).route_layer(budget()).get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
@@ -347,6 +350,7 @@ fn router_with(
         .route("/v1/chat/completions", post(openai::chat_completions).route_layer(budget()))
         .route("/v1/responses", post(openai::responses).route_layer(budget()))
         .route("/a2a", post(a2a::endpoint))
+        .route_service("/mcp", mcp)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let mut app = Router::new()
         .route("/health", get(health))
@@ -359,7 +363,7 @@ fn router_with(
         .route("/.well-known/agent-card.json", get(a2a::agent_card))
         .merge(api)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY)))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     if !settings.cors_origins.is_empty() {
         let origins = if settings.cors_origins.iter().any(|o| o == "*") {
@@ -381,6 +385,7 @@ fn router_with(
                     header::CONTENT_TYPE,
                     header::HeaderName::from_static("last-event-id"),
                     header::HeaderName::from_static("a2a-version"),
+                    header::HeaderName::from_static("mcp-protocol-version"),
                 ]),
         );
     }

@@ -53,6 +53,7 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
          GetTask, CancelTask, ListTasks",
         true,
     ),
+    ("post", "/mcp", "MCP over Streamable HTTP: each agent is a tool {message, session_id?}", true),
 ];
 
 /// The document.
