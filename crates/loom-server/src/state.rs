@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -11,6 +12,7 @@ use loom_agent::governance::TokenBucketLimiter;
 use loom_agent::store::ApiKeyStore;
 use loom_agent::{Agent, Run, Session};
 
+use crate::auth::{DEFAULT_KEY_CACHE_TTL, KeyCache};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -60,6 +62,7 @@ pub struct AppState {
     pub(crate) sessions: Mutex<HashMap<(Tenant, String), SessionEntry>>,
     pub(crate) limiter: Option<TokenBucketLimiter>,
     pub(crate) metrics: Metrics,
+    pub(crate) key_cache: KeyCache,
 }
 
 impl std::hash::Hash for Tenant {
@@ -84,7 +87,16 @@ impl AppState {
             sessions: Mutex::new(HashMap::new()),
             limiter,
             metrics: Metrics::default(),
+            key_cache: KeyCache::new(DEFAULT_KEY_CACHE_TTL),
         }
+    }
+
+    /// How long a key found in the key store is trusted before the store is asked again
+    /// ([`DEFAULT_KEY_CACHE_TTL`] by default): a key revoked in the store stops working within this
+    /// time. `Duration::ZERO` asks the store on every request.
+    pub fn key_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.key_cache = KeyCache::new(ttl);
+        self
     }
 
     pub(crate) fn runs(&self) -> MutexGuard<'_, HashMap<String, RunEntry>> {
