@@ -93,7 +93,7 @@ impl Fixture {
             .unwrap();
         let events = self.call(req, 200).await;
         let text = String::from_utf8_lossy(&events);
-        let last = text.lines().filter_map(|l| l.strip_prefix("event:")).last().map(str::trim);
+        let last = text.lines().filter_map(|l| l.strip_prefix("event:")).next_back().map(str::trim);
         assert_eq!(last, Some("run.completed"), "{text}");
     }
 

@@ -132,14 +132,14 @@ pub(crate) async fn authenticate(State(state): State<Arc<AppState>>, mut req: Re
                         tenant
                     }
                     Ok(_) => return ApiError::unauthorized().into_response(),
-                Err(e) => {
-                    tracing::error!(error = %e, "the API key store failed");
-                    return ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the key store is unavailable",
-                    )
-                    .into_response();
+                    Err(e) => {
+                        tracing::error!(error = %e, "the API key store failed");
+                        return ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "the key store is unavailable",
+                        )
+                        .into_response();
                     }
                 },
             }

@@ -163,8 +163,7 @@ pub(crate) async fn create(
     let entry =
         open_session(&state, &tenant, &agent_name, &agent, body.user_id.as_deref(), body.session_id.as_deref())?;
     // A session made by this request has nothing in flight: only a named one needs the scan.
-    let busy =
-        if body.session_id.is_some() { in_flight(&state, &tenant, entry.session.id()) } else { Vec::new() };
+    let busy = if body.session_id.is_some() { in_flight(&state, &tenant, entry.session.id()) } else { Vec::new() };
     if !busy.is_empty() {
         match body.busy {
             Busy::Enqueue => {}
