@@ -7,7 +7,7 @@
 //! cargo bench -p loom-server --bench overhead
 //! ```
 //!
-//! Every figure is CPU time of this process (all its threads, from `/proc/self/task/*/schedstat`),
+//! Every figure is CPU time of this process (all its threads, `CLOCK_PROCESS_CPUTIME_ID`),
 //! not wall time: the machine is shared, and CPU time is what the server adds. A single-threaded
 //! runtime, so nothing else runs in between. After criterion's figures, a summary measures the
 //! three paths again, interleaved, in the same process, and prints the differences.
@@ -28,18 +28,14 @@ use loom_server::{AppState, Server};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
 
-/// CPU time of this process so far (every thread), from the scheduler's statistics (ns).
+/// CPU time of this process so far (every thread): `CLOCK_PROCESS_CPUTIME_ID`, exact to the
+/// nanosecond (the scheduler's `/proc` statistics lag by up to a tick for a running thread).
+#[allow(unsafe_code)]
 fn process_cpu() -> Duration {
-    let ns: u64 = std::fs::read_dir("/proc/self/task")
-        .map(|tasks| {
-            tasks
-                .filter_map(Result::ok)
-                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-                .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_nanos(ns)
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 struct Fixture {
