@@ -49,6 +49,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use axum_server::accept::NoDelayAcceptor;
 use loom_agent::Error;
 use loom_agent::config::{AgentConfig, ToolRegistry};
 use loom_agent::store::{ApiKeyStore, SessionKey};
@@ -56,7 +57,7 @@ use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use audit::{AuditSource, AuditSources};
-pub use auth::{DEFAULT_TENANT, create_key, valid_tenant};
+pub use auth::{DEFAULT_KEY_CACHE_TTL, DEFAULT_TENANT, create_key, valid_tenant};
 pub use budgets::{DayUsage, TenantBudgets};
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -231,9 +232,17 @@ impl Server {
                 let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
                     .map_err(|e| Error::Config(format!("TLS certificate {cert} / key {key}: {e}")))?;
-                axum_server::from_tcp_rustls(listener, tls).handle(handle).serve(service).await.map_err(io)
+                // TCP_NODELAY on every connection: an SSE event is a small write, and with Nagle's
+                // algorithm it would wait for the client's delayed ACK of the one before (~40 ms).
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+                axum_server::from_tcp(listener).acceptor(acceptor).handle(handle).serve(service).await.map_err(io)
             }
-            (None, None) => axum_server::from_tcp(listener).handle(handle).serve(service).await.map_err(io),
+            (None, None) => axum_server::from_tcp(listener)
+                .acceptor(NoDelayAcceptor::new())
+                .handle(handle)
+                .serve(service)
+                .await
+                .map_err(io),
             _ => Err(Error::Config("TLS needs both server.tls_cert and server.tls_key".into())),
         }
     }

@@ -183,7 +183,8 @@ pub(crate) async fn create(
     let input = parse_input(body.input)?;
     let entry =
         open_session(&state, &tenant, &agent_name, &agent, body.user_id.as_deref(), body.session_id.as_deref())?;
-    let busy = in_flight(&state, &tenant, entry.session.id());
+    // A session made by this request has nothing in flight: only a named one needs the scan.
+    let busy = if body.session_id.is_some() { in_flight(&state, &tenant, entry.session.id()) } else { Vec::new() };
     if !busy.is_empty() {
         match body.busy {
             Busy::Enqueue => {}

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -11,6 +12,7 @@ use loom_agent::governance::TokenBucketLimiter;
 use loom_agent::store::{ApiKeyStore, RunQueue};
 use loom_agent::{Agent, Run, Session};
 
+use crate::auth::{DEFAULT_KEY_CACHE_TTL, KeyCache};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -64,6 +66,7 @@ pub struct AppState {
     pub(crate) a2a: crate::a2a::A2aSettings,
     /// In queue mode, the durable run queue every run goes through.
     pub(crate) queue: Option<Arc<dyn RunQueue>>,
+    pub(crate) key_cache: KeyCache,
 }
 
 impl std::hash::Hash for Tenant {
@@ -91,6 +94,7 @@ impl AppState {
             budgets: Default::default(),
             a2a: crate::a2a::A2aSettings::default(),
             queue: None,
+            key_cache: KeyCache::new(DEFAULT_KEY_CACHE_TTL),
         }
     }
 
@@ -110,6 +114,14 @@ impl AppState {
     /// run answer comes from it (see `[server] execution = "queue"`).
     pub fn with_queue(mut self, queue: Arc<dyn RunQueue>) -> Self {
         self.queue = Some(queue);
+        self
+    }
+
+    /// How long a key found in the key store is trusted before the store is asked again
+    /// ([`DEFAULT_KEY_CACHE_TTL`] by default): a key revoked in the store stops working within this
+    /// time. `Duration::ZERO` asks the store on every request.
+    pub fn key_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.key_cache = KeyCache::new(ttl);
         self
     }
 
