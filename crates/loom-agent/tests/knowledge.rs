@@ -100,8 +100,9 @@ async fn the_search_tool_answers_with_cited_passages_for_the_runs_tenant_only() 
 
 #[tokio::test]
 async fn a_tenants_knowledge_is_its_users_knowledge_and_no_one_elses() {
-    let knowledge = Knowledge::in_memory()
-        .source(KnowledgeSource::inline("handbook").tenant("acme").document("vpn.md", "The VPN password rotates monthly."));
+    let knowledge = Knowledge::in_memory().source(
+        KnowledgeSource::inline("handbook").tenant("acme").document("vpn.md", "The VPN password rotates monthly."),
+    );
     let hits = |tenant: &'static str| {
         let k = &knowledge;
         async move { k.resolve(&KnowledgeQuery::new("VPN password").top_k(5).tenant(tenant)).await.unwrap().len() }

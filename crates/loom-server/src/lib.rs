@@ -27,8 +27,8 @@ mod budgets;
 mod error;
 mod events;
 mod knowledge;
-mod memory;
 mod mcp;
+mod memory;
 mod metrics;
 mod openai;
 pub mod openapi;
@@ -161,7 +161,6 @@ impl Server {
     pub fn with_audit_log(mut self, source: AuditSource) -> Server {
         self.audit.0.push(source);
         self
-
     }
 
     /// Has this server also claim and run queued runs (queue mode) with `worker`.
