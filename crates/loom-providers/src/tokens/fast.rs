@@ -123,10 +123,10 @@ fn whitespace(b: &[u8], p: usize) -> Option<usize> {
     Some(end - 1)
 }
 
-/// ` ?[^\s\p{L}\p{N}]+[\r\n/]*` (o200k; cl100k's tail `[\r\n]*` gives the same pieces, because
-/// a slash is already taken by the run) at `p`, if it matches.
+/// ` ?[^\s\p{L}\p{N}]+[\r\n/]*` (o200k, `slash`) or ` ?[^\s\p{L}\p{N}]+[\r\n]*` (cl100k) at
+/// `p`, if it matches.
 #[inline]
-fn punctuation(b: &[u8], p: usize, c0: u8) -> Option<Option<usize>> {
+fn punctuation(b: &[u8], p: usize, c0: u8, slash: bool) -> Option<Option<usize>> {
     let start = if b.get(p) == Some(&b' ') { p + 1 } else { p };
     if start == p && !is_other(c0) {
         return Some(None);
@@ -138,7 +138,7 @@ fn punctuation(b: &[u8], p: usize, c0: u8) -> Option<Option<usize>> {
     if end == start {
         return Some(None);
     }
-    while matches!(b.get(end), Some(b'\r' | b'\n' | b'/')) {
+    while matches!(b.get(end), Some(b'\r' | b'\n')) || (slash && b.get(end) == Some(&b'/')) {
         end += 1;
     }
     Some(Some(end))
@@ -164,7 +164,7 @@ pub(super) fn o200k_piece(b: &[u8], p: usize) -> Option<usize> {
     if c0 & DIGIT != 0 {
         return digits(b, p);
     }
-    if let Some(end) = punctuation(b, p, c0)? {
+    if let Some(end) = punctuation(b, p, c0, true)? {
         return Some(end);
     }
     if c0 & SPACE != 0 {
@@ -192,7 +192,7 @@ pub(super) fn cl100k_piece(b: &[u8], p: usize) -> Option<usize> {
     if c0 & DIGIT != 0 {
         return digits(b, p);
     }
-    if let Some(end) = punctuation(b, p, c0)? {
+    if let Some(end) = punctuation(b, p, c0, false)? {
         return Some(end);
     }
     if c0 & SPACE != 0 {
@@ -306,7 +306,7 @@ mod tests {
         proptest::collection::vec(proptest::sample::select(ALPHABET), 0..40).prop_map(|parts| parts.concat())
     }
 
-    fn regex_pieces<'a>(tokenizer: &Tokenizer, text: &'a str) -> Vec<&'a str> {
+    fn regex_pieces<'a>(tokenizer: &'a Tokenizer, text: &'a str) -> Vec<&'a str> {
         tokenizer.split(text).collect()
     }
 
