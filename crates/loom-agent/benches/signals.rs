@@ -12,9 +12,9 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use loom_agent::signal::{Attention, RuntimeSignal, SessionState, SignalStore};
-use std::time::Duration;
 use loom_agent::store::{InMemorySignalStore, SessionKey, SqliteStore};
 use loom_agent::{Agent, SessionConfig};
+use std::time::Duration;
 
 fn intake(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

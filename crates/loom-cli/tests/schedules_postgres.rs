@@ -81,14 +81,13 @@ async fn a_schedule_fires_exactly_once_across_two_worker_processes() {
     let runs: Vec<(&str, Value)> = [("a", &a), ("b", &b)]
         .into_iter()
         .flat_map(|(name, out)| {
-            text(&out.stdout).lines().map(move |l| (name, serde_json::from_str::<Value>(l).unwrap())).collect::<Vec<_>>()
+            text(&out.stdout)
+                .lines()
+                .map(move |l| (name, serde_json::from_str::<Value>(l).unwrap()))
+                .collect::<Vec<_>>()
         })
         .collect();
-    eprintln!(
-        "worker a: {}; worker b: {}",
-        text(&a.stderr).trim(),
-        text(&b.stderr).trim()
-    );
+    eprintln!("worker a: {}; worker b: {}", text(&a.stderr).trim(), text(&b.stderr).trim());
     assert!(runs.iter().all(|(_, r)| r["state"] == "completed"), "{runs:?}");
     let ids: HashSet<&str> = runs.iter().map(|(_, r)| r["run_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), runs.len(), "a run reported twice");
@@ -127,8 +126,7 @@ async fn a_schedule_fires_exactly_once_across_two_worker_processes() {
     assert_eq!(tick_runs.len() as i64, fired, "one run per occurrence: {tick_runs:?}");
     assert!(fired >= 3, "the interval schedule fired {fired} times in 7 s");
     // Every one-shot and interval occurrence is one row in loom_runs, none more.
-    let stored: i64 =
-        client.query_one(&format!("SELECT COUNT(*) FROM {schema}.loom_runs"), &[]).await.unwrap().get(0);
+    let stored: i64 = client.query_one(&format!("SELECT COUNT(*) FROM {schema}.loom_runs"), &[]).await.unwrap().get(0);
     assert_eq!(stored as usize, runs.len());
     eprintln!(
         "{} occurrences of the interval schedule, {} runs in all; by a: {}, by b: {}",

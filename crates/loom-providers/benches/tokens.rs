@@ -48,7 +48,9 @@ fn counting(c: &mut Criterion) {
     let reference = bpe_openai::cl100k_base();
     group.bench_function("cl100k/bpe-openai", |b| b.iter(|| reference.count(std::hint::black_box(text.as_str()))));
     group.sample_size(10);
-    group.bench_function("o200k/tiktoken-rs", |b| b.iter(|| tiktoken.encode_ordinary(std::hint::black_box(&text)).len()));
+    group.bench_function("o200k/tiktoken-rs", |b| {
+        b.iter(|| tiktoken.encode_ordinary(std::hint::black_box(&text)).len())
+    });
     group.finish();
 }
 

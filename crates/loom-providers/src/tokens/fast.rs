@@ -340,7 +340,18 @@ mod tests {
             "path/to/file.rs:12 // comment\r\n/* x */\n",
             "café naïve ÉCOLE Straße ǅemal ʰa e\u{301} 日本語 'ſ 'ſa",
             "{\"a\": [1, 2], \"b\": null}!!!\n\n\n",
-            " ", "  ", "\n", "'", "' ", "x'", "X'LL", "\x01\x02a", "!a", "!A", "!1", "!\n",
+            " ",
+            "  ",
+            "\n",
+            "'",
+            "' ",
+            "x'",
+            "X'LL",
+            "\x01\x02a",
+            "!a",
+            "!A",
+            "!1",
+            "!\n",
         ];
         for text in cases {
             assert_eq!(o200k().pieces(text), regex_pieces(bpe_openai::o200k_base(), text), "o200k: {text:?}");
