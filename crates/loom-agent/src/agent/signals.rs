@@ -1,8 +1,9 @@
 //! Receiving signals: `Agent::receive`, `Session::receive`, `Session::signals`. A signal is stored
 //! durably (a duplicate dedupe key stops there), claimed by the receiving process (so that one
-//! process decides on it), and the agent's attention policy decides: ignore, observe (the session's next run sees it),
-//! run (a run with the signal as input, queued behind the session's runs in flight) or interrupt
-//! (those runs are cancelled, naming the signal, and the new run starts after them).
+//! process decides on it), and the agent's attention policy decides: ignore, observe (the
+//! session's next run sees it), run (a run with the signal as input, queued behind the session's
+//! runs in flight) or interrupt (those runs are cancelled, naming the signal, and the new run
+//! starts after them). A decision that starts no run is stored with the signal, in one write.
 
 use std::sync::Arc;
 
