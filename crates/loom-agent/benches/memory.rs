@@ -9,6 +9,7 @@
 //!   off (an exact scan of the owner's vectors in SQLite per query; p50/p99 only).
 //!
 //! The data is generated once into `$TMPDIR/loom-bench-memory-N.db` and reused by later runs.
+//! `LOOM_BENCH_MEMORY_SIZES=10000,100000,1000000` picks the sizes (default 10^4 and 10^5).
 //! Besides criterion's numbers, p50 and p99 over 300 queries are printed for each case.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -118,7 +119,11 @@ fn memory_recall(c: &mut Criterion) {
     let options = RecallOptions::default();
     let mut group = c.benchmark_group("memory_recall_sqlite");
     group.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
-    for n in [10_000usize, 100_000] {
+    let sizes: Vec<usize> = std::env::var("LOOM_BENCH_MEMORY_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000]);
+    for n in sizes {
         let (store, owner) = dataset(&rt, n, &words);
         let mut rng = Rng(99);
         let queries: Vec<String> = (0..300)

@@ -109,6 +109,35 @@ async fn claim_settle_observe(store: &dyn SignalStore, name: &str) {
     assert!(store.settle(key, "sig_missing", Attention::Ignore, None).await.is_err(), "{name}");
 }
 
+/// A decision that starts no run is stored with the signal in one write: observed ones wait for
+/// the next run, ignored ones are handled; duplicates and other users' keys behave as for append.
+async fn append_decided(store: &dyn SignalStore, name: &str) {
+    let sid = format!("s_{}", unique());
+    let key = SessionKey::of_user("u", &sid);
+    let seen = RuntimeSignal::new("seen").dedupe_key("d");
+    let dropped = RuntimeSignal::new("dropped");
+    let until = now() + 60_000;
+    assert!(store.append_decided(key, &seen, Attention::Observe, ("me", until)).await.unwrap(), "{name}");
+    assert!(store.append_decided(key, &dropped, Attention::Ignore, ("me", until)).await.unwrap(), "{name}");
+    let again = RuntimeSignal::new("again").dedupe_key("d");
+    assert!(!store.append_decided(key, &again, Attention::Observe, ("me", until)).await.unwrap(), "{name}");
+    assert!(!store.append(key, &again, None).await.unwrap(), "{name}: the dedupe key is taken");
+    let other = SessionKey::of_user("v", &sid);
+    assert!(store.append_decided(other, &again, Attention::Observe, ("me", until)).await.unwrap(), "{name}");
+    let all = store.signals(key).await.unwrap();
+    assert_eq!(all.len(), 2, "{name}");
+    assert_eq!((all[0].status, all[0].attention), (SignalStatus::Observed, Some(Attention::Observe)), "{name}");
+    assert_eq!(all[0].handled_at, None, "{name}");
+    assert_eq!((all[1].status, all[1].attention), (SignalStatus::Handled, Some(Attention::Ignore)), "{name}");
+    assert!(all[1].handled_at.is_some() && all[1].run_id.is_none(), "{name}");
+    // Decided signals never wait for a decision; the observed one goes to the next run.
+    assert!(store.pending(key, now() + 120_000).await.unwrap().is_empty(), "{name}");
+    let taken: Vec<String> =
+        store.take_observed(key, "run_1").await.unwrap().into_iter().map(|r| r.signal.text).collect();
+    assert_eq!(taken, ["seen"], "{name}");
+    assert_eq!(store.signals(other).await.unwrap().len(), 1, "{name}");
+}
+
 async fn schedules_and_leases(db: &Db, store: &dyn SignalStore, name: &str) {
     let sid = format!("s_{}", unique());
     let mut record = ScheduleRecord::new(Schedule::cron("0 9 * * MON-FRI"), &sid, "daily summary")
@@ -168,6 +197,7 @@ async fn every_store_conforms() {
         let store = db.open().await;
         append_and_dedupe(store.as_ref(), name).await;
         claim_settle_observe(store.as_ref(), name).await;
+        append_decided(store.as_ref(), name).await;
         schedules_and_leases(&db, store.as_ref(), name).await;
         if !matches!(db, Db::Memory(_)) {
             survives_restart(&db, name).await;

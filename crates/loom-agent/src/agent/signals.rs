@@ -1,8 +1,9 @@
 //! Receiving signals: `Agent::receive`, `Session::receive`, `Session::signals`. A signal is stored
-//! durably first (a duplicate dedupe key stops there), then claimed (so that one process decides on
-//! it) and the agent's attention policy decides: ignore, observe (the session's next run sees it),
-//! run (a run with the signal as input, queued behind the session's runs in flight) or interrupt
-//! (those runs are cancelled, naming the signal, and the new run starts after them).
+//! durably (a duplicate dedupe key stops there), claimed by the receiving process (so that one
+//! process decides on it), and the agent's attention policy decides: ignore, observe (the
+//! session's next run sees it), run (a run with the signal as input, queued behind the session's
+//! runs in flight) or interrupt (those runs are cancelled, naming the signal, and the new run
+//! starts after them). A decision that starts no run is stored with the signal, in one write.
 
 use std::sync::Arc;
 
@@ -58,9 +59,11 @@ impl Session {
     /// Receives a signal, or a raw JSON event that `adapter` maps to one (the seed's
     /// `session.receive(event_or_signal, adapter)`).
     ///
-    /// The signal is stored in the session's signal store first (durably, with a URL journal);
-    /// a second signal with the same dedupe key is dropped (`Receipt::duplicate`). Then the
-    /// agent's [attention policy](crate::AgentBuilder::attention) decides:
+    /// The signal is stored in the session's signal store (durably, with a URL journal); a second
+    /// signal with the same dedupe key is dropped (`Receipt::duplicate`) and nothing is done with
+    /// it. The agent's [attention policy](crate::AgentBuilder::attention) decides (it is asked
+    /// just before the signal is stored: a decision that starts no run is stored with the
+    /// signal, in one write):
     /// - `ignore`: stored, nothing else;
     /// - `observe`: kept for the session's next run, which receives it as context (a system
     ///   message before its input) and emits `signal.handled`;
@@ -80,13 +83,33 @@ impl Session {
         let agent = &self.inner.agent;
         let store = agent.signal_store().clone();
         let lease = &agent.inner.env.stores.lease;
-        // Stored already claimed by this process, which decides on it now.
         let until = lease.expiry_ms(chrono::Utc::now().timestamp_millis());
+        // The policy decides first (it reads only the signal and the session's runs in flight):
+        // a decision that starts no run is stored with the signal, in one write.
+        let decided = if signal.kind == crate::signal::TOOL_RESULT {
+            None
+        } else {
+            let in_flight = self.runs_in_flight();
+            let state = SessionState::new(self.user_id(), self.id()).with_runs_in_flight(in_flight.len());
+            let attention = agent.inner.attention.decide(&signal, &state);
+            if matches!(attention, Attention::Ignore | Attention::Observe) {
+                if !store.append_decided(self.key(), &signal, attention, (&*lease.owner, until)).await? {
+                    tracing::debug!(session_id = %self.id(), signal_id = %signal.id, "duplicate signal dropped");
+                    return Ok(Receipt::nothing(signal.id, true));
+                }
+                tracing::debug!(session_id = %self.id(), signal_id = %signal.id, %attention, "signal handled");
+                let mut receipt = Receipt::nothing(signal.id, false);
+                receipt.attention = Some(attention);
+                return Ok(receipt);
+            }
+            Some((attention, in_flight))
+        };
+        // Stored already claimed by this process, which acts on it now.
         if !store.append(self.key(), &signal, Some((&*lease.owner, until))).await? {
             tracing::debug!(session_id = %self.id(), signal_id = %signal.id, "duplicate signal dropped");
             return Ok(Receipt::nothing(signal.id, true));
         }
-        self.handle(signal, true).await
+        self.handle(signal, true, decided).await
     }
 
     /// The session's signals, oldest first, with what was done with each.
@@ -103,14 +126,19 @@ impl Session {
         let now = chrono::Utc::now().timestamp_millis();
         let mut receipts = Vec::new();
         for record in store.pending(self.key(), now).await? {
-            receipts.push(self.handle(record.signal, false).await?);
+            receipts.push(self.handle(record.signal, false, None).await?);
         }
         Ok(receipts)
     }
 
-    /// Claims a stored signal (unless `claimed`: stored claimed by this process), asks the policy,
-    /// and acts.
-    async fn handle(&self, signal: RuntimeSignal, claimed: bool) -> Result<Receipt, Error> {
+    /// Claims a stored signal (unless `claimed`: stored claimed by this process), asks the policy
+    /// (unless it was asked already: `decided`, with the runs in flight it saw), and acts.
+    async fn handle(
+        &self,
+        signal: RuntimeSignal,
+        claimed: bool,
+        decided: Option<(Attention, Vec<Run>)>,
+    ) -> Result<Receipt, Error> {
         let agent = &self.inner.agent;
         let store = agent.signal_store().clone();
         let lease = &agent.inner.env.stores.lease;
@@ -121,9 +149,14 @@ impl Session {
         if signal.kind == crate::signal::TOOL_RESULT {
             return self.complete_from(signal).await;
         }
-        let in_flight = self.runs_in_flight();
-        let state = SessionState::new(self.user_id(), self.id()).with_runs_in_flight(in_flight.len());
-        let attention = agent.inner.attention.decide(&signal, &state);
+        let (attention, in_flight) = match decided {
+            Some(decided) => decided,
+            None => {
+                let in_flight = self.runs_in_flight();
+                let state = SessionState::new(self.user_id(), self.id()).with_runs_in_flight(in_flight.len());
+                (agent.inner.attention.decide(&signal, &state), in_flight)
+            }
+        };
         let mut receipt = Receipt::nothing(signal.id.clone(), false);
         receipt.attention = Some(attention);
         match attention {

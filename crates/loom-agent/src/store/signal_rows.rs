@@ -7,6 +7,11 @@ use crate::store::sql::{decode, from_millis};
 /// The columns every signal query selects, in this order.
 pub(crate) const SIGNAL_COLUMNS: &str = "owner, session_id, signal, status, attention, run_id, handled_at";
 
+/// The status a settled signal keeps: observed ones wait for the next run, the rest are handled.
+pub(crate) fn decide_status(attention: Attention) -> SignalStatus {
+    if attention == Attention::Observe { SignalStatus::Observed } else { SignalStatus::Handled }
+}
+
 /// A signal row's columns, as read.
 pub(crate) struct SignalRow {
     pub(crate) owner: String,

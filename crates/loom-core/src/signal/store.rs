@@ -86,6 +86,25 @@ pub trait SignalStore: Send + Sync + 'static {
         claim: Option<(&str, i64)>,
     ) -> Result<bool, Error>;
 
+    /// Stores `signal` in `session` with the decision already taken, when that decision starts
+    /// no run (`ignore` or `observe`): one write instead of [`append`](Self::append) then
+    /// [`settle`](Self::settle). `Ok(false)` (nothing stored) for a duplicate, as `append`.
+    /// `claim` is the receiver's (holder, until), used by the default, which appends claimed and
+    /// then settles; the SQL stores write the decided row in one statement.
+    async fn append_decided(
+        &self,
+        session: SessionKey<'_>,
+        signal: &RuntimeSignal,
+        attention: Attention,
+        claim: (&str, i64),
+    ) -> Result<bool, Error> {
+        if !self.append(session, signal, Some(claim)).await? {
+            return Ok(false);
+        }
+        self.settle(session, &signal.id, attention, None).await?;
+        Ok(true)
+    }
+
     /// The session's signals, oldest first.
     async fn signals(&self, session: SessionKey<'_>) -> Result<Vec<SignalRecord>, Error>;
 
@@ -142,6 +161,15 @@ impl<T: SignalStore + ?Sized> SignalStore for Arc<T> {
         claim: Option<(&str, i64)>,
     ) -> Result<bool, Error> {
         (**self).append(session, signal, claim).await
+    }
+    async fn append_decided(
+        &self,
+        session: SessionKey<'_>,
+        signal: &RuntimeSignal,
+        attention: Attention,
+        claim: (&str, i64),
+    ) -> Result<bool, Error> {
+        (**self).append_decided(session, signal, attention, claim).await
     }
     async fn signals(&self, session: SessionKey<'_>) -> Result<Vec<SignalRecord>, Error> {
         (**self).signals(session).await

@@ -147,6 +147,13 @@ impl VectorCache {
     /// Caches the owner's vectors of `model` (all of them, as just read from SQLite), when they
     /// fit the budget.
     pub(super) fn fill(&mut self, user: &str, agent: &str, model: &str, dim: usize, rows: Vec<(i64, Vec<f32>)>) {
+        // Too big for the budget (the rows' seqs are distinct, so this is `Matrix::bytes` of the
+        // filled matrix): do not quantize it all for nothing, as an owner over the budget would
+        // on every query.
+        let valid = rows.iter().filter(|(_, v)| v.len() == dim).count();
+        if valid.saturating_mul(dim + 28) > self.budget {
+            return;
+        }
         let mut m = Matrix::new(dim);
         m.seqs.reserve(rows.len());
         m.codes.reserve(rows.len() * dim);

@@ -9,7 +9,7 @@ use super::{PostgresStore, get, pg};
 use crate::error::Error;
 use crate::signal::{Attention, RuntimeSignal, ScheduleRecord, SignalRecord, SignalStatus, SignalStore};
 use crate::store::SessionKey;
-use crate::store::signal_rows::{SignalRow, decode_schedule};
+use crate::store::signal_rows::{SignalRow, decide_status, decode_schedule};
 use crate::store::sql::{from_millis, json, millis, now_ms};
 
 /// Version 5: signals, schedules and schedule occurrence leases.
@@ -74,6 +74,46 @@ impl SignalStore for PostgresStore {
                         &at,
                         &holder,
                         &until,
+                    ],
+                )
+                .await
+                .map_err(|e| pg("storing a signal", e))?;
+            Ok(n == 1)
+        })
+    }
+
+    async fn append_decided(
+        &self,
+        session: SessionKey<'_>,
+        signal: &RuntimeSignal,
+        attention: Attention,
+        claim: (&str, i64),
+    ) -> Result<bool, Error> {
+        let text = json(signal)?;
+        let at = millis(signal.received_at);
+        let status = decide_status(attention);
+        let handled_at = (status == SignalStatus::Handled).then(now_ms);
+        let (holder, until) = claim;
+        with_conn!(self, |client| async move {
+            let n = client
+                .execute(
+                    "INSERT INTO loom_signals (owner, session_id, id, dedupe_key, signal, status, received_at,
+                        claim_holder, claim_until, attention, handled_at)
+                     VALUES ($1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::BIGINT, $8::TEXT,
+                        $9::BIGINT, $10::TEXT, $11::BIGINT)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &session.owner(),
+                        &session.session_id,
+                        &signal.id,
+                        &signal.dedupe_key,
+                        &text,
+                        &status.as_str(),
+                        &at,
+                        &holder,
+                        &until,
+                        &attention.as_str(),
+                        &handled_at,
                     ],
                 )
                 .await
@@ -157,7 +197,7 @@ impl SignalStore for PostgresStore {
         attention: Attention,
         run_id: Option<&str>,
     ) -> Result<(), Error> {
-        let status = if attention == Attention::Observe { SignalStatus::Observed } else { SignalStatus::Handled };
+        let status = decide_status(attention);
         let handled_at = (status == SignalStatus::Handled).then(now_ms);
         with_conn!(self, |client| async move {
             let n = client

@@ -8,7 +8,7 @@ use super::{SqliteStore, db};
 use crate::error::Error;
 use crate::signal::{Attention, RuntimeSignal, ScheduleRecord, SignalRecord, SignalStatus, SignalStore};
 use crate::store::SessionKey;
-use crate::store::signal_rows::{SIGNAL_COLUMNS, SignalRow, decode_schedule};
+use crate::store::signal_rows::{SIGNAL_COLUMNS, SignalRow, decide_status, decode_schedule};
 use crate::store::sql::{json, millis, now_ms};
 
 /// Version 5: signals (unique per session and dedupe key), schedules, and the lease rows that
@@ -70,6 +70,46 @@ impl SignalStore for SqliteStore {
                 )
                 .map_err(db)?
                 .execute(params![owner, id, signal_id, dedupe, text, status, at, holder, until])
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn append_decided(
+        &self,
+        session: SessionKey<'_>,
+        signal: &RuntimeSignal,
+        attention: Attention,
+        claim: (&str, i64),
+    ) -> Result<bool, Error> {
+        let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
+        let text = json(signal)?;
+        let status = decide_status(attention);
+        let handled_at = (status == SignalStatus::Handled).then(now_ms);
+        let (holder, until) = (claim.0.to_string(), claim.1);
+        let (signal_id, dedupe, at) = (signal.id.clone(), signal.dedupe_key.clone(), millis(signal.received_at));
+        self.call(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO loom_signals (owner, session_id, id, dedupe_key, signal, status,
+                        received_at, claim_holder, claim_until, attention, handled_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(db)?
+                .execute(params![
+                    owner,
+                    id,
+                    signal_id,
+                    dedupe,
+                    text,
+                    status.as_str(),
+                    at,
+                    holder,
+                    until,
+                    attention.as_str(),
+                    handled_at
+                ])
                 .map_err(db)?;
             Ok(n == 1)
         })
@@ -149,7 +189,7 @@ impl SignalStore for SqliteStore {
     ) -> Result<(), Error> {
         let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
         let (signal_id, run_id) = (signal_id.to_string(), run_id.map(str::to_string));
-        let status = if attention == Attention::Observe { SignalStatus::Observed } else { SignalStatus::Handled };
+        let status = decide_status(attention);
         let handled_at = (status == SignalStatus::Handled).then(now_ms);
         self.call(move |conn| {
             let n = conn

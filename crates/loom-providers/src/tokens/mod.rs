@@ -3,8 +3,15 @@
 //! `bpe-openai` embeds in the crate (nothing is downloaded at run time) and counts in linear time,
 //! with the same results as tiktoken. Other providers (Anthropic, Gemini) publish no tokenizer:
 //! the runtime estimates for them and corrects the estimate from the usage they report.
+//!
+//! Counting takes a fast path for ASCII text (`fast`): the same pieces and counts as tiktoken,
+//! about four times as fast as `bpe-openai`'s own `count` on mixed prose and code
+//! (`benches/tokens.rs`).
 
 use std::sync::Arc;
+
+#[cfg(feature = "bpe")]
+mod fast;
 
 use loom_core::model::TokenCounter;
 
@@ -79,8 +86,8 @@ impl TokenCounter for OpenAiBpe {
 
     fn count(&self, text: &str) -> usize {
         match self.encoding {
-            Encoding::O200k => bpe_openai::o200k_base().count(text),
-            Encoding::Cl100k => bpe_openai::cl100k_base().count(text),
+            Encoding::O200k => fast::o200k().count(text),
+            Encoding::Cl100k => fast::cl100k().count(text),
         }
     }
 }
