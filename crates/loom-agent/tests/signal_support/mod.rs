@@ -87,6 +87,7 @@ impl Drop for Db {
 
 /// The backends available here: memory and SQLite always, PostgreSQL with the feature and
 /// `LOOM_TEST_POSTGRES_URL`.
+#[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
 pub async fn backends() -> Vec<Db> {
     let mut all = vec![Db::Memory(Arc::new(InMemorySignalStore::new())), Db::Sqlite(temp_db())];
     #[cfg(feature = "postgres")]
