@@ -19,7 +19,8 @@
 //! answers: the floor), `loom` (an agent on `Model::compatible`, plain request/response calls),
 //! `loom-streamed` (the same agent, streamed calls), and `loom-durable` (plain calls, plus a SQLite
 //! journal and session store, a file audit log, a budget, permissions and one hook; a new session
-//! per run).
+//! per run). `LOOM_HTTP_JOURNAL` replaces the durable client's journal URL (for example a
+//! `postgres://…` URL).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -188,7 +189,10 @@ fn agent(client: &str, base: &str, dir: &std::path::Path) -> Agent {
     let mut builder = Agent::builder().instructions(SYSTEM).model(model).tool(tool);
     if client == "loom-durable" {
         builder = builder
-            .journal(format!("sqlite:{}", dir.join("loom.db").display()))
+            .journal(
+                std::env::var("LOOM_HTTP_JOURNAL")
+                    .unwrap_or_else(|_| format!("sqlite:{}", dir.join("loom.db").display())),
+            )
             .audit_log(FileAuditLog::open(dir.join("audit.jsonl"), "bench-secret-0123456789").unwrap())
             .budget(StandardBudget::new().max_tokens(1_000_000))
             .permissions(StandardPermissions::new().allow("lookup"))

@@ -17,8 +17,8 @@ use loom_agent::governance::Scope;
 use loom_agent::model::Model;
 use loom_agent::store::Memory;
 use loom_agent::store::{
-    Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, SessionStore, SqliteStore,
-    open_journal,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, SessionStore,
+    SqliteStore, open_journal,
 };
 use loom_agent::tool::{FunctionTool, ToolFlags, ToolOutput};
 use loom_agent::{Agent, Error, Event, RunErrorKind, RunInput, RunRequest, RunState};
@@ -160,6 +160,17 @@ impl Journal for Stopping {
     }
     async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
         self.inner.list(filter).await
+    }
+    // The final commit that carries the transcript (the store shares the journal's database).
+    fn database_id(&self) -> Option<usize> {
+        self.inner.database_id()
+    }
+    async fn check_lease(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        self.inner.check_lease(run_id, lease).await
+    }
+    async fn end_with(&self, run_id: &str, lease: &Lease, commit: &FinalCommit<'_>) -> Result<bool, Error> {
+        self.check("end", false).await;
+        self.inner.end_with(run_id, lease, commit).await
     }
 }
 

@@ -126,6 +126,10 @@ fn remove_db(path: &std::path::Path) {
 #[path = "journal_conformance/fencing.rs"]
 mod fencing;
 use fencing::*;
+/// The final commit that carries the transcript, and the lease check (in their own file).
+#[path = "journal_conformance/final_commit.rs"]
+mod final_commit;
+use final_commit::*;
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -946,7 +950,8 @@ mod memory {
         begin_keeps_the_lease_fence, concurrent_takeovers_fence_each_other, prune_deletes_finished_runs,
         // The in-memory session store, held to the same session checks.
         sessions_merge, history_is_idempotent_per_run, save_run_replaces, sessions_are_scoped_by_user,
-        large_prompt_check,
+        large_prompt_check, final_commit_is_one_step, final_commit_needs_the_lease, check_lease_writes_nothing,
+        begin_opens_the_session, lock_and_open_is_one_step,
     );
 }
 
@@ -962,7 +967,9 @@ mod sqlite {
         sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
         large_prompt_check, a_stale_writer_is_fenced, acquire_increments_the_fence,
         begin_keeps_the_lease_fence, concurrent_takeovers_fence_each_other,
-        prune_deletes_finished_runs, queued_runs_are_claimed_once,
+        prune_deletes_finished_runs, queued_runs_are_claimed_once, final_commit_is_one_step,
+        final_commit_needs_the_lease, check_lease_writes_nothing,
+        begin_opens_the_session, lock_and_open_is_one_step,
     );
 
     /// A 10 MB prompt is not stored seven times over: every row that holds it refers to the run's
@@ -1067,7 +1074,8 @@ mod postgres {
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,
         sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
-        large_prompt_check,
+        large_prompt_check, final_commit_is_one_step, final_commit_needs_the_lease, check_lease_writes_nothing,
+        begin_opens_the_session, lock_and_open_is_one_step,
     );
 
     async fn raw_client(url: &str) -> Client {

@@ -180,6 +180,18 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Takes the run lock of `record`'s session for `holder` (as [`SessionStore::lock_session`])
+    /// and, when it is granted, opens the session with `record` (as
+    /// [`SessionStore::open_session`]), in one step where the store can (the SQL stores: one
+    /// transaction). By default: the two calls.
+    async fn lock_and_open(&self, record: &SessionRecord, holder: &str, until_ms: i64) -> Result<bool, Error> {
+        if !self.lock_session(record.key(), holder, until_ms).await? {
+            return Ok(false);
+        }
+        self.open_session(record).await?;
+        Ok(true)
+    }
+
     /// Keeps `summary` as the session's summary, replacing an earlier one. The default (a store
     /// without summaries) keeps nothing, and its sessions' runs replay the whole history.
     async fn save_summary(&self, session: SessionKey<'_>, summary: &SessionSummary) -> Result<(), Error> {
@@ -191,6 +203,13 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn summary(&self, session: SessionKey<'_>) -> Result<Option<SessionSummary>, Error> {
         let _ = session;
         Ok(None)
+    }
+
+    /// An id of the database handle this store writes through, when a journal can share it (see
+    /// [`crate::journal::Journal::database_id`]): the same id means a journal's final commit may
+    /// save this store's transcripts and history in its own transaction. `None` by default.
+    fn session_database_id(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -230,11 +249,17 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
         (**self).unlock_session(session, holder).await
     }
+    async fn lock_and_open(&self, record: &SessionRecord, holder: &str, until_ms: i64) -> Result<bool, Error> {
+        (**self).lock_and_open(record, holder, until_ms).await
+    }
     async fn save_summary(&self, session: SessionKey<'_>, summary: &SessionSummary) -> Result<(), Error> {
         (**self).save_summary(session, summary).await
     }
     async fn summary(&self, session: SessionKey<'_>) -> Result<Option<SessionSummary>, Error> {
         (**self).summary(session).await
+    }
+    fn session_database_id(&self) -> Option<usize> {
+        (**self).session_database_id()
     }
 }
 

@@ -53,7 +53,9 @@ pub(crate) async fn drive(
     // Runs of a session other processes may share wait for them too, through the store.
     let holder = (!session.fresh).then(|| format!("{}#{}", env.stores.lease.owner, log.run_id));
     let locked = match &holder {
-        Some(holder) if !log.cancel.is_cancelled() => lock_session(&agent, &session, &log, holder).await,
+        Some(holder) if !log.cancel.is_cancelled() => {
+            lock_session(&agent, &session, &log, holder, matches!(start, Start::Fresh(..))).await
+        }
         _ => Ok(()),
     };
     let cancelled = || RunError::new(RunErrorKind::Cancelled, "the run was cancelled before it started");
@@ -89,12 +91,9 @@ pub(crate) async fn drive(
         }
         (outcome, _) => outcome,
     };
+    // `finish` releases the session's run lock (in the journal's final commit where it can).
+    cx.set_session_lock(holder);
     let result = cx.finish(outcome).await;
-    if let Some(holder) = &holder
-        && let Err(e) = env.stores.sessions.unlock_session(session.key(), holder).await
-    {
-        tracing::warn!(run_id = %log.run_id, error = %e, "releasing the session's run lock failed (it expires)");
-    }
     telemetry::record_run(&span, &result);
     log.publish();
     session.lock().live.remove(&*log.run_id);
@@ -107,13 +106,30 @@ pub(crate) async fn drive(
 }
 
 /// Takes the session's run lock in the store, waiting (polling, with backoff) while a run of
-/// another process holds it.
-async fn lock_session(agent: &AgentInner, session: &SessionInner, log: &RunLog, holder: &str) -> Result<(), RunError> {
+/// another process holds it. For a fresh run (`open`), a session whose current record the store
+/// does not have yet is opened in the same step.
+async fn lock_session(
+    agent: &AgentInner,
+    session: &SessionInner,
+    log: &RunLog,
+    holder: &str,
+    open: bool,
+) -> Result<(), RunError> {
     let stores = &agent.env.stores;
     let mut delay = std::time::Duration::from_millis(20);
     loop {
         let until = stores.lease.expiry_ms(chrono::Utc::now().timestamp_millis());
-        match stores.sessions.lock_session(session.key(), holder, until).await {
+        let locked = match session_record(session).filter(|_| open) {
+            Some(record) => {
+                let locked = stores.sessions.lock_and_open(&record, holder, until).await;
+                if matches!(locked, Ok(true)) {
+                    session.lock().synced = true;
+                }
+                locked
+            }
+            None => stores.sessions.lock_session(session.key(), holder, until).await,
+        };
+        match locked {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(e) => {
@@ -206,19 +222,21 @@ async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &
     }
 }
 
+/// The session's record to open in the store, when the store does not have its current metadata.
+fn session_record(session: &SessionInner) -> Option<SessionRecord> {
+    let st = session.lock();
+    (!st.synced).then(|| SessionRecord {
+        id: session.id.to_string(),
+        user_id: session.user_id.as_deref().map(str::to_string),
+        metadata: st.metadata.clone(),
+        extensions: st.extensions.clone(),
+    })
+}
+
 /// What a fresh run is asked to do, from its request and the agent's defaults.
 fn plan<'a>(agent: &'a AgentInner, session: &SessionInner, request: &'a RunRequest) -> RunPlan<'a> {
-    let open_session = {
-        let st = session.lock();
-        (!st.synced).then(|| SessionRecord {
-            id: session.id.to_string(),
-            user_id: session.user_id.as_deref().map(str::to_string),
-            metadata: st.metadata.clone(),
-            extensions: st.extensions.clone(),
-        })
-    };
     RunPlan {
-        open_session,
+        open_session: session_record(session),
         context: &request.context,
         metadata: &request.metadata,
         output_schema: request.output_schema.clone().or_else(|| agent.output_schema.clone()),

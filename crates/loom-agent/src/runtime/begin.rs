@@ -135,7 +135,15 @@ impl RunCx {
             parent_run_id: self.log.parent_run_id(),
             architecture: Some(plan.architecture.to_string()),
         };
-        self.recorder.begin(record).await
+        let open = self.deferred_open.take();
+        let sessions = self.env.stores.sessions.clone();
+        let began = self.recorder.begin(record, open.as_ref().map(|o| (o, sessions.as_ref()))).await;
+        match began {
+            Ok(()) => self.session_opened |= open.is_some(),
+            // `finish` opens it.
+            Err(_) => self.deferred_open = open,
+        }
+        began
     }
 
     /// Continues a run from its journal: the seeded conversation comes from the record, and the
@@ -218,8 +226,13 @@ impl RunCx {
         let stores = &self.env.stores;
         let store_error = |e: crate::Error| RunError::new(RunErrorKind::Store, e.to_string());
         if let Some(record) = &plan.open_session {
-            stores.sessions.open_session(record).await.map_err(store_error)?;
-            self.session_opened = true;
+            if self.recorder.can_open_at_begin(stores.sessions.as_ref()) {
+                // The journal's `begin` opens it in its own transaction.
+                self.deferred_open = Some(record.clone());
+            } else {
+                stores.sessions.open_session(record).await.map_err(store_error)?;
+                self.session_opened = true;
+            }
         }
         let history = stores.sessions.history(self.scope.session_key()).await.map_err(store_error)?;
         let mut messages = Vec::with_capacity(history.len() + 4);

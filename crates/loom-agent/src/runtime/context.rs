@@ -64,6 +64,11 @@ pub struct RunCx {
     link: std::sync::OnceLock<Arc<super::child::ParentLink>>,
     /// The agent the run handed the conversation to (a `transfer_to_<name>` call).
     pub(super) handoff: Option<String>,
+    /// The session's run lock this run holds in the store (its holder id), released by `finish`.
+    pub(super) session_lock: Option<String>,
+    /// The session to open in the store with the journal's `begin` (or, for a run that ends
+    /// before it, in `finish`).
+    pub(super) deferred_open: Option<crate::store::SessionRecord>,
 }
 
 impl RunCx {
@@ -93,7 +98,15 @@ impl RunCx {
             summary_covers: 0,
             link: std::sync::OnceLock::new(),
             handoff: None,
+            session_lock: None,
+            deferred_open: None,
         }
+    }
+
+    /// The session's run lock this run holds in the store (its holder id): `finish` releases it,
+    /// in the journal's final commit where it can.
+    pub(crate) fn set_session_lock(&mut self, holder: Option<String>) {
+        self.session_lock = holder;
     }
 
     /// This run as its children see it.
@@ -270,7 +283,14 @@ impl RunCx {
             budget.record(&self.scope, &response.usage);
         }
         self.log.roll_up(&response.usage, self.env.policies.budget.as_ref());
-        self.recorder.record(|| JournalEntry::ModelResult { turn, response: response.clone() }).await?;
+        let entry = || JournalEntry::ModelResult { turn, response: response.clone() };
+        if response.tool_calls.is_empty() {
+            // An answer without tool calls guards no side effect: it rides with the next write
+            // (usually the final commit). A run killed before then asks the model again.
+            self.recorder.defer(entry).await?;
+        } else {
+            self.recorder.record(entry).await?;
+        }
         Ok(response)
     }
 

@@ -44,14 +44,28 @@ impl RunCx {
             tracing::warn!(run_id = %result.run_id, "{message}");
             return self.log.amend_failed(&result, RunError::new(RunErrorKind::Store, message));
         }
-        let mut problems = self.persist(&result, &transcript).await;
-        // The journal says "finished" only once the run is saved; otherwise it keeps the run
-        // unfinished (its lease released), so a resume can finish saving it.
-        let committed =
-            if problems.is_empty() { self.recorder.end(result.state).await } else { self.recorder.release().await };
-        if let Err(e) = committed {
-            problems.push(format!("the journal's final commit: {e}"));
+        // A run that ended before its journal's `begin` opens its session now.
+        let mut opened = Vec::new();
+        if let Some(session) = self.deferred_open.take()
+            && let Err(e) = self.env.stores.sessions.open_session(&session).await
+        {
+            opened.push(format!("opening the session: {e}"));
         }
+        let history = self.history_of(&result, &transcript);
+        let together = self.recorder.shares_database(self.env.stores.sessions.as_ref())
+            && self.session_summary(history.map_or(0, <[Message]>::len)).is_none();
+        let mut problems = if together {
+            self.commit_together(&result, &transcript, history).await
+        } else {
+            self.commit_apart(&result, &transcript, history).await
+        };
+        problems.splice(0..0, opened);
+        if let Some(holder) = &self.session_lock
+            && let Err(e) = self.env.stores.sessions.unlock_session(self.scope.session_key(), holder).await
+        {
+            tracing::warn!(run_id = %result.run_id, error = %e, "releasing the session's run lock failed (it expires)");
+        }
+        self.after_run(&result).await;
         if problems.is_empty() {
             return result;
         }
@@ -118,29 +132,96 @@ impl RunCx {
         RunEnd { state, output, parsed: None, error: Some(error), messages }
     }
 
-    /// Saves the transcript, extends the session's history, tells memory, audit, budget and hooks.
-    /// Returns what failed to be written (the transcript and history, the audit log).
-    async fn persist(&self, result: &Arc<RunResult>, transcript: &Arc<Transcript>) -> Vec<String> {
-        let mut problems = Vec::new();
-        let stores = &self.env.stores;
-        let policies = &self.env.policies;
-        let scope = &self.scope;
+    /// The messages the run adds to its session's history: completed and interrupted runs' own
+    /// messages, up to the last consistent point, and only when the model answered at least once.
+    fn history_of<'t>(&self, result: &RunResult, transcript: &'t Transcript) -> Option<&'t [Message]> {
         // A run stopped by a guardrail adds nothing: replaying the blocked content would send it to the
         // model on the next run (or trip the guardrail again on every later run of the session).
         let guardrail = result.error.as_ref().is_some_and(|e| e.kind == RunErrorKind::Guardrail);
-        let mut history: Option<&[Message]> = None;
-        if let (Some(base), RunState::Completed | RunState::Interrupted, false) =
+        let (Some(base), RunState::Completed | RunState::Interrupted, false) =
             (self.history_base, result.state, guardrail)
-        {
-            let own = transcript.messages.get(base..).unwrap_or_default();
-            let keep = consistent_prefix(own);
-            // An interrupted run that got no answer at all (stopped before its first model call)
-            // adds nothing, so the history never holds a question without a reply.
-            let answered = own[..keep].iter().any(|m| matches!(m, Message::Assistant { .. }));
-            if keep > 0 && answered {
-                history = Some(&own[..keep]);
+        else {
+            return None;
+        };
+        let own = transcript.messages.get(base..).unwrap_or_default();
+        let keep = consistent_prefix(own);
+        // An interrupted run that got no answer at all (stopped before its first model call)
+        // adds nothing, so the history never holds a question without a reply.
+        let answered = own[..keep].iter().any(|m| matches!(m, Message::Assistant { .. }));
+        (keep > 0 && answered).then(|| &own[..keep])
+    }
+
+    /// Persists a journaled run whose journal shares the session store's database: memory and
+    /// the audit log are told, then one transaction holds the held-back journal entry, the last
+    /// events, the transcript, the history extension, the run's state and the release of the
+    /// session's run lock. Returns what failed to be written.
+    async fn commit_together(
+        &mut self,
+        result: &Arc<RunResult>,
+        transcript: &Arc<Transcript>,
+        history: Option<&[Message]>,
+    ) -> Vec<String> {
+        self.tell_memory(result, transcript).await;
+        if let Some(problem) = self.audit_end(result, transcript).await {
+            // The journal keeps the run unfinished, so a resume can write the audit entry.
+            let mut problems = vec![problem];
+            problems.extend(self.save_transcript(result, transcript, history).await);
+            if let Err(e) = self.recorder.release().await {
+                problems.push(format!("the journal's final commit: {e}"));
             }
+            return problems;
         }
+        let unlock = self.session_lock.as_deref().map(|holder| (self.scope.session_key(), holder));
+        match self.recorder.end_with(result.state, transcript, history, unlock).await {
+            Ok(true) => {
+                self.session_lock = None;
+                Vec::new()
+            }
+            Ok(false) => {
+                let mut problems = self.save_transcript(result, transcript, history).await;
+                let committed =
+                    if problems.is_empty() { self.recorder.end(result.state).await } else { self.recorder.release().await };
+                if let Err(e) = committed {
+                    problems.push(format!("the journal's final commit: {e}"));
+                }
+                problems
+            }
+            Err(e) => vec![format!("saving the transcript, the session history and the journal's final commit: {e}")],
+        }
+    }
+
+    /// Persists a run part by part: the transcript and history, memory, the audit log, then the
+    /// journal's final commit (or, when something failed, the lease's release with the run kept
+    /// unfinished, so a resume can finish saving it). Returns what failed to be written.
+    async fn commit_apart(
+        &self,
+        result: &Arc<RunResult>,
+        transcript: &Arc<Transcript>,
+        history: Option<&[Message]>,
+    ) -> Vec<String> {
+        let mut problems = self.save_transcript(result, transcript, history).await;
+        self.tell_memory(result, transcript).await;
+        problems.extend(self.audit_end(result, transcript).await);
+        // The journal says "finished" only once the run is saved; otherwise it keeps the run
+        // unfinished (its lease released), so a resume can finish saving it.
+        let committed =
+            if problems.is_empty() { self.recorder.end(result.state).await } else { self.recorder.release().await };
+        if let Err(e) = committed {
+            problems.push(format!("the journal's final commit: {e}"));
+        }
+        problems
+    }
+
+    /// Saves the transcript and extends the session's history (one step where the store can), then
+    /// the session's summary when the run left one. Returns what failed.
+    async fn save_transcript(
+        &self,
+        result: &Arc<RunResult>,
+        transcript: &Arc<Transcript>,
+        history: Option<&[Message]>,
+    ) -> Vec<String> {
+        let stores = &self.env.stores;
+        let mut problems = Vec::new();
         match stores.sessions.save_finished_run(transcript.clone(), history).await {
             Err(e) => problems.push(format!("saving the transcript and session history: {e}")),
             // A run that summarized its context leaves the summary for the session's next run.
@@ -148,19 +229,24 @@ impl RunCx {
                 if let Some((text, covers)) = self.session_summary(history.map_or(0, <[Message]>::len)) {
                     let summary =
                         SessionSummary { text, covers, run_id: result.run_id.clone(), created_at: chrono::Utc::now() };
-                    if let Err(e) = stores.sessions.save_summary(scope.session_key(), &summary).await {
+                    if let Err(e) = stores.sessions.save_summary(self.scope.session_key(), &summary).await {
                         problems.push(format!("saving the session's summary: {e}"));
                     }
                 }
             }
         }
+        problems
+    }
+
+    /// Hands the finished run to the memory slot, and journals that it did.
+    async fn tell_memory(&self, result: &Arc<RunResult>, transcript: &Arc<Transcript>) {
         // The memory write is journaled after it happens (at least once: a crash in between repeats
         // it on resume; `remember` gets the run id to tell). A resumed run whose journal has it skips it.
-        if let Some(memory) = &stores.memory
+        if let Some(memory) = &self.env.stores.memory
             && result.state != RunState::Suspended
             && !self.log.memory_written()
         {
-            match memory.remember(scope, transcript).await {
+            match memory.remember(&self.scope, transcript).await {
                 // No events ride with this entry: a resumed run replays up to the last model or
                 // tool boundary and emits what followed it again.
                 Ok(()) => {
@@ -171,40 +257,44 @@ impl RunCx {
                 Err(e) => tracing::warn!(run_id = %result.run_id, error = %e, "memory write failed"),
             }
         }
-        if policies.audit.is_some() {
-            // Every run has one start and one end entry, in order: a run that never got to write
-            // its start (cancelled while queued, refused, failed while seeding) writes it now.
-            let started = if self.audited_start {
-                Ok(())
-            } else {
-                self.env.audit_unexecuted_start(scope, &transcript.input).await
-            };
-            let payload = serde_json::json!({
-                "state": result.state, "turns": result.turns, "reason": result.interruption_reason(),
-                "error": result.error.as_ref().map(|e| e.message.clone()),
-                "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
-                "cost_usd": result.usage.cost_usd, "duration_ms": result.duration_ms,
-            });
-            let ended = match started {
-                Ok(()) => policies.audit(scope, AuditAction::RunFinished, payload).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = ended {
-                problems.push(format!("the audit log: {e}"));
-            }
-        }
-        if let Some(budget) = &policies.budget
+    }
+
+    /// Writes the run's end to the audit log (and its start first, for a run that never wrote
+    /// it). Returns the failure, if any.
+    async fn audit_end(&self, result: &Arc<RunResult>, transcript: &Arc<Transcript>) -> Option<String> {
+        let policies = &self.env.policies;
+        let scope = &self.scope;
+        policies.audit.as_ref()?;
+        // Every run has one start and one end entry, in order: a run that never got to write
+        // its start (cancelled while queued, refused, failed while seeding) writes it now.
+        let started =
+            if self.audited_start { Ok(()) } else { self.env.audit_unexecuted_start(scope, &transcript.input).await };
+        let payload = serde_json::json!({
+            "state": result.state, "turns": result.turns, "reason": result.interruption_reason(),
+            "error": result.error.as_ref().map(|e| e.message.clone()),
+            "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
+            "cost_usd": result.usage.cost_usd, "duration_ms": result.duration_ms,
+        });
+        let ended = match started {
+            Ok(()) => policies.audit(scope, AuditAction::RunFinished, payload).await,
+            Err(e) => Err(e),
+        };
+        ended.err().map(|e| format!("the audit log: {e}"))
+    }
+
+    /// The budget and the `after_run` hooks learn that the run ended.
+    async fn after_run(&self, result: &Arc<RunResult>) {
+        if let Some(budget) = &self.env.policies.budget
             && self.log.was_started()
         {
-            budget.run_finished(scope);
+            budget.run_finished(&self.scope);
         }
         let hooks = &self.live.hooks;
         for hook in hooks.iter() {
-            if let Err(e) = hooks.call(hook.after_run(scope, result)).await {
-                tracing::warn!(run_id = %scope.run_id, error = %e, "an after_run hook failed");
+            if let Err(e) = hooks.call(hook.after_run(&self.scope, result)).await {
+                tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_run hook failed");
             }
         }
-        problems
     }
 }
 

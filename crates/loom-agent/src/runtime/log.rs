@@ -253,6 +253,20 @@ impl RunLog {
         (events[from..].to_vec(), events.len())
     }
 
+    /// How many events the log holds (the end of [`RunLog::unpersisted`] now).
+    pub(crate) fn event_count(&self) -> usize {
+        let inner = self.lock();
+        inner.frozen.as_deref().unwrap_or(&inner.events).len()
+    }
+
+    /// The events not written to the journal yet, up to `end`.
+    pub(crate) fn unpersisted_until(&self, end: usize) -> Vec<Event> {
+        let inner = self.lock();
+        let events = inner.frozen.as_deref().unwrap_or(&inner.events);
+        let end = end.min(events.len());
+        events[inner.persisted.min(end)..end].to_vec()
+    }
+
     /// Marks the log up to `end` as written to the journal.
     pub(crate) fn mark_persisted(&self, end: usize) {
         let mut inner = self.lock();

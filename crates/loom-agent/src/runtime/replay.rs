@@ -29,6 +29,9 @@ pub(crate) struct Recorder {
     lease: Lease,
     log: Arc<RunLog>,
     entries: Vec<JournalEntry>,
+    /// An entry that guards no side effect, held back with the end of the events before it: the
+    /// next write (or the final commit) writes it first.
+    deferred: std::sync::Mutex<Option<(JournalEntry, usize)>>,
 }
 
 /// What the journal says about one tool call.
@@ -62,6 +65,7 @@ impl Recorder {
             lease: stores.lease.fenced(log.fence.load(std::sync::atomic::Ordering::Acquire)),
             log,
             entries: Vec::new(),
+            deferred: std::sync::Mutex::new(None),
         }
     }
 
@@ -85,12 +89,36 @@ impl Recorder {
         self.entries.len()
     }
 
-    /// Registers the run with the journal, with its events so far. `record` is built only for a
-    /// journaled run.
-    pub(crate) async fn begin(&mut self, record: impl FnOnce() -> RunRecord) -> Result<(), RunError> {
+    /// Whether `begin` can open the run's session in its own transaction: the journal writes to the
+    /// database `sessions` keeps the sessions in.
+    pub(crate) fn can_open_at_begin(&self, sessions: &dyn crate::store::SessionStore) -> bool {
+        let journal = self.configured.as_ref().and_then(|j| j.database_id());
+        journal.is_some() && journal == sessions.session_database_id()
+    }
+
+    /// Registers the run with the journal, with its events so far, opening its session in the same
+    /// transaction when `open` is given (see [`Recorder::can_open_at_begin`]; a journal that cannot
+    /// gets the two calls). `record` is built only for a journaled run.
+    pub(crate) async fn begin(
+        &mut self,
+        record: impl FnOnce() -> RunRecord,
+        open: Option<(&crate::store::SessionRecord, &dyn crate::store::SessionStore)>,
+    ) -> Result<(), RunError> {
         let Some(journal) = &self.configured else { return Ok(()) };
         let (events, end) = self.log.unpersisted();
-        journal.begin(&record(), &self.lease, &events).await.map_err(store_error)?;
+        let record = record();
+        let together = match open {
+            Some((session, _)) => {
+                journal.begin_with(&record, &self.lease, &events, session).await.map_err(store_error)?
+            }
+            None => false,
+        };
+        if !together {
+            if let Some((session, sessions)) = open {
+                sessions.open_session(session).await.map_err(|e| RunError::new(RunErrorKind::Store, e.to_string()))?;
+            }
+            journal.begin(&record, &self.lease, &events).await.map_err(store_error)?;
+        }
         self.log.mark_persisted(end);
         self.journal = Some(journal.clone());
         Ok(())
@@ -100,8 +128,35 @@ impl Recorder {
     /// moves on. `entry` is built only for a journaled run.
     pub(crate) async fn record(&self, entry: impl FnOnce() -> JournalEntry) -> Result<(), RunError> {
         let Some(journal) = &self.journal else { return Ok(()) };
+        self.flush().await.map_err(store_error)?;
         let (events, end) = self.log.unpersisted();
         journal.append(&self.log.run_id, &self.lease, &entry(), &events).await.map_err(store_error)?;
+        self.log.mark_persisted(end);
+        Ok(())
+    }
+
+    /// Holds back an entry that guards no side effect (a model's answer without tool calls): the
+    /// next write, or the final commit, writes it first, with the events emitted before it. A run
+    /// killed before then makes that step again when resumed (nothing it guards has happened).
+    /// At most one entry is held back. `entry` is built only for a journaled run.
+    pub(crate) async fn defer(&self, entry: impl FnOnce() -> JournalEntry) -> Result<(), RunError> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        self.flush().await.map_err(store_error)?;
+        let end = self.log.event_count();
+        *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some((entry(), end));
+        Ok(())
+    }
+
+    /// Writes the held-back entry, if any, with the events before it.
+    pub(crate) async fn flush(&self) -> Result<(), crate::Error> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let Some((entry, end)) = self.deferred.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(());
+        };
+        let events = self.log.unpersisted_until(end);
+        journal.append(&self.log.run_id, &self.lease, &entry, &events).await?;
         self.log.mark_persisted(end);
         Ok(())
     }
@@ -109,32 +164,70 @@ impl Recorder {
     /// Writes a journal entry with no events (an entry after the last model or tool boundary).
     pub(crate) async fn record_alone(&self, entry: &JournalEntry) -> Result<(), crate::Error> {
         let Some(journal) = &self.journal else { return Ok(()) };
+        self.flush().await?;
         journal.append(&self.log.run_id, &self.lease, entry, &[]).await
+    }
+
+    /// Whether the final commit can carry the run's transcript and history: the journal writes to
+    /// the database `sessions` keeps them in.
+    pub(crate) fn shares_database(&self, sessions: &dyn crate::store::SessionStore) -> bool {
+        let journal = self.journal.as_ref().and_then(|j| j.database_id());
+        journal.is_some() && journal == sessions.session_database_id()
+    }
+
+    /// The final commit in one transaction: the held-back entry, the run's last events, its state,
+    /// its transcript and history extension, and the release of the session's run lock (see
+    /// [`crate::store::FinalCommit`]). `Ok(false)`: the journal cannot, and nothing was written.
+    pub(crate) async fn end_with(
+        &self,
+        state: RunState,
+        transcript: &crate::run::Transcript,
+        history: Option<&[crate::message::Message]>,
+        unlock: Option<(crate::store::SessionKey<'_>, &str)>,
+    ) -> Result<bool, crate::Error> {
+        let Some(journal) = &self.journal else { return Ok(false) };
+        let deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let entries: Vec<JournalEntry> = deferred.iter().map(|(e, _)| e.clone()).collect();
+        let (events, end) = self.log.unpersisted();
+        let commit = crate::store::FinalCommit { state, entries: &entries, events: &events, transcript, history, unlock };
+        match journal.end_with(&self.log.run_id, &self.lease, &commit).await {
+            Ok(true) => {
+                self.log.mark_persisted(end);
+                Ok(true)
+            }
+            other => {
+                // Nothing was written: the entry is still held back.
+                *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = deferred;
+                other
+            }
+        }
     }
 
     /// The final commit: the run's last events and its state; the lease is released.
     pub(crate) async fn end(&self, state: RunState) -> Result<(), crate::Error> {
         let Some(journal) = &self.journal else { return Ok(()) };
+        self.flush().await?;
         let (events, end) = self.log.unpersisted();
         journal.end(&self.log.run_id, &self.lease, state, &events).await?;
         self.log.mark_persisted(end);
         Ok(())
     }
 
-    /// Checks (renewing it) that this run still holds its lease with its fencing number: a run
-    /// taken over by another process since is [`crate::Error::LeaseLost`] and must save nothing.
-    /// A run claimed from the queue (fence above 0) is checked even before its `begin`: its claim
-    /// is a lease on the queue's row.
+    /// Checks that this run still holds its lease with its fencing number (writing nothing where
+    /// the journal can): a run taken over by another process since is
+    /// [`crate::Error::LeaseLost`] and must save nothing. A run claimed from the queue (fence
+    /// above 0) is checked even before its `begin`: its claim is a lease on the queue's row.
     pub(crate) async fn still_held(&self) -> Result<(), crate::Error> {
         let claimed = self.configured.as_ref().filter(|_| self.lease.fence > 0);
         let Some(journal) = self.journal.as_ref().or(claimed) else { return Ok(()) };
-        journal.renew(&self.log.run_id, &self.lease).await
+        journal.check_lease(&self.log.run_id, &self.lease).await
     }
 
     /// Releases the lease and leaves the run unfinished in the journal, without its last events
     /// (a resume emits them again).
     pub(crate) async fn release(&self) -> Result<(), crate::Error> {
         let Some(journal) = &self.journal else { return Ok(()) };
+        self.flush().await?;
         journal.end(&self.log.run_id, &self.lease, RunState::Running, &[]).await
     }
 

@@ -240,9 +240,19 @@ pub(crate) struct RunRow {
 
 impl RunRow {
     pub(crate) fn new(transcript: &Transcript) -> Result<Self, Error> {
+        Self::encode(transcript, true)
+    }
+
+    /// The row of a journaled run, without its events (the journal writes those).
+    pub(crate) fn journaled(transcript: &Transcript) -> Result<Self, Error> {
+        Self::encode(transcript, false)
+    }
+
+    fn encode(transcript: &Transcript, with_events: bool) -> Result<Self, Error> {
         let input = json(&transcript.input)?;
         let literal = prompt_literal(&input);
-        let events = events_once(encode_events(&transcript.events)?, literal);
+        let events =
+            if with_events { events_once(encode_events(&transcript.events)?, literal) } else { Vec::new() };
         let mut bare = transcript.clone();
         bare.events = Arc::from(Vec::new());
         Ok(RunRow {

@@ -17,8 +17,8 @@ use crate::event::Event;
 use crate::governance::Approval;
 use crate::message::{Message, ToolCall};
 use crate::model::ModelResponse;
-use crate::run::{Artifact, RunContext, RunInput, RunState};
-use crate::store::SessionStore;
+use crate::run::{Artifact, RunContext, RunInput, RunState, Transcript};
+use crate::store::{SessionKey, SessionStore};
 
 mod lease;
 mod queue;
@@ -351,6 +351,27 @@ pub struct RunFilter {
     pub parent_run_id: Option<String>,
 }
 
+/// A run's final commit and everything that rides in its transaction (see [`Journal::end_with`]):
+/// entries not written yet, the run's last events, its state, its transcript and history
+/// extension (saved as [`SessionStore::save_finished_run`] would), and the release of the session's
+/// run lock.
+#[derive(Clone, Copy, Debug)]
+pub struct FinalCommit<'a> {
+    /// The state the run ends in: a terminal state finishes it; either way the lease is released.
+    pub state: RunState,
+    /// Entries that guard no side effect and were held back for this commit, in order: each goes
+    /// in after the ones already written.
+    pub entries: &'a [JournalEntry],
+    /// The events emitted since the last write.
+    pub events: &'a [Event],
+    /// The finished run's transcript (its events are the journal's: they are not written again).
+    pub transcript: &'a Transcript,
+    /// The messages the run adds to its session's history, if any.
+    pub history: Option<&'a [Message]>,
+    /// The session's run lock to release: (session, holder).
+    pub unlock: Option<(SessionKey<'a>, &'a str)>,
+}
+
 /// The journal slot: every side effect of a run is recorded here before the run moves on.
 /// Empty by default (nothing recorded, no cost).
 ///
@@ -410,6 +431,46 @@ pub trait Journal: Send + Sync + 'static {
         let _ = finished_before;
         Err(Error::Config("this journal does not support pruning".into()))
     }
+
+    /// An id of the database handle this journal writes through, when a session store can share
+    /// it: a session store whose [`SessionStore::session_database_id`] is the same id keeps its
+    /// sessions, history and transcripts in this journal's database, so [`Journal::end_with`] may
+    /// save a run's transcript in its final commit. `None` by default.
+    fn database_id(&self) -> Option<usize> {
+        None
+    }
+
+    /// [`Journal::begin`], and the opening of the run's session with `session` (as
+    /// [`SessionStore::open_session`] would: created, or its metadata and extensions merged) in the
+    /// same transaction, for a journal whose database the session store shares (the same
+    /// [`Journal::database_id`]). Returns `Ok(false)`, having written nothing, when this journal
+    /// cannot (the default): the caller then makes the two calls.
+    async fn begin_with(
+        &self,
+        record: &RunRecord,
+        lease: &Lease,
+        events: &[Event],
+        session: &crate::store::SessionRecord,
+    ) -> Result<bool, Error> {
+        let _ = (record, lease, events, session);
+        Ok(false)
+    }
+
+    /// Checks that `lease` still holds the run ([`Error::LeaseLost`], [`Error::RunNotFound`] when
+    /// not), writing nothing where the journal can. By default: [`Journal::renew`].
+    async fn check_lease(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        self.renew(run_id, lease).await
+    }
+
+    /// The final commit with everything that can ride in its transaction (see [`FinalCommit`]),
+    /// for a journal whose database the run's session store shares (the same
+    /// [`Journal::database_id`]): one transaction instead of one per part, written only if
+    /// `lease` holds the run. Returns `Ok(false)`, having written nothing, when this journal cannot
+    /// (the default): the caller then writes each part with the other calls.
+    async fn end_with(&self, run_id: &str, lease: &Lease, commit: &FinalCommit<'_>) -> Result<bool, Error> {
+        let _ = (run_id, lease, commit);
+        Ok(false)
+    }
 }
 
 /// A journal, and the session store that shares its database (for URL journals).
@@ -462,6 +523,24 @@ impl<T: Journal + ?Sized> Journal for Arc<T> {
     }
     async fn prune(&self, finished_before: DateTime<Utc>) -> Result<PruneReport, Error> {
         (**self).prune(finished_before).await
+    }
+    fn database_id(&self) -> Option<usize> {
+        (**self).database_id()
+    }
+    async fn begin_with(
+        &self,
+        record: &RunRecord,
+        lease: &Lease,
+        events: &[Event],
+        session: &crate::store::SessionRecord,
+    ) -> Result<bool, Error> {
+        (**self).begin_with(record, lease, events, session).await
+    }
+    async fn check_lease(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        (**self).check_lease(run_id, lease).await
+    }
+    async fn end_with(&self, run_id: &str, lease: &Lease, commit: &FinalCommit<'_>) -> Result<bool, Error> {
+        (**self).end_with(run_id, lease, commit).await
     }
 }
 

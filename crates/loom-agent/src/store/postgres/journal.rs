@@ -9,9 +9,10 @@ use super::{
 use crate::error::Error;
 use crate::event::Event;
 use crate::run::RunState;
+use crate::store::SessionRecord;
 use crate::store::sql::{self, RecordRow, decode_entry, decode_record, from_millis, json, now_ms, parse_state};
 use loom_core::journal::{
-    Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide, may_take_over,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide, may_take_over,
 };
 
 /// `begin` in one statement (one round trip, committed on its own): the run's row (or, for a queued
@@ -33,6 +34,33 @@ const BEGIN: &str = "
         INSERT INTO loom_events (run_id, seq, event)
         SELECT r.run_id, e.seq, e.event FROM r, UNNEST($9::BIGINT[], $10::TEXT[]) AS e(seq, event)
         ON CONFLICT (run_id, seq) DO NOTHING)
+    SELECT COUNT(*) FROM r";
+
+/// [`BEGIN`] and the opening of the run's session in one statement: the session is created, or its
+/// metadata and extensions merged as `open_session` merges them (the record's top-level keys
+/// replace the stored ones), only if the run's row was created.
+const BEGIN_WITH: &str = "
+    WITH r AS (
+        INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at, lease_owner,
+            lease_expires, parent_run_id, fence)
+        VALUES ($1::TEXT, $2::TEXT, $3::TEXT, 'running', $4::TEXT, $5::TEXT, $6::BIGINT, $7::TEXT, $8::BIGINT,
+            $11::TEXT, $12::BIGINT)
+        ON CONFLICT (run_id) DO UPDATE SET session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id,
+            state = 'running', input = EXCLUDED.input, record = EXCLUDED.record, started_at = EXCLUDED.started_at,
+            lease_expires = EXCLUDED.lease_expires, parent_run_id = EXCLUDED.parent_run_id
+        WHERE loom_runs.record IS NULL AND loom_runs.agent IS NOT NULL AND NOT loom_runs.finished
+            AND loom_runs.lease_owner = EXCLUDED.lease_owner AND loom_runs.fence = EXCLUDED.fence
+        RETURNING run_id),
+    ev AS (
+        INSERT INTO loom_events (run_id, seq, event)
+        SELECT r.run_id, e.seq, e.event FROM r, UNNEST($9::BIGINT[], $10::TEXT[]) AS e(seq, event)
+        ON CONFLICT (run_id, seq) DO NOTHING),
+    s AS (
+        INSERT INTO loom_sessions AS s (owner, id, metadata, extensions, closed, updated_at)
+        SELECT $13::TEXT, $14::TEXT, $15::TEXT, $16::TEXT, FALSE, $17::BIGINT FROM r
+        ON CONFLICT (owner, id) DO UPDATE SET metadata = (s.metadata::JSONB || EXCLUDED.metadata::JSONB)::TEXT,
+            extensions = (s.extensions::JSONB || EXCLUDED.extensions::JSONB)::TEXT, closed = FALSE,
+            updated_at = EXCLUDED.updated_at)
     SELECT COUNT(*) FROM r";
 
 /// `append` in one statement: renews the lease (locking the run's row) where the owner holds it,
@@ -77,31 +105,34 @@ async fn begin_one(
     record: &RunRecord,
     lease: &Lease,
     events: &(Vec<i64>, Vec<String>),
+    session: Option<&SessionRecord>,
 ) -> Result<(), Error> {
     let row = RecordRow::new(record)?;
     let owner: &str = &lease.owner;
-    let statement = conn.prepared(BEGIN).await?;
-    let created = conn
-        .client
-        .query_one(
-            &statement,
-            &[
-                &record.run_id,
-                &record.session_id,
-                &record.user_id,
-                &row.input,
-                &row.record,
-                &row.started,
-                &owner,
-                &lease.expiry_ms(now_ms()),
-                &events.0,
-                &events.1,
-                &record.parent_run_id,
-                &lease.fence_i64(),
-            ],
-        )
-        .await
-        .map_err(|e| pg("registering the run", e))?;
+    let (run_id, expires, fence) = (&record.run_id, lease.expiry_ms(now_ms()), lease.fence_i64());
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        run_id,
+        &record.session_id,
+        &record.user_id,
+        &row.input,
+        &row.record,
+        &row.started,
+        &owner,
+        &expires,
+        &events.0,
+        &events.1,
+        &record.parent_run_id,
+        &fence,
+    ];
+    let opened = match session {
+        Some(s) => Some((s.key().owner(), json(&s.metadata)?, json(&s.extensions)?, now_ms())),
+        None => None,
+    };
+    if let (Some(s), Some((session_owner, metadata, extensions, now))) = (session, &opened) {
+        params.extend_from_slice(&[session_owner, &s.id, metadata, extensions, now]);
+    }
+    let statement = conn.prepared(if session.is_some() { BEGIN_WITH } else { BEGIN }).await?;
+    let created = conn.client.query_one(&statement, &params).await.map_err(|e| pg("registering the run", e))?;
     if get::<i64>(&created, 0)? == 0 {
         return Err(Error::Store(format!("run {} is already journaled", record.run_id).into()));
     }
@@ -352,7 +383,22 @@ impl Journal for PostgresStore {
         let literal = crate::store::sql::prompt_literal(&literal_input);
         let events: (Vec<i64>, Vec<String>) =
             crate::store::sql::events_once(crate::store::sql::encode_events(events)?, literal).into_iter().unzip();
-        with_conn!(self, |conn: conn| begin_one(conn, record, lease, &events))
+        with_conn!(self, |conn: conn| begin_one(conn, record, lease, &events, None))
+    }
+
+    async fn begin_with(
+        &self,
+        record: &RunRecord,
+        lease: &Lease,
+        events: &[Event],
+        session: &SessionRecord,
+    ) -> Result<bool, Error> {
+        let literal_input = crate::store::sql::json(&record.input)?;
+        let literal = crate::store::sql::prompt_literal(&literal_input);
+        let events: (Vec<i64>, Vec<String>) =
+            crate::store::sql::events_once(crate::store::sql::encode_events(events)?, literal).into_iter().unzip();
+        with_conn!(self, |conn: conn| begin_one(conn, record, lease, &events, Some(session)))?;
+        Ok(true)
     }
 
     async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
@@ -383,5 +429,19 @@ impl Journal for PostgresStore {
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
         with_conn!(self, |client| list_tx(client, filter))
+    }
+
+    fn database_id(&self) -> Option<usize> {
+        Some(self.database_id())
+    }
+
+    async fn check_lease(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        with_conn!(self, |conn: conn| super::finish::check_lease_one(conn, run_id, lease))
+    }
+
+    async fn end_with(&self, run_id: &str, lease: &Lease, commit: &FinalCommit<'_>) -> Result<bool, Error> {
+        let commit = super::finish::Final::new(commit)?;
+        with_conn!(self, |conn: conn| super::finish::end_with_one(conn, run_id, lease, &commit))?;
+        Ok(true)
     }
 }

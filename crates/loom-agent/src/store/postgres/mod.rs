@@ -141,6 +141,11 @@ fn event_columns(events: &[Event]) -> Result<(Vec<i64>, Vec<String>), Error> {
 }
 
 impl PostgresStore {
+    /// An id of this store's connections, shared by its clones (see `Journal::database_id`).
+    fn database_id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     /// A store for the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?…]` or a
     /// key-value connection string), without connecting: the first call connects. A URL that does
     /// not parse is an [`Error::Config`] (which never repeats the password).
@@ -209,6 +214,7 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 }
 
 mod api_keys;
+mod finish;
 mod journal;
 mod queue;
 mod sessions;

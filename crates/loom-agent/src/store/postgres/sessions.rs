@@ -66,6 +66,21 @@ const LOCK_SESSION: &str = "
         OR s.lock_holder = EXCLUDED.lock_holder
     RETURNING 1";
 
+/// The session's run lock and the session's opening in one statement, where the rule grants the
+/// lock without asking whether a holder is gone; `None` otherwise ([`lock_session_tx`] decides,
+/// then [`open_session_tx`] merges). The metadata and extensions merge as `open_session` merges
+/// them: the record's top-level keys replace the stored ones.
+const LOCK_AND_OPEN: &str = "
+    INSERT INTO loom_sessions AS s (owner, id, metadata, extensions, closed, updated_at, lock_holder, lock_expires)
+    VALUES ($1::TEXT, $2::TEXT, $6::TEXT, $7::TEXT, FALSE, $3::BIGINT, $4::TEXT, $5::BIGINT)
+    ON CONFLICT (owner, id) DO UPDATE SET lock_holder = EXCLUDED.lock_holder, lock_expires = EXCLUDED.lock_expires,
+        metadata = (s.metadata::JSONB || EXCLUDED.metadata::JSONB)::TEXT,
+        extensions = (s.extensions::JSONB || EXCLUDED.extensions::JSONB)::TEXT,
+        closed = FALSE, updated_at = EXCLUDED.updated_at
+    WHERE s.lock_holder IS NULL OR s.lock_expires IS NULL OR s.lock_expires <= $3::BIGINT
+        OR s.lock_holder = EXCLUDED.lock_holder
+    RETURNING 1";
+
 const UNLOCK_SESSION: &str = "
     UPDATE loom_sessions SET lock_holder = NULL, lock_expires = NULL
     WHERE owner = $1::TEXT AND id = $2::TEXT AND lock_holder = $3::TEXT";
@@ -321,6 +336,26 @@ impl SessionStore for PostgresStore {
         with_conn!(self, |conn: conn| lock_session_one(conn, session, holder, until_ms))
     }
 
+    async fn lock_and_open(&self, record: &SessionRecord, holder: &str, until_ms: i64) -> Result<bool, Error> {
+        let key = record.key();
+        let (metadata, extensions) = (json(&record.metadata)?, json(&record.extensions)?);
+        with_conn!(self, |conn: conn| async move {
+            let statement = conn.prepared(LOCK_AND_OPEN).await?;
+            let taken = conn
+                .client
+                .query_opt(&statement, &[&key.owner(), &key.session_id, &now_ms(), &holder, &until_ms, &metadata, &extensions])
+                .await
+                .map_err(|e| pg("taking the session lock", e))?;
+            if taken.is_some() {
+                return Ok(true);
+            }
+            if !lock_session_tx(&mut conn.client, key, holder, until_ms).await? {
+                return Ok(false);
+            }
+            open_session_tx(&mut conn.client, record).await.map(|_| true)
+        })
+    }
+
     async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
         with_conn!(self, |conn: conn| async move {
             let statement = conn.prepared(UNLOCK_SESSION).await?;
@@ -400,6 +435,10 @@ impl SessionStore for PostgresStore {
 
     async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
         with_conn!(self, |client| list_runs_tx(client, session))
+    }
+
+    fn session_database_id(&self) -> Option<usize> {
+        Some(self.database_id())
     }
 
     async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error> {

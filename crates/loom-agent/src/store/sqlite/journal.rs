@@ -6,11 +6,14 @@ use super::{SqliteStore, db, hold_lease, insert_entry, insert_events, load_event
 use crate::error::Error;
 use crate::event::Event;
 use crate::run::RunState;
+use crate::store::SessionRecord;
 use crate::store::sql::{
-    self, RecordRow, decode_entry, decode_record, encode_events, expand, from_millis, json, now_ms, parse_state,
+    self, RecordRow, RunRow, decode_entry, decode_record, encode_events, encode_history, expand, from_millis, json,
+    now_ms, parse_state,
 };
 use loom_core::journal::{
-    Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide, may_take_over,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide,
+    may_take_over, may_write,
 };
 
 #[async_trait::async_trait]
@@ -31,48 +34,30 @@ impl Journal for SqliteStore {
     }
 
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
-        let run_id = record.run_id.clone();
-        let session_id = record.session_id.clone();
-        let user_id = record.user_id.clone();
-        let parent = record.parent_run_id.clone();
-        let row = RecordRow::new(record)?;
-        let owner = lease.owner.to_string();
-        let until = lease.expiry_ms(now_ms());
-        let fence = lease.fence_i64();
-        let events = crate::store::sql::events_once(encode_events(events)?, row.literal());
+        let begin = Begin::new(record, lease, events)?;
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            let n = tx
-                .prepare_cached(
-                    "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,
-                        lease_owner, lease_expires, parent_run_id, fence)
-                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                     ON CONFLICT (run_id) DO UPDATE SET session_id = excluded.session_id, user_id = excluded.user_id,
-                        state = 'running', input = excluded.input, record = excluded.record,
-                        started_at = excluded.started_at, lease_expires = excluded.lease_expires,
-                        parent_run_id = excluded.parent_run_id
-                     WHERE loom_runs.record IS NULL AND loom_runs.agent IS NOT NULL AND loom_runs.finished = 0
-                        AND loom_runs.lease_owner = excluded.lease_owner AND loom_runs.fence = excluded.fence",
-                )
-                .map_err(db)?
-                .execute(params![
-                    run_id,
-                    session_id,
-                    user_id,
-                    row.input,
-                    row.record,
-                    row.started,
-                    owner,
-                    until,
-                    parent,
-                    fence
-                ])
-                .map_err(db)?;
-            if n == 0 {
-                return Err(Error::Store(format!("run {run_id} is already journaled").into()));
-            }
-            insert_events(&tx, &run_id, &events)?;
+            begin.write(&tx)?;
             tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn begin_with(
+        &self,
+        record: &RunRecord,
+        lease: &Lease,
+        events: &[Event],
+        session: &SessionRecord,
+    ) -> Result<bool, Error> {
+        let begin = Begin::new(record, lease, events)?;
+        let session = session.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            begin.write(&tx)?;
+            super::sessions::open(&tx, &session)?;
+            tx.commit().map_err(db)?;
+            Ok(true)
         })
         .await
     }
@@ -97,18 +82,11 @@ impl Journal for SqliteStore {
         let run_id = run_id.to_string();
         let lease = lease.clone();
         let events = encode_events(events)?;
-        let finished = sql::is_finished(state);
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
             insert_events(&tx, &run_id, &events)?;
-            tx.prepare_cached(
-                "UPDATE loom_runs SET state = ?2, finished = ?3, lease_owner = NULL, lease_expires = NULL,
-                    finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END WHERE run_id = ?1",
-            )
-            .map_err(db)?
-            .execute(params![run_id, state.as_str(), finished, now_ms()])
-            .map_err(db)?;
+            end_row(&tx, &run_id, state)?;
             tx.commit().map_err(db)
         })
         .await
@@ -199,6 +177,50 @@ impl Journal for SqliteStore {
         .await
     }
 
+    fn database_id(&self) -> Option<usize> {
+        Some(SqliteStore::database_id(self))
+    }
+
+    async fn check_lease(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let lease = lease.clone();
+        self.call(move |conn| check_lease(conn, &run_id, &lease)).await
+    }
+
+    async fn end_with(&self, run_id: &str, lease: &Lease, commit: &FinalCommit<'_>) -> Result<bool, Error> {
+        let run_id = run_id.to_string();
+        let lease = lease.clone();
+        let state = commit.state;
+        let entries = commit
+            .entries
+            .iter()
+            .map(|e| Ok((e.type_name(), json(e)?)))
+            .collect::<Result<Vec<(&'static str, String)>, Error>>()?;
+        let events = encode_events(commit.events)?;
+        let row = RunRow::journaled(commit.transcript)?;
+        let history = commit.history.map(|h| encode_history(h, row.literal())).transpose()?;
+        let unlock = commit.unlock.map(|(key, holder)| (key.owner().to_string(), key.session_id.to_string(), holder.to_string()));
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
+            for (kind, text) in &entries {
+                insert_entry(&tx, &run_id, kind, text)?;
+            }
+            insert_events(&tx, &run_id, &events)?;
+            super::sessions::write_run(&tx, &row)?;
+            if let Some(rows) = &history {
+                super::sessions::write_history(&tx, row.user_id.as_deref().unwrap_or(""), &row.session_id, &run_id, rows)?;
+            }
+            end_row(&tx, &run_id, state)?;
+            if let Some((owner, id, holder)) = &unlock {
+                super::sessions::unlock(&tx, owner, id, holder)?;
+            }
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
         let filter = filter.clone();
         self.call(move |conn| {
@@ -245,5 +267,88 @@ impl Journal for SqliteStore {
                 .collect()
         })
         .await
+    }
+}
+
+/// Sets the run's state (a terminal one finishes it) and releases its lease.
+fn end_row(tx: &rusqlite::Transaction<'_>, run_id: &str, state: RunState) -> Result<(), Error> {
+    tx.prepare_cached(
+        "UPDATE loom_runs SET state = ?2, finished = ?3, lease_owner = NULL, lease_expires = NULL,
+            finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END WHERE run_id = ?1",
+    )
+    .map_err(db)?
+    .execute(params![run_id, state.as_str(), sql::is_finished(state), now_ms()])
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Whether `lease` holds the run (the lease rule, read without a write).
+fn check_lease(conn: &rusqlite::Connection, run_id: &str, lease: &Lease) -> Result<(), Error> {
+    with_lease(conn, run_id, |view| may_write(run_id, view, lease))
+}
+
+/// A run's registration, encoded (see `Journal::begin`).
+struct Begin {
+    run_id: String,
+    session_id: String,
+    user_id: Option<String>,
+    parent: Option<String>,
+    row: RecordRow,
+    owner: String,
+    until: i64,
+    fence: i64,
+    events: Vec<(i64, String)>,
+}
+
+impl Begin {
+    fn new(record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<Begin, Error> {
+        let row = RecordRow::new(record)?;
+        let events = crate::store::sql::events_once(encode_events(events)?, row.literal());
+        Ok(Begin {
+            run_id: record.run_id.clone(),
+            session_id: record.session_id.clone(),
+            user_id: record.user_id.clone(),
+            parent: record.parent_run_id.clone(),
+            row,
+            owner: lease.owner.to_string(),
+            until: lease.expiry_ms(now_ms()),
+            fence: lease.fence_i64(),
+            events,
+        })
+    }
+
+    /// The run's row (or, for a queued run, its queue row, where the caller holds its claim), then
+    /// its events; fails if the run is already journaled.
+    fn write(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), Error> {
+        let n = tx
+            .prepare_cached(
+                "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,
+                    lease_owner, lease_expires, parent_run_id, fence)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (run_id) DO UPDATE SET session_id = excluded.session_id, user_id = excluded.user_id,
+                    state = 'running', input = excluded.input, record = excluded.record,
+                    started_at = excluded.started_at, lease_expires = excluded.lease_expires,
+                    parent_run_id = excluded.parent_run_id
+                 WHERE loom_runs.record IS NULL AND loom_runs.agent IS NOT NULL AND loom_runs.finished = 0
+                    AND loom_runs.lease_owner = excluded.lease_owner AND loom_runs.fence = excluded.fence",
+            )
+            .map_err(db)?
+            .execute(params![
+                self.run_id,
+                self.session_id,
+                self.user_id,
+                self.row.input,
+                self.row.record,
+                self.row.started,
+                self.owner,
+                self.until,
+                self.parent,
+                self.fence
+            ])
+            .map_err(db)?;
+        if n == 0 {
+            return Err(Error::Store(format!("run {} is already journaled", self.run_id).into()));
+        }
+        insert_events(tx, &self.run_id, &self.events)
     }
 }

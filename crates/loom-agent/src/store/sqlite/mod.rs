@@ -161,6 +161,11 @@ impl SqliteStore {
         &self.path
     }
 
+    /// An id of this store's connection, shared by its clones (see `Journal::database_id`).
+    fn database_id(&self) -> usize {
+        Arc::as_ptr(&self.path) as usize
+    }
+
     /// Runs `f` on the store's connection thread.
     async fn call<T: Send + 'static>(
         &self,

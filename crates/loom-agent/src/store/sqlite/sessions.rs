@@ -21,21 +21,7 @@ impl SessionStore for SqliteStore {
         let record = record.clone();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            let merged = merge_session(read_session(&tx, record.key())?, &record);
-            tx.prepare_cached(
-                "INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5)
-                 ON CONFLICT (owner, id) DO UPDATE SET metadata = ?3, extensions = ?4, closed = 0, updated_at = ?5",
-            )
-            .map_err(db)?
-            .execute(params![
-                merged.key().owner(),
-                merged.id,
-                json(&merged.metadata)?,
-                json(&merged.extensions)?,
-                now_ms()
-            ])
-            .map_err(db)?;
+            let merged = open(&tx, &record)?;
             tx.commit().map_err(db)?;
             Ok(merged)
         })
@@ -191,6 +177,46 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    async fn lock_and_open(&self, record: &SessionRecord, holder: &str, until_ms: i64) -> Result<bool, Error> {
+        let (record, holder) = (record.clone(), holder.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let key = record.key();
+            let row: Option<(Option<String>, Option<i64>)> = tx
+                .prepare_cached("SELECT lock_holder, lock_expires FROM loom_sessions WHERE owner = ?1 AND id = ?2")
+                .map_err(db)?
+                .query_row([key.owner(), key.session_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db)?;
+            let (current, expires) = row.clone().unwrap_or((None, None));
+            if !may_lock_session(current.as_deref(), expires, &holder, now_ms()) {
+                return Ok(false);
+            }
+            let existing = if row.is_some() { read_session(&tx, key)? } else { None };
+            let merged = merge_session(existing, &record);
+            tx.prepare_cached(
+                "INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at, lock_holder, lock_expires)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)
+                 ON CONFLICT (owner, id) DO UPDATE SET metadata = ?3, extensions = ?4, closed = 0, updated_at = ?5,
+                    lock_holder = ?6, lock_expires = ?7",
+            )
+            .map_err(db)?
+            .execute(params![
+                key.owner(),
+                key.session_id,
+                json(&merged.metadata)?,
+                json(&merged.extensions)?,
+                now_ms(),
+                holder,
+                until_ms
+            ])
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn save_summary(&self, session: SessionKey<'_>, summary: &SessionSummary) -> Result<(), Error> {
         let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
         let text = json(summary)?;
@@ -223,17 +249,7 @@ impl SessionStore for SqliteStore {
 
     async fn unlock_session(&self, session: SessionKey<'_>, holder: &str) -> Result<(), Error> {
         let (owner, id, holder) = (session.owner().to_string(), session.session_id.to_string(), holder.to_string());
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "UPDATE loom_sessions SET lock_holder = NULL, lock_expires = NULL
-                 WHERE owner = ?1 AND id = ?2 AND lock_holder = ?3",
-            )
-            .map_err(db)?
-            .execute([&owner, &id, &holder])
-            .map_err(db)?;
-            Ok(())
-        })
-        .await
+        self.call(move |conn| unlock(conn, &owner, &id, &holder)).await
     }
 
     async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error> {
@@ -245,10 +261,26 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+
+    fn session_database_id(&self) -> Option<usize> {
+        Some(self.database_id())
+    }
+}
+
+/// Releases the session's run lock if `holder` has it.
+pub(super) fn unlock(conn: &Connection, owner: &str, id: &str, holder: &str) -> Result<(), Error> {
+    conn.prepare_cached(
+        "UPDATE loom_sessions SET lock_holder = NULL, lock_expires = NULL
+         WHERE owner = ?1 AND id = ?2 AND lock_holder = ?3",
+    )
+    .map_err(db)?
+    .execute([owner, id, holder])
+    .map_err(db)?;
+    Ok(())
 }
 
 /// Writes a finished run's row (and, for a run the journal does not cover, its events).
-fn write_run(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> Result<(), Error> {
+pub(super) fn write_run(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> Result<(), Error> {
     let journaled: bool = tx
         .prepare_cached(
             "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
@@ -281,7 +313,7 @@ fn write_run(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> Result<(), Error> 
     Ok(())
 }
 
-fn write_history(
+pub(super) fn write_history(
     tx: &rusqlite::Transaction<'_>,
     owner: &str,
     session_id: &str,
@@ -310,4 +342,19 @@ fn read_session(conn: &Connection, key: SessionKey<'_>) -> Result<Option<Session
         .map_err(db)?;
     let Some((metadata, extensions)) = row else { return Ok(None) };
     decode_session(key, &metadata, &extensions).map(Some)
+}
+
+/// Creates the session, or merges `record`'s metadata and extensions into the stored one (the
+/// caller's transaction holds the write lock).
+pub(super) fn open(tx: &rusqlite::Transaction<'_>, record: &SessionRecord) -> Result<SessionRecord, Error> {
+    let merged = merge_session(read_session(tx, record.key())?, record);
+    tx.prepare_cached(
+        "INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5)
+         ON CONFLICT (owner, id) DO UPDATE SET metadata = ?3, extensions = ?4, closed = 0, updated_at = ?5",
+    )
+    .map_err(db)?
+    .execute(params![merged.key().owner(), merged.id, json(&merged.metadata)?, json(&merged.extensions)?, now_ms()])
+    .map_err(db)?;
+    Ok(merged)
 }
