@@ -42,6 +42,7 @@ impl RunCx {
         {
             let message = format!("this process lost the run to another one and saved nothing: {e}");
             tracing::warn!(run_id = %result.run_id, "{message}");
+            self.unlock_session().await;
             return self.log.amend_failed(&result, RunError::new(RunErrorKind::Store, message));
         }
         // A run that ended before its journal's `begin` opens its session now.
@@ -60,11 +61,7 @@ impl RunCx {
             self.commit_apart(&result, &transcript, history).await
         };
         problems.splice(0..0, opened);
-        if let Some(holder) = &self.session_lock
-            && let Err(e) = self.env.stores.sessions.unlock_session(self.scope.session_key(), holder).await
-        {
-            tracing::warn!(run_id = %result.run_id, error = %e, "releasing the session's run lock failed (it expires)");
-        }
+        self.unlock_session().await;
         self.after_run(&result).await;
         if problems.is_empty() {
             return result;
@@ -280,6 +277,15 @@ impl RunCx {
             Err(e) => Err(e),
         };
         ended.err().map(|e| format!("the audit log: {e}"))
+    }
+
+    /// Releases the session's run lock, unless the final commit did.
+    async fn unlock_session(&mut self) {
+        if let Some(holder) = self.session_lock.take()
+            && let Err(e) = self.env.stores.sessions.unlock_session(self.scope.session_key(), &holder).await
+        {
+            tracing::warn!(run_id = %self.scope.run_id, error = %e, "releasing the session's run lock failed (it expires)");
+        }
     }
 
     /// The budget and the `after_run` hooks learn that the run ended.

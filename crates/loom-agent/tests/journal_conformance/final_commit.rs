@@ -26,11 +26,11 @@ pub(crate) async fn final_commit_is_one_step(b: &Backend) {
     let key = SessionKey { user_id: Some(&user), session_id: &ses };
     let mut rec = record(&run, &ses, Some(&user));
     rec.user_id = Some(user.clone());
-    b.journal.begin(&rec, &a, &events(&run, &ses, 0..1)).await.unwrap();
-    let first = every_entry().remove(0);
-    b.journal.append(&run, &a, &first, &events(&run, &ses, 1..2)).await.unwrap();
-    assert!(b.sessions.lock_session(key, "a#run", Utc::now().timestamp_millis() + 60_000).await.unwrap());
     let all = events(&run, &ses, 0..4);
+    b.journal.begin(&rec, &a, &all[..1]).await.unwrap();
+    let first = every_entry().remove(0);
+    b.journal.append(&run, &a, &first, &all[1..2]).await.unwrap();
+    assert!(b.sessions.lock_session(key, "a#run", Utc::now().timestamp_millis() + 60_000).await.unwrap());
     let mut t = transcript(&run, &ses, RunState::Completed, "sunny", all.clone());
     t.user_id = Some(user.clone());
     let history = t.messages.clone();
