@@ -176,8 +176,11 @@ impl RunCx {
             }
             Ok(false) => {
                 let mut problems = self.save_transcript(result, transcript, history).await;
-                let committed =
-                    if problems.is_empty() { self.recorder.end(result.state).await } else { self.recorder.release().await };
+                let committed = if problems.is_empty() {
+                    self.recorder.end(result.state).await
+                } else {
+                    self.recorder.release().await
+                };
                 if let Err(e) = committed {
                     problems.push(format!("the journal's final commit: {e}"));
                 }

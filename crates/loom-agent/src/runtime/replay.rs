@@ -189,7 +189,8 @@ impl Recorder {
         let deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner()).take();
         let entries: Vec<JournalEntry> = deferred.iter().map(|(e, _)| e.clone()).collect();
         let (events, end) = self.log.unpersisted();
-        let commit = crate::store::FinalCommit { state, entries: &entries, events: &events, transcript, history, unlock };
+        let commit =
+            crate::store::FinalCommit { state, entries: &entries, events: &events, transcript, history, unlock };
         match journal.end_with(&self.log.run_id, &self.lease, &commit).await {
             Ok(true) => {
                 self.log.mark_persisted(end);

@@ -21,8 +21,8 @@ mod sqlite;
 pub use api_keys::{ApiKeyRecord, ApiKeyStore, InMemoryApiKeys, hash_api_key, open_api_keys};
 pub use journal::{open_journal, resolve_journal};
 pub use loom_core::journal::{
-    ClaimedRun, Compaction, FinalCommit, IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary, JournalSlot,
-    JournaledRun, Lease, PruneReport, QueuedRun, RecordedModel, RunFilter, RunQueue, RunRecord, RunStatus,
+    ClaimedRun, Compaction, FinalCommit, IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary,
+    JournalSlot, JournaledRun, Lease, PruneReport, QueuedRun, RecordedModel, RunFilter, RunQueue, RunRecord, RunStatus,
 };
 pub use loom_core::signal::SignalStore;
 pub use loom_core::store::{

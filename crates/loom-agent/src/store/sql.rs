@@ -251,8 +251,7 @@ impl RunRow {
     fn encode(transcript: &Transcript, with_events: bool) -> Result<Self, Error> {
         let input = json(&transcript.input)?;
         let literal = prompt_literal(&input);
-        let events =
-            if with_events { events_once(encode_events(&transcript.events)?, literal) } else { Vec::new() };
+        let events = if with_events { events_once(encode_events(&transcript.events)?, literal) } else { Vec::new() };
         let mut bare = transcript.clone();
         bare.events = Arc::from(Vec::new());
         Ok(RunRow {

@@ -168,7 +168,8 @@ pub(crate) async fn begin_opens_the_session(b: &Backend) {
     assert_eq!(stored.metadata, obj(json!({"kept": true, "over": 2})));
     // A new session is created.
     let (run2, ses2, _) = ids("begin_with_new");
-    let fresh = SessionRecord { id: ses2.clone(), user_id: None, metadata: obj(json!({"n": 1})), extensions: Map::new() };
+    let fresh =
+        SessionRecord { id: ses2.clone(), user_id: None, metadata: obj(json!({"n": 1})), extensions: Map::new() };
     assert!(b.journal.begin_with(&record(&run2, &ses2, None), &a, &[], &fresh).await.unwrap());
     let stored = b.sessions.get_session(SessionKey { user_id: None, session_id: &ses2 }).await.unwrap().unwrap();
     assert_eq!(stored.metadata, obj(json!({"n": 1})));

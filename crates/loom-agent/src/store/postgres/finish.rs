@@ -67,9 +67,9 @@ impl Final {
             entries: commit.entries.iter().map(json).collect::<Result<_, _>>()?,
             events: encode_events(commit.events)?.into_iter().unzip(),
             history,
-            unlock: commit.unlock.map(|(key, holder)| {
-                (key.owner().to_string(), key.session_id.to_string(), holder.to_string())
-            }),
+            unlock: commit
+                .unlock
+                .map(|(key, holder)| (key.owner().to_string(), key.session_id.to_string(), holder.to_string())),
             row,
         })
     }

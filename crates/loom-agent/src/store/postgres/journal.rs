@@ -12,7 +12,8 @@ use crate::run::RunState;
 use crate::store::SessionRecord;
 use crate::store::sql::{self, RecordRow, decode_entry, decode_record, from_millis, json, now_ms, parse_state};
 use loom_core::journal::{
-    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide, may_take_over,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide,
+    may_take_over,
 };
 
 /// `begin` in one statement (one round trip, committed on its own): the run's row (or, for a queued

@@ -343,7 +343,10 @@ impl SessionStore for PostgresStore {
             let statement = conn.prepared(LOCK_AND_OPEN).await?;
             let taken = conn
                 .client
-                .query_opt(&statement, &[&key.owner(), &key.session_id, &now_ms(), &holder, &until_ms, &metadata, &extensions])
+                .query_opt(
+                    &statement,
+                    &[&key.owner(), &key.session_id, &now_ms(), &holder, &until_ms, &metadata, &extensions],
+                )
                 .await
                 .map_err(|e| pg("taking the session lock", e))?;
             if taken.is_some() {

@@ -199,7 +199,9 @@ impl Journal for SqliteStore {
         let events = encode_events(commit.events)?;
         let row = RunRow::journaled(commit.transcript)?;
         let history = commit.history.map(|h| encode_history(h, row.literal())).transpose()?;
-        let unlock = commit.unlock.map(|(key, holder)| (key.owner().to_string(), key.session_id.to_string(), holder.to_string()));
+        let unlock = commit
+            .unlock
+            .map(|(key, holder)| (key.owner().to_string(), key.session_id.to_string(), holder.to_string()));
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
@@ -209,7 +211,13 @@ impl Journal for SqliteStore {
             insert_events(&tx, &run_id, &events)?;
             super::sessions::write_run(&tx, &row)?;
             if let Some(rows) = &history {
-                super::sessions::write_history(&tx, row.user_id.as_deref().unwrap_or(""), &row.session_id, &run_id, rows)?;
+                super::sessions::write_history(
+                    &tx,
+                    row.user_id.as_deref().unwrap_or(""),
+                    &row.session_id,
+                    &run_id,
+                    rows,
+                )?;
             }
             end_row(&tx, &run_id, state)?;
             if let Some((owner, id, holder)) = &unlock {
