@@ -64,7 +64,12 @@ pub(crate) async fn lookup(state: &AppState, tenant: &Tenant, id: &str) -> ApiRe
             Some(n) => state.agent(Some(n)).unwrap_or_else(|_| (name.clone(), agent.clone())),
             None => (name.clone(), agent.clone()),
         };
-        let config = loom_agent::SessionConfig { id: Some(id.to_string()), user_id: stored.record.user_id.clone(), ..Default::default() };
+        let config = loom_agent::SessionConfig {
+            id: Some(id.to_string()),
+            user_id: stored.record.user_id.clone(),
+            metadata: stored.record.metadata.clone(),
+            extensions: stored.record.extensions.clone(),
+        };
         let session = agent.session(config);
         if stored.closed && !session.is_closed() {
             session.close().await?;

@@ -287,6 +287,14 @@ async fn budgets_are_shared(db: &Db) {
     // The third run (on either server) spends the budget: both refuse the fourth at once.
     let (status, started) = one.post(a, "/runs", json!({"input": "slow three"})).await;
     assert_eq!(status, 201, "{started}");
+    // (The start is written to the database just after the answer: the other server sees it once
+    // it is; this server counts it at once.)
+    for _ in 0..300 {
+        if two.get(a, "/budget").await.1["usage"]["runs"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for srv in [&two, &one] {
         let (status, e) = srv.post(a, "/runs", json!({"input": "four"})).await;
         assert_eq!((status, e["error"]["code"].as_str()), (429, Some("tenant_budget_exceeded")), "{e}");
