@@ -214,8 +214,8 @@ impl TenantBudgets {
         if self.config.is_none() {
             return Ok(());
         }
-        let stale = self.store.is_some()
-            && self.ledger().read_at.get(&tenant.0).is_none_or(|at| at.elapsed() >= REFRESH);
+        let stale =
+            self.store.is_some() && self.ledger().read_at.get(&tenant.0).is_none_or(|at| at.elapsed() >= REFRESH);
         if stale && let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (this, name) = (self.clone(), tenant.0.clone());
             handle.spawn(async move {

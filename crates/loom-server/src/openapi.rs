@@ -10,7 +10,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/openapi.json", "This document", false),
     ("get", "/metrics", "Prometheus metrics", false),
     ("post", "/runs", "Start a run (busy: enqueue | reject | interrupt; wait: answer when it ends)", true),
-    ("get", "/runs", "List runs, newest first, from the database too (filters: user_id, session_id, state; pages: limit, before = the previous page's next)", true),
+    (
+        "get",
+        "/runs",
+        "List runs, newest first, from the database too (filters: user_id, session_id, state; pages: limit, before = the previous page's next)",
+        true,
+    ),
     ("get", "/runs/{run_id}", "A run", true),
     ("post", "/runs/{run_id}/cancel", "Cancel a run", true),
     ("post", "/runs/{run_id}/resume", "Resume a journaled run that did not finish", true),

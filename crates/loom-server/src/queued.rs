@@ -130,8 +130,9 @@ pub(crate) async fn list(state: &AppState, queue: &dyn RunQueue, tenant: &Tenant
     let prefix = format!("{}/", tenant.0);
     let user = q.user_id.as_deref().map(|u| tenant.scoped_user(Some(u)));
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let rows =
-        queue.runs_before(&prefix, q.session_id.as_deref(), user.as_deref(), q.state, q.before.as_deref(), limit).await?;
+    let rows = queue
+        .runs_before(&prefix, q.session_id.as_deref(), user.as_deref(), q.state, q.before.as_deref(), limit)
+        .await?;
     let default = state.agents.keys().next().cloned().unwrap_or_default();
     let runs: Vec<Value> = rows.iter().map(|s| light_view(tenant, s.agent.as_deref().unwrap_or(&default), s)).collect();
     let next = (rows.len() == limit).then(|| rows.last().map(|r| r.run_id.clone())).flatten();

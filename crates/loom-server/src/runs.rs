@@ -308,8 +308,7 @@ pub(crate) async fn list(
     let user = q.user_id.as_deref().map(|u| tenant.scoped_user(Some(u)));
     for (name, agent) in &state.agents {
         let Ok(store) = agent.run_queue() else { continue };
-        let rows =
-            store.runs_before(&prefix, q.session_id.as_deref(), user.as_deref(), q.state, before, limit).await?;
+        let rows = store.runs_before(&prefix, q.session_id.as_deref(), user.as_deref(), q.state, before, limit).await?;
         for mut row in rows {
             if held.contains(&row.run_id) || runs.contains_key(&row.run_id) {
                 continue;

@@ -137,9 +137,7 @@ async fn runs_are_listed_and_read_from_the_store_after_a_restart() {
     let first = db.server(ServerConfig::default()).await;
     let mut acme = Vec::new();
     for (i, (user, session)) in [("alice", "s1"), ("alice", "s1"), ("bob", "s2"), ("alice", "s3")].iter().enumerate() {
-        acme.push(
-            first.run(a, json!({"input": format!("hello {i}"), "user_id": user, "session_id": session})).await,
-        );
+        acme.push(first.run(a, json!({"input": format!("hello {i}"), "user_id": user, "session_id": session})).await);
     }
     let globex = first.run(b, json!({"input": "theirs"})).await;
     drop(first);
@@ -214,7 +212,10 @@ async fn sessions_past_the_bound_are_read_back_from_the_store() {
     // s1 left memory long ago: it answers from the store, as it was.
     let (status, s1) = s.get(a, "/sessions/s1").await;
     assert_eq!(status, 200, "{s1}");
-    assert_eq!((s1["user_id"].as_str(), s1["agent"].as_str(), s1["closed"].as_bool()), (Some("alice"), Some("bot"), Some(false)));
+    assert_eq!(
+        (s1["user_id"].as_str(), s1["agent"].as_str(), s1["closed"].as_bool()),
+        (Some("alice"), Some("bot"), Some(false))
+    );
     assert_eq!(s1["metadata"]["topic"], "tea", "{s1}");
     let (_, history) = s.get(a, "/sessions/s1/history").await;
     assert_eq!(history["messages"].as_array().unwrap().len(), 2, "{history}");

@@ -194,7 +194,8 @@ impl SessionStore for InMemorySessionStore {
                 .values()
                 .rev()
                 .filter(|(user, id)| {
-                    user.as_deref().unwrap_or("").starts_with(owner_prefix) && session_id.is_none_or(|s| s == id.as_str())
+                    user.as_deref().unwrap_or("").starts_with(owner_prefix)
+                        && session_id.is_none_or(|s| s == id.as_str())
                 })
                 .filter_map(|key| s.sessions.get(key))
                 .take(limit)
