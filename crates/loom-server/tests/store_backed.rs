@@ -371,3 +371,75 @@ fn fastrand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
         % 1_000_000_007
 }
+
+/// This process's CPU time (all threads, the SQLite one included).
+#[allow(unsafe_code)]
+fn cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The costs measured for docs/benchmarks.md (run with `--ignored --nocapture`): CPU per
+/// `GET /runs` (100 of 200 runs) held in memory against read from SQLite, and CPU per run with a
+/// tenant budget counted in memory against in SQLite.
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn measure_store_backed_costs() {
+    const RUNS: usize = 200;
+    const LISTS: u32 = 200;
+    let db = Db::sqlite().await;
+    let a = &db.key_a;
+    let held = db.server(ServerConfig::default()).await;
+    for i in 0..RUNS {
+        held.run(a, json!({"input": format!("r{i}")})).await;
+    }
+    let restarted = db.server(ServerConfig::default()).await;
+    let mut per_list = Vec::new();
+    for srv in [&held, &restarted] {
+        let (_, l) = srv.get(a, "/runs?limit=100").await;
+        assert_eq!(l["runs"].as_array().unwrap().len(), 100);
+        let start = cpu();
+        for _ in 0..LISTS {
+            assert_eq!(srv.get(a, "/runs?limit=100").await.0, 200);
+        }
+        per_list.push((cpu() - start) / LISTS);
+    }
+    println!("GET /runs?limit=100 CPU: held {:?}, from SQLite {:?}", per_list[0], per_list[1]);
+
+    let budget = TenantBudgetConfig { max_runs: Some(1_000_000), ..Default::default() };
+    let mut per_run = Vec::new();
+    for stored in [false, true] {
+        let db = Db::sqlite().await;
+        let settings = ServerConfig { tenant_budget: Some(budget.clone()), ..Default::default() };
+        let srv = if stored {
+            db.server(settings).await
+        } else {
+            // The same server with the budget counted in memory.
+            let agent = Agent::builder().name("bot").model(model()).journal(db.url.as_str()).build().unwrap();
+            let state = AppState::new(BTreeMap::from([("bot".to_string(), agent)]), Some(db.keys.clone()), None);
+            let server = Server::new(state, settings);
+            let state = server.state().clone();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let task = tokio::spawn(async move { server.serve_on(listener).await.unwrap() });
+            Srv { base: format!("http://{addr}"), http: reqwest::Client::new(), state, task }
+        };
+        for i in 0..20 {
+            srv.run(&db.key_a, json!({"input": format!("warm {i}")})).await;
+        }
+        let start = cpu();
+        for i in 0..RUNS {
+            srv.run(&db.key_a, json!({"input": format!("r{i}")})).await;
+        }
+        per_run.push((cpu() - start) / RUNS as u32);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, b) = srv.get(&db.key_a, "/budget").await;
+        assert_eq!(b["usage"]["runs"].as_u64(), Some(RUNS as u64 + 20), "{b}");
+    }
+    println!(
+        "POST /runs (wait) CPU per run with a tenant budget: in memory {:?}, in SQLite {:?}",
+        per_run[0], per_run[1]
+    );
+}
