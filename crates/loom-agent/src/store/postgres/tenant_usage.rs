@@ -4,7 +4,8 @@ use super::{PostgresStore, get, pg};
 use crate::error::Error;
 use crate::store::tenant_usage::{TenantDayUsage, TenantUsageStore, increment};
 
-/// Version 9: per-tenant daily usage (`loom serve`'s tenant budgets), shared by every process.
+/// Version 9: per-tenant daily usage (`loom serve`'s tenant budgets), shared by every process, and
+/// sessions found by id alone (`SessionStore::find_sessions`: a tenant's session, whatever its user).
 pub(super) const MIGRATE_V9: &str = "
     CREATE TABLE IF NOT EXISTS loom_tenant_usage (
         tenant TEXT NOT NULL, day TEXT NOT NULL, runs BIGINT NOT NULL DEFAULT 0,
@@ -13,7 +14,8 @@ pub(super) const MIGRATE_V9: &str = "
     CREATE TABLE IF NOT EXISTS loom_tenant_run_usage (
         run_id TEXT NOT NULL, day TEXT NOT NULL, tenant TEXT NOT NULL,
         tokens BIGINT NOT NULL DEFAULT 0, cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
-        PRIMARY KEY (run_id, day));";
+        PRIMARY KEY (run_id, day));
+    CREATE INDEX IF NOT EXISTS loom_sessions_by_id ON loom_sessions (id);";
 
 fn usage(row: &tokio_postgres::Row, from: usize) -> Result<TenantDayUsage, Error> {
     let (runs, tokens): (i64, i64) = (get(row, from)?, get(row, from + 1)?);

@@ -6,7 +6,8 @@ use super::{SqliteStore, db};
 use crate::error::Error;
 use crate::store::tenant_usage::{TenantDayUsage, TenantUsageStore, increment};
 
-/// Version 9: per-tenant daily usage (`loom serve`'s tenant budgets), shared by every process.
+/// Version 9: per-tenant daily usage (`loom serve`'s tenant budgets), shared by every process, and
+/// sessions found by id alone (`SessionStore::find_sessions`: a tenant's session, whatever its user).
 pub(super) const MIGRATE_V9: &str = "
     CREATE TABLE IF NOT EXISTS loom_tenant_usage (
         tenant TEXT NOT NULL, day TEXT NOT NULL, runs INTEGER NOT NULL DEFAULT 0,
@@ -16,6 +17,7 @@ pub(super) const MIGRATE_V9: &str = "
         run_id TEXT NOT NULL, day TEXT NOT NULL, tenant TEXT NOT NULL,
         tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (run_id, day)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS loom_sessions_by_id ON loom_sessions (id);
     PRAGMA user_version = 9;";
 
 fn usage(runs: i64, tokens: i64, cost_usd: f64) -> TenantDayUsage {
