@@ -132,7 +132,10 @@ fn ids(list: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn runs_are_listed_and_read_from_the_store_after_a_restart() {
-    let db = Db::sqlite().await;
+    runs_after_a_restart(&Db::sqlite().await).await;
+}
+
+async fn runs_after_a_restart(db: &Db) {
     let (a, b) = (&db.key_a, &db.key_b);
     let first = db.server(ServerConfig::default()).await;
     let mut acme = Vec::new();
@@ -194,7 +197,10 @@ async fn runs_are_listed_and_read_from_the_store_after_a_restart() {
 
 #[tokio::test]
 async fn sessions_past_the_bound_are_read_back_from_the_store() {
-    let db = Db::sqlite().await;
+    sessions_past_the_bound(&Db::sqlite().await).await;
+}
+
+async fn sessions_past_the_bound(db: &Db) {
     let (a, b) = (&db.key_a, &db.key_b);
     let s = db.server(ServerConfig { max_sessions: Some(2), ..Default::default() }).await;
     let (status, made) =
@@ -330,21 +336,42 @@ async fn budgets_are_shared_by_two_servers_on_one_sqlite_file_and_survive_a_rest
     budgets_are_shared(&db).await;
 }
 
-#[tokio::test]
-async fn budgets_are_shared_on_postgres() {
+/// A schema of its own in the test database; `None` (the test is skipped) without one.
+async fn postgres() -> Option<(tokio_postgres::Client, String, Db)> {
     let Ok(url) = std::env::var("LOOM_TEST_POSTGRES_URL") else {
         eprintln!("skipped: LOOM_TEST_POSTGRES_URL is not set");
-        return;
+        return None;
     };
-    let schema = format!("loom_budgets_{}_{}", std::process::id(), fastrand_suffix());
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let schema = format!("loom_serve1_{}_{}_{n}", std::process::id(), fastrand_suffix());
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(async move {
         let _ = connection.await;
     });
     client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
-    let scoped = format!("{url}{sep}options=-csearch_path%3D{schema}");
-    let db = Db::with_url(scoped, None).await;
+    let db = Db::with_url(format!("{url}{sep}options=-csearch_path%3D{schema}"), None).await;
+    Some((client, schema, db))
+}
+
+#[tokio::test]
+async fn runs_and_sessions_answer_from_postgres() {
+    for scenario in 0..2 {
+        let Some((client, schema, db)) = postgres().await else { return };
+        if scenario == 0 {
+            runs_after_a_restart(&db).await;
+        } else {
+            sessions_past_the_bound(&db).await;
+        }
+        drop(db);
+        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn budgets_are_shared_on_postgres() {
+    let Some((client, schema, db)) = postgres().await else { return };
     budgets_are_shared(&db).await;
     // Concurrent counts of one run from two connections add its spend once.
     let store = loom_agent::store::open_tenant_usage(&db.url).await.unwrap();
