@@ -82,6 +82,17 @@ impl SessionRecord {
     }
 }
 
+/// A session as a search of the store finds it ([`SessionStore::find_sessions`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredSession {
+    /// The session (its owner in `user_id`).
+    pub record: SessionRecord,
+    /// Whether it was closed.
+    pub closed: bool,
+    /// When it was last opened or written.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A line of a session's run list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -211,6 +222,20 @@ pub trait SessionStore: Send + Sync + 'static {
     fn session_database_id(&self) -> Option<usize> {
         None
     }
+
+    /// The sessions whose owner's id starts with `owner_prefix` (a service's tenant, `acme/`),
+    /// of id `session_id` when given, most recently written first, at most `limit`: how a
+    /// service finds a tenant's session without knowing its user. The default (a store that cannot
+    /// search) finds nothing.
+    async fn find_sessions(
+        &self,
+        owner_prefix: &str,
+        session_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredSession>, Error> {
+        let _ = (owner_prefix, session_id, limit);
+        Ok(Vec::new())
+    }
 }
 
 /// A shared session store is a session store (keep a handle to read it while the agent writes).
@@ -260,6 +285,15 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     }
     fn session_database_id(&self) -> Option<usize> {
         (**self).session_database_id()
+    }
+
+    async fn find_sessions(
+        &self,
+        owner_prefix: &str,
+        session_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredSession>, Error> {
+        (**self).find_sessions(owner_prefix, session_id, limit).await
     }
 }
 

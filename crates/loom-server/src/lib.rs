@@ -58,10 +58,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use audit::{AuditSource, AuditSources};
 pub use auth::{DEFAULT_KEY_CACHE_TTL, DEFAULT_TENANT, create_key, valid_tenant};
-pub use budgets::{DayUsage, TenantBudgets};
+pub use budgets::{DayUsage, REFRESH as BUDGET_REFRESH, TenantBudgets};
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use state::{AppState, Tenant};
+pub use state::{AppState, DEFAULT_MAX_SESSIONS, Tenant};
 
 /// The default largest request body: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
@@ -96,6 +96,18 @@ pub async fn key_store(config: &AgentConfig) -> Result<Arc<dyn ApiKeyStore>, Err
     ))
 }
 
+/// The first agent's journal URL that names a database (`sqlite:…`, `postgres://…`).
+fn durable_journal_url(config: &AgentConfig) -> Result<Option<String>, Error> {
+    for (_, agent) in config.agent_configs() {
+        if let Some(url) = agent.journal_url()?
+            && (url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Ok(Some(url));
+        }
+    }
+    Ok(None)
+}
+
 impl Server {
     /// Builds the agents of a configuration and the server around them.
     pub async fn from_config(config: &AgentConfig, registry: &ToolRegistry) -> Result<Server, Error> {
@@ -112,6 +124,13 @@ impl Server {
             .transpose()?;
         let audit = audit_sources(config)?;
         let mut state = AppState::new(agents, keys, limiter).with_a2a(a2a::settings_from(config));
+        // Tenant budgets are counted in the journal's database when there is one (shared by every
+        // server on it and across restarts), in memory otherwise.
+        if settings.tenant_budget.is_some()
+            && let Some(url) = durable_journal_url(config)?
+        {
+            state = state.with_budget_store(loom_agent::store::open_tenant_usage(&url).await?);
+        }
         let mut worker = None;
         if settings.execution == Some(loom_agent::config::Execution::Queue) {
             let urls = config
@@ -144,7 +163,7 @@ impl Server {
     }
 
     /// A server over a state made in code. The settings' `tenant_budget`, when set, replaces the
-    /// state's budgets.
+    /// state's budgets (keeping their store), and `max_sessions` the state's bound.
     pub fn new(mut state: AppState, settings: loom_agent::config::ServerConfig) -> Server {
         if state.a2a.public_url.is_none() {
             state.a2a.public_url = settings.public_url.clone();
@@ -152,6 +171,10 @@ impl Server {
         state.a2a.tls |= settings.tls_cert.is_some();
         let state = match &settings.tenant_budget {
             Some(budget) => state.with_tenant_budget(Some(budget.clone())),
+            None => state,
+        };
+        let state = match settings.max_sessions {
+            Some(max) => state.max_sessions(max),
             None => state,
         };
         Server { state: Arc::new(state), settings, audit: AuditSources::default(), worker: None }
@@ -269,7 +292,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .filter(|s| !s.is_terminal() || *s == loom_agent::RunState::Suspended)
         .collect();
     let mut text = state.metrics.render(&live);
-    text.push_str(&state.budgets.render());
+    text.push_str(&state.budgets.render().await);
     // Queue mode: the runs waiting in the database for a worker (all servers' and workers').
     if let Some(queue) = &state.queue
         && let Ok(depth) = queue.depth().await

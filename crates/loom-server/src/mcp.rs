@@ -175,6 +175,11 @@ impl LoomMcp {
         if let Err(e) = self.state.budgets.check(&tenant) {
             return error_result(e.message.to_string());
         }
+        if let Some(id) = session_id.as_deref()
+            && let Err(e) = crate::sessions::lookup(&self.state, &tenant, id).await
+        {
+            return error_result(e.message);
+        }
         let entry = match open_session(&self.state, &tenant, name, &agent, None, session_id.as_deref()) {
             Ok(e) => e,
             Err(e) => return error_result(e.message),

@@ -129,11 +129,14 @@ pub(crate) async fn get(state: &AppState, queue: &dyn RunQueue, tenant: &Tenant,
 pub(crate) async fn list(state: &AppState, queue: &dyn RunQueue, tenant: &Tenant, q: &ListRuns) -> ApiResult<Value> {
     let prefix = format!("{}/", tenant.0);
     let user = q.user_id.as_deref().map(|u| tenant.scoped_user(Some(u)));
-    let limit = q.limit.unwrap_or(100).min(1000);
-    let rows = queue.runs(&prefix, q.session_id.as_deref(), user.as_deref(), q.state, limit).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = queue
+        .runs_before(&prefix, q.session_id.as_deref(), user.as_deref(), q.state, q.before.as_deref(), limit)
+        .await?;
     let default = state.agents.keys().next().cloned().unwrap_or_default();
     let runs: Vec<Value> = rows.iter().map(|s| light_view(tenant, s.agent.as_deref().unwrap_or(&default), s)).collect();
-    Ok(json!({ "runs": runs }))
+    let next = (rows.len() == limit).then(|| rows.last().map(|r| r.run_id.clone())).flatten();
+    Ok(json!({ "runs": runs, "next": next }))
 }
 
 /// `POST /runs/{id}/cancel` in queue mode: the cancel is recorded in the database and honoured by

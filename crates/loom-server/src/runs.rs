@@ -1,5 +1,6 @@
 //! `/runs`: create (with the busy-session strategy), get, list, cancel, resume.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, Body, RunEntry, SessionEntry, Tenant};
+use crate::state::{AppState, Body, SessionEntry, Tenant};
 
 /// What a run posted to a busy session does (as in LangGraph's server).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -126,11 +127,12 @@ pub(crate) fn open_session(
         }
         return Ok(entry.clone());
     }
-    let config = SessionConfig {
+    let mut config = SessionConfig {
         id: session_id.map(str::to_string),
         user_id: Some(tenant.scoped_user(user)),
         ..Default::default()
     };
+    config.extensions.insert(crate::sessions::AGENT_EXTENSION.into(), json!(agent_name));
     let session = agent.session(config);
     let entry = SessionEntry {
         agent: agent_name.to_string(),
@@ -181,6 +183,10 @@ pub(crate) async fn create(
     check_user(body.user_id.as_deref())?;
     let (agent_name, agent) = state.agent(body.agent.as_deref())?;
     let input = parse_input(body.input)?;
+    if let Some(id) = body.session_id.as_deref() {
+        // A session the server no longer holds in memory is read back from the store.
+        crate::sessions::lookup(&state, &tenant, id).await?;
+    }
     let entry =
         open_session(&state, &tenant, &agent_name, &agent, body.user_id.as_deref(), body.session_id.as_deref())?;
     // A session made by this request has nothing in flight: only a named one needs the scan.
@@ -262,8 +268,10 @@ pub struct ListRuns {
     pub session_id: Option<String>,
     /// Only runs in this state.
     pub state: Option<RunState>,
-    /// At most this many (newest first; default 100).
+    /// At most this many (newest first; default 100, at most 1,000).
     pub limit: Option<usize>,
+    /// The next page: only runs older than this one (the `next` of the previous page).
+    pub before: Option<String>,
 }
 
 pub(crate) async fn list(
@@ -271,19 +279,48 @@ pub(crate) async fn list(
     Extension(tenant): Extension<Tenant>,
     Query(q): Query<ListRuns>,
 ) -> ApiResult<Json<Value>> {
+    check_user(q.user_id.as_deref())?;
     if let Some(queue) = &state.queue {
         return crate::queued::list(&state, queue.as_ref(), &tenant, &q).await.map(Json);
     }
-    let mut entries: Vec<RunEntry> = state.runs().values().filter(|e| e.tenant == tenant).cloned().collect();
-    entries.retain(|e| {
-        q.session_id.as_deref().is_none_or(|s| e.run.session_id() == s)
-            && q.user_id.as_deref().is_none_or(|u| tenant.owns(e.run.user_id()).flatten().as_deref() == Some(u))
-            && q.state.is_none_or(|s| e.run.state() == s)
-    });
-    entries.sort_by(|a, b| b.run.id().cmp(a.run.id()));
-    entries.truncate(q.limit.unwrap_or(100).min(1000));
-    let runs: Vec<Value> = entries.iter().map(|e| run_view(&tenant, &e.agent, &e.run)).collect();
-    Ok(Json(json!({ "runs": runs })))
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let before = q.before.as_deref();
+    // The runs this server holds (their live state)...
+    let (mut runs, held): (BTreeMap<String, Value>, HashSet<String>) = {
+        let entries = state.runs();
+        let held = entries.iter().filter(|(_, e)| e.tenant == tenant).map(|(id, _)| id.clone()).collect();
+        let runs = entries
+            .values()
+            .filter(|e| {
+                e.tenant == tenant
+                    && before.is_none_or(|b| e.run.id() < b)
+                    && q.session_id.as_deref().is_none_or(|s| e.run.session_id() == s)
+                    && q.user_id.as_deref().is_none_or(|u| tenant.owns(e.run.user_id()).flatten().as_deref() == Some(u))
+                    && q.state.is_none_or(|s| e.run.state() == s)
+            })
+            .map(|e| (e.run.id().to_string(), run_view(&tenant, &e.agent, &e.run)))
+            .collect();
+        (runs, held)
+    };
+    // ...and the tenant's runs in the agents' stores: from before a restart, of another server
+    // process on the same database, or forgotten here.
+    let prefix = format!("{}/", tenant.0);
+    let user = q.user_id.as_deref().map(|u| tenant.scoped_user(Some(u)));
+    for (name, agent) in &state.agents {
+        let Ok(store) = agent.run_queue() else { continue };
+        let rows = store.runs_before(&prefix, q.session_id.as_deref(), user.as_deref(), q.state, before, limit).await?;
+        for mut row in rows {
+            if held.contains(&row.run_id) || runs.contains_key(&row.run_id) {
+                continue;
+            }
+            row.agent.get_or_insert_with(|| name.clone());
+            let v = crate::queued::status_view(&state, &tenant, &row).await?;
+            runs.insert(row.run_id, v);
+        }
+    }
+    let runs: Vec<Value> = runs.into_values().rev().take(limit).collect();
+    let next = (runs.len() == limit).then(|| runs.last().map(|r| r["run_id"].clone())).flatten();
+    Ok(Json(json!({ "runs": runs, "next": next })))
 }
 
 pub(crate) async fn cancel(

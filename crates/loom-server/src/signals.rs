@@ -85,6 +85,7 @@ pub(crate) async fn post(
     if body.text.trim().is_empty() {
         return Err(ApiError::bad_request("a signal needs a non-empty `text`"));
     }
+    crate::sessions::lookup(&state, &tenant, &session_id).await?;
     let entry = session_for(&state, &tenant, &session_id, body.user_id.as_deref(), body.agent.as_deref())?;
     let mut signal = RuntimeSignal::create(
         body.text,
@@ -154,11 +155,7 @@ pub(crate) async fn list(
     Path(session_id): Path<String>,
     Query(q): Query<ListSignals>,
 ) -> ApiResult<Json<Value>> {
-    let entry = state
-        .sessions()
-        .get(&(tenant.clone(), session_id.clone()))
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("session", &session_id))?;
+    let entry = crate::sessions::entry(&state, &tenant, &session_id).await?;
     let keep: fn(SignalStatus) -> bool = match q.status.as_deref() {
         None => |_| true,
         Some("pending") => |s| s != SignalStatus::Handled,

@@ -54,12 +54,20 @@ pub(crate) struct SessionEntry {
 /// How many runs the server keeps handles of before it forgets finished ones.
 const MAX_REMEMBERED: usize = 10_000;
 
+/// How many sessions the server keeps open in memory by default (`[server] max_sessions`).
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+
+/// The sessions held in memory, least recently used first out.
+pub(crate) type SessionMap = hashlink::LruCache<(Tenant, String), SessionEntry>;
+
 /// The server's state, shared by every request.
 pub struct AppState {
     pub(crate) agents: BTreeMap<String, Agent>,
     pub(crate) keys: Option<Arc<dyn ApiKeyStore>>,
     pub(crate) runs: Mutex<HashMap<String, RunEntry>>,
-    pub(crate) sessions: Mutex<HashMap<(Tenant, String), SessionEntry>>,
+    /// The sessions in use, bounded (least recently used out): one evicted is read back from the
+    /// session store when asked for (`crate::sessions::lookup`).
+    pub(crate) sessions: Mutex<SessionMap>,
     pub(crate) limiter: Option<TokenBucketLimiter>,
     pub(crate) metrics: Metrics,
     pub(crate) budgets: crate::budgets::TenantBudgets,
@@ -88,7 +96,7 @@ impl AppState {
             agents,
             keys,
             runs: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(SessionMap::new(DEFAULT_MAX_SESSIONS)),
             limiter,
             metrics: Metrics::default(),
             budgets: Default::default(),
@@ -99,8 +107,20 @@ impl AppState {
     }
 
     /// Sets the per-tenant daily budgets (see [`crate::TenantBudgets`]).
+    /// Keeps the usage counted in the store the budgets had, if any.
     pub fn with_tenant_budget(mut self, config: Option<loom_agent::config::TenantBudgetConfig>) -> Self {
-        self.budgets = crate::budgets::TenantBudgets::new(config);
+        let budgets = crate::budgets::TenantBudgets::new(config);
+        self.budgets = match self.budgets.store() {
+            Some(store) => budgets.with_store(store.clone()),
+            None => budgets,
+        };
+        self
+    }
+
+    /// Counts the tenants' daily usage in `store` (the journal's database), so that every server
+    /// process on it, and a restarted one, share the count; in memory otherwise.
+    pub fn with_budget_store(mut self, store: Arc<dyn loom_agent::store::TenantUsageStore>) -> Self {
+        self.budgets = self.budgets.with_store(store);
         self
     }
 
@@ -129,7 +149,20 @@ impl AppState {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn sessions(&self) -> MutexGuard<'_, HashMap<(Tenant, String), SessionEntry>> {
+    /// How many sessions are kept in memory ([`DEFAULT_MAX_SESSIONS`] by default, at least 1): past
+    /// it the least recently used is dropped from memory (its data stays in the session store,
+    /// where requests that name it find it again).
+    pub fn max_sessions(self, max: usize) -> Self {
+        self.sessions().set_capacity(max.max(1));
+        self
+    }
+
+    /// How many sessions are held in memory now.
+    pub fn sessions_held(&self) -> usize {
+        self.sessions().len()
+    }
+
+    pub(crate) fn sessions(&self) -> MutexGuard<'_, SessionMap> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -412,6 +412,10 @@ pub struct ServerConfig {
     /// worker`, hourly.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub retention: Option<Duration>,
+    /// How many sessions `loom serve` keeps open in memory (default 10,000): past it the least
+    /// recently used is dropped from memory, and read back from the session store when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
 }
 
 /// Per-tenant daily limits for `loom serve` (`[server.tenant_budget]`), with overrides by tenant

@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
+use super::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary, StoredSession};
 use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
@@ -44,6 +44,7 @@ impl State {
             self.recency.remove(&entry.last_used);
         }
         entry.last_used = now;
+        entry.updated_at = chrono::Utc::now();
         self.recency.insert(now, key);
         entry
     }
@@ -68,6 +69,8 @@ struct Entry {
     appended: std::collections::HashSet<String>,
     runs: Vec<Arc<Transcript>>,
     last_used: u64,
+    /// When it was last written.
+    updated_at: chrono::DateTime<chrono::Utc>,
     closed: bool,
     /// The summary a compacting run left for the next one.
     summary: Option<SessionSummary>,
@@ -177,6 +180,28 @@ impl SessionStore for InMemorySessionStore {
 
     async fn summary(&self, session: SessionKey<'_>) -> Result<Option<SessionSummary>, Error> {
         self.with_state(|s| s.get(session).and_then(|e| e.summary.clone()))
+    }
+
+    async fn find_sessions(
+        &self,
+        owner_prefix: &str,
+        session_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredSession>, Error> {
+        self.with_state(|s| {
+            // Most recently used first: the recency index, newest to oldest.
+            s.recency
+                .values()
+                .rev()
+                .filter(|(user, id)| {
+                    user.as_deref().unwrap_or("").starts_with(owner_prefix)
+                        && session_id.is_none_or(|s| s == id.as_str())
+                })
+                .filter_map(|key| s.sessions.get(key))
+                .take(limit)
+                .map(|e| StoredSession { record: e.record.clone(), closed: e.closed, updated_at: e.updated_at })
+                .collect()
+        })
     }
 }
 

@@ -17,6 +17,7 @@ mod signal_rows;
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+pub mod tenant_usage;
 
 pub use api_keys::{ApiKeyRecord, ApiKeyStore, InMemoryApiKeys, hash_api_key, open_api_keys};
 pub use journal::{open_journal, resolve_journal};
@@ -27,6 +28,7 @@ pub use loom_core::journal::{
 pub use loom_core::signal::SignalStore;
 pub use loom_core::store::{
     IntoMemory, Memory, MemoryRef, Recalled, RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary,
+    StoredSession,
 };
 pub use memory_journal::InMemoryJournal;
 pub use memory_signals::InMemorySignalStore;
@@ -35,3 +37,4 @@ pub use memory_store::InMemorySessionStore;
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, Synchronous};
+pub use tenant_usage::{TenantDayUsage, TenantUsageStore, open_tenant_usage};

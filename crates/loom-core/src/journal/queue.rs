@@ -115,6 +115,19 @@ pub trait RunQueue: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RunStatus>, Error>;
 
+    /// A page of [`RunQueue::runs`]: only the runs whose id sorts (bytewise) before `before`, the
+    /// last id of the previous page (`None`: the first page).
+    #[allow(clippy::too_many_arguments)]
+    async fn runs_before(
+        &self,
+        user_prefix: &str,
+        session_id: Option<&str>,
+        user_id: Option<&str>,
+        state: Option<RunState>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunStatus>, Error>;
+
     /// A run's persisted events with a seq above `after` (all with `None`), in order, at most
     /// `limit`.
     async fn events_after(&self, run_id: &str, after: Option<u64>, limit: usize) -> Result<Vec<Event>, Error>;

@@ -17,7 +17,7 @@ use loom_core::journal::{Lease, LeaseView, may_write};
 pub(crate) use pool::{PgPool, PooledConn, pg};
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+pub(crate) const SCHEMA_VERSION: i64 = 9;
 
 /// The `pg_advisory_xact_lock` key that serializes migrations ("loom_mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6f6d_5f6d_6967;
@@ -219,6 +219,7 @@ mod journal;
 mod queue;
 mod sessions;
 mod signals;
+mod tenant_usage;
 
 /// Creates or upgrades the schema under the migration lock. Refuses a database from a newer version.
 async fn migrate(client: &mut Client) -> Result<(), Error> {
@@ -284,6 +285,12 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
     if version < 8 {
         tx.batch_execute(MIGRATE_V8).await.map_err(|e| pg("upgrading the schema to version 8", e))?;
         tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (8, $1)", &[&now_ms()])
+            .await
+            .map_err(|e| pg("recording the schema version", e))?;
+    }
+    if version < 9 {
+        tx.batch_execute(tenant_usage::MIGRATE_V9).await.map_err(|e| pg("upgrading the schema to version 9", e))?;
+        tx.execute("INSERT INTO loom_schema_version (version, applied_at) VALUES (9, $1)", &[&now_ms()])
             .await
             .map_err(|e| pg("recording the schema version", e))?;
     }

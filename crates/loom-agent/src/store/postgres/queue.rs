@@ -144,18 +144,31 @@ impl RunQueue for PostgresStore {
         state: Option<RunState>,
         limit: usize,
     ) -> Result<Vec<RunStatus>, Error> {
+        self.runs_before(user_prefix, session_id, user_id, state, None, limit).await
+    }
+
+    async fn runs_before(
+        &self,
+        user_prefix: &str,
+        session_id: Option<&str>,
+        user_id: Option<&str>,
+        state: Option<RunState>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunStatus>, Error> {
         let query = format!(
             "SELECT {STATUS_COLUMNS} FROM loom_runs
              WHERE (record IS NOT NULL OR agent IS NOT NULL) AND left(user_id, length($1::TEXT)) = $1::TEXT
                AND ($2::TEXT IS NULL OR session_id = $2::TEXT) AND ($3::TEXT IS NULL OR user_id = $3::TEXT)
                AND ($4::TEXT IS NULL OR state = $4::TEXT)
+               AND ($6::TEXT IS NULL OR run_id COLLATE \"C\" < $6::TEXT COLLATE \"C\")
              ORDER BY run_id COLLATE \"C\" DESC LIMIT $5::BIGINT"
         );
         let state = state.map(|s| s.as_str());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = with_conn!(self, |client| async {
             client
-                .query(&query, &[&user_prefix, &session_id, &user_id, &state, &limit])
+                .query(&query, &[&user_prefix, &session_id, &user_id, &state, &limit, &before])
                 .await
                 .map_err(|e| pg("listing runs", e))
         })?;

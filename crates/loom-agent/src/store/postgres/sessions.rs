@@ -12,7 +12,7 @@ use crate::store::sql::{
     RunRow, decode, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand,
     from_millis, json, merge_session, now_ms, parse_state,
 };
-use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
+use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary, StoredSession};
 use loom_core::store::may_lock_session;
 
 /// A new session in one statement: `None` when it exists (then [`open_session_tx`] merges).
@@ -446,5 +446,33 @@ impl SessionStore for PostgresStore {
 
     async fn close_session(&self, session: SessionKey<'_>) -> Result<(), Error> {
         with_conn!(self, |client| close_session_tx(client, session))
+    }
+
+    async fn find_sessions(
+        &self,
+        owner_prefix: &str,
+        session_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredSession>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_conn!(self, |client| async {
+            client
+                .query(
+                    "SELECT owner, id, metadata, extensions, closed, updated_at FROM loom_sessions
+                     WHERE left(owner, length($1::TEXT)) = $1::TEXT AND ($2::TEXT IS NULL OR id = $2::TEXT)
+                     ORDER BY updated_at DESC, id LIMIT $3::BIGINT",
+                    &[&owner_prefix, &session_id, &limit],
+                )
+                .await
+                .map_err(|e| pg("finding sessions", e))
+        })?;
+        rows.iter()
+            .map(|row| {
+                let (owner, id): (String, String) = (get(row, 0)?, get(row, 1)?);
+                let user = (!owner.is_empty()).then_some(owner.as_str());
+                let record = decode_session(SessionKey::scoped(user, &id), get(row, 2)?, get(row, 3)?)?;
+                Ok(StoredSession { record, closed: get(row, 4)?, updated_at: from_millis(get(row, 5)?) })
+            })
+            .collect()
     }
 }

@@ -18,9 +18,10 @@ mod journal;
 mod queue;
 mod sessions;
 mod signals;
+mod tenant_usage;
 
 /// The newest schema this version reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+pub(crate) const SCHEMA_VERSION: i64 = 9;
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`). In WAL
 /// mode, `Normal` survives a process crash (kill -9) and may lose the last commits on power loss;
@@ -351,6 +352,9 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
             }
         }
         tx.execute_batch(MIGRATE_V8).map_err(db)?;
+    }
+    if version < 9 {
+        tx.execute_batch(tenant_usage::MIGRATE_V9).map_err(db)?;
     }
     tx.commit().map_err(db)
 }

@@ -183,8 +183,21 @@ impl RunQueue for SqliteStore {
         state: Option<RunState>,
         limit: usize,
     ) -> Result<Vec<RunStatus>, Error> {
+        self.runs_before(user_prefix, session_id, user_id, state, None, limit).await
+    }
+
+    async fn runs_before(
+        &self,
+        user_prefix: &str,
+        session_id: Option<&str>,
+        user_id: Option<&str>,
+        state: Option<RunState>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunStatus>, Error> {
         let (prefix, session_id, user_id) =
             (user_prefix.to_string(), session_id.map(str::to_string), user_id.map(str::to_string));
+        let before = before.map(str::to_string);
         let state = state.map(|s| s.as_str().to_string());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |conn| {
@@ -193,12 +206,12 @@ impl RunQueue for SqliteStore {
                     "SELECT {STATUS_COLUMNS} FROM loom_runs
                      WHERE (record IS NOT NULL OR agent IS NOT NULL) AND substr(user_id, 1, length(?1)) = ?1
                        AND (?2 IS NULL OR session_id = ?2) AND (?3 IS NULL OR user_id = ?3)
-                       AND (?4 IS NULL OR state = ?4)
+                       AND (?4 IS NULL OR state = ?4) AND (?6 IS NULL OR run_id < ?6)
                      ORDER BY run_id DESC LIMIT ?5"
                 ))
                 .map_err(db)?;
             let rows = stmt
-                .query_map(params![prefix, session_id, user_id, state, limit], read_status)
+                .query_map(params![prefix, session_id, user_id, state, limit, before], read_status)
                 .map_err(db)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db)?;

@@ -12,7 +12,7 @@ use crate::store::sql::{
     RunRow, decode, decode_history, decode_input, decode_session, decode_transcript, encode_history, expand,
     from_millis, json, merge_session, now_ms, parse_state,
 };
-use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary};
+use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary, StoredSession};
 use loom_core::store::may_lock_session;
 
 #[async_trait::async_trait]
@@ -264,6 +264,47 @@ impl SessionStore for SqliteStore {
 
     fn session_database_id(&self) -> Option<usize> {
         Some(self.database_id())
+    }
+
+    async fn find_sessions(
+        &self,
+        owner_prefix: &str,
+        session_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredSession>, Error> {
+        let (prefix, id) = (owner_prefix.to_string(), session_id.map(str::to_string));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT owner, id, metadata, extensions, closed, updated_at FROM loom_sessions
+                     WHERE substr(owner, 1, length(?1)) = ?1 AND (?2 IS NULL OR id = ?2)
+                     ORDER BY updated_at DESC, id LIMIT ?3",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![prefix, id, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, bool>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(owner, id, metadata, extensions, closed, updated_at)| {
+                    let user = (!owner.is_empty()).then_some(owner.as_str());
+                    let record = decode_session(SessionKey::scoped(user, &id), &metadata, &extensions)?;
+                    Ok(StoredSession { record, closed, updated_at: from_millis(updated_at) })
+                })
+                .collect()
+        })
+        .await
     }
 }
 
