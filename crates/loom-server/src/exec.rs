@@ -9,7 +9,9 @@ use std::sync::Arc;
 use futures::stream::{self, BoxStream, StreamExt};
 use loom_agent::run::RunInput;
 use loom_agent::store::{RunQueue, RunStatus, SessionKey};
-use loom_agent::{Agent, Event, EventKind, Run, RunContext, RunRequest, RunResult, RunState, Transcript, queued_request};
+use loom_agent::{
+    Agent, Event, EventKind, Run, RunContext, RunRequest, RunResult, RunState, Transcript, queued_request,
+};
 
 use crate::error::{ApiError, ApiResult};
 use crate::queued::{Follow, POLL};
@@ -164,7 +166,7 @@ impl QueuedRun {
         if status.finished
             && let Some(t) = self.agent.session_store().get_run(key, &self.run_id).await?
         {
-            return Ok(t);
+            return Ok(Arc::unwrap_or_clone(t));
         }
         let record = match self.agent.journal() {
             Some(journal) => journal.load(&self.run_id).await?.map(|r| r.record),

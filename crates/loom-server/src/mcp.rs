@@ -177,11 +177,11 @@ impl LoomMcp {
         }
         // Here, or (queue mode) queued for a worker, the answer then read from the database.
         let request = RunRequest::new(message).user(tenant.scoped_user(None));
-        let run = match crate::exec::start(&self.state, &tenant, name, &agent, None, session_id.as_deref(), request).await
-        {
-            Ok(run) => run,
-            Err(e) => return error_result(e.message),
-        };
+        let run =
+            match crate::exec::start(&self.state, &tenant, name, &agent, None, session_id.as_deref(), request).await {
+                Ok(run) => run,
+                Err(e) => return error_result(e.message),
+            };
         let progress = ctx.meta.get_progress_token();
         let mut events = run.events();
         let mut step = 0.0;

@@ -132,8 +132,7 @@ pub(crate) fn open_session(
         ..Default::default()
     };
     // Queue mode: the session's waiting signals are a worker's to handle, not this server's.
-    let session =
-        if state.queue.is_some() { agent.session_without_sweep(config) } else { agent.session(config) };
+    let session = if state.queue.is_some() { agent.session_without_sweep(config) } else { agent.session(config) };
     let entry = SessionEntry {
         agent: agent_name.to_string(),
         user: user.map(str::to_string),

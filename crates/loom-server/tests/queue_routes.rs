@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use loom_agent::Agent;
 use loom_agent::config::{Execution, ServerConfig};
 use loom_agent::governance::{Approval, FnApproval};
 use loom_agent::model::{FnModel, ScriptedTurn};
-use loom_agent::Agent;
 use loom_mcp::model::{CallToolResult, ContentBlock};
 use loom_server::{AppState, Server};
 use serde_json::{Value, json};
@@ -37,7 +37,7 @@ struct Env {
     worker_approver: Arc<AtomicUsize>,
 }
 
-fn counting_approver(calls: &Arc<AtomicUsize>) -> FnApproval {
+fn counting_approver(calls: &Arc<AtomicUsize>) -> impl loom_agent::governance::ApprovalHandler {
     let calls = calls.clone();
     FnApproval::new(move |_| {
         calls.fetch_add(1, Ordering::SeqCst);
@@ -207,10 +207,10 @@ async fn openai_runs_in_the_worker(e: &Env) {
         .collect();
     assert_eq!(deltas, "Echo: stream you");
     let last = events.last().unwrap();
-    assert_eq!((last["type"].as_str(), last["response"]["output_text"].as_str()), (
-        Some("response.completed"),
-        Some("Echo: stream you")
-    ));
+    assert_eq!(
+        (last["type"].as_str(), last["response"]["output_text"].as_str()),
+        (Some("response.completed"), Some("Echo: stream you"))
+    );
     e.assert_nothing_ran_here();
 }
 
@@ -227,13 +227,20 @@ async fn a2a_runs_in_the_worker(e: &Env) {
     let listed = e.rpc(&e.key_a, "ListTasks", json!({})).await;
     assert!(listed["result"]["tasks"].as_array().unwrap().iter().any(|t| t["id"] == id.as_str()), "{listed}");
 
-    let data = e.sse("/a2a", json!({"jsonrpc": "2.0", "id": "s1", "method": "SendStreamingMessage",
-        "params": send("stream agent")}), &[("A2A-Version", "1.0")]).await;
+    let data = e
+        .sse(
+            "/a2a",
+            json!({"jsonrpc": "2.0", "id": "s1", "method": "SendStreamingMessage",
+        "params": send("stream agent")}),
+            &[("A2A-Version", "1.0")],
+        )
+        .await;
     let frames: Vec<Value> = data.iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     assert!(frames[0]["result"]["task"]["id"].is_string(), "{frames:?}");
     let last = &frames.last().unwrap()["result"]["statusUpdate"]["status"]["state"];
     assert_eq!(last, "TASK_STATE_COMPLETED", "{frames:?}");
-    let answer = frames.iter().rev().find_map(|f| f["result"]["artifactUpdate"]["artifact"]["parts"][0]["text"].as_str());
+    let answer =
+        frames.iter().rev().find_map(|f| f["result"]["artifactUpdate"]["artifact"]["parts"][0]["text"].as_str());
     assert_eq!(answer, Some("Echo: stream agent"));
 
     // A slow task, not awaited, cancelled: the cancel reaches the worker through the database.
@@ -293,7 +300,8 @@ async fn approvals_and_resume_go_through_the_queue(e: &Env) {
     let asked = e.worker_approver.load(Ordering::SeqCst);
     assert!(asked >= 1);
     let (_, pending) = e.get(&e.key_a, "/approvals").await;
-    let ours: Vec<&Value> = pending["approvals"].as_array().unwrap().iter().filter(|p| p["run_id"] == id.as_str()).collect();
+    let ours: Vec<&Value> =
+        pending["approvals"].as_array().unwrap().iter().filter(|p| p["run_id"] == id.as_str()).collect();
     assert_eq!(ours.len(), 1, "{pending}");
     let call = ours[0]["call_id"].as_str().unwrap().to_string();
     assert!(e.get(&e.key_b, "/approvals").await.1["approvals"].as_array().unwrap().is_empty());

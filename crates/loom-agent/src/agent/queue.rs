@@ -13,8 +13,8 @@ use super::signals::Receipt;
 use super::{Agent, ResumeOptions, Run, RunRequest, Session, SessionConfig};
 use crate::error::Error;
 use crate::event::SignalEvent;
-use crate::signal::{Attention, Incoming, SessionState, SignalAdapter};
 use crate::run::{RunContext, RunInput};
+use crate::signal::{Attention, Incoming, SessionState, SignalAdapter};
 use crate::store::{ClaimedRun, Journal, QueuedRun, RunQueue};
 
 /// The request of a queued run as the queue keeps it: `{"input", "context", "metadata"}`.
@@ -128,7 +128,11 @@ impl Agent {
         adapter: Option<&SignalAdapter>,
         in_flight: &[String],
     ) -> Result<(Receipt, Option<QueuedRun>), Error> {
-        let config = SessionConfig { id: Some(session_id.to_string()), user_id: user_id.map(str::to_string), ..Default::default() };
+        let config = SessionConfig {
+            id: Some(session_id.to_string()),
+            user_id: user_id.map(str::to_string),
+            ..Default::default()
+        };
         Session::open_with(self, config, false).receive_queued(agent_name, incoming, adapter, in_flight).await
     }
 }
