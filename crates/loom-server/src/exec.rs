@@ -24,7 +24,7 @@ pub(crate) enum Started {
     /// In this process.
     Local(Run),
     /// In the durable queue (queue mode).
-    Queued(QueuedRun),
+    Queued(Box<QueuedRun>),
 }
 
 /// A run of the durable queue, as a server that does not execute it sees it.
@@ -60,7 +60,7 @@ pub(crate) async fn start(
     let scoped = tenant.scoped_user(user);
     let body = queued_request(&input, &request.context, &request.metadata);
     let queued = agent.enqueue(agent_name, session_id, Some(&scoped), body).await?;
-    Ok(Started::Queued(QueuedRun {
+    Ok(Started::Queued(Box::new(QueuedRun {
         queue,
         agent: agent.clone(),
         run_id: queued.run_id,
@@ -68,7 +68,7 @@ pub(crate) async fn start(
         user_id: queued.user_id,
         input,
         context: request.context,
-    }))
+    })))
 }
 
 impl Started {
