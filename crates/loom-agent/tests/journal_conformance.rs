@@ -970,6 +970,7 @@ mod sqlite {
         prune_deletes_finished_runs, queued_runs_are_claimed_once, final_commit_is_one_step,
         final_commit_needs_the_lease, check_lease_writes_nothing,
         begin_opens_the_session, lock_and_open_is_one_step,
+        suspended_runs_are_queued_for_resume,
     );
 
     /// A 10 MB prompt is not stored seven times over: every row that holds it refers to the run's
@@ -1069,7 +1070,7 @@ mod postgres {
     suite!(Backend::postgres();
         a_stale_writer_is_fenced, acquire_increments_the_fence, begin_keeps_the_lease_fence,
         concurrent_takeovers_fence_each_other, prune_deletes_finished_runs, queued_runs_are_claimed_once,
-        begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
+        suspended_runs_are_queued_for_resume, begin_then_load, entries_round_trip, events_are_not_duplicated, second_begin_fails,
         foreign_lease_is_lost, lease_held_until_it_expires, one_of_many_acquirers_wins,
         concurrent_writers_get_distinct_seqs, concurrent_appends_and_decisions_get_distinct_seqs, terminal_end_finishes, suspended_end_waits, list_filters,
         unknown_runs, sessions_merge, history_is_idempotent_per_run, save_run_replaces,

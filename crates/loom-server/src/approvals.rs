@@ -48,6 +48,16 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(queue) = &state.queue {
+        // Queue mode: the tenant's suspended runs, whichever worker suspended them.
+        let prefix = format!("{}/", tenant.0);
+        let mut out = Vec::new();
+        for s in queue.runs(&prefix, None, None, Some(RunState::Suspended), 1000).await? {
+            let (_, agent) = state.agent(s.agent.as_deref())?;
+            out.extend(pending_of(&agent, &s.run_id).await?);
+        }
+        return Ok(Json(json!({ "approvals": out })));
+    }
     let suspended: Vec<(String, String)> = state
         .runs()
         .values()
@@ -94,7 +104,19 @@ pub(crate) async fn decide(
     Path((run_id, call_id)): Path<(String, String)>,
     Body(body): Body<Decide>,
 ) -> ApiResult<Json<Value>> {
-    let (name, agent, _) = owned_run(&state, &tenant, &run_id).await?;
+    let queued = match &state.queue {
+        Some(queue) if state.run_entry(&tenant, &run_id).is_none() => {
+            Some((queue.clone(), crate::queued::owned(queue.as_ref(), &tenant, &run_id).await?))
+        }
+        _ => None,
+    };
+    let (name, agent, _) = match &queued {
+        Some((_, s)) => {
+            let (name, agent) = state.agent(s.agent.as_deref())?;
+            (name, agent, s.user_id.clone())
+        }
+        None => owned_run(&state, &tenant, &run_id).await?,
+    };
     let approval = match body.decision {
         DecisionKind::Allow => Approval::Allow,
         DecisionKind::Deny => Approval::Deny(body.reason.unwrap_or_else(|| "denied by a reviewer".to_string())),
@@ -104,6 +126,26 @@ pub(crate) async fn decide(
     };
     if !pending_of(&agent, &run_id).await?.iter().any(|p| p["call_id"] == json!(call_id)) {
         return Err(ApiError::not_found("pending approval", &call_id));
+    }
+    if let Some((queue, _)) = queued {
+        // Queue mode: the decision is recorded in the journal (it needs no lease), and the run is
+        // queued again: the worker that claims it resumes it, and its replay applies the decision.
+        let journal = agent.journal().ok_or_else(|| ApiError::conflict("queue mode needs the agent's journal"))?;
+        journal.decide(&run_id, &JournalEntry::ApprovalDecision { call_id: call_id.clone(), approval }).await?;
+        // The worker may still be suspending it (the pending call is journaled before the run
+        // lets go of its lease): wait for that a little.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !queue.request_resume(&run_id, &name).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::conflict(format!(
+                    "the decision on `{call_id}` is recorded, but run {run_id} is still held by a worker; \
+                     resume it with POST /runs/{run_id}/resume once it has suspended"
+                )));
+            }
+            tokio::time::sleep(crate::queued::POLL).await;
+        }
+        let s = crate::queued::owned(queue.as_ref(), &tenant, &run_id).await?;
+        return crate::queued::status_view(&state, &tenant, &s).await.map(Json);
     }
     let run = agent.decide(&run_id, &call_id, approval).await?;
     state.track(&tenant, &name, &run);

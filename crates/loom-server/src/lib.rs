@@ -26,6 +26,7 @@ mod auth;
 mod budgets;
 mod error;
 mod events;
+mod exec;
 mod knowledge;
 mod mcp;
 mod memory;

@@ -14,7 +14,8 @@
 //! which reads the tenant from them. The service runs stateless (no `Mcp-Session-Id`): every
 //! request carries its own key, so nothing of one tenant is kept between requests where another
 //! could reach it. Progress: a call that carries a progress token gets a
-//! `notifications/progress` for each tool call the agent makes.
+//! `notifications/progress` for each tool call the agent makes. In queue mode the run is queued
+//! for a worker and followed in the database (see `exec`).
 
 use std::sync::Arc;
 
@@ -29,7 +30,6 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
-use crate::runs::open_session;
 use crate::state::{AppState, Tenant};
 
 /// The MCP service mounted at `/mcp`.
@@ -180,12 +180,13 @@ impl LoomMcp {
         {
             return error_result(e.message);
         }
-        let entry = match open_session(&self.state, &tenant, name, &agent, None, session_id.as_deref()) {
-            Ok(e) => e,
-            Err(e) => return error_result(e.message),
-        };
-        let run = entry.session.start(RunRequest::new(message).user(tenant.scoped_user(None)));
-        self.state.track(&tenant, name, &run);
+        // Here, or (queue mode) queued for a worker, the answer then read from the database.
+        let request = RunRequest::new(message).user(tenant.scoped_user(None));
+        let run =
+            match crate::exec::start(&self.state, &tenant, name, &agent, None, session_id.as_deref(), request).await {
+                Ok(run) => run,
+                Err(e) => return error_result(e.message),
+            };
         let progress = ctx.meta.get_progress_token();
         let mut events = run.events();
         let mut step = 0.0;
@@ -193,7 +194,7 @@ impl LoomMcp {
             tokio::select! {
                 // The client cancelled the request (or went away): the run is cancelled too.
                 () = ctx.ct.cancelled() => {
-                    run.cancel();
+                    run.cancel().await;
                     break;
                 }
                 event = futures::StreamExt::next(&mut events) => {
@@ -207,7 +208,10 @@ impl LoomMcp {
                 }
             }
         }
-        result_of(&run.result().await)
+        match run.result().await {
+            Ok(r) => result_of(&r),
+            Err(e) => error_result(e.message),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! OpenAI-compatible endpoints in front of an agent: `POST /v1/chat/completions` (streaming and
 //! not) and `POST /v1/responses`. The request's `model` names an agent of the file (`"default"`
-//! or any name picks the only one). Tools run server-side; the client sees the answer.
+//! or any name picks the only one). Tools run server-side (in queue mode, in the worker that claims
+//! the run: the answer and the stream come from the database); the client sees the answer.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,12 +13,12 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
 use loom_agent::event::DeltaKind;
-use loom_agent::{EventKind, Run, RunRequest, RunResult, Usage};
+use loom_agent::{EventKind, RunRequest, RunResult, Usage};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::runs::start_in_session;
+use crate::exec::Started;
 use crate::state::{AppState, Body, Tenant};
 
 /// A chat message: `content` is a string or a list of parts with `text`.
@@ -76,19 +77,20 @@ fn request_for(tenant: &Tenant, user: Option<&str>, messages: &[(String, String)
     Ok(request)
 }
 
-fn start(
+/// Starts the run: here, or queued for a worker in queue mode.
+async fn start(
     state: &Arc<AppState>,
     tenant: &Tenant,
     model: Option<&str>,
     user: Option<&str>,
     request: RunRequest,
-) -> ApiResult<(String, Run)> {
+) -> ApiResult<(String, Started)> {
     if user.is_some_and(str::is_empty) {
         return Err(ApiError::bad_request("`user` is empty"));
     }
     let wanted = model.filter(|m| *m != "default");
     let (name, agent) = state.agent(wanted)?;
-    let run = start_in_session(state, tenant, &name, &agent, user, None, request)?;
+    let run = crate::exec::start(state, tenant, &name, &agent, user, None, request).await?;
     Ok((name, run))
 }
 
@@ -116,11 +118,11 @@ pub(crate) async fn chat_completions(
 ) -> ApiResult<Response> {
     let messages: Vec<(String, String)> = body.messages.iter().map(|m| (m.role.clone(), text_of(&m.content))).collect();
     let request = request_for(&tenant, body.user.as_deref(), &messages)?;
-    let (name, run) = start(&state, &tenant, body.model.as_deref(), body.user.as_deref(), request)?;
+    let (name, run) = start(&state, &tenant, body.model.as_deref(), body.user.as_deref(), request).await?;
     let id = format!("chatcmpl-{}", run.id());
     let created = chrono::Utc::now().timestamp();
     if !body.stream {
-        let r = run.result().await;
+        let r = run.result().await?;
         if !r.is_completed() {
             return Err(failure(&r));
         }
@@ -227,10 +229,10 @@ pub(crate) async fn responses(
         _ => return Err(ApiError::bad_request("`input` is a string or a list of messages")),
     };
     let request = request_for(&tenant, body.user.as_deref(), &messages)?;
-    let (name, run) = start(&state, &tenant, body.model.as_deref(), body.user.as_deref(), request)?;
+    let (name, run) = start(&state, &tenant, body.model.as_deref(), body.user.as_deref(), request).await?;
     let id = format!("resp_{}", run.id());
     if !body.stream {
-        let r = run.result().await;
+        let r = run.result().await?;
         if !r.is_completed() {
             return Err(failure(&r));
         }
@@ -249,7 +251,13 @@ pub(crate) async fn responses(
         futures::future::ready(out)
     });
     let last = stream::once(async move {
-        let r = run2.result().await;
+        let r = match run2.result().await {
+            Ok(r) => r,
+            Err(e) => {
+                let failed = response_json(&id, &name, "failed", "", None);
+                return json!({"type": "response.failed", "response": failed, "error": {"message": e.message}});
+            }
+        };
         if r.is_completed() {
             json!({"type": "response.completed", "response": response_json(&id, &name, "completed", &r.output, Some(&r.usage))})
         } else {

@@ -157,6 +157,24 @@ pub(crate) async fn cancel(state: &AppState, queue: &dyn RunQueue, tenant: &Tena
     }
 }
 
+/// `POST /runs/{id}/resume` in queue mode: the run is queued again for a worker, which resumes it
+/// from its journal (a suspended run, or one whose process died); answers at once with its state.
+/// 409 when it has finished, or a worker holds it (in flight).
+pub(crate) async fn resume(state: &AppState, queue: &dyn RunQueue, tenant: &Tenant, run_id: &str) -> ApiResult<Value> {
+    let s = owned(queue, tenant, run_id).await?;
+    if s.finished {
+        return Err(ApiError::conflict(format!("run {run_id} has finished ({})", json!(s.state))));
+    }
+    let (name, _) = state.agent(s.agent.as_deref())?;
+    if !queue.request_resume(run_id, &name).await? {
+        return Err(ApiError::conflict(format!(
+            "run {run_id} is in flight (a worker holds it, or it has not begun); nothing to resume"
+        )));
+    }
+    let s = owned(queue, tenant, run_id).await?;
+    status_view(state, tenant, &s).await
+}
+
 /// A run's durable event log, followed: events in seq order without gaps, ending after the run's
 /// terminal event. A gap (an event not yet visible) is waited for, never skipped.
 pub(crate) struct Follow {

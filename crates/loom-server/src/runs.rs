@@ -133,7 +133,8 @@ pub(crate) fn open_session(
         ..Default::default()
     };
     config.extensions.insert(crate::sessions::AGENT_EXTENSION.into(), json!(agent_name));
-    let session = agent.session(config);
+    // Queue mode: the session's waiting signals are a worker's to handle, not this server's.
+    let session = if state.queue.is_some() { agent.session_without_sweep(config) } else { agent.session(config) };
     let entry = SessionEntry {
         agent: agent_name.to_string(),
         user: user.map(str::to_string),
@@ -367,6 +368,11 @@ pub(crate) async fn resume(
     Extension(tenant): Extension<Tenant>,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(queue) = &state.queue
+        && state.run_entry(&tenant, &run_id).is_none()
+    {
+        return crate::queued::resume(&state, queue.as_ref(), &tenant, &run_id).await.map(Json);
+    }
     let (name, agent, user) = owned_run(&state, &tenant, &run_id).await?;
     if let Some(e) = state.run_entry(&tenant, &run_id)
         && !e.run.state().is_terminal()

@@ -4,7 +4,8 @@
 //!   dedupe key) into one of the tenant's sessions (opened when new, as `POST /runs` does); the
 //!   agent's attention policy decides, and the answer says what happened: a run started (its
 //!   `run_id`), the signal was stored (ignored, or observed for the next run), or it was a
-//!   duplicate of an earlier signal with the same dedupe key.
+//!   duplicate of an earlier signal with the same dedupe key. In queue mode the run is queued for a
+//!   worker and an interrupt is a cancel recorded for the workers holding the session's runs.
 //! - `GET /sessions/{session_id}/signals`: the session's signals with their status.
 //! - `POST /schedules`, `GET /schedules`, `DELETE /schedules/{schedule_id}`: schedules (cron, a
 //!   fixed interval, or once; missed occurrences skipped or run once) into the tenant's users'
@@ -86,17 +87,11 @@ pub(crate) async fn post(
         return Err(ApiError::bad_request("a signal needs a non-empty `text`"));
     }
     crate::sessions::lookup(&state, &tenant, &session_id).await?;
-    let entry = session_for(&state, &tenant, &session_id, body.user_id.as_deref(), body.agent.as_deref())?;
-    let mut signal = RuntimeSignal::create(
-        body.text,
-        body.source.unwrap_or_else(|| "api".into()),
-        body.kind.unwrap_or_else(|| "message".into()),
-        body.urgency,
-    )
-    .payload(body.payload);
-    if let Some(key) = body.dedupe_key.filter(|k| !k.is_empty()) {
-        signal = signal.dedupe_key(key);
+    if let Some(queue) = state.queue.clone() {
+        return post_queued(&state, queue.as_ref(), &tenant, &session_id, body).await;
     }
+    let entry = session_for(&state, &tenant, &session_id, body.user_id.as_deref(), body.agent.as_deref())?;
+    let signal = signal_of(body);
     let receipt = entry.session.receive(signal, None).await?;
     if let Some(run) = &receipt.run {
         state.track(&tenant, &entry.agent, run);
@@ -120,6 +115,76 @@ pub(crate) async fn post(
     Ok((status, Json(body)))
 }
 
+fn signal_of(body: PostSignal) -> RuntimeSignal {
+    let mut signal = RuntimeSignal::create(
+        body.text,
+        body.source.unwrap_or_else(|| "api".into()),
+        body.kind.unwrap_or_else(|| "message".into()),
+        body.urgency,
+    )
+    .payload(body.payload);
+    if let Some(key) = body.dedupe_key.filter(|k| !k.is_empty()) {
+        signal = signal.dedupe_key(key);
+    }
+    signal
+}
+
+/// `POST /sessions/{id}/signals` in queue mode: the attention policy decides here (seeing the
+/// session's runs in flight in the database), a run it starts is queued for a worker, and an
+/// interrupt is a cancel recorded for the workers holding the session's runs. A `tool.result`
+/// signal (which continues a suspended run in the receiving process) is refused with 501.
+async fn post_queued(
+    state: &AppState,
+    queue: &dyn loom_agent::store::RunQueue,
+    tenant: &Tenant,
+    session_id: &str,
+    body: PostSignal,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if body.kind.as_deref() == Some(loom_agent::signal::TOOL_RESULT) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "a `tool.result` signal continues a suspended run in the process that receives it; in queue mode \
+             send it to a worker's process (`loom signal`) instead",
+        ));
+    }
+    let (name, agent) = state.agent(body.agent.as_deref())?;
+    let user = tenant.scoped_user(body.user_id.as_deref());
+    let in_flight: Vec<String> = queue
+        .runs(&user, Some(session_id), Some(&user), None, 1000)
+        .await?
+        .into_iter()
+        .filter(|r| !r.state.is_terminal())
+        .map(|r| r.run_id)
+        .collect();
+    let signal = signal_of(body);
+    let (receipt, queued) = agent.receive_queued(&name, session_id, Some(&user), signal, None, &in_flight).await?;
+    let run = match &queued {
+        Some(q) => match queue.status(&q.run_id).await? {
+            Some(s) => Some(crate::queued::status_view(state, tenant, &s).await?),
+            None => None,
+        },
+        None => None,
+    };
+    let outcome = match (&queued, receipt.duplicate) {
+        (Some(_), _) => "run_started",
+        (None, true) => "duplicate",
+        _ => "stored",
+    };
+    let answer = json!({
+        "signal_id": receipt.signal_id,
+        "session_id": session_id,
+        "outcome": outcome,
+        "duplicate": receipt.duplicate,
+        "attention": receipt.attention,
+        "run_id": queued.as_ref().map(|q| q.run_id.clone()),
+        "run": run,
+        "interrupted": receipt.interrupted,
+    });
+    let status = if receipt.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(answer)))
+}
+
 /// Filters of `GET /sessions/{session_id}/signals`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +193,12 @@ pub struct ListSignals {
     /// the stored statuses `claimed`, `observed`, `handled`.
     #[serde(default)]
     pub status: Option<String>,
+    /// The session's user, for a session this server did not open (queue mode).
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The session's agent, for a session this server did not open (queue mode).
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 fn signal_view(tenant: &Tenant, r: &SignalRecord) -> Value {
@@ -155,7 +226,7 @@ pub(crate) async fn list(
     Path(session_id): Path<String>,
     Query(q): Query<ListSignals>,
 ) -> ApiResult<Json<Value>> {
-    let entry = crate::sessions::entry(&state, &tenant, &session_id).await?;
+    let entry = crate::sessions::lookup(&state, &tenant, &session_id).await?;
     let keep: fn(SignalStatus) -> bool = match q.status.as_deref() {
         None => |_| true,
         Some("pending") => |s| s != SignalStatus::Handled,
@@ -168,8 +239,22 @@ pub(crate) async fn list(
             )));
         }
     };
-    let signals: Vec<Value> =
-        entry.session.signals().await?.iter().filter(|r| keep(r.status)).map(|r| signal_view(&tenant, r)).collect();
+    let records = match (entry, &state.queue) {
+        (Some(entry), _) => entry.session.signals().await?,
+        // Queue mode: a session the signals went to through another server, read from the store.
+        (None, Some(_)) => {
+            let (_, agent) = state.agent(q.agent.as_deref())?;
+            let user = tenant.scoped_user(q.user_id.as_deref());
+            let key = loom_agent::store::SessionKey::scoped(Some(user.as_str()), &session_id);
+            let records = agent.signal_store().signals(key).await?;
+            if records.is_empty() {
+                return Err(ApiError::not_found("session", &session_id));
+            }
+            records
+        }
+        (None, None) => return Err(ApiError::not_found("session", &session_id)),
+    };
+    let signals: Vec<Value> = records.iter().filter(|r| keep(r.status)).map(|r| signal_view(&tenant, r)).collect();
     Ok(Json(json!({ "session_id": session_id, "signals": signals })))
 }
 

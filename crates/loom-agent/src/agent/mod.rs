@@ -200,6 +200,13 @@ impl Agent {
         Session::open(self, config)
     }
 
+    /// [`Agent::session`] for a process that executes no runs of it (a server whose runs go
+    /// through the queue): a session new to this process does not handle its waiting signals
+    /// here (that would start runs here; a worker handles them).
+    pub fn session_without_sweep(&self, config: SessionConfig) -> Session {
+        Session::open_with(self, config, false)
+    }
+
     /// The journal, if one is configured.
     pub fn journal(&self) -> Option<&Arc<dyn Journal>> {
         self.inner.env.stores.journal.as_ref()

@@ -9,14 +9,26 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{Agent, ResumeOptions, Run, RunRequest, SessionConfig};
+use super::signals::Receipt;
+use super::{Agent, ResumeOptions, Run, RunRequest, Session, SessionConfig};
 use crate::error::Error;
+use crate::event::SignalEvent;
 use crate::run::{RunContext, RunInput};
+use crate::signal::{Attention, Incoming, SessionState, SignalAdapter};
 use crate::store::{ClaimedRun, Journal, QueuedRun, RunQueue};
 
 /// The request of a queued run as the queue keeps it: `{"input", "context", "metadata"}`.
 pub fn queued_request(input: &RunInput, context: &RunContext, metadata: &Map<String, Value>) -> Value {
     serde_json::json!({ "input": input, "context": context, "metadata": metadata })
+}
+
+/// The `signal.received` event a queued run carries when a signal started it (see
+/// [`Session::receive_queued`]).
+fn parse_signal(run: &QueuedRun) -> Option<SignalEvent> {
+    let signal = run.request.get("signal").filter(|v| !v.is_null())?;
+    serde_json::from_value(signal.clone())
+        .map_err(|e| tracing::warn!(run_id = %run.run_id, error = %e, "a queued run's `signal` does not parse"))
+        .ok()
 }
 
 fn parse_request(run: &QueuedRun) -> Result<RunRequest, Error> {
@@ -88,12 +100,94 @@ impl Agent {
                 user_id: run.user_id.clone(),
                 ..Default::default()
             });
-            session.start(request)
+            session.start_with(request, parse_signal(run))
         };
         if claimed.cancel_requested {
             handle.cancel();
         }
         Ok(handle)
+    }
+}
+
+impl Agent {
+    /// [`Session::receive`] for a server whose runs execute in queue workers, in the session
+    /// `session_id` of `user_id` (opened without handling its waiting signals here: that is a
+    /// worker's job). The signal is stored (a duplicate dedupe key stops there) and the attention policy decides, seeing
+    /// `in_flight` (the ids of the session's runs in flight, as the queue knows them); a run it
+    /// starts is queued under `agent_name` for a worker (which emits `signal.received` after
+    /// `run.started`, as here), and an interrupt records a cancel for each run in flight, honoured
+    /// by the workers that hold them. Returns the receipt (with no run handle: the run is not
+    /// here) and the queued run. A `tool.result` signal continues a suspended run in the receiving
+    /// process, so it is [`Error::Config`] here.
+    pub async fn receive_queued(
+        &self,
+        agent_name: &str,
+        session_id: &str,
+        user_id: Option<&str>,
+        incoming: impl Into<Incoming>,
+        adapter: Option<&SignalAdapter>,
+        in_flight: &[String],
+    ) -> Result<(Receipt, Option<QueuedRun>), Error> {
+        let config = SessionConfig {
+            id: Some(session_id.to_string()),
+            user_id: user_id.map(str::to_string),
+            ..Default::default()
+        };
+        Session::open_with(self, config, false).receive_queued(agent_name, incoming, adapter, in_flight).await
+    }
+}
+
+impl Session {
+    async fn receive_queued(
+        &self,
+        agent_name: &str,
+        incoming: impl Into<Incoming>,
+        adapter: Option<&SignalAdapter>,
+        in_flight: &[String],
+    ) -> Result<(Receipt, Option<QueuedRun>), Error> {
+        let signal = incoming.into().into_signal(adapter)?;
+        if signal.kind == crate::signal::TOOL_RESULT {
+            return Err(Error::Config(
+                "a `tool.result` signal cannot go through the run queue: complete the call in a worker".into(),
+            ));
+        }
+        let agent = &self.inner.agent;
+        let queue = agent.run_queue()?;
+        let store = agent.signal_store().clone();
+        let lease = &agent.inner.env.stores.lease;
+        let until = lease.expiry_ms(chrono::Utc::now().timestamp_millis());
+        let state = SessionState::new(self.user_id(), self.id()).with_runs_in_flight(in_flight.len());
+        let attention = agent.inner.attention.decide(&signal, &state);
+        if matches!(attention, Attention::Ignore | Attention::Observe) {
+            let stored = store.append_decided(self.key(), &signal, attention, (&*lease.owner, until)).await?;
+            let mut receipt = Receipt::nothing(signal.id, !stored);
+            receipt.attention = stored.then_some(attention);
+            return Ok((receipt, None));
+        }
+        // Stored claimed by this process, which settles it once the run is queued.
+        if !store.append(self.key(), &signal, Some((&*lease.owner, until))).await? {
+            return Ok((Receipt::nothing(signal.id, true), None));
+        }
+        let mut receipt = Receipt::nothing(signal.id.clone(), false);
+        receipt.attention = Some(attention);
+        if attention == Attention::Interrupt {
+            for id in in_flight {
+                if queue.request_cancel(id).await? {
+                    receipt.interrupted.push(id.clone());
+                }
+            }
+        }
+        let mut metadata = Map::new();
+        metadata.insert("signal_id".into(), Value::String(signal.id.clone()));
+        let mut request = queued_request(&RunInput::Prompt(signal.to_prompt()), &RunContext::default(), &metadata);
+        let event = serde_json::to_value(SignalEvent::of(&signal, attention))
+            .map_err(|e| Error::Config(format!("the signal does not serialize: {e}")))?;
+        if let Value::Object(fields) = &mut request {
+            fields.insert("signal".into(), event);
+        }
+        let queued = agent.enqueue(agent_name, Some(self.id()), self.user_id(), request).await?;
+        store.settle(self.key(), &signal.id, attention, Some(queued.run_id.as_str())).await?;
+        Ok((receipt, Some(queued)))
     }
 }
 

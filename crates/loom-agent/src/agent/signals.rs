@@ -31,7 +31,7 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    fn nothing(signal_id: String, duplicate: bool) -> Self {
+    pub(crate) fn nothing(signal_id: String, duplicate: bool) -> Self {
         Receipt { signal_id, duplicate, attention: None, run: None, interrupted: Vec::new() }
     }
 }

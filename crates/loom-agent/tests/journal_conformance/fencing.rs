@@ -251,3 +251,48 @@ pub(crate) async fn queued_runs_are_claimed_once(b: &Backend) {
     running.sort();
     assert_eq!(running, vec![ids[0].clone(), dying.clone()]);
 }
+
+/// `request_resume`: a suspended run (or one whose holder died) becomes claimable again, by the
+/// agent named (a run started outside the queue included), and is claimed as begun; a run in
+/// flight, a finished one, a queued one that never began and an unknown one are not touched.
+pub(crate) async fn suspended_runs_are_queued_for_resume(b: &Backend) {
+    let Some(queue) = b.journal.run_queue() else { return };
+    let u = unique();
+    let agent = format!("agent_{u}");
+    let user = format!("t{u}/ann");
+    // A run started outside the queue (no agent recorded), which suspends.
+    let run = format!("run_r_{u}_suspended");
+    let a = long("first");
+    b.journal.begin(&record(&run, "ses_r", Some(&user)), &a, &[]).await.unwrap();
+    // In flight: not resumable.
+    assert!(!queue.request_resume(&run, &agent).await.unwrap(), "a held run is not queued");
+    b.journal.end(&run, &a, RunState::Suspended, &[]).await.unwrap();
+    assert!(queue.claim(&agent, &long("w"), 10).await.unwrap().is_empty(), "a suspended run waits");
+    assert!(queue.request_resume(&run, &agent).await.unwrap());
+    let s = queue.status(&run).await.unwrap().unwrap();
+    assert_eq!((s.state, s.agent.as_deref(), s.finished), (RunState::Queued, Some(agent.as_str()), false));
+    let claimed = queue.claim(&agent, &long("w"), 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.run.run_id.as_str()).collect::<Vec<_>>(), vec![run.as_str()]);
+    assert!(claimed[0].begun, "the claimer resumes it from its journal");
+    // The claimer holds it: a second request changes nothing, and nobody else claims it.
+    assert!(!queue.request_resume(&run, &agent).await.unwrap());
+    assert!(queue.claim(&agent, &long("w2"), 10).await.unwrap().is_empty());
+    // The claimer takes it over (as `Agent::resume` does) and finishes it: not resumable again.
+    let fence = b.journal.acquire(&run, &long("w")).await.unwrap();
+    b.journal.end(&run, &long("w").fenced(fence), RunState::Completed, &[]).await.unwrap();
+    assert!(!queue.request_resume(&run, &agent).await.unwrap(), "a finished run is not resumed");
+    // A queued run that never began, and an unknown one.
+    let fresh = format!("run_r_{u}_fresh");
+    queue.enqueue(&queued(&fresh, &agent, &user, 0)).await.unwrap();
+    assert!(!queue.request_resume(&fresh, &agent).await.unwrap());
+    assert!(!queue.request_resume(&format!("run_r_{u}_unknown"), &agent).await.unwrap());
+    // A run whose holder died (its lease expired) is queued without changing its state.
+    let dead = format!("run_r_{u}_dead");
+    let short = lease("gone", Duration::from_millis(30));
+    b.journal.begin(&record(&dead, "ses_d", Some(&user)), &short, &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(queue.request_resume(&dead, &agent).await.unwrap());
+    assert_eq!(queue.status(&dead).await.unwrap().unwrap().state, RunState::Running);
+    let claimed = queue.claim(&agent, &long("w3"), 10).await.unwrap();
+    assert!(claimed.iter().any(|c| c.run.run_id == dead && c.begun), "{claimed:?}");
+}

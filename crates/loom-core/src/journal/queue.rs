@@ -98,6 +98,13 @@ pub trait RunQueue: Send + Sync + 'static {
     /// the run is unknown or finished.
     async fn request_cancel(&self, run_id: &str) -> Result<bool, Error>;
 
+    /// Queues an unfinished, journaled run that no live lease holds (suspended for approval, or
+    /// left by a process that died) for a worker to resume: it becomes claimable by `agent`'s
+    /// workers (a suspended one is marked `queued` until a worker resumes it), and the claimer
+    /// resumes it from its journal. `false` when the run is unknown, not journaled, finished, or
+    /// held by a live lease (in flight).
+    async fn request_resume(&self, run_id: &str, agent: &str) -> Result<bool, Error>;
+
     /// Of these runs, the ones whose cancel was requested.
     async fn cancels_requested(&self, run_ids: &[String]) -> Result<Vec<String>, Error>;
 

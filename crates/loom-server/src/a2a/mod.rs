@@ -14,7 +14,12 @@
 //! follow-up message with the same `contextId` continues the conversation. A message naming a
 //! running task steers it (`Run::steer`). Another tenant's task id is `TaskNotFoundError`, the
 //! same answer as an id that never existed. See [`task::task_state`] for the state mapping.
+//!
+//! In queue mode (`[server] execution = "queue"`) a message's run is queued for a worker and the
+//! task is read from the database (`queued.rs`); steering a running task is not available there
+//! (an `UnsupportedOperationError` says so).
 
+mod queued;
 mod rpc;
 mod stream;
 mod task;
@@ -30,11 +35,12 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use loom_agent::store::SessionKey;
 use loom_agent::{Run, RunRequest, RunState, Transcript};
+
+use crate::exec::Started;
 use serde_json::{Value, json};
 
 pub use rpc::{PROTOCOL_VERSION, RpcError, VERSION_HEADER};
 
-use crate::runs::start_in_session;
 use crate::state::{AppState, Tenant};
 
 /// What the agent card says beyond what the agents know: the URL clients reach the server at and
@@ -210,17 +216,17 @@ async fn dispatch(
     match req.method.as_str() {
         "SendMessage" => {
             let incoming = task::incoming(params)?;
-            let run = start(state, tenant, &incoming)?;
+            let run = start(state, tenant, &incoming).await?;
             if !incoming.return_immediately {
-                let _ = run.result().await;
+                run.result().await?;
             }
-            Ok(Reply::Json(json!({"task": task::task(&live(&run), incoming.history_length)})))
+            Ok(Reply::Json(json!({"task": task::task(&run.transcript().await?, incoming.history_length)})))
         }
         "SendStreamingMessage" => {
             let incoming = task::incoming(params)?;
-            let run = start(state, tenant, &incoming)?;
-            let snapshot = task::task(&live(&run), incoming.history_length);
-            Ok(Reply::Stream(stream::task_stream(req.id, run, snapshot)))
+            let run = start(state, tenant, &incoming).await?;
+            let snapshot = task::task(&run.transcript().await?, incoming.history_length);
+            Ok(Reply::Stream(stream::task_stream(req.id, run.events(), snapshot)))
         }
         "GetTask" => {
             let id = task::task_id(params)?;
@@ -228,12 +234,18 @@ async fn dispatch(
             if let Some(e) = state.run_entry(tenant, &id) {
                 return Ok(Reply::Json(task::task(&live(&e.run), history)));
             }
+            if let Some(queue) = &state.queue {
+                return queued::get(state, queue, tenant, &id, history).await.map(Reply::Json);
+            }
             stored(state, tenant, &id, history).await.map(Reply::Json)
         }
         "CancelTask" => cancel(state, tenant, &task::task_id(params)?).await.map(Reply::Json),
         "SubscribeToTask" => {
             let id = task::task_id(params)?;
             let Some(e) = state.run_entry(tenant, &id) else {
+                if let Some(queue) = &state.queue {
+                    return queued::subscribe(state, queue, tenant, req.id, &id).await.map(Reply::Stream);
+                }
                 // A task this server does not run now: terminal, or not found.
                 stored(state, tenant, &id, None).await?;
                 return Err(RpcError::unsupported(format!("task `{id}` is not in progress on this server")));
@@ -246,9 +258,9 @@ async fn dispatch(
             if e.run.state() == RunState::Suspended {
                 return Ok(Reply::Stream(stream::single(req.id, task::task(&t, None))));
             }
-            Ok(Reply::Stream(stream::task_stream(req.id, e.run, task::task(&t, None))))
+            Ok(Reply::Stream(stream::task_stream(req.id, e.run.events(), task::task(&t, None))))
         }
-        "ListTasks" => list(state, tenant, params).map(Reply::Json),
+        "ListTasks" => list(state, tenant, params).await.map(Reply::Json),
         "GetExtendedAgentCard" => Err(RpcError::unsupported("this agent has no extended agent card")),
         _ => Err(RpcError::push_not_supported()),
     }
@@ -261,13 +273,22 @@ fn live(run: &Run) -> Transcript {
     t
 }
 
-/// Starts the run of a message, or steers the running task it names.
-fn start(state: &Arc<AppState>, tenant: &Tenant, incoming: &task::Incoming) -> Result<Run, RpcError> {
+/// Starts the run of a message (here, or queued for a worker in queue mode), or steers the running
+/// task it names.
+async fn start(state: &Arc<AppState>, tenant: &Tenant, incoming: &task::Incoming) -> Result<Started, RpcError> {
     // The tenant's daily budget, as on the other routes that start or continue runs (only the
     // sending methods spend; GetTask, CancelTask and ListTasks stay open).
     state.budgets.check(tenant)?;
     if let Some(task_id) = &incoming.task_id {
         let Some(e) = state.run_entry(tenant, task_id) else {
+            if let Some(queue) = &state.queue {
+                // The task runs in a worker: a message cannot reach its live run from here.
+                queued::owned(state, queue, tenant, task_id).await?;
+                return Err(RpcError::unsupported(format!(
+                    "task `{task_id}` runs in a queue worker, and steering a task is not available in \
+                     queue mode; send a new message in its context instead"
+                )));
+            }
             return Err(RpcError::task_not_found(task_id));
         };
         if incoming.context_id.as_deref().is_some_and(|c| c != e.run.session_id()) {
@@ -278,7 +299,7 @@ fn start(state: &Arc<AppState>, tenant: &Tenant, incoming: &task::Incoming) -> R
         return match e.run.state() {
             RunState::Queued | RunState::Running => {
                 e.run.steer(incoming.text.clone()).map_err(|err| RpcError::unsupported(err.to_string()))?;
-                Ok(e.run)
+                Ok(Started::Local(e.run))
             }
             RunState::Suspended => Err(RpcError::unsupported(format!(
                 "task `{task_id}` waits for a person's approval of a tool call; decide it with \
@@ -292,7 +313,7 @@ fn start(state: &Arc<AppState>, tenant: &Tenant, incoming: &task::Incoming) -> R
     }
     let (name, agent) = state.agent(incoming.skill.as_deref()).map_err(|e| RpcError::invalid_params(e.message))?;
     let request = RunRequest::new(incoming.text.clone()).user(tenant.scoped_user(None));
-    Ok(start_in_session(state, tenant, &name, &agent, None, incoming.context_id.as_deref(), request)?)
+    Ok(crate::exec::start(state, tenant, &name, &agent, None, incoming.context_id.as_deref(), request).await?)
 }
 
 /// A task this server does not hold live: from the agents' journals and stores.
@@ -322,6 +343,9 @@ async fn stored(state: &AppState, tenant: &Tenant, id: &str, history: Option<i64
 
 async fn cancel(state: &AppState, tenant: &Tenant, id: &str) -> Result<Value, RpcError> {
     let Some(e) = state.run_entry(tenant, id) else {
+        if let Some(queue) = &state.queue {
+            return queued::cancel(state, queue, tenant, id).await;
+        }
         let task = stored(state, tenant, id, None).await?;
         let why = format!("it is not in progress on this server ({})", task["status"]["state"]);
         return Err(RpcError::task_not_cancelable(id, &why));
@@ -344,7 +368,7 @@ async fn cancel(state: &AppState, tenant: &Tenant, id: &str) -> Result<Value, Rp
 /// `ListTasks` over the tasks this server holds for the tenant, newest first: filters
 /// `contextId` and `status`, `pageSize` (1–100, default 50), `pageToken` (from `nextPageToken`),
 /// `historyLength`, `includeArtifacts`.
-fn list(state: &AppState, tenant: &Tenant, params: &Value) -> Result<Value, RpcError> {
+async fn list(state: &AppState, tenant: &Tenant, params: &Value) -> Result<Value, RpcError> {
     let obj = params.as_object().cloned().unwrap_or_default();
     let context = obj.get("contextId").and_then(Value::as_str).filter(|s| !s.is_empty());
     let wanted = obj.get("status").and_then(Value::as_str).filter(|s| *s != "TASK_STATE_UNSPECIFIED");
@@ -362,23 +386,29 @@ fn list(state: &AppState, tenant: &Tenant, params: &Value) -> Result<Value, RpcE
     };
     let history = task::history_length(&obj)?;
     let artifacts = obj.get("includeArtifacts").and_then(Value::as_bool).unwrap_or(false);
-    let mut runs: Vec<Run> = state
-        .runs()
-        .values()
-        .filter(|e| &e.tenant == tenant && context.is_none_or(|c| e.run.session_id() == c))
-        .map(|e| e.run.clone())
-        .collect();
-    runs.sort_by(|a, b| b.id().cmp(a.id()));
-    let mut tasks: Vec<Value> = runs
-        .iter()
-        .map(|r| task::task(&live(r), history))
-        .filter(|t| wanted.is_none_or(|w| t["status"]["state"] == w))
-        .collect();
-    let total = tasks.len();
-    let page: Vec<Value> = tasks
-        .drain(..)
-        .skip(offset)
-        .take(usize::try_from(size).unwrap_or(50))
+    // Queue mode: the tenant's runs from the database (their status first; the page in full).
+    let mut runs: Vec<Transcript> = match &state.queue {
+        Some(queue) => queue
+            .runs(&format!("{}/", tenant.0), context, None, None, 1000)
+            .await?
+            .iter()
+            .map(crate::exec::status_transcript)
+            .collect(),
+        None => held(state, tenant, context),
+    };
+    runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
+    runs.retain(|t| wanted.is_none_or(|w| task::task_state(t.state, t.error.as_ref()) == w));
+    let total = runs.len();
+    let mut page = Vec::new();
+    for t in runs.into_iter().skip(offset).take(usize::try_from(size).unwrap_or(50)) {
+        let t = match &state.queue {
+            Some(queue) => queued::owned(state, queue, tenant, &t.run_id).await?.transcript().await?,
+            None => t,
+        };
+        page.push(task::task(&t, history));
+    }
+    let page: Vec<Value> = page
+        .into_iter()
         .map(|mut t| {
             if !artifacts && let Some(o) = t.as_object_mut() {
                 o.remove("artifacts");
@@ -393,6 +423,16 @@ fn list(state: &AppState, tenant: &Tenant, params: &Value) -> Result<Value, RpcE
         "pageSize": size,
         "totalSize": total,
     }))
+}
+
+/// The tenant's runs this server holds (of one context, when given).
+fn held(state: &AppState, tenant: &Tenant, context: Option<&str>) -> Vec<Transcript> {
+    state
+        .runs()
+        .values()
+        .filter(|e| &e.tenant == tenant && context.is_none_or(|c| e.run.session_id() == c))
+        .map(|e| live(&e.run))
+        .collect()
 }
 
 /// Settings for a server built from a configuration.

@@ -12,7 +12,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
 use loom_agent::event::DeltaKind;
-use loom_agent::{Event, EventKind, Run, RunState};
+use loom_agent::{Event, EventKind, RunState};
 use serde_json::{Value, json};
 
 use super::rpc;
@@ -82,13 +82,13 @@ fn sse(id: &Value, result: Value) -> Result<SseEvent, Infallible> {
     Ok(SseEvent::default().data(rpc::result(id, result).to_string()))
 }
 
-/// The SSE response following `run`, starting with `task` (the task as it is now), then the run's
+/// The SSE response following a run's `events`, starting with `task` (the task as it is now), then the run's
 /// whole event log from its start (so a subscriber that arrives mid-answer rebuilds the streamed
 /// text from the turn's first chunk), until its last event.
-pub fn task_stream(id: Value, run: Run, task: Value) -> Response {
+pub fn task_stream(id: Value, events: impl futures::Stream<Item = Event> + Send + 'static, task: Value) -> Response {
     let first = sse(&id, json!({"task": task}));
     let mut cursor = Cursor { turn: None };
-    let events = run.events().flat_map(move |e| {
+    let events = events.flat_map(move |e| {
         let out: Vec<Result<SseEvent, Infallible>> =
             updates(&mut cursor, &e).into_iter().map(|v| sse(&id, v)).collect();
         stream::iter(out)

@@ -115,6 +115,23 @@ impl RunQueue for PostgresStore {
         })
     }
 
+    async fn request_resume(&self, run_id: &str, agent: &str) -> Result<bool, Error> {
+        let now = now_ms();
+        with_conn!(self, |client| async {
+            let n = client
+                .execute(
+                    "UPDATE loom_runs SET agent = COALESCE(agent, $2), queued_at = COALESCE(queued_at, $3),
+                        state = CASE WHEN state = 'suspended' THEN 'queued' ELSE state END
+                     WHERE run_id = $1 AND NOT finished AND record IS NOT NULL
+                       AND (lease_owner IS NULL OR lease_expires < $3)",
+                    &[&run_id, &agent, &now],
+                )
+                .await
+                .map_err(|e| pg("queueing the resume", e))?;
+            Ok(n > 0)
+        })
+    }
+
     async fn cancels_requested(&self, run_ids: &[String]) -> Result<Vec<String>, Error> {
         if run_ids.is_empty() {
             return Ok(Vec::new());

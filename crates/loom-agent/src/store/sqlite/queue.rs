@@ -146,6 +146,24 @@ impl RunQueue for SqliteStore {
         .await
     }
 
+    async fn request_resume(&self, run_id: &str, agent: &str) -> Result<bool, Error> {
+        let (run_id, agent) = (run_id.to_string(), agent.to_string());
+        self.call(move |conn| {
+            let now = now_ms();
+            let n = conn
+                .execute(
+                    "UPDATE loom_runs SET agent = COALESCE(agent, ?2), queued_at = COALESCE(queued_at, ?3),
+                        state = CASE WHEN state = 'suspended' THEN 'queued' ELSE state END
+                     WHERE run_id = ?1 AND finished = 0 AND record IS NOT NULL
+                       AND (lease_owner IS NULL OR lease_expires < ?3)",
+                    params![run_id, agent, now],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn cancels_requested(&self, run_ids: &[String]) -> Result<Vec<String>, Error> {
         let run_ids = run_ids.to_vec();
         self.call(move |conn| {
