@@ -1,21 +1,39 @@
-//! Recall latency on the SQLite memory store at 10^4 and 10^5 stored items of one user (the worst
-//! case: every item is a candidate), excluding the embedding of the query:
+//! Recall latency on the SQLite (and PostgreSQL) memory stores at 10^4, 10^5 and 10^6 stored
+//! items, embedding excluded (and included when an embedder is available):
 //!
 //! - `text`: what an agent without an embedder runs before each run (FTS5 search, recent items,
 //!   blocks, fusion, token budget) — [`recall::recall`] with no embedder;
-//! - `hybrid`: the same plus vector search over 384-dimension vectors stored beside every item,
-//!   with a query vector computed beforehand — [`recall::search`]: through the store's in-process
-//!   vector cache (filled by the first query, timed apart), and, for comparison, with the cache
-//!   off (an exact scan of the owner's vectors in SQLite per query; p50/p99 only).
+//! - `vector`: the store's vector search alone (`search_vector`, 20 results);
+//! - `hybrid`: full text, vectors and recent items fused — [`recall::search`] with a query vector
+//!   computed beforehand (384 dimensions, random unit vectors: the worst case for any index, since
+//!   no item is much nearer than the rest) — through the store's in-process vector cache (filled by
+//!   the first query, timed apart), and, for comparison, with the cache off (an exact scan of the
+//!   owner's vectors in SQLite per query, a few queries only);
+//! - `hybrid + embedding`: the same with the query embedded first by `memory::default_embedder()`
+//!   (the local all-MiniLM-L6-v2; needs `--features local` and `loom model pull --embedder`).
 //!
-//! The data is generated once into `$TMPDIR/loom-bench-memory-N.db` and reused by later runs.
-//! `LOOM_BENCH_MEMORY_SIZES=10000,100000,1000000` picks the sizes (default 10^4 and 10^5).
-//! Besides criterion's numbers, p50 and p99 over 300 queries are printed for each case.
+//! Two layouts: `one` — one user holds every item (plus 1,000 of another user without vectors),
+//! the worst case for a per-user scan; `many` — users of 1,000 items each, interleaved, as a shared
+//! store holds them; the queries are one user's.
+//!
+//! Every case prints p50 and p99 of wall time and of the thread's CPU time (from
+//! `/proc/thread-self/schedstat`, which other processes on a loaded machine disturb far less) over
+//! the queries, and the load average. The data is generated once into
+//! `$TMPDIR/loom-bench-memory-{one,many}-N.db` and reused by later runs.
+//!
+//! Environment: `LOOM_BENCH_MEMORY_SIZES=10000,100000,1000000` (default 10^4 and 10^5),
+//! `LOOM_BENCH_MEMORY_LAYOUTS=one,many` (default both), `LOOM_BENCH_MEMORY_QUERIES` (default 300),
+//! `LOOM_BENCH_MEMORY_CRITERION=0` skips the criterion groups. PostgreSQL (with `--features
+//! postgres`): `LOOM_TEST_POSTGRES_URL` set runs the same cases for the sizes in
+//! `LOOM_BENCH_MEMORY_PG_SIZES` (default 10^4), each in its own schema `loom_bench_mem_LAYOUT_N`
+//! (kept for later runs).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use loom_agent::embed::Embedder;
 use loom_agent::memory::{Embedding, MemoryStore, NewFact, Owner, RecallOptions, SqliteMemoryStore, recall};
 
 const DIM: usize = 384;
@@ -69,42 +87,138 @@ fn vector(rng: &mut Rng) -> Vec<f32> {
     v
 }
 
-/// The store with `n` facts of one user (generated on first use), and the owner.
-fn dataset(rt: &tokio::runtime::Runtime, n: usize, words: &[String]) -> (SqliteMemoryStore, Owner) {
-    let path = std::env::temp_dir().join(format!("loom-bench-memory-{n}.db"));
-    let owner = Owner::user("bench-user").unwrap();
-    let store = SqliteMemoryStore::open(&path).unwrap();
-    let have = rt.block_on(store.recent(&owner, 1)).unwrap().len();
-    let complete = rt.block_on(store.blocks(&owner)).unwrap().iter().any(|b| b.name == "complete");
-    if have == 0 || !complete {
-        drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Layout {
+    /// One user holds every item.
+    One,
+    /// Users of 1,000 items each.
+    Many,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::One => "one",
+            Layout::Many => "many",
         }
-        let store = SqliteMemoryStore::open(&path).unwrap();
-        let started = Instant::now();
-        let mut rng = Rng(42);
-        rt.block_on(async {
-            for i in 0..n {
-                let text = format!("Fact {i}: {}.", sentence(&mut rng, words));
-                let embedding = Embedding { model: "bench:384".into(), vector: vector(&mut rng) };
-                store.add_fact(&owner, NewFact::new(text), Some(embedding)).await.unwrap();
-            }
-            // Another user's data beside it: queries must not pay for it, and never see it.
-            let other = Owner::user("someone-else").unwrap();
-            for i in 0..1000 {
-                store
-                    .add_fact(&other, NewFact::new(format!("Other {i}: {}", sentence(&mut rng, words))), None)
-                    .await
-                    .unwrap();
-            }
-            store.set_block(&owner, "profile", "Name: Bench. Likes fast recall.").await.unwrap();
-            store.set_block(&owner, "complete", "yes").await.unwrap();
-        });
-        eprintln!("generated {n} items in {:.1} s", started.elapsed().as_secs_f64());
-        return (store, owner);
     }
-    (store, owner)
+
+    /// The owner of item `i` of `n`.
+    fn owner_of(self, i: usize, n: usize) -> Owner {
+        match self {
+            Layout::One => Owner::user("bench-user").unwrap(),
+            Layout::Many => Owner::user(format!("bench-user-{}", i % (n / 1000).max(1))).unwrap(),
+        }
+    }
+
+    /// The owner the queries are about.
+    fn queried(self) -> Owner {
+        self.owner_of(0, 1000)
+    }
+}
+
+/// Fills `store` with `n` facts in `layout` (and, for `One`, 1,000 of another user without
+/// vectors), then marks it complete.
+async fn generate(store: &dyn MemoryStore, n: usize, layout: Layout, words: &[String]) {
+    let started = Instant::now();
+    let mut rng = Rng(42);
+    for i in 0..n {
+        let text = format!("Fact {i}: {}.", sentence(&mut rng, words));
+        let embedding = Embedding { model: "bench:384".into(), vector: vector(&mut rng) };
+        store.add_fact(&layout.owner_of(i, n), NewFact::new(text), Some(embedding)).await.unwrap();
+        if i > 0 && i % 100_000 == 0 {
+            eprintln!("  … {i} items in {:.0} s", started.elapsed().as_secs_f64());
+        }
+    }
+    if layout == Layout::One {
+        // Another user's data beside it: queries must not pay for it, and never see it.
+        let other = Owner::user("someone-else").unwrap();
+        for i in 0..1000 {
+            store
+                .add_fact(&other, NewFact::new(format!("Other {i}: {}", sentence(&mut rng, words))), None)
+                .await
+                .unwrap();
+        }
+    }
+    let owner = layout.queried();
+    store.set_block(&owner, "profile", "Name: Bench. Likes fast recall.").await.unwrap();
+    store.set_block(&owner, "complete", "yes").await.unwrap();
+    eprintln!("generated {n} items ({}) in {:.1} s", layout.name(), started.elapsed().as_secs_f64());
+}
+
+async fn complete(store: &dyn MemoryStore, layout: Layout) -> bool {
+    store.blocks(&layout.queried()).await.unwrap().iter().any(|b| b.name == "complete")
+}
+
+fn sqlite_path(n: usize, layout: Layout) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("loom-bench-memory-{}-{n}.db", layout.name()))
+}
+
+/// The SQLite store with `n` facts in `layout` (generated on first use).
+fn sqlite_dataset(rt: &tokio::runtime::Runtime, n: usize, layout: Layout, words: &[String]) -> SqliteMemoryStore {
+    let path = sqlite_path(n, layout);
+    let store = SqliteMemoryStore::open(&path).unwrap();
+    if rt.block_on(complete(&store, layout)) {
+        return store;
+    }
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let store = SqliteMemoryStore::open(&path).unwrap();
+    rt.block_on(generate(&store, n, layout, words));
+    store
+}
+
+/// The thread's CPU time so far: the first field of `/proc/thread-self/schedstat` (nanoseconds on
+/// the CPU); zero where there is no such file.
+fn cpu_now() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Wall and CPU times of repeated calls.
+#[derive(Default)]
+struct Samples {
+    wall: Vec<Duration>,
+    cpu: Vec<Duration>,
+}
+
+impl Samples {
+    fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let (c, t) = (cpu_now(), Instant::now());
+        let out = std::hint::black_box(f());
+        self.wall.push(t.elapsed());
+        self.cpu.push(cpu_now().saturating_sub(c));
+        out
+    }
+
+    fn report(&self, label: &str) {
+        if self.wall.is_empty() {
+            return;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (w50, w99) = percentiles(self.wall.clone());
+        let (c50, c99) = percentiles(self.cpu.clone());
+        eprintln!(
+            "memory recall {label}: wall p50 {:.2} ms, p99 {:.2} ms; cpu p50 {:.2} ms, p99 {:.2} ms ({} queries, load {})",
+            ms(w50),
+            ms(w99),
+            ms(c50),
+            ms(c99),
+            self.wall.len(),
+            load()
+        );
+    }
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -113,86 +227,210 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     (at(0.50), at(0.99))
 }
 
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+fn layouts() -> Vec<Layout> {
+    match std::env::var("LOOM_BENCH_MEMORY_LAYOUTS") {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|l| match l.trim() {
+                "one" => Some(Layout::One),
+                "many" => Some(Layout::Many),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => vec![Layout::One, Layout::Many],
+    }
+}
+
+/// The queries: texts of three words and random query vectors.
+fn queries(words: &[String]) -> (Vec<String>, Vec<Embedding>) {
+    let count = std::env::var("LOOM_BENCH_MEMORY_QUERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let mut rng = Rng(99);
+    let texts: Vec<String> = (0..count)
+        .map(|_| (0..3).map(|_| words[rng.below(words.len())].clone()).collect::<Vec<_>>().join(" "))
+        .collect();
+    let vectors = (0..count).map(|_| Embedding { model: "bench:384".into(), vector: vector(&mut rng) }).collect();
+    (texts, vectors)
+}
+
+/// The text, vector and hybrid cases on `store` (`label` names the store and dataset), and the
+/// hybrid case with the query embedded when there is an embedder.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn MemoryStore,
+    owner: &Owner,
+    label: &str,
+    texts: &[String],
+    vectors: &[Embedding],
+    embedder: Option<&Arc<dyn Embedder>>,
+) {
+    let options = RecallOptions::default();
+    let (mut text, mut vector, mut hybrid, mut embed, mut included) =
+        (Samples::default(), Samples::default(), Samples::default(), Samples::default(), Samples::default());
+    for (q, v) in texts.iter().zip(vectors) {
+        text.time(|| rt.block_on(recall::recall(store, None, owner, q, &options)).unwrap());
+        vector.time(|| rt.block_on(store.search_vector(owner, v, options.candidates)).unwrap());
+        hybrid.time(|| rt.block_on(recall::search(store, owner, q, Some(v), &options)).unwrap());
+        if let Some(e) = embedder {
+            // Embedding included: this query's embedding time plus its search time (recall runs
+            // the two one after the other).
+            let (c2, t2) = (cpu_now(), Instant::now());
+            embed.time(|| rt.block_on(e.embed(std::slice::from_ref(q))).unwrap());
+            let (search_wall, search_cpu) = (hybrid.wall[hybrid.wall.len() - 1], hybrid.cpu[hybrid.cpu.len() - 1]);
+            included.wall.push(search_wall + t2.elapsed());
+            included.cpu.push(search_cpu + cpu_now().saturating_sub(c2));
+        }
+    }
+    text.report(&format!("text {label}"));
+    vector.report(&format!("vector {label}"));
+    hybrid.report(&format!("hybrid {label}"));
+    embed.report(&format!("query embedding {label}"));
+    included.report(&format!("hybrid + embedding {label}"));
+}
+
+fn sqlite_cases(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    words: &[String],
+    embedder: Option<&Arc<dyn Embedder>>,
+) {
+    let options = RecallOptions::default();
+    let (texts, vectors) = queries(words);
+    let criterion = std::env::var("LOOM_BENCH_MEMORY_CRITERION").map(|v| v != "0").unwrap_or(true);
+    let mut group = c.benchmark_group("memory_recall_sqlite");
+    group.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    for n in env_list("LOOM_BENCH_MEMORY_SIZES", &[10_000, 100_000]) {
+        for layout in layouts() {
+            let owner = layout.queried();
+            let label = format!("sqlite {} n={n}", layout.name());
+            let mut store = sqlite_dataset(rt, n, layout, words);
+            // One user's 10^6 vectors take 412 MB quantized: more than the default budget (such an
+            // owner is scanned from SQLite at each query, measured below as "no cache").
+            let need = if layout == Layout::One { n * (DIM + 28) } else { 1000 * (DIM + 28) };
+            if need > 256 << 20 {
+                eprintln!("{label}: vector cache budget raised to {} MiB for this owner", (need >> 20) + 1);
+                store = store.vector_cache_bytes(need + (1 << 20));
+            }
+            // Sanity: recall finds items, and only this user's.
+            let found = rt.block_on(recall::recall(&store, None, &owner, &texts[0], &options)).unwrap();
+            assert!(!found.items.is_empty());
+
+            // The first vector search fills the owner's vector cache.
+            let t = Instant::now();
+            let first = rt.block_on(recall::search(&store, &owner, &texts[0], Some(&vectors[0]), &options)).unwrap();
+            eprintln!(
+                "memory recall hybrid {label}: first query (fills the vector cache) {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            // The same store without the cache: every query scans the owner's vectors in SQLite.
+            let scan = SqliteMemoryStore::open(sqlite_path(n, layout)).unwrap().vector_cache_bytes(0);
+            let mut no_cache = Samples::default();
+            let unscanned = no_cache
+                .time(|| rt.block_on(recall::search(&scan, &owner, &texts[0], Some(&vectors[0]), &options)).unwrap());
+            assert_eq!(
+                first.iter().map(|(_, i)| &i.id).collect::<Vec<_>>(),
+                unscanned.iter().map(|(_, i)| &i.id).collect::<Vec<_>>(),
+                "the cache finds what the scan finds"
+            );
+            // The cache's candidates, rescored exactly, are the exact scan's top results.
+            let mut agree = 0;
+            let checks = texts.len().min(if layout == Layout::One { 3_000_000 / n.max(1) } else { 300 }).clamp(3, 100);
+            for v in vectors.iter().take(checks) {
+                let a = rt.block_on(store.search_vector(&owner, v, options.candidates)).unwrap();
+                let b = no_cache.time(|| rt.block_on(scan.search_vector(&owner, v, options.candidates)).unwrap());
+                agree += a.iter().zip(&b).filter(|(x, y)| x.id == y.id).count();
+            }
+            eprintln!(
+                "memory recall {label}: the cached vector search returns the exact scan's ranking for {agree} of {} ranks ({checks} queries)",
+                checks * options.candidates
+            );
+            no_cache.report(&format!("vector without the cache {label}"));
+            drop(scan);
+
+            measure(rt, &store, &owner, &label, &texts, &vectors, embedder);
+
+            if criterion {
+                let mut i = 0;
+                group.bench_function(format!("text_{}_{n}", layout.name()), |b| {
+                    b.iter(|| {
+                        i = (i + 1) % texts.len();
+                        rt.block_on(recall::recall(&store, None, &owner, &texts[i], &options)).unwrap()
+                    })
+                });
+                group.bench_function(format!("hybrid_{}_{n}", layout.name()), |b| {
+                    b.iter(|| {
+                        i = (i + 1) % texts.len();
+                        rt.block_on(recall::search(&store, &owner, &texts[i], Some(&vectors[i]), &options)).unwrap()
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_cases(rt: &tokio::runtime::Runtime, words: &[String], embedder: Option<&Arc<dyn Embedder>>) {
+    use loom_agent::memory::PostgresMemoryStore;
+    let Ok(url) = std::env::var("LOOM_TEST_POSTGRES_URL") else {
+        eprintln!("memory recall postgres: skipped (LOOM_TEST_POSTGRES_URL not set)");
+        return;
+    };
+    let (texts, vectors) = queries(words);
+    // The exact scan reads every vector of the owner per query: fewer queries.
+    let count =
+        texts.len().min(std::env::var("LOOM_BENCH_MEMORY_PG_QUERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(50));
+    for n in env_list("LOOM_BENCH_MEMORY_PG_SIZES", &[10_000]) {
+        for layout in layouts() {
+            let schema = format!("loom_bench_mem_{}_{n}", layout.name());
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.unwrap();
+            });
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let store = rt
+                .block_on(PostgresMemoryStore::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}")))
+                .unwrap();
+            if !rt.block_on(complete(&store, layout)) {
+                rt.block_on(async {
+                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                    tokio::spawn(conn);
+                    client
+                        .batch_execute(&format!(
+                            "DELETE FROM {schema}.loom_mem_items; DELETE FROM {schema}.loom_mem_blocks;"
+                        ))
+                        .await
+                        .unwrap();
+                });
+                rt.block_on(generate(&store, n, layout, words));
+            }
+            let owner = layout.queried();
+            let label = format!("postgres {} n={n}", layout.name());
+            measure(rt, &store, &owner, &label, &texts[..count], &vectors[..count], embedder);
+        }
+    }
+}
+
 fn memory_recall(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let words = vocabulary();
-    let options = RecallOptions::default();
-    let mut group = c.benchmark_group("memory_recall_sqlite");
-    group.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
-    let sizes: Vec<usize> = std::env::var("LOOM_BENCH_MEMORY_SIZES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![10_000, 100_000]);
-    for n in sizes {
-        let (store, owner) = dataset(&rt, n, &words);
-        let mut rng = Rng(99);
-        let queries: Vec<String> = (0..300)
-            .map(|_| (0..3).map(|_| words[rng.below(words.len())].clone()).collect::<Vec<_>>().join(" "))
-            .collect();
-        let vectors: Vec<Embedding> =
-            (0..300).map(|_| Embedding { model: "bench:384".into(), vector: vector(&mut rng) }).collect();
-        // Sanity: recall finds items, and only this user's.
-        let found = rt.block_on(recall::recall(&store, None, &owner, &queries[0], &options)).unwrap();
-        assert!(!found.items.is_empty());
-
-        // The first vector search fills the owner's vector cache.
-        let t = Instant::now();
-        let first = rt.block_on(recall::search(&store, &owner, &queries[0], Some(&vectors[0]), &options)).unwrap();
-        eprintln!(
-            "memory recall hybrid n={n}: first query (fills the vector cache) {:.1} ms",
-            t.elapsed().as_secs_f64() * 1e3
-        );
-        // The same store without the cache: every query scans the owner's vectors in SQLite.
-        let path = std::env::temp_dir().join(format!("loom-bench-memory-{n}.db"));
-        let scan = SqliteMemoryStore::open(&path).unwrap().vector_cache_bytes(0);
-        let unscanned = rt.block_on(recall::search(&scan, &owner, &queries[0], Some(&vectors[0]), &options)).unwrap();
-        assert_eq!(
-            first.iter().map(|(_, i)| &i.id).collect::<Vec<_>>(),
-            unscanned.iter().map(|(_, i)| &i.id).collect::<Vec<_>>(),
-            "the cache finds what the scan finds"
-        );
-
-        let mut text = Vec::new();
-        let mut hybrid = Vec::new();
-        let mut hybrid_scan = Vec::new();
-        for (i, (q, v)) in queries.iter().zip(&vectors).enumerate() {
-            let t = Instant::now();
-            std::hint::black_box(rt.block_on(recall::recall(&store, None, &owner, q, &options)).unwrap());
-            text.push(t.elapsed());
-            let t = Instant::now();
-            std::hint::black_box(rt.block_on(recall::search(&store, &owner, q, Some(v), &options)).unwrap());
-            hybrid.push(t.elapsed());
-            // The scan is slow: a third of the queries are enough for its percentiles.
-            if i % 3 == 0 {
-                let t = Instant::now();
-                std::hint::black_box(rt.block_on(recall::search(&scan, &owner, q, Some(v), &options)).unwrap());
-                hybrid_scan.push(t.elapsed());
-            }
+    let embedder = loom_agent::memory::default_embedder();
+    match &embedder {
+        Some(e) => eprintln!("memory recall: query embedding by {}", e.model_id()),
+        None => {
+            eprintln!("memory recall: no embedder (build with --features local and pull it): embedding excluded only")
         }
-        for (name, samples) in [("text", text), ("hybrid", hybrid), ("hybrid without the vector cache", hybrid_scan)] {
-            let (p50, p99) = percentiles(samples);
-            eprintln!(
-                "memory recall {name} n={n}: p50 {:.2} ms, p99 {:.2} ms",
-                p50.as_secs_f64() * 1e3,
-                p99.as_secs_f64() * 1e3
-            );
-        }
-
-        let mut i = 0;
-        group.bench_function(format!("text_{n}"), |b| {
-            b.iter(|| {
-                i = (i + 1) % queries.len();
-                rt.block_on(recall::recall(&store, None, &owner, &queries[i], &options)).unwrap()
-            })
-        });
-        group.bench_function(format!("hybrid_{n}"), |b| {
-            b.iter(|| {
-                i = (i + 1) % queries.len();
-                rt.block_on(recall::search(&store, &owner, &queries[i], Some(&vectors[i]), &options)).unwrap()
-            })
-        });
     }
-    group.finish();
+    sqlite_cases(c, &rt, &words, embedder.as_ref());
+    #[cfg(feature = "postgres")]
+    postgres_cases(&rt, &words, embedder.as_ref());
 }
 
 criterion_group!(benches, memory_recall);

@@ -12,15 +12,15 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::MemoryStore;
 use super::rows::{EpisodeData, ITEM_COLUMNS, ItemRow, TopK, corrupt_row, ms, owner_token, time};
 use super::types::{
-    Block, Embedding, Episode, Fact, Forget, MemoryItem, NewEpisode, NewFact, Owner, bytes_vector, check_block_name,
-    episode_text, query_terms, vector_bytes,
+    Block, Embedding, Episode, Fact, Forget, MemoryItem, NewEpisode, NewFact, Owner, check_block_name, episode_text,
+    query_terms, vector_bytes,
 };
 use crate::error::Error;
 
 mod knowledge;
 mod vectors;
 
-use vectors::{Lookup, VectorCache};
+use vectors::{Lookup, VectorCache, dot_bytes, owner_writes, scan_vectors};
 
 /// The newest memory schema this version reads and writes: 1, the memory tables; 2, the knowledge
 /// chunk tables (`knowledge.rs`).
@@ -49,15 +49,44 @@ const SCHEMA: &str = "
     CREATE VIRTUAL TABLE IF NOT EXISTS loom_mem_fts USING fts5(text, okey, tokenize = 'porter unicode61');
     CREATE TABLE IF NOT EXISTS loom_mem_blocks (
         user_id TEXT NOT NULL, agent TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
-        updated_at INTEGER NOT NULL, PRIMARY KEY (user_id, agent, name)) WITHOUT ROWID;";
+        updated_at INTEGER NOT NULL, PRIMARY KEY (user_id, agent, name)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS loom_mem_writes (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+    INSERT OR IGNORE INTO loom_mem_writes (id, n) VALUES (1, 0);
+    CREATE TABLE IF NOT EXISTS loom_mem_owner_writes (
+        user_id TEXT NOT NULL, agent TEXT NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (user_id, agent)) WITHOUT ROWID;
+    CREATE TRIGGER IF NOT EXISTS loom_mem_items_inserted AFTER INSERT ON loom_mem_items BEGIN
+        UPDATE loom_mem_writes SET n = n + 1 WHERE id = 1;
+        INSERT INTO loom_mem_owner_writes (user_id, agent, n)
+            VALUES (NEW.user_id, NEW.agent, (SELECT n FROM loom_mem_writes WHERE id = 1))
+            ON CONFLICT (user_id, agent) DO UPDATE SET n = excluded.n;
+    END;
+    CREATE TRIGGER IF NOT EXISTS loom_mem_items_deleted AFTER DELETE ON loom_mem_items BEGIN
+        UPDATE loom_mem_writes SET n = n + 1 WHERE id = 1;
+        INSERT INTO loom_mem_owner_writes (user_id, agent, n)
+            VALUES (OLD.user_id, OLD.agent, (SELECT n FROM loom_mem_writes WHERE id = 1))
+            ON CONFLICT (user_id, agent) DO UPDATE SET n = excluded.n;
+    END;
+    CREATE TRIGGER IF NOT EXISTS loom_mem_items_updated
+        AFTER UPDATE OF user_id, agent, active, embed_model, embedding ON loom_mem_items BEGIN
+        UPDATE loom_mem_writes SET n = n + 1 WHERE id = 1;
+        INSERT INTO loom_mem_owner_writes (user_id, agent, n)
+            VALUES (OLD.user_id, OLD.agent, (SELECT n FROM loom_mem_writes WHERE id = 1))
+            ON CONFLICT (user_id, agent) DO UPDATE SET n = excluded.n;
+        INSERT INTO loom_mem_owner_writes (user_id, agent, n)
+            VALUES (NEW.user_id, NEW.agent, (SELECT n FROM loom_mem_writes WHERE id = 1))
+            ON CONFLICT (user_id, agent) DO UPDATE SET n = excluded.n;
+    END;";
 
 /// Memory in a SQLite file (WAL mode), safe to share between processes: FTS5 (porter stemming)
 /// for text, vectors as little-endian `f32` BLOBs beside each item. Vector search scans an
 /// in-process cache of the owner's vectors (quantized to `i8`, filled at the owner's first vector
-/// search, kept current by this store's writes and emptied by any other connection's; at most
-/// 256 MiB by default, see [`SqliteMemoryStore::vector_cache_bytes`]) and rescores the candidates
-/// exactly; an owner that does not fit is scanned from SQLite. Deleted rows are overwritten (`secure_delete`) and the text index
-/// removes forgotten entries at once (FTS5 `secure-delete`).
+/// search, kept current by this store's writes and dropped when another connection writes the
+/// owner's items — seen through a per-owner write counter that triggers keep, so commits to other
+/// tables such as a journal sharing the file leave it; at most 256 MiB by default, see
+/// [`SqliteMemoryStore::vector_cache_bytes`]) and rescores the candidates exactly; an owner that
+/// does not fit is scanned from SQLite. Deleted rows are overwritten (`secure_delete`) and the
+/// text index removes forgotten entries at once (FTS5 `secure-delete`).
 #[derive(Clone)]
 pub struct SqliteMemoryStore {
     conn: Arc<Mutex<Connection>>,
@@ -279,6 +308,7 @@ impl MemoryStore for SqliteMemoryStore {
             if exists.is_some() {
                 return Ok(None);
             }
+            let before = owner_writes(&tx, owner)?;
             let now = ms(Utc::now());
             let data = EpisodeData {
                 session_id: episode.session_id,
@@ -302,11 +332,11 @@ impl MemoryStore for SqliteMemoryStore {
                 source_run: None,
             };
             let seq = insert_item(&tx, owner, &row, embedding.as_ref())?;
+            let after = owner_writes(&tx, owner)?;
             tx.commit().map_err(db)?;
-            if let Some(e) = &embedding {
-                let (user, agent) = cache_owner(owner);
-                self.cache(|c| c.inserted(&user, &agent, seq, &e.model, &e.vector));
-            }
+            let (user, agent) = cache_owner(owner);
+            let inserted = embedding.as_ref().map(|e| (seq, e.model.as_str(), e.vector.as_slice()));
+            self.cache(|c| c.owner_wrote(&user, &agent, (before, after), &[], inserted));
             row.into_episode().map(Some)
         })
     }
@@ -366,6 +396,7 @@ impl MemoryStore for SqliteMemoryStore {
             if let Some(existing) = same.into_iter().next() {
                 return Ok(existing);
             }
+            let before = owner_writes(&tx, owner)?;
             let now = Utc::now();
             let id = crate::new_id("fact");
             let valid_from = ms(fact.valid_from.unwrap_or(now));
@@ -419,14 +450,11 @@ impl MemoryStore for SqliteMemoryStore {
                 source_run: fact.source_run,
             };
             let seq = insert_item(&tx, owner, &row, embedding.as_ref())?;
+            let after = owner_writes(&tx, owner)?;
             tx.commit().map_err(db)?;
             let (user, agent) = cache_owner(owner);
-            self.cache(|c| {
-                c.removed(&user, &agent, &old);
-                if let Some(e) = &embedding {
-                    c.inserted(&user, &agent, seq, &e.model, &e.vector);
-                }
-            });
+            let inserted = embedding.as_ref().map(|e| (seq, e.model.as_str(), e.vector.as_slice()));
+            self.cache(|c| c.owner_wrote(&user, &agent, (before, after), &old, inserted));
             row.into_fact()
         })
     }
@@ -467,13 +495,12 @@ impl MemoryStore for SqliteMemoryStore {
         }
         let (user, agent) = cache_owner(owner);
         self.with(|conn| {
-            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(db)?;
+            // Read before the vectors (a fill stores it): a write in between makes the next
+            // lookup refill, never serve stale vectors.
+            let writes = owner_writes(conn, owner)?;
             // Candidates from the cache are rescored exactly: take more than asked for.
             let want = limit.saturating_mul(2).saturating_add(8);
-            let cached = self.cache(|c| {
-                c.check_version(version);
-                c.lookup(&user, &agent, &query.model, &query.vector, want)
-            });
+            let cached = self.cache(|c| c.lookup(&user, &agent, &query.model, &query.vector, want, Some(writes)));
             let seqs = match cached {
                 Some(Lookup::Hit(seqs)) => seqs,
                 Some(Lookup::Miss) | None => {
@@ -482,7 +509,7 @@ impl MemoryStore for SqliteMemoryStore {
                     for (seq, v) in &rows {
                         best.push(super::types::cosine(v, &query.vector), *seq);
                     }
-                    self.cache(|c| c.fill(&user, &agent, &query.model, query.vector.len(), rows));
+                    self.cache(|c| c.fill(&user, &agent, &query.model, query.vector.len(), rows, Some(writes)));
                     best.into_sorted().into_iter().map(|(_, seq)| seq).collect()
                 }
             };
@@ -573,6 +600,7 @@ impl MemoryStore for SqliteMemoryStore {
     async fn forget(&self, owner: &Owner, what: &Forget) -> Result<u64, Error> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let before = owner_writes(&tx, owner)?;
             let (gone, blocks) = match what {
                 Forget::Item(id) => (
                     delete_items(
@@ -603,12 +631,20 @@ impl MemoryStore for SqliteMemoryStore {
                             params![owner.user, owner.agent],
                         )
                         .map_err(db)?;
+                    // The owner's write counter goes too (erasure leaves no row of the user); its
+                    // next value comes from the file's counter, so it never repeats an old one.
+                    tx.execute(
+                        "DELETE FROM loom_mem_owner_writes WHERE user_id = ?1 AND agent = ?2",
+                        params![owner.user, owner.agent],
+                    )
+                    .map_err(db)?;
                     (items, blocks as u64)
                 }
             };
+            let after = owner_writes(&tx, owner)?;
             tx.commit().map_err(db)?;
             let (user, agent) = cache_owner(owner);
-            self.cache(|c| c.removed(&user, &agent, &gone));
+            self.cache(|c| c.owner_wrote(&user, &agent, (before, after), &gone, None));
             let n = gone.len() as u64 + blocks;
             if matches!(what, Forget::All) {
                 // The write-ahead log still holds the pages as they were before: copy it into the
@@ -631,53 +667,4 @@ impl MemoryStore for SqliteMemoryStore {
 /// start with `k`, so the two never meet).
 fn cache_owner(owner: &Owner) -> (String, String) {
     (format!("m{}", owner.user), owner.agent.clone())
-}
-
-/// The owner's valid vectors of the query's model and length, read from SQLite (a row whose
-/// embedding is not a blob, or not a whole number of `f32`s, is [`Error::Corrupt`]).
-fn scan_vectors(conn: &Connection, owner: &Owner, query: &Embedding) -> Result<Vec<(i64, Vec<f32>)>, Error> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, id, embedding FROM loom_mem_items
-             WHERE user_id = ?1 AND agent = ?2 AND active = 1 AND embed_model = ?3",
-        )
-        .map_err(db)?;
-    let mut rows = stmt.query(params![owner.user, owner.agent, query.model]).map_err(db)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(db)? {
-        let seq: i64 = row.get(0).map_err(db)?;
-        let blob = row.get_ref(2).map_err(db)?.as_blob().map_err(|e| {
-            let id: String = row.get(1).unwrap_or_default();
-            corrupt_row(&id, format!("embedding is not a blob: {e}"))
-        })?;
-        if blob.len() != query.vector.len() * 4 {
-            if !blob.len().is_multiple_of(4) {
-                let id: String = row.get(1).map_err(db)?;
-                return Err(corrupt_row(&id, "embedding length is not a multiple of 4 bytes"));
-            }
-            continue;
-        }
-        if let Some(v) = bytes_vector(blob) {
-            out.push((seq, v));
-        }
-    }
-    Ok(out)
-}
-
-/// The dot product of a little-endian `f32` BLOB with `v` (same length, checked by the caller).
-fn dot_bytes(blob: &[u8], v: &[f32]) -> f32 {
-    let mut sum = [0f32; 8];
-    let mut chunks = blob.chunks_exact(32).zip(v.chunks_exact(8));
-    for (b, x) in &mut chunks {
-        for j in 0..8 {
-            let f = f32::from_le_bytes([b[j * 4], b[j * 4 + 1], b[j * 4 + 2], b[j * 4 + 3]]);
-            sum[j] += f * x[j];
-        }
-    }
-    let done = v.len() / 8 * 8;
-    let mut total: f32 = sum.iter().sum();
-    if let Some(rest) = bytes_vector(&blob[done * 4..]) {
-        total += rest.iter().zip(&v[done..]).map(|(a, b)| a * b).sum::<f32>();
-    }
-    total
 }

@@ -253,7 +253,7 @@ impl KnowledgeStore for SqliteMemoryStore {
             let want = limit.saturating_mul(2).saturating_add(8);
             let cached = self.cache(|c| {
                 c.check_version(version);
-                c.lookup(&user, &agent, &query.model, &query.vector, want)
+                c.lookup(&user, &agent, &query.model, &query.vector, want, None)
             });
             let seqs: Vec<i64> = match cached {
                 Some(Lookup::Hit(seqs)) => seqs,
@@ -282,7 +282,7 @@ impl KnowledgeStore for SqliteMemoryStore {
                     for (seq, v) in &rows {
                         best.push(cosine(v, &query.vector), *seq);
                     }
-                    self.cache(|c| c.fill(&user, &agent, &query.model, query.vector.len(), rows));
+                    self.cache(|c| c.fill(&user, &agent, &query.model, query.vector.len(), rows, None));
                     best.into_sorted().into_iter().map(|(_, seq)| seq).collect()
                 }
             };
