@@ -92,7 +92,7 @@ pub(crate) async fn run_child(
     mut request: Box<RunRequest>,
 ) -> ChildOutcome {
     let Some(link) = link else {
-        let run = agent.start(*request);
+        let run = agent.start(unbox(request));
         let result = tokio::select! {
             r = run.result() => r,
             _ = cancel.cancelled() => { run.cancel(); run.result().await }
@@ -113,8 +113,14 @@ pub(crate) async fn run_child(
     request.user_id = user.clone();
     request.session_id = None;
     request.child = Some(spec);
-    let run = Session::anonymous(agent.clone(), user.as_deref()).start(*request);
+    let run = Session::anonymous(agent.clone(), user.as_deref()).start(unbox(request));
     follow(link, run, label, key).await
+}
+
+/// The request out of its box, the box freed now (moved out of in `run_child`, the box itself
+/// would be freed only when the child ends).
+fn unbox(request: Box<RunRequest>) -> RunRequest {
+    *request
 }
 
 /// A child the journal already has: a finished one's outcome (not run again), or an unfinished
