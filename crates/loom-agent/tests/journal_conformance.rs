@@ -779,12 +779,12 @@ async fn large_prompts_round_trip(b: &Backend) -> (String, String, usize) {
     rec.input = input.clone();
     rec.seeds = vec![Message::system("be brief"), Message::user(prompt.clone())];
     let mut started = event(&run, &ses, 0);
-    started.kind = EventKind::RunStarted(RunStarted {
+    started.kind = EventKind::RunStarted(Box::new(RunStarted {
         input: input.clone(),
         user_id: Some("ulla".into()),
         model: "gpt-test".into(),
         context: RunContext::default(),
-    });
+    }));
     b.journal.begin(&rec, &long("a"), std::slice::from_ref(&started)).await.unwrap();
     let loaded = b.journal.load(&run).await.unwrap().unwrap();
     assert_eq!(loaded.record, rec);

@@ -55,8 +55,9 @@ macro_rules! event_kinds {
         /// What happened in a run. Each kind has a dotted type name and a payload.
         #[derive(Clone, Debug, PartialEq)]
         #[non_exhaustive]
-        // With serde_json's `preserve_order` (turned on by llguidance under the `local` feature)
-        // `run.started`'s maps are larger than the other payloads; events are built once per step.
+        // The largest payloads are boxed (`run.started`: its input and context maps, 3× the other
+        // payloads with serde_json's `preserve_order`, which llguidance turns on under the `local`
+        // feature): every event is as large as the largest kind, and a run keeps all of them.
         #[allow(clippy::large_enum_variant)]
         pub enum EventKind {
             $( $(#[$meta])* $variant($payload), )*
@@ -87,8 +88,8 @@ macro_rules! event_kinds {
 }
 
 event_kinds! {
-    /// The run began executing.
-    RunStarted(RunStarted) = "run.started",
+    /// The run began executing (boxed: the largest payload).
+    RunStarted(Box<RunStarted>) = "run.started",
     /// A model call is about to be sent.
     ModelRequest(ModelRequestEvent) = "model.request",
     /// A piece of streamed model output.

@@ -20,10 +20,13 @@ use crate::store::{JournaledRun, SessionRecord};
 use crate::telemetry;
 
 /// How a run starts: fresh from a request, or resumed from its journal.
-#[allow(clippy::large_enum_variant)] // built once per run and moved into its task
+///
+/// Both are boxed: the run's task keeps its arguments for its whole life (an `async fn`'s
+/// parameters are fields of its future), so a large `Start` inline would be held by every
+/// in-flight run, long after `begin` has used it. Boxed, the request is freed once the run began.
 pub(crate) enum Start {
     /// A new run; with the signal that started it, if one did.
-    Fresh(RunRequest, Option<SignalEvent>),
+    Fresh(Box<(RunRequest, Option<SignalEvent>)>),
     /// A journaled run, and the architecture it runs under when its record names another one
     /// than the agent's.
     Resume(Box<JournaledRun>, Option<Arc<dyn crate::architecture::Architecture>>),
@@ -92,8 +95,10 @@ pub(crate) async fn drive(
         (outcome, _) => outcome,
     };
     // `finish` releases the session's run lock (in the journal's final commit where it can).
+    // Boxed: `finish` (the run context, the transcript, the stores' writes) is a large future that
+    // is live only at the end; inline, every in-flight run's task would reserve room for it.
     cx.set_session_lock(holder);
-    let result = cx.finish(outcome).await;
+    let result = Box::pin(cx.finish(outcome)).await;
     telemetry::record_run(&span, &result);
     log.publish();
     session.lock().live.remove(&*log.run_id);
@@ -165,16 +170,8 @@ async fn keep_session_lock(agent: &AgentInner, session: &SessionInner, holder: &
 async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &mut RunCx, start: Start) -> Outcome {
     let mut architecture = agent.architecture.clone();
     let (schema, timeout) = match start {
-        Start::Fresh(request, received) => {
-            let mut plan = plan(agent, session, &request);
-            plan.received = received;
-            let began = cx.begin(&plan).await;
-            if cx.session_opened() {
-                session.lock().synced = true;
-            }
-            began?;
-            (plan.output_schema, plan.timeout)
-        }
+        // Boxed: seeding is a large future that is live only before the first model call.
+        Start::Fresh(fresh) => Box::pin(begin(agent, session, cx, fresh)).await?,
         Start::Resume(stored, recorded) => {
             if let Some(recorded) = recorded {
                 architecture = recorded;
@@ -182,31 +179,19 @@ async fn execute(agent: &AgentInner, session: &SessionInner, log: &RunLog, cx: &
             cx.resume(*stored)?
         }
     };
+    // The timer and the heartbeat are boxed, and made only when the run has a timeout or a journal:
+    // a run without them does not carry their room.
+    let mut timer = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
     let deadline = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
+        match timer.as_mut() {
+            Some(timer) => timer.await,
             None => std::future::pending().await,
         }
     };
-    let stores = &agent.env.stores;
     let journaled = cx.is_journaled();
     // The lease is renewed at every journal write, and here between writes (a long tool call).
     let heartbeat = async {
-        let journal = crate::runtime::child::journal_of(stores, log);
-        let Some(journal) = journal.as_ref().filter(|_| journaled) else {
-            return std::future::pending::<RunError>().await;
-        };
-        loop {
-            tokio::time::sleep(stores.lease.ttl / 3).await;
-            let lease = stores.lease.fenced(log.fence.load(std::sync::atomic::Ordering::Acquire));
-            match journal.renew(&log.run_id, &lease).await {
-                Ok(()) => {}
-                Err(e @ (crate::Error::LeaseLost { .. } | crate::Error::RunNotFound(_))) => {
-                    return RunError::new(RunErrorKind::Store, format!("journal: {e}"));
-                }
-                Err(e) => tracing::warn!(run_id = %log.run_id, error = %e, "renewing the run's lease failed"),
-            }
-        }
+        if journaled { Box::pin(renew_lease(agent, log)).await } else { std::future::pending::<RunError>().await }
     };
     let body = body(agent, architecture.as_ref(), log, cx, schema.as_ref());
     tokio::select! {
@@ -231,6 +216,43 @@ fn session_record(session: &SessionInner) -> Option<SessionRecord> {
         metadata: st.metadata.clone(),
         extensions: st.extensions.clone(),
     })
+}
+
+/// Seeds and starts a fresh run (`RunCx::begin`); its output schema and timeout.
+async fn begin(
+    agent: &AgentInner,
+    session: &SessionInner,
+    cx: &mut RunCx,
+    mut fresh: Box<(RunRequest, Option<SignalEvent>)>,
+) -> Result<(Option<OutputSchema>, Option<std::time::Duration>), RunError> {
+    let received = fresh.1.take();
+    let mut plan = plan(agent, session, &fresh.0);
+    plan.received = received;
+    let began = cx.begin(&plan).await;
+    if cx.session_opened() {
+        session.lock().synced = true;
+    }
+    began?;
+    Ok((plan.output_schema, plan.timeout))
+}
+
+/// Renews a journaled run's lease between journal writes; returns only when it is lost.
+async fn renew_lease(agent: &AgentInner, log: &RunLog) -> RunError {
+    let stores = &agent.env.stores;
+    let Some(journal) = crate::runtime::child::journal_of(stores, log) else {
+        return std::future::pending::<RunError>().await;
+    };
+    loop {
+        tokio::time::sleep(stores.lease.ttl / 3).await;
+        let lease = stores.lease.fenced(log.fence.load(std::sync::atomic::Ordering::Acquire));
+        match journal.renew(&log.run_id, &lease).await {
+            Ok(()) => {}
+            Err(e @ (crate::Error::LeaseLost { .. } | crate::Error::RunNotFound(_))) => {
+                return RunError::new(RunErrorKind::Store, format!("journal: {e}"));
+            }
+            Err(e) => tracing::warn!(run_id = %log.run_id, error = %e, "renewing the run's lease failed"),
+        }
+    }
 }
 
 /// What a fresh run is asked to do, from its request and the agent's defaults.
@@ -322,7 +344,8 @@ async fn body(
             return Ok((text, parsed));
         }
         round += 1;
-        let verdicts = cx.judge_criteria(round, &criteria, &text).await?;
+        // Boxed: the judge's call is a large future most runs never make.
+        let verdicts = Box::pin(cx.judge_criteria(round, &criteria, &text)).await?;
         let failed: Vec<_> = verdicts.iter().filter(|v| !v.passed).collect();
         if failed.is_empty() {
             return Ok((text, parsed));

@@ -267,7 +267,7 @@ impl Session {
             self.refuse(&log, RunError::new(RunErrorKind::Config, message));
             return run;
         }
-        if let Err(no_runtime) = self.spawn(&run, live, driver::Start::Fresh(request, received)) {
+        if let Err(no_runtime) = self.spawn(&run, live, driver::Start::Fresh(Box::new((request, received)))) {
             fail_at_once(&log, RunError::new(RunErrorKind::Config, no_runtime));
         }
         run

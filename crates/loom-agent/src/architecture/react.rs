@@ -25,7 +25,8 @@ impl Architecture for ReAct {
             if response.tool_calls.is_empty() {
                 return Ok(response.text);
             }
-            cx.run_tools(&response.tool_calls).await?;
+            // Boxed: a run waiting on its model should not carry the room of the tool calls.
+            Box::pin(cx.run_tools(&response.tool_calls)).await?;
         }
     }
 }

@@ -191,12 +191,12 @@ impl RunCx {
         if let Some(budget) = &self.env.policies.budget {
             budget.run_started(&self.scope);
         }
-        self.log.emit(EventKind::RunStarted(RunStarted {
+        self.log.emit(EventKind::RunStarted(Box::new(RunStarted {
             input: input.clone(),
             user_id: self.scope.user_id.as_deref().map(str::to_string),
             model: self.env.model.name().to_string(),
             context: context.clone(),
-        }));
+        })));
     }
 
     /// Takes the session's observed signals for this run (marking them handled by it). A store

@@ -197,10 +197,18 @@ impl RunCx {
     pub(super) async fn model_step(&mut self, call: Option<&ModelCall>) -> Result<ModelResponse, RunError> {
         self.check_cancelled()?;
         self.stop_at_handoff()?;
-        self.refresh_tools().await?;
+        // The steps before the call are boxed, and awaited only when they have work: their futures
+        // are large, and inline they would make every run waiting on its model carry their room.
+        if self.live.dynamic_tools.is_some() {
+            Box::pin(self.refresh_tools()).await?;
+        }
         let turn = self.turn + 1;
-        self.apply_steering(turn).await?;
-        self.fit_context(turn).await?;
+        if self.recorder.is_replaying() || self.log.has_steering() {
+            Box::pin(self.apply_steering(turn)).await?;
+        }
+        if self.window.is_some() {
+            Box::pin(self.fit_context(turn)).await?;
+        }
         let response = match self.recorder.model(turn) {
             // Recorded by the run's earlier execution: not sent again. The spend was counted by
             // the process that made the call; this run's own usage includes it.
@@ -230,7 +238,7 @@ impl RunCx {
         if self.live() {
             let hooks = &self.live.hooks;
             for hook in hooks.iter() {
-                if let Err(e) = hooks.call(hook.after_model(&self.scope, turn, &response)).await {
+                if let Err(e) = Box::pin(hooks.call(hook.after_model(&self.scope, turn, &response))).await {
                     tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_model hook failed");
                 }
             }
@@ -241,7 +249,10 @@ impl RunCx {
     /// A live model call: budget → before_model hooks → rate limit → the call → output guardrails
     /// → usage and budget → journal.
     async fn call_model(&mut self, turn: u32, call: Option<&ModelCall>) -> Result<ModelResponse, RunError> {
-        self.check_budget().await?;
+        // As in `model_step`: what is not on every call's path is boxed and awaited only when needed.
+        if self.env.policies.budget.is_some() || self.log.parent.is_some() {
+            Box::pin(self.check_budget()).await?;
+        }
         // A shaped call sends its own messages; a plain turn sends the conversation, uncopied.
         // The conversation is the compacted view when the context policy made one.
         let native = self.native_structured();
@@ -250,14 +261,16 @@ impl RunCx {
         let messages: &[Message] = owned.as_deref().unwrap_or(conversation);
         let hooks = &self.live.hooks;
         for hook in hooks.iter() {
-            match hooks.call(hook.before_model(&self.scope, turn, messages)).await {
+            match Box::pin(hooks.call(hook.before_model(&self.scope, turn, messages))).await {
                 Ok(HookAction::Continue) => {}
                 Ok(HookAction::Stop(reason)) => return Err(stopped_by_hook(reason)),
                 Err(e) if hooks.failure_denies => return Err(stopped_by_hook(e)),
                 Err(e) => tracing::warn!(run_id = %self.scope.run_id, error = %e, "a before_model hook failed"),
             }
         }
-        self.rate_limit().await?;
+        if self.env.policies.rate_limiter.is_some() {
+            Box::pin(self.rate_limit()).await?;
+        }
         self.turn = turn;
         self.log.set_turns(turn);
         let span = telemetry::chat_span(self.env.model.as_ref(), &self.env.generation, &self.scope, turn);
@@ -274,7 +287,8 @@ impl RunCx {
         let mut response = outcome?;
         self.observe_usage(&response.usage);
         if !response.text.is_empty()
-            && let Some(redacted) = self.guard(GuardStage::Output, &response.text).await?
+            && !self.env.policies.guardrails.is_empty()
+            && let Some(redacted) = Box::pin(self.guard(GuardStage::Output, &response.text)).await?
         {
             response.text = redacted;
         }
@@ -283,13 +297,16 @@ impl RunCx {
             budget.record(&self.scope, &response.usage);
         }
         self.log.roll_up(&response.usage, self.env.policies.budget.as_ref());
-        let entry = || JournalEntry::ModelResult { turn, response: response.clone() };
-        if response.tool_calls.is_empty() {
-            // An answer without tool calls guards no side effect: it rides with the next write
-            // (usually the final commit). A run killed before then asks the model again.
-            self.recorder.defer(entry).await?;
-        } else {
-            self.recorder.record(entry).await?;
+        if self.recorder.is_journaled() {
+            let entry = || JournalEntry::ModelResult { turn, response: response.clone() };
+            if response.tool_calls.is_empty() {
+                // An answer without tool calls guards no side effect: it rides with the next write
+                // (usually the final commit). A run killed before then asks the model again.
+                Box::pin(self.recorder.defer(entry)).await?;
+            } else {
+                // Boxed: a journal write is a large future, live only while it writes.
+                Box::pin(self.recorder.record(entry)).await?;
+            }
         }
         Ok(response)
     }

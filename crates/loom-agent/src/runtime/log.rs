@@ -187,6 +187,11 @@ impl RunLog {
             let event =
                 Event { run_id: self.run_id.clone(), session_id: self.session_id.clone(), seq, at: Utc::now(), kind };
             let for_hooks = if self.hooks.is_empty() { None } else { Some(event.clone()) };
+            // Room for two events first (`run.started` and `model.request`: where a run waits on
+            // its model), not the four a Vec starts with: an event is a few hundred bytes inline.
+            if inner.events.capacity() == 0 {
+                inner.events.reserve_exact(2);
+            }
             inner.events.push(event);
             (seq, std::mem::take(&mut inner.wakers), for_hooks)
         };

@@ -57,7 +57,7 @@ impl RunCx {
                         Some(f) => match f.push(text) {
                             Ok(shown) => shown,
                             Err((name, reason)) => {
-                                return Err(self.guard_blocked(GuardStage::Output, name, reason).await);
+                                return Err(Box::pin(self.guard_blocked(GuardStage::Output, name, reason)).await);
                             }
                         },
                     };
@@ -81,7 +81,9 @@ impl RunCx {
         if let Some(f) = &mut filter {
             let rest = match f.finish() {
                 Ok(rest) => rest,
-                Err((name, reason)) => return Err(self.guard_blocked(GuardStage::Output, name, reason).await),
+                Err((name, reason)) => {
+                    return Err(Box::pin(self.guard_blocked(GuardStage::Output, name, reason)).await);
+                }
             };
             if !rest.is_empty() {
                 self.log.emit(EventKind::ModelDelta(ModelDelta { turn, kind: DeltaKind::Text, text: rest }));

@@ -143,7 +143,7 @@ impl RunCx {
             if outcomes[i].is_some() {
                 i += 1;
             } else if let Some(prepared) = rerun[i].take() {
-                outcomes[i] = Some(self.execute(turn, &calls[i], &prepared).await);
+                outcomes[i] = Some(self.execute(turn, &calls[i], prepared).await);
                 i += 1;
             } else if safe(&calls[i]) {
                 let mut j = i + 1;
@@ -155,7 +155,8 @@ impl RunCx {
                 for call in &calls[i..j] {
                     prepared.push(self.prepare(turn, call).await?);
                 }
-                let batch = calls[i..j].iter().zip(&prepared).map(|(call, p)| self.execute(turn, call, p));
+                // Each call's arguments move into its tool (they are not copied again).
+                let batch = calls[i..j].iter().zip(prepared).map(|(call, p)| self.execute(turn, call, p));
                 let results = futures::future::join_all(batch).await;
                 for (k, outcome) in (i..j).zip(results) {
                     outcomes[k] = Some(outcome);
@@ -163,7 +164,7 @@ impl RunCx {
                 i = j;
             } else {
                 let prepared = self.prepare(turn, &calls[i]).await?;
-                outcomes[i] = Some(self.execute(turn, &calls[i], &prepared).await);
+                outcomes[i] = Some(self.execute(turn, &calls[i], prepared).await);
                 i += 1;
             }
         }
@@ -176,13 +177,13 @@ impl RunCx {
     }
 
     /// Runs one prepared call (or reports its preparation failure), emits `tool.result`.
-    async fn execute(&self, turn: u32, call: &ToolCall, prepared: &Prepared) -> ToolOutcome {
+    async fn execute(&self, turn: u32, call: &ToolCall, prepared: Prepared) -> ToolOutcome {
         let started = Instant::now();
         let result = match prepared {
             Prepared::Failed(err) => Err(ToolError::with_kind(err.kind(), err.message())),
             Prepared::Ready { index, args } => {
                 let span = telemetry::tool_span(&call.name, &call.id);
-                let result = self.invoke(turn, call, *index, args.clone()).instrument(span.clone()).await;
+                let result = self.invoke(turn, call, index, args).instrument(span.clone()).await;
                 telemetry::record_tool(
                     &span,
                     &call.name,
@@ -198,7 +199,7 @@ impl RunCx {
             Ok(output) => match output.pending {
                 Some(handle) if self.recorder.is_journaled() => {
                     let entry = || JournalEntry::ToolPending { turn, call_id: call.id.clone(), handle: handle.clone() };
-                    return match self.recorder.record(entry).await {
+                    return match Box::pin(self.recorder.record(entry)).await {
                         Ok(()) => ToolOutcome::waiting(handle),
                         Err(e) => {
                             let message = format!("Error: the pending call could not be recorded: {}", e.message);
@@ -245,12 +246,13 @@ impl RunCx {
                 GuardResult::Unchanged => {}
                 GuardResult::Redacted(text, names) => {
                     for name in names {
-                        self.guard_event(GuardStage::ToolResult, &name, GuardAction::Redact, None).await;
+                        Box::pin(self.guard_event(GuardStage::ToolResult, &name, GuardAction::Redact, None)).await;
                     }
                     outcome.content = text;
                 }
                 GuardResult::Blocked(name, reason) => {
-                    self.guard_event(GuardStage::ToolResult, &name, GuardAction::Block, Some(reason.clone())).await;
+                    let why = Some(reason.clone());
+                    Box::pin(self.guard_event(GuardStage::ToolResult, &name, GuardAction::Block, why)).await;
                     outcome.content = format!("Error: blocked by guardrail `{name}`");
                     outcome.is_error = true;
                     outcome.error_kind = Some(ToolErrorKind::Denied);
@@ -270,9 +272,10 @@ impl RunCx {
         };
         // Journal and audit failures cannot be returned from here without losing the other calls'
         // results; they are logged, and the journal/audit implementations own their durability.
-        if let Err(e) = self
-            .recorder
-            .record(|| JournalEntry::ToolResult {
+        // The writes are boxed and made only when there is a journal (or an audit log, or hooks):
+        // inline, every call waiting on its tool would carry their room.
+        if self.recorder.is_journaled()
+            && let Err(e) = Box::pin(self.recorder.record(|| JournalEntry::ToolResult {
                 turn,
                 call_id: call.id.clone(),
                 output: outcome.content.clone(),
@@ -282,7 +285,7 @@ impl RunCx {
                 blocked: outcome.blocked.clone(),
                 duration_ms,
                 artifacts: self.log.artifacts_of(&call.id),
-            })
+            }))
             .await
         {
             tracing::warn!(run_id = %self.scope.run_id, error = %e, "journal write failed");
@@ -296,17 +299,18 @@ impl RunCx {
     async fn conclude_call(&self, call: &ToolCall, event: ToolResultEvent, effects: bool) {
         if effects {
             let policies = &self.env.policies;
-            policies
-                .audit_or_warn(&self.scope, AuditAction::ToolResult, || {
+            if policies.audit.is_some() {
+                Box::pin(policies.audit_or_warn(&self.scope, AuditAction::ToolResult, || {
                     serde_json::json!({
                         "tool": call.name, "call_id": call.id, "ok": !event.is_error,
                         "error_kind": event.error_kind, "turn": event.turn,
                     })
-                })
+                }))
                 .await;
+            }
             let hooks = &self.live.hooks;
             for hook in hooks.iter() {
-                if let Err(e) = hooks.call(hook.after_tool(&self.scope, call, &event)).await {
+                if let Err(e) = Box::pin(hooks.call(hook.after_tool(&self.scope, call, &event))).await {
                     tracing::warn!(run_id = %self.scope.run_id, error = %e, "an after_tool hook failed");
                 }
             }
@@ -354,9 +358,12 @@ impl RunCx {
         args: Value,
     ) -> Result<crate::tool::ToolOutput, ToolError> {
         let entry = self.tools.entry(index);
-        if let Err(e) = self
-            .recorder
-            .record(|| JournalEntry::ToolIntent { turn, call: call.clone(), arguments: args.clone() })
+        if self.recorder.is_journaled()
+            && let Err(e) = Box::pin(self.recorder.record(|| JournalEntry::ToolIntent {
+                turn,
+                call: call.clone(),
+                arguments: args.clone(),
+            }))
             .await
         {
             return Err(ToolError::new(format!("not run: {e}")));
@@ -364,7 +371,7 @@ impl RunCx {
         if self.env.policies.audit.is_some() {
             let payload = serde_json::json!({"tool": call.name, "call_id": call.id, "args": args, "turn": turn,
                                              "destructive": entry.spec.flags.destructive});
-            if let Err(e) = self.audit(AuditAction::ToolCall, payload).await {
+            if let Err(e) = Box::pin(self.audit(AuditAction::ToolCall, payload)).await {
                 return Err(ToolError::new(format!("not run: {e}")));
             }
         }

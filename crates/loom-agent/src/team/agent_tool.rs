@@ -91,15 +91,17 @@ impl Tool for AgentTool {
     }
 
     async fn call(&self, ctx: ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
-        let input = args
-            .get("input")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ToolError::invalid_arguments("`input` (a string) is required"))?;
+        // The input is taken out of the arguments, which are freed before the child runs.
+        let mut args = args;
+        let input = match args.get_mut("input").map(Value::take) {
+            Some(Value::String(input)) => input,
+            _ => return Err(ToolError::invalid_arguments("`input` (a string) is required")),
+        };
+        drop(args);
         let link = link_of(&ctx);
         let cancel = ctx.cancellation().clone();
-        let outcome =
-            run_child(&self.agent, link.as_ref(), cancel, Some(ctx.call_id()), &self.name, RunRequest::new(input))
-                .await;
+        let request = Box::new(RunRequest::new(input));
+        let outcome = run_child(&self.agent, link.as_ref(), cancel, Some(ctx.call_id()), &self.name, request).await;
         if outcome.is_completed() {
             Ok(ToolOutput::text(outcome.output))
         } else {

@@ -80,16 +80,19 @@ pub(crate) fn child_run_id(parent: &str, key: &str) -> String {
 /// Runs `agent` on `request` as a child of `link` (or as a plain run when there is no link), under
 /// `cancel`, with the id `{parent}.{key}` when a key is given. The child acts for the parent's
 /// user. Returns when the child has ended.
+///
+/// The request comes boxed: this future lives as long as the child, and an inline request would
+/// stay in it (an `async fn`'s parameters are fields of its future) long after the child started.
 pub(crate) async fn run_child(
     agent: &Agent,
     link: Option<&Arc<ParentLink>>,
     cancel: CancellationToken,
     key: Option<&str>,
     label: &str,
-    mut request: RunRequest,
+    mut request: Box<RunRequest>,
 ) -> ChildOutcome {
     let Some(link) = link else {
-        let run = agent.start(request);
+        let run = agent.start(unbox(request));
         let result = tokio::select! {
             r = run.result() => r,
             _ = cancel.cancelled() => { run.cancel(); run.result().await }
@@ -110,8 +113,14 @@ pub(crate) async fn run_child(
     request.user_id = user.clone();
     request.session_id = None;
     request.child = Some(spec);
-    let run = Session::anonymous(agent.clone(), user.as_deref()).start(request);
+    let run = Session::anonymous(agent.clone(), user.as_deref()).start(unbox(request));
     follow(link, run, label, key).await
+}
+
+/// The request out of its box, the box freed now (moved out of in `run_child`, the box itself
+/// would be freed only when the child ends).
+fn unbox(request: Box<RunRequest>) -> RunRequest {
+    *request
 }
 
 /// A child the journal already has: a finished one's outcome (not run again), or an unfinished

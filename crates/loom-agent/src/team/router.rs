@@ -120,7 +120,7 @@ impl Architecture for RouterArchitecture {
             return Err(RunError::new(RunErrorKind::Model, format!("router: the model chose no known agent ({name})")));
         };
         let input = cx.input_message().map(Message::text).unwrap_or_default();
-        let request = RunRequest::new(RunInput::Prompt(input));
+        let request = Box::new(RunRequest::new(RunInput::Prompt(input)));
         let link = cx.link().clone();
         let outcome =
             run_child(&route.agent, Some(&link), cx.cancellation(), Some("route"), &route.name, request).await;

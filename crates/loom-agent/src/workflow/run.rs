@@ -274,7 +274,7 @@ async fn leaf_node<S: WorkflowState>(
             f(state).await.map_err(|e| RunError::new(RunErrorKind::Node, format!("node `{name}`: {e}")))
         }
         NodeKind::Agent { agent, prompt, apply } => {
-            let request = RunRequest::new(prompt(&state));
+            let request = Box::new(RunRequest::new(prompt(&state)));
             let outcome = run_child(agent, Some(cx.link()), cx.cancellation(), Some(key), name, request).await;
             Ok(apply(state, child_answer(name, outcome)?))
         }
