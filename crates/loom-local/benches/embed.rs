@@ -9,7 +9,8 @@
 //! and for the baseline measured in the same process: candle-transformers' `BertModel` with
 //! length-sorted padded batches of 32, as the embedder ran before its own encoder. CPU time is
 //! disturbed less by other processes than wall time; `2 / CPU-s per sentence` is the 2-thread
-//! rate when both cores are free. `LOOM_EMBED_ROUNDS` (default 5) sets the rounds per figure.
+//! rate when both cores are free. `LOOM_EMBED_ROUNDS` (default 5) sets the rounds per figure;
+//! `LOOM_EMBED_BASELINE=0` leaves the baseline out (to profile the embedder alone).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -159,20 +160,27 @@ fn bench(c: &mut Criterion) {
         eprintln!("embed bench skipped: {e}");
         return;
     }
-    let baseline = Baseline::load(&dir);
+    let with_baseline = std::env::var("LOOM_EMBED_BASELINE").map_or(true, |v| v != "0");
+    let baseline = with_baseline.then(|| Baseline::load(&dir));
     let rounds = std::env::var("LOOM_EMBED_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     let ours = |t: &[String]| embedder.embed_blocking(t).map(|v| v.len()).unwrap_or(0);
-    let theirs = |t: &[String]| baseline.embed(t).len();
-    report("baseline (candle BertModel), 256 in one call", &texts, false, rounds, &theirs);
+    let theirs = |t: &[String]| baseline.as_ref().map_or(0, |b| b.embed(t).len());
+    if with_baseline {
+        report("baseline (candle BertModel), 256 in one call", &texts, false, rounds, &theirs);
+    }
     report("encoder, 256 in one call", &texts, false, rounds, &ours);
-    report("baseline (candle BertModel), 64 one by one", &texts[..64], true, rounds, &theirs);
+    if with_baseline {
+        report("baseline (candle BertModel), 64 one by one", &texts[..64], true, rounds, &theirs);
+    }
     report("encoder, 64 one by one", &texts[..64], true, rounds, &ours);
 
     let mut group = c.benchmark_group("embed");
     group.sample_size(10);
     group.throughput(Throughput::Elements(texts.len() as u64));
     group.bench_function("all-minilm-l6-v2/2-threads/256-sentences", |b| b.iter(|| ours(&texts)));
-    group.bench_function("baseline-candle-bert/2-threads/256-sentences", |b| b.iter(|| theirs(&texts)));
+    if with_baseline {
+        group.bench_function("baseline-candle-bert/2-threads/256-sentences", |b| b.iter(|| theirs(&texts)));
+    }
     group.finish();
 }
 

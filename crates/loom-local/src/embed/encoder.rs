@@ -96,7 +96,10 @@ impl Weights {
     }
 
     fn norm(&self, name: &str) -> Result<Norm, Error> {
-        Ok(Norm { weight: self.vec(&format!("{name}.weight"), &[HIDDEN])?, bias: self.vec(&format!("{name}.bias"), &[HIDDEN])? })
+        Ok(Norm {
+            weight: self.vec(&format!("{name}.weight"), &[HIDDEN])?,
+            bias: self.vec(&format!("{name}.bias"), &[HIDDEN])?,
+        })
     }
 
     /// The linear layers `names` (each `(out_i, input)`) stacked into one `(input, Σ out_i)`.
@@ -146,7 +149,11 @@ impl Encoder {
             words: w.vec("embeddings.word_embeddings.weight", &[vocab, HIDDEN])?,
             vocab,
             positions: w.vec("embeddings.position_embeddings.weight", &[POSITIONS, HIDDEN])?,
-            token_type: w.vec("embeddings.token_type_embeddings.weight", &[2, HIDDEN])?.get(..HIDDEN).unwrap_or_default().to_vec(),
+            token_type: w
+                .vec("embeddings.token_type_embeddings.weight", &[2, HIDDEN])?
+                .get(..HIDDEN)
+                .unwrap_or_default()
+                .to_vec(),
             embedding_norm: w.norm("embeddings.LayerNorm")?,
             layers,
         })
