@@ -1,6 +1,6 @@
 //! The local embedder: sentence-transformers' all-MiniLM-L6-v2 (384 dimensions, mean pooling,
-//! L2-normalized) run in-process by a BERT encoder written over candle's matmuls and tokenized with the shipped
-//! `tokenizer.json`. Its vectors match sentence-transformers' to cosine ≥ 0.999
+//! L2-normalized) run in-process by its own BERT encoder over candle's matmuls, tokenized with the
+//! shipped `tokenizer.json`. Its vectors match sentence-transformers' to cosine ≥ 0.999
 //! (`tests/embed_reference.rs`).
 //!
 //! It needs no key and, after a one-time `loom model pull --embedder` ([`pull_embedder`]), no
