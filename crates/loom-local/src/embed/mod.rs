@@ -1,6 +1,6 @@
 //! The local embedder: sentence-transformers' all-MiniLM-L6-v2 (384 dimensions, mean pooling,
-//! L2-normalized) run in-process with candle-transformers' BERT and tokenized with the shipped
-//! `tokenizer.json`. Its vectors match sentence-transformers' to cosine ≥ 0.999
+//! L2-normalized) run in-process by its own BERT encoder over candle's matmuls, tokenized with the
+//! shipped `tokenizer.json`. Its vectors match sentence-transformers' to cosine ≥ 0.999
 //! (`tests/embed_reference.rs`).
 //!
 //! It needs no key and, after a one-time `loom model pull --embedder` ([`pull_embedder`]), no
@@ -19,6 +19,7 @@
 //! ```
 
 mod bert;
+mod encoder;
 mod fetch;
 
 use std::collections::HashMap;
@@ -93,7 +94,7 @@ impl LocalEmbedder {
         self
     }
 
-    /// Cuts texts into batches this way (default: 32 texts, 4096 padded tokens).
+    /// Cuts texts into batches this way (default: 64 texts, 4096 tokens).
     pub fn batching(mut self, batching: Batching) -> LocalEmbedder {
         self.batching = batching;
         self
