@@ -21,7 +21,14 @@ pub(super) async fn owned(
     tenant: &Tenant,
     id: &str,
 ) -> Result<QueuedRun, RpcError> {
-    let s = crate::queued::owned(queue.as_ref(), tenant, id).await.map_err(|_| RpcError::task_not_found(id))?;
+    // Not the tenant's (or no such run) is "not found"; a database failure is said as such.
+    let s = crate::queued::owned(queue.as_ref(), tenant, id).await.map_err(|e| {
+        if e.status == axum::http::StatusCode::NOT_FOUND {
+            RpcError::task_not_found(id)
+        } else {
+            RpcError::internal(e.message)
+        }
+    })?;
     let (_, agent) = state.agent(s.agent.as_deref()).map_err(|_| RpcError::task_not_found(id))?;
     Ok(QueuedRun::of_status(queue.clone(), agent, &s))
 }
