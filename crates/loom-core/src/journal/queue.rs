@@ -120,7 +120,9 @@ pub trait RunQueue: Send + Sync + 'static {
         user_id: Option<&str>,
         state: Option<RunState>,
         limit: usize,
-    ) -> Result<Vec<RunStatus>, Error>;
+    ) -> Result<Vec<RunStatus>, Error> {
+        self.runs_before(user_prefix, session_id, user_id, state, None, limit).await
+    }
 
     /// A page of [`RunQueue::runs`]: only the runs whose id sorts (bytewise) before `before`, the
     /// last id of the previous page (`None`: the first page).

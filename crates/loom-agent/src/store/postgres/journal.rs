@@ -16,10 +16,11 @@ use loom_core::journal::{
     may_take_over,
 };
 
-/// `begin` in one statement (one round trip, committed on its own): the run's row (or, for a queued
-/// run, its queue row, where the caller holds its claim), then its events if the row was new.
-/// Returns how many rows it created or claimed (0: the run was already there).
-const BEGIN: &str = "
+/// The run's row (created, or a queued run's row claimed by its holder) and, if that happened, its
+/// events: the common CTEs of [`BEGIN`] and [`BEGIN_WITH`].
+macro_rules! begin_ctes {
+    () => {
+        "
     WITH r AS (
         INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at, lease_owner,
             lease_expires, parent_run_id, fence)
@@ -34,35 +35,33 @@ const BEGIN: &str = "
     ev AS (
         INSERT INTO loom_events (run_id, seq, event)
         SELECT r.run_id, e.seq, e.event FROM r, UNNEST($9::BIGINT[], $10::TEXT[]) AS e(seq, event)
-        ON CONFLICT (run_id, seq) DO NOTHING)
-    SELECT COUNT(*) FROM r";
+        ON CONFLICT (run_id, seq) DO NOTHING)"
+    };
+}
+
+/// `begin` in one statement (one round trip, committed on its own): the run's row (or, for a queued
+/// run, its queue row, where the caller holds its claim), then its events if the row was new.
+/// Returns how many rows it created or claimed (0: the run was already there).
+const BEGIN: &str = concat!(
+    begin_ctes!(),
+    "
+    SELECT COUNT(*) FROM r"
+);
 
 /// [`BEGIN`] and the opening of the run's session in one statement: the session is created, or its
 /// metadata and extensions merged as `open_session` merges them (the record's top-level keys
 /// replace the stored ones), only if the run's row was created.
-const BEGIN_WITH: &str = "
-    WITH r AS (
-        INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at, lease_owner,
-            lease_expires, parent_run_id, fence)
-        VALUES ($1::TEXT, $2::TEXT, $3::TEXT, 'running', $4::TEXT, $5::TEXT, $6::BIGINT, $7::TEXT, $8::BIGINT,
-            $11::TEXT, $12::BIGINT)
-        ON CONFLICT (run_id) DO UPDATE SET session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id,
-            state = 'running', input = EXCLUDED.input, record = EXCLUDED.record, started_at = EXCLUDED.started_at,
-            lease_expires = EXCLUDED.lease_expires, parent_run_id = EXCLUDED.parent_run_id
-        WHERE loom_runs.record IS NULL AND loom_runs.agent IS NOT NULL AND NOT loom_runs.finished
-            AND loom_runs.lease_owner = EXCLUDED.lease_owner AND loom_runs.fence = EXCLUDED.fence
-        RETURNING run_id),
-    ev AS (
-        INSERT INTO loom_events (run_id, seq, event)
-        SELECT r.run_id, e.seq, e.event FROM r, UNNEST($9::BIGINT[], $10::TEXT[]) AS e(seq, event)
-        ON CONFLICT (run_id, seq) DO NOTHING),
+const BEGIN_WITH: &str = concat!(
+    begin_ctes!(),
+    ",
     s AS (
         INSERT INTO loom_sessions AS s (owner, id, metadata, extensions, closed, updated_at)
         SELECT $13::TEXT, $14::TEXT, $15::TEXT, $16::TEXT, FALSE, $17::BIGINT FROM r
         ON CONFLICT (owner, id) DO UPDATE SET metadata = (s.metadata::JSONB || EXCLUDED.metadata::JSONB)::TEXT,
             extensions = (s.extensions::JSONB || EXCLUDED.extensions::JSONB)::TEXT, closed = FALSE,
             updated_at = EXCLUDED.updated_at)
-    SELECT COUNT(*) FROM r";
+    SELECT COUNT(*) FROM r"
+);
 
 /// `append` in one statement: renews the lease (locking the run's row) where the owner holds it,
 /// and only then adds the entry at the next seq and the events. Returns how many runs it matched

@@ -193,17 +193,6 @@ impl RunQueue for SqliteStore {
         .await
     }
 
-    async fn runs(
-        &self,
-        user_prefix: &str,
-        session_id: Option<&str>,
-        user_id: Option<&str>,
-        state: Option<RunState>,
-        limit: usize,
-    ) -> Result<Vec<RunStatus>, Error> {
-        self.runs_before(user_prefix, session_id, user_id, state, None, limit).await
-    }
-
     async fn runs_before(
         &self,
         user_prefix: &str,
