@@ -269,9 +269,12 @@ async fn durable_signals_survive_a_restart() {
         let sid = format!("durable-{}", unique());
         let key = SessionKey::of_user("ana", &sid);
         {
-            // "Process 1": an agent receives a low signal (observed), then goes away.
+            // "Process 1": an agent receives a low signal (observed), then goes away. Its session
+            // is opened without the background sweep: a sweep still running when the pending
+            // signal below is stored would handle it here, with this process's model (a race
+            // seen under a loaded CI machine), and this test is about the next process.
             let agent = Agent::builder().model("echo").journal(url.as_str()).build().unwrap();
-            let session = agent.session(SessionConfig::new(&sid).user("ana"));
+            let session = agent.session_without_sweep(SessionConfig::new(&sid).user("ana"));
             let r = session.receive(RuntimeSignal::create("noted", "cli", "note", Urgency::Low), None).await;
             assert_eq!(r.unwrap().attention, Some(Attention::Observe), "{name}");
             // And a pending one is stored directly, as `loom signal` does with no process up.
