@@ -175,6 +175,22 @@ impl JournalEntry {
             JournalEntry::StepCompleted { .. } => "step_completed",
         }
     }
+
+    /// Whether losing this entry in a crash of the database itself only makes a resumed run
+    /// repeat work without side effects: a model call's result, a criteria judgement, a context
+    /// compaction. A store may commit such an entry without waiting for the disk (PostgreSQL:
+    /// `synchronous_commit = off` for that transaction); a later commit that does wait makes it
+    /// durable with everything before it, since the database's log is written in order. Every
+    /// other entry guards a side effect or a person's input (a tool's intent or result, an
+    /// approval, a steering message, a workflow step) and is committed durably.
+    pub fn may_commit_lazily(&self) -> bool {
+        matches!(
+            self,
+            JournalEntry::ModelResult { .. }
+                | JournalEntry::CriteriaChecked { .. }
+                | JournalEntry::ContextCompacted { .. }
+        )
+    }
 }
 
 /// What a run was asked to do, as seeded: enough to drive it again from its journal.
@@ -595,5 +611,20 @@ mod tests {
         assert_eq!(scrub_url("https://u:pw@api.example/v1?key=abc#x"), "https://api.example/v1");
         assert_eq!(scrub_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
         assert_eq!(scrub_url("https://h/a@b/c"), "https://h/a@b/c");
+    }
+
+    #[test]
+    fn only_side_effect_free_steps_may_commit_lazily() {
+        let call = crate::message::ToolCall::new("c1", "send_mail", &serde_json::json!({}));
+        let lazy = JournalEntry::ModelResult { turn: 0, response: ModelResponse::default() };
+        assert!(lazy.may_commit_lazily());
+        let durable = [
+            JournalEntry::ToolIntent { turn: 0, call, arguments: serde_json::json!({}) },
+            JournalEntry::Steered { turn: 1, text: "stop".into() },
+            JournalEntry::MemoryWritten,
+        ];
+        for entry in durable {
+            assert!(!entry.may_commit_lazily(), "{}", entry.type_name());
+        }
     }
 }

@@ -39,13 +39,29 @@ macro_rules! begin_ctes {
     };
 }
 
-/// `begin` in one statement (one round trip, committed on its own): the run's row (or, for a queued
-/// run, its queue row, where the caller holds its claim), then its events if the row was new.
-/// Returns how many rows it created or claimed (0: the run was already there).
+/// The statement's last line for writes that do not wait for the disk: `synchronous_commit` off
+/// for this transaction only (`set_config(…, true)`; the setting is read when the transaction
+/// commits, after the statement). Used for `begin` and for entries that
+/// [`JournalEntry::may_commit_lazily`]: the next durable commit (a tool's intent, the final commit)
+/// flushes the log up to itself, so these become durable with it, in order. A crash of the database
+/// server before then loses only steps a resumed run makes again; the run's own process sees its
+/// next write fail.
+macro_rules! lazy_commit {
+    () => {
+        ", set_config('synchronous_commit', 'off', true)"
+    };
+}
+
+/// `begin` in one statement (one round trip, committed on its own, without waiting for the disk:
+/// see [`lazy_commit`]): the run's row (or, for a queued run, its queue row, where the caller holds
+/// its claim), then its events if the row was new. Returns how many rows it created or claimed (0:
+/// the run was already there).
 const BEGIN: &str = concat!(
     begin_ctes!(),
     "
-    SELECT COUNT(*) FROM r"
+    SELECT COUNT(*)",
+    lazy_commit!(),
+    " FROM r"
 );
 
 /// [`BEGIN`] and the opening of the run's session in one statement: the session is created, or its
@@ -60,15 +76,15 @@ const BEGIN_WITH: &str = concat!(
         ON CONFLICT (owner, id) DO UPDATE SET metadata = (s.metadata::JSONB || EXCLUDED.metadata::JSONB)::TEXT,
             extensions = (s.extensions::JSONB || EXCLUDED.extensions::JSONB)::TEXT, closed = FALSE,
             updated_at = EXCLUDED.updated_at)
-    SELECT COUNT(*) FROM r"
+    SELECT COUNT(*)",
+    lazy_commit!(),
+    " FROM r"
 );
 
-/// `append` in one statement: renews the lease (locking the run's row) where the owner holds it,
-/// and only then adds the entry at the next seq and the events. Returns how many runs it matched
-/// (0: the lease rule fails, [`append_tx`] says why). The seq comes from the statement's snapshot:
-/// a concurrent writer that committed after it was taken makes the insert a unique violation, and
-/// [`append_tx`] (which reads the seq after taking the row lock) writes the entry instead.
-const APPEND: &str = "
+/// [`APPEND`] up to its last `FROM`.
+macro_rules! append_body {
+    () => {
+        "
     WITH lease AS (
         UPDATE loom_runs SET lease_expires = $3::BIGINT
         WHERE run_id = $1::TEXT AND lease_owner = $2::TEXT AND fence = $8::BIGINT AND NOT finished RETURNING run_id),
@@ -81,7 +97,20 @@ const APPEND: &str = "
         INSERT INTO loom_events (run_id, seq, event)
         SELECT l.run_id, e.seq, e.event FROM lease l, UNNEST($6::BIGINT[], $7::TEXT[]) AS e(seq, event)
         ON CONFLICT (run_id, seq) DO NOTHING)
-    SELECT COUNT(*) FROM lease";
+    SELECT COUNT(*)"
+    };
+}
+
+/// `append` in one statement: renews the lease (locking the run's row) where the owner holds it,
+/// and only then adds the entry at the next seq and the events. Returns how many runs it matched
+/// (0: the lease rule fails, [`append_tx`] says why). The seq comes from the statement's snapshot:
+/// a concurrent writer that committed after it was taken makes the insert a unique violation, and
+/// [`append_tx`] (which reads the seq after taking the row lock) writes the entry instead.
+const APPEND: &str = concat!(append_body!(), " FROM lease");
+
+/// [`APPEND`] for an entry that [`JournalEntry::may_commit_lazily`]: committed without waiting for
+/// the disk (see [`lazy_commit`]).
+const APPEND_LAZY: &str = concat!(append_body!(), lazy_commit!(), " FROM lease");
 
 /// `end` in one statement: the final state and the events where the owner holds the lease. Returns
 /// how many runs it matched (0: [`end_tx`] applies the lease rule).
@@ -149,7 +178,7 @@ async fn append_one(
 ) -> Result<(), Error> {
     let text = json(entry)?;
     let owner: &str = &lease.owner;
-    let statement = conn.prepared(APPEND).await?;
+    let statement = conn.prepared(if entry.may_commit_lazily() { APPEND_LAZY } else { APPEND }).await?;
     let result = conn
         .client
         .query_one(

@@ -98,9 +98,12 @@ const MIGRATE_V6: &str = "
 ///
 /// Each write of a run (the session, `begin`, each journal entry with its events, the transcript
 /// with the history, the final commit) is one statement, committed on its own, so a run costs about
-/// one round trip per write, plus the wait for the server to flush each commit to disk
-/// (`synchronous_commit`). Where losing the last writes on a crash of the database server is
-/// acceptable, `?options=-c%20synchronous_commit%3Doff` in the URL removes that wait.
+/// one round trip per write, plus the wait for the server to flush a commit to disk
+/// (`synchronous_commit`) where the commit guards a side effect or ends the run. `begin` and the
+/// entries a resumed run can make again without side effects (a model's result: see
+/// `JournalEntry::may_commit_lazily`) do not wait: the next commit that waits makes them durable
+/// with it. Where losing the last writes on a crash of the database server is acceptable,
+/// `?options=-c%20synchronous_commit%3Doff` in the URL removes the remaining waits.
 ///
 /// Leases are timed with this process's clock (milliseconds since the Unix epoch), as with the
 /// SQLite store: keep the clocks of the machines sharing a database in sync, well within a lease's
