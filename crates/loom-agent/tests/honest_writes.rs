@@ -114,7 +114,8 @@ async fn a_run_that_fails_while_seeding_is_paired_too() {
     let (_, model) = scripted([ScriptedTurn::text("never")]);
     let agent =
         Agent::builder().model(model).session_store(BrokenHistory::default()).audit_log(audit.clone()).build().unwrap();
-    let result = agent.start("hi").result().await;
+    // A named session: the first run of a session this process made up reads no history.
+    let result = agent.session(SessionConfig::new("seeding")).start("hi").result().await;
     assert_eq!(result.state, RunState::Failed);
     assert_eq!(result.error.unwrap().kind, RunErrorKind::Store);
     assert_paired(&actions_by_run(&audit)[&result.run_id], "failed while seeding");

@@ -465,13 +465,29 @@ async fn a_store_that_cannot_load_history_fails_the_run_with_kind_store() {
     let (model, shared) = scripted([ScriptedTurn::text("never")]);
     let store = FlakyStore { fail_history: true, ..FlakyStore::default() };
     let agent = Agent::builder().model(shared).session_store(store).build().unwrap();
-    let result = failed_result(agent.run("hi").await.unwrap_err());
+    let session = agent.session(SessionConfig::new("named"));
+    let result = failed_result(session.run("hi").await.unwrap_err());
     assert_eq!(result.state, RunState::Failed);
     let error = result.error.clone().unwrap();
     assert_eq!(error.kind, RunErrorKind::Store);
     assert!(error.message.contains("history unavailable"), "{}", error.message);
     assert_eq!(types(&result.events), ["run.started", "run.failed"]);
     assert!(model.requests().is_empty());
+}
+
+/// The first run of a session whose id this process made reads no history (nothing can be stored
+/// under a new id); every later run of it does, as every run of a named session does.
+#[tokio::test]
+async fn only_a_fresh_sessions_first_run_skips_the_history_read() {
+    let (model, shared) = scripted([ScriptedTurn::text("one"), ScriptedTurn::text("two")]);
+    let store = FlakyStore { fail_history: true, ..FlakyStore::default() };
+    let agent = Agent::builder().model(shared).session_store(store).build().unwrap();
+    assert_eq!(agent.run("hi").await.unwrap().output, "one", "a one-off run reads no history");
+    let session = agent.session(SessionConfig::default());
+    assert_eq!(session.run("first").await.unwrap().output, "two");
+    let second = failed_result(session.run("second").await.unwrap_err());
+    assert_eq!(second.error.unwrap().kind, RunErrorKind::Store, "the second run reads the history");
+    assert_eq!(model.requests().len(), 2);
 }
 
 #[tokio::test]

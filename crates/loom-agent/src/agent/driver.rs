@@ -257,7 +257,11 @@ async fn renew_lease(agent: &AgentInner, log: &RunLog) -> RunError {
 
 /// What a fresh run is asked to do, from its request and the agent's defaults.
 fn plan<'a>(agent: &'a AgentInner, session: &SessionInner, request: &'a RunRequest) -> RunPlan<'a> {
+    // The first run of a session whose id this process made has no history to read: nothing can
+    // have been written under that id. Later runs (and every run of a named session) read it.
+    let first = !std::mem::replace(&mut session.lock().seeded, true);
     RunPlan {
+        history: !(session.fresh && first),
         open_session: session_record(session),
         context: &request.context,
         metadata: &request.metadata,

@@ -93,6 +93,8 @@ pub(crate) struct SessionState {
     tail: Option<oneshot::Receiver<()>>,
     /// Runs started here that have not been saved yet.
     pub(crate) live: HashMap<String, Run>,
+    /// Whether a run of this session has been seeded here (read its history, or skipped it).
+    pub(crate) seeded: bool,
 }
 
 impl SessionInner {
@@ -170,7 +172,14 @@ impl Session {
             user_id,
             fresh,
             agent: agent.clone(),
-            state: Mutex::new(SessionState { metadata, extensions, synced: false, tail: None, live: HashMap::new() }),
+            state: Mutex::new(SessionState {
+                metadata,
+                extensions,
+                synced: false,
+                tail: None,
+                live: HashMap::new(),
+                seeded: false,
+            }),
             closed: AtomicBool::new(false),
         });
         if register {

@@ -37,6 +37,9 @@ pub(crate) struct RunPlan<'a> {
     /// Whether the session may have observed signals for this run (a session other runs or
     /// processes may share; a fresh session has none).
     pub(crate) signals: bool,
+    /// Whether the session may have history: not for the first run of a session whose id this
+    /// process made (nothing can have been written under it), which saves the store a read.
+    pub(crate) history: bool,
     /// The signal that started this run, if one did.
     pub(crate) received: Option<SignalEvent>,
 }
@@ -234,7 +237,11 @@ impl RunCx {
                 self.session_opened = true;
             }
         }
-        let history = stores.sessions.history(self.scope.session_key()).await.map_err(store_error)?;
+        let history = if plan.history {
+            stores.sessions.history(self.scope.session_key()).await.map_err(store_error)?
+        } else {
+            Vec::new()
+        };
         let mut messages = Vec::with_capacity(history.len() + 4);
         let instructions = &self.env.instructions;
         match prompt_schema {
