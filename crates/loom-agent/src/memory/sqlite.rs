@@ -20,7 +20,8 @@ use crate::error::Error;
 mod knowledge;
 mod vectors;
 
-use vectors::{Lookup, VectorCache, dot_bytes, owner_writes, scan_vectors};
+use super::vector_cache::{Lookup, VectorCache};
+use vectors::{dot_bytes, owner_writes, scan_vectors};
 
 /// The newest memory schema this version reads and writes: 1, the memory tables; 2, the knowledge
 /// chunk tables (`knowledge.rs`).
