@@ -542,7 +542,7 @@ mod postgres {
         fill(b.store.as_ref(), &o, "xylophonist").await;
         b.store.forget(&o, &Forget::All).await.unwrap();
         let client = raw_client(url).await;
-        for table in ["loom_mem_items", "loom_mem_blocks"] {
+        for table in ["loom_mem_items", "loom_mem_blocks", "loom_mem_owner_writes"] {
             let n: i64 = client
                 .query_one(&format!("SELECT COUNT(*) FROM {table} WHERE user_id = $1"), &[&o.user])
                 .await
