@@ -410,6 +410,54 @@ mod sqlite {
         owners_are_isolated, concurrent_writers, data_survives_a_restart,
     );
 
+    /// Text search on both sides of the small-owner threshold (2,000 items: at most, the match is
+    /// confined to the owner's token inside the index; above, the owner is filtered in the join):
+    /// each owner finds its own matching items, and only those.
+    #[tokio::test]
+    async fn text_search_of_small_and_large_owners_stays_with_the_owner() {
+        let b = Backend::sqlite();
+        let big = owner("bigfts");
+        let small = owner("smallfts");
+        let Db::Sqlite(path) = &b.db else { unreachable!() };
+        {
+            // 2,050 items of `big` in one transaction (through the store: 2,050 commits, slow in debug).
+            b.store.add_fact(&big, NewFact::new("seed lantern"), None).await.unwrap();
+            let mut conn = rusqlite::Connection::open(path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for i in 0..2_050 {
+                tx.execute(
+                    "INSERT INTO loom_mem_items (id, user_id, agent, kind, key, text, data, importance, run_id, active,
+                         extracted, valid_from, valid_to, recorded_at, superseded_by, source_run, embed_model, embedding)
+                     SELECT ?1, user_id, agent, kind, NULL, ?2, data, importance, run_id, 1, extracted, valid_from,
+                         NULL, recorded_at, NULL, NULL, NULL, NULL FROM loom_mem_items WHERE user_id = ?3 LIMIT 1",
+                    rusqlite::params![format!("bulk{i}"), format!("lantern number {i}"), big.user],
+                )
+                .unwrap();
+                tx.execute(
+                    "INSERT INTO loom_mem_fts (rowid, text, okey)
+                     SELECT seq, text, (SELECT okey FROM loom_mem_fts WHERE rowid =
+                         (SELECT MIN(seq) FROM loom_mem_items WHERE user_id = ?1)) FROM loom_mem_items WHERE id = ?2",
+                    rusqlite::params![big.user, format!("bulk{i}")],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        for i in 0..3 {
+            let text = format!("lantern of the small user {i}");
+            b.store.add_fact(&small, NewFact::new(&text), None).await.unwrap();
+        }
+        let found = b.store.search_text(&small, "lantern", 50).await.unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.iter().all(|i| i.text.contains("small user")));
+        let found = b.store.search_text(&big, "lantern", 50).await.unwrap();
+        assert_eq!(found.len(), 50);
+        assert!(found.iter().all(|i| !i.text.contains("small user")));
+        assert!(
+            b.store.search_text(&big, "small user", 50).await.unwrap().iter().all(|i| !i.text.contains("small user"))
+        );
+    }
+
     fn count(conn: &rusqlite::Connection, sql: &str, user: &str) -> i64 {
         conn.query_row(sql, [user], |r| r.get(0)).unwrap()
     }
@@ -542,7 +590,7 @@ mod postgres {
         fill(b.store.as_ref(), &o, "xylophonist").await;
         b.store.forget(&o, &Forget::All).await.unwrap();
         let client = raw_client(url).await;
-        for table in ["loom_mem_items", "loom_mem_blocks"] {
+        for table in ["loom_mem_items", "loom_mem_blocks", "loom_mem_owner_writes"] {
             let n: i64 = client
                 .query_one(&format!("SELECT COUNT(*) FROM {table} WHERE user_id = $1"), &[&o.user])
                 .await

@@ -34,6 +34,8 @@ mod rows;
 mod sqlite;
 mod tools;
 mod types;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod vector_cache;
 
 use std::sync::Arc;
 

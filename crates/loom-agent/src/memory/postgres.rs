@@ -4,7 +4,7 @@
 //! `loom_mem_blocks`. Writes that must not interleave for one owner (facts and their
 //! supersession, episodes) take a transaction-scoped advisory lock on the owner.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use tokio::sync::OnceCell;
@@ -12,11 +12,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Row};
 
 use super::MemoryStore;
-use super::rows::{EpisodeData, ITEM_COLUMNS, ItemRow, TopK, corrupt_row, ms, time};
+use super::rows::{EpisodeData, ITEM_COLUMNS, ItemRow, corrupt_row, ms, time};
 use super::types::{
-    Block, Embedding, Episode, Fact, Forget, MemoryItem, NewEpisode, NewFact, Owner, check_block_name, cosine,
-    episode_text, query_terms,
+    Block, Embedding, Episode, Fact, Forget, MemoryItem, NewEpisode, NewFact, Owner, check_block_name, episode_text,
+    query_terms,
 };
+use super::vector_cache::VectorCache;
 use crate::error::Error;
 use crate::store::postgres::{PgPool, PooledConn, pg};
 
@@ -53,12 +54,20 @@ const SCHEMA: &str = "
 
 /// Memory in a PostgreSQL database (feature `postgres`), safe to share between processes and
 /// machines. [`PostgresMemoryStore::new`] only checks the URL; the first call connects and creates
-/// the tables.
+/// the tables. Vector search scans an in-process cache of the owner's vectors (quantized to `i8`,
+/// filled at the owner's first vector search, kept current by this store's writes and dropped
+/// when anyone else writes the owner's items — seen through a per-owner write counter that a
+/// trigger keeps in the writing transaction; at most 256 MiB by default, see
+/// [`PostgresMemoryStore::vector_cache_bytes`]) and rescores the candidates exactly.
 #[derive(Clone)]
 pub struct PostgresMemoryStore {
     pool: Arc<PgPool>,
     migrated: Arc<OnceCell<()>>,
+    vectors: Arc<Mutex<VectorCache>>,
 }
+
+/// The default budget of the vector cache.
+const VECTOR_CACHE_BYTES: usize = 256 << 20;
 
 impl std::fmt::Debug for PostgresMemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +81,18 @@ impl PostgresMemoryStore {
     /// # Errors
     /// A URL that does not parse is [`Error::Config`] (never repeating the password).
     pub fn new(url: &str) -> Result<Self, Error> {
-        Ok(PostgresMemoryStore { pool: Arc::new(PgPool::new(url)?), migrated: Arc::new(OnceCell::new()) })
+        Ok(PostgresMemoryStore {
+            pool: Arc::new(PgPool::new(url)?),
+            migrated: Arc::new(OnceCell::new()),
+            vectors: Arc::new(Mutex::new(VectorCache::new(VECTOR_CACHE_BYTES))),
+        })
+    }
+
+    /// The most memory the in-process vector cache may hold (default 256 MiB; 0 turns it off:
+    /// every vector search then reads the owner's vectors from the database).
+    pub fn vector_cache_bytes(mut self, bytes: usize) -> Self {
+        self.vectors = Arc::new(Mutex::new(VectorCache::new(bytes)));
+        self
     }
 
     /// A store for `url`, connected and migrated.
@@ -119,6 +139,16 @@ async fn migrate(client: &mut Client) -> Result<(), Error> {
                 .await
                 .map_err(|e| pg("recording the memory schema version", e))?;
         }
+    }
+    // The per-owner write counter of the vector cache (idempotent; existing owners seeded once).
+    let counters_existed: bool = tx
+        .query_one("SELECT to_regclass('loom_mem_owner_writes') IS NOT NULL", &[])
+        .await
+        .map_err(|e| pg("reading the memory tables", e))?
+        .get(0);
+    tx.batch_execute(vectors::SCHEMA).await.map_err(|e| pg("creating the memory write counters", e))?;
+    if !counters_existed {
+        tx.batch_execute(vectors::SEED).await.map_err(|e| pg("seeding the memory write counters", e))?;
     }
     // Step 2: the knowledge chunk tables (idempotent, so run again on newer databases too).
     tx.batch_execute(knowledge::SCHEMA).await.map_err(|e| pg("creating the knowledge tables", e))?;
@@ -183,11 +213,12 @@ async fn insert_item<C: GenericClient>(
     owner: &Owner,
     row: &ItemRow,
     embedding: Option<&Embedding>,
-) -> Result<(), Error> {
-    tx.execute(
+) -> Result<i64, Error> {
+    let row = tx.query_one(
         "INSERT INTO loom_mem_items (id, user_id, agent, kind, key, text, data, importance, run_id, active, extracted,
              valid_from, valid_to, recorded_at, superseded_by, source_run, embed_model, embedding)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $11, NULL, $12, NULL, $13, $14, $15)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $11, NULL, $12, NULL, $13, $14, $15)
+         RETURNING seq",
         &[
             &row.id,
             &owner.user,
@@ -208,7 +239,7 @@ async fn insert_item<C: GenericClient>(
     )
     .await
     .map_err(|e| pg("storing a memory item", e))?;
-    Ok(())
+    row.try_get(0).map_err(|e| pg("storing a memory item", e))
 }
 
 /// Runs `$body` with `$client` bound to a pooled connection's client, and hands it back.
@@ -225,6 +256,17 @@ macro_rules! with_client {
 }
 
 mod knowledge;
+mod vectors;
+
+/// An owner's key in the vector cache: `m` and the user, and the agent.
+fn cache_owner(owner: &Owner) -> (String, String) {
+    (format!("m{}", owner.user), owner.agent.clone())
+}
+
+/// The `seq`s that a statement `RETURNING seq` returned.
+fn seqs(rows: &[Row]) -> Result<Vec<i64>, Error> {
+    rows.iter().map(|r| r.try_get(0).map_err(|e| pg("reading memory", e))).collect()
+}
 
 #[async_trait::async_trait]
 impl MemoryStore for PostgresMemoryStore {
@@ -248,6 +290,7 @@ impl MemoryStore for PostgresMemoryStore {
                 if exists.is_some() {
                     return Ok(None);
                 }
+                let before = vectors::lock_writes(&tx, owner).await?;
                 let now = ms(Utc::now());
                 let data = EpisodeData {
                     session_id: episode.session_id,
@@ -270,8 +313,10 @@ impl MemoryStore for PostgresMemoryStore {
                     superseded_by: None,
                     source_run: None,
                 };
-                insert_item(&tx, owner, &row, embedding.as_ref()).await?;
+                let seq = insert_item(&tx, owner, &row, embedding.as_ref()).await?;
+                let after = vectors::owner_writes(&tx, owner).await?;
                 tx.commit().await.map_err(|e| pg("committing", e))?;
+                self.owner_wrote(owner, (before, after), &[], embedding.as_ref().map(|e| (seq, e)));
                 row.into_episode().map(Some)
             }
             .await
@@ -341,17 +386,20 @@ impl MemoryStore for PostgresMemoryStore {
                 if let Some(existing) = same.into_iter().next() {
                     return Ok(existing);
                 }
+                let before = vectors::lock_writes(&tx, owner).await?;
                 let now = Utc::now();
                 let id = crate::new_id("fact");
                 let valid_from = ms(fact.valid_from.unwrap_or(now));
-                tx.execute(
-                    "UPDATE loom_mem_items SET active = FALSE, valid_to = $5, superseded_by = $6
+                let old = tx
+                    .query(
+                        "UPDATE loom_mem_items SET active = FALSE, valid_to = $5, superseded_by = $6
                      WHERE user_id = $1 AND agent = $2 AND kind = 'fact' AND active
-                     AND (($3::TEXT IS NOT NULL AND key = $3) OR id = $4)",
-                    &[&owner.user, &owner.agent, &fact.key, &fact.supersedes, &valid_from, &id],
-                )
-                .await
-                .map_err(|e| pg("superseding facts", e))?;
+                     AND (($3::TEXT IS NOT NULL AND key = $3) OR id = $4) RETURNING seq",
+                        &[&owner.user, &owner.agent, &fact.key, &fact.supersedes, &valid_from, &id],
+                    )
+                    .await
+                    .map_err(|e| pg("superseding facts", e))?;
+                let old = seqs(&old)?;
                 let row = ItemRow {
                     id,
                     kind: "fact".into(),
@@ -367,8 +415,10 @@ impl MemoryStore for PostgresMemoryStore {
                     superseded_by: None,
                     source_run: fact.source_run,
                 };
-                insert_item(&tx, owner, &row, embedding.as_ref()).await?;
+                let seq = insert_item(&tx, owner, &row, embedding.as_ref()).await?;
+                let after = vectors::owner_writes(&tx, owner).await?;
                 tx.commit().await.map_err(|e| pg("committing", e))?;
+                self.owner_wrote(owner, (before, after), &old, embedding.as_ref().map(|e| (seq, e)));
                 row.into_fact()
             }
             .await
@@ -414,44 +464,7 @@ impl MemoryStore for PostgresMemoryStore {
     }
 
     async fn search_vector(&self, owner: &Owner, query: &Embedding, limit: usize) -> Result<Vec<MemoryItem>, Error> {
-        with_client!(self, |client| {
-            async {
-                let rows = client
-                    .query(
-                        "SELECT seq, id, embedding FROM loom_mem_items
-                         WHERE user_id = $1 AND agent = $2 AND active AND embed_model = $3",
-                        &[&owner.user, &owner.agent, &query.model],
-                    )
-                    .await
-                    .map_err(|e| pg("reading vectors", e))?;
-                let mut best = TopK::new(limit);
-                for row in &rows {
-                    let seq: i64 = row.try_get(0).map_err(|e| pg("reading vectors", e))?;
-                    let vector: Vec<f32> = row.try_get(2).map_err(|e| {
-                        let id: String = row.try_get(1).unwrap_or_default();
-                        corrupt_row(&id, format!("unreadable embedding: {e}"))
-                    })?;
-                    if vector.len() == query.vector.len() {
-                        best.push(cosine(&vector, &query.vector), seq);
-                    }
-                }
-                let mut out = Vec::new();
-                for (_, seq) in best.into_sorted() {
-                    let mut found = query_rows(
-                        &*client,
-                        &format!("SELECT {ITEM_COLUMNS} FROM loom_mem_items WHERE seq = $1"),
-                        &[&seq],
-                        ItemRow::into_item,
-                    )
-                    .await?;
-                    if let Some(item) = found.pop() {
-                        out.push(item);
-                    }
-                }
-                Ok(out)
-            }
-            .await
-        })
+        with_client!(self, |client| self.vector_search(&*client, owner, query, limit).await)
     }
 
     async fn recent(&self, owner: &Owner, limit: usize) -> Result<Vec<MemoryItem>, Error> {
@@ -527,26 +540,31 @@ impl MemoryStore for PostgresMemoryStore {
             async {
                 let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
                 lock_owner(&tx, owner).await?;
-                let n = match what {
-                    Forget::Item(id) => tx
-                        .execute(
-                            "DELETE FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND id = $3",
+                let before = vectors::lock_writes(&tx, owner).await?;
+                let (gone, blocks) = match what {
+                    Forget::Item(id) => (
+                        tx.query(
+                            "DELETE FROM loom_mem_items WHERE user_id = $1 AND agent = $2 AND id = $3 RETURNING seq",
                             &[&owner.user, &owner.agent, id],
                         )
                         .await
                         .map_err(|e| pg("forgetting", e))?,
-                    Forget::Range(from, to) => tx
-                        .execute(
+                        0,
+                    ),
+                    Forget::Range(from, to) => (
+                        tx.query(
                             "DELETE FROM loom_mem_items WHERE user_id = $1 AND agent = $2
-                             AND recorded_at >= $3 AND recorded_at < $4",
+                             AND recorded_at >= $3 AND recorded_at < $4 RETURNING seq",
                             &[&owner.user, &owner.agent, &ms(*from), &ms(*to)],
                         )
                         .await
                         .map_err(|e| pg("forgetting", e))?,
+                        0,
+                    ),
                     Forget::All => {
                         let items = tx
-                            .execute(
-                                "DELETE FROM loom_mem_items WHERE user_id = $1 AND agent = $2",
+                            .query(
+                                "DELETE FROM loom_mem_items WHERE user_id = $1 AND agent = $2 RETURNING seq",
                                 &[&owner.user, &owner.agent],
                             )
                             .await
@@ -558,15 +576,27 @@ impl MemoryStore for PostgresMemoryStore {
                             )
                             .await
                             .map_err(|e| pg("forgetting", e))?;
-                        items + blocks
+                        // The owner's write counter goes too (erasure leaves no row of the user);
+                        // its next value comes from the sequence, so it never repeats an old one.
+                        tx.execute(
+                            "DELETE FROM loom_mem_owner_writes WHERE user_id = $1 AND agent = $2",
+                            &[&owner.user, &owner.agent],
+                        )
+                        .await
+                        .map_err(|e| pg("forgetting", e))?;
+                        (items, blocks)
                     }
                 };
+                let gone = seqs(&gone)?;
+                let after = vectors::owner_writes(&tx, owner).await?;
                 tx.commit().await.map_err(|e| pg("committing", e))?;
-                Ok(n)
+                self.owner_wrote(owner, (before, after), &gone, None);
+                Ok(gone.len() as u64 + blocks)
             }
             .await
         })
     }
+
     fn knowledge(&self) -> Option<Arc<dyn crate::knowledge::KnowledgeStore>> {
         Some(Arc::new(self.clone()))
     }

@@ -6,11 +6,12 @@
 use chrono::Utc;
 use tokio_postgres::{GenericClient, Row};
 
-use super::{PostgresMemoryStore, cosine, pg, query_terms};
+use super::{PostgresMemoryStore, pg, query_terms};
 use crate::error::Error;
 use crate::knowledge::{Chunk, DocumentInfo, KnowledgeScope, KnowledgeStore, Location, NewChunk};
 use crate::memory::Embedding;
 use crate::memory::rows::{TopK, corrupt_row, time};
+use crate::memory::types::cosine;
 
 /// The knowledge tables (every statement idempotent).
 pub(super) const SCHEMA: &str = "
