@@ -53,6 +53,13 @@ pub(crate) async fn start(
     session_id: Option<&str>,
     request: RunRequest,
 ) -> ApiResult<Started> {
+    if let Some(id) = session_id
+        && let Some(held) = crate::sessions::lookup(state, tenant, id).await?
+        && held.session.is_closed()
+    {
+        // A session that left the bounded map is read back with its closed flag: it stays closed.
+        return Err(ApiError::conflict(format!("session `{id}` is closed")));
+    }
     let Some(queue) = state.queue.clone() else {
         return start_in_session(state, tenant, agent_name, agent, user, session_id, request).map(Started::Local);
     };
