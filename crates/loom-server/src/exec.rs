@@ -67,6 +67,7 @@ pub(crate) async fn start(
     let scoped = tenant.scoped_user(user);
     let body = queued_request(&input, &request.context, &request.metadata);
     let queued = agent.enqueue(agent_name, session_id, Some(&scoped), body).await?;
+    state.budgets.adopt(tenant, &queued.run_id).await;
     Ok(Started::Queued(Box::new(QueuedRun {
         queue,
         agent: agent.clone(),

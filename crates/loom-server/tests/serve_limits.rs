@@ -247,3 +247,38 @@ async fn runs_executed_by_queue_workers_count_in_the_tenant_budget() {
         db.drop_schema().await;
     }
 }
+
+/// Many run starts at the same moment on two servers against `max_runs`: exactly that many start
+/// (the check and the count are one atomic statement), the others are refused with 429.
+async fn concurrent_starts_stop_at_the_limit(db: &Db) {
+    const LIMIT: u64 = 5;
+    let a = &db.key_a;
+    let budget = TenantBudgetConfig { max_runs: Some(LIMIT), ..Default::default() };
+    let settings = ServerConfig { tenant_budget: Some(budget), ..Default::default() };
+    let one = db.server(settings.clone()).await;
+    let two = db.server(settings).await;
+    let posts = (0..40).map(|i| {
+        let srv = if i % 2 == 0 { &one } else { &two };
+        srv.post(a, "/runs", json!({"input": format!("r{i}")}))
+    });
+    let answers = futures::future::join_all(posts).await;
+    let started = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused = answers.iter().filter(|(s, e)| *s == 429 && e["error"]["code"] == "tenant_budget_exceeded").count();
+    assert_eq!((started as u64, refused), (LIMIT, 40 - LIMIT as usize), "{answers:?}");
+    let shown = usage_reaches(&one, a, LIMIT, LIMIT * TOKENS_PER_CALL).await;
+    assert_eq!(shown["exceeded"], "max_runs", "{shown}");
+    // A refused request that would start no run gives its reservation back: a bad body is 400
+    // and the count stays.
+    let (status, _) = one.post(&db.key_b, "/runs", json!({"input": 7})).await;
+    assert_eq!(status, 400);
+    assert_eq!(one.get(&db.key_b, "/budget").await.1["usage"]["runs"], 0);
+}
+
+#[tokio::test]
+async fn concurrent_starts_on_two_servers_never_pass_max_runs() {
+    concurrent_starts_stop_at_the_limit(&Db::sqlite().await).await;
+    if let Some(db) = Db::postgres().await {
+        concurrent_starts_stop_at_the_limit(&db).await;
+        db.drop_schema().await;
+    }
+}
