@@ -15,8 +15,9 @@
 //! - Where usage is counted: with a database ([`TenantBudgets::with_store`]; `loom serve` uses the
 //!   journal's SQLite or PostgreSQL database), one row per tenant and day with atomic increments,
 //!   and one per run and day with what it was counted for, so every server process on that
-//!   database and a restarted one share the count. The routes check it against the database
-//!   (plus this process's run starts not yet written); A2A and MCP, whose checks cannot wait,
+//!   database and a restarted one share the count. The routes check and reserve the start in one
+//!   atomic statement ([`TenantBudgets::reserve`]: a conditional upsert), so servers starting runs
+//!   at the same moment cannot pass `max_runs`; A2A and MCP, whose checks cannot wait,
 //!   against the figures this process last read, at most [`REFRESH`] old. Without a database,
 //!   in memory: per server process, from zero at each start.
 //! - `GET /budget` shows the caller's limits and usage of the day.
