@@ -41,6 +41,19 @@ pub fn worker(config: &Path, concurrency: Option<usize>) -> Exit {
                 return Exit::Usage;
             }
         };
+        // Tenant budgets: the runs this worker drives count for their tenants in the journal's
+        // database, as a server counts the runs it executes.
+        let url = config.agent_configs().iter().find_map(|(_, a)| a.journal_url().ok().flatten());
+        let worker = match (&settings.tenant_budget, url) {
+            (Some(_), Some(url)) => match loom_agent::store::open_tenant_usage(&url).await {
+                Ok(store) => worker.tenant_usage(store),
+                Err(e) => {
+                    report(&format!("error: {}", describe(&e)));
+                    return Exit::Usage;
+                }
+            },
+            _ => worker,
+        };
         let (stop, stopping) = tokio::sync::watch::channel(false);
         if let (Some(keep), Some(journal)) = (settings.retention, journal) {
             let mut rx = stopping.clone();

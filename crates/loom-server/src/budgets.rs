@@ -15,8 +15,9 @@
 //! - Where usage is counted: with a database ([`TenantBudgets::with_store`]; `loom serve` uses the
 //!   journal's SQLite or PostgreSQL database), one row per tenant and day with atomic increments,
 //!   and one per run and day with what it was counted for, so every server process on that
-//!   database and a restarted one share the count. The routes check it against the database
-//!   (plus this process's run starts not yet written); A2A and MCP, whose checks cannot wait,
+//!   database and a restarted one share the count. The routes check and reserve the start in one
+//!   atomic statement ([`TenantBudgets::reserve`]: a conditional upsert), so servers starting runs
+//!   at the same moment cannot pass `max_runs`; A2A and MCP, whose checks cannot wait,
 //!   against the figures this process last read, at most [`REFRESH`] old. Without a database,
 //!   in memory: per server process, from zero at each start.
 //! - `GET /budget` shows the caller's limits and usage of the day.
@@ -39,6 +40,29 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Tenant};
+
+/// A run start the request being served reserved (the guard's atomic check-and-reserve): taken by
+/// the first run the request starts, given back when it starts none.
+#[derive(Clone, Debug)]
+pub(crate) struct Reserved {
+    tenant: Arc<str>,
+    day: String,
+}
+
+tokio::task_local! {
+    static RESERVED: std::cell::RefCell<Option<Reserved>>;
+}
+
+/// The reservation of the request being served for `tenant`, taken (at most once).
+fn take_reserved(tenant: &Tenant) -> Option<Reserved> {
+    RESERVED
+        .try_with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_some_and(|r| r.tenant == tenant.0) { c.take() } else { None }
+        })
+        .ok()
+        .flatten()
+}
 
 /// How old the figures the synchronous check (A2A, MCP) uses may be before it reads them again.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -227,6 +251,75 @@ impl TenantBudgets {
         self.verdict(tenant, &self.usage_known(&tenant.0))
     }
 
+    /// Checks and reserves a run start in one atomic step: with a store, a conditional upsert
+    /// that counts the start only while the tenant's day is under its limits (two servers starting
+    /// runs at the same moment cannot both pass the last one); in memory, under the ledger's lock.
+    /// 429 (`tenant_budget_exceeded`) when a limit is reached; `None` without a configuration.
+    pub(crate) async fn reserve(&self, tenant: &Tenant) -> Result<Option<Reserved>, ApiError> {
+        if self.config.is_none() {
+            return Ok(None);
+        }
+        let limits = self.limits(&tenant.0);
+        let reserved = Reserved { tenant: tenant.0.clone(), day: today() };
+        let Some(store) = &self.store else {
+            let mut ledger = self.ledger();
+            let used = ledger.usage.get(&tenant.0).copied().unwrap_or_default();
+            if reached(&limits, &used).is_some() {
+                drop(ledger);
+                return Err(self.refusal(tenant, &used));
+            }
+            ledger.usage.entry(tenant.0.clone()).or_default().runs += 1;
+            return Ok(Some(reserved));
+        };
+        let (runs, tokens, cost) = (limits.max_runs, limits.max_tokens, limits.max_cost_usd);
+        if store.reserve_tenant_run(&tenant.0, &reserved.day, runs, tokens, cost).await? {
+            return Ok(Some(reserved));
+        }
+        let used = self.usage(&tenant.0).await?;
+        Err(self.refusal(tenant, &used))
+    }
+
+    /// Gives back a reservation no run took.
+    async fn release(&self, r: Reserved) {
+        let Some(store) = &self.store else {
+            if let Some(day) = self.ledger().usage.get_mut(&r.tenant) {
+                day.runs = day.runs.saturating_sub(1);
+            }
+            return;
+        };
+        if let Err(e) = store.release_tenant_run(&r.tenant, &r.day).await {
+            tracing::warn!(tenant = %r.tenant, error = %e, "giving back a reserved run start failed");
+        }
+    }
+
+    /// A run queued for a worker by the request being served: its reserved start is tied to it
+    /// (the worker that runs it then counts its spend, not a second start).
+    pub(crate) async fn adopt(&self, tenant: &Tenant, run_id: &str) {
+        let (Some(r), Some(store)) = (take_reserved(tenant), &self.store) else { return };
+        if let Err(e) = store.adopt_tenant_run(&r.tenant, &r.day, run_id).await {
+            tracing::warn!(run_id, error = %e, "tying a reserved start to its run failed");
+        }
+    }
+
+    /// The 429 of a refused reservation.
+    fn refusal(&self, tenant: &Tenant, used: &DayUsage) -> ApiError {
+        match self.verdict(tenant, used) {
+            Err(e) => e,
+            // Reached between the reservation and this read: the run limit, by another process.
+            Ok(()) => {
+                let limits = self.limits(&tenant.0);
+                let at = DayUsage { runs: used.runs.max(limits.max_runs.unwrap_or(used.runs)), ..*used };
+                self.verdict(tenant, &at).err().unwrap_or_else(|| {
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "tenant_budget_exceeded",
+                        format!("tenant `{}` has reached its daily budget", tenant.0),
+                    )
+                })
+            }
+        }
+    }
+
     fn verdict(&self, tenant: &Tenant, used: &DayUsage) -> Result<(), ApiError> {
         let limits = self.limits(&tenant.0);
         let Some((limit, used, max)) = reached(&limits, used) else { return Ok(()) };
@@ -298,23 +391,30 @@ impl TenantBudgets {
             tracing::warn!(run_id = %run.id(), "no tokio runtime: the run is not counted against the tenant's budget");
             return;
         }
-        let first = {
+        let (first, reserved) = {
             let mut ledger = self.ledger();
             let first = !ledger.counted.contains_key(run.id());
+            // The start the request reserved, when this is its first run: counted already.
+            let reserved = if first { take_reserved(tenant) } else { None };
             if first {
                 ledger.counted.insert(run.id().to_string(), (0, 0.0));
-                if self.store.is_some() {
+                if reserved.is_some() {
+                } else if self.store.is_some() {
                     *ledger.pending.entry(tenant.0.clone()).or_default() += 1;
                 } else {
                     ledger.usage.entry(tenant.0.clone()).or_default().runs += 1;
                 }
             }
-            first
+            (first, reserved)
         };
         let Some(handle) = handle else { return };
         let (this, tenant, run) = (self.clone(), tenant.clone(), run.clone());
         handle.spawn(async move {
-            if first && let Some(store) = &this.store {
+            if let (Some(r), Some(store)) = (&reserved, &this.store) {
+                if let Err(e) = store.adopt_tenant_run(&r.tenant, &r.day, run.id()).await {
+                    tracing::warn!(run_id = %run.id(), error = %e, "tying a reserved start to its run failed");
+                }
+            } else if first && let Some(store) = &this.store {
                 let _exclusive = this.gate.write().await;
                 match store.count_tenant_run(&tenant.0, &today(), run.id(), 0, 0.0).await {
                     Ok(day) => this.remember(&tenant, day.into()),
@@ -379,13 +479,26 @@ impl TenantBudgets {
 
 /// The middleware on the routes that start or continue runs: 429 when the caller's tenant has
 /// spent its budget of the day.
+/// The check reserves a run start atomically ([`TenantBudgets::reserve`]); the request's first run
+/// takes it, and it is given back when the request started none.
 pub(crate) async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(tenant) = req.extensions().get::<Tenant>()
-        && let Err(e) = state.budgets.check_fresh(tenant).await
-    {
-        return e.into_response();
+    let Some(tenant) = req.extensions().get::<Tenant>().cloned() else { return next.run(req).await };
+    let reserved = match state.budgets.reserve(&tenant).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
+    };
+    let cell = std::cell::RefCell::new(Some(reserved));
+    let (response, left) = RESERVED
+        .scope(cell, async {
+            let response = next.run(req).await;
+            (response, RESERVED.with(|c| c.borrow_mut().take()))
+        })
+        .await;
+    if let Some(r) = left {
+        state.budgets.release(r).await;
     }
-    next.run(req).await
+    response
 }
 
 fn limits_json(l: &TenantLimits) -> Value {

@@ -53,6 +53,13 @@ pub(crate) async fn start(
     session_id: Option<&str>,
     request: RunRequest,
 ) -> ApiResult<Started> {
+    if let Some(id) = session_id
+        && let Some(held) = crate::sessions::lookup(state, tenant, id).await?
+        && held.session.is_closed()
+    {
+        // A session that left the bounded map is read back with its closed flag: it stays closed.
+        return Err(ApiError::conflict(format!("session `{id}` is closed")));
+    }
     let Some(queue) = state.queue.clone() else {
         return start_in_session(state, tenant, agent_name, agent, user, session_id, request).map(Started::Local);
     };
@@ -60,6 +67,7 @@ pub(crate) async fn start(
     let scoped = tenant.scoped_user(user);
     let body = queued_request(&input, &request.context, &request.metadata);
     let queued = agent.enqueue(agent_name, session_id, Some(&scoped), body).await?;
+    state.budgets.adopt(tenant, &queued.run_id).await;
     Ok(Started::Queued(Box::new(QueuedRun {
         queue,
         agent: agent.clone(),

@@ -153,8 +153,12 @@ impl Server {
             state = state.with_queue(queue);
             if settings.serve_runs.unwrap_or(sqlite) {
                 let agents = state.agents.iter().map(|(n, a)| (n.clone(), a.clone()));
-                worker =
-                    Some(loom_agent::QueueWorker::new(agents)?.concurrency(settings.worker_concurrency.unwrap_or(64)));
+                let mut w =
+                    loom_agent::QueueWorker::new(agents)?.concurrency(settings.worker_concurrency.unwrap_or(64));
+                if let Some(store) = state.budgets.store() {
+                    w = w.tenant_usage(store.clone());
+                }
+                worker = Some(w);
             }
         }
         let mut server = Server::new(state, settings);

@@ -94,6 +94,7 @@ pub(crate) async fn create(
     let request = queued_request(&input, &body.context.unwrap_or_default(), &body.metadata);
     let queued = agent.enqueue(&agent_name, body.session_id.as_deref(), Some(&user), request).await?;
     let run_id = queued.run_id.clone();
+    state.budgets.adopt(&tenant, &run_id).await;
     if body.wait {
         let done = loop {
             match queue.status(&run_id).await? {

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::event::SignalEvent;
 use crate::run::{RunContext, RunInput};
 use crate::signal::{Attention, Incoming, SessionState, SignalAdapter};
-use crate::store::{ClaimedRun, Journal, QueuedRun, RunQueue};
+use crate::store::{ClaimedRun, Journal, QueuedRun, RunQueue, TenantUsageStore};
 
 /// The request of a queued run as the queue keeps it: `{"input", "context", "metadata"}`.
 pub fn queued_request(input: &RunInput, context: &RunContext, metadata: &Map<String, Value>) -> Value {
@@ -215,6 +215,7 @@ pub struct QueueWorker {
     queue: Arc<dyn RunQueue>,
     concurrency: usize,
     poll: Duration,
+    tenant_usage: Option<Arc<dyn TenantUsageStore>>,
 }
 
 impl std::fmt::Debug for QueueWorker {
@@ -233,12 +234,22 @@ impl QueueWorker {
             return Err(Error::Config("a queue worker needs at least one agent".into()));
         };
         let queue = first.run_queue()?;
-        Ok(QueueWorker { agents, queue, concurrency: 64, poll: Duration::from_millis(100) })
+        Ok(QueueWorker { agents, queue, concurrency: 64, poll: Duration::from_millis(100), tenant_usage: None })
     }
 
     /// How many runs it drives at once (default 64).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Counts the runs it drives in `store`'s per-tenant daily usage (`loom serve`'s tenant
+    /// budgets): a run whose user is `TENANT/…` (a server's scoped user) counts for `TENANT` when
+    /// it ends or suspends — one run started, its tokens and cost. The per-run usage row is the
+    /// idempotence key: a run taken over after its worker died, or whose start a server already
+    /// counted, is counted once (the run's cumulative figures, never added twice).
+    pub fn tenant_usage(mut self, store: Arc<dyn TenantUsageStore>) -> Self {
+        self.tenant_usage = Some(store);
         self
     }
 
@@ -348,6 +359,7 @@ impl QueueWorker {
                         }
                         report.started += 1;
                         report.resumed += usize::from(claim.begun);
+                        self.count_usage(&run);
                         running.insert(claim.run.run_id.clone(), (run, index));
                     }
                     // Its lease lapses and another claim retries it (or reports the same error).
@@ -356,6 +368,26 @@ impl QueueWorker {
             }
         }
         Ok(full)
+    }
+}
+
+impl QueueWorker {
+    /// With a tenant usage store: counts the run for its tenant once it ends (or suspends).
+    fn count_usage(&self, run: &Run) {
+        let Some(store) = self.tenant_usage.clone() else { return };
+        let Some(tenant) = run.user_id().and_then(|u| u.split_once('/')).map(|(t, _)| t.to_string()) else {
+            return;
+        };
+        let run = run.clone();
+        tokio::spawn(async move {
+            let result = run.result().await;
+            let day = chrono::Utc::now().date_naive().to_string();
+            let usage = &result.usage;
+            if let Err(e) = store.count_tenant_run(&tenant, &day, run.id(), usage.total_tokens(), usage.cost_usd).await
+            {
+                tracing::warn!(run_id = %run.id(), error = %e, "counting the run's tenant usage failed");
+            }
+        });
     }
 }
 

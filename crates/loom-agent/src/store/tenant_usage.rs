@@ -36,6 +36,27 @@ pub trait TenantUsageStore: Send + Sync + 'static {
         cost_usd: f64,
     ) -> Result<TenantDayUsage, Error>;
 
+    /// Reserves a run start for `tenant` on `day` in one atomic statement (a conditional upsert):
+    /// adds one run only while the day is under every limit given (`max_runs`, `max_tokens`,
+    /// `max_cost_usd`; `None`: unlimited). `true` when it did; `false` (nothing changed) when a
+    /// limit is reached. The reservation is then tied to its run by [`Self::adopt_tenant_run`] or
+    /// given back by [`Self::release_tenant_run`].
+    async fn reserve_tenant_run(
+        &self,
+        tenant: &str,
+        day: &str,
+        max_runs: Option<u64>,
+        max_tokens: Option<u64>,
+        max_cost_usd: Option<f64>,
+    ) -> Result<bool, Error>;
+
+    /// Ties a reserved start to run `run_id`: its per-run row is made (so counting the run later
+    /// adds no start); when the run was counted on that day already, the reservation is given back.
+    async fn adopt_tenant_run(&self, tenant: &str, day: &str, run_id: &str) -> Result<(), Error>;
+
+    /// Gives back a reserved start that began no run.
+    async fn release_tenant_run(&self, tenant: &str, day: &str) -> Result<(), Error>;
+
     /// The tenant's usage of `day` (zero when nothing was counted).
     async fn tenant_usage(&self, tenant: &str, day: &str) -> Result<TenantDayUsage, Error>;
 
@@ -52,6 +73,21 @@ pub trait TenantUsageStore: Send + Sync + 'static {
 pub(crate) fn increment(before: (u64, f64), tokens: u64, cost_usd: f64) -> ((u64, f64), (u64, f64)) {
     let now = (before.0.max(tokens), before.1.max(cost_usd));
     ((now.0 - before.0, (now.1 - before.1).max(0.0)), now)
+}
+
+/// The bounds of a reservation's conditional upsert, `None` unlimited; `None` overall when a limit
+/// is zero (nothing may start, and a first row of the day must not be made).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn bounds(
+    max_runs: Option<u64>,
+    max_tokens: Option<u64>,
+    max_cost_usd: Option<f64>,
+) -> Option<(i64, i64, f64)> {
+    if max_runs == Some(0) || max_tokens == Some(0) || max_cost_usd.is_some_and(|c| c <= 0.0) {
+        return None;
+    }
+    let int = |v: Option<u64>| v.map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    Some((int(max_runs), int(max_tokens), max_cost_usd.unwrap_or(f64::MAX)))
 }
 
 /// Opens the tenant usage store in the database of a journal URL (`sqlite:…`, `postgres://…`).

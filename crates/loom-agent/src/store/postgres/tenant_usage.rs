@@ -2,7 +2,7 @@
 
 use super::{PostgresStore, get, pg};
 use crate::error::Error;
-use crate::store::tenant_usage::{TenantDayUsage, TenantUsageStore, increment};
+use crate::store::tenant_usage::{TenantDayUsage, TenantUsageStore, bounds, increment};
 
 /// Version 9: per-tenant daily usage (`loom serve`'s tenant budgets), shared by every process, and
 /// sessions found by id alone (`SessionStore::find_sessions`: a tenant's session, whatever its user).
@@ -82,6 +82,67 @@ impl TenantUsageStore for PostgresStore {
             let day_now = usage(&row, 0)?;
             tx.commit().await.map_err(|e| pg("committing a usage count", e))?;
             Ok(day_now)
+        })
+    }
+
+    async fn reserve_tenant_run(
+        &self,
+        tenant: &str,
+        day: &str,
+        max_runs: Option<u64>,
+        max_tokens: Option<u64>,
+        max_cost_usd: Option<f64>,
+    ) -> Result<bool, Error> {
+        let Some((runs, tokens, cost)) = bounds(max_runs, max_tokens, max_cost_usd) else { return Ok(false) };
+        with_conn!(self, |client| async {
+            let row = client
+                .query_opt(
+                    "INSERT INTO loom_tenant_usage (tenant, day, runs) VALUES ($1, $2, 1)
+                     ON CONFLICT (tenant, day) DO UPDATE SET runs = loom_tenant_usage.runs + 1
+                        WHERE loom_tenant_usage.runs < $3 AND loom_tenant_usage.tokens < $4
+                          AND loom_tenant_usage.cost_usd < $5
+                     RETURNING runs",
+                    &[&tenant, &day, &runs, &tokens, &cost],
+                )
+                .await
+                .map_err(|e| pg("reserving a tenant's run", e))?;
+            Ok(row.is_some())
+        })
+    }
+
+    async fn adopt_tenant_run(&self, tenant: &str, day: &str, run_id: &str) -> Result<(), Error> {
+        with_conn!(self, |client| async {
+            let tx = client.transaction().await.map_err(|e| pg("beginning a usage count", e))?;
+            let made = tx
+                .execute(
+                    "INSERT INTO loom_tenant_run_usage (run_id, day, tenant) VALUES ($1, $2, $3)
+                     ON CONFLICT (run_id, day) DO NOTHING",
+                    &[&run_id, &day, &tenant],
+                )
+                .await
+                .map_err(|e| pg("adopting a tenant's reserved run", e))?;
+            if made == 0 {
+                tx.execute(
+                    "UPDATE loom_tenant_usage SET runs = GREATEST(runs - 1, 0) WHERE tenant = $1 AND day = $2",
+                    &[&tenant, &day],
+                )
+                .await
+                .map_err(|e| pg("giving back a tenant's reserved run", e))?;
+            }
+            tx.commit().await.map_err(|e| pg("committing a usage count", e))
+        })
+    }
+
+    async fn release_tenant_run(&self, tenant: &str, day: &str) -> Result<(), Error> {
+        with_conn!(self, |client| async {
+            client
+                .execute(
+                    "UPDATE loom_tenant_usage SET runs = GREATEST(runs - 1, 0) WHERE tenant = $1 AND day = $2",
+                    &[&tenant, &day],
+                )
+                .await
+                .map_err(|e| pg("giving back a tenant's reserved run", e))?;
+            Ok(())
         })
     }
 

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, db};
 use crate::error::Error;
-use crate::store::tenant_usage::{TenantDayUsage, TenantUsageStore, increment};
+use crate::store::tenant_usage::{TenantDayUsage, TenantUsageStore, bounds, increment};
 
 /// Version 9: per-tenant daily usage (`loom serve`'s tenant budgets), shared by every process, and
 /// sessions found by id alone (`SessionStore::find_sessions`: a tenant's session, whatever its user).
@@ -69,6 +69,69 @@ impl TenantUsageStore for SqliteStore {
                 .map_err(db)?;
             tx.commit().map_err(db)?;
             Ok(day_now)
+        })
+        .await
+    }
+
+    async fn reserve_tenant_run(
+        &self,
+        tenant: &str,
+        day: &str,
+        max_runs: Option<u64>,
+        max_tokens: Option<u64>,
+        max_cost_usd: Option<f64>,
+    ) -> Result<bool, Error> {
+        let Some((runs, tokens, cost)) = bounds(max_runs, max_tokens, max_cost_usd) else { return Ok(false) };
+        let (tenant, day) = (tenant.to_string(), day.to_string());
+        self.call(move |conn| {
+            let done = conn
+                .prepare_cached(
+                    "INSERT INTO loom_tenant_usage (tenant, day, runs) VALUES (?1, ?2, 1)
+                     ON CONFLICT (tenant, day) DO UPDATE SET runs = runs + 1
+                        WHERE runs < ?3 AND tokens < ?4 AND cost_usd < ?5
+                     RETURNING runs",
+                )
+                .map_err(db)?
+                .query_row(params![tenant, day, runs, tokens, cost], |r| r.get::<_, i64>(0))
+                .optional()
+                .map_err(db)?;
+            Ok(done.is_some())
+        })
+        .await
+    }
+
+    async fn adopt_tenant_run(&self, tenant: &str, day: &str, run_id: &str) -> Result<(), Error> {
+        let (tenant, day, run_id) = (tenant.to_string(), day.to_string(), run_id.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let made = tx
+                .execute(
+                    "INSERT INTO loom_tenant_run_usage (run_id, day, tenant) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (run_id, day) DO NOTHING",
+                    params![run_id, day, tenant],
+                )
+                .map_err(db)?;
+            if made == 0 {
+                tx.execute(
+                    "UPDATE loom_tenant_usage SET runs = MAX(runs - 1, 0) WHERE tenant = ?1 AND day = ?2",
+                    params![tenant, day],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn release_tenant_run(&self, tenant: &str, day: &str) -> Result<(), Error> {
+        let (tenant, day) = (tenant.to_string(), day.to_string());
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE loom_tenant_usage SET runs = MAX(runs - 1, 0) WHERE tenant = ?1 AND day = ?2",
+                params![tenant, day],
+            )
+            .map_err(db)?;
+            Ok(())
         })
         .await
     }
