@@ -391,5 +391,6 @@ async fn runs_stream_starts_a_run_and_streams_its_events_in_one_request() {
     let (status, _) = s.post(&s.key_a, "/runs/stream", json!({"input": 3})).await;
     assert_eq!(status, 400);
     let (status, _) = s.post(&s.key_a, "/runs/stream", json!({"input": "x", "nope": 1})).await;
-    assert_eq!(status, 400);
+    let (runs_status, _) = s.post(&s.key_a, "/runs", json!({"input": "x", "nope": 1})).await;
+    assert_eq!((status, runs_status), (422, 422), "unknown fields, as POST /runs");
 }
