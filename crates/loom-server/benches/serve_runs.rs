@@ -19,8 +19,9 @@
 //! Each round runs N runs at once in process (time to first event: from `agent.start` to the first
 //! event of `run.events()`), then N runs at once through the server: `POST /runs` (bearer key), then
 //! `GET /runs/{id}/events` as SSE, followed to the end (the last event must be `run.completed`);
-//! time to first event from the start of the POST to the first SSE event. Reported: wall time of
-//! both, the ratio, p50/p99 time to first event, the server's peak RSS (`VmHWM`) and its CPU time
+//! time to first event from the start of the POST to the first SSE event; then N runs at once in
+//! one request each, `POST /runs/stream` (the run's events as SSE in the answer). Reported: wall
+//! time of the three, the ratios to in-process, p50/p99 time to first event, the server's peak RSS (`VmHWM`) and its CPU time
 //! per run (all its threads, from `/proc/PID/task/*/schedstat`), and the in-process CPU per run.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -179,6 +180,25 @@ async fn served_run(http: reqwest::Client, base: Arc<str>, key: Arc<str>, i: usi
         .send()
         .await
         .unwrap();
+    sse_to_end(response, started).await
+}
+
+/// One run through the server in one request: `POST /runs/stream`, its SSE stream to the end.
+async fn streamed_run(http: reqwest::Client, base: Arc<str>, key: Arc<str>, i: usize) -> Duration {
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/runs/stream"))
+        .bearer_auth(&*key)
+        .json(&serde_json::json!({"input": format!("What is the weather in Tokyo? ({i})")}))
+        .send()
+        .await
+        .unwrap();
+    sse_to_end(response, started).await
+}
+
+/// Reads an SSE response to its end: the time from `started` to the first event; panics unless
+/// the stream starts with `run.started` and ends with `run.completed`.
+async fn sse_to_end(response: reqwest::Response, started: Instant) -> Duration {
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let mut buffer = Vec::new();
@@ -229,14 +249,16 @@ fn main() {
         for i in 0..20 {
             in_process_run(agent.clone(), i).await;
             served_run(http.clone(), base.clone(), key.clone(), i).await;
+            streamed_run(http.clone(), base.clone(), key.clone(), i).await;
         }
         println!(
             "{n} concurrent runs, mock latency {latency} ms, {rounds} rounds; server RSS after warm-up {:.1} MiB",
             status_mb(server_pid, "VmRSS")
         );
         println!(
-            "round | in-process wall ms | served wall ms | ratio | TTFE p50/p99 in-process ms | TTFE p50/p99 served ms \
-             | server CPU µs/run | in-process CPU µs/run | difference µs/run | server peak RSS MiB"
+            "round | in-process wall ms | served wall ms (POST + GET events) | ratio | served wall ms (POST /runs/stream) \
+             | ratio | TTFE p50/p99 in-process ms | TTFE p50/p99 served ms | TTFE p50/p99 stream ms \
+             | server CPU µs/run served / stream | in-process CPU µs/run | server peak RSS MiB | load avg"
         );
         for round in 1..=rounds {
             let cpu = cpu_ns(me);
@@ -259,17 +281,35 @@ fn main() {
             }
             let served = Figures::new(started.elapsed(), ttfe);
             let server_cpu = (cpu_ns(server_pid) - cpu) as f64 / n as f64 / 1000.0;
+
+            let cpu = cpu_ns(server_pid);
+            let started = Instant::now();
+            let tasks: Vec<_> =
+                (0..n).map(|i| tokio::spawn(streamed_run(http.clone(), base.clone(), key.clone(), i))).collect();
+            let mut ttfe = Vec::with_capacity(n);
+            for t in tasks {
+                ttfe.push(t.await.unwrap());
+            }
+            let streamed = Figures::new(started.elapsed(), ttfe);
+            let stream_cpu = (cpu_ns(server_pid) - cpu) as f64 / n as f64 / 1000.0;
+            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            let load: Vec<&str> = load.split_whitespace().take(3).collect();
             println!(
-                "{round} | {:.1} | {:.1} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {server_cpu:.1} | {local_cpu:.1} | {:.1} | {:.1}",
+                "{round} | {:.1} | {:.1} | {:.3} | {:.1} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} \
+                 | {server_cpu:.1} / {stream_cpu:.1} | {local_cpu:.1} | {:.1} | {}",
                 ms(local.wall),
                 ms(served.wall),
                 served.wall.as_secs_f64() / local.wall.as_secs_f64(),
+                ms(streamed.wall),
+                streamed.wall.as_secs_f64() / local.wall.as_secs_f64(),
                 ms(percentile(&local.ttfe, 0.5)),
                 ms(percentile(&local.ttfe, 0.99)),
                 ms(percentile(&served.ttfe, 0.5)),
                 ms(percentile(&served.ttfe, 0.99)),
-                server_cpu - local_cpu,
+                ms(percentile(&streamed.ttfe, 0.5)),
+                ms(percentile(&streamed.ttfe, 0.99)),
                 status_mb(server_pid, "VmHWM"),
+                load.join(" "),
             );
         }
     });

@@ -1,12 +1,14 @@
 //! `GET /runs/{id}/events`: Server-Sent Events (each event's `id` is its `seq`; a client that
-//! reconnects with `Last-Event-ID` gets exactly the events after it), or a JSON page.
+//! reconnects with `Last-Event-ID` gets exactly the events after it), or a JSON page. And
+//! `POST /runs/stream`: a run started and its events streamed in one request (the same SSE ids,
+//! so `GET /runs/{id}/events` with `Last-Event-ID` resumes it).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{FutureExt, Stream, StreamExt, stream};
@@ -15,7 +17,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, Tenant};
+use crate::runs::CreateRun;
+use crate::state::{AppState, Body, Tenant};
 
 /// Query of the events endpoint.
 #[derive(Debug, Deserialize)]
@@ -85,7 +88,7 @@ pub(crate) async fn events(
     let sse =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     if sse {
-        let events: std::pin::Pin<Box<dyn Stream<Item = Event> + Send>> = match source {
+        let events: EventBox = match source {
             Source::Live(run) => Box::pin(run.events().filter(move |e| futures::future::ready(wanted(e)))),
             Source::Stored(list) => Box::pin(stream::iter(list.into_iter().filter(move |e| wanted(e)))),
             Source::Follow(queue) => {
@@ -96,8 +99,7 @@ pub(crate) async fn events(
                 )
             }
         };
-        let body = events.map(|e| Ok::<_, Infallible>(sse_event(&e)));
-        return Ok(Sse::new(body).keep_alive(KeepAlive::default()).into_response());
+        return Ok(sse_response(events));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let (mut page, done) = match source {
@@ -137,4 +139,43 @@ pub(crate) async fn events(
     page.truncate(limit);
     let next_after = page.last().map(|e| e.seq).or(after);
     Ok(Json(json!({ "events": page, "next_after": next_after, "done": done })).into_response())
+}
+
+type EventBox = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+fn sse_response(events: EventBox) -> Response {
+    let body = events.map(|e| Ok::<_, Infallible>(sse_event(&e)));
+    Sse::new(body).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// `POST /runs/stream`: starts a run as `POST /runs` does (same body; `wait` is refused) and
+/// answers its events as SSE from the first one, in the same request. The run's address is in
+/// `Content-Location` (and every event carries its `run_id`): a client that loses the stream
+/// resumes with `GET /runs/{id}/events` and `Last-Event-ID`.
+pub(crate) async fn create_stream(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    Body(body): Body<CreateRun>,
+) -> ApiResult<Response> {
+    if body.wait {
+        return Err(ApiError::bad_request("`wait` does not apply to `POST /runs/stream` (it streams to the end)"));
+    }
+    let (run_id, events): (String, EventBox) = match state.queue.clone() {
+        Some(queue) => {
+            let (_, queued) = crate::queued::enqueue(&state, queue.as_ref(), &tenant, body).await?;
+            let follow = crate::queued::Follow::new(queue, queued.run_id.clone(), None);
+            let events = stream::unfold(follow, |mut f| async move { f.next_batch().await.map(|batch| (batch, f)) })
+                .flat_map(stream::iter);
+            (queued.run_id, Box::pin(events))
+        }
+        None => {
+            let (_, run) = crate::runs::start(&state, &tenant, body).await?;
+            (run.id().to_string(), Box::pin(run.events()))
+        }
+    };
+    let mut response = sse_response(events);
+    if let Ok(location) = HeaderValue::from_str(&format!("/runs/{run_id}")) {
+        response.headers_mut().insert(header::CONTENT_LOCATION, location);
+    }
+    Ok(response)
 }

@@ -1,6 +1,7 @@
 //! `loom serve`: Loom agents as a multi-tenant HTTP service.
 //!
-//! Runs (`/runs`, with the busy-session strategy, cancel, resume and events as SSE with
+//! Runs (`/runs`, with the busy-session strategy, cancel, resume, `POST /runs/stream` (start and
+//! stream in one request) and events as SSE with
 //! `Last-Event-ID` resumption or JSON pages), sessions, approvals, signals and schedules, memory
 //! (facts, search, blocks, forget, export), knowledge search, per-tenant daily budgets
 //! (`GET /budget`, 429 `tenant_budget_exceeded`), OpenAI-compatible
@@ -357,6 +358,7 @@ fn router_with(
     let mcp = mcp::service(state.clone(), state.keys.is_some(), max_body);
     let api = Router::new()
         .route("/runs", post(runs::create).route_layer(budget()).get(runs::list))
+        .route("/runs/stream", post(events::create_stream).route_layer(budget()))
         .route("/runs/{run_id}", get(runs::get))
         .route("/runs/{run_id}/cancel", post(runs::cancel))
         .route("/runs/{run_id}/resume", post(runs::resume).route_layer(budget()))

@@ -16,6 +16,13 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
         "List runs, newest first, from the database too (filters: user_id, session_id, state; pages: limit, before = the previous page's next)",
         true,
     ),
+    (
+        "post",
+        "/runs/stream",
+        "Start a run (body as POST /runs, without wait) and stream its events as SSE in the same request \
+         (Content-Location: /runs/{run_id}; resume with GET /runs/{run_id}/events and Last-Event-ID)",
+        true,
+    ),
     ("get", "/runs/{run_id}", "A run", true),
     ("post", "/runs/{run_id}/cancel", "Cancel a run", true),
     ("post", "/runs/{run_id}/resume", "Resume a journaled run that did not finish", true),

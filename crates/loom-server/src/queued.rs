@@ -58,14 +58,14 @@ fn light_view(tenant: &Tenant, agent: &str, s: &RunStatus) -> Value {
     })
 }
 
-/// `POST /runs` in queue mode: the run is queued and its id returned at once (201), or, with
-/// `wait`, the finished run (200) once a worker has ended it.
-pub(crate) async fn create(
-    state: Arc<AppState>,
-    queue: Arc<dyn RunQueue>,
-    tenant: Tenant,
+/// Queues the run `body` asks for (after its busy-session strategy): the agent's name and the
+/// queued run.
+pub(crate) async fn enqueue(
+    state: &AppState,
+    queue: &dyn RunQueue,
+    tenant: &Tenant,
     body: CreateRun,
-) -> ApiResult<Response> {
+) -> ApiResult<(String, loom_agent::store::QueuedRun)> {
     check_user(body.user_id.as_deref())?;
     let (agent_name, agent) = state.agent(body.agent.as_deref())?;
     let input = parse_input(body.input)?;
@@ -93,9 +93,22 @@ pub(crate) async fn create(
     }
     let request = queued_request(&input, &body.context.unwrap_or_default(), &body.metadata);
     let queued = agent.enqueue(&agent_name, body.session_id.as_deref(), Some(&user), request).await?;
+    state.budgets.adopt(tenant, &queued.run_id).await;
+    Ok((agent_name, queued))
+}
+
+/// `POST /runs` in queue mode: the run is queued and its id returned at once (201), or, with
+/// `wait`, the finished run (200) once a worker has ended it.
+pub(crate) async fn create(
+    state: Arc<AppState>,
+    queue: Arc<dyn RunQueue>,
+    tenant: Tenant,
+    body: CreateRun,
+) -> ApiResult<Response> {
+    let wait = body.wait;
+    let (agent_name, queued) = enqueue(&state, queue.as_ref(), &tenant, body).await?;
     let run_id = queued.run_id.clone();
-    state.budgets.adopt(&tenant, &run_id).await;
-    if body.wait {
+    if wait {
         let done = loop {
             match queue.status(&run_id).await? {
                 Some(s) if s.finished || s.state == loom_agent::RunState::Suspended => break s,

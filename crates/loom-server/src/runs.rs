@@ -181,17 +181,28 @@ pub(crate) async fn create(
     if let Some(queue) = state.queue.clone() {
         return crate::queued::create(state, queue, tenant, body).await;
     }
+    let wait = body.wait;
+    let (agent_name, run) = start(&state, &tenant, body).await?;
+    if wait {
+        let _ = run.result().await;
+        return Ok((StatusCode::OK, Json(run_view(&tenant, &agent_name, &run))).into_response());
+    }
+    Ok((StatusCode::CREATED, Json(run_view(&tenant, &agent_name, &run))).into_response())
+}
+
+/// Starts (and tracks) the run `body` asks for, after its busy-session strategy: the agent's name
+/// and the run. `POST /runs` and `POST /runs/stream` (not in queue mode).
+pub(crate) async fn start(state: &Arc<AppState>, tenant: &Tenant, body: CreateRun) -> ApiResult<(String, Run)> {
     check_user(body.user_id.as_deref())?;
     let (agent_name, agent) = state.agent(body.agent.as_deref())?;
     let input = parse_input(body.input)?;
     if let Some(id) = body.session_id.as_deref() {
         // A session the server no longer holds in memory is read back from the store.
-        crate::sessions::lookup(&state, &tenant, id).await?;
+        crate::sessions::lookup(state, tenant, id).await?;
     }
-    let entry =
-        open_session(&state, &tenant, &agent_name, &agent, body.user_id.as_deref(), body.session_id.as_deref())?;
+    let entry = open_session(state, tenant, &agent_name, &agent, body.user_id.as_deref(), body.session_id.as_deref())?;
     // A session made by this request has nothing in flight: only a named one needs the scan.
-    let busy = if body.session_id.is_some() { in_flight(&state, &tenant, entry.session.id()) } else { Vec::new() };
+    let busy = if body.session_id.is_some() { in_flight(state, tenant, entry.session.id()) } else { Vec::new() };
     if !busy.is_empty() {
         match body.busy {
             Busy::Enqueue => {}
@@ -209,12 +220,8 @@ pub(crate) async fn create(
     request.context = body.context.unwrap_or_default();
     request.metadata = body.metadata;
     let run = entry.session.start(request);
-    state.track(&tenant, &agent_name, &run);
-    if body.wait {
-        let _ = run.result().await;
-        return Ok((StatusCode::OK, Json(run_view(&tenant, &agent_name, &run))).into_response());
-    }
-    Ok((StatusCode::CREATED, Json(run_view(&tenant, &agent_name, &run))).into_response())
+    state.track(tenant, &agent_name, &run);
+    Ok((agent_name, run))
 }
 
 /// A run the tenant owns that this server has not seen: from the agents' journals and stores.

@@ -346,3 +346,51 @@ async fn metrics_count_runs_and_tokens() {
     assert!(text.contains("loom_queue_depth 0"), "{text}");
     assert!(text.contains("loom_tokens_total{kind=\"input\"}"), "{text}");
 }
+
+#[tokio::test]
+async fn runs_stream_starts_a_run_and_streams_its_events_in_one_request() {
+    let s = start().await;
+    let r = s
+        .http
+        .post(s.url("/runs/stream"))
+        .bearer_auth(&s.key_a)
+        .json(&json!({"input": "one two three four", "user_id": "ann", "session_id": "st"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let location = r.headers()["content-location"].to_str().unwrap().to_string();
+    let id = location.strip_prefix("/runs/").unwrap().to_string();
+    let events = tokio::time::timeout(Duration::from_secs(10), sse(r, usize::MAX)).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(seqs, (0..events.len() as u64).collect::<Vec<_>>(), "every event once, in order");
+    assert_eq!(events.first().unwrap().1, "run.started");
+    assert_eq!(events.last().unwrap().1, "run.completed");
+    assert!(events.iter().all(|e| e.2["run_id"] == json!(id) && e.2["seq"] == json!(e.0)), "{events:?}");
+    // The same ids as GET /runs/{id}/events: a client that lost the stream resumes with Last-Event-ID.
+    let r = s
+        .http
+        .get(s.url(&format!("/runs/{id}/events")))
+        .bearer_auth(&s.key_a)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap();
+    let rest = sse(r, usize::MAX).await;
+    assert_eq!(rest.iter().map(|e| e.0).collect::<Vec<_>>(), seqs[2..].to_vec());
+    let (status, run) = s.get(&s.key_a, &location).await;
+    assert_eq!(
+        (status, &run["output"], &run["session_id"], &run["user_id"]),
+        (200, &json!("Echo: one two three four"), &json!("st"), &json!("ann"))
+    );
+    // The body is POST /runs's: validated the same way; `wait` does not apply.
+    let (status, body) = s.post(&s.key_a, "/runs/stream", json!({"input": "x", "wait": true})).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("bad_request")), "{body}");
+    let (status, _) = s.post(&s.key_a, "/runs/stream", json!({"input": 3})).await;
+    assert_eq!(status, 400);
+    let (status, _) = s.post(&s.key_a, "/runs/stream", json!({"input": "x", "nope": 1})).await;
+    let (runs_status, _) = s.post(&s.key_a, "/runs", json!({"input": "x", "nope": 1})).await;
+    assert_eq!((status, runs_status), (422, 422), "unknown fields, as POST /runs");
+}

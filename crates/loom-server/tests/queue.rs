@@ -261,5 +261,15 @@ async fn with_sqlite_one_server_queues_and_runs() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!((v["state"].as_str(), v["output"].as_str()), (Some("completed"), Some("Echo: hi")), "{v}");
+    // `POST /runs/stream` queues the run and follows its durable event log in the same request.
+    let r = http.post(format!("{base}/runs/stream")).json(&json!({"input": "streamed"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let location = r.headers()["content-location"].to_str().unwrap().to_string();
+    let body = tokio::time::timeout(Duration::from_secs(20), r.text()).await.unwrap().unwrap();
+    let ids: Vec<u64> = body.lines().filter_map(|l| l.strip_prefix("id:")).map(|v| v.trim().parse().unwrap()).collect();
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "{body}");
+    assert!(body.contains("event: run.started") && body.contains("event: run.completed"), "{body}");
+    let v: Value = http.get(format!("{base}{location}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["output"].as_str(), Some("Echo: streamed"), "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }

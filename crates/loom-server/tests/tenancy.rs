@@ -157,3 +157,43 @@ async fn the_body_limit_is_configurable() {
     let (status, _) = s.post(&s.key_a, "/runs", json!({"input": "small", "wait": true})).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn runs_stream_acts_for_the_callers_tenant() {
+    let s = start().await;
+    let stream = |key: &str, body: Value| s.http.post(s.url("/runs/stream")).bearer_auth(key).json(&body).send();
+    let r =
+        stream(&s.key_a, json!({"input": "acme secret words", "session_id": "shared", "user_id": "u"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let location = r.headers()["content-location"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    assert!(body.contains("run.completed"), "{body}");
+    // Another tenant cannot see the run, its events, nor resume its stream.
+    let b = &s.key_b;
+    for path in [location.clone(), format!("{location}/events")] {
+        let (status, body) = s.get(b, &path).await;
+        assert_eq!(status, 404, "GET {path}: {body}");
+        assert!(!leaks(&body, "acme secret"), "{path}: {body}");
+    }
+    let r = s
+        .http
+        .get(s.url(&format!("{location}/events")))
+        .bearer_auth(b)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "SSE resume");
+    // The same session name in tenant B is B's own session.
+    let r = stream(b, json!({"input": "globex words", "session_id": "shared", "user_id": "u"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("run.completed") && !leaks(&json!(body), "acme secret"), "{body}");
+    let (_, history) = s.get(b, "/sessions/shared/history").await;
+    assert!(!leaks(&history, "acme secret"), "{history}");
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+    // Without a key: 401.
+    let r = s.http.post(s.url("/runs/stream")).json(&json!({"input": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
