@@ -195,6 +195,11 @@ fn main() {
         drop(run);
         tokio::task::yield_now().await;
         let after = heap();
+        // Dropping both agents frees their session stores: what is still held then is leaked.
+        drop(agent);
+        drop(child);
+        tokio::task::yield_now().await;
+        let dropped = heap();
 
         println!("in-flight child runs: {n} (one parent, all children idle in their model call)");
         println!("  heap per in-flight child run: {:.0} B ({:.2} KiB), {blocks:.1} blocks", per_child, per_child / 1024.0);
@@ -202,6 +207,15 @@ fn main() {
             "  allocator calls per child up to that point: {calls_per_child:.1} ({allocated_per_child:.0} B allocated in all)"
         );
         println!("  time to reach {n} children in flight: {reach:?}; cancel all: {cancel:?}");
-        println!("  heap after cancel and drop, vs before: {:+} B", after.bytes - before.bytes);
+        println!(
+            "  heap after cancel and dropping the run, vs before: {:+} B ({:+.0} B per child)",
+            after.bytes - before.bytes,
+            (after.bytes - before.bytes) as f64 / n as f64
+        );
+        println!(
+            "  heap after also dropping both agents, vs before: {:+} B ({:+.0} B per child)",
+            dropped.bytes - before.bytes,
+            (dropped.bytes - before.bytes) as f64 / n as f64
+        );
     });
 }

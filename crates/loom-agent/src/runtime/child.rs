@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -25,8 +25,13 @@ pub(crate) fn journal_of(stores: &super::env::Stores, log: &RunLog) -> Option<Ar
 
 /// A run as its children see it: its log (events, counters, cancellation), who it acts for and
 /// its budget. One per run, handed to its tool calls through [`crate::tool::ToolContext`].
+///
+/// The log is held weakly: a parent's log keeps its children's logs (for [`NestedEvents`]) and
+/// each child's log keeps this link, so a strong reference here would be a cycle, and a parent
+/// with children would never be freed. The parent's log is alive while any of its children runs
+/// (the parent's run awaits the call that started the child).
 pub(crate) struct ParentLink {
-    pub(crate) log: Arc<RunLog>,
+    log: Weak<RunLog>,
     pub(crate) scope: Scope,
     pub(crate) budget: Option<Arc<dyn Budget>>,
     /// The journal the run writes to: a child whose agent has none is journaled here too.
@@ -40,9 +45,29 @@ impl fmt::Debug for ParentLink {
 }
 
 impl ParentLink {
-    /// This run and its ancestors, nearest first.
-    pub(crate) fn chain(&self) -> impl Iterator<Item = &ParentLink> {
-        std::iter::successors(Some(self), |link| link.log.parent.as_deref())
+    /// The link of the run whose log is `log`.
+    pub(crate) fn new(
+        log: &Arc<RunLog>,
+        scope: Scope,
+        budget: Option<Arc<dyn Budget>>,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Self {
+        ParentLink { log: Arc::downgrade(log), scope, budget, journal }
+    }
+
+    /// The run's log, while the run is alive (always, for a child of the run that is running).
+    pub(crate) fn log(&self) -> Option<Arc<RunLog>> {
+        self.log.upgrade()
+    }
+
+    /// The run's log and its ancestors' (with their links), nearest first.
+    fn chain(self: &Arc<Self>) -> impl Iterator<Item = (Arc<ParentLink>, Arc<RunLog>)> {
+        let first = self.log().map(|log| (self.clone(), log));
+        std::iter::successors(first, |(_, log)| {
+            let link = log.parent.clone()?;
+            let parent_log = link.log()?;
+            Some((link, parent_log))
+        })
     }
 }
 
@@ -78,10 +103,10 @@ impl RunLog {
     /// Adds a child's model call usage to every ancestor's counters and budget (skipping
     /// `own`, the budget the child already recorded it in).
     pub(crate) fn roll_up(&self, usage: &Usage, own: Option<&Arc<dyn Budget>>) {
-        let Some(parent) = self.parent.as_deref() else { return };
+        let Some(parent) = self.parent.as_ref() else { return };
         let mut recorded: Vec<*const ()> = own.map(|b| Arc::as_ptr(b) as *const ()).into_iter().collect();
-        for link in parent.chain() {
-            link.log.add_usage(usage);
+        for (link, log) in parent.chain() {
+            log.add_usage(usage);
             if let Some(budget) = &link.budget {
                 let ptr = Arc::as_ptr(budget) as *const ();
                 if !recorded.contains(&ptr) {
@@ -95,11 +120,11 @@ impl RunLog {
     /// The ancestors' budget verdicts, given what each ancestor (its children included) has
     /// spent: the first limit reached, else the first warning, else `Ok`.
     pub(crate) fn ancestors_budget(&self) -> BudgetVerdict {
-        let Some(parent) = self.parent.as_deref() else { return BudgetVerdict::Ok };
+        let Some(parent) = self.parent.as_ref() else { return BudgetVerdict::Ok };
         let mut verdict = BudgetVerdict::Ok;
-        for link in parent.chain() {
+        for (link, log) in parent.chain() {
             let Some(budget) = &link.budget else { continue };
-            let p = link.log.progress();
+            let p = log.progress();
             match budget.check(&link.scope, &p.usage, p.turns, p.tool_calls) {
                 BudgetVerdict::Ok => {}
                 exceeded @ BudgetVerdict::Exceeded(_) => return exceeded,
@@ -199,5 +224,78 @@ impl Stream for NestedEvents {
 impl fmt::Debug for NestedEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NestedEvents").field("runs", &self.streams.len()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Weak};
+
+    use serde_json::json;
+    use tokio::sync::Notify;
+
+    use crate::agent::{Agent, RunRequest};
+    use crate::error::ModelError;
+    use crate::event::EventKind;
+    use crate::model::{FnModel, LanguageModel, ModelRequest, ModelStream, ScriptedTurn};
+    use crate::run::RunState;
+
+    /// Counts its calls and then waits until the run is cancelled.
+    struct Blocked(Arc<AtomicUsize>, Arc<Notify>);
+
+    #[async_trait::async_trait]
+    impl LanguageModel for Blocked {
+        fn name(&self) -> &str {
+            "blocked"
+        }
+
+        async fn stream(&self, _request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.notified().await;
+            Err(ModelError::Unavailable("released".into()))
+        }
+    }
+
+    /// A parent and its children are freed once nothing outside holds them: a parent's log keeps
+    /// its children's logs and each child's log its link to the parent, which must not be a cycle.
+    #[tokio::test]
+    async fn parent_and_children_logs_are_freed_after_cancel() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let child = Agent::builder()
+            .name("child")
+            .model(Blocked(calls.clone(), Arc::new(Notify::new())))
+            .build()
+            .expect("child agent");
+        let model = FnModel::new("parent", |_req| {
+            ScriptedTurn::text("")
+                .with_tool_call("child", json!({"input": "a"}))
+                .with_tool_call("child", json!({"input": "b"}))
+        });
+        let parent =
+            Agent::builder().model(model).tool(child.as_tool("child", "Does one task.")).build().expect("parent agent");
+        let run = parent.start(RunRequest::new("go"));
+        while calls.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        run.cancel();
+        let result = run.result().await;
+        assert_eq!(result.state, RunState::Cancelled);
+        let children: Vec<Weak<_>> = result
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::ChildStarted(s) => run.log.child(&s.child_run_id).map(|log| Arc::downgrade(&log)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(children.len(), 2, "both children were started and are followed by the parent's log");
+        let parent_log = Arc::downgrade(&run.log);
+        drop((run, result, parent, child));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(parent_log.upgrade().is_none(), "the parent's log is still held");
+        assert!(children.iter().all(|c| c.upgrade().is_none()), "a child's log is still held");
     }
 }

@@ -112,12 +112,12 @@ impl RunCx {
     /// This run as its children see it.
     pub(crate) fn link(&self) -> &Arc<super::child::ParentLink> {
         self.link.get_or_init(|| {
-            Arc::new(super::child::ParentLink {
-                log: self.log.clone(),
-                scope: self.scope.clone(),
-                budget: self.env.policies.budget.clone(),
-                journal: super::child::journal_of(&self.env.stores, &self.log),
-            })
+            Arc::new(super::child::ParentLink::new(
+                &self.log,
+                self.scope.clone(),
+                self.env.policies.budget.clone(),
+                super::child::journal_of(&self.env.stores, &self.log),
+            ))
         })
     }
 

@@ -47,8 +47,9 @@ struct RunInner {
     frozen: Option<Arc<[Event]>>,
     artifacts: Vec<Artifact>,
     input: RunInput,
-    context: RunContext,
-    metadata: Map<String, Value>,
+    /// The run's context and metadata, boxed and only when either is non-empty: most runs have
+    /// neither, and inline their empty maps would be about 240 B of every run's log.
+    extras: Option<Box<(RunContext, Map<String, Value>)>>,
     seeds: Vec<Message>,
     usage: Usage,
     turns: u32,
@@ -60,6 +61,25 @@ struct RunInner {
     wakers: Vec<Waker>,
     /// Steering messages not yet seen by the model.
     steering: Vec<String>,
+}
+
+/// The boxed context and metadata of a run, `None` when both are empty.
+fn extras(context: RunContext, metadata: Map<String, Value>) -> Option<Box<(RunContext, Map<String, Value>)>> {
+    let empty = context.inputs.is_empty()
+        && context.knowledge.is_empty()
+        && context.extensions.is_empty()
+        && metadata.is_empty();
+    (!empty).then(|| Box::new((context, metadata)))
+}
+
+impl RunInner {
+    fn context(&self) -> RunContext {
+        self.extras.as_ref().map(|e| e.0.clone()).unwrap_or_default()
+    }
+
+    fn metadata(&self) -> Map<String, Value> {
+        self.extras.as_ref().map(|e| e.1.clone()).unwrap_or_default()
+    }
 }
 
 /// Counters a run keeps while it executes.
@@ -98,8 +118,7 @@ impl RunLog {
                 frozen: None,
                 artifacts: Vec::new(),
                 input,
-                context,
-                metadata,
+                extras: extras(context, metadata),
                 seeds: Vec::new(),
                 usage: Usage::default(),
                 turns: 0,
@@ -136,8 +155,7 @@ impl RunLog {
                 frozen: Some(t.events.clone()),
                 artifacts: t.artifacts.clone(),
                 input: t.input.clone(),
-                context: t.context.clone(),
-                metadata: t.metadata.clone(),
+                extras: extras(t.context.clone(), t.metadata.clone()),
                 seeds: Vec::new(),
                 usage: t.usage,
                 turns: t.turns,
@@ -420,8 +438,8 @@ impl RunLog {
                 user_id: result.user_id.clone(),
                 state: end.state,
                 input: inner.input.clone(),
-                context: inner.context.clone(),
-                metadata: inner.metadata.clone(),
+                context: inner.context(),
+                metadata: inner.metadata(),
                 messages,
                 output: end.output,
                 parsed: end.parsed,
@@ -509,8 +527,8 @@ impl RunLog {
             user_id: self.user_id.as_deref().map(str::to_string),
             state: inner.state,
             input: inner.input.clone(),
-            context: inner.context.clone(),
-            metadata: inner.metadata.clone(),
+            context: inner.context(),
+            metadata: inner.metadata(),
             messages: inner.seeds.clone(),
             output: String::new(),
             parsed: None,

@@ -137,7 +137,9 @@ async fn journaled(
     match journal.load(id).await {
         Ok(Some(stored)) if stored.finished => {
             let outcome = finished_outcome(id, &stored.events);
-            link.log.add_usage(&outcome.usage);
+            if let Some(log) = link.log() {
+                log.add_usage(&outcome.usage);
+            }
             announce(link, id, label, key, &outcome);
             Some(outcome)
         }
@@ -162,40 +164,61 @@ async fn journaled(
 
 /// Announces a started child in its parent's log, waits for it, and announces its end.
 async fn follow(link: &ParentLink, run: crate::agent::Run, label: &str, key: Option<&str>) -> ChildOutcome {
-    link.log.add_child(run.log.clone());
-    link.log.emit(EventKind::ChildStarted(ChildStarted {
-        child_run_id: run.id().to_string(),
-        agent: label.to_string(),
-        call_id: key.map(str::to_string),
-    }));
+    if let Some(log) = link.log() {
+        log.add_child(run.log.clone());
+    }
+    emit(
+        link,
+        EventKind::ChildStarted(ChildStarted {
+            child_run_id: run.id().to_string(),
+            agent: label.to_string(),
+            call_id: key.map(str::to_string),
+        }),
+    );
     let mut guard = Unfinished { run: Some(run.clone()), link, label };
     let result = run.result().await;
     guard.run = None;
     let outcome = ChildOutcome::of(&result);
-    link.log.emit(EventKind::ChildFinished(ChildFinished {
-        child_run_id: outcome.run_id.clone(),
-        agent: label.to_string(),
-        state: outcome.state,
-        usage: outcome.usage,
-        turns: outcome.turns,
-    }));
+    emit(
+        link,
+        EventKind::ChildFinished(ChildFinished {
+            child_run_id: outcome.run_id.clone(),
+            agent: label.to_string(),
+            state: outcome.state,
+            usage: outcome.usage,
+            turns: outcome.turns,
+        }),
+    );
     outcome
+}
+
+/// Emits `kind` in the parent's log (alive while its child runs).
+fn emit(link: &ParentLink, kind: EventKind) {
+    if let Some(log) = link.log() {
+        log.emit(kind);
+    }
 }
 
 /// Announces a child that finished before the crash (its events are in its own journal).
 fn announce(link: &ParentLink, id: &str, label: &str, key: Option<&str>, outcome: &ChildOutcome) {
-    link.log.emit(EventKind::ChildStarted(ChildStarted {
-        child_run_id: id.to_string(),
-        agent: label.to_string(),
-        call_id: key.map(str::to_string),
-    }));
-    link.log.emit(EventKind::ChildFinished(ChildFinished {
-        child_run_id: id.to_string(),
-        agent: label.to_string(),
-        state: outcome.state,
-        usage: outcome.usage,
-        turns: outcome.turns,
-    }));
+    emit(
+        link,
+        EventKind::ChildStarted(ChildStarted {
+            child_run_id: id.to_string(),
+            agent: label.to_string(),
+            call_id: key.map(str::to_string),
+        }),
+    );
+    emit(
+        link,
+        EventKind::ChildFinished(ChildFinished {
+            child_run_id: id.to_string(),
+            agent: label.to_string(),
+            state: outcome.state,
+            usage: outcome.usage,
+            turns: outcome.turns,
+        }),
+    );
 }
 
 /// The outcome of a finished child, from its journaled events.
@@ -249,12 +272,15 @@ impl Drop for Unfinished<'_> {
         let Some(run) = self.run.take() else { return };
         run.cancel();
         let progress = run.log.progress();
-        self.link.log.emit(EventKind::ChildFinished(ChildFinished {
-            child_run_id: run.id().to_string(),
-            agent: self.label.to_string(),
-            state: RunState::Cancelled,
-            usage: progress.usage,
-            turns: progress.turns,
-        }));
+        emit(
+            self.link,
+            EventKind::ChildFinished(ChildFinished {
+                child_run_id: run.id().to_string(),
+                agent: self.label.to_string(),
+                state: RunState::Cancelled,
+                usage: progress.usage,
+                turns: progress.turns,
+            }),
+        );
     }
 }
