@@ -8,8 +8,9 @@
 //! LOOM_LOCAL_QUANT=q4_0 cargo bench -p loom-agent --features local --bench local
 //! ```
 //!
-//! Two scenarios: `short` (the ~500-token notes below) and `long` (the first `LONG_PROMPT_BYTES`
-//! of docs/architecture.md, about 4,000 tokens: the same text `benches/llama-ref` gives llama.cpp).
+//! Two scenarios: `short` (the ~500-token notes below) and `long` (benches/data/prompt-4k.txt,
+//! about 4,000 tokens: the same text, system prompt and ChatML frame `benches/llama-ref` gives
+//! llama.cpp).
 //! `LOOM_LOCAL_BENCH=short|long` runs one of them; both run by default.
 //!
 //! Needs the model in the cache (`loom model pull`); prints "skipped" otherwise. Threads: candle
@@ -46,18 +47,8 @@ department together with independent engineers from the technical university. In
 mayor asked every district office to organise information evenings, to print leaflets in several \
 languages, and to collect questions from residents who do not use the internet.";
 
-/// Must match `LONG_PROMPT_BYTES` in benches/llama-ref/src/main.rs.
-const LONG_PROMPT_BYTES: usize = 15_000;
-const ARCHITECTURE: &str = include_str!("../../../docs/architecture.md");
-
-/// The first `max` bytes of `text`, cut back to a character boundary.
-fn prefix(text: &str, max: usize) -> &str {
-    let mut end = max.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
+/// The long scenario's user message (also `benches/llama-ref`'s prompt).
+const LONG_PROMPT: &str = include_str!("../../../benches/data/prompt-4k.txt");
 
 fn vm_hwm_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -84,7 +75,7 @@ fn main() {
     // A first run makes the re-quantized file if it is missing, so the timed runs load warm.
     bench_generate(Some(&path), "Hi", 1).expect("the model runs");
     let which = std::env::var("LOOM_LOCAL_BENCH").unwrap_or_default();
-    let scenarios = [("short", PROMPT), ("long", prefix(ARCHITECTURE, LONG_PROMPT_BYTES))];
+    let scenarios = [("short", PROMPT), ("long", LONG_PROMPT)];
     for (scenario, prompt) in scenarios.into_iter().filter(|(s, _)| which.is_empty() || which == *s) {
         run_scenario(&path, &quant, scenario, prompt);
     }
