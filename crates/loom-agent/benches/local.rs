@@ -8,8 +8,14 @@
 //! LOOM_LOCAL_QUANT=q4_0 cargo bench -p loom-agent --features local --bench local
 //! ```
 //!
+//! Two scenarios: `short` (the ~500-token notes below) and `long` (benches/data/prompt-4k.txt,
+//! about 4,000 tokens: the same text, system prompt and ChatML frame `benches/llama-ref` gives
+//! llama.cpp).
+//! `LOOM_LOCAL_BENCH=short|long` runs one of them; both run by default.
+//!
 //! Needs the model in the cache (`loom model pull`); prints "skipped" otherwise. Threads: candle
-//! uses one per core (`RAYON_NUM_THREADS` overrides); docs/benchmarks.md has the numbers.
+//! uses one per core (`CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` override); docs/benchmarks.md has
+//! the numbers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -41,6 +47,9 @@ department together with independent engineers from the technical university. In
 mayor asked every district office to organise information evenings, to print leaflets in several \
 languages, and to collect questions from residents who do not use the internet.";
 
+/// The long scenario's user message (also `benches/llama-ref`'s prompt).
+const LONG_PROMPT: &str = include_str!("../../../benches/data/prompt-4k.txt");
+
 fn vm_hwm_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -65,10 +74,19 @@ fn main() {
     let quant = std::env::var("LOOM_LOCAL_QUANT").unwrap_or_else(|_| "default".into());
     // A first run makes the re-quantized file if it is missing, so the timed runs load warm.
     bench_generate(Some(&path), "Hi", 1).expect("the model runs");
+    let which = std::env::var("LOOM_LOCAL_BENCH").unwrap_or_default();
+    let scenarios = [("short", PROMPT), ("long", LONG_PROMPT)];
+    for (scenario, prompt) in scenarios.into_iter().filter(|(s, _)| which.is_empty() || which == *s) {
+        run_scenario(&path, &quant, scenario, prompt);
+    }
+    println!("local/{quant} peak RSS (VmHWM): {:.0} MB", vm_hwm_mb());
+}
+
+fn run_scenario(path: &std::path::Path, quant: &str, scenario: &str, prompt: &str) {
     for round in 1..=3 {
-        let r = bench_generate(Some(&path), PROMPT, 128).expect("the model runs");
+        let r = bench_generate(Some(path), prompt, 128).expect("the model runs");
         println!(
-            "local/{quant} round {round}: load {:.2} s | prompt {} tok in {:.2} s = {:.0} tok/s | generation {} tok in {:.2} s = {:.1} tok/s",
+            "local/{quant}/{scenario} round {round}: load {:.2} s | prompt {} tok in {:.2} s = {:.0} tok/s | generation {} tok in {:.2} s = {:.1} tok/s",
             r.load.as_secs_f64(),
             r.prompt_tokens,
             r.prompt_time.as_secs_f64(),
@@ -78,5 +96,4 @@ fn main() {
             r.generated_tokens as f64 / r.generation_time.as_secs_f64(),
         );
     }
-    println!("local/{quant} peak RSS (VmHWM): {:.0} MB", vm_hwm_mb());
 }
