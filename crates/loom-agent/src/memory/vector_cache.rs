@@ -148,6 +148,7 @@ pub(crate) struct VectorCache {
     used: usize,
     tick: u64,
     /// The `PRAGMA data_version` the entries were read at.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // SQLite only: knowledge scopes
     data_version: Option<i64>,
     entries: HashMap<Key, Matrix>,
     /// How many times an owner was read from SQLite into the cache.
@@ -161,6 +162,7 @@ impl VectorCache {
 
     /// Drops the knowledge scopes' entries if another connection committed since they were filled
     /// (memory owners' entries are checked against their write counters instead, at lookup).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // SQLite only: knowledge scopes
     pub(crate) fn check_version(&mut self, data_version: i64) {
         if self.data_version != Some(data_version) {
             self.entries.retain(|_, m| m.writes.is_some());
@@ -244,6 +246,7 @@ impl VectorCache {
     }
 
     /// This connection committed a new valid item with a vector.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // SQLite only: knowledge scopes
     pub(crate) fn inserted(&mut self, user: &str, agent: &str, seq: i64, model: &str, vector: &[f32]) {
         let key = (user.to_string(), agent.to_string(), model.to_string(), vector.len());
         if let Some(m) = self.entries.get_mut(&key) {
@@ -255,6 +258,7 @@ impl VectorCache {
 
     /// This connection committed: these items of the owner are no longer valid (superseded or
     /// deleted).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // SQLite only: knowledge scopes
     pub(crate) fn removed(&mut self, user: &str, agent: &str, seqs: &[i64]) {
         for ((u, a, _, _), m) in self.entries.iter_mut() {
             if u == user && a == agent {
