@@ -173,6 +173,18 @@ pub(crate) fn in_flight(state: &AppState, tenant: &Tenant, session_id: &str) -> 
         .collect()
 }
 
+/// A run of the tenant's session `session_id` that the agent's store records as in flight (started
+/// by any process on the database, not ended): its id.
+async fn in_flight_elsewhere(agent: &Agent, tenant: &Tenant, session_id: &str) -> ApiResult<Option<String>> {
+    let Ok(store) = agent.run_queue() else { return Ok(None) };
+    let prefix = format!("{}/", tenant.0);
+    let rows = store.runs_before(&prefix, Some(session_id), None, None, None, 20).await?;
+    Ok(rows
+        .into_iter()
+        .find(|r| !r.finished && !r.state.is_terminal() && r.state != RunState::Suspended)
+        .map(|r| r.run_id))
+}
+
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
@@ -203,6 +215,17 @@ pub(crate) async fn start(state: &Arc<AppState>, tenant: &Tenant, body: CreateRu
     let entry = open_session(state, tenant, &agent_name, &agent, body.user_id.as_deref(), body.session_id.as_deref())?;
     // A session made by this request has nothing in flight: only a named one needs the scan.
     let busy = if body.session_id.is_some() { in_flight(state, tenant, entry.session.id()) } else { Vec::new() };
+    if busy.is_empty()
+        && body.busy == Busy::Reject
+        && body.session_id.is_some()
+        && let Some(other) = in_flight_elsewhere(&agent, tenant, entry.session.id()).await?
+    {
+        // A run in flight in another server process on the same database.
+        return Err(ApiError::conflict(format!(
+            "session `{}` has a run in flight ({other}); retry later, or post with \"busy\": \"enqueue\"",
+            entry.session.id()
+        )));
+    }
     if !busy.is_empty() {
         match body.busy {
             Busy::Enqueue => {}

@@ -282,3 +282,31 @@ async fn concurrent_starts_on_two_servers_never_pass_max_runs() {
         db.drop_schema().await;
     }
 }
+
+/// Two servers on one database: a run in flight on one makes the other's `busy: reject` answer
+/// 409; `busy: enqueue` is accepted and completes (its ordering behind the first is the store's
+/// session lock's, not asserted here).
+async fn busy_sessions_across_servers(db: &Db) {
+    let a = &db.key_a;
+    let one = db.server(ServerConfig::default()).await;
+    let two = db.server(ServerConfig::default()).await;
+    let (status, run) = one.post(a, "/runs", json!({"input": "slow first", "session_id": "shared"})).await;
+    assert_eq!(status, 201, "{run}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, e) = two.post(a, "/runs", json!({"input": "x", "session_id": "shared", "busy": "reject"})).await;
+    assert_eq!(status, 409, "the other server's run in flight was not seen: {e}");
+    let (status, second) =
+        two.post(a, "/runs", json!({"input": "second", "session_id": "shared", "busy": "enqueue", "wait": true})).await;
+    assert_eq!((status, second["state"].as_str()), (200, Some("completed")), "{second}");
+    let first = one.get(a, &format!("/runs/{}", run["run_id"].as_str().unwrap())).await.1;
+    assert_eq!(first["state"], "completed", "{first}");
+}
+
+#[tokio::test]
+async fn a_run_in_flight_on_another_server_makes_the_session_busy() {
+    busy_sessions_across_servers(&Db::sqlite().await).await;
+    if let Some(db) = Db::postgres().await {
+        busy_sessions_across_servers(&db).await;
+        db.drop_schema().await;
+    }
+}
