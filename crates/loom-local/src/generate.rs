@@ -11,6 +11,7 @@ use loom_core::tool::ToolSpec;
 use crate::constrain::{self, Constraint, Shape};
 use crate::engine::Sampler;
 use crate::template;
+use crate::threads::Adaptive;
 use crate::tokenizer;
 use crate::{Engine, PROMPT_CHUNK, SYSTEM_PROMPT};
 
@@ -253,6 +254,7 @@ pub(crate) fn generate(engine: &Engine, job: Job, tx: &Sender, cancel: &AtomicBo
     let mut out = Output::new(&job);
     let mut generated = 0usize;
     let mut finish = FinishReason::Length;
+    let mut threads = Adaptive::new();
     while generated < max_tokens {
         if stopped() {
             return Err(ModelError::Cancelled);
@@ -299,7 +301,9 @@ pub(crate) fn generate(engine: &Engine, job: Job, tx: &Sender, cancel: &AtomicBo
             // Cut off: the finish reason stays `Length`.
             break;
         }
-        logits = engine.weights.forward(&[token], &mut cache).map_err(model_err)?;
+        let weights = &engine.weights;
+        let cache_ref = &mut *cache;
+        logits = threads.run(|| weights.forward(&[token], cache_ref)).map_err(model_err)?;
         cache.tokens.push(token);
     }
     drop(cache);

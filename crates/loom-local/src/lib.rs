@@ -34,6 +34,7 @@ mod engine;
 mod generate;
 pub mod pull;
 mod template;
+mod threads;
 mod tokenizer;
 
 use std::collections::HashMap;
@@ -367,9 +368,10 @@ pub fn bench_generate(path: Option<&Path>, prompt: &str, max_tokens: usize) -> R
     }
     let prompt_time = t.elapsed();
     let t = Instant::now();
+    let mut threads = threads::Adaptive::new();
     for _ in 0..max_tokens {
         let next = engine::argmax(&logits).unwrap_or(0);
-        logits = engine.weights.forward(&[next], &mut cache)?;
+        logits = threads.run(|| engine.weights.forward(&[next], &mut cache))?;
     }
     Ok(BenchReport {
         load,
