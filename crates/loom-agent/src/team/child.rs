@@ -284,3 +284,77 @@ impl Drop for Unfinished<'_> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Lives in team/, above agent/: it drives a parent agent with an agent tool.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Weak};
+
+    use serde_json::json;
+    use tokio::sync::Notify;
+
+    use crate::agent::{Agent, RunRequest};
+    use crate::error::ModelError;
+    use crate::event::EventKind;
+    use crate::model::{FnModel, LanguageModel, ModelRequest, ModelStream, ScriptedTurn};
+    use crate::run::RunState;
+
+    /// Counts its calls and then waits until the run is cancelled.
+    struct Blocked(Arc<AtomicUsize>, Arc<Notify>);
+
+    #[async_trait::async_trait]
+    impl LanguageModel for Blocked {
+        fn name(&self) -> &str {
+            "blocked"
+        }
+
+        async fn stream(&self, _request: &ModelRequest<'_>) -> Result<ModelStream, ModelError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.notified().await;
+            Err(ModelError::Unavailable("released".into()))
+        }
+    }
+
+    /// A parent and its children are freed once nothing outside holds them: a parent's log keeps
+    /// its children's logs and each child's log its link to the parent, which must not be a cycle.
+    #[tokio::test]
+    async fn parent_and_children_logs_are_freed_after_cancel() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let child = Agent::builder()
+            .name("child")
+            .model(Blocked(calls.clone(), Arc::new(Notify::new())))
+            .build()
+            .expect("child agent");
+        let model = FnModel::new("parent", |_req| {
+            ScriptedTurn::text("")
+                .with_tool_call("child", json!({"input": "a"}))
+                .with_tool_call("child", json!({"input": "b"}))
+        });
+        let parent =
+            Agent::builder().model(model).tool(child.as_tool("child", "Does one task.")).build().expect("parent agent");
+        let run = parent.start(RunRequest::new("go"));
+        while calls.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        run.cancel();
+        let result = run.result().await;
+        assert_eq!(result.state, RunState::Cancelled);
+        let children: Vec<Weak<_>> = result
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::ChildStarted(s) => run.log.child(&s.child_run_id).map(|log| Arc::downgrade(&log)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(children.len(), 2, "both children were started and are followed by the parent's log");
+        let parent_log = Arc::downgrade(&run.log);
+        drop((run, result, parent, child));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(parent_log.upgrade().is_none(), "the parent's log is still held");
+        assert!(children.iter().all(|c| c.upgrade().is_none()), "a child's log is still held");
+    }
+}
