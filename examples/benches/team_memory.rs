@@ -41,6 +41,18 @@ static BLOCKS: AtomicIsize = AtomicIsize::new(0);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
+/// Live blocks by size (8-byte classes up to 4 KiB, then one class): with `LOOM_CHILD_SIZES=1` the
+/// bench prints which block sizes make up a child's heap.
+const CLASSES: usize = 513;
+static LIVE_BY_SIZE: [AtomicIsize; CLASSES] = [const { AtomicIsize::new(0) }; CLASSES];
+
+/// Bytes live in blocks above 4 KiB (the last class).
+static BIG_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+fn class(size: usize) -> usize {
+    size.div_ceil(8).min(CLASSES - 1)
+}
+
 // SAFETY: every call is forwarded to `System` unchanged; the counters are only bookkeeping.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -49,6 +61,10 @@ unsafe impl GlobalAlloc for Counting {
         if !p.is_null() {
             BYTES.fetch_add(layout.size() as isize, Relaxed);
             BLOCKS.fetch_add(1, Relaxed);
+            LIVE_BY_SIZE[class(layout.size())].fetch_add(1, Relaxed);
+            if class(layout.size()) == CLASSES - 1 {
+                BIG_BYTES.fetch_add(layout.size() as isize, Relaxed);
+            }
             ALLOCATIONS.fetch_add(1, Relaxed);
             ALLOCATED.fetch_add(layout.size(), Relaxed);
         }
@@ -61,6 +77,10 @@ unsafe impl GlobalAlloc for Counting {
         if !p.is_null() {
             BYTES.fetch_add(layout.size() as isize, Relaxed);
             BLOCKS.fetch_add(1, Relaxed);
+            LIVE_BY_SIZE[class(layout.size())].fetch_add(1, Relaxed);
+            if class(layout.size()) == CLASSES - 1 {
+                BIG_BYTES.fetch_add(layout.size() as isize, Relaxed);
+            }
             ALLOCATIONS.fetch_add(1, Relaxed);
             ALLOCATED.fetch_add(layout.size(), Relaxed);
         }
@@ -72,6 +92,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) };
         BYTES.fetch_sub(layout.size() as isize, Relaxed);
         BLOCKS.fetch_sub(1, Relaxed);
+        LIVE_BY_SIZE[class(layout.size())].fetch_sub(1, Relaxed);
+        if class(layout.size()) == CLASSES - 1 {
+            BIG_BYTES.fetch_sub(layout.size() as isize, Relaxed);
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -79,6 +103,11 @@ unsafe impl GlobalAlloc for Counting {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             BYTES.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+            LIVE_BY_SIZE[class(layout.size())].fetch_sub(1, Relaxed);
+            if class(layout.size()) == CLASSES - 1 {
+                BIG_BYTES.fetch_sub(layout.size() as isize, Relaxed);
+            }
+            LIVE_BY_SIZE[class(new_size)].fetch_add(1, Relaxed);
             ALLOCATIONS.fetch_add(1, Relaxed);
             ALLOCATED.fetch_add(new_size.saturating_sub(layout.size()), Relaxed);
         }
@@ -96,6 +125,13 @@ struct Heap {
     blocks: isize,
     calls: usize,
     allocated: usize,
+}
+
+/// Live blocks per size class now, and the bytes in blocks above 4 KiB last.
+fn sizes() -> Vec<isize> {
+    let mut v: Vec<isize> = LIVE_BY_SIZE.iter().map(|c| c.load(Relaxed)).collect();
+    v.push(BIG_BYTES.load(Relaxed));
+    v
 }
 
 fn heap() -> Heap {
@@ -171,6 +207,7 @@ fn main() {
         calls.store(0, Relaxed);
         wanted.store(n, Relaxed);
 
+        let sizes_before = sizes();
         let before = heap();
         let t = Instant::now();
         let run = agent.start(RunRequest::new("Do all the tasks."));
@@ -178,6 +215,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let in_flight = heap();
+        let sizes_in_flight = sizes();
         let reach = t.elapsed();
         let per_child = (in_flight.bytes - before.bytes) as f64 / n as f64;
         let blocks = (in_flight.blocks - before.blocks) as f64 / n as f64;
@@ -217,5 +255,19 @@ fn main() {
             dropped.bytes - before.bytes,
             (dropped.bytes - before.bytes) as f64 / n as f64
         );
+        if std::env::var_os("LOOM_CHILD_SIZES").is_some() {
+            // Blocks per child by size class, largest share of bytes first.
+            let mut rows: Vec<(usize, f64)> = (0..CLASSES)
+                .map(|c| (c, (sizes_in_flight[c] - sizes_before[c]) as f64 / n as f64))
+                .filter(|(_, per)| per.abs() >= 0.05)
+                .collect();
+            rows.sort_by(|a, b| ((b.1 * b.0 as f64).abs()).total_cmp(&(a.1 * a.0 as f64).abs()));
+            let big = (sizes_in_flight[CLASSES] - sizes_before[CLASSES]) as f64 / n as f64;
+            println!("  live blocks per child by size class (up to N bytes; > 4096: {big:.0} B per child):");
+            for (c, per) in rows.iter().take(40) {
+                let upto = if *c == CLASSES - 1 { "> 4096".to_string() } else { format!("{:>6}", c * 8) };
+                println!("    {upto} B: {per:6.2} blocks ({:7.0} B)", per * (*c * 8) as f64);
+            }
+        }
     });
 }

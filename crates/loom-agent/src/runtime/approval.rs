@@ -16,9 +16,13 @@ use crate::message::ToolCall;
 use crate::store::JournalEntry;
 
 /// One prepared tool call: ready to run, or already failed.
+///
+/// Both payloads are boxed: a prepared call is a parameter of the call's future, which keeps its
+/// parameters for its whole life (the tool's run, once per in-flight call); boxed, the arguments
+/// are freed when the tool takes them.
 pub(super) enum Prepared {
-    Ready { index: usize, args: Value },
-    Failed(ToolError),
+    Ready { index: usize, args: Box<Value> },
+    Failed(Box<ToolError>),
 }
 
 /// A check's outcome: `Err(RunError)` stops the run; `Ok(Err(ToolError))` refuses the call (the
@@ -31,15 +35,15 @@ impl RunCx {
     pub(super) async fn prepare(&mut self, turn: u32, call: &ToolCall) -> Result<Prepared, RunError> {
         let (index, args) = match self.resolve(call) {
             Ok(v) => v,
-            Err(e) => return Ok(Prepared::Failed(e)),
+            Err(e) => return Ok(Prepared::Failed(Box::new(e))),
         };
         let checked = match self.permit(turn, call, index, args).await? {
             Ok(args) => self.before_tool(turn, call, index, args).await,
-            Err(e) => return Ok(Prepared::Failed(e)),
+            Err(e) => return Ok(Prepared::Failed(Box::new(e))),
         };
         Ok(match checked {
-            Ok(args) => Prepared::Ready { index, args },
-            Err(e) => Prepared::Failed(e),
+            Ok(args) => Prepared::Ready { index, args: Box::new(args) },
+            Err(e) => Prepared::Failed(Box::new(e)),
         })
     }
 

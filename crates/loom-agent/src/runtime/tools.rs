@@ -125,7 +125,7 @@ impl RunCx {
                     let flags = index.map(|i| tools.entry(i).spec.flags).unwrap_or_default();
                     match index {
                         Some(index) if flags.safe_to_rerun() => {
-                            rerun[k] = Some(Prepared::Ready { index, args });
+                            rerun[k] = Some(Prepared::Ready { index, args: Box::new(args) });
                         }
                         _ => return Err(ambiguous(call)),
                     }
@@ -355,14 +355,14 @@ impl RunCx {
         turn: u32,
         call: &ToolCall,
         index: usize,
-        args: Value,
+        args: Box<Value>,
     ) -> Result<crate::tool::ToolOutput, ToolError> {
         let entry = self.tools.entry(index);
         if self.recorder.is_journaled()
             && let Err(e) = Box::pin(self.recorder.record(|| JournalEntry::ToolIntent {
                 turn,
                 call: call.clone(),
-                arguments: args.clone(),
+                arguments: (*args).clone(),
             }))
             .await
         {
@@ -380,7 +380,7 @@ impl RunCx {
         let ctx = ToolContext::for_call(&self.scope, &call.id, token.clone(), Some(sink))
             .with_run_handle(self.link().clone());
         let timeout = entry.timeout.unwrap_or(self.env.limits.tool_timeout);
-        let future = AssertUnwindSafe(entry.tool.call(ctx, args)).catch_unwind();
+        let future = AssertUnwindSafe(entry.tool.call(ctx, *args)).catch_unwind();
         let outcome = match tokio::time::timeout(timeout, future).await {
             Err(_) => {
                 token.cancel();

@@ -89,32 +89,49 @@ pub(crate) async fn run_child(
     cancel: CancellationToken,
     key: Option<&str>,
     label: &str,
-    mut request: Box<RunRequest>,
+    request: Box<RunRequest>,
 ) -> ChildOutcome {
     let Some(link) = link else {
-        let run = agent.start(unbox(request));
-        let result = tokio::select! {
-            r = run.result() => r,
-            _ = cancel.cancelled() => { run.cancel(); run.result().await }
-        };
-        return ChildOutcome::of(&result);
+        // Boxed: a plain run's result is large, and a linked child's future (one per in-flight
+        // child) should not carry room for it.
+        return Box::pin(unlinked(agent, cancel, request)).await;
     };
-    let run_id = key.map(|k| child_run_id(&link.scope.run_id, k));
-    let spec = ChildSpec { link: link.clone(), cancel, run_id: run_id.clone() };
-    let user = link.scope.user_id.as_deref().map(str::to_string);
-    // A child of this id in the journal: the parent is resuming. (Boxed: the lookup and resume
-    // are large futures that a child without a journal should not carry.)
-    let journal = agent.journal().or(link.journal.as_ref());
-    if let (Some(id), Some(journal)) = (&run_id, journal)
-        && let Some(outcome) = Box::pin(journaled(agent, journal, id, &spec, link, label, key)).await
-    {
-        return outcome;
-    }
-    request.user_id = user.clone();
+    // Everything but the run is dropped before the long wait below: this future lives as long as
+    // the child, and what is live across that wait is kept once per in-flight child.
+    let run = {
+        let run_id = key.map(|k| child_run_id(&link.scope.run_id, k));
+        let spec = ChildSpec { link: link.clone(), cancel, run_id: run_id.clone() };
+        // A child of this id in the journal: the parent is resuming. (Boxed: the lookup and resume
+        // are large futures that a child without a journal should not carry.)
+        let journal = agent.journal().or(link.journal.as_ref());
+        if let (Some(id), Some(journal)) = (&run_id, journal)
+            && let Some(outcome) = Box::pin(journaled(agent, journal, id, &spec, link, label, key)).await
+        {
+            return outcome;
+        }
+        start_linked(agent, link, spec, request)
+    };
+    follow(link, run, label, key).await
+}
+
+/// A child run without a parent link (a tool called outside a run): a plain run, cancelled with
+/// `cancel`.
+async fn unlinked(agent: &Agent, cancel: CancellationToken, request: Box<RunRequest>) -> ChildOutcome {
+    let run = agent.start(unbox(request));
+    let result = tokio::select! {
+        r = run.result() => r,
+        _ = cancel.cancelled() => { run.cancel(); run.result().await }
+    };
+    ChildOutcome::of(&result)
+}
+
+/// Starts `request` as the child `spec` describes, acting for the parent's user.
+fn start_linked(agent: &Agent, link: &ParentLink, spec: ChildSpec, mut request: Box<RunRequest>) -> crate::agent::Run {
+    let user = link.scope.user_id.as_deref();
+    request.user_id = user.map(str::to_string);
     request.session_id = None;
     request.child = Some(spec);
-    let run = Session::anonymous(agent.clone(), user.as_deref()).start(unbox(request));
-    follow(link, run, label, key).await
+    Session::anonymous(agent.clone(), user).start(unbox(request))
 }
 
 /// The request out of its box, the box freed now (moved out of in `run_child`, the box itself
