@@ -208,8 +208,8 @@ mod tests {
 
     #[test]
     fn a_deep_page_renders_in_linear_time() {
-        // Time grows with depth, not with its square: 4x the depth takes well under 16x the time, its square
-        // (linear is 4x). The fastest of two tries of each, so a load spike on a shared machine
+        // Time grows with depth, not with its square: 4x the depth takes well under 16x the time
+        // (linear is 4x, quadratic 16x). The fastest of two tries of each, so a load spike on a shared machine
         // does not decide the result; a wall-clock bound alone failed under load in debug builds.
         let render = |depth: usize| {
             let page =
