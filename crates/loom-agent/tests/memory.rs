@@ -1,6 +1,7 @@
 //! Memory in runs: recall before each run (a system message and a `memory.recalled` event),
 //! episodes after it, background fact extraction through a structured-output model call, the memory
-//! tools, the application API, and tenant isolation (a property test over random interleavings).
+//! tools and the application API. Tenant isolation under random interleavings is
+//! tests/memory_isolation.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,10 +14,9 @@ use std::time::{Duration, Instant};
 use common::scripted;
 use loom_agent::memory::{Forget, NewFact, extract};
 use loom_agent::message::Message;
-use loom_agent::model::{FnModel, ModelCapabilities, ScriptedModel, ScriptedTurn};
+use loom_agent::model::{ModelCapabilities, ScriptedModel, ScriptedTurn};
 use loom_agent::{Agent, Error, EventKind, RunRequest, RunState};
 use memory_support::*;
-use proptest::prelude::*;
 use serde_json::json;
 
 fn facts_json(facts: serde_json::Value) -> ScriptedTurn {
@@ -275,120 +275,4 @@ async fn hybrid_recall_finds_what_full_text_misses() {
     }
     assert!(!top(false).await.contains(&"Travelling to Kyoto in spring.".to_string()), "full text alone finds it");
     assert_eq!(top(true).await[0], "Travelling to Kyoto in spring.");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tenant isolation, over random interleavings of users and operations.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-enum Op {
-    Fact(usize, u8),
-    Block(usize, u8),
-    Run(usize, u8),
-    Forget(usize),
-    Recall(usize, u8),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        (0..3usize, 0..6u8).prop_map(|(u, w)| Op::Fact(u, w)),
-        (0..3usize, 0..6u8).prop_map(|(u, w)| Op::Block(u, w)),
-        (0..3usize, 0..6u8).prop_map(|(u, w)| Op::Run(u, w)),
-        (0..3usize).prop_map(Op::Forget),
-        (0..3usize, 0..6u8).prop_map(|(u, w)| Op::Recall(u, w)),
-    ]
-}
-
-const WORDS: [&str; 6] = ["apple", "river", "violin", "garden", "rocket", "harbor"];
-const USERS: [&str; 3] = ["ann", "bob", "cy"];
-
-/// A model call: the user it ran for, and the text of every message it was sent.
-type Seen = (String, Vec<String>);
-
-/// Every text an operation stores is tagged `<user>-tag`; a recall for a user must show only
-/// their own tag.
-async fn check_isolation(url: &str, ops: Vec<Op>) {
-    // The model answers with the tagged word it was asked about, and sees whatever was recalled.
-    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
-    let log = seen.clone();
-    let model = FnModel::new("tagger", move |req| {
-        let texts = req.messages.iter().map(|m| m.text()).collect();
-        log.lock().unwrap().push((req.user_id.unwrap_or_default().to_string(), texts));
-        let last = req.messages.last().map(|m| m.text()).unwrap_or_default();
-        ScriptedTurn::text(format!("answer {last}"))
-    });
-    let agent = Agent::builder().model(model).memory(url).embedder(HashEmbedder).auto_extract(false).build().unwrap();
-    let m = agent.memory();
-    for op in ops {
-        match op {
-            Op::Fact(u, w) => {
-                m.remember_fact(USERS[u], NewFact::new(format!("{}-tag likes {}", USERS[u], WORDS[w as usize])))
-                    .await
-                    .unwrap();
-            }
-            Op::Block(u, w) => {
-                m.set_block(USERS[u], "profile", &format!("{}-tag block {}", USERS[u], WORDS[w as usize]))
-                    .await
-                    .unwrap();
-            }
-            Op::Run(u, w) => {
-                let result = agent
-                    .run(
-                        RunRequest::new(format!("{}-tag asks about {}", USERS[u], WORDS[w as usize]))
-                            .user(USERS[u])
-                            .session("shared"),
-                    )
-                    .await
-                    .unwrap();
-                for e in result.events.iter() {
-                    if let EventKind::MemoryRecalled(r) = &e.kind {
-                        for item in &r.items {
-                            assert!(
-                                item.text.contains(&format!("{}-tag", USERS[u])),
-                                "{} recalled {:?}",
-                                USERS[u],
-                                item
-                            );
-                        }
-                    }
-                }
-            }
-            Op::Forget(u) => {
-                m.forget(USERS[u], Forget::All).await.unwrap();
-            }
-            Op::Recall(u, w) => {
-                let r = m.recall(USERS[u], WORDS[w as usize]).await.unwrap();
-                for (_, item) in &r.items {
-                    assert!(item.text.contains(&format!("{}-tag", USERS[u])), "{} recalled {:?}", USERS[u], item);
-                }
-                for b in &r.blocks {
-                    assert!(b.text.starts_with(&format!("{}-tag", USERS[u])));
-                }
-                for (_, item) in m.search(USERS[u], WORDS[w as usize], 20).await.unwrap() {
-                    assert!(item.text.contains(&format!("{}-tag", USERS[u])));
-                }
-            }
-        }
-    }
-    for (user, texts) in seen.lock().unwrap().iter() {
-        for text in texts {
-            for other in USERS.iter().filter(|o| *o != user) {
-                assert!(!text.contains(&format!("{other}-tag")), "{user}'s model call saw {other}'s memory");
-            }
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-    #[test]
-    fn no_recall_returns_another_users_item(ops in proptest::collection::vec(op(), 1..24), sqlite in any::<bool>()) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let path = temp_db();
-        let url = if sqlite { format!("sqlite:{}", path.display()) } else { "memory".to_string() };
-        rt.block_on(check_isolation(&url, ops));
-        remove_db(&path);
-    }
 }

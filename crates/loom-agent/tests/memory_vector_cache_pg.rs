@@ -128,3 +128,32 @@ async fn cached_searches_match_the_scan_and_stay_within_the_owner() {
         plain.forget(o, &Forget::All).await.unwrap();
     }
 }
+
+/// The counter trigger resolves its tables in the store's schema, not in the writer's
+/// `search_path`: a plain-SQL write from a session on the default `search_path`, naming the table
+/// by schema, moves the store's counter (it failed, or moved another schema's counter, before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_from_another_search_path_moves_the_stores_counter() {
+    let Some(url) = postgres_url() else { return };
+    let schema = format!("loom_mem_sp_{}", unique());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = PostgresMemoryStore::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}")).await.unwrap();
+    let owner = Owner::user("sp-user").unwrap();
+    store.add_fact(&owner, NewFact::new("walrus saxophone"), emb("walrus saxophone")).await.unwrap();
+    assert_eq!(texts(&store, &owner, "walrus saxophone", 1).await, ["walrus saxophone"]);
+    let counter = format!("SELECT n FROM {schema}.loom_mem_owner_writes WHERE user_id = 'sp-user'");
+    let before: i64 = client.query_one(&counter, &[]).await.unwrap().get(0);
+    client
+        .execute(&format!("UPDATE {schema}.loom_mem_items SET active = FALSE WHERE user_id = 'sp-user'"), &[])
+        .await
+        .unwrap();
+    let after: i64 = client.query_one(&counter, &[]).await.unwrap().get(0);
+    assert!(after > before, "the store's counter moved: {before} -> {after}");
+    assert!(texts(&store, &owner, "walrus saxophone", 10).await.is_empty());
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}

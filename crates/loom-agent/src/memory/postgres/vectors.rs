@@ -20,12 +20,16 @@ use crate::memory::vector_cache::Lookup;
 use crate::store::postgres::pg;
 
 /// The counter table, its sequence and the trigger (idempotent). Counter values come from one
-/// sequence, so they never repeat; 0 stands for "no row" (never written, or forgotten).
+/// sequence, so they never repeat; 0 stands for "no row" (never written, or forgotten). The
+/// function keeps the `search_path` it was created under (the store's schema), so a write by a
+/// session with another `search_path` (plain SQL naming `schema.loom_mem_items`) moves this
+/// schema's counter instead of failing or moving another schema's.
 pub(super) const SCHEMA: &str = "
     CREATE SEQUENCE IF NOT EXISTS loom_mem_writes_seq;
     CREATE TABLE IF NOT EXISTS loom_mem_owner_writes (
         user_id TEXT NOT NULL, agent TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (user_id, agent));
-    CREATE OR REPLACE FUNCTION loom_mem_owner_wrote() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION loom_mem_owner_wrote() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
     BEGIN
         IF TG_OP <> 'INSERT' THEN
             INSERT INTO loom_mem_owner_writes (user_id, agent, n)
