@@ -20,7 +20,9 @@
 //! event of `run.events()`), then N runs at once through the server: `POST /runs` (bearer key), then
 //! `GET /runs/{id}/events` as SSE, followed to the end (the last event must be `run.completed`);
 //! time to first event from the start of the POST to the first SSE event; then N runs at once in
-//! one request each, `POST /runs/stream` (the run's events as SSE in the answer). Reported: wall
+//! one request each, `POST /runs/stream` (the run's events as SSE in the answer); then the same
+//! one-request form with all N runs multiplexed over one HTTP/2 connection (h2c, as a proxy or a
+//! backend service in front of the server sends them). Reported: wall
 //! time of the three, the ratios to in-process, p50/p99 time to first event, the server's peak RSS (`VmHWM`) and its CPU time
 //! per run (all its threads, from `/proc/PID/task/*/schedstat`), and the in-process CPU per run.
 
@@ -245,11 +247,15 @@ fn main() {
     rt.block_on(async {
         let agent = agent(&mock_url);
         let http = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+        // The one-request form again, all runs multiplexed over one HTTP/2 connection (h2c), as a
+        // proxy or a backend service in front of the server would send them.
+        let h2 = reqwest::Client::builder().tcp_nodelay(true).http2_prior_knowledge().build().unwrap();
         // Warm-up: connections, the key cache, allocator arenas.
         for i in 0..20 {
             in_process_run(agent.clone(), i).await;
             served_run(http.clone(), base.clone(), key.clone(), i).await;
             streamed_run(http.clone(), base.clone(), key.clone(), i).await;
+            streamed_run(h2.clone(), base.clone(), key.clone(), i).await;
         }
         println!(
             "{n} concurrent runs, mock latency {latency} ms, {rounds} rounds; server RSS after warm-up {:.1} MiB",
@@ -257,8 +263,9 @@ fn main() {
         );
         println!(
             "round | in-process wall ms | served wall ms (POST + GET events) | ratio | served wall ms (POST /runs/stream) \
-             | ratio | TTFE p50/p99 in-process ms | TTFE p50/p99 served ms | TTFE p50/p99 stream ms \
-             | server CPU µs/run served / stream | in-process CPU µs/run | server peak RSS MiB | load avg"
+             | ratio | served wall ms (POST /runs/stream, HTTP/2) | ratio | TTFE p50/p99 in-process ms \
+             | TTFE p50/p99 served ms | TTFE p50/p99 stream ms | server CPU µs/run served / stream / HTTP/2 \
+             | in-process CPU µs/run | server peak RSS MiB | load avg"
         );
         for round in 1..=rounds {
             let cpu = cpu_ns(me);
@@ -292,16 +299,29 @@ fn main() {
             }
             let streamed = Figures::new(started.elapsed(), ttfe);
             let stream_cpu = (cpu_ns(server_pid) - cpu) as f64 / n as f64 / 1000.0;
+
+            let cpu = cpu_ns(server_pid);
+            let started = Instant::now();
+            let tasks: Vec<_> =
+                (0..n).map(|i| tokio::spawn(streamed_run(h2.clone(), base.clone(), key.clone(), i))).collect();
+            let mut ttfe = Vec::with_capacity(n);
+            for t in tasks {
+                ttfe.push(t.await.unwrap());
+            }
+            let multiplexed = Figures::new(started.elapsed(), ttfe);
+            let h2_cpu = (cpu_ns(server_pid) - cpu) as f64 / n as f64 / 1000.0;
             let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
             let load: Vec<&str> = load.split_whitespace().take(3).collect();
             println!(
-                "{round} | {:.1} | {:.1} | {:.3} | {:.1} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} \
-                 | {server_cpu:.1} / {stream_cpu:.1} | {local_cpu:.1} | {:.1} | {}",
+                "{round} | {:.1} | {:.1} | {:.3} | {:.1} | {:.3} | {:.1} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} \
+                 | {:.2} / {:.2} | {server_cpu:.1} / {stream_cpu:.1} / {h2_cpu:.1} | {local_cpu:.1} | {:.1} | {}",
                 ms(local.wall),
                 ms(served.wall),
                 served.wall.as_secs_f64() / local.wall.as_secs_f64(),
                 ms(streamed.wall),
                 streamed.wall.as_secs_f64() / local.wall.as_secs_f64(),
+                ms(multiplexed.wall),
+                multiplexed.wall.as_secs_f64() / local.wall.as_secs_f64(),
                 ms(percentile(&local.ttfe, 0.5)),
                 ms(percentile(&local.ttfe, 0.99)),
                 ms(percentile(&served.ttfe, 0.5)),

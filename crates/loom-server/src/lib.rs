@@ -255,6 +255,10 @@ impl Server {
         });
         let service = app.into_make_service();
         let io = |e: std::io::Error| Error::Config(format!("server: {e}"));
+        let mut server = axum_server::from_tcp(listener);
+        // A run's event stream is a long-lived HTTP/2 stream: a proxy or a backend multiplexing
+        // many runs over one connection would be held to hyper's default of 200 at once.
+        server.http_builder().http2().max_concurrent_streams(MAX_HTTP2_STREAMS);
         match (&self.settings.tls_cert, &self.settings.tls_key) {
             (Some(cert), Some(key)) => {
                 let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -263,18 +267,16 @@ impl Server {
                 // TCP_NODELAY on every connection: an SSE event is a small write, and with Nagle's
                 // algorithm it would wait for the client's delayed ACK of the one before (~40 ms).
                 let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
-                axum_server::from_tcp(listener).acceptor(acceptor).handle(handle).serve(service).await.map_err(io)
+                server.acceptor(acceptor).handle(handle).serve(service).await.map_err(io)
             }
-            (None, None) => axum_server::from_tcp(listener)
-                .acceptor(NoDelayAcceptor::new())
-                .handle(handle)
-                .serve(service)
-                .await
-                .map_err(io),
+            (None, None) => server.acceptor(NoDelayAcceptor::new()).handle(handle).serve(service).await.map_err(io),
             _ => Err(Error::Config("TLS needs both server.tls_cert and server.tls_key".into())),
         }
     }
 }
+
+/// Streams one HTTP/2 connection may carry at once (runs streaming their events, say).
+const MAX_HTTP2_STREAMS: u32 = 4096;
 
 async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
