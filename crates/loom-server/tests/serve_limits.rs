@@ -179,7 +179,15 @@ impl Srv {
             .await
             .unwrap();
         let r = client.call_tool("bot", json!({"message": message})).await.unwrap();
-        let text = r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("");
+        let text = r
+            .content
+            .iter()
+            .filter_map(|c| match c {
+                loom_mcp::model::ContentBlock::Text(t) => Some(t.text.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         (r.is_error != Some(true), text)
     }
 
@@ -471,8 +479,11 @@ async fn dead_servers_runs_do_not_keep_sessions_busy(db: &Db) {
                 .lease_ttl(Duration::from_millis(400))
                 .build()
                 .unwrap();
-            let session =
-                agent.session(SessionConfig { id: Some("orphan".into()), user_id: Some("acme/".into()), ..Default::default() });
+            let session = agent.session(SessionConfig {
+                id: Some("orphan".into()),
+                user_id: Some("acme/".into()),
+                ..Default::default()
+            });
             let run = session.start(RunRequest::new("hang until the process dies").user("acme/"));
             let id = run.id().to_string();
             let queue = agent.run_queue().unwrap();
@@ -499,7 +510,11 @@ async fn dead_servers_runs_do_not_keep_sessions_busy(db: &Db) {
     assert_eq!(list["runs"][0]["resumable"], true, "{list}");
     let (status, next) =
         one.post(a, "/runs", json!({"input": "next", "session_id": "orphan", "busy": "reject", "wait": true})).await;
-    assert_eq!((status, next["state"].as_str()), (200, Some("completed")), "a dead server's run kept the session busy: {next}");
+    assert_eq!(
+        (status, next["state"].as_str()),
+        (200, Some("completed")),
+        "a dead server's run kept the session busy: {next}"
+    );
     // Nothing executes it to cancel: a clear 409.
     let (status, e) = one.post(a, &format!("/runs/{dead_id}/cancel"), json!({})).await;
     assert_eq!(status, 409, "{e}");
@@ -524,7 +539,8 @@ async fn listing_reads_transcripts_in_one_batch(db: &Db) {
     let two = db.server(ServerConfig::default()).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let (status, run) = one.post(a, "/runs", json!({"input": format!("r{i}"), "user_id": "ann", "wait": true})).await;
+        let (status, run) =
+            one.post(a, "/runs", json!({"input": format!("r{i}"), "user_id": "ann", "wait": true})).await;
         assert_eq!(status, 200, "{run}");
         ids.push(run["run_id"].as_str().unwrap().to_string());
     }

@@ -35,8 +35,19 @@ fn read_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<StatusRow> {
 }
 
 fn status(row: StatusRow) -> Result<RunStatus, Error> {
-    let (run_id, agent, session_id, user_id, state, finished, created, finished_at, cancel_requested, lease_owner, expires) =
-        row;
+    let (
+        run_id,
+        agent,
+        session_id,
+        user_id,
+        state,
+        finished,
+        created,
+        finished_at,
+        cancel_requested,
+        lease_owner,
+        expires,
+    ) = row;
     Ok(RunStatus {
         state: parse_state(&state, &run_id)?,
         agent,
