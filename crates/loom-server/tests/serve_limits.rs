@@ -582,3 +582,56 @@ async fn listing_runs_from_the_store_reads_transcripts_in_one_batch() {
         db.drop_schema().await;
     }
 }
+
+/// Figures for docs/benchmarks.md (ignored; `-- --ignored --nocapture`): reading 1,000 finished
+/// runs' transcripts the way `GET /runs` did (one `get_run` each) and as it does now (one
+/// `get_runs`), and a `GET /runs?limit=1000` page from a server that holds none of them.
+#[tokio::test]
+#[ignore]
+async fn listing_figures() {
+    let mut dbs = vec![("sqlite", Db::sqlite().await)];
+    if let Some(db) = Db::postgres().await {
+        dbs.push(("postgres", db));
+    }
+    for (name, db) in &dbs {
+        let one = db.server(ServerConfig::default()).await;
+        let two = db.server(ServerConfig::default()).await;
+        let answers = futures::future::join_all(
+            (0..1000).map(|i| one.post(&db.key_a, "/runs", json!({"input": format!("r{i}"), "wait": true}))),
+        )
+        .await;
+        assert!(answers.iter().all(|(s, _)| *s == 200));
+        let agent = db.agent();
+        let store = agent.session_store();
+        let rows: Vec<(String, String)> = answers
+            .iter()
+            .map(|(_, v)| (v["session_id"].as_str().unwrap().to_string(), v["run_id"].as_str().unwrap().to_string()))
+            .collect();
+        let mut per_run = Duration::MAX;
+        let mut batched = Duration::MAX;
+        let mut page = Duration::MAX;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for (s, id) in &rows {
+                store.get_run(SessionKey::of_user("acme/", s), id).await.unwrap().unwrap();
+            }
+            per_run = per_run.min(t.elapsed());
+            let keys: Vec<(SessionKey<'_>, &str)> =
+                rows.iter().map(|(s, id)| (SessionKey::of_user("acme/", s), id.as_str())).collect();
+            let t = std::time::Instant::now();
+            assert_eq!(store.get_runs(&keys).await.unwrap().len(), 1000);
+            batched = batched.min(t.elapsed());
+            let t = std::time::Instant::now();
+            let (status, list) = two.get(&db.key_a, "/runs?limit=1000").await;
+            assert_eq!((status, list["runs"].as_array().map(Vec::len)), (200, Some(1000)));
+            page = page.min(t.elapsed());
+        }
+        println!(
+            "{name}: 1,000 transcripts: get_run each {per_run:?}, get_runs {batched:?} ({:.1}x); GET /runs?limit=1000 {page:?}",
+            per_run.as_secs_f64() / batched.as_secs_f64()
+        );
+    }
+    for (_, db) in dbs {
+        db.drop_schema().await;
+    }
+}
