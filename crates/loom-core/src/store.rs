@@ -167,6 +167,20 @@ pub trait SessionStore: Send + Sync + 'static {
     /// user).
     async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error>;
 
+    /// Several runs' transcripts at once, for a listing: each `(session, run_id)` as
+    /// [`SessionStore::get_run`] reads it (a run of another session or user is left out), in no
+    /// particular order; their `events` may be left empty (the SQL stores read the transcripts in
+    /// one query and no events). By default: one [`SessionStore::get_run`] per run.
+    async fn get_runs(&self, runs: &[(SessionKey<'_>, &str)]) -> Result<Vec<Arc<Transcript>>, Error> {
+        let mut out = Vec::with_capacity(runs.len());
+        for (key, run_id) in runs {
+            if let Some(t) = self.get_run(*key, run_id).await? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
     /// The session's finished runs, oldest first.
     async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error>;
 
@@ -261,6 +275,9 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     }
     async fn get_run(&self, session: SessionKey<'_>, run_id: &str) -> Result<Option<Arc<Transcript>>, Error> {
         (**self).get_run(session, run_id).await
+    }
+    async fn get_runs(&self, runs: &[(SessionKey<'_>, &str)]) -> Result<Vec<Arc<Transcript>>, Error> {
+        (**self).get_runs(runs).await
     }
     async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
         (**self).list_runs(session).await

@@ -17,9 +17,9 @@
 //!   and one per run and day with what it was counted for, so every server process on that
 //!   database and a restarted one share the count. The routes check and reserve the start in one
 //!   atomic statement ([`TenantBudgets::reserve`]: a conditional upsert), so servers starting runs
-//!   at the same moment cannot pass `max_runs`; A2A and MCP, whose checks cannot wait,
-//!   against the figures this process last read, at most [`REFRESH`] old. Without a database,
-//!   in memory: per server process, from zero at each start.
+//!   at the same moment cannot pass `max_runs`; A2A's and MCP's sending calls reserve the same
+//!   way around the run they start ([`TenantBudgets::reserving`]). Without a database, in memory:
+//!   per server process, from zero at each start.
 //! - `GET /budget` shows the caller's limits and usage of the day.
 
 use std::collections::HashMap;
@@ -64,7 +64,8 @@ fn take_reserved(tenant: &Tenant) -> Option<Reserved> {
         .flatten()
 }
 
-/// How old the figures the synchronous check (A2A, MCP) uses may be before it reads them again.
+/// How old the figures the synchronous check ([`TenantBudgets::check`]) uses may be before it reads
+/// them again.
 pub const REFRESH: Duration = Duration::from_secs(1);
 
 /// One tenant's usage of one day.
@@ -277,6 +278,29 @@ impl TenantBudgets {
         }
         let used = self.usage(&tenant.0).await?;
         Err(self.refusal(tenant, &used))
+    }
+
+    /// Runs `start` (which starts at most one run for `tenant`) under a reserved run start, as the
+    /// HTTP routes' [`guard`] does: refused (429) when a limit is reached; the run `start` starts
+    /// takes the reservation, and it is given back when `start` started none. What A2A's and
+    /// MCP's sending calls do (their other methods spend nothing, so the route has no guard).
+    pub(crate) async fn reserving<T, E: From<ApiError>>(
+        &self,
+        tenant: &Tenant,
+        start: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let Some(reserved) = self.reserve(tenant).await? else { return start.await };
+        let cell = std::cell::RefCell::new(Some(reserved));
+        let (result, left) = RESERVED
+            .scope(cell, async {
+                let result = start.await;
+                (result, RESERVED.with(|c| c.borrow_mut().take()))
+            })
+            .await;
+        if let Some(r) = left {
+            self.release(r).await;
+        }
+        result
     }
 
     /// Gives back a reservation no run took.

@@ -25,6 +25,7 @@ mod approvals;
 mod audit;
 mod auth;
 mod budgets;
+mod elsewhere;
 mod error;
 mod events;
 mod exec;

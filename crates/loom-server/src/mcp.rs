@@ -171,22 +171,20 @@ impl LoomMcp {
             Ok(a) => a,
             Err(e) => return error_result(e),
         };
-        // The tenant's daily budget, as on the other routes that start runs.
-        if let Err(e) = self.state.budgets.check(&tenant) {
-            return error_result(e.message.to_string());
-        }
-        if let Some(id) = session_id.as_deref()
-            && let Err(e) = crate::sessions::lookup(&self.state, &tenant, id).await
-        {
-            return error_result(e.message);
-        }
-        // Here, or (queue mode) queued for a worker, the answer then read from the database.
+        // Here, or (queue mode) queued for a worker, the answer then read from the database; the
+        // tenant's daily budget as on the other routes that start runs (a start reserved
+        // atomically, given back when no run started).
         let request = RunRequest::new(message).user(tenant.scoped_user(None));
-        let run =
-            match crate::exec::start(&self.state, &tenant, name, &agent, None, session_id.as_deref(), request).await {
-                Ok(run) => run,
-                Err(e) => return error_result(e.message),
-            };
+        let start = async {
+            if let Some(id) = session_id.as_deref() {
+                crate::sessions::lookup(&self.state, &tenant, id).await?;
+            }
+            crate::exec::start(&self.state, &tenant, name, &agent, None, session_id.as_deref(), request).await
+        };
+        let run = match self.state.budgets.reserving(&tenant, start).await {
+            Ok(run) => run,
+            Err(e) => return error_result(e.message),
+        };
         let progress = ctx.meta.get_progress_token();
         let mut events = run.events();
         let mut step = 0.0;

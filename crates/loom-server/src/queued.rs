@@ -4,6 +4,7 @@
 //! get, list, cancel (recorded for the worker that executes the run) and the event log, followed
 //! by polling.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,42 @@ pub(crate) async fn status_view(state: &AppState, tenant: &Tenant, s: &RunStatus
         }
     }
     Ok(light_view(tenant, &name, s))
+}
+
+/// [`status_view`] of each of `rows` (in their order), the finished runs' transcripts read in one
+/// query per agent store ([`loom_agent::store::SessionStore::get_runs`]).
+pub(crate) async fn status_views(state: &AppState, tenant: &Tenant, rows: &[RunStatus]) -> ApiResult<Vec<Value>> {
+    let default = state.agents.keys().next().cloned().unwrap_or_default();
+    let name_of = |s: &RunStatus| s.agent.clone().unwrap_or_else(|| default.clone());
+    let mut transcripts: HashMap<String, Arc<loom_agent::Transcript>> = HashMap::new();
+    let mut by_agent: BTreeMap<String, Vec<&RunStatus>> = BTreeMap::new();
+    for s in rows.iter().filter(|s| s.state.is_terminal()) {
+        by_agent.entry(name_of(s)).or_default().push(s);
+    }
+    for (name, wanted) in by_agent {
+        let Ok((_, agent)) = state.agent(Some(&name)) else { continue };
+        let keys: Vec<(SessionKey<'_>, &str)> = wanted
+            .iter()
+            .map(|s| (SessionKey::scoped(s.user_id.as_deref(), &s.session_id), s.run_id.as_str()))
+            .collect();
+        for t in agent.session_store().get_runs(&keys).await? {
+            transcripts.insert(t.run_id.clone(), t);
+        }
+    }
+    Ok(rows
+        .iter()
+        .map(|s| {
+            let name = name_of(s);
+            match transcripts.get(&s.run_id).filter(|_| s.state.is_terminal()) {
+                Some(t) if state.agent(Some(&name)).is_ok() => {
+                    let mut v = view(tenant, &name, t);
+                    v["cancel_requested"] = json!(s.cancel_requested);
+                    v
+                }
+                _ => light_view(tenant, &name, s),
+            }
+        })
+        .collect())
 }
 
 fn light_view(tenant: &Tenant, agent: &str, s: &RunStatus) -> Value {
@@ -129,6 +166,7 @@ pub(crate) async fn create(
         finished_at: None,
         cancel_requested: false,
         lease_owner: None,
+        lease_expires_at: None,
     };
     Ok((StatusCode::CREATED, Json(light_view(&tenant, &agent_name, &s))).into_response())
 }

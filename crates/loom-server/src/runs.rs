@@ -173,18 +173,6 @@ pub(crate) fn in_flight(state: &AppState, tenant: &Tenant, session_id: &str) -> 
         .collect()
 }
 
-/// A run of the tenant's session `session_id` that the agent's store records as in flight (started
-/// by any process on the database, not ended): its id.
-async fn in_flight_elsewhere(agent: &Agent, tenant: &Tenant, session_id: &str) -> ApiResult<Option<String>> {
-    let Ok(store) = agent.run_queue() else { return Ok(None) };
-    let prefix = format!("{}/", tenant.0);
-    let rows = store.runs_before(&prefix, Some(session_id), None, None, None, 20).await?;
-    Ok(rows
-        .into_iter()
-        .find(|r| !r.finished && !r.state.is_terminal() && r.state != RunState::Suspended)
-        .map(|r| r.run_id))
-}
-
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
@@ -215,28 +203,29 @@ pub(crate) async fn start(state: &Arc<AppState>, tenant: &Tenant, body: CreateRu
     let entry = open_session(state, tenant, &agent_name, &agent, body.user_id.as_deref(), body.session_id.as_deref())?;
     // A session made by this request has nothing in flight: only a named one needs the scan.
     let busy = if body.session_id.is_some() { in_flight(state, tenant, entry.session.id()) } else { Vec::new() };
-    if busy.is_empty()
-        && body.busy == Busy::Reject
-        && body.session_id.is_some()
-        && let Some(other) = in_flight_elsewhere(&agent, tenant, entry.session.id()).await?
-    {
-        // A run in flight in another server process on the same database.
-        return Err(ApiError::conflict(format!(
-            "session `{}` has a run in flight ({other}); retry later, or post with \"busy\": \"enqueue\"",
-            entry.session.id()
-        )));
-    }
-    if !busy.is_empty() {
+    // And the session's runs in flight in other server processes on the same database (a run
+    // whose process died is not: its lease has expired).
+    let elsewhere = if body.session_id.is_some() && body.busy != Busy::Enqueue {
+        crate::elsewhere::in_flight(state, &agent, tenant, entry.session.id()).await?
+    } else {
+        Vec::new()
+    };
+    let first = busy.first().map(|r| r.id().to_string()).or_else(|| elsewhere.first().map(|r| r.run_id.clone()));
+    if let Some(first) = first {
         match body.busy {
             Busy::Enqueue => {}
             Busy::Reject => {
                 return Err(ApiError::conflict(format!(
-                    "session `{}` has a run in flight ({}); retry later, or post with \"busy\": \"enqueue\" or \"interrupt\"",
+                    "session `{}` has a run in flight ({first}); retry later, or post with \"busy\": \"enqueue\" or \"interrupt\"",
                     entry.session.id(),
-                    busy[0].id()
                 )));
             }
-            Busy::Interrupt => busy.iter().for_each(Run::cancel),
+            Busy::Interrupt => {
+                busy.iter().for_each(Run::cancel);
+                if !elsewhere.is_empty() {
+                    crate::elsewhere::interrupt(&agent, entry.session.id(), &elsewhere).await?;
+                }
+            }
         }
     }
     let mut request = RunRequest::new(input).user(tenant.scoped_user(body.user_id.as_deref()));
@@ -247,8 +236,9 @@ pub(crate) async fn start(state: &Arc<AppState>, tenant: &Tenant, body: CreateRu
     Ok((agent_name, run))
 }
 
-/// A run the tenant owns that this server has not seen: from the agents' journals and stores.
-async fn stored_view(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<Option<Value>> {
+/// A run the tenant owns that this server has not seen: from the agents' journals and stores. An
+/// unfinished one whose process died (its lease expired) says `"resumable": true`.
+pub(crate) async fn stored_view(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<Option<Value>> {
     for (name, agent) in &state.agents {
         let Some(journal) = agent.journal() else { continue };
         let Some(stored) = journal.load(run_id).await? else { continue };
@@ -259,7 +249,7 @@ async fn stored_view(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResu
         if let Some(t) = agent.session_store().get_run(key, run_id).await? {
             return Ok(Some(view(tenant, name, &t)));
         }
-        return Ok(Some(json!({
+        let mut v = json!({
             "run_id": run_id,
             "session_id": stored.record.session_id,
             "user_id": tenant.owns(stored.record.user_id.as_deref()).flatten(),
@@ -267,7 +257,13 @@ async fn stored_view(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResu
             "state": stored.state,
             "input": stored.record.input,
             "started_at": stored.record.started_at,
-        })));
+        });
+        if let Ok(queue) = agent.run_queue()
+            && queue.status(run_id).await?.is_some_and(|s| s.abandoned(chrono::Utc::now()))
+        {
+            v["resumable"] = json!(true);
+        }
+        return Ok(Some(v));
     }
     Ok(None)
 }
@@ -340,12 +336,21 @@ pub(crate) async fn list(
     for (name, agent) in &state.agents {
         let Ok(store) = agent.run_queue() else { continue };
         let rows = store.runs_before(&prefix, q.session_id.as_deref(), user.as_deref(), q.state, before, limit).await?;
-        for mut row in rows {
-            if held.contains(&row.run_id) || runs.contains_key(&row.run_id) {
-                continue;
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|row| !held.contains(&row.run_id) && !runs.contains_key(&row.run_id))
+            .map(|mut row| {
+                row.agent.get_or_insert_with(|| name.clone());
+                row
+            })
+            .collect();
+        // The finished runs' transcripts in one query per agent store.
+        let views = crate::queued::status_views(&state, &tenant, &rows).await?;
+        let now = chrono::Utc::now();
+        for (row, mut v) in rows.into_iter().zip(views) {
+            if row.abandoned(now) {
+                v["resumable"] = json!(true);
             }
-            row.agent.get_or_insert_with(|| name.clone());
-            let v = crate::queued::status_view(&state, &tenant, &row).await?;
             runs.insert(row.run_id, v);
         }
     }
@@ -362,7 +367,13 @@ pub(crate) async fn cancel(
     let e = match (state.run_entry(&tenant, &run_id), &state.queue) {
         (Some(e), _) => e,
         (None, Some(queue)) => return crate::queued::cancel(&state, queue.as_ref(), &tenant, &run_id).await.map(Json),
-        (None, None) => return Err(ApiError::not_found("run", &run_id)),
+        // A run another server on the database executes (its cancel recorded there), or ended.
+        (None, None) => {
+            return crate::elsewhere::cancel(&state, &tenant, &run_id)
+                .await?
+                .map(Json)
+                .ok_or_else(|| ApiError::not_found("run", &run_id));
+        }
     };
     e.run.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), e.run.result()).await;

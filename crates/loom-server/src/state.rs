@@ -75,6 +75,9 @@ pub struct AppState {
     /// In queue mode, the durable run queue every run goes through.
     pub(crate) queue: Option<Arc<dyn RunQueue>>,
     pub(crate) key_cache: KeyCache,
+    /// Whether a task watches this server's runs for cancels other servers recorded
+    /// (`crate::elsewhere`).
+    pub(crate) cancel_watch: std::sync::atomic::AtomicBool,
 }
 
 impl std::hash::Hash for Tenant {
@@ -103,6 +106,7 @@ impl AppState {
             a2a: crate::a2a::A2aSettings::default(),
             queue: None,
             key_cache: KeyCache::new(DEFAULT_KEY_CACHE_TTL),
+            cancel_watch: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -213,6 +217,9 @@ impl AppState {
         drop(runs);
         self.budgets.watch(tenant, run);
         self.metrics.watch(run.clone());
+        if let Some(agent) = self.agents.get(agent) {
+            crate::elsewhere::watch_cancels(self, agent);
+        }
     }
 }
 

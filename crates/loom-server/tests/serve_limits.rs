@@ -1,8 +1,10 @@
 //! Correctness across server and worker processes on one database (issue 15's known limits):
 //! runs that queue workers execute count in their tenant's daily budget (once, also when taken
-//! over), concurrent starts on two servers never pass `max_runs`, and an A2A `contextId` whose
-//! session left the bounded map stays closed. On SQLite, and on PostgreSQL (a schema of its own)
-//! when `LOOM_TEST_POSTGRES_URL` is set.
+//! over), concurrent starts on two servers never pass `max_runs` (through `POST /runs`, A2A and
+//! `/mcp`), an A2A `contextId` whose session left the bounded map stays closed, `busy:
+//! "interrupt"` and `POST /runs/{id}/cancel` reach a run another server executes, a run whose
+//! server died does not keep its session busy, and `GET /runs` reads stored transcripts in one
+//! query. On SQLite, and on PostgreSQL (a schema of its own) when `LOOM_TEST_POSTGRES_URL` is set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,7 +16,8 @@ use std::time::Duration;
 use loom_agent::config::{Execution, ServerConfig, TenantBudgetConfig};
 use loom_agent::model::{FnModel, ScriptedTurn};
 use loom_agent::store::ApiKeyStore;
-use loom_agent::{Agent, Message, Usage};
+use loom_agent::store::SessionKey;
+use loom_agent::{Agent, Message, RunRequest, SessionConfig, Usage};
 use loom_server::{AppState, Server};
 use serde_json::{Value, json};
 
@@ -26,7 +29,14 @@ fn model() -> FnModel {
         let usage = Usage { input_tokens: 10, output_tokens: 10, cost_usd: 0.01, ..Usage::default() };
         let last = req.messages.iter().rev().find(|m| m.role() == "user").map(Message::text).unwrap_or_default();
         let turn = ScriptedTurn::text(format!("Echo: {last}")).with_usage(usage);
-        if last.starts_with("slow") { turn.with_delay(Duration::from_millis(500)) } else { turn }
+        if last.starts_with("hang") {
+            // Longer than any test waits: only a cancel (or the process's end) stops it.
+            turn.with_delay(Duration::from_secs(60))
+        } else if last.starts_with("slow") {
+            turn.with_delay(Duration::from_millis(500))
+        } else {
+            turn
+        }
     })
 }
 
@@ -144,6 +154,41 @@ impl Srv {
 
     async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
         self.send("post", key, path, Some(body)).await
+    }
+
+    /// Waits until the run (as this server reads it) is in `state`; the last answer.
+    async fn until(&self, key: &str, run_id: &str, state: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            last = self.get(key, &format!("/runs/{run_id}")).await.1;
+            if last["state"] == state {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("run {run_id} never became {state}: {last}");
+    }
+
+    /// One MCP tool call of the agent `bot`: whether it ran (not an error result), and its text.
+    async fn mcp_call(&self, key: &str, message: String) -> (bool, String) {
+        let client = loom_mcp::http(format!("{}/mcp", self.base))
+            .bearer(key)
+            .name("loom")
+            .handshake_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap();
+        let r = client.call_tool("bot", json!({"message": message})).await.unwrap();
+        let text = r
+            .content
+            .iter()
+            .filter_map(|c| match c {
+                loom_mcp::model::ContentBlock::Text(t) => Some(t.text.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        (r.is_error != Some(true), text)
     }
 
     async fn a2a_send(&self, key: &str, text: &str, context: &str) -> Value {
@@ -307,6 +352,286 @@ async fn a_run_in_flight_on_another_server_makes_the_session_busy() {
     busy_sessions_across_servers(&Db::sqlite().await).await;
     if let Some(db) = Db::postgres().await {
         busy_sessions_across_servers(&db).await;
+        db.drop_schema().await;
+    }
+}
+
+/// A2A messages and MCP tool calls at the same moment on two servers against `max_runs`: exactly
+/// that many start — they reserve the start atomically, as `POST /runs` does, instead of checking
+/// figures up to a second old.
+async fn a2a_and_mcp_starts_stop_at_the_limit(db: &Db) {
+    const LIMIT: u64 = 4;
+    let a = &db.key_a;
+    let budget = TenantBudgetConfig { max_runs: Some(LIMIT), ..Default::default() };
+    let settings = ServerConfig { tenant_budget: Some(budget), ..Default::default() };
+    let one = db.server(settings.clone()).await;
+    let two = db.server(settings).await;
+    // Both servers have read the day's figures (zero) before the burst.
+    assert_eq!(one.get(a, "/budget").await.1["usage"]["runs"], 0);
+    assert_eq!(two.get(a, "/budget").await.1["usage"]["runs"], 0);
+    let sends = (0..16).map(|i| {
+        let srv = if i % 2 == 0 { &one } else { &two };
+        async move {
+            let v = srv.a2a_send(a, &format!("a2a {i}"), &format!("ctx-{i}")).await;
+            let refused = v["error"]["message"].as_str().is_some_and(|m| m.contains("budget"));
+            (v["result"].is_object(), refused, v)
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    let ran = answers.iter().filter(|(ok, _, _)| *ok).count() as u64;
+    let refused = answers.iter().filter(|(_, r, _)| *r).count() as u64;
+    assert_eq!((ran, refused), (LIMIT, 16 - LIMIT), "A2A: {answers:?}");
+    usage_reaches(&one, a, LIMIT, LIMIT * TOKENS_PER_CALL).await;
+
+    // MCP, for the other tenant (same limits).
+    let b = &db.key_b;
+    assert_eq!(one.get(b, "/budget").await.1["usage"]["runs"], 0);
+    assert_eq!(two.get(b, "/budget").await.1["usage"]["runs"], 0);
+    let calls = (0..16).map(|i| {
+        let srv = if i % 2 == 0 { &one } else { &two };
+        srv.mcp_call(b, format!("mcp {i}"))
+    });
+    let answers = futures::future::join_all(calls).await;
+    let ran = answers.iter().filter(|(ok, _)| *ok).count() as u64;
+    let refused = answers.iter().filter(|(ok, t)| !ok && t.contains("budget")).count() as u64;
+    assert_eq!((ran, refused), (LIMIT, 16 - LIMIT), "MCP: {answers:?}");
+    usage_reaches(&two, b, LIMIT, LIMIT * TOKENS_PER_CALL).await;
+}
+
+#[tokio::test]
+async fn a2a_and_mcp_starts_on_two_servers_never_pass_max_runs() {
+    a2a_and_mcp_starts_stop_at_the_limit(&Db::sqlite().await).await;
+    if let Some(db) = Db::postgres().await {
+        a2a_and_mcp_starts_stop_at_the_limit(&db).await;
+        db.drop_schema().await;
+    }
+}
+
+/// `busy: "interrupt"` on one server cancels the session's run that another server executes (a
+/// cancel recorded on its row, noticed there), waits until it has ended, then runs; and `POST
+/// /runs/{id}/cancel` on one server cancels a run the other executes.
+async fn interrupt_and_cancel_across_servers(db: &Db) {
+    let a = &db.key_a;
+    let one = db.server(ServerConfig::default()).await;
+    let two = db.server(ServerConfig::default()).await;
+    let (status, first) = one.post(a, "/runs", json!({"input": "hang first", "session_id": "shared"})).await;
+    assert_eq!(status, 201, "{first}");
+    let first_id = first["run_id"].as_str().unwrap().to_string();
+    // Begun (its row written): the other server sees it.
+    two.until(a, &first_id, "running").await;
+    let started = std::time::Instant::now();
+    let r = two
+        .http
+        .post(format!("{}/runs", two.base))
+        .bearer_auth(a)
+        .timeout(Duration::from_secs(15))
+        .json(&json!({"input": "after", "session_id": "shared", "busy": "interrupt", "wait": true}))
+        .send()
+        .await
+        .expect("the interrupting request did not answer: the other server's run was not interrupted");
+    let (status, second): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+    assert_eq!((status, second["state"].as_str()), (200, Some("completed")), "{second}");
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    // The first run ended cancelled (recorded by the server that executed it) before the second began.
+    let first = one.get(a, &format!("/runs/{first_id}")).await.1;
+    assert_eq!(first["state"], "cancelled", "{first}");
+    let ended: chrono::DateTime<chrono::Utc> = serde_json::from_value(first["finished_at"].clone()).unwrap();
+    let began: chrono::DateTime<chrono::Utc> = serde_json::from_value(second["started_at"].clone()).unwrap();
+    assert!(ended <= began, "the new run began ({began}) before the interrupted one ended ({ended})");
+    assert_eq!(two.get(a, &format!("/runs/{first_id}")).await.1["state"], "cancelled");
+
+    // A cancel posted to the server that does not execute the run.
+    let (status, run) = one.post(a, "/runs", json!({"input": "hang again", "session_id": "other"})).await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["run_id"].as_str().unwrap().to_string();
+    two.until(a, &id, "running").await;
+    let (status, v) = two.post(a, &format!("/runs/{id}/cancel"), json!({})).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("cancelled")), "{v}");
+    assert_eq!(one.get(a, &format!("/runs/{id}")).await.1["state"], "cancelled");
+    // Another tenant cannot cancel it (404, as for a missing run).
+    assert_eq!(two.post(&db.key_b, &format!("/runs/{id}/cancel"), json!({})).await.0, 404);
+}
+
+#[tokio::test]
+async fn interrupt_and_cancel_reach_a_run_another_server_executes() {
+    interrupt_and_cancel_across_servers(&Db::sqlite().await).await;
+    if let Some(db) = Db::postgres().await {
+        interrupt_and_cancel_across_servers(&db).await;
+        db.drop_schema().await;
+    }
+}
+
+/// A run whose server died (simulated: a runtime of its own, shut down while the run waits for
+/// the model, so its lease is no longer renewed) does not keep its session busy once its lease
+/// has expired: `busy: "reject"` runs, and the dead run is shown resumable.
+async fn dead_servers_runs_do_not_keep_sessions_busy(db: &Db) {
+    let a = &db.key_a;
+    let one = db.server(ServerConfig::default()).await;
+    assert_eq!(one.post(a, "/sessions", json!({"session_id": "orphan"})).await.0, 201);
+    let url = db.url.clone();
+    let dead_id = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let id = rt.block_on(async {
+            let agent = Agent::builder()
+                .name("bot")
+                .model(model())
+                .journal(url.as_str())
+                .lease_ttl(Duration::from_millis(400))
+                .build()
+                .unwrap();
+            let session = agent.session(SessionConfig {
+                id: Some("orphan".into()),
+                user_id: Some("acme/".into()),
+                ..Default::default()
+            });
+            let run = session.start(RunRequest::new("hang until the process dies").user("acme/"));
+            let id = run.id().to_string();
+            let queue = agent.run_queue().unwrap();
+            for _ in 0..300 {
+                if queue.status(&id).await.unwrap().is_some_and(|s| s.state == loom_agent::RunState::Running) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            id
+        });
+        // The "process" dies: its tasks stop, nothing renews the lease or the session lock.
+        rt.shutdown_background();
+        id
+    })
+    .join()
+    .unwrap();
+    let v = one.get(a, &format!("/runs/{dead_id}")).await.1;
+    assert_eq!(v["state"], "running", "{v}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let v = one.get(a, &format!("/runs/{dead_id}")).await.1;
+    assert_eq!((v["state"].as_str(), v["resumable"].as_bool()), (Some("running"), Some(true)), "{v}");
+    let (_, list) = one.get(a, "/runs?session_id=orphan").await;
+    assert_eq!(list["runs"][0]["resumable"], true, "{list}");
+    let (status, next) =
+        one.post(a, "/runs", json!({"input": "next", "session_id": "orphan", "busy": "reject", "wait": true})).await;
+    assert_eq!(
+        (status, next["state"].as_str()),
+        (200, Some("completed")),
+        "a dead server's run kept the session busy: {next}"
+    );
+    // Nothing executes it to cancel: a clear 409.
+    let (status, e) = one.post(a, &format!("/runs/{dead_id}/cancel"), json!({})).await;
+    assert_eq!(status, 409, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap_or_default().contains("resume"), "{e}");
+}
+
+#[tokio::test]
+async fn a_dead_servers_run_does_not_keep_its_session_busy() {
+    dead_servers_runs_do_not_keep_sessions_busy(&Db::sqlite().await).await;
+    if let Some(db) = Db::postgres().await {
+        dead_servers_runs_do_not_keep_sessions_busy(&db).await;
+        db.drop_schema().await;
+    }
+}
+
+/// `GET /runs` from the store: the finished runs of another server, their transcripts read in one
+/// batch (`SessionStore::get_runs`), shown as `GET /runs/{id}` shows each; the batch read keeps
+/// users and sessions apart.
+async fn listing_reads_transcripts_in_one_batch(db: &Db) {
+    let a = &db.key_a;
+    let one = db.server(ServerConfig::default()).await;
+    let two = db.server(ServerConfig::default()).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, run) =
+            one.post(a, "/runs", json!({"input": format!("r{i}"), "user_id": "ann", "wait": true})).await;
+        assert_eq!(status, 200, "{run}");
+        ids.push(run["run_id"].as_str().unwrap().to_string());
+    }
+    let (_, list) = two.get(a, "/runs?user_id=ann").await;
+    let runs = list["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 5, "{list}");
+    for shown in runs {
+        let id = shown["run_id"].as_str().unwrap();
+        let mut single = two.get(a, &format!("/runs/{id}")).await.1;
+        single["cancel_requested"] = json!(false);
+        assert_eq!(shown, &single);
+        assert!(shown["output"].as_str().unwrap().starts_with("Echo: r"), "{shown}");
+    }
+    // The store's batch read: the right user's runs only.
+    let agent = db.agent();
+    let store = agent.session_store();
+    let sessions: Vec<String> = runs.iter().map(|r| r["session_id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<&str> = runs.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    let keys: Vec<(SessionKey<'_>, &str)> =
+        sessions.iter().zip(&ids).map(|(s, id)| (SessionKey::of_user("acme/ann", s), *id)).collect();
+    let got = store.get_runs(&keys).await.unwrap();
+    assert_eq!(got.len(), 5);
+    for t in &got {
+        let one = store.get_run(SessionKey::of_user("acme/ann", &t.session_id), &t.run_id).await.unwrap().unwrap();
+        assert_eq!((&t.output, &t.input, t.state, &t.usage), (&one.output, &one.input, one.state, &one.usage));
+    }
+    let wrong: Vec<(SessionKey<'_>, &str)> =
+        sessions.iter().zip(&ids).map(|(s, id)| (SessionKey::of_user("globex/ann", s), *id)).collect();
+    assert!(store.get_runs(&wrong).await.unwrap().is_empty(), "another user's key read the runs");
+    let crossed = [(SessionKey::of_user("acme/ann", &sessions[0]), ids[1])];
+    assert!(store.get_runs(&crossed).await.unwrap().is_empty(), "a run read under another session");
+}
+
+#[tokio::test]
+async fn listing_runs_from_the_store_reads_transcripts_in_one_batch() {
+    listing_reads_transcripts_in_one_batch(&Db::sqlite().await).await;
+    if let Some(db) = Db::postgres().await {
+        listing_reads_transcripts_in_one_batch(&db).await;
+        db.drop_schema().await;
+    }
+}
+
+/// Figures for docs/benchmarks.md (ignored; `-- --ignored --nocapture`): reading 1,000 finished
+/// runs' transcripts the way `GET /runs` did (one `get_run` each) and as it does now (one
+/// `get_runs`), and a `GET /runs?limit=1000` page from a server that holds none of them.
+#[tokio::test]
+#[ignore]
+async fn listing_figures() {
+    let mut dbs = vec![("sqlite", Db::sqlite().await)];
+    if let Some(db) = Db::postgres().await {
+        dbs.push(("postgres", db));
+    }
+    for (name, db) in &dbs {
+        let one = db.server(ServerConfig::default()).await;
+        let two = db.server(ServerConfig::default()).await;
+        let answers = futures::future::join_all(
+            (0..1000).map(|i| one.post(&db.key_a, "/runs", json!({"input": format!("r{i}"), "wait": true}))),
+        )
+        .await;
+        assert!(answers.iter().all(|(s, _)| *s == 200));
+        let agent = db.agent();
+        let store = agent.session_store();
+        let rows: Vec<(String, String)> = answers
+            .iter()
+            .map(|(_, v)| (v["session_id"].as_str().unwrap().to_string(), v["run_id"].as_str().unwrap().to_string()))
+            .collect();
+        let mut per_run = Duration::MAX;
+        let mut batched = Duration::MAX;
+        let mut page = Duration::MAX;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for (s, id) in &rows {
+                store.get_run(SessionKey::of_user("acme/", s), id).await.unwrap().unwrap();
+            }
+            per_run = per_run.min(t.elapsed());
+            let keys: Vec<(SessionKey<'_>, &str)> =
+                rows.iter().map(|(s, id)| (SessionKey::of_user("acme/", s), id.as_str())).collect();
+            let t = std::time::Instant::now();
+            assert_eq!(store.get_runs(&keys).await.unwrap().len(), 1000);
+            batched = batched.min(t.elapsed());
+            let t = std::time::Instant::now();
+            let (status, list) = two.get(&db.key_a, "/runs?limit=1000").await;
+            assert_eq!((status, list["runs"].as_array().map(Vec::len)), (200, Some(1000)));
+            page = page.min(t.elapsed());
+        }
+        println!(
+            "{name}: 1,000 transcripts: get_run each {per_run:?}, get_runs {batched:?} ({:.1}x); GET /runs?limit=1000 {page:?}",
+            per_run.as_secs_f64() / batched.as_secs_f64()
+        );
+    }
+    for (_, db) in dbs {
         db.drop_schema().await;
     }
 }

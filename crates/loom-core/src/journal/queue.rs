@@ -70,6 +70,25 @@ pub struct RunStatus {
     pub cancel_requested: bool,
     /// The worker holding it, if any.
     pub lease_owner: Option<String>,
+    /// When the holder's lease expires (it renews it while the run goes on).
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+impl RunStatus {
+    /// Whether a process held the run and stopped renewing its lease before the run finished (it
+    /// died, or lost its database): nothing executes it now, and it can be resumed. A run whose
+    /// holder ran on this machine and is gone ([`super::owner_is_gone`]) counts as well.
+    pub fn abandoned(&self, now: DateTime<Utc>) -> bool {
+        let Some(owner) = self.lease_owner.as_deref() else { return false };
+        !self.finished && (self.lease_expires_at.is_none_or(|at| at <= now) || super::owner_is_gone(owner))
+    }
+
+    /// Whether the run is in flight: not finished, not suspended, and not
+    /// [abandoned](RunStatus::abandoned) (queued, or held by a live lease).
+    pub fn in_flight(&self, now: DateTime<Utc>) -> bool {
+        !self.finished && !self.state.is_terminal() && self.state != RunState::Suspended && !self.abandoned(now)
+    }
 }
 
 /// What a prune deleted.

@@ -276,9 +276,18 @@ fn live(run: &Run) -> Transcript {
 /// Starts the run of a message (here, or queued for a worker in queue mode), or steers the running
 /// task it names.
 async fn start(state: &Arc<AppState>, tenant: &Tenant, incoming: &task::Incoming) -> Result<Started, RpcError> {
-    // The tenant's daily budget, as on the other routes that start or continue runs (only the
-    // sending methods spend; GetTask, CancelTask and ListTasks stay open).
-    state.budgets.check(tenant)?;
+    // The tenant's daily budget, as on the other routes that start or continue runs: the start is
+    // reserved atomically (only the sending methods spend; GetTask, CancelTask and ListTasks stay
+    // open), and given back when the message started no run (steering).
+    state.budgets.reserving(tenant, start_reserved(state, tenant, incoming)).await
+}
+
+/// [`start`] under its reservation.
+async fn start_reserved(
+    state: &Arc<AppState>,
+    tenant: &Tenant,
+    incoming: &task::Incoming,
+) -> Result<Started, RpcError> {
     if let Some(task_id) = &incoming.task_id {
         let Some(e) = state.run_entry(tenant, task_id) else {
             if let Some(queue) = &state.queue {

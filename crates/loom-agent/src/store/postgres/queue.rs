@@ -25,7 +25,7 @@ const CLAIM: &str = "
 
 /// The columns of a [`RunStatus`].
 const STATUS_COLUMNS: &str = "run_id, agent, session_id, user_id, state, finished, COALESCE(queued_at, started_at),
-    finished_at, cancel_requested, lease_owner";
+    finished_at, cancel_requested, lease_owner, lease_expires";
 
 fn status(row: &Row) -> Result<RunStatus, Error> {
     let run_id: String = get(row, 0)?;
@@ -39,6 +39,7 @@ fn status(row: &Row) -> Result<RunStatus, Error> {
         finished_at: get::<Option<i64>>(row, 7)?.map(from_millis),
         cancel_requested: get(row, 8)?,
         lease_owner: get(row, 9)?,
+        lease_expires_at: get::<Option<i64>>(row, 10)?.map(from_millis),
         run_id,
     })
 }

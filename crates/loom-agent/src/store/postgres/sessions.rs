@@ -436,6 +436,38 @@ impl SessionStore for PostgresStore {
         with_conn!(self, |client| get_run_tx(client, session, run_id))
     }
 
+    async fn get_runs(&self, runs: &[(SessionKey<'_>, &str)]) -> Result<Vec<Arc<Transcript>>, Error> {
+        let wanted: std::collections::HashMap<&str, (Option<&str>, &str)> =
+            runs.iter().map(|(key, id)| (*id, (key.user_id, key.session_id))).collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = wanted.keys().copied().collect();
+        let rows = with_conn!(self, |client| async {
+            client
+                .query(
+                    "SELECT run_id, session_id, user_id, transcript, input FROM loom_runs
+                     WHERE run_id = ANY($1) AND transcript IS NOT NULL",
+                    &[&ids],
+                )
+                .await
+                .map_err(|e| pg("reading runs", e))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let run_id: &str = get(row, 0)?;
+            let (session_id, user_id): (&str, Option<&str>) = (get(row, 1)?, get(row, 2)?);
+            // Only the run of the session and user asked for (as `get_run`).
+            if wanted.get(run_id) != Some(&(user_id, session_id)) {
+                continue;
+            }
+            let text: &str = get(row, 3)?;
+            let text = expand(text, || get::<Option<String>>(row, 4), || format!("run {run_id}: transcript"))?;
+            out.push(Arc::new(decode_transcript(run_id, &text)?));
+        }
+        Ok(out)
+    }
+
     async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
         with_conn!(self, |client| list_runs_tx(client, session))
     }

@@ -13,17 +13,41 @@ use loom_core::journal::{ClaimedRun, Lease, PruneReport, QueuedRun, RunQueue, Ru
 
 /// The columns of a [`RunStatus`].
 const STATUS_COLUMNS: &str = "run_id, agent, session_id, user_id, state, finished, COALESCE(queued_at, started_at),
-    finished_at, cancel_requested, lease_owner";
+    finished_at, cancel_requested, lease_owner, lease_expires";
 
-type StatusRow = (String, Option<String>, String, Option<String>, String, bool, i64, Option<i64>, bool, Option<String>);
+type StatusRow =
+    (String, Option<String>, String, Option<String>, String, bool, i64, Option<i64>, bool, Option<String>, Option<i64>);
 
 fn read_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<StatusRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
 }
 
 fn status(row: StatusRow) -> Result<RunStatus, Error> {
-    let (run_id, agent, session_id, user_id, state, finished, created, finished_at, cancel_requested, lease_owner) =
-        row;
+    let (
+        run_id,
+        agent,
+        session_id,
+        user_id,
+        state,
+        finished,
+        created,
+        finished_at,
+        cancel_requested,
+        lease_owner,
+        expires,
+    ) = row;
     Ok(RunStatus {
         state: parse_state(&state, &run_id)?,
         agent,
@@ -34,6 +58,7 @@ fn status(row: StatusRow) -> Result<RunStatus, Error> {
         finished_at: finished_at.map(from_millis),
         cancel_requested,
         lease_owner,
+        lease_expires_at: expires.map(from_millis),
         run_id,
     })
 }

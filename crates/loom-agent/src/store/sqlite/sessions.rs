@@ -108,6 +108,51 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    async fn get_runs(&self, runs: &[(SessionKey<'_>, &str)]) -> Result<Vec<Arc<Transcript>>, Error> {
+        let wanted: std::collections::HashMap<String, (Option<String>, String)> =
+            runs.iter().map(|(key, id)| (id.to_string(), key.to_owned_parts())).collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(move |conn| {
+            let ids: Vec<&String> = wanted.keys().collect();
+            let mut out = Vec::with_capacity(ids.len());
+            // One statement per 500 runs (a listing page is at most 1,000).
+            for chunk in ids.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "SELECT run_id, session_id, user_id, transcript, input FROM loom_runs
+                         WHERE run_id IN ({marks}) AND transcript IS NOT NULL"
+                    ))
+                    .map_err(db)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(chunk.iter()), |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                        ))
+                    })
+                    .map_err(db)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db)?;
+                for (run_id, session_id, user_id, text, input) in rows {
+                    // Only the run of the session and user asked for (as `get_run`).
+                    if wanted.get(&run_id) != Some(&(user_id, session_id)) {
+                        continue;
+                    }
+                    let text = expand(&text, || Ok(input), || format!("run {run_id}: transcript"))?;
+                    out.push(Arc::new(decode_transcript(&run_id, &text)?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn list_runs(&self, session: SessionKey<'_>) -> Result<Vec<RunSummary>, Error> {
         let (user, session_id) = session.to_owned_parts();
         self.call(move |conn| {
