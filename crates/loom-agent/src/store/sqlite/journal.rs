@@ -12,7 +12,7 @@ use crate::store::sql::{
     now_ms, parse_state,
 };
 use loom_core::journal::{
-    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, RunFilter, RunRecord, may_decide,
     may_take_over, may_write,
 };
 
@@ -73,6 +73,25 @@ impl Journal for SqliteStore {
             hold_lease(&tx, &run_id, &lease)?;
             insert_entry(&tx, &run_id, kind, &text)?;
             insert_events(&tx, &run_id, &events)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn append_all(&self, run_id: &str, lease: &Lease, writes: &[JournalWrite<'_>]) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let lease = lease.clone();
+        let writes = writes
+            .iter()
+            .map(|w| Ok((w.entry.type_name(), json(w.entry)?, encode_events(w.events)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            hold_lease(&tx, &run_id, &lease)?;
+            for (kind, text, events) in &writes {
+                insert_entry(&tx, &run_id, kind, text)?;
+                insert_events(&tx, &run_id, events)?;
+            }
             tx.commit().map_err(db)
         })
         .await
