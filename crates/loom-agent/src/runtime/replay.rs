@@ -84,7 +84,7 @@ impl Recorder {
             lease: stores.lease.fenced(log.fence.load(std::sync::atomic::Ordering::Acquire)),
             log,
             entries: Vec::new(),
-            deferred: tokio::sync::Mutex::const_new(Deferred { entries: Vec::new(), ends: Vec::new() }),
+            deferred: tokio::sync::Mutex::new(Deferred { entries: Vec::new(), ends: Vec::new() }),
         }
     }
 
