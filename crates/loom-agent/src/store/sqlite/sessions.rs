@@ -374,11 +374,9 @@ pub(super) fn write_history(
 
 fn read_session(conn: &Connection, key: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
     let row: Option<(String, String)> = conn
-        .query_row(
-            "SELECT metadata, extensions FROM loom_sessions WHERE owner = ?1 AND id = ?2",
-            [key.owner(), key.session_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT metadata, extensions FROM loom_sessions WHERE owner = ?1 AND id = ?2")
+        .map_err(db)?
+        .query_row([key.owner(), key.session_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db)?;
     let Some((metadata, extensions)) = row else { return Ok(None) };
