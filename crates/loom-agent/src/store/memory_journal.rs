@@ -7,8 +7,8 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::run::RunState;
 use loom_core::journal::{
-    Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, LeaseView, RunFilter, RunRecord, may_decide,
-    may_take_over, may_write,
+    Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, LeaseView, RunFilter, RunRecord,
+    may_decide, may_take_over, may_write,
 };
 
 /// A journal in process memory: leases, replay and approvals work within one process (a run can

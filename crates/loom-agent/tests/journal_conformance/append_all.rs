@@ -28,8 +28,7 @@ pub(crate) async fn append_all_keeps_order_and_events(b: &Backend) {
     // A batch of one is an append.
     b.journal.append_all(&run, &a, &[JournalWrite { entry: &entries[6], events: &all[6..8] }]).await.unwrap();
     let loaded = b.journal.load(&run).await.unwrap().unwrap();
-    let expected: Vec<JournalEntry> =
-        [1, 0, 3, 5, 4, 6].iter().map(|&i| entries[i].clone()).collect();
+    let expected: Vec<JournalEntry> = [1, 0, 3, 5, 4, 6].iter().map(|&i| entries[i].clone()).collect();
     assert_eq!(loaded.entries, expected, "the batch's entries in order, between the appends around it");
     assert_eq!(loaded.events, all, "every event once, in order");
     assert_eq!(loaded.lease_owner.as_deref(), Some("a"));

@@ -12,8 +12,8 @@ use crate::run::RunState;
 use crate::store::SessionRecord;
 use crate::store::sql::{self, RecordRow, decode_entry, decode_record, from_millis, json, now_ms, parse_state};
 use loom_core::journal::{
-    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, RunFilter, RunRecord, may_decide,
-    may_take_over,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, RunFilter, RunRecord,
+    may_decide, may_take_over,
 };
 
 /// The run's row (created, or a queued run's row claimed by its holder) and, if that happened, its

@@ -2,7 +2,9 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Immediate, SqliteStore, db, hold_lease, insert_entry, insert_events, load_events, renew_lease, with_lease};
+use super::{
+    Immediate, SqliteStore, db, hold_lease, insert_entry, insert_events, load_events, renew_lease, with_lease,
+};
 use crate::error::Error;
 use crate::event::Event;
 use crate::run::RunState;
@@ -12,8 +14,8 @@ use crate::store::sql::{
     now_ms, parse_state,
 };
 use loom_core::journal::{
-    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, RunFilter, RunRecord, may_decide,
-    may_take_over, may_write,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, RunFilter, RunRecord,
+    may_decide, may_take_over, may_write,
 };
 
 #[async_trait::async_trait]

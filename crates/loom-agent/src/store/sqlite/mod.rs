@@ -433,11 +433,7 @@ pub(super) fn insert_entry(tx: &rusqlite::Connection, run_id: &str, kind: &str, 
     Ok(())
 }
 
-pub(super) fn insert_events(
-    tx: &rusqlite::Connection,
-    run_id: &str,
-    events: &[(i64, String)],
-) -> Result<(), Error> {
+pub(super) fn insert_events(tx: &rusqlite::Connection, run_id: &str, events: &[(i64, String)]) -> Result<(), Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -451,12 +447,7 @@ pub(super) fn insert_events(
 
 /// Renews the lease held by `lease`'s owner until `until`; `RunNotFound` or `LeaseLost` (the lease
 /// rule) when it does not hold the run.
-pub(super) fn renew_lease(
-    tx: &rusqlite::Connection,
-    run_id: &str,
-    lease: &Lease,
-    until: i64,
-) -> Result<(), Error> {
+pub(super) fn renew_lease(tx: &rusqlite::Connection, run_id: &str, lease: &Lease, until: i64) -> Result<(), Error> {
     let n = tx
         .prepare_cached(
             "UPDATE loom_runs SET lease_expires = ?1 WHERE run_id = ?2 AND lease_owner = ?3 AND fence = ?4
