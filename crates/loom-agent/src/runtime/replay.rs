@@ -1,5 +1,6 @@
-//! The run's journal, both ways: every model result, tool intent, tool result and approval is
-//! written before the run moves on ([`Recorder::record`]), and a resumed run takes its journaled
+//! The run's journal, both ways: every tool intent, tool result and approval is written before the
+//! run moves on ([`Recorder::record`]), a model's result rides in the next write's transaction
+//! ([`Recorder::defer`]), and a resumed run takes its journaled
 //! results back instead of calling the model or the tool again ([`Recorder::model`],
 //! [`Recorder::tool`], [`Recorder::approval`]). While a resumed run replays, its log drops the
 //! events it already holds and the steps skip effects that already happened (hooks, audit); both
