@@ -94,7 +94,12 @@ fn journal_overhead(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async { black_box(store.renew(&run_id, &lease).await.is_err()) });
     });
     group.finish();
-    std::fs::remove_dir_all(&dir).ok();
+    // `LOOM_BENCH_KEEP=1` keeps the databases, to count what the runs wrote (docs/benchmarks.md).
+    if std::env::var_os("LOOM_BENCH_KEEP").is_some() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
 
 criterion_group!(benches, journal_overhead);

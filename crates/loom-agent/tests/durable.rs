@@ -19,8 +19,8 @@ use loom_agent::governance::{Approval, FnApproval, StandardPermissions};
 use loom_agent::message::Message;
 use loom_agent::model::ScriptedTurn;
 use loom_agent::store::{
-    InMemoryJournal, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, SqliteStore,
-    Synchronous,
+    InMemoryJournal, Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, RunFilter, RunRecord,
+    SqliteStore, Synchronous,
 };
 use loom_agent::tool::{FunctionTool, ToolOutput};
 use loom_agent::{Agent, Error, Event, RunErrorKind, RunRequest, RunState, SessionConfig};
@@ -431,4 +431,90 @@ async fn a_read_file_call_started_without_a_result_is_run_again_on_resume() {
     assert_eq!(kinds, ["model_result", "tool_intent", "tool_intent", "tool_result", "model_result"]);
     drop(stuck);
     std::fs::remove_dir_all(&root).ok();
+}
+
+/// A journal whose first entry write is slow to commit (it waits 200 ms, then writes): what a
+/// busy disk looks like to the run's other writers.
+struct SlowFirstWrite {
+    inner: Arc<InMemoryJournal>,
+    writes: AtomicUsize,
+}
+
+impl SlowFirstWrite {
+    async fn maybe_wait(&self) {
+        if self.writes.fetch_add(1, Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Journal for SlowFirstWrite {
+    async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
+        self.inner.begin(record, lease, events).await
+    }
+    async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
+        self.maybe_wait().await;
+        self.inner.append(run_id, lease, entry, events).await
+    }
+    async fn append_all(&self, run_id: &str, lease: &Lease, writes: &[JournalWrite<'_>]) -> Result<(), Error> {
+        self.maybe_wait().await;
+        self.inner.append_all(run_id, lease, writes).await
+    }
+    async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
+        self.inner.end(run_id, lease, state, events).await
+    }
+    async fn acquire(&self, run_id: &str, lease: &Lease) -> Result<u64, Error> {
+        self.inner.acquire(run_id, lease).await
+    }
+    async fn renew(&self, run_id: &str, lease: &Lease) -> Result<(), Error> {
+        self.inner.renew(run_id, lease).await
+    }
+    async fn decide(&self, run_id: &str, entry: &JournalEntry) -> Result<(), Error> {
+        self.inner.decide(run_id, entry).await
+    }
+    async fn load(&self, run_id: &str) -> Result<Option<JournaledRun>, Error> {
+        self.inner.load(run_id).await
+    }
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<JournalRunSummary>, Error> {
+        self.inner.list(filter).await
+    }
+}
+
+/// The model's result rides with the first tool intent; with parallel calls in its turn, no other
+/// intent or result commits before that write, even when it is slow: a resumed run never finds an
+/// intent without the model result that asked for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_tool_calls_never_commit_before_the_model_result() {
+    let inner = Arc::new(InMemoryJournal::new());
+    let journal = SlowFirstWrite { inner: inner.clone(), writes: AtomicUsize::new(0) };
+    let both = ScriptedTurn::tool_call("a", json!({"x": "1"})).with_tool_call("b", json!({"x": "2"}));
+    let (_, model) = scripted([both, ScriptedTurn::text("done")]);
+    let agent = Agent::builder()
+        .model(model)
+        .tool(echo_tool("a").concurrency_safe())
+        .tool(echo_tool("b").concurrency_safe())
+        .journal(journal)
+        .build()
+        .unwrap();
+    let result = within(10, "the run", agent.run("Use both.")).await.unwrap();
+    assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
+    let stored = inner.load(&result.run_id).await.unwrap().unwrap();
+    let kinds: Vec<&str> = stored.entries.iter().map(JournalEntry::type_name).collect();
+    assert_eq!(kinds[0], "model_result", "the model's result commits first: {kinds:?}");
+    let mut sorted = kinds[1..kinds.len() - 1].to_vec();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["tool_intent", "tool_intent", "tool_result", "tool_result"], "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"model_result"));
+    for id in tool_call_ids(&result.events) {
+        let at = |kind: &str| {
+            stored.entries.iter().position(|e| match e {
+                JournalEntry::ToolIntent { call, .. } => kind == "intent" && call.id == id,
+                JournalEntry::ToolResult { call_id, .. } => kind == "result" && *call_id == id,
+                _ => false,
+            })
+        };
+        assert!(at("intent").unwrap() < at("result").unwrap(), "{id}: its intent before its result");
+    }
+    assert_eq!(stored.events, result.events.to_vec(), "every event is persisted, once");
 }

@@ -131,6 +131,10 @@ use fencing::*;
 mod final_commit;
 use final_commit::*;
 
+#[path = "journal_conformance/append_all.rs"]
+mod append_all;
+use append_all::*;
+
 // ---------------------------------------------------------------------------------------------
 // Data
 // ---------------------------------------------------------------------------------------------
@@ -952,6 +956,7 @@ mod memory {
         sessions_merge, history_is_idempotent_per_run, save_run_replaces, sessions_are_scoped_by_user,
         large_prompt_check, final_commit_is_one_step, final_commit_needs_the_lease, check_lease_writes_nothing,
         begin_opens_the_session, lock_and_open_is_one_step,
+        append_all_keeps_order_and_events, append_all_is_fenced, concurrent_batches_get_distinct_seqs,
     );
 }
 
@@ -970,6 +975,7 @@ mod sqlite {
         prune_deletes_finished_runs, queued_runs_are_claimed_once, final_commit_is_one_step,
         final_commit_needs_the_lease, check_lease_writes_nothing,
         begin_opens_the_session, lock_and_open_is_one_step,
+        append_all_keeps_order_and_events, append_all_is_fenced, concurrent_batches_get_distinct_seqs,
         suspended_runs_are_queued_for_resume,
     );
 
@@ -1077,6 +1083,7 @@ mod postgres {
         sessions_are_scoped_by_user, journaled_events_come_from_the_journal, session_lock_rule,
         large_prompt_check, final_commit_is_one_step, final_commit_needs_the_lease, check_lease_writes_nothing,
         begin_opens_the_session, lock_and_open_is_one_step,
+        append_all_keeps_order_and_events, append_all_is_fenced, concurrent_batches_get_distinct_seqs,
     );
 
     async fn raw_client(url: &str) -> Client {

@@ -298,15 +298,10 @@ impl RunCx {
         }
         self.log.roll_up(&response.usage, self.env.policies.budget.as_ref());
         if self.recorder.is_journaled() {
-            let entry = || JournalEntry::ModelResult { turn, response: response.clone() };
-            if response.tool_calls.is_empty() {
-                // An answer without tool calls guards no side effect: it rides with the next write
-                // (usually the final commit). A run killed before then asks the model again.
-                Box::pin(self.recorder.defer(entry)).await?;
-            } else {
-                // Boxed: a journal write is a large future, live only while it writes.
-                Box::pin(self.recorder.record(entry)).await?;
-            }
+            // A model's result guards no side effect: it rides with the next write, in the same
+            // transaction (the first tool intent, or the final commit for an answer). A run killed
+            // before then asks the model again.
+            self.recorder.defer(|| JournalEntry::ModelResult { turn, response: response.clone() }).await;
         }
         Ok(response)
     }

@@ -276,18 +276,18 @@ impl RunLog {
         (events[from..].to_vec(), events.len())
     }
 
+    /// The events not written to the journal yet, where they start in the log, and where they end.
+    pub(crate) fn unpersisted_span(&self) -> (Vec<Event>, usize, usize) {
+        let inner = self.lock();
+        let events = inner.frozen.as_deref().unwrap_or(&inner.events);
+        let from = inner.persisted.min(events.len());
+        (events[from..].to_vec(), from, events.len())
+    }
+
     /// How many events the log holds (the end of [`RunLog::unpersisted`] now).
     pub(crate) fn event_count(&self) -> usize {
         let inner = self.lock();
         inner.frozen.as_deref().unwrap_or(&inner.events).len()
-    }
-
-    /// The events not written to the journal yet, up to `end`.
-    pub(crate) fn unpersisted_until(&self, end: usize) -> Vec<Event> {
-        let inner = self.lock();
-        let events = inner.frozen.as_deref().unwrap_or(&inner.events);
-        let end = end.min(events.len());
-        events[inner.persisted.min(end)..end].to_vec()
     }
 
     /// Marks the log up to `end` as written to the journal.

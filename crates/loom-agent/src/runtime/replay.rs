@@ -1,5 +1,6 @@
-//! The run's journal, both ways: every model result, tool intent, tool result and approval is
-//! written before the run moves on ([`Recorder::record`]), and a resumed run takes its journaled
+//! The run's journal, both ways: every tool intent, tool result and approval is written before the
+//! run moves on ([`Recorder::record`]), a model's result rides in the next write's transaction
+//! ([`Recorder::defer`]), and a resumed run takes its journaled
 //! results back instead of calling the model or the tool again ([`Recorder::model`],
 //! [`Recorder::tool`], [`Recorder::approval`]). While a resumed run replays, its log drops the
 //! events it already holds and the steps skip effects that already happened (hooks, audit); both
@@ -17,7 +18,7 @@ use crate::message::Usage;
 use crate::model::ModelResponse;
 use crate::run::CriterionVerdict;
 use crate::run::RunState;
-use crate::store::{Compaction, Journal, JournalEntry, Lease, RunRecord};
+use crate::store::{Compaction, Journal, JournalEntry, JournalWrite, Lease, RunRecord};
 
 /// A run's journal handle and the entries a resumed run has not consumed yet.
 pub(crate) struct Recorder {
@@ -29,9 +30,28 @@ pub(crate) struct Recorder {
     lease: Lease,
     log: Arc<RunLog>,
     entries: Vec<JournalEntry>,
-    /// An entry that guards no side effect, held back with the end of the events before it: the
-    /// next write (or the final commit) writes it first.
-    deferred: std::sync::Mutex<Option<(JournalEntry, usize)>>,
+    /// Entries that guard no side effect, each held back with the end of the events before it: the
+    /// next write (or the final commit) carries them first, in the same transaction. A write that
+    /// carries them holds this lock until it has committed, so no other write of the run (a
+    /// parallel tool call's intent) commits before them.
+    deferred: tokio::sync::Mutex<Deferred>,
+}
+
+/// Entries held back (see [`Recorder::defer`]) and, for each, the end of the events before it.
+struct Deferred {
+    entries: Vec<JournalEntry>,
+    ends: Vec<usize>,
+}
+
+impl Deferred {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.ends.clear();
+    }
 }
 
 /// What the journal says about one tool call.
@@ -65,7 +85,7 @@ impl Recorder {
             lease: stores.lease.fenced(log.fence.load(std::sync::atomic::Ordering::Acquire)),
             log,
             entries: Vec::new(),
-            deferred: std::sync::Mutex::new(None),
+            deferred: tokio::sync::Mutex::new(Deferred { entries: Vec::new(), ends: Vec::new() }),
         }
     }
 
@@ -125,47 +145,89 @@ impl Recorder {
     }
 
     /// Writes a journal entry, with the events emitted since the last write, before the run
-    /// moves on. `entry` is built only for a journaled run.
+    /// moves on; held-back entries ride in the same transaction, first. `entry` is built only for
+    /// a journaled run.
     pub(crate) async fn record(&self, entry: impl FnOnce() -> JournalEntry) -> Result<(), RunError> {
         let Some(journal) = &self.journal else { return Ok(()) };
-        self.flush().await.map_err(store_error)?;
-        let (events, end) = self.log.unpersisted();
-        journal.append(&self.log.run_id, &self.lease, &entry(), &events).await.map_err(store_error)?;
-        self.log.mark_persisted(end);
-        Ok(())
-    }
-
-    /// Holds back an entry that guards no side effect (a model's answer without tool calls): the
-    /// next write, or the final commit, writes it first, with the events emitted before it. A run
-    /// killed before then makes that step again when resumed (nothing it guards has happened).
-    /// At most one entry is held back. `entry` is built only for a journaled run.
-    pub(crate) async fn defer(&self, entry: impl FnOnce() -> JournalEntry) -> Result<(), RunError> {
-        if self.journal.is_none() {
+        let mut deferred = self.deferred.lock().await;
+        if deferred.is_empty() {
+            // Nothing to order against: parallel writes (a turn's tool calls) go in at once.
+            drop(deferred);
+            let (events, end) = self.log.unpersisted();
+            journal.append(&self.log.run_id, &self.lease, &entry(), &events).await.map_err(store_error)?;
+            self.log.mark_persisted(end);
             return Ok(());
         }
-        self.flush().await.map_err(store_error)?;
-        let end = self.log.event_count();
-        *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some((entry(), end));
-        Ok(())
+        self.carry(journal, &mut deferred, Some((&entry(), true))).await.map_err(store_error)
     }
 
-    /// Writes the held-back entry, if any, with the events before it.
+    /// Holds back an entry that guards no side effect (a model's result: a resumed run asks again,
+    /// and the first tool intent, or the final commit, carries it): the next write writes it
+    /// first, with the events emitted before it, in the same transaction. A run killed before then
+    /// makes that step again when resumed (nothing it guards has happened). `entry` is built only
+    /// for a journaled run.
+    pub(crate) async fn defer(&self, entry: impl FnOnce() -> JournalEntry) {
+        if self.journal.is_none() {
+            return;
+        }
+        let end = self.log.event_count();
+        let mut deferred = self.deferred.lock().await;
+        deferred.entries.push(entry());
+        deferred.ends.push(end);
+    }
+
+    /// Writes the held-back entries, if any, with the events before them.
     pub(crate) async fn flush(&self) -> Result<(), crate::Error> {
         let Some(journal) = &self.journal else { return Ok(()) };
-        let Some((entry, end)) = self.deferred.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let mut deferred = self.deferred.lock().await;
+        if deferred.is_empty() {
             return Ok(());
-        };
-        let events = self.log.unpersisted_until(end);
-        journal.append(&self.log.run_id, &self.lease, &entry, &events).await?;
-        self.log.mark_persisted(end);
-        Ok(())
+        }
+        self.carry(journal, &mut deferred, None).await
     }
 
-    /// Writes a journal entry with no events (an entry after the last model or tool boundary).
+    /// Writes a journal entry with no events (an entry after the last model or tool boundary),
+    /// after the held-back ones in the same transaction.
     pub(crate) async fn record_alone(&self, entry: &JournalEntry) -> Result<(), crate::Error> {
         let Some(journal) = &self.journal else { return Ok(()) };
-        self.flush().await?;
-        journal.append(&self.log.run_id, &self.lease, entry, &[]).await
+        let mut deferred = self.deferred.lock().await;
+        if deferred.is_empty() {
+            drop(deferred);
+            return journal.append(&self.log.run_id, &self.lease, entry, &[]).await;
+        }
+        self.carry(journal, &mut deferred, Some((entry, false))).await
+    }
+
+    /// Writes the held-back entries, then `last` (with the events since them when its flag is set,
+    /// else none), in one [`Journal::append_all`], while the caller holds the lock on them. They
+    /// are dropped once written; on failure they stay held back (a transactional journal wrote
+    /// nothing).
+    async fn carry(
+        &self,
+        journal: &Arc<dyn Journal>,
+        deferred: &mut Deferred,
+        last: Option<(&JournalEntry, bool)>,
+    ) -> Result<(), crate::Error> {
+        let (events, start, now) = self.log.unpersisted_span();
+        let mut writes = Vec::with_capacity(deferred.entries.len() + 1);
+        let mut from = 0;
+        for (entry, until) in deferred.entries.iter().zip(&deferred.ends) {
+            let to = until.saturating_sub(start).clamp(from, events.len());
+            writes.push(JournalWrite { entry, events: &events[from..to] });
+            from = to;
+        }
+        let mut end = start + from;
+        if let Some((entry, with_events)) = last {
+            let tail = if with_events { &events[from..] } else { &[] };
+            if with_events {
+                end = now;
+            }
+            writes.push(JournalWrite { entry, events: tail });
+        }
+        journal.append_all(&self.log.run_id, &self.lease, &writes).await?;
+        deferred.clear();
+        self.log.mark_persisted(end);
+        Ok(())
     }
 
     /// Whether the final commit can carry the run's transcript and history: the journal writes to
@@ -186,22 +248,23 @@ impl Recorder {
         unlock: Option<(crate::store::SessionKey<'_>, &str)>,
     ) -> Result<bool, crate::Error> {
         let Some(journal) = &self.journal else { return Ok(false) };
-        let deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let entries: Vec<JournalEntry> = deferred.iter().map(|(e, _)| e.clone()).collect();
+        let mut deferred = self.deferred.lock().await;
         let (events, end) = self.log.unpersisted();
-        let commit =
-            crate::store::FinalCommit { state, entries: &entries, events: &events, transcript, history, unlock };
-        match journal.end_with(&self.log.run_id, &self.lease, &commit).await {
-            Ok(true) => {
-                self.log.mark_persisted(end);
-                Ok(true)
-            }
-            other => {
-                // Nothing was written: the entry is still held back.
-                *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = deferred;
-                other
-            }
+        let commit = crate::store::FinalCommit {
+            state,
+            entries: &deferred.entries,
+            events: &events,
+            transcript,
+            history,
+            unlock,
+        };
+        let written = journal.end_with(&self.log.run_id, &self.lease, &commit).await;
+        if let Ok(true) = written {
+            deferred.clear();
+            self.log.mark_persisted(end);
         }
+        // Otherwise nothing was written: the entries are still held back.
+        written
     }
 
     /// The final commit: the run's last events and its state; the lease is released.

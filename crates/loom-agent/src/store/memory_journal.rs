@@ -7,8 +7,8 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::run::RunState;
 use loom_core::journal::{
-    Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, LeaseView, RunFilter, RunRecord, may_decide,
-    may_take_over, may_write,
+    Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, LeaseView, RunFilter, RunRecord,
+    may_decide, may_take_over, may_write,
 };
 
 /// A journal in process memory: leases, replay and approvals work within one process (a run can
@@ -90,6 +90,17 @@ impl Journal for InMemoryJournal {
             let run = held(runs, run_id, lease)?;
             run.entries.push(entry.clone());
             push_events(&mut run.events, events);
+            Ok(())
+        })
+    }
+
+    async fn append_all(&self, run_id: &str, lease: &Lease, writes: &[JournalWrite<'_>]) -> Result<(), Error> {
+        self.with(|runs| {
+            let run = held(runs, run_id, lease)?;
+            for write in writes {
+                run.entries.push(write.entry.clone());
+                push_events(&mut run.events, write.events);
+            }
             Ok(())
         })
     }

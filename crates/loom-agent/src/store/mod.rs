@@ -23,7 +23,8 @@ pub use api_keys::{ApiKeyRecord, ApiKeyStore, InMemoryApiKeys, hash_api_key, ope
 pub use journal::{open_journal, resolve_journal};
 pub use loom_core::journal::{
     ClaimedRun, Compaction, FinalCommit, IntoJournal, Journal, JournalEntry, JournalRef, JournalRunSummary,
-    JournalSlot, JournaledRun, Lease, PruneReport, QueuedRun, RecordedModel, RunFilter, RunQueue, RunRecord, RunStatus,
+    JournalSlot, JournalWrite, JournaledRun, Lease, PruneReport, QueuedRun, RecordedModel, RunFilter, RunQueue,
+    RunRecord, RunStatus,
 };
 pub use loom_core::signal::SignalStore;
 pub use loom_core::store::{

@@ -388,6 +388,24 @@ pub struct FinalCommit<'a> {
     pub unlock: Option<(SessionKey<'a>, &'a str)>,
 }
 
+/// One entry of a multi-entry append ([`Journal::append_all`]) and the events emitted before it
+/// (since the previous entry of the batch, or since the run's last write for the first).
+#[derive(Clone, Copy, Debug)]
+pub struct JournalWrite<'a> {
+    /// The entry.
+    pub entry: &'a JournalEntry,
+    /// The events emitted before it.
+    pub events: &'a [Event],
+}
+
+impl JournalWrite<'_> {
+    /// Whether the whole batch may commit without waiting for the disk: every entry
+    /// [`JournalEntry::may_commit_lazily`] (an empty batch too).
+    pub fn all_lazy(writes: &[JournalWrite<'_>]) -> bool {
+        writes.iter().all(|w| w.entry.may_commit_lazily())
+    }
+}
+
 /// The journal slot: every side effect of a run is recorded here before the run moves on.
 /// Empty by default (nothing recorded, no cost).
 ///
@@ -402,6 +420,19 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Appends one entry and the events emitted since the last write, renewing the lease.
     async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error>;
+
+    /// Appends several entries in order, each with the events emitted before it, renewing the
+    /// lease: the run's held-back entries and the write that carries them (see
+    /// `Recorder::defer`). A store that can writes them all in one transaction, checking the lease
+    /// once, so either all of them are written or none (a lost lease writes nothing). The default
+    /// makes one [`Journal::append`] per entry, in order, and stops at the first failure (the
+    /// entries before it stay written).
+    async fn append_all(&self, run_id: &str, lease: &Lease, writes: &[JournalWrite<'_>]) -> Result<(), Error> {
+        for write in writes {
+            self.append(run_id, lease, write.entry, write.events).await?;
+        }
+        Ok(())
+    }
 
     /// Records a state change that is not a journal entry (a run suspended for approval, a
     /// finished run) with the events since the last write. A terminal `state` finishes the run;
@@ -512,6 +543,9 @@ impl<T: Journal + ?Sized> Journal for Arc<T> {
     }
     async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
         (**self).append(run_id, lease, entry, events).await
+    }
+    async fn append_all(&self, run_id: &str, lease: &Lease, writes: &[JournalWrite<'_>]) -> Result<(), Error> {
+        (**self).append_all(run_id, lease, writes).await
     }
     async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {
         (**self).end(run_id, lease, state, events).await

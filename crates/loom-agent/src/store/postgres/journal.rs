@@ -12,8 +12,8 @@ use crate::run::RunState;
 use crate::store::SessionRecord;
 use crate::store::sql::{self, RecordRow, decode_entry, decode_record, from_millis, json, now_ms, parse_state};
 use loom_core::journal::{
-    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide,
-    may_take_over,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, RunFilter, RunRecord,
+    may_decide, may_take_over,
 };
 
 /// The run's row (created, or a queued run's row claimed by its holder) and, if that happened, its
@@ -90,9 +90,9 @@ macro_rules! append_body {
         WHERE run_id = $1::TEXT AND lease_owner = $2::TEXT AND fence = $8::BIGINT AND NOT finished RETURNING run_id),
     j AS (
         INSERT INTO loom_journal (run_id, seq, kind, entry)
-        SELECT l.run_id, (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = $1::TEXT),
-            $4::TEXT, $5::TEXT
-        FROM lease l),
+        SELECT l.run_id, (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = $1::TEXT) + e.n - 1,
+            e.kind, e.entry
+        FROM lease l, UNNEST($4::TEXT[], $5::TEXT[]) WITH ORDINALITY AS e(kind, entry, n)),
     ev AS (
         INSERT INTO loom_events (run_id, seq, event)
         SELECT l.run_id, e.seq, e.event FROM lease l, UNNEST($6::BIGINT[], $7::TEXT[]) AS e(seq, event)
@@ -101,15 +101,15 @@ macro_rules! append_body {
     };
 }
 
-/// `append` in one statement: renews the lease (locking the run's row) where the owner holds it,
-/// and only then adds the entry at the next seq and the events. Returns how many runs it matched
+/// `append` and `append_all` in one statement: renews the lease (locking the run's row) where the
+/// owner holds it, and only then adds the entries at the next seqs, in order, and the events. Returns how many runs it matched
 /// (0: the lease rule fails, [`append_tx`] says why). The seq comes from the statement's snapshot:
 /// a concurrent writer that committed after it was taken makes the insert a unique violation, and
 /// [`append_tx`] (which reads the seq after taking the row lock) writes the entry instead.
 const APPEND: &str = concat!(append_body!(), " FROM lease");
 
-/// [`APPEND`] for an entry that [`JournalEntry::may_commit_lazily`]: committed without waiting for
-/// the disk (see [`lazy_commit`]).
+/// [`APPEND`] for entries that all [`JournalEntry::may_commit_lazily`]: committed without waiting
+/// for the disk (see [`lazy_commit`]).
 const APPEND_LAZY: &str = concat!(append_body!(), lazy_commit!(), " FROM lease");
 
 /// `end` in one statement: the final state and the events where the owner holds the lease. Returns
@@ -168,17 +168,36 @@ async fn begin_one(
     Ok(())
 }
 
+/// Entries to append, encoded: their kinds, their JSON, all their events, and whether the commit
+/// may skip waiting for the disk.
+struct Appends {
+    kinds: Vec<&'static str>,
+    entries: Vec<String>,
+    events: (Vec<i64>, Vec<String>),
+    lazy: bool,
+}
+
+impl Appends {
+    fn new(writes: &[JournalWrite<'_>]) -> Result<Appends, Error> {
+        let mut events = (Vec::new(), Vec::new());
+        for w in writes {
+            let (seqs, texts) = event_columns(w.events)?;
+            events.0.extend(seqs);
+            events.1.extend(texts);
+        }
+        Ok(Appends {
+            kinds: writes.iter().map(|w| w.entry.type_name()).collect(),
+            entries: writes.iter().map(|w| json(w.entry)).collect::<Result<_, _>>()?,
+            events,
+            lazy: JournalWrite::all_lazy(writes),
+        })
+    }
+}
+
 /// One statement where the lease holds; otherwise (or after a lost seq race) [`append_tx`].
-async fn append_one(
-    conn: &mut PooledConn,
-    run_id: &str,
-    lease: &Lease,
-    entry: &JournalEntry,
-    events: &(Vec<i64>, Vec<String>),
-) -> Result<(), Error> {
-    let text = json(entry)?;
+async fn append_one(conn: &mut PooledConn, run_id: &str, lease: &Lease, a: &Appends) -> Result<(), Error> {
     let owner: &str = &lease.owner;
-    let statement = conn.prepared(if entry.may_commit_lazily() { APPEND_LAZY } else { APPEND }).await?;
+    let statement = conn.prepared(if a.lazy { APPEND_LAZY } else { APPEND }).await?;
     let result = conn
         .client
         .query_one(
@@ -187,20 +206,18 @@ async fn append_one(
                 &run_id,
                 &owner,
                 &lease.expiry_ms(now_ms()),
-                &entry.type_name(),
-                &text,
-                &events.0,
-                &events.1,
+                &a.kinds,
+                &a.entries,
+                &a.events.0,
+                &a.events.1,
                 &lease.fence_i64(),
             ],
         )
         .await;
     match result {
         Ok(row) if get::<i64>(&row, 0)? > 0 => Ok(()),
-        Ok(_) => append_tx(&mut conn.client, run_id, lease, entry.type_name(), &text, events).await,
-        Err(e) if is_unique_violation(&e) => {
-            append_tx(&mut conn.client, run_id, lease, entry.type_name(), &text, events).await
-        }
+        Ok(_) => append_tx(&mut conn.client, run_id, lease, a).await,
+        Err(e) if is_unique_violation(&e) => append_tx(&mut conn.client, run_id, lease, a).await,
         Err(e) => Err(pg("appending to the journal", e)),
     }
 }
@@ -246,18 +263,13 @@ async fn renew_one(conn: &mut PooledConn, run_id: &str, lease: &Lease) -> Result
 }
 
 /// The slow path of [`append_one`]: a transaction that locks the run's row first.
-async fn append_tx(
-    client: &mut Client,
-    run_id: &str,
-    lease: &Lease,
-    kind: &str,
-    text: &str,
-    events: &(Vec<i64>, Vec<String>),
-) -> Result<(), Error> {
+async fn append_tx(client: &mut Client, run_id: &str, lease: &Lease, a: &Appends) -> Result<(), Error> {
     let tx = client.transaction().await.map_err(|e| pg("beginning", e))?;
     renew_lease(&tx, run_id, lease, lease.expiry_ms(now_ms())).await?;
-    insert_entry(&tx, run_id, kind, text).await?;
-    insert_events(&tx, run_id, events).await?;
+    for (kind, text) in a.kinds.iter().zip(&a.entries) {
+        insert_entry(&tx, run_id, kind, text).await?;
+    }
+    insert_events(&tx, run_id, &a.events).await?;
     tx.commit().await.map_err(|e| pg("committing", e))
 }
 
@@ -431,8 +443,13 @@ impl Journal for PostgresStore {
     }
 
     async fn append(&self, run_id: &str, lease: &Lease, entry: &JournalEntry, events: &[Event]) -> Result<(), Error> {
-        let events = event_columns(events)?;
-        with_conn!(self, |conn: conn| append_one(conn, run_id, lease, entry, &events))
+        let appends = Appends::new(&[JournalWrite { entry, events }])?;
+        with_conn!(self, |conn: conn| append_one(conn, run_id, lease, &appends))
+    }
+
+    async fn append_all(&self, run_id: &str, lease: &Lease, writes: &[JournalWrite<'_>]) -> Result<(), Error> {
+        let appends = Appends::new(writes)?;
+        with_conn!(self, |conn: conn| append_one(conn, run_id, lease, &appends))
     }
 
     async fn end(&self, run_id: &str, lease: &Lease, state: RunState, events: &[Event]) -> Result<(), Error> {

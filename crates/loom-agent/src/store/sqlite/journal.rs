@@ -1,8 +1,10 @@
 //! The SQLite store as a [`Journal`].
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, db, hold_lease, insert_entry, insert_events, load_events, renew_lease, with_lease};
+use super::{
+    Immediate, SqliteStore, db, hold_lease, insert_entry, insert_events, load_events, renew_lease, with_lease,
+};
 use crate::error::Error;
 use crate::event::Event;
 use crate::run::RunState;
@@ -12,8 +14,8 @@ use crate::store::sql::{
     now_ms, parse_state,
 };
 use loom_core::journal::{
-    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournaledRun, Lease, RunFilter, RunRecord, may_decide,
-    may_take_over, may_write,
+    FinalCommit, Journal, JournalEntry, JournalRunSummary, JournalWrite, JournaledRun, Lease, RunFilter, RunRecord,
+    may_decide, may_take_over, may_write,
 };
 
 #[async_trait::async_trait]
@@ -36,9 +38,9 @@ impl Journal for SqliteStore {
     async fn begin(&self, record: &RunRecord, lease: &Lease, events: &[Event]) -> Result<(), Error> {
         let begin = Begin::new(record, lease, events)?;
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             begin.write(&tx)?;
-            tx.commit().map_err(db)
+            tx.commit()
         })
         .await
     }
@@ -53,10 +55,10 @@ impl Journal for SqliteStore {
         let begin = Begin::new(record, lease, events)?;
         let session = session.clone();
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             begin.write(&tx)?;
             super::sessions::open(&tx, &session)?;
-            tx.commit().map_err(db)?;
+            tx.commit()?;
             Ok(true)
         })
         .await
@@ -69,11 +71,30 @@ impl Journal for SqliteStore {
         let lease = lease.clone();
         let events = encode_events(events)?;
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             hold_lease(&tx, &run_id, &lease)?;
             insert_entry(&tx, &run_id, kind, &text)?;
             insert_events(&tx, &run_id, &events)?;
-            tx.commit().map_err(db)
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn append_all(&self, run_id: &str, lease: &Lease, writes: &[JournalWrite<'_>]) -> Result<(), Error> {
+        let run_id = run_id.to_string();
+        let lease = lease.clone();
+        let writes = writes
+            .iter()
+            .map(|w| Ok((w.entry.type_name(), json(w.entry)?, encode_events(w.events)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.call(move |conn| {
+            let tx = Immediate::begin(conn)?;
+            hold_lease(&tx, &run_id, &lease)?;
+            for (kind, text, events) in &writes {
+                insert_entry(&tx, &run_id, kind, text)?;
+                insert_events(&tx, &run_id, events)?;
+            }
+            tx.commit()
         })
         .await
     }
@@ -83,11 +104,11 @@ impl Journal for SqliteStore {
         let lease = lease.clone();
         let events = encode_events(events)?;
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
             insert_events(&tx, &run_id, &events)?;
             end_row(&tx, &run_id, state)?;
-            tx.commit().map_err(db)
+            tx.commit()
         })
         .await
     }
@@ -96,7 +117,7 @@ impl Journal for SqliteStore {
         let run_id = run_id.to_string();
         let lease = lease.clone();
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             let now = now_ms();
             with_lease(&tx, &run_id, |view| may_take_over(&run_id, view, &lease, now))?;
             let fence: i64 = tx
@@ -107,7 +128,7 @@ impl Journal for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(db)?;
-            tx.commit().map_err(db)?;
+            tx.commit()?;
             Ok(u64::try_from(fence).unwrap_or_default())
         })
         .await
@@ -117,9 +138,9 @@ impl Journal for SqliteStore {
         let run_id = run_id.to_string();
         let lease = lease.clone();
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
-            tx.commit().map_err(db)
+            tx.commit()
         })
         .await
     }
@@ -129,10 +150,10 @@ impl Journal for SqliteStore {
         let kind = entry.type_name();
         let text = json(entry)?;
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             with_lease(&tx, &run_id, |view| may_decide(&run_id, view))?;
             insert_entry(&tx, &run_id, kind, &text)?;
-            tx.commit().map_err(db)
+            tx.commit()
         })
         .await
     }
@@ -203,7 +224,7 @@ impl Journal for SqliteStore {
             .unlock
             .map(|(key, holder)| (key.owner().to_string(), key.session_id.to_string(), holder.to_string()));
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
             for (kind, text) in &entries {
                 insert_entry(&tx, &run_id, kind, text)?;
@@ -223,7 +244,7 @@ impl Journal for SqliteStore {
             if let Some((owner, id, holder)) = &unlock {
                 super::sessions::unlock(&tx, owner, id, holder)?;
             }
-            tx.commit().map_err(db)?;
+            tx.commit()?;
             Ok(true)
         })
         .await
@@ -279,7 +300,7 @@ impl Journal for SqliteStore {
 }
 
 /// Sets the run's state (a terminal one finishes it) and releases its lease.
-fn end_row(tx: &rusqlite::Transaction<'_>, run_id: &str, state: RunState) -> Result<(), Error> {
+fn end_row(tx: &rusqlite::Connection, run_id: &str, state: RunState) -> Result<(), Error> {
     tx.prepare_cached(
         "UPDATE loom_runs SET state = ?2, finished = ?3, lease_owner = NULL, lease_expires = NULL,
             finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END WHERE run_id = ?1",
@@ -327,7 +348,7 @@ impl Begin {
 
     /// The run's row (or, for a queued run, its queue row, where the caller holds its claim), then
     /// its events; fails if the run is already journaled.
-    fn write(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), Error> {
+    fn write(&self, tx: &rusqlite::Connection) -> Result<(), Error> {
         let n = tx
             .prepare_cached(
                 "INSERT INTO loom_runs (run_id, session_id, user_id, state, input, record, started_at,

@@ -131,6 +131,9 @@ impl SqliteStore {
         let mut conn =
             Connection::open(&path).map_err(|e| Error::store(format!("opening {}: {e}", path.display()), e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        // Every statement a run uses stays prepared: rusqlite keeps 16 by default, fewer than the
+        // store's statements, and an evicted one is parsed again on its next use (each run).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", synchronous.pragma()).map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
@@ -232,6 +235,48 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
 /// user id or `''` for none; history rows carry their session's owner. Existing data is split by
 /// the user each run ran for: a session id that two users shared becomes one session per user,
 /// each holding only its own user's history.
+/// A `BEGIN IMMEDIATE` transaction whose `BEGIN` and `COMMIT` are prepared once per connection
+/// (rusqlite's `Transaction` parses both on every use); rolled back if dropped uncommitted. It
+/// derefs to the connection.
+pub(super) struct Immediate<'a> {
+    conn: &'a Connection,
+    open: bool,
+}
+
+impl<'a> Immediate<'a> {
+    /// Begins the transaction (taking the write lock now, waiting up to the busy timeout).
+    pub(super) fn begin(conn: &'a mut Connection) -> Result<Immediate<'a>, Error> {
+        conn.prepare_cached("BEGIN IMMEDIATE").map_err(db)?.execute([]).map_err(db)?;
+        Ok(Immediate { conn, open: true })
+    }
+
+    /// Commits it.
+    pub(super) fn commit(mut self) -> Result<(), Error> {
+        self.conn.prepare_cached("COMMIT").map_err(db)?.execute([]).map_err(db)?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Immediate<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Immediate<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// How many prepared statements a connection keeps (all of the store's, with room to spare).
+const STATEMENT_CACHE: usize = 128;
+
 const MIGRATE_V2: &str = "
     ALTER TABLE loom_history ADD COLUMN owner TEXT NOT NULL DEFAULT '';
     UPDATE loom_history SET owner = COALESCE(
@@ -377,7 +422,7 @@ const MIGRATE_V8: &str = "
     PRAGMA user_version = 8;";
 
 /// Appends a journal entry after the run's last one (the caller's transaction holds the write lock).
-pub(super) fn insert_entry(tx: &rusqlite::Transaction<'_>, run_id: &str, kind: &str, entry: &str) -> Result<(), Error> {
+pub(super) fn insert_entry(tx: &rusqlite::Connection, run_id: &str, kind: &str, entry: &str) -> Result<(), Error> {
     tx.prepare_cached(
         "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
             (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = ?1), ?2, ?3)",
@@ -388,11 +433,7 @@ pub(super) fn insert_entry(tx: &rusqlite::Transaction<'_>, run_id: &str, kind: &
     Ok(())
 }
 
-pub(super) fn insert_events(
-    tx: &rusqlite::Transaction<'_>,
-    run_id: &str,
-    events: &[(i64, String)],
-) -> Result<(), Error> {
+pub(super) fn insert_events(tx: &rusqlite::Connection, run_id: &str, events: &[(i64, String)]) -> Result<(), Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -406,12 +447,7 @@ pub(super) fn insert_events(
 
 /// Renews the lease held by `lease`'s owner until `until`; `RunNotFound` or `LeaseLost` (the lease
 /// rule) when it does not hold the run.
-pub(super) fn renew_lease(
-    tx: &rusqlite::Transaction<'_>,
-    run_id: &str,
-    lease: &Lease,
-    until: i64,
-) -> Result<(), Error> {
+pub(super) fn renew_lease(tx: &rusqlite::Connection, run_id: &str, lease: &Lease, until: i64) -> Result<(), Error> {
     let n = tx
         .prepare_cached(
             "UPDATE loom_runs SET lease_expires = ?1 WHERE run_id = ?2 AND lease_owner = ?3 AND fence = ?4
@@ -432,7 +468,7 @@ pub(super) fn renew_lease(
 
 /// Checks that `lease` holds the run, renewing it only once half of it has passed: most journal
 /// writes then leave the run's row alone.
-pub(super) fn hold_lease(tx: &rusqlite::Transaction<'_>, run_id: &str, lease: &Lease) -> Result<(), Error> {
+pub(super) fn hold_lease(tx: &rusqlite::Connection, run_id: &str, lease: &Lease) -> Result<(), Error> {
     let expires =
         with_lease(tx, run_id, |view| may_write(run_id, view, lease).map(|()| view.and_then(|v| v.expires_ms)))?;
     let now = now_ms();

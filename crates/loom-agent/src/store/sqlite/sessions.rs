@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{SqliteStore, db, insert_events, load_events, run_input};
+use super::{Immediate, SqliteStore, db, insert_events, load_events, run_input};
 use crate::error::Error;
 use crate::message::Message;
 use crate::run::Transcript;
@@ -20,9 +20,9 @@ impl SessionStore for SqliteStore {
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
         let record = record.clone();
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             let merged = open(&tx, &record)?;
-            tx.commit().map_err(db)?;
+            tx.commit()?;
             Ok(merged)
         })
         .await
@@ -62,9 +62,9 @@ impl SessionStore for SqliteStore {
         let run_id = run_id.to_string();
         let rows = encode_history(messages, None)?;
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             write_history(&tx, &owner, &id, &run_id, &rows)?;
-            tx.commit().map_err(db)
+            tx.commit()
         })
         .await
     }
@@ -77,12 +77,12 @@ impl SessionStore for SqliteStore {
         let row = RunRow::new(&transcript)?;
         let history = history.map(|h| encode_history(h, row.literal())).transpose()?;
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             write_run(&tx, &row)?;
             if let Some(rows) = &history {
                 write_history(&tx, row.user_id.as_deref().unwrap_or(""), &row.session_id, &row.run_id, rows)?;
             }
-            tx.commit().map_err(db)
+            tx.commit()
         })
         .await
     }
@@ -197,7 +197,7 @@ impl SessionStore for SqliteStore {
     async fn lock_session(&self, session: SessionKey<'_>, holder: &str, until_ms: i64) -> Result<bool, Error> {
         let (owner, id, holder) = (session.owner().to_string(), session.session_id.to_string(), holder.to_string());
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             let row: Option<(Option<String>, Option<i64>)> = tx
                 .prepare_cached("SELECT lock_holder, lock_expires FROM loom_sessions WHERE owner = ?1 AND id = ?2")
                 .map_err(db)?
@@ -216,7 +216,7 @@ impl SessionStore for SqliteStore {
             .map_err(db)?
             .execute(params![owner, id, holder, until_ms, now_ms()])
             .map_err(db)?;
-            tx.commit().map_err(db)?;
+            tx.commit()?;
             Ok(true)
         })
         .await
@@ -225,7 +225,7 @@ impl SessionStore for SqliteStore {
     async fn lock_and_open(&self, record: &SessionRecord, holder: &str, until_ms: i64) -> Result<bool, Error> {
         let (record, holder) = (record.clone(), holder.to_string());
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = Immediate::begin(conn)?;
             let key = record.key();
             let row: Option<(Option<String>, Option<i64>)> = tx
                 .prepare_cached("SELECT lock_holder, lock_expires FROM loom_sessions WHERE owner = ?1 AND id = ?2")
@@ -256,7 +256,7 @@ impl SessionStore for SqliteStore {
                 until_ms
             ])
             .map_err(db)?;
-            tx.commit().map_err(db)?;
+            tx.commit()?;
             Ok(true)
         })
         .await
@@ -366,7 +366,7 @@ pub(super) fn unlock(conn: &Connection, owner: &str, id: &str, holder: &str) -> 
 }
 
 /// Writes a finished run's row (and, for a run the journal does not cover, its events).
-pub(super) fn write_run(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> Result<(), Error> {
+pub(super) fn write_run(tx: &rusqlite::Connection, row: &RunRow) -> Result<(), Error> {
     let journaled: bool = tx
         .prepare_cached(
             "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
@@ -400,7 +400,7 @@ pub(super) fn write_run(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> Result<
 }
 
 pub(super) fn write_history(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     owner: &str,
     session_id: &str,
     run_id: &str,
@@ -419,11 +419,9 @@ pub(super) fn write_history(
 
 fn read_session(conn: &Connection, key: SessionKey<'_>) -> Result<Option<SessionRecord>, Error> {
     let row: Option<(String, String)> = conn
-        .query_row(
-            "SELECT metadata, extensions FROM loom_sessions WHERE owner = ?1 AND id = ?2",
-            [key.owner(), key.session_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT metadata, extensions FROM loom_sessions WHERE owner = ?1 AND id = ?2")
+        .map_err(db)?
+        .query_row([key.owner(), key.session_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db)?;
     let Some((metadata, extensions)) = row else { return Ok(None) };
@@ -432,7 +430,7 @@ fn read_session(conn: &Connection, key: SessionKey<'_>) -> Result<Option<Session
 
 /// Creates the session, or merges `record`'s metadata and extensions into the stored one (the
 /// caller's transaction holds the write lock).
-pub(super) fn open(tx: &rusqlite::Transaction<'_>, record: &SessionRecord) -> Result<SessionRecord, Error> {
+pub(super) fn open(tx: &rusqlite::Connection, record: &SessionRecord) -> Result<SessionRecord, Error> {
     let merged = merge_session(read_session(tx, record.key())?, record);
     tx.prepare_cached(
         "INSERT INTO loom_sessions (owner, id, metadata, extensions, closed, updated_at)
