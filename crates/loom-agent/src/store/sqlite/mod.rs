@@ -434,35 +434,6 @@ pub(super) fn insert_entry(tx: &rusqlite::Connection, run_id: &str, kind: &str, 
 const INSERT_ENTRY: &str = "INSERT INTO loom_journal (run_id, seq, kind, entry) VALUES (?1,
     (SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_journal WHERE run_id = CAST(?1 AS TEXT)), ?2, ?3)";
 
-#[cfg(test)]
-mod insert_entry_tests {
-    use rusqlite::{Connection, StatementStatus, params};
-
-    /// The append is prepared once and reused, not re-prepared at each new run id.
-    #[test]
-    fn the_journal_append_is_not_re_prepared() {
-        let conn = Connection::open_in_memory().expect("db");
-        conn.execute_batch(
-            "CREATE TABLE loom_journal (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-                 entry TEXT NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID;",
-        )
-        .expect("schema");
-        for i in 0..6 {
-            super::insert_entry(&conn, &format!("run_{}", i % 2), "kind", "{}").expect("append");
-        }
-        let statement = conn.prepare_cached(super::INSERT_ENTRY).expect("cached");
-        assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
-        let seqs: Vec<i64> = conn
-            .prepare("SELECT seq FROM loom_journal WHERE run_id = 'run_1' ORDER BY seq")
-            .expect("query")
-            .query_map(params![], |r| r.get(0))
-            .expect("rows")
-            .map(|r| r.expect("seq"))
-            .collect();
-        assert_eq!(seqs, vec![0, 1, 2]);
-    }
-}
-
 pub(super) fn insert_events(tx: &rusqlite::Connection, run_id: &str, events: &[(i64, String)]) -> Result<(), Error> {
     if events.is_empty() {
         return Ok(());
@@ -556,4 +527,33 @@ pub(super) fn run_input(conn: &Connection, run_id: &str) -> Result<Option<String
         .optional()
         .map(Option::flatten)
         .map_err(db)
+}
+
+#[cfg(test)]
+mod insert_entry_tests {
+    use rusqlite::{Connection, StatementStatus, params};
+
+    /// The append is prepared once and reused, not re-prepared at each new run id.
+    #[test]
+    fn the_journal_append_is_not_re_prepared() {
+        let conn = Connection::open_in_memory().expect("db");
+        conn.execute_batch(
+            "CREATE TABLE loom_journal (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+                 entry TEXT NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID;",
+        )
+        .expect("schema");
+        for i in 0..6 {
+            super::insert_entry(&conn, &format!("run_{}", i % 2), "kind", "{}").expect("append");
+        }
+        let statement = conn.prepare_cached(super::INSERT_ENTRY).expect("cached");
+        assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+        let seqs: Vec<i64> = conn
+            .prepare("SELECT seq FROM loom_journal WHERE run_id = 'run_1' ORDER BY seq")
+            .expect("query")
+            .query_map(params![], |r| r.get(0))
+            .expect("rows")
+            .map(|r| r.expect("seq"))
+            .collect();
+        assert_eq!(seqs, vec![0, 1, 2]);
+    }
 }
