@@ -124,7 +124,7 @@ impl ThreadCpu {
 /// shared layer (http.rs, sse.rs) costs, without the wire format's own work.
 struct NullWire {
     inner: ChatCompletions,
-    request: (String, HeaderMap, Vec<u8>),
+    request: (reqwest::Url, HeaderMap, Vec<u8>),
 }
 
 struct NullDecoder;

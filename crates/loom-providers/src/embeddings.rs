@@ -174,7 +174,7 @@ impl HttpEmbedder {
     async fn embed_batch(
         &self,
         client: &reqwest::Client,
-        url: &str,
+        url: &reqwest::Url,
         texts: &[String],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let mut body = serde_json::json!({ "model": self.model, "input": texts, "encoding_format": "float" });
@@ -207,12 +207,12 @@ impl HttpEmbedder {
     async fn attempt(
         &self,
         client: &reqwest::Client,
-        url: &str,
+        url: &reqwest::Url,
         body: &[u8],
         count: usize,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let mut request = client
-            .post(url)
+            .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .timeout(self.config.first_byte_timeout)
             .body(body.to_vec());

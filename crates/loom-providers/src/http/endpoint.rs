@@ -24,7 +24,7 @@ pub(crate) fn parse_base(base: &str) -> Result<Url, ModelError> {
 /// The URL of an endpoint under `base`: `path` is appended to the base's path, the base's query
 /// is kept and `query` is added to it (`https://h/v1?api-version=1` + `/chat/completions` is
 /// `https://h/v1/chat/completions?api-version=1`).
-pub(crate) fn endpoint(base: &str, path: &str, query: &[(&str, &str)]) -> Result<String, ModelError> {
+pub(crate) fn endpoint(base: &str, path: &str, query: &[(&str, &str)]) -> Result<Url, ModelError> {
     let mut url = parse_base(base)?;
     let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
     url.set_path(&joined);
@@ -35,7 +35,7 @@ pub(crate) fn endpoint(base: &str, path: &str, query: &[(&str, &str)]) -> Result
             pairs.append_pair(k, v);
         }
     }
-    Ok(url.into())
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -45,7 +45,7 @@ mod tests {
 
     #[test]
     fn paths_join_and_queries_survive() {
-        let e = |b: &str, p: &str| endpoint(b, p, &[]).unwrap();
+        let e = |b: &str, p: &str| String::from(endpoint(b, p, &[]).unwrap());
         assert_eq!(e("https://h/v1", "/chat/completions"), "https://h/v1/chat/completions");
         assert_eq!(e("https://h/v1/", "/chat/completions"), "https://h/v1/chat/completions");
         assert_eq!(e("https://h", "/v1/messages"), "https://h/v1/messages");
@@ -55,7 +55,7 @@ mod tests {
             "https://h/openai/v1/chat/completions?api-version=2024-10-21"
         );
         assert_eq!(
-            endpoint("https://h/?tenant=a", "/v1beta/models/m:streamGenerateContent", &[("alt", "sse")]).unwrap(),
+            endpoint("https://h/?tenant=a", "/v1beta/models/m:streamGenerateContent", &[("alt", "sse")]).unwrap().as_str(),
             "https://h/v1beta/models/m:streamGenerateContent?tenant=a&alt=sse"
         );
     }

@@ -167,8 +167,8 @@ pub trait StreamDecoder: Send {
 /// One HTTP call, as a wire format builds it.
 #[derive(Debug)]
 pub struct HttpRequest {
-    /// The full URL.
-    pub url: String,
+    /// The full URL, parsed once where the wire format builds it (reqwest takes it as is).
+    pub url: reqwest::Url,
     /// Headers beyond `content-type: application/json`.
     pub headers: HeaderMap,
     /// The JSON body.
@@ -314,7 +314,7 @@ impl<W: WireFormat> HttpModel<W> {
         deadline: &Deadline,
     ) -> Result<Opened, Failed> {
         let mut builder = client
-            .post(&req.url)
+            .post(req.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .headers(req.headers.clone())
             .body(body.clone());
