@@ -55,7 +55,9 @@ mod tests {
             "https://h/openai/v1/chat/completions?api-version=2024-10-21"
         );
         assert_eq!(
-            endpoint("https://h/?tenant=a", "/v1beta/models/m:streamGenerateContent", &[("alt", "sse")]).unwrap().as_str(),
+            endpoint("https://h/?tenant=a", "/v1beta/models/m:streamGenerateContent", &[("alt", "sse")])
+                .unwrap()
+                .as_str(),
             "https://h/v1beta/models/m:streamGenerateContent?tenant=a&alt=sse"
         );
     }
