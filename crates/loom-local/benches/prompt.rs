@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `LOOM_BENCH_ROUNDS` (default 3) rounds, each loading the model again; `LOOM_BENCH_GENERATE`
-//! (default 128) tokens generated. Needs the model in the cache (`loom model pull`); prints
+//! (default 128) tokens generated; `LOOM_BENCH_PROMPT_WORDS=N` keeps only the prompt's first `N`
+//! words (a short-context run, for generation speed). Needs the model in the cache (`loom model pull`); prints
 //! "skipped" otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -37,8 +38,12 @@ fn main() {
     // A first run makes the re-quantized file if it is missing, so the timed runs load warm.
     bench_generate(Some(&path), "Hi", 1).expect("the model runs");
     let generate = env_usize("LOOM_BENCH_GENERATE", 128);
+    let prompt = match std::env::var("LOOM_BENCH_PROMPT_WORDS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(n) => LONG_PROMPT.split_whitespace().take(n).collect::<Vec<_>>().join(" "),
+        None => LONG_PROMPT.to_string(),
+    };
     for round in 1..=env_usize("LOOM_BENCH_ROUNDS", 3) {
-        let r = bench_generate(Some(&path), LONG_PROMPT, generate).expect("the model runs");
+        let r = bench_generate(Some(&path), &prompt, generate).expect("the model runs");
         println!(
             "loom/{matmul}/long round {round}: load {:.2} s | prompt {} tok in {:.2} s = {:.0} tok/s | generation {} tok in {:.2} s = {:.1} tok/s",
             r.load.as_secs_f64(),
