@@ -12,7 +12,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{AddBos, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 
 const PROMPT: &str = include_str!("../../data/prompt-4k.txt");
@@ -26,7 +26,8 @@ fn run(backend: &LlamaBackend, model: &LlamaModel, threads: i32, round: usize, n
     let text = format!(
         "<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n"
     );
-    let tokens = model.str_to_token(&text, AddBos::Never)?;
+    // No BOS (SmolLM2's `add_bos` is false); special tokens (`<|im_start|>`) parsed.
+    let tokens = model.vocab().tokenize(text.as_bytes(), false, true);
     let n_ctx = tokens.len() as u32 + GENERATE as u32 + 16;
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))

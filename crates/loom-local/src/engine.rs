@@ -12,6 +12,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::pull;
+use crate::qgemm::{self, Kernel, PackedQ8};
+use crate::softmax;
 use loom_core::error::Error;
 
 /// A candle error as the crate's error.
@@ -207,10 +209,10 @@ pub(crate) struct Config {
 struct Layer {
     /// Queries, keys and values: one matmul (rows stacked) when the three share a format.
     qkv: Projection,
-    wo: QMatMul,
+    wo: Linear,
     /// Gate and up projections, stacked the same way.
     gate_up: Projection,
-    down: QMatMul,
+    down: Linear,
     attn_norm: Tensor,
     ffn_norm: Tensor,
 }
@@ -231,6 +233,11 @@ const MAX_CONTEXT: usize = 8192;
 
 impl Weights {
     pub(crate) fn load(file: &mut GgufFile) -> Result<Weights, Error> {
+        Weights::load_with(file, packing_enabled())
+    }
+
+    /// Loads with Q8_0 linear layers repacked for [`qgemm`] (`pack`) or on candle's matmul.
+    pub(crate) fn load_with(file: &mut GgufFile, pack: bool) -> Result<Weights, Error> {
         let arch = file.content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned();
         if arch.as_deref() != Some("llama") {
             return Err(Error::ModelFile(format!(
@@ -267,10 +274,10 @@ impl Weights {
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let mut t = |n: &str| file.tensor(&format!("blk.{i}.{n}.weight"));
-            let qkv = Projection::new(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?])?;
-            let gate_up = Projection::new(vec![t("ffn_gate")?, t("ffn_up")?])?;
-            let wo = QMatMul::from_qtensor(t("attn_output")?).map_err(cerr("layer"))?;
-            let down = QMatMul::from_qtensor(t("ffn_down")?).map_err(cerr("layer"))?;
+            let qkv = Projection::new(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], pack)?;
+            let gate_up = Projection::new(vec![t("ffn_gate")?, t("ffn_up")?], pack)?;
+            let wo = Linear::new(t("attn_output")?, pack)?;
+            let down = Linear::new(t("ffn_down")?, pack)?;
             let attn_norm = dense(t("attn_norm")?)?;
             let ffn_norm = dense(t("ffn_norm")?)?;
             layers.push(Layer { qkv, wo, gate_up, down, attn_norm, ffn_norm });
@@ -300,7 +307,6 @@ impl Weights {
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?; // (1, seq, d)
         let n_rep = c.n_head / c.n_kv_head;
         let kv_len = pos + seq;
-        let mask = if seq > 1 { Some(causal_mask(seq, pos, &dev)?) } else { None };
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
@@ -319,17 +325,17 @@ impl Weights {
             let keys = kc.narrow(1, 0, kv_len)?; // (kv_heads, kv_len, hd)
             let values = vc.narrow(1, 0, kv_len)?;
             // Grouped-query attention: the n_rep query heads of a KV head are stacked as rows.
-            let qg = q.reshape((c.n_kv_head, n_rep * seq, c.head_dim))?;
-            let att = (qg.matmul(&keys.t()?)? * scale)?; // (kv_heads, n_rep*seq, kv_len)
-            let att = match &mask {
-                Some(m) => att.reshape((c.n_kv_head, n_rep, seq, kv_len))?.broadcast_add(m)?.reshape((
-                    c.n_kv_head,
-                    n_rep * seq,
-                    kv_len,
-                ))?,
-                None => att,
+            let qg = (q.reshape((c.n_kv_head, n_rep * seq, c.head_dim))? * scale)?;
+            let att = qg.matmul(&keys.t()?)?; // (kv_heads, n_rep*seq, kv_len)
+            let att = if seq > 1 {
+                // Query i (row r with r % seq == i) sees keys ..= pos + i.
+                let dims = att.dims3()?;
+                let mut scores = att.flatten_all()?.to_vec1::<f32>()?;
+                softmax::causal_softmax_in_place(&mut scores, kv_len, seq, pos);
+                Tensor::from_vec(scores, dims, &dev)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&att)?
             };
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
             let y = att.matmul(&values)?; // (kv_heads, n_rep*seq, hd)
             let y = y.reshape((1, c.n_head, seq, c.head_dim))?.transpose(1, 2)?.reshape((1, seq, c.n_embd))?;
             x = (layer.wo.forward(&y)? + &x)?;
@@ -351,12 +357,12 @@ impl Weights {
 /// stacked into one matrix, so the input is quantized once and the threads meet once per call
 /// instead of once per projection (on a 2-core machine the meeting costs as much as a small matmul).
 enum Projection {
-    Fused { matmul: QMatMul, widths: Vec<usize> },
-    Separate(Vec<QMatMul>),
+    Fused { matmul: Linear, widths: Vec<usize> },
+    Separate(Vec<Linear>),
 }
 
 impl Projection {
-    fn new(parts: Vec<QTensor>) -> Result<Projection, Error> {
+    fn new(parts: Vec<QTensor>, pack: bool) -> Result<Projection, Error> {
         let dtype = parts.first().map(QTensor::dtype);
         let k = parts.first().and_then(|p| p.shape().dims().get(1).copied());
         let same = parts.iter().all(|p| Some(p.dtype()) == dtype && p.shape().dims().get(1).copied() == k);
@@ -370,13 +376,17 @@ impl Projection {
             }
             drop(parts);
             let rows: usize = widths.iter().sum();
+            if dtype == GgmlDType::Q8_0 && pack && k.is_multiple_of(qgemm::QK) {
+                let packed = PackedQ8::from_bytes(&bytes, rows, k)?;
+                return Ok(Projection::Fused { matmul: Linear::Packed(packed), widths });
+            }
             let storage = candle_core::quantized::QStorage::Cpu(dtype.from_data(std::borrow::Cow::Owned(bytes)));
             let stacked = QTensor::new(storage, (rows, k)).map_err(cerr("stacking projections"))?;
-            let matmul = QMatMul::from_qtensor(stacked).map_err(cerr("stacking projections"))?;
+            let matmul = Linear::new(stacked, pack)?;
             return Ok(Projection::Fused { matmul, widths });
         }
-        let matmuls = parts.into_iter().map(QMatMul::from_qtensor).collect::<candle_core::Result<Vec<_>>>();
-        Ok(Projection::Separate(matmuls.map_err(cerr("layer"))?))
+        let matmuls = parts.into_iter().map(|p| Linear::new(p, pack)).collect::<Result<Vec<_>, Error>>()?;
+        Ok(Projection::Separate(matmuls))
     }
 
     /// One output per projection, in order (views into one tensor when fused).
@@ -398,20 +408,52 @@ impl Projection {
     }
 }
 
+/// Whether Q8_0 weights are repacked for [`qgemm`] (`LOOM_LOCAL_QGEMM=candle` keeps candle's
+/// matmul, for comparison).
+fn packing_enabled() -> bool {
+    !std::env::var("LOOM_LOCAL_QGEMM").is_ok_and(|v| v == "candle")
+}
+
+/// A linear layer's weights: repacked Q8_0 for [`qgemm`], or candle's quantized matmul for other
+/// formats.
+enum Linear {
+    Packed(PackedQ8),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn new(t: QTensor, pack: bool) -> Result<Linear, Error> {
+        if pack && let Some(packed) = PackedQ8::from_qtensor(&t)? {
+            return Ok(Linear::Packed(packed));
+        }
+        Ok(Linear::Candle(QMatMul::from_qtensor(t).map_err(cerr("layer"))?))
+    }
+
+    /// `x · Wᵀ` over the last dimension of `x`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Linear::Candle(m) => m.forward(x),
+            Linear::Packed(p) => {
+                let mut dims = x.dims().to_vec();
+                let k = dims.last().copied().unwrap_or(0);
+                let m = x.elem_count().checked_div(k).unwrap_or(0);
+                let data = x.flatten_all()?.to_vec1::<f32>()?;
+                let out = p.matmul(&data, m, Kernel::best()).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                if let Some(last) = dims.last_mut() {
+                    *last = p.n();
+                }
+                Tensor::from_vec(out, dims, x.device())
+            }
+        }
+    }
+}
+
 fn rope_tables(head_dim: usize, base: f32, len: usize) -> candle_core::Result<(Tensor, Tensor)> {
     let theta: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1f32 / base.powf(i as f32 / head_dim as f32)).collect();
     let theta = Tensor::new(theta.as_slice(), &Device::Cpu)?;
     let positions = Tensor::arange(0, len as u32, &Device::Cpu)?.to_dtype(DType::F32)?.reshape((len, 1))?;
     let angles = positions.matmul(&theta.reshape((1, head_dim / 2))?)?;
     Ok((angles.cos()?, angles.sin()?))
-}
-
-/// An additive mask: query `i` (at position `pos + i`) sees keys `..= pos + i`.
-fn causal_mask(seq: usize, pos: usize, dev: &Device) -> candle_core::Result<Tensor> {
-    let kv = pos + seq;
-    let data: Vec<f32> =
-        (0..seq).flat_map(|i| (0..kv).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Tensor::from_vec(data, (seq, kv), dev)
 }
 
 /// Keys and values of every layer for the positions run so far, and the tokens they belong to.
@@ -538,7 +580,51 @@ pub(crate) fn argmax(logits: &[f32]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::candle_message;
+    use super::{KvCache, Requant, Weights, argmax, candle_message, open_runnable};
+
+    /// The packed Q8_0 products against candle's on the real model: a ~300-token prompt in
+    /// chunks (the prompt path, causal softmax included), then greedy decoding. Skipped without the
+    /// model in the cache.
+    #[test]
+    fn packed_matmuls_keep_the_logits_and_the_greedy_tokens() {
+        let Some(path) = crate::pull::default_model_path().ok().filter(|p| p.is_file()) else {
+            eprintln!("skipped: the local model is not in the cache");
+            return;
+        };
+        let mut file = open_runnable(&path, Requant::Q8_0).unwrap();
+        let tokenizer = crate::tokenizer::GgufTokenizer::from_gguf(&file.content).unwrap();
+        let text = "<|im_start|>user\nThe council met on Tuesday to discuss three new bus lines, a tram \
+                    extension along the river and a bicycle scheme. "
+            .repeat(12)
+            + "Summarize the plan in one sentence.<|im_end|>\n<|im_start|>assistant\n";
+        let tokens = tokenizer.encode(&text).unwrap();
+        assert!(tokens.len() > 256, "{} tokens", tokens.len());
+        let packed = Weights::load_with(&mut file, true).unwrap();
+        let plain = Weights::load_with(&mut file, false).unwrap();
+        let run = |w: &Weights| {
+            let mut cache = KvCache::new();
+            let mut logits = Vec::new();
+            for chunk in tokens.chunks(128) {
+                logits = w.forward(chunk, &mut cache).unwrap();
+            }
+            let first = logits.clone();
+            let mut out = Vec::new();
+            for _ in 0..24 {
+                let next = argmax(&logits).unwrap();
+                out.push(next);
+                logits = w.forward(&[next], &mut cache).unwrap();
+            }
+            (first, out)
+        };
+        let (pl, pt) = run(&packed);
+        let (cl, ct) = run(&plain);
+        let scale = cl.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = pl.iter().zip(&cl).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("logits differ by at most {diff} (largest {scale})");
+        eprintln!("packed: {:?}\ncandle: {:?}", tokenizer.decode(&pt), tokenizer.decode(&ct));
+        assert_eq!(pt, ct, "greedy tokens: {:?} against {:?}", tokenizer.decode(&pt), tokenizer.decode(&ct));
+        assert!(diff <= 0.05 * scale, "logits differ by {diff} (largest {scale})");
+    }
 
     #[test]
     fn candle_messages_leave_the_backtrace_out() {

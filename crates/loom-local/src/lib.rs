@@ -33,6 +33,8 @@ pub mod embed;
 mod engine;
 mod generate;
 pub mod pull;
+mod qgemm;
+mod softmax;
 mod template;
 mod threads;
 mod tokenizer;
