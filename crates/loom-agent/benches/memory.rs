@@ -315,9 +315,9 @@ fn sqlite_cases(
             let owner = layout.queried();
             let label = format!("sqlite {} n={n}", layout.name());
             let mut store = sqlite_dataset(rt, n, layout, words);
-            // One user's 10^6 vectors take 412 MB quantized: more than the default budget (such an
+            // One user's 10^6 vectors take 412 MB quantized (460 MB with the index's sketch): more than the default budget (such an
             // owner is scanned from SQLite at each query, measured below as "no cache").
-            let need = if layout == Layout::One { n * (DIM + 28) } else { 1000 * (DIM + 28) };
+            let need = if layout == Layout::One { n * (DIM + 28 + DIM / 8) } else { 1000 * (DIM + 28) };
             if need > 256 << 20 {
                 eprintln!("{label}: vector cache budget raised to {} MiB for this owner", (need >> 20) + 1);
                 store = store.vector_cache_bytes(need + (1 << 20));
@@ -357,6 +357,7 @@ fn sqlite_cases(
             );
             no_cache.report(&format!("vector without the cache {label}"));
             drop(scan);
+            index_against_exact(rt, &store, n, layout, &label, &vectors);
 
             measure(rt, &store, &owner, &label, &texts, &vectors, embedder);
 
@@ -378,6 +379,48 @@ fn sqlite_cases(
         }
     }
     group.finish();
+}
+
+/// The vector search through the cache's approximate index (on from
+/// `SqliteMemoryStore::vector_index_rows`, default 50,000 vectors) against the exact `i8` scan of
+/// the same cache (index off), interleaved query by query: wall and CPU of each, recall@10 (of the
+/// exact path's top 10, how many the index path returned in its top 10), and the first query of
+/// each (filling the cache; for the index, building its sketch too).
+fn index_against_exact(
+    rt: &tokio::runtime::Runtime,
+    store: &SqliteMemoryStore,
+    n: usize,
+    layout: Layout,
+    label: &str,
+    vectors: &[Embedding],
+) {
+    let owner = layout.queried();
+    let budget = if layout == Layout::One { n * (DIM + 28) + (8 << 20) } else { 256 << 20 };
+    let exact = SqliteMemoryStore::open(sqlite_path(n, layout))
+        .unwrap()
+        .vector_cache_bytes(budget)
+        .vector_index_rows(usize::MAX);
+    let t = Instant::now();
+    rt.block_on(exact.search_vector(&owner, &vectors[0], 10)).unwrap();
+    eprintln!("memory recall {label}: first query of the exact cache (fill) {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let indexed = store.clone();
+    let (mut a, mut b) = (Samples::default(), Samples::default());
+    let (mut found, mut asked) = (0, 0);
+    let queries = vectors
+        .len()
+        .min(std::env::var("LOOM_BENCH_MEMORY_INDEX_QUERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(200));
+    for v in vectors.iter().take(queries) {
+        let got = a.time(|| rt.block_on(indexed.search_vector(&owner, v, 10)).unwrap());
+        let truth = b.time(|| rt.block_on(exact.search_vector(&owner, v, 10)).unwrap());
+        found += got.iter().filter(|i| truth.iter().any(|t| t.id == i.id)).count();
+        asked += truth.len();
+    }
+    eprintln!(
+        "memory recall {label}: vector search through the index: recall@10 {:.3} against the exact scan ({queries} queries, {found} of {asked})",
+        found as f64 / asked.max(1) as f64
+    );
+    a.report(&format!("vector (10) through the index {label}"));
+    b.report(&format!("vector (10) exact i8 scan {label}"));
 }
 
 #[cfg(feature = "postgres")]

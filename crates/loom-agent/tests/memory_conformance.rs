@@ -25,8 +25,9 @@ enum Db {
     Memory(Arc<InMemoryStore>),
     #[cfg(feature = "sqlite")]
     Sqlite(std::path::PathBuf),
+    /// The URL, and whether the store searches through pgvector.
     #[cfg(feature = "postgres")]
-    Postgres(String),
+    Postgres(String, bool),
 }
 
 struct Backend {
@@ -47,11 +48,25 @@ impl Backend {
         Backend { db: Db::Sqlite(path), store }
     }
 
+    /// PostgreSQL through pgvector when the server has it (else the exact path).
     #[cfg(feature = "postgres")]
     async fn postgres() -> Option<Backend> {
+        Self::postgres_with(true).await
+    }
+
+    /// PostgreSQL with pgvector turned off: the exact scan through the vector cache.
+    #[cfg(feature = "postgres")]
+    async fn postgres_exact() -> Option<Backend> {
+        Self::postgres_with(false).await
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn postgres_with(pgvector: bool) -> Option<Backend> {
         let url = postgres_url()?;
-        let store = Arc::new(loom_agent::memory::PostgresMemoryStore::connect(&url).await.unwrap());
-        Some(Backend { db: Db::Postgres(url), store })
+        let store = loom_agent::memory::PostgresMemoryStore::new(&url).unwrap().pgvector(pgvector);
+        let path = store.vector_path().await.unwrap();
+        let on_pgvector = matches!(path, loom_agent::memory::VectorPath::Pgvector { .. });
+        Some(Backend { db: Db::Postgres(url, on_pgvector), store: Arc::new(store) })
     }
 
     /// Another handle on the same data (its own connection for the durable stores): a restart.
@@ -61,7 +76,11 @@ impl Backend {
             #[cfg(feature = "sqlite")]
             Db::Sqlite(path) => Arc::new(loom_agent::memory::SqliteMemoryStore::open(path).unwrap()),
             #[cfg(feature = "postgres")]
-            Db::Postgres(url) => Arc::new(loom_agent::memory::PostgresMemoryStore::connect(url).await.unwrap()),
+            Db::Postgres(url, pgvector) => {
+                let store = loom_agent::memory::PostgresMemoryStore::new(url).unwrap().pgvector(*pgvector);
+                store.vector_path().await.unwrap();
+                Arc::new(store)
+            }
         }
     }
 }
@@ -562,6 +581,19 @@ mod sqlite {
     }
 }
 
+/// The PostgreSQL suite with pgvector turned off (the exact scan through the vector cache), so that
+/// both vector paths are checked where the server has pgvector.
+#[cfg(feature = "postgres")]
+mod postgres_exact {
+    use super::Backend;
+    suite!(Backend::postgres_exact();
+        episodes_round_trip_once_per_run, facts_supersede_by_key_and_by_id, another_owners_fact_is_never_superseded,
+        identical_facts_are_stored_once, text_search_ranks_matches, vector_search_ranks_by_cosine, recent_is_newest_first,
+        blocks_are_set_replaced_and_deleted, forget_an_item_and_a_range, forget_all_is_per_owner, export_holds_everything,
+        owners_are_isolated, concurrent_writers, data_survives_a_restart,
+    );
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
@@ -585,7 +617,7 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn forget_all_leaves_no_row() {
         let Some(b) = Backend::postgres().await else { return };
-        let Db::Postgres(url) = &b.db else { unreachable!() };
+        let Db::Postgres(url, _) = &b.db else { unreachable!() };
         let o = owner("erasure");
         fill(b.store.as_ref(), &o, "xylophonist").await;
         b.store.forget(&o, &Forget::All).await.unwrap();
@@ -608,8 +640,14 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_corrupt_row_is_a_typed_error() {
-        let Some(b) = Backend::postgres().await else { return };
-        let Db::Postgres(url) = &b.db else { unreachable!() };
+        for pgvector in [true, false] {
+            let Some(b) = Backend::postgres_with(pgvector).await else { return };
+            corrupt_rows(&b).await;
+        }
+    }
+
+    async fn corrupt_rows(b: &Backend) {
+        let Db::Postgres(url, on_pgvector) = &b.db else { unreachable!() };
         let o = owner("corrupt");
         let fact = b.store.add_fact(&o, NewFact::new("Fine fact about owls."), emb("owls")).await.unwrap();
         let client = raw_client(url).await;
@@ -631,6 +669,14 @@ mod postgres {
             .await
             .unwrap();
         let q = Embedding { model: "test:hash-64".into(), vector: hash_embed("owls") };
-        assert!(matches!(b.store.search_vector(&o, &q, 5).await, Err(Error::Corrupt(_))), "vector");
+        match b.store.search_vector(&o, &q, 5).await {
+            Err(Error::Corrupt(_)) => {}
+            // pgvector's generated column is NULL for a vector it cannot hold: the row is not
+            // found there (the exact path reads the `real[]` and reports it).
+            Ok(found) if *on_pgvector => {
+                assert!(found.iter().all(|i| i.id != fact.id), "vector: {found:?}")
+            }
+            other => panic!("vector: {other:?}"),
+        }
     }
 }

@@ -122,13 +122,18 @@ async fn check_isolation(url: &str, users: [String; 3], plan: Vec<(Op, usize)>) 
     let instances = if url == "memory" { 1 } else { 2 };
     let agents: Vec<Agent> = (0..instances)
         .map(|_| {
-            Agent::builder()
-                .model(tagger(seen.clone()))
-                .memory(url)
-                .embedder(HashEmbedder)
-                .auto_extract(false)
-                .build()
-                .unwrap()
+            let builder = Agent::builder().model(tagger(seen.clone()));
+            // `pgexact:URL`: PostgreSQL with pgvector turned off (the exact path).
+            #[cfg(feature = "postgres")]
+            let builder = match url.strip_prefix("pgexact:") {
+                Some(url) => {
+                    builder.memory_store(loom_agent::memory::PostgresMemoryStore::new(url).unwrap().pgvector(false))
+                }
+                None => builder.memory(url),
+            };
+            #[cfg(not(feature = "postgres"))]
+            let builder = builder.memory(url);
+            builder.embedder(HashEmbedder).auto_extract(false).build().unwrap()
         })
         .collect();
     let memories: Vec<MemoryHandle> = agents.iter().map(|a| a.memory()).collect();
@@ -264,8 +269,9 @@ proptest! {
     }
 }
 
-/// The same property on PostgreSQL, with the vector cache on (the default), in a schema of its
-/// own; each case's users are new, so the cases share the schema without meeting.
+/// The same property on PostgreSQL, on both vector paths — pgvector when the server has it (the
+/// default), and the exact scan through the vector cache — in a schema of its own; each case's
+/// users are new, so the cases share the schema without meeting.
 #[cfg(feature = "postgres")]
 #[test]
 fn no_recall_returns_another_users_item_on_postgres() {
@@ -280,15 +286,24 @@ fn no_recall_returns_another_users_item_on_postgres() {
             let _ = conn.await;
         });
         client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        // Where the server has pgvector, create it outside the schema dropped below (a store
+        // would create it in the first schema of its search path).
+        if client.query_opt("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'", &[]).await.unwrap().is_some()
+        {
+            let _ = client.batch_execute("CREATE EXTENSION IF NOT EXISTS vector").await;
+        }
         client
     });
     let sep = if url.contains('?') { '&' } else { '?' };
     let scoped = format!("{url}{sep}options=-csearch_path%3D{schema}");
     let cases = std::env::var("LOOM_TEST_ISOLATION_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let exact = format!("pgexact:{scoped}");
     let outcome = runner.run(&plan(), |plan| {
-        let run = unique();
-        rt.block_on(check_isolation(&scoped, NAMES.map(|n| format!("{n}_{run}")), plan));
+        for url in [&scoped, &exact] {
+            let run = unique();
+            rt.block_on(check_isolation(url, NAMES.map(|n| format!("{n}_{run}")), plan.clone()));
+        }
         Ok(())
     });
     rt.block_on(admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))).unwrap();

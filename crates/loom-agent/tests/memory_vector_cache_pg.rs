@@ -1,7 +1,9 @@
 //! The PostgreSQL memory store's vector cache never serves stale vectors: two store instances on
 //! one database (two processes, as far as their caches know) see each other's writes at the next
 //! search, a write by plain SQL is seen too, and the cached search matches the cache-less one and
-//! never returns another owner's item. Needs `LOOM_TEST_POSTGRES_URL` (else prints "skipped").
+//! never returns another owner's item. The stores run with pgvector off (the exact path through the
+//! cache, whether or not the server has pgvector). Needs `LOOM_TEST_POSTGRES_URL` (else prints
+//! "skipped").
 
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,6 +12,14 @@ mod memory_support;
 
 use loom_agent::memory::{Embedding, Forget, MemoryStore, NewFact, Owner, PostgresMemoryStore};
 use memory_support::*;
+
+/// A store on the exact path (pgvector off, where the server has it): these tests are about the
+/// vector cache.
+async fn exact_store(url: &str) -> PostgresMemoryStore {
+    let store = PostgresMemoryStore::new(url).unwrap().pgvector(false);
+    store.vector_path().await.unwrap();
+    store
+}
 
 fn emb(text: &str) -> Option<Embedding> {
     Some(Embedding { model: "test:hash-64".into(), vector: hash_embed(text) })
@@ -23,9 +33,9 @@ async fn texts(store: &PostgresMemoryStore, owner: &Owner, query: &str, limit: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_another_instance_are_seen_at_the_next_search() {
     let Some(url) = postgres_url() else { return };
-    let a = PostgresMemoryStore::connect(&url).await.unwrap();
-    let b = PostgresMemoryStore::connect(&url).await.unwrap();
-    let plain = PostgresMemoryStore::connect(&url).await.unwrap().vector_cache_bytes(0);
+    let a = exact_store(&url).await;
+    let b = exact_store(&url).await;
+    let plain = exact_store(&url).await.vector_cache_bytes(0);
     let owner = Owner::user(format!("pgc_{}", unique())).unwrap();
     let other = Owner::user(format!("pgo_{}", unique())).unwrap();
     for i in 0..40 {
@@ -87,8 +97,8 @@ async fn writes_through_another_instance_are_seen_at_the_next_search() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_searches_match_the_scan_and_stay_within_the_owner() {
     let Some(url) = postgres_url() else { return };
-    let stores = [PostgresMemoryStore::connect(&url).await.unwrap(), PostgresMemoryStore::connect(&url).await.unwrap()];
-    let plain = PostgresMemoryStore::connect(&url).await.unwrap().vector_cache_bytes(0);
+    let stores = [exact_store(&url).await, exact_store(&url).await];
+    let plain = exact_store(&url).await.vector_cache_bytes(0);
     let run = unique();
     let owners: Vec<Owner> = (0..3).map(|i| Owner::user(format!("pgp{i}_{run}")).unwrap()).collect();
     const WORDS: [&str; 6] = ["apple", "river", "violin", "garden", "rocket", "harbor"];
@@ -142,7 +152,7 @@ async fn a_write_from_another_search_path_moves_the_stores_counter() {
     });
     client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
-    let store = PostgresMemoryStore::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}")).await.unwrap();
+    let store = exact_store(&format!("{url}{sep}options=-csearch_path%3D{schema}")).await;
     let owner = Owner::user("sp-user").unwrap();
     store.add_fact(&owner, NewFact::new("walrus saxophone"), emb("walrus saxophone")).await.unwrap();
     assert_eq!(texts(&store, &owner, "walrus saxophone", 1).await, ["walrus saxophone"]);

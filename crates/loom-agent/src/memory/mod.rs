@@ -47,7 +47,7 @@ pub(crate) use engine::{MemoryParts, MemorySlot, assemble};
 pub use in_memory::InMemoryStore;
 pub(crate) use in_memory::matches as word_matches;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresMemoryStore;
+pub use postgres::{PostgresMemoryStore, VectorPath};
 pub use recall::{RecallOptions, Recollection};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteMemoryStore;

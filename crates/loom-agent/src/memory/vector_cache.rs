@@ -16,6 +16,14 @@
 
 use std::collections::HashMap;
 
+mod sketch;
+
+use sketch::{Sketch, candidate_rows};
+
+/// The rows from which an owner's cached vectors are searched through their sign-bit sketch
+/// ([`sketch`]) instead of an exact `i8` scan of every row (see [`VectorCache::index_min_rows`]).
+pub(crate) const INDEX_MIN_ROWS: usize = 50_000;
+
 type Key = (String, String, String, usize);
 
 /// One owner's vectors of one model.
@@ -32,6 +40,8 @@ struct Matrix {
     /// A memory owner's write counter for the vectors held (`None`: a knowledge scope, kept by
     /// `PRAGMA data_version`).
     writes: Option<i64>,
+    /// The approximate index, built at the first search once the matrix holds `index_min` rows.
+    sketch: Option<Sketch>,
 }
 
 impl Matrix {
@@ -44,11 +54,13 @@ impl Matrix {
             at: HashMap::new(),
             last_used: 0,
             writes: None,
+            sketch: None,
         }
     }
 
     fn bytes(&self) -> usize {
-        self.seqs.len() * (self.dim + 28)
+        let sketch = if self.sketch.is_some() { self.dim.div_ceil(64) * 8 } else { 0 };
+        self.seqs.len() * (self.dim + 28 + sketch)
     }
 
     fn push(&mut self, seq: i64, vector: &[f32]) {
@@ -60,6 +72,9 @@ impl Matrix {
         self.seqs.push(seq);
         self.scales.push(scale);
         self.codes.extend_from_slice(&codes);
+        if let Some(sketch) = &mut self.sketch {
+            sketch.push(&codes, scale);
+        }
     }
 
     fn remove(&mut self, seq: i64) {
@@ -75,14 +90,26 @@ impl Matrix {
         self.seqs.pop();
         self.scales.pop();
         self.codes.truncate(last * self.dim);
+        if let Some(sketch) = &mut self.sketch {
+            sketch.swap_remove(i);
+        }
     }
 
-    /// The `k` best seqs for `query` by approximate cosine, best first.
-    fn top(&self, query: &[f32], k: usize) -> Vec<i64> {
+    /// The `k` best seqs for `query` by approximate cosine, best first: from every row below
+    /// `index_min` rows, else from the rows the sketch admits (built or rebuilt here when missing
+    /// or stale).
+    fn top(&mut self, query: &[f32], k: usize, index_min: usize) -> Vec<i64> {
         let (_, q) = quantize(query);
+        let rows = self.seqs.len();
+        if rows < index_min {
+            self.sketch = None;
+        } else if self.sketch.as_ref().is_none_or(|s| s.stale(rows)) {
+            self.sketch = Some(Sketch::build(self.dim, &self.codes, &self.scales));
+        }
+        let admitted = self.sketch.as_ref().map(|s| (s.query_bits(query), candidate_rows(rows).max(k)));
         // The scan runs with the widest vector instructions the CPU has (AVX2 on x86-64 when
         // present, chosen at run time): 3.2× fewer cycles than the SSE2 baseline build.
-        pulp::Arch::new().dispatch(Scan { matrix: self, query: &q, k })
+        pulp::Arch::new().dispatch(Scan { matrix: self, query: &q, k, sketch: admitted.as_ref() })
     }
 }
 
@@ -91,6 +118,8 @@ struct Scan<'a> {
     matrix: &'a Matrix,
     query: &'a [i8],
     k: usize,
+    /// The query's sketch bits and how many rows the sketch admits, when searching through it.
+    sketch: Option<&'a (Vec<u64>, usize)>,
 }
 
 impl pulp::WithSimd for Scan<'_> {
@@ -100,8 +129,19 @@ impl pulp::WithSimd for Scan<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<i64> {
         let m = self.matrix;
         let mut best = crate::memory::rows::TopK::new(self.k);
-        for ((row, scale), seq) in m.codes.chunks_exact(m.dim).zip(&m.scales).zip(&m.seqs) {
-            best.push(dot_i8(row, self.query) as f32 * scale, *seq);
+        match (self.sketch, &m.sketch) {
+            (Some((bits, want)), Some(sketch)) => {
+                for i in sketch.nearest(bits, *want) {
+                    let i = i as usize;
+                    let row = &m.codes[i * m.dim..(i + 1) * m.dim];
+                    best.push(dot_i8(row, self.query) as f32 * m.scales[i], m.seqs[i]);
+                }
+            }
+            _ => {
+                for ((row, scale), seq) in m.codes.chunks_exact(m.dim).zip(&m.scales).zip(&m.seqs) {
+                    best.push(dot_i8(row, self.query) as f32 * scale, *seq);
+                }
+            }
         }
         best.into_sorted().into_iter().map(|(_, seq)| seq).collect()
     }
@@ -145,6 +185,8 @@ pub(crate) enum Lookup {
 /// The cache (see the module docs). Used under the store's connection lock.
 pub(crate) struct VectorCache {
     budget: usize,
+    /// Rows from which an owner is searched through its sketch.
+    index_min: usize,
     used: usize,
     tick: u64,
     /// The `PRAGMA data_version` the entries were read at.
@@ -157,7 +199,27 @@ pub(crate) struct VectorCache {
 
 impl VectorCache {
     pub(crate) fn new(budget: usize) -> Self {
-        VectorCache { budget, used: 0, tick: 0, data_version: None, entries: HashMap::new(), fills: 0 }
+        VectorCache {
+            budget,
+            index_min: INDEX_MIN_ROWS,
+            used: 0,
+            tick: 0,
+            data_version: None,
+            entries: HashMap::new(),
+            fills: 0,
+        }
+    }
+
+    /// Searches an owner's vectors through the sign-bit sketch once the owner holds `rows`
+    /// vectors of a model (default [`INDEX_MIN_ROWS`]; `usize::MAX` never: always the exact `i8`
+    /// scan).
+    pub(crate) fn set_index_min_rows(&mut self, rows: usize) {
+        self.index_min = rows;
+    }
+
+    /// The rows from which an owner is searched through its sketch.
+    pub(crate) fn index_min_rows(&self) -> usize {
+        self.index_min
     }
 
     /// Drops the knowledge scopes' entries if another connection committed since they were filled
@@ -194,7 +256,10 @@ impl VectorCache {
         match self.entries.get_mut(&key) {
             Some(m) => {
                 m.last_used = self.tick;
-                Lookup::Hit(m.top(query, k))
+                let before = m.bytes();
+                let found = m.top(query, k, self.index_min);
+                self.used = (self.used + m.bytes()).saturating_sub(before);
+                Lookup::Hit(found)
             }
             None => Lookup::Miss,
         }
@@ -216,7 +281,8 @@ impl VectorCache {
         // filled matrix): do not quantize it all for nothing, as an owner over the budget would
         // on every query.
         let valid = rows.iter().filter(|(_, v)| v.len() == dim).count();
-        if valid.saturating_mul(dim + 28) > self.budget {
+        let sketch = if valid >= self.index_min { dim.div_ceil(64) * 8 } else { 0 };
+        if valid.saturating_mul(dim + 28 + sketch) > self.budget {
             return;
         }
         let mut m = Matrix::new(dim);
