@@ -264,6 +264,21 @@ async fn waiting_runs_are_seen(db: &Db) {
     // Another tenant: 404 on both.
     assert_eq!(two.get(&db.key_b, &format!("/runs/{second}")).await.0, 404);
     assert_eq!(two.post(&db.key_b, &format!("/runs/{second}/cancel"), json!({})).await.0, 404);
+    // Its events, as SSE from server two: the stream ends once the run has ended (below).
+    let sse = {
+        let r = two
+            .http
+            .get(format!("{}/runs/{second}/events", two.base))
+            .bearer_auth(a)
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        tokio::spawn(async move { r.text().await.unwrap() })
+    };
+    assert_eq!(two.get(&db.key_b, &format!("/runs/{second}/events")).await.0, 404);
     // Its busy check refuses.
     let (status, e) = two.post(a, "/runs", json!({"input": "rejected", "session_id": "s", "busy": "reject"})).await;
     assert_eq!(status, 409, "{e}");
@@ -279,6 +294,8 @@ async fn waiting_runs_are_seen(db: &Db) {
     assert!(!kinds.iter().any(|k| k.starts_with("model.")), "the cancelled run executed: {kinds:?}");
     assert_eq!(kinds.last().map(String::as_str), Some("run.cancelled"), "{kinds:?}");
     audited_once(db, &second);
+    let sse = sse.await.unwrap();
+    assert!(sse.contains("event: run.cancelled"), "the stream did not end with the run's end: {sse}");
 
     // Interrupt from server two: the executing run and a waiting one both end, then the new run.
     let (status, third) = one.post(a, "/runs", json!({"input": "third", "session_id": "s"})).await;
