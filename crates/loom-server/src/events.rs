@@ -51,7 +51,18 @@ async fn source(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<So
     }
     for agent in state.agents.values() {
         let Some(journal) = agent.journal() else { continue };
-        let Some(stored) = journal.load(run_id).await? else { continue };
+        let Some(stored) = journal.load(run_id).await? else {
+            // A run another server holds waiting (not begun): its durable log, followed to its end.
+            if let Ok(queue) = agent.run_queue()
+                && let Some(s) = queue.status(run_id).await?
+            {
+                if tenant.owns(s.user_id.as_deref()).is_none() {
+                    break;
+                }
+                return Ok(Source::Follow(queue));
+            }
+            continue;
+        };
         if tenant.owns(stored.record.user_id.as_deref()).is_none() {
             break;
         }

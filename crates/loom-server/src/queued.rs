@@ -95,6 +95,15 @@ fn light_view(tenant: &Tenant, agent: &str, s: &RunStatus) -> Value {
     })
 }
 
+/// Whether a run keeps its session busy in queue mode: it is in flight (queued, or held by a live
+/// lease), or its worker died (its lease expired) and a worker will take it over (a queued run of
+/// an agent: the queue's claim picks it up again). A run whose process died that no worker takes
+/// over (one a `loom serve` began in process, not queued) is not: nothing executes it until it is
+/// resumed, as in-process mode (`crate::elsewhere`) counts it.
+pub(crate) fn will_execute(r: &RunStatus, now: chrono::DateTime<chrono::Utc>) -> bool {
+    r.in_flight(now) || (!r.finished && !r.state.is_terminal() && r.agent.is_some())
+}
+
 /// Queues the run `body` asks for (after its busy-session strategy): the agent's name and the
 /// queued run.
 pub(crate) async fn enqueue(
@@ -110,11 +119,12 @@ pub(crate) async fn enqueue(
     if let Some(session) = body.session_id.as_deref()
         && body.busy != Busy::Enqueue
     {
+        let now = chrono::Utc::now();
         let busy: Vec<RunStatus> = queue
             .runs(&user, Some(session), Some(&user), None, 1000)
             .await?
             .into_iter()
-            .filter(|r| !r.state.is_terminal())
+            .filter(|r| will_execute(r, now))
             .collect();
         if let Some(first) = busy.first() {
             if body.busy == Busy::Reject {

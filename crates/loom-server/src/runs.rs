@@ -228,11 +228,22 @@ pub(crate) async fn start(state: &Arc<AppState>, tenant: &Tenant, body: CreateRu
             }
         }
     }
+    let context = body.context.unwrap_or_default();
+    // A run of a named session may wait before it executes: recorded for the other servers.
+    let held = (body.session_id.is_some() && agent.journal().is_some())
+        .then(|| loom_agent::queued_request(&input, &context, &body.metadata));
     let mut request = RunRequest::new(input).user(tenant.scoped_user(body.user_id.as_deref()));
-    request.context = body.context.unwrap_or_default();
+    request.context = context;
     request.metadata = body.metadata;
     let run = entry.session.start(request);
     state.track(tenant, &agent_name, &run);
+    if let Some(held) = held
+        && let Err(e) = crate::elsewhere::hold(&agent_name, &agent, &run, held).await
+    {
+        // Not recorded: the run must not go on unseen by the other servers' busy checks.
+        run.cancel();
+        return Err(e);
+    }
     Ok((agent_name, run))
 }
 
@@ -241,7 +252,18 @@ pub(crate) async fn start(state: &Arc<AppState>, tenant: &Tenant, body: CreateRu
 pub(crate) async fn stored_view(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<Option<Value>> {
     for (name, agent) in &state.agents {
         let Some(journal) = agent.journal() else { continue };
-        let Some(stored) = journal.load(run_id).await? else { continue };
+        let Some(stored) = journal.load(run_id).await? else {
+            // A run that has not begun: held waiting by another server (or ended before it began).
+            if let Ok(queue) = agent.run_queue()
+                && let Some(s) = queue.status(run_id).await?
+            {
+                if tenant.owns(s.user_id.as_deref()).is_none() {
+                    return Ok(None);
+                }
+                return crate::queued::status_view(state, tenant, &s).await.map(Some);
+            }
+            continue;
+        };
         if tenant.owns(stored.record.user_id.as_deref()).is_none() {
             return Ok(None);
         }

@@ -43,6 +43,8 @@ pub struct RunRequest {
     /// Set for a run a worker claimed from the durable queue: its id and the fencing number of
     /// the claim.
     pub(crate) queued: Option<(String, u64)>,
+    /// Start the run cancelled (before its task runs): it ends `cancelled` without a step.
+    pub(crate) cancelled: bool,
 }
 
 impl RunRequest {

@@ -274,7 +274,7 @@ impl Agent {
         let current = crate::store::RecordedModel::of(self.inner.env.model.as_ref());
         let switched = match &peek.record.model {
             Some(recorded) if !recorded.same_model(&current) => {
-                if !options.allow_model_change {
+                if !options.allow_model_change && !options.cancel {
                     return Err(Error::ModelChanged {
                         run_id: run_id.to_string(),
                         recorded: recorded.to_string(),
@@ -285,6 +285,8 @@ impl Agent {
             }
             _ => None,
         };
+        // A run taken over only to end it continues on no model.
+        let switched = switched.filter(|_| !options.cancel);
         // A run continues under the architecture it started with: a built-in one by name; a
         // custom one only on an agent that has it.
         let architecture = match peek.record.architecture.as_deref() {
@@ -315,7 +317,7 @@ impl Agent {
             user_id: stored.record.user_id.clone(),
             ..Default::default()
         };
-        self.session(config).start_resumed(stored, switched, child, architecture, fence)
+        self.session(config).start_resumed(stored, switched, child, architecture, fence, options.cancel)
     }
 
     /// Sends the decision on a tool call a suspended run is waiting for, and continues the run
@@ -372,6 +374,10 @@ pub struct ResumeOptions {
     /// Continue on this agent's model even when the run started on another one (recorded as a
     /// `model.changed` event). Off by default: a different model is [`Error::ModelChanged`].
     pub allow_model_change: bool,
+    /// Take the run over only to end it: it ends `cancelled` at once, without executing a step
+    /// (its journal, events, transcript and audit log record the end). How a run whose process
+    /// died is cancelled; the takeover's fencing makes one of concurrent resumers win.
+    pub cancel: bool,
 }
 
 impl ResumeOptions {
@@ -384,6 +390,12 @@ impl ResumeOptions {
     /// Allow the run to continue on this agent's model when it started on another.
     pub fn allow_model_change(mut self) -> Self {
         self.allow_model_change = true;
+        self
+    }
+
+    /// Take the run over only to end it `cancelled` (see [`ResumeOptions::cancel`]).
+    pub fn cancelled(mut self) -> Self {
+        self.cancel = true;
         self
     }
 }

@@ -71,6 +71,49 @@ impl Agent {
         Ok(run)
     }
 
+    /// Records `run`, a run of this agent started in this process that may wait before it
+    /// executes (behind its session's earlier runs, here or in another process), as `queued` in
+    /// the journal's database under `agent_name`, held by this process's lease
+    /// ([`RunQueue::hold`]): other processes on the database then see it in flight (a busy check,
+    /// `GET`, a cancel they record, which this process honours). Keep it held with
+    /// [`Agent::renew_waiting`] while it waits. `false` when its row exists already (it began or
+    /// ended first). [`Error::Config`] without a run queue.
+    pub async fn hold_waiting(&self, agent_name: &str, run: &Run, request: Value) -> Result<bool, Error> {
+        let queue = self.run_queue()?;
+        let queued = QueuedRun {
+            run_id: run.id().to_string(),
+            agent: agent_name.to_string(),
+            session_id: run.session_id().to_string(),
+            user_id: run.user_id().map(str::to_string),
+            request,
+            queued_at: chrono::Utc::now(),
+        };
+        queue.hold(&queued, &self.inner.env.stores.lease).await
+    }
+
+    /// Ends `cancelled` a run of this agent that has not begun and that no live lease holds (one
+    /// whose process died while it waited): claimed by id ([`RunQueue::claim_run`], a fencing
+    /// number of its own) and started cancelled, so it ends without executing a step, its end
+    /// saved (transcript, the `run.cancelled` event, the audit log's start and end). `None` when
+    /// it is not such a run (it began, ended, or a live process holds it).
+    pub async fn cancel_unbegun(&self, run_id: &str) -> Result<Option<Run>, Error> {
+        let Some(mut claimed) = self.run_queue()?.claim_run(run_id, &self.inner.env.stores.lease).await? else {
+            return Ok(None);
+        };
+        claimed.cancel_requested = true;
+        self.start_claimed(&claimed).await.map(Some)
+    }
+
+    /// Renews this process's lease on runs it [holds](Agent::hold_waiting) that have not begun.
+    pub async fn renew_waiting(&self, run_ids: &[String]) -> Result<(), Error> {
+        self.run_queue()?.renew_held(run_ids, &self.inner.env.stores.lease).await
+    }
+
+    /// How long this process's leases last after each renewal (`AgentBuilder::lease_ttl`).
+    pub fn lease_ttl(&self) -> Duration {
+        self.inner.env.stores.lease.ttl
+    }
+
     /// The run queue of this agent's journal; [`Error::Config`] when it has none.
     pub fn run_queue(&self) -> Result<Arc<dyn RunQueue>, Error> {
         self.journal()
@@ -91,10 +134,16 @@ impl Agent {
             if let Some(user) = &run.user_id {
                 options = options.user(user.clone());
             }
+            if claimed.cancel_requested {
+                // Cancelled before its task starts: no step executes again.
+                options = options.cancelled();
+            }
             self.resume_with(&run.run_id, options).await?
         } else {
             let mut request = parse_request(run)?;
             request.queued = Some((run.run_id.clone(), claimed.fence));
+            // Cancelled before its task starts: no step executes.
+            request.cancelled = claimed.cancel_requested;
             let session = self.session(SessionConfig {
                 id: Some(run.session_id.clone()),
                 user_id: run.user_id.clone(),

@@ -254,6 +254,9 @@ impl Session {
             log.fence.store(fence, Ordering::Release);
         }
         let run = Run { log: log.clone() };
+        if request.cancelled {
+            run.cancel();
+        }
         if let Some(user) = foreign_user {
             let owner = match &self.inner.user_id {
                 Some(owner) => format!("user `{owner}`"),
@@ -291,6 +294,7 @@ impl Session {
         child: Option<&crate::runtime::ChildSpec>,
         architecture: Option<Arc<dyn crate::architecture::Architecture>>,
         fence: u64,
+        cancelled: bool,
     ) -> Result<Run, Error> {
         let record = &stored.record;
         let scope = Scope {
@@ -325,6 +329,10 @@ impl Session {
             log.start_suppressing();
         }
         let run = Run { log };
+        if cancelled {
+            // Before its task starts: it ends `cancelled` without executing a step.
+            run.cancel();
+        }
         self.spawn(&run, live, driver::Start::Resume(Box::new(stored), architecture))
             .map_err(|e| Error::Config(e.into()))?;
         Ok(run)

@@ -113,6 +113,23 @@ pub trait RunQueue: Send + Sync + 'static {
     /// by concurrent workers never overlap.
     async fn claim(&self, agent: &str, lease: &Lease, max: usize) -> Result<Vec<ClaimedRun>, Error>;
 
+    /// Records a run that waits to execute in the process of `lease` (behind its session's earlier
+    /// runs) as `queued`, its lease held by that process (so no worker claims it, and other
+    /// processes see it in flight until it ends or the lease expires): the row the run's `begin`
+    /// then takes over (with fencing number 0), or the finished run's save ends. `false` (nothing
+    /// written) when the run's row exists already (it began, or ended, first).
+    async fn hold(&self, run: &QueuedRun, lease: &Lease) -> Result<bool, Error>;
+
+    /// Claims one run that has not begun and that no live lease holds (queued, or held by a
+    /// process that died before it began) for `lease`'s owner, as [`RunQueue::claim`] does
+    /// (incrementing its fencing number; concurrent claimers never both win); `None` when it is
+    /// not such a run.
+    async fn claim_run(&self, run_id: &str, lease: &Lease) -> Result<Option<ClaimedRun>, Error>;
+
+    /// Renews the leases of runs [held](RunQueue::hold) by `lease`'s owner that have not begun
+    /// (runs that began renew their own through the journal).
+    async fn renew_held(&self, run_ids: &[String], lease: &Lease) -> Result<(), Error>;
+
     /// Records a cancel for the process that executes the run (or will claim it). `false` when
     /// the run is unknown or finished.
     async fn request_cancel(&self, run_id: &str) -> Result<bool, Error>;

@@ -106,6 +106,64 @@ impl RunQueue for PostgresStore {
         Ok(runs)
     }
 
+    async fn hold(&self, run: &QueuedRun, lease: &Lease) -> Result<bool, Error> {
+        let request = json(&run.request)?;
+        let at = millis(run.queued_at);
+        let owner: &str = &lease.owner;
+        let expires = lease.expiry_ms(now_ms());
+        let fence = lease.fence_i64();
+        with_conn!(self, |client| async {
+            let n = client
+                .execute(
+                    "INSERT INTO loom_runs (run_id, session_id, user_id, state, started_at, agent, request, queued_at,
+                        lease_owner, lease_expires, fence)
+                     VALUES ($1, $2, $3, 'queued', $4, $5, $6, $4, $7, $8, $9) ON CONFLICT (run_id) DO NOTHING",
+                    &[&run.run_id, &run.session_id, &run.user_id, &at, &run.agent, &request, &owner, &expires, &fence],
+                )
+                .await
+                .map_err(|e| pg("recording the waiting run", e))?;
+            Ok(n > 0)
+        })
+    }
+
+    async fn claim_run(&self, run_id: &str, lease: &Lease) -> Result<Option<ClaimedRun>, Error> {
+        let owner: &str = &lease.owner;
+        let now = now_ms();
+        let row = with_conn!(self, |client| async {
+            client
+                .query_opt(
+                    "UPDATE loom_runs SET lease_owner = $1::TEXT, lease_expires = $2::BIGINT, fence = fence + 1
+                     WHERE run_id = $3::TEXT AND agent IS NOT NULL AND record IS NULL AND NOT finished
+                       AND state <> 'suspended' AND (lease_owner IS NULL OR lease_expires < $4::BIGINT)
+                     RETURNING run_id, agent, session_id, user_id, request, queued_at, fence, record IS NOT NULL,
+                        cancel_requested",
+                    &[&owner, &lease.expiry_ms(now), &run_id, &now],
+                )
+                .await
+                .map_err(|e| pg("claiming the run", e))
+        })?;
+        row.as_ref().map(claimed).transpose()
+    }
+
+    async fn renew_held(&self, run_ids: &[String], lease: &Lease) -> Result<(), Error> {
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        let owner: &str = &lease.owner;
+        let expires = lease.expiry_ms(now_ms());
+        with_conn!(self, |client| async {
+            client
+                .execute(
+                    "UPDATE loom_runs SET lease_expires = $1 WHERE run_id = ANY($2) AND lease_owner = $3
+                        AND record IS NULL AND NOT finished",
+                    &[&expires, &run_ids, &owner],
+                )
+                .await
+                .map_err(|e| pg("renewing the waiting runs' leases", e))?;
+            Ok(())
+        })
+    }
+
     async fn request_cancel(&self, run_id: &str) -> Result<bool, Error> {
         with_conn!(self, |client| async {
             let n = client

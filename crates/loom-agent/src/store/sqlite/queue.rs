@@ -85,6 +85,103 @@ impl RunQueue for SqliteStore {
         .await
     }
 
+    async fn hold(&self, run: &QueuedRun, lease: &Lease) -> Result<bool, Error> {
+        let request = json(&run.request)?;
+        let at = millis(run.queued_at);
+        let run = run.clone();
+        let owner = lease.owner.clone();
+        let expires = lease.expiry_ms(now_ms());
+        let fence = lease.fence_i64();
+        self.call(move |conn| {
+            let n = conn
+                .execute(
+                    "INSERT INTO loom_runs (run_id, session_id, user_id, state, started_at, agent, request, queued_at,
+                        lease_owner, lease_expires, fence)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?4, ?7, ?8, ?9) ON CONFLICT (run_id) DO NOTHING",
+                    params![run.run_id, run.session_id, run.user_id, at, run.agent, request, &*owner, expires, fence],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn claim_run(&self, run_id: &str, lease: &Lease) -> Result<Option<ClaimedRun>, Error> {
+        let run_id = run_id.to_string();
+        let lease = lease.clone();
+        let row = self
+            .call(move |conn| {
+                let now = now_ms();
+                conn.query_row(
+                    "UPDATE loom_runs SET lease_owner = ?1, lease_expires = ?2, fence = fence + 1
+                     WHERE run_id = ?3 AND agent IS NOT NULL AND record IS NULL AND finished = 0
+                       AND state <> 'suspended' AND (lease_owner IS NULL OR lease_expires < ?4)
+                     RETURNING run_id, agent, session_id, user_id, request, queued_at, fence, cancel_requested",
+                    params![&*lease.owner, lease.expiry_ms(now), run_id, now],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, bool>(7)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        let Some((run_id, agent, session_id, user_id, request, queued_at, fence, cancel_requested)) = row else {
+            return Ok(None);
+        };
+        let request = match request {
+            Some(text) => sql::decode(&text, || format!("run {run_id}: queued request"))?,
+            None => serde_json::Value::Null,
+        };
+        Ok(Some(ClaimedRun {
+            run: QueuedRun {
+                run_id,
+                agent: agent.unwrap_or_default(),
+                session_id,
+                user_id,
+                request,
+                queued_at: from_millis(queued_at.unwrap_or_default()),
+            },
+            fence: u64::try_from(fence).unwrap_or_default(),
+            begun: false,
+            cancel_requested,
+        }))
+    }
+
+    async fn renew_held(&self, run_ids: &[String], lease: &Lease) -> Result<(), Error> {
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        let ids = run_ids.to_vec();
+        let owner = lease.owner.clone();
+        let expires = lease.expiry_ms(now_ms());
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE loom_runs SET lease_expires = ?1 WHERE run_id = ?2 AND lease_owner = ?3
+                            AND record IS NULL AND finished = 0",
+                    )
+                    .map_err(db)?;
+                for id in &ids {
+                    stmt.execute(params![expires, id, &*owner]).map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
     async fn claim(&self, agent: &str, lease: &Lease, max: usize) -> Result<Vec<ClaimedRun>, Error> {
         if max == 0 {
             return Ok(Vec::new());
