@@ -158,7 +158,11 @@ async fn constrained_tool_call_names_an_offered_tool_with_valid_arguments() {
     let cases = [
         ("What's the weather in Tokyo?", "get_weather", "city"),
         ("Do I need an umbrella in London?", "get_weather", "city"),
-        ("What time is it in New York?", "get_time", "timezone"),
+        // "What time is it in New York?" sits on a near-tie for this 135M model: candle's matmul and
+        // the scalar Q8_0 kernel pick get_time, the AVX2/VNNI kernels (the same products summed in
+        // another order, within 1e-5) pick get_weather. The test checks the constraint, not a coin
+        // toss, so it asks a question the model answers the same way on every kernel.
+        ("What is the current time in the America/New_York timezone?", "get_time", "timezone"),
     ];
     for (question, tool, arg) in cases {
         let (response, _) = call(model, &[Message::user(question)], &tools, None, &Generation::new()).await;
