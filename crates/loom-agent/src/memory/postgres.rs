@@ -19,7 +19,7 @@ use super::types::{
     Block, Embedding, Episode, Fact, Forget, MemoryItem, NewEpisode, NewFact, Owner, check_block_name, episode_text,
     query_terms,
 };
-use super::vector_cache::{INDEX_MIN_ROWS, VectorCache};
+use super::vector_cache::VectorCache;
 use crate::error::Error;
 use crate::store::postgres::{PgPool, PooledConn, pg};
 
@@ -120,10 +120,7 @@ impl PostgresMemoryStore {
     /// The most memory the in-process vector cache may hold (default 256 MiB; 0 turns it off:
     /// every vector search then reads the owner's vectors from the database).
     pub fn vector_cache_bytes(mut self, bytes: usize) -> Self {
-        let rows = self.vectors.lock().map(|c| c.index_min_rows()).unwrap_or(INDEX_MIN_ROWS);
-        let mut cache = VectorCache::new(bytes);
-        cache.set_index_min_rows(rows);
-        self.vectors = Arc::new(Mutex::new(cache));
+        self.vectors = VectorCache::rebudgeted(&self.vectors, bytes);
         self
     }
 

@@ -15,6 +15,7 @@
 //! from the database as before.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 mod sketch;
 
@@ -217,9 +218,13 @@ impl VectorCache {
         self.index_min = rows;
     }
 
-    /// The rows from which an owner is searched through its sketch.
-    pub(crate) fn index_min_rows(&self) -> usize {
-        self.index_min
+    /// A new, empty cache of `budget` bytes that keeps `cache`'s index threshold: what a store's
+    /// `vector_cache_bytes` builder installs.
+    pub(crate) fn rebudgeted(cache: &Mutex<VectorCache>, budget: usize) -> Arc<Mutex<VectorCache>> {
+        let rows = cache.lock().map(|c| c.index_min).unwrap_or(INDEX_MIN_ROWS);
+        let mut fresh = VectorCache::new(budget);
+        fresh.index_min = rows;
+        Arc::new(Mutex::new(fresh))
     }
 
     /// Drops the knowledge scopes' entries if another connection committed since they were filled
