@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use loom_agent::message::Message;
 use loom_agent::model::{FnModel, ScriptedTurn};
 use loom_agent::store::{
@@ -114,6 +115,113 @@ fn workflow(dir: &Path, journal: Arc<dyn Journal>) -> WorkflowAgent<Job> {
         .unwrap()
 }
 
+/// Whether this process is the child the test kills (its slow steps wait there, not on resume).
+fn in_child() -> bool {
+    std::env::var("LOOM_TEAM_CRASH_URL").is_ok()
+}
+
+/// The coordinator calls workers `a` and `b` in one turn (in parallel), then combines them;
+/// `b` answers slowly in the child, so the kill after `a`'s end finds `b` unfinished.
+fn parallel_supervisor(dir: &Path, journal: Arc<dyn Journal>) -> Supervisor {
+    let d = dir.to_path_buf();
+    let model = FnModel::new("coordinator", move |req| {
+        count(&d, "coordinator");
+        let results: Vec<String> = req
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Tool { content, .. } => Some(content.clone()),
+                _ => None,
+            })
+            .collect();
+        if results.is_empty() {
+            ScriptedTurn::tool_call("a", json!({"input": "task a"})).with_tool_call("b", json!({"input": "task b"}))
+        } else {
+            ScriptedTurn::text(format!("combined: {}", results.join(", ")))
+        }
+    });
+    let (db, key) = (dir.to_path_buf(), "b".to_string());
+    let slow_b = FnModel::new("worker-b", move |_req| {
+        count(&db, &key);
+        let delay = if in_child() { Duration::from_secs(60) } else { Duration::ZERO };
+        ScriptedTurn::text("B result").with_delay(delay)
+    });
+    let b = Agent::builder().name("b").model(slow_b).lease_ttl(Duration::from_millis(300)).build().unwrap();
+    Supervisor::builder(
+        Agent::builder().name("lead").model(model).journal(journal).lease_ttl(Duration::from_millis(300)),
+    )
+    .worker("a", "Does a.", worker(dir, "a", "A result"))
+    .worker("b", "Does b.", b)
+    .build()
+    .unwrap()
+}
+
+/// A function node that appends `name` to the steps and counts its execution (when it ends).
+fn step(dir: &Path, name: &'static str, slow_in_child: bool) -> impl Fn(Job) -> BoxFuture<'static, Result<Job, String>> {
+    let dir = dir.to_path_buf();
+    move |mut j: Job| {
+        let dir = dir.clone();
+        Box::pin(async move {
+            if slow_in_child && in_child() {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            count(&dir, name);
+            j.steps.push(name.into());
+            Ok(j)
+        })
+    }
+}
+
+/// The workflow shapes beyond the linear one: `fanout` (two sub-workflow branches `x` = x1 → x2
+/// and `y` = y1 → y2, concurrent, joined at `join`; y2 is slow in the child), `loop` (`inc`
+/// three times) and `sub` (`pre` → a sub-workflow s1 → s2 → `post`).
+fn shaped(dir: &Path, shape: &str, journal: Arc<dyn Journal>) -> WorkflowAgent<Job> {
+    let chain = |name: &str, a: &'static str, b: &'static str, slow_b: bool| {
+        Workflow::<Job>::new(name)
+            .node(a, step(dir, a, false))
+            .node(b, step(dir, b, slow_b))
+            .start(a)
+            .edge(a, b)
+            .edge(b, END)
+    };
+    let wf = match shape {
+        "fanout" => Workflow::<Job>::new("fanout")
+            .node("start", step(dir, "start", false))
+            .workflow_node("x", chain("x", "x1", "x2", false))
+            .workflow_node("y", chain("y", "y1", "y2", true))
+            .node("join", step(dir, "join", false))
+            .start("start")
+            .fan_out("start", ["x", "y"], "join", |mut base: Job, branches: Vec<Job>| {
+                for b in branches {
+                    base.steps.extend(b.steps.into_iter().skip(1));
+                }
+                base
+            })
+            .edge("join", END),
+        "loop" => {
+            let d = dir.to_path_buf();
+            Workflow::<Job>::new("loop")
+                .node("inc", move |mut j: Job| {
+                    let name = format!("inc{}", j.steps.len() + 1);
+                    count(&d, &name);
+                    j.steps.push(name);
+                    async move { Ok(j) }
+                })
+                .start("inc")
+                .branch("inc", ["inc", END], |j: &Job| if j.steps.len() < 3 { "inc".into() } else { END.into() })
+        }
+        _ => Workflow::<Job>::new("outer")
+            .node("pre", step(dir, "pre", false))
+            .workflow_node("sub", chain("inner", "s1", "s2", false))
+            .node("post", step(dir, "post", false))
+            .start("pre")
+            .edge("pre", "sub")
+            .edge("sub", "post")
+            .edge("post", END),
+    };
+    wf.into_agent(Agent::builder().name(shape).journal(journal).lease_ttl(Duration::from_millis(300))).unwrap()
+}
+
 /// Where the child stops: before or after the `nth` call of a journal operation.
 struct Stopping {
     inner: Arc<dyn Journal>,
@@ -207,7 +315,9 @@ fn team_crash_child() {
         let journal: Arc<dyn Journal> = Arc::new(Stopping::new(open_journal(&url).unwrap().journal, &at));
         let run = match scenario.as_str() {
             "supervisor" => supervisor(&dir, journal).agent().start("Do a and b."),
-            _ => workflow(&dir, journal).start(&Job::default(), RunRequest::default()).unwrap(),
+            "parallel" => parallel_supervisor(&dir, journal).agent().start("Do a and b."),
+            "workflow" => workflow(&dir, journal).start(&Job::default(), RunRequest::default()).unwrap(),
+            shape => shaped(&dir, shape, journal).start(&Job::default(), RunRequest::default()).unwrap(),
         };
         say(&format!("RUN {}", run.id()));
         let result = run.result().await;
@@ -324,6 +434,81 @@ async fn workflow_crash(url: &str, at: &str, one_done: bool, ask_done: bool) {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Kills a supervisor run whose coordinator called `a` and `b` in one turn, once `a` has ended
+/// (`b` still running), resumes it and checks: `a` is not run again, `b` runs to its end once
+/// (its model call that was in flight at the kill, unjournaled, is made again), the answer
+/// combines both.
+async fn parallel_supervisor_crash(url: &str) {
+    let at = "after:end:1";
+    let dir = scratch("parallel");
+    let run_id = kill_at(url, "parallel", at, &dir).await;
+    assert_eq!(calls(&dir, "a"), 1, "worker a finished before the kill");
+    let b_before = calls(&dir, "b");
+    assert!(b_before <= 1, "worker b was still running");
+    let journal = open_journal(url).unwrap().journal;
+    let team = parallel_supervisor(&dir, journal.clone());
+    let result = resume(team.agent(), &run_id).await.result().await;
+    assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
+    assert_eq!(result.output, "combined: A result, B result");
+    assert_eq!(calls(&dir, "a"), 1, "the finished worker a did not run again");
+    assert_eq!(calls(&dir, "b"), b_before + 1, "the unfinished worker b ran to its end once");
+    assert_eq!(calls(&dir, "coordinator"), 2, "the journaled first turn was not sent again");
+    let kids = children_of(&journal, &run_id).await;
+    assert_eq!(kids.len(), 2, "one child run per worker call, none duplicated: {kids:?}");
+    assert!(kids.iter().all(|k| k.finished && k.state == RunState::Completed));
+    let seqs: Vec<u64> = result.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..result.events.len() as u64).collect::<Vec<_>>(), "no event lost or duplicated");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Kills a `shape` workflow at `at`; checks what ran before the kill (`before`: node → runs),
+/// resumes, and checks the final steps and that every node ran `after` times in all.
+async fn shaped_crash(url: &str, shape: &str, at: &str, before: &[(&str, usize)], after: &[(&str, usize)], steps: &[&str]) {
+    let dir = scratch(shape);
+    let run_id = kill_at(url, shape, at, &dir).await;
+    for (node, n) in before {
+        assert_eq!(calls(&dir, node), *n, "{shape} {at}: node {node} before the kill");
+    }
+    let journal = open_journal(url).unwrap().journal;
+    let runner = shaped(&dir, shape, journal.clone());
+    let result = resume(runner.agent(), &run_id).await.result().await;
+    assert_eq!(result.state, RunState::Completed, "{shape} {at}: {:?}", result.error);
+    let job: Job = serde_json::from_str(&result.output).unwrap();
+    assert_eq!(job.steps, steps, "{shape} {at}");
+    for (node, n) in after {
+        assert_eq!(calls(&dir, node), *n, "{shape} {at}: node {node} in all");
+    }
+    let seqs: Vec<u64> = result.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..result.events.len() as u64).collect::<Vec<_>>(), "{shape} {at}: no event lost or duplicated");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A fan-out of two sub-workflow branches, killed when branch `x` (x1, x2) has finished and branch
+/// `y` is in its slow second node: journal boundaries 1 `start`, then x1, y1, x2 and the branch
+/// `x` in some order (y2 cannot finish in the child). x does not run again, y1 does not, y2 and
+/// the join run once.
+async fn fan_out_crash(url: &str) {
+    let before = [("start", 1), ("x1", 1), ("x2", 1), ("y1", 1), ("y2", 0), ("join", 0)];
+    let after = [("start", 1), ("x1", 1), ("x2", 1), ("y1", 1), ("y2", 1), ("join", 1)];
+    shaped_crash(url, "fanout", "after:step_completed:5", &before, &after, &["start", "x1", "x2", "y1", "y2", "join"])
+        .await;
+}
+
+/// A loop killed in its second visit, before that visit's completion is journaled: the first
+/// visit does not run again; the second (unfinished) runs again; the third runs once.
+async fn loop_crash(url: &str) {
+    let before = [("inc1", 1), ("inc2", 1), ("inc3", 0)];
+    let after = [("inc1", 1), ("inc2", 2), ("inc3", 1)];
+    shaped_crash(url, "loop", "before:step_completed:2", &before, &after, &["inc1", "inc2", "inc3"]).await;
+}
+
+/// A sub-workflow node killed after its first inner node: `pre` and `s1` do not run again.
+async fn sub_workflow_crash(url: &str) {
+    let before = [("pre", 1), ("s1", 1), ("s2", 0), ("post", 0)];
+    let after = [("pre", 1), ("s1", 1), ("s2", 1), ("post", 1)];
+    shaped_crash(url, "sub", "after:step_completed:2", &before, &after, &["pre", "s1", "s2", "post"]).await;
+}
+
 fn sqlite_url(name: &str) -> String {
     format!("sqlite:{}", scratch(name).join("loom.db").display())
 }
@@ -348,6 +533,26 @@ async fn sigkill_in_a_workflow_before_a_finished_agent_node_is_journaled_then_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_a_workflow_after_its_first_node_then_resume() {
     workflow_crash(&sqlite_url("wf"), "after:step_completed:1", true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_a_supervisor_run_with_parallel_workers_after_one_finished_then_resume() {
+    parallel_supervisor_crash(&sqlite_url("par")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_a_fan_out_with_one_branch_done_then_resume() {
+    fan_out_crash(&sqlite_url("fan")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_a_loop_at_its_second_visit_then_resume() {
+    loop_crash(&sqlite_url("loop")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_a_sub_workflow_node_then_resume() {
+    sub_workflow_crash(&sqlite_url("sub")).await;
 }
 
 /// A run started under `plan_execute` continues under `plan_execute`, whatever the resuming agent
@@ -422,5 +627,41 @@ mod postgres {
     async fn sigkill_in_a_workflow_before_a_finished_agent_node_is_journaled_then_resume() {
         let Some(url) = url() else { return };
         workflow_crash(&url, "before:step_completed:2", true, true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_in_a_supervisor_run_after_the_first_worker_then_resume() {
+        let Some(url) = url() else { return };
+        supervisor_crash(&url, "after:end:1", true, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_in_a_workflow_after_its_first_node_then_resume() {
+        let Some(url) = url() else { return };
+        workflow_crash(&url, "after:step_completed:1", true, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_in_a_supervisor_run_with_parallel_workers_after_one_finished_then_resume() {
+        let Some(url) = url() else { return };
+        parallel_supervisor_crash(&url).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_in_a_fan_out_with_one_branch_done_then_resume() {
+        let Some(url) = url() else { return };
+        fan_out_crash(&url).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_in_a_loop_at_its_second_visit_then_resume() {
+        let Some(url) = url() else { return };
+        loop_crash(&url).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_in_a_sub_workflow_node_then_resume() {
+        let Some(url) = url() else { return };
+        sub_workflow_crash(&url).await;
     }
 }

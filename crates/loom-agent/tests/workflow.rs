@@ -175,3 +175,57 @@ async fn a_router_function_that_names_no_target_fails_the_run() {
     assert_eq!(result.state, RunState::Failed);
     assert!(result.error.unwrap().message.contains("chose `elsewhere`"));
 }
+
+/// A fan-out's multi-node branches (sub-workflows) run concurrently: each branch's second node
+/// waits at a barrier for the other branch's, which a walk that ran one branch after the other
+/// would never pass. The AND-join then sees both.
+#[tokio::test]
+async fn sub_workflow_branches_of_a_fan_out_run_concurrently() {
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let branch = |label: &'static str| {
+        let b = barrier.clone();
+        Workflow::<Vec<String>>::new(label)
+            .node("first", move |mut s: Vec<String>| async move {
+                s.push(format!("{label}1"));
+                Ok(s)
+            })
+            .node("second", move |mut s: Vec<String>| {
+                let b = b.clone();
+                async move {
+                    b.wait().await;
+                    s.push(format!("{label}2"));
+                    Ok(s)
+                }
+            })
+            .start("first")
+            .edge("first", "second")
+            .edge("second", END)
+    };
+    let wf = Workflow::<Vec<String>>::new("parallel")
+        .node("start", |s: Vec<String>| async move { Ok(s) })
+        .workflow_node("x", branch("x"))
+        .workflow_node("y", branch("y"))
+        .node("join", |mut s: Vec<String>| async move {
+            s.push("join".into());
+            Ok(s)
+        })
+        .start("start")
+        .fan_out("start", ["x", "y"], "join", |mut base: Vec<String>, branches: Vec<Vec<String>>| {
+            for b in branches {
+                base.extend(b);
+            }
+            base
+        })
+        .edge("join", END);
+    let runner = wf.into_agent(Agent::builder()).unwrap();
+    let (state, result) = within(10, "the branches meet at the barrier", runner.run(Vec::new())).await.unwrap();
+    assert_eq!(state, vec!["x1", "x2", "y1", "y2", "join"]);
+    let completed: Vec<String> =
+        nodes(&result.events).into_iter().filter(|(_, s)| s == "completed").map(|(n, _)| n).collect();
+    assert_eq!(completed.iter().filter(|n| *n == "second#1").count(), 2, "{completed:?}");
+    // Both branches were under way before either finished.
+    let events = nodes(&result.events);
+    let at = |node: &str, status: &str| events.iter().position(|(n, s)| n == node && s == status).unwrap();
+    assert!(at("y#1", "started") < at("x#1", "completed"), "{events:?}");
+    assert!(at("x#1", "started") < at("y#1", "completed"), "{events:?}");
+}

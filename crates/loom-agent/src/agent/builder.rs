@@ -233,6 +233,11 @@ impl AgentBuilder {
     }
 
     /// The most model calls per run (default: the runtime profile's, 32 for [`Runtime::sdk`]).
+    ///
+    /// Only the run's own model calls count: the turns of its child runs (an agent used as a
+    /// tool, a supervisor's workers, a workflow's agent nodes) count toward each child's own
+    /// limit, not the parent's. A parent's budget ([`AgentBuilder::budget`]) is shared with its
+    /// children for tokens, cost and tool calls.
     pub fn max_turns(mut self, max_turns: u32) -> Self {
         self.max_turns = Some(max_turns);
         self

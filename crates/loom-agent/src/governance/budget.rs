@@ -52,6 +52,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 ///   with `None`), which the per-user limits apply to as well. Per-user tool calls are not
 ///   limited: the budget learns a run's tool calls only from later checks, and a run that ends
 ///   right after a tool batch would escape the count.
+/// - Child runs (an agent used as a tool, a supervisor's workers, a workflow's agent nodes) draw
+///   on their ancestors' budgets: a child's tokens, cost and tool calls count toward every
+///   ancestor's limits too (the whole tree shares a parent's `max_tokens`, `max_cost_usd`,
+///   `max_tool_calls`), and a limit reached inside a child stops the child, then the parent.
+///   Turns are not shared: an ancestor's `max_turns` counts that run's own model calls, as the
+///   OpenAI Agents SDK's `max_turns` does for an agent used as a tool.
 /// - Warnings: once a limit is at `soft_warning_at` of its maximum (default 0.8), the check answers
 ///   [`BudgetVerdict::Warn`] for it, once per limit and run.
 /// - Memory is bounded: at most `max_users` accounts (default 100 000); accounts with no run in

@@ -117,7 +117,17 @@ impl RunLog {
         }
     }
 
-    /// The ancestors' budget verdicts, given what each ancestor (its children included) has
+    /// Adds a child's tool calls to every ancestor's count: an ancestor's `max_tool_calls` budget
+    /// is for its whole tree. (Turns are not rolled up: a run's `max_turns` counts its own model
+    /// calls.)
+    pub(crate) fn roll_up_tool_calls(&self, n: u32) {
+        let Some(parent) = self.parent.as_ref() else { return };
+        for (_, log) in parent.chain() {
+            log.record_tool_calls(n);
+        }
+    }
+
+        /// The ancestors' budget verdicts, given what each ancestor (its children included) has
     /// spent: the first limit reached, else the first warning, else `Ok`.
     pub(crate) fn ancestors_budget(&self) -> BudgetVerdict {
         let Some(parent) = self.parent.as_ref() else { return BudgetVerdict::Ok };

@@ -43,8 +43,9 @@ pub struct RunCx {
     pub(super) native_schema: Option<OutputSchema>,
     pub(super) turn: u32,
     pub(super) max_turns: u32,
-    /// Budget limits already warned about in this run.
-    warned: Vec<String>,
+    /// Budget limits already warned about in this run (behind a lock: a workflow's parallel
+    /// branches check the budget through a shared context).
+    warned: std::sync::Mutex<Vec<String>>,
     /// Approvals remembered for this run: tool name → allowed.
     pub(super) remembered: Vec<(String, Result<(), String>)>,
     /// The journal, both ways: writes, and a resumed run's entries not replayed yet.
@@ -88,7 +89,7 @@ impl RunCx {
             native_schema: None,
             turn: 0,
             max_turns,
-            warned: Vec::new(),
+            warned: std::sync::Mutex::new(Vec::new()),
             remembered: Vec::new(),
             recorder,
             history_base: None,
@@ -342,7 +343,7 @@ impl RunCx {
     /// Checks the run's budget, then (for a child run) its ancestors' budgets with what they have
     /// spent, this run included: a limit of the parent's reached inside a child stops the child,
     /// and the parent stops at its own next check.
-    pub(super) async fn check_budget(&mut self) -> Result<(), RunError> {
+    pub(super) async fn check_budget(&self) -> Result<(), RunError> {
         let own = match &self.env.policies.budget {
             Some(budget) => {
                 let p = self.log.progress();
@@ -357,8 +358,15 @@ impl RunCx {
         match verdict {
             BudgetVerdict::Ok => Ok(()),
             BudgetVerdict::Warn(notice) => {
-                if !self.warned.contains(&notice.limit) {
-                    self.warned.push(notice.limit.clone());
+                let first = {
+                    let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+                    let first = !warned.contains(&notice.limit);
+                    if first {
+                        warned.push(notice.limit.clone());
+                    }
+                    first
+                };
+                if first {
                     self.log.emit(EventKind::BudgetWarning(BudgetEvent {
                         limit: notice.limit,
                         used: notice.used,

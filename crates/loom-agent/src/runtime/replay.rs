@@ -355,6 +355,28 @@ impl Recorder {
         found
     }
 
+    /// Every journaled step output, taken out (see [`RunCx::take_replayed_steps`]).
+    ///
+    /// [`RunCx::take_replayed_steps`]: super::RunCx::take_replayed_steps
+    pub(crate) fn take_steps(&mut self) -> std::collections::HashMap<String, Value> {
+        let mut steps = std::collections::HashMap::new();
+        if !self.is_replaying() {
+            return steps;
+        }
+        let mut i = 0;
+        while i < self.entries.len() {
+            if matches!(&self.entries[i], JournalEntry::StepCompleted { .. }) {
+                if let JournalEntry::StepCompleted { key, output } = self.entries.remove(i) {
+                    steps.insert(key, output);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.consumed();
+        steps
+    }
+
     /// The steering messages journaled before model call `turn`, in order.
     pub(crate) fn steered(&mut self, turn: u32) -> Vec<String> {
         if !self.is_replaying() {

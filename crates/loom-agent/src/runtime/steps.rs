@@ -31,9 +31,16 @@ impl RunCx {
         self.recorder.record(|| JournalEntry::StepCompleted { key: key.to_string(), output: output.clone() }).await
     }
 
+    /// The outputs of every step the journal of this resumed run has (none for a fresh run),
+    /// taken out at once: an architecture whose steps run concurrently (a workflow's parallel
+    /// branches) looks them up by key from there instead of through [`RunCx::replayed_step`].
+    pub(crate) fn take_replayed_steps(&mut self) -> std::collections::HashMap<String, Value> {
+        self.recorder.take_steps()
+    }
+
     /// Checks cancellation and the budget (the run's and its ancestors') before a step that is
     /// not a model call.
-    pub async fn before_step(&mut self) -> Result<(), RunError> {
+    pub async fn before_step(&self) -> Result<(), RunError> {
         self.check_cancelled()?;
         self.check_budget().await
     }

@@ -107,6 +107,7 @@ impl RunCx {
             self.log.emit(EventKind::ToolCall(ToolCallEvent { turn, call: call.clone() }));
         }
         self.log.record_tool_calls(calls.len() as u32);
+        self.log.roll_up_tool_calls(calls.len() as u32);
         let tools = self.tools.clone();
         let safe =
             |call: &ToolCall| tools.index_of(&call.name).is_some_and(|i| tools.entry(i).spec.flags.concurrency_safe);

@@ -160,6 +160,10 @@ impl<S: WorkflowState> Workflow<S> {
     /// After `from`, run `branches` in parallel, each on a copy of the state; when all are done
     /// (AND-join), `merge` folds their states (in the order given) into the state, and the
     /// workflow goes on at `join`.
+    ///
+    /// A branch is one node; a branch of several nodes is a [`Workflow::workflow_node`], whose
+    /// nodes run one after another while the other branches run. Each node of each branch is a
+    /// journal boundary: a resumed run does not run again what any branch completed.
     pub fn fan_out<I, T>(
         mut self,
         from: impl Into<String>,

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -112,22 +113,27 @@ impl<S: WorkflowState> Architecture for WorkflowArchitecture<S> {
                 format!("workflow `{}`: the input is not its state: {e}", self.workflow.name),
             )
         })?;
-        let mut walk = Walk { steps: 0, cap: self.workflow.max_steps };
+        // A resumed run's completed nodes, by key: parallel branches look theirs up concurrently.
+        let replay = Mutex::new(cx.take_replayed_steps());
+        let walk = Walk { steps: AtomicU32::new(0), cap: self.workflow.max_steps, replay };
         let state = walk.graph(cx, &self.workflow, String::new(), state).await?;
         serde_json::to_string(&state).map_err(|e| RunError::new(RunErrorKind::Node, format!("the final state: {e}")))
     }
 }
 
-/// One walk through a workflow (and its sub-workflows): counts node executions against the cap.
+/// One walk through a workflow (and its sub-workflows): counts node executions against the cap
+/// and hands out the journaled outputs of nodes that completed before a crash. Shared by a
+/// fan-out's branches, which run concurrently.
 struct Walk {
-    steps: u32,
+    steps: AtomicU32,
     cap: u32,
+    replay: Mutex<HashMap<String, Value>>,
 }
 
 impl Walk {
     fn graph<'a, S: WorkflowState>(
-        &'a mut self,
-        cx: &'a mut RunCx,
+        &'a self,
+        cx: &'a RunCx,
         wf: &'a Workflow<S>,
         prefix: String,
         mut state: S,
@@ -166,8 +172,8 @@ impl Walk {
 
     /// Runs one node (or takes its journaled output), counting it against the cap.
     async fn node<'w, S: WorkflowState>(
-        &mut self,
-        cx: &mut RunCx,
+        &self,
+        cx: &RunCx,
         wf: &'w Workflow<S>,
         prefix: &str,
         name: &str,
@@ -175,10 +181,24 @@ impl Walk {
         state: S,
     ) -> Result<S, RunError> {
         let (key, visit) = self.visit(wf, prefix, name, visits)?;
-        if let Some(done) = replayed(cx, &key, name, visit)? {
+        if let Some(done) = self.replayed(cx, &key, name, visit)? {
             return Ok(done);
         }
         cx.before_step().await?;
+        self.execute(cx, wf, key, name, visit, state).await
+    }
+
+    /// Runs a node that has no journaled output: a sub-workflow's nodes one by one, a leaf at
+    /// once; then journals its completion.
+    async fn execute<S: WorkflowState>(
+        &self,
+        cx: &RunCx,
+        wf: &Workflow<S>,
+        key: String,
+        name: &str,
+        visit: u32,
+        state: S,
+    ) -> Result<S, RunError> {
         let kind = wf.nodes.get(name).ok_or_else(|| unknown(wf, name))?;
         show(cx, name, "started", visit);
         let out = match kind {
@@ -188,11 +208,12 @@ impl Walk {
         finish(cx, &key, name, visit, out).await
     }
 
-    /// Runs a fan-out's branches in parallel (sub-workflows one after another), each on a copy
-    /// of `state`; branches that completed before a crash are not run again.
+    /// Runs a fan-out's branches concurrently (a sub-workflow branch walks its nodes while the
+    /// others run), each on a copy of `state`; branches, and nodes inside sub-workflow branches,
+    /// that completed before a crash are not run again. Waits for every branch (AND-join).
     async fn fan_out<'w, S: WorkflowState>(
-        &mut self,
-        cx: &mut RunCx,
+        &self,
+        cx: &RunCx,
         wf: &'w Workflow<S>,
         prefix: &str,
         branches: &'w [String],
@@ -203,7 +224,7 @@ impl Walk {
         let mut todo = Vec::new();
         for name in branches {
             let (key, visit) = self.visit(wf, prefix, name, visits)?;
-            match replayed(cx, &key, name, visit)? {
+            match self.replayed(cx, &key, name, visit)? {
                 Some(s) => done.push(Some(s)),
                 None => {
                     done.push(None);
@@ -215,22 +236,8 @@ impl Walk {
             return Ok(done.into_iter().flatten().collect());
         }
         cx.before_step().await?;
-        let mut parallel = Vec::new();
-        for (i, name, key, visit) in todo {
-            let kind = wf.nodes.get(name).ok_or_else(|| unknown(wf, name))?;
-            if let NodeKind::Sub(sub) = kind {
-                show(cx, name, "started", visit);
-                let out = self.graph(cx, sub, format!("{key}/"), state.clone()).await;
-                done[i] = Some(finish(cx, &key, name, visit, out).await?);
-            } else {
-                parallel.push((i, name, key, visit, kind));
-            }
-        }
-        let cx_ref: &RunCx = cx;
-        let runs = parallel.into_iter().map(|(i, name, key, visit, kind)| async move {
-            show(cx_ref, name, "started", visit);
-            let out = leaf_node(cx_ref, kind, &key, name, state.clone()).await;
-            (i, finish(cx_ref, &key, name, visit, out).await)
+        let runs = todo.into_iter().map(|(i, name, key, visit)| async move {
+            (i, self.execute(cx, wf, key, name, visit, state.clone()).await)
         });
         for (i, out) in futures::future::join_all(runs).await {
             done[i] = Some(out?);
@@ -240,14 +247,14 @@ impl Walk {
 
     /// Counts a node execution: its journal key and its visit number.
     fn visit<'w, S>(
-        &mut self,
+        &self,
         wf: &'w Workflow<S>,
         prefix: &str,
         name: &str,
         visits: &mut HashMap<&'w str, u32>,
     ) -> Result<(String, u32), RunError> {
-        self.steps += 1;
-        if self.steps > self.cap {
+        let steps = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
+        if steps > self.cap {
             return Err(RunError::interrupted(
                 RunErrorKind::MaxTurns,
                 "max_steps",
@@ -258,6 +265,16 @@ impl Walk {
         let visit = visits.entry(stored.as_str()).or_insert(0);
         *visit += 1;
         Ok((format!("{prefix}{name}.{visit}"), *visit))
+    }
+
+    /// The journaled output of a node that completed before a crash.
+    fn replayed<S: WorkflowState>(&self, cx: &RunCx, key: &str, name: &str, visit: u32) -> Result<Option<S>, RunError> {
+        let value = self.replay.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let Some(value) = value else { return Ok(None) };
+        let state = serde_json::from_value(value)
+            .map_err(|e| RunError::new(RunErrorKind::Store, format!("journal: node `{name}`'s state: {e}")))?;
+        show(cx, name, "replayed", visit);
+        Ok(Some(state))
     }
 }
 
@@ -280,15 +297,6 @@ async fn leaf_node<S: WorkflowState>(
         }
         NodeKind::Sub(_) => Err(RunError::new(RunErrorKind::Internal, "a sub-workflow is not a leaf")),
     }
-}
-
-/// The journaled output of a node that completed before a crash.
-fn replayed<S: WorkflowState>(cx: &mut RunCx, key: &str, name: &str, visit: u32) -> Result<Option<S>, RunError> {
-    let Some(value) = cx.replayed_step(key) else { return Ok(None) };
-    let state = serde_json::from_value(value)
-        .map_err(|e| RunError::new(RunErrorKind::Store, format!("journal: node `{name}`'s state: {e}")))?;
-    show(cx, name, "replayed", visit);
-    Ok(Some(state))
 }
 
 /// Journals a node's completion (a journal boundary) and announces how it ended.
