@@ -187,3 +187,49 @@ fn build_errors_name_the_setting() {
     let e = build("model = \"echo\"\n[rate_limiter]\ncapacity = 0\nrefill_per_second = 1.0");
     assert!(e.contains("capacity"), "{e}");
 }
+
+/// `architecture = "plan_execute"` in a file drives the run with that architecture: a plan event,
+/// its artifact, and each step's `plan.step` events in dependency order.
+#[tokio::test]
+async fn an_architecture_named_in_the_config_drives_the_run() {
+    use loom_agent::event::PlanStepStatus;
+    use loom_agent::model::{FnModel, ScriptedTurn};
+    let config = AgentConfig::from_toml_str("model = \"echo\"\narchitecture = \"plan_execute\"").unwrap();
+    let plan = serde_json::json!({"steps": [
+        {"id": "2", "description": "answer", "depends_on": ["1"]},
+        {"id": "1", "description": "look it up", "depends_on": []},
+    ]})
+    .to_string();
+    let model = FnModel::new("planner", move |req| {
+        if req.output_schema.is_some() { ScriptedTurn::text(plan.clone()) } else { ScriptedTurn::text("step done") }
+    });
+    let agent = config.builder().unwrap().model(model).build().unwrap();
+    let result = agent.run("Answer.").await.unwrap();
+    let created: Vec<_> = result
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            loom_agent::EventKind::PlanCreated(p) => Some(p.steps.iter().map(|s| s.id.clone()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created, vec![vec!["2".to_string(), "1".to_string()]]);
+    let steps: Vec<(String, PlanStepStatus)> = result
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            loom_agent::EventKind::PlanStep(s) => Some((s.id.clone(), s.status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("1".to_string(), PlanStepStatus::Started),
+            ("1".to_string(), PlanStepStatus::Completed),
+            ("2".to_string(), PlanStepStatus::Started),
+            ("2".to_string(), PlanStepStatus::Completed),
+        ]
+    );
+    assert!(result.artifacts.iter().any(|a| a.id == "plan-1"));
+}

@@ -18,6 +18,10 @@ use crate::runtime::{ModelCall, RunCx};
 /// child run and answers with its answer. The router is an architecture: its runs are runs like
 /// any other (events, budget, journal, audit), listed with their child.
 ///
+/// The classification call sees the router's session history; the chosen agent does not: it
+/// answers the request alone, in a fresh session (as every child run), so a route that needs
+/// the conversation so far should be reached through [`crate::team::Handoffs`] instead.
+///
 /// ```
 /// use loom_agent::prelude::*;
 /// use loom_agent::team::Router;
