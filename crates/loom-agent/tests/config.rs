@@ -193,18 +193,22 @@ fn build_errors_name_the_setting() {
 #[tokio::test]
 async fn an_architecture_named_in_the_config_drives_the_run() {
     use loom_agent::event::PlanStepStatus;
-    use loom_agent::model::{FnModel, ScriptedTurn};
+    use loom_agent::model::{ScriptedModel, ScriptedTurn};
     let config = AgentConfig::from_toml_str("model = \"echo\"\narchitecture = \"plan_execute\"").unwrap();
     let plan = serde_json::json!({"steps": [
         {"id": "2", "description": "answer", "depends_on": ["1"]},
         {"id": "1", "description": "look it up", "depends_on": []},
     ]})
     .to_string();
-    let model = FnModel::new("planner", move |req| {
-        if req.output_schema.is_some() { ScriptedTurn::text(plan.clone()) } else { ScriptedTurn::text("step done") }
-    });
+    let model = ScriptedModel::new([
+        ScriptedTurn::text(plan),
+        ScriptedTurn::text("looked up"),
+        ScriptedTurn::text("answered"),
+        ScriptedTurn::text("the final answer"),
+    ]);
     let agent = config.builder().unwrap().model(model).build().unwrap();
     let result = agent.run("Answer.").await.unwrap();
+    assert_eq!(result.output, "the final answer");
     let created: Vec<_> = result
         .events
         .iter()

@@ -157,7 +157,11 @@ fn parallel_supervisor(dir: &Path, journal: Arc<dyn Journal>) -> Supervisor {
 }
 
 /// A function node that appends `name` to the steps and counts its execution (when it ends).
-fn step(dir: &Path, name: &'static str, slow_in_child: bool) -> impl Fn(Job) -> BoxFuture<'static, Result<Job, String>> {
+fn step(
+    dir: &Path,
+    name: &'static str,
+    slow_in_child: bool,
+) -> impl Fn(Job) -> BoxFuture<'static, Result<Job, String>> + Send + Sync + 'static + use<> {
     let dir = dir.to_path_buf();
     move |mut j: Job| {
         let dir = dir.clone();

@@ -161,9 +161,10 @@ async fn budget_stop(pattern: Pattern) {
     let kids = paired_children(&result.events);
     assert_eq!(kids.len(), pattern.children(), "{pattern:?}: {kids:?}");
     assert!(kids.iter().all(|(_, s)| *s == RunState::Interrupted), "{pattern:?}: the children stopped on the budget");
-    for (model, _) in &spenders {
-        assert_eq!(model.requests().len(), 1, "{pattern:?}: no child call past the limit");
-    }
+    // Parallel children: the first to spend takes the tree past the limit; the other may then
+    // stop before its first call. None makes a call after its own spend.
+    let calls: Vec<usize> = spenders.iter().map(|(m, _)| m.requests().len()).collect();
+    assert!(calls.iter().all(|n| *n <= 1) && calls.contains(&1), "{pattern:?}: {calls:?}");
     assert!(!after_ran(&result), "{pattern:?}: nothing ran after the stop");
     assert!(budget.usage_for(None).total_tokens >= 150, "{pattern:?}: the children's spend is on the parent's account");
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use loom_agent::governance::StandardBudget;
 use loom_agent::message::{Message, Usage};
 use loom_agent::model::ScriptedTurn;
-use loom_agent::store::SessionKey;
+use loom_agent::store::{SessionKey, SessionStore};
 use loom_agent::team::{HandoffTool, Handoffs, Router};
 use loom_agent::{Agent, AgentBuilder, EventKind, RunRequest, RunState};
 use serde_json::json;
@@ -143,13 +143,13 @@ async fn a_handoff_to_an_unknown_agent_fails_the_request() {
 }
 
 /// The routed agent answers the request alone: it gets the request, not the router's session
-/// history (the router's classification call is not part of it either).
+/// history, which only the classification call sees.
 #[tokio::test]
 async fn a_routed_agent_sees_the_request_without_the_session_history() {
     let store = SharedStore::default();
     let (routed_model, routed_shared) = scripted([ScriptedTurn::text("first"), ScriptedTurn::text("second")]);
     let routed = Agent::builder().name("only").model(routed_shared).build().unwrap();
-    let (_, router_model) = scripted([
+    let (classifier, router_model) = scripted([
         ScriptedTurn::text(json!({"agent": "only"}).to_string()),
         ScriptedTurn::text(json!({"agent": "only"}).to_string()),
     ]);
@@ -163,4 +163,10 @@ async fn a_routed_agent_sees_the_request_without_the_session_history() {
     let seen: Vec<String> = routed_model.requests()[1].messages.iter().map(Message::text).collect();
     assert!(seen.iter().any(|m| m == "later question"), "{seen:?}");
     assert!(!seen.iter().any(|m| m.contains("earlier question") || m.contains("first")), "{seen:?}");
+    let classified: Vec<String> = classifier.requests()[1].messages.iter().map(Message::text).collect();
+    assert!(classified.iter().any(|m| m == "earlier question"), "the classifier sees the history: {classified:?}");
+    assert!(classified.iter().any(|m| m == "first"), "with the routed answer: {classified:?}");
+    let history = store.history(SessionKey { user_id: None, session_id: "s" }).await.unwrap();
+    let history: Vec<String> = history.iter().map(Message::text).collect();
+    assert_eq!(history, ["earlier question", "first", "later question", "second"]);
 }

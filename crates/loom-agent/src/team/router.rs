@@ -18,9 +18,10 @@ use crate::runtime::{ModelCall, RunCx};
 /// child run and answers with its answer. The router is an architecture: its runs are runs like
 /// any other (events, budget, journal, audit), listed with their child.
 ///
-/// The classification call sees the router's session history; the chosen agent does not: it
-/// answers the request alone, in a fresh session (as every child run), so a route that needs
-/// the conversation so far should be reached through [`crate::team::Handoffs`] instead.
+/// The classification call sees the router's session history (each routed answer joins it); the
+/// chosen agent does not: it answers the request alone, in a fresh session (as every child run),
+/// so a route that needs the conversation so far should be reached through
+/// [`crate::team::Handoffs`] instead.
 ///
 /// ```
 /// use loom_agent::prelude::*;
@@ -128,7 +129,11 @@ impl Architecture for RouterArchitecture {
         let link = cx.link().clone();
         let outcome =
             run_child(&route.agent, Some(&link), cx.cancellation(), Some("route"), &route.name, request).await;
-        child_answer(&route.name, outcome)
+        let answer = child_answer(&route.name, outcome)?;
+        // The answer joins the router's conversation, so the session's history keeps the exchange
+        // (a run adds to the history only once it has an answer in it).
+        cx.messages.push(Message::assistant(answer.clone()));
+        Ok(answer)
     }
 }
 
