@@ -467,7 +467,14 @@ async fn parallel_supervisor_crash(url: &str) {
 
 /// Kills a `shape` workflow at `at`; checks what ran before the kill (`before`: node → runs),
 /// resumes, and checks the final steps and that every node ran `after` times in all.
-async fn shaped_crash(url: &str, shape: &str, at: &str, before: &[(&str, usize)], after: &[(&str, usize)], steps: &[&str]) {
+async fn shaped_crash(
+    url: &str,
+    shape: &str,
+    at: &str,
+    before: &[(&str, usize)],
+    after: &[(&str, usize)],
+    steps: &[&str],
+) {
     let dir = scratch(shape);
     let run_id = kill_at(url, shape, at, &dir).await;
     for (node, n) in before {

@@ -62,8 +62,9 @@ impl Pattern {
         };
         match self {
             Pattern::Router => {
-                let model = ScriptedModel::new([ScriptedTurn::text(json!({"agent": "k0"}).to_string())
-                    .with_usage(usage(10, 5))])
+                let model = ScriptedModel::new([
+                    ScriptedTurn::text(json!({"agent": "k0"}).to_string()).with_usage(usage(10, 5))
+                ])
                 .looping();
                 let router = Router::new().route("k0", "The first.", kid()).route("k1", "Never.", worker_never());
                 (router.build(builder.model(model)).unwrap(), "go".into())
@@ -257,10 +258,8 @@ fn busy_child(turns: usize, batch: usize) -> (Arc<ScriptedModel>, Agent) {
 }
 
 fn lead(child: &Agent, builder: AgentBuilder) -> Agent {
-    let (_, model) = scripted([
-        ScriptedTurn::tool_call("delegate", json!({"input": "work"})),
-        ScriptedTurn::text("lead done"),
-    ]);
+    let (_, model) =
+        scripted([ScriptedTurn::tool_call("delegate", json!({"input": "work"})), ScriptedTurn::text("lead done")]);
     builder.model(model).tool(child.as_tool("delegate", "Delegates.")).build().unwrap()
 }
 

@@ -131,12 +131,7 @@ async fn handoffs_past_the_limit_end_the_request() {
 #[tokio::test]
 async fn a_handoff_to_an_unknown_agent_fails_the_request() {
     let (_, model) = scripted([ScriptedTurn::tool_call("transfer_to_ghost", json!({}))]);
-    let entry = Agent::builder()
-        .name("entry")
-        .model(model)
-        .tool(HandoffTool::new("ghost", "Nobody."))
-        .build()
-        .unwrap();
+    let entry = Agent::builder().name("entry").model(model).tool(HandoffTool::new("ghost", "Nobody.")).build().unwrap();
     let team = Handoffs::new(entry).build().unwrap();
     let err = within(10, "handoff", team.run(RunRequest::new("hi"))).await.unwrap_err().to_string();
     assert!(err.contains("`ghost`, which is not in the team"), "{err}");

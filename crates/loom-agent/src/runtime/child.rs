@@ -127,7 +127,7 @@ impl RunLog {
         }
     }
 
-        /// The ancestors' budget verdicts, given what each ancestor (its children included) has
+    /// The ancestors' budget verdicts, given what each ancestor (its children included) has
     /// spent: the first limit reached, else the first warning, else `Ok`.
     pub(crate) fn ancestors_budget(&self) -> BudgetVerdict {
         let Some(parent) = self.parent.as_ref() else { return BudgetVerdict::Ok };
