@@ -3,7 +3,11 @@
 //! process (this test binary, re-executed) on a SQLite journal (and, with `LOOM_TEST_POSTGRES_URL`,
 //! a PostgreSQL one); the child stops at a journal boundary and is killed with SIGKILL; this
 //! process resumes the run and checks that completed children and nodes did not run again, that
-//! the unfinished ones did, and that the result is the uninterrupted one. Also: a run started
+//! the unfinished ones did, and that the result is the uninterrupted one. Scenarios: a supervisor
+//! calling its workers one after another and in parallel (killed after one of two finished); a
+//! linear workflow with an agent node; a fan-out of two sub-workflow branches killed with one
+//! branch done; a loop killed in its second visit; a sub-workflow node killed after its first
+//! inner node. Also: a run started
 //! under `plan_execute` resumes under `plan_execute` on an agent configured with another
 //! architecture.
 #![cfg(all(unix, feature = "sqlite"))]
