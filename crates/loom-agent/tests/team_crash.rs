@@ -7,9 +7,8 @@
 //! calling its workers one after another and in parallel (killed after one of two finished); a
 //! linear workflow with an agent node; a fan-out of two sub-workflow branches killed with one
 //! branch done; a loop killed in its second visit; a sub-workflow node killed after its first
-//! inner node. Also: a run started
-//! under `plan_execute` resumes under `plan_execute` on an agent configured with another
-//! architecture.
+//! inner node. Also: a run started under `plan_execute` resumes under `plan_execute` on an agent
+//! configured with another architecture.
 #![cfg(all(unix, feature = "sqlite"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
