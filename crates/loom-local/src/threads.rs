@@ -10,7 +10,9 @@
 //! while the other keeps losing by far ([`next_interval`]), soon when all threads get slower
 //! ([`slowed`]). A generation starts on one thread, and all threads are probed only when a core
 //! was idle meanwhile (`/proc/stat`, [`room_for_all`]): with every core busy, a single step on all
-//! threads costs several steps on one (4-8x measured under one `yes` on 2 cores).
+//! threads costs several steps on one (4-8x measured under one `yes` on 2 cores). Idle means idle:
+//! where lower-priority background work fills the idle time, generation stays on one thread
+//! (`LOOM_LOCAL_IDLE_GATE=0` probes all threads regardless).
 //!
 //! One thread means: the whole step runs on barrier-pool worker 0, where candle runs every split
 //! inline (no joins), while the caller sleeps on a channel instead of spinning. candle's other
@@ -228,10 +230,14 @@ impl Default for Adaptive {
 
 impl Adaptive {
     /// Starts on one thread; all threads are probed after [`FIRST_STEPS`] steps if the machine had
-    /// an idle core meanwhile.
+    /// an idle core meanwhile (regardless with `LOOM_LOCAL_IDLE_GATE=0`).
     pub(crate) fn new() -> Adaptive {
         let threads = candle_core::utils::barrier_pool().n_workers() + 1;
-        Adaptive::with_ticks(threads, Box::new(proc_stat_ticks))
+        if std::env::var("LOOM_LOCAL_IDLE_GATE").is_ok_and(|v| v == "0") {
+            Adaptive::with_ticks(threads, Box::new(|| None))
+        } else {
+            Adaptive::with_ticks(threads, Box::new(proc_stat_ticks))
+        }
     }
 
     fn with_ticks(threads: usize, mut ticks: TickSource) -> Adaptive {
