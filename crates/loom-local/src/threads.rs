@@ -20,6 +20,7 @@
 //! pool of that thread alone, so they too stay on the one thread.
 //! `LOOM_LOCAL_ADAPTIVE=0` turns this off (every step on all threads, as before).
 
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ pub(crate) const MAX_PROBE_EVERY: usize = 512;
 const PROBE_STEPS: usize = 2;
 /// Weight of a new step time in the running average.
 const ALPHA: f64 = 0.3;
+/// One-thread steps per hand-off to worker 0 at most: a stretch holds candle's pool, so other users
+/// of it (an embedding, say) wait for the stretch, not the whole generation.
+const STRETCH_STEPS: usize = 8;
 /// Steps on one thread a generation starts with, before the first probe of all threads.
 const FIRST_STEPS: usize = 4;
 /// Fewer CPU ticks than this since the mark (all CPUs together) say nothing about idleness.
@@ -328,24 +332,73 @@ impl Adaptive {
         }
     }
 
-    /// Runs one step `f` with the next choice of threads, timing it.
-    pub(crate) fn run<T: Send>(&mut self, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
-        if !adaptive_enabled() {
-            return f();
-        }
-        let choice = self.next();
-        let started = Instant::now();
-        let out = match choice {
-            Choice::All => f(),
-            Choice::One => match candle_core::utils::barrier_pool().n_workers() {
-                0 => f(),
-                _ => {
-                    on_one_worker(f).unwrap_or_else(|| Err(Error::ModelFile("a generation step did not finish".into())))
+    /// Runs `step` until it breaks, each call on the thread count [`Adaptive::next`] picks, timed.
+    /// A stretch of one-thread steps runs on worker 0 in one hand-off (the caller asleep until the
+    /// chooser picks all threads, `step` breaks, or [`STRETCH_STEPS`] ran), so most steps on one
+    /// thread cost no wake-up of the caller: under one CPU-bound process that hand-off cost about
+    /// a sixth of a step. `lost` turns a stretch that did not finish into the caller's error type.
+    pub(crate) fn run_steps<R: Send, E: Send>(
+        &mut self,
+        mut step: impl FnMut() -> Result<ControlFlow<R>, E> + Send,
+        lost: impl Fn(Error) -> E,
+    ) -> Result<R, E> {
+        if !adaptive_enabled() || candle_core::utils::barrier_pool().n_workers() == 0 {
+            loop {
+                if let ControlFlow::Break(r) = step()? {
+                    return Ok(r);
                 }
-            },
-        };
-        self.record(started.elapsed());
-        out
+            }
+        }
+        let mut pending = None;
+        loop {
+            let choice = match pending.take() {
+                Some(c) => c,
+                None => self.next(),
+            };
+            if choice == Choice::All {
+                let started = Instant::now();
+                let flow = step();
+                self.record(started.elapsed());
+                if let ControlFlow::Break(r) = flow? {
+                    return Ok(r);
+                }
+                continue;
+            }
+            let this = &mut *self;
+            let step = &mut step;
+            let stretch = on_one_worker(move || {
+                for _ in 1..STRETCH_STEPS {
+                    let started = Instant::now();
+                    let flow = step();
+                    this.record(started.elapsed());
+                    match flow {
+                        Err(e) => return (Err(e), None),
+                        Ok(ControlFlow::Break(r)) => return (Ok(Some(r)), None),
+                        Ok(ControlFlow::Continue(())) => {}
+                    }
+                    let next = this.next();
+                    if next == Choice::All {
+                        return (Ok(None), Some(next));
+                    }
+                }
+                // The stretch is long enough: hand the pool back, then go on.
+                let started = Instant::now();
+                let flow = step();
+                this.record(started.elapsed());
+                match flow {
+                    Err(e) => (Err(e), None),
+                    Ok(ControlFlow::Break(r)) => (Ok(Some(r)), None),
+                    Ok(ControlFlow::Continue(())) => (Ok(None), None),
+                }
+            });
+            let Some((result, next)) = stretch else {
+                return Err(lost(Error::ModelFile("a generation step did not finish".into())));
+            };
+            if let Some(r) = result? {
+                return Ok(r);
+            }
+            pending = next;
+        }
     }
 }
 
@@ -483,14 +536,6 @@ mod tests {
     }
 
     #[test]
-    fn run_returns_the_closure_value() {
-        let mut a = Adaptive::new();
-        // Steps 0-3 run on one barrier-pool worker, the others on the calling thread or one.
-        let v: Vec<usize> = (0..8).map(|i| a.run(|| Ok::<_, Error>(i * 2)).unwrap()).collect();
-        assert_eq!(v, vec![0, 2, 4, 6, 8, 10, 12, 14]);
-    }
-
-    #[test]
     fn a_one_thread_step_runs_rayon_work_on_the_one_thread() {
         use rayon::prelude::*;
         if candle_core::utils::barrier_pool().n_workers() == 0 {
@@ -498,21 +543,54 @@ mod tests {
             return;
         }
         let mut a = blind();
-        let threads: Vec<Vec<String>> = (0..FIRST_STEPS)
-            .map(|_| {
-                a.run(|| {
-                    let names: Vec<String> = (0..64)
-                        .into_par_iter()
-                        .map(|_| std::thread::current().name().unwrap_or("").to_string())
-                        .collect();
-                    Ok::<_, Error>(names)
-                })
-                .unwrap()
-            })
-            .collect();
+        let mut threads: Vec<Vec<String>> = Vec::new();
+        a.run_steps(
+            || {
+                if threads.len() == FIRST_STEPS {
+                    return Ok(ControlFlow::Break(()));
+                }
+                let names: Vec<String> =
+                    (0..64).into_par_iter().map(|_| std::thread::current().name().unwrap_or("").to_string()).collect();
+                threads.push(names);
+                Ok::<_, Error>(ControlFlow::Continue(()))
+            },
+            |e| e,
+        )
+        .unwrap();
+        assert_eq!(threads.len(), FIRST_STEPS);
         // The first steps ran on worker 0 (`candle-bp-0`), every rayon item with them.
         for step in &threads {
             assert!(step.iter().all(|n| n == "candle-bp-0"), "{step:?}");
         }
+    }
+
+    #[test]
+    fn run_steps_runs_every_step_once_in_order_and_returns_the_break_value() {
+        let mut a = Adaptive::new();
+        let mut seen = Vec::new();
+        let out = a.run_steps(
+            || {
+                seen.push(seen.len());
+                if seen.len() == 300 {
+                    Ok::<_, Error>(ControlFlow::Break("done"))
+                } else {
+                    Ok(ControlFlow::Continue(()))
+                }
+            },
+            |e| e,
+        );
+        assert_eq!(out.unwrap(), "done");
+        assert_eq!(seen, (0..300).collect::<Vec<_>>());
+        // A step's error ends the loop with it.
+        let mut n = 0;
+        let out = a.run_steps(
+            || {
+                n += 1;
+                if n == 7 { Err(Error::ModelFile("boom".into())) } else { Ok(ControlFlow::<()>::Continue(())) }
+            },
+            |e| e,
+        );
+        assert!(out.is_err());
+        assert_eq!(n, 7);
     }
 }
