@@ -14,8 +14,9 @@
 //! where lower-priority background work fills the idle time, generation stays on one thread
 //! (`LOOM_LOCAL_IDLE_GATE=0` probes all threads regardless).
 //!
-//! One thread means: the whole step runs on barrier-pool worker 0, where candle runs every split
-//! inline (no joins), while the caller sleeps on a channel instead of spinning. candle's other
+//! One thread means: steps run on barrier-pool worker 0, where candle runs every split inline (no
+//! joins), in stretches of up to [`STRETCH_STEPS`] per hand-off, while the caller sleeps on a
+//! channel instead of spinning. candle's other
 //! splits (RMS norm, rotary embedding, softmax) go through rayon; on worker 0 they run in a rayon
 //! pool of that thread alone, so they too stay on the one thread.
 //! `LOOM_LOCAL_ADAPTIVE=0` turns this off (every step on all threads, as before).
