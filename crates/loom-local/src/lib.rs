@@ -371,10 +371,19 @@ pub fn bench_generate(path: Option<&Path>, prompt: &str, max_tokens: usize) -> R
     let prompt_time = t.elapsed();
     let t = Instant::now();
     let mut threads = threads::Adaptive::new();
-    for _ in 0..max_tokens {
-        let next = engine::argmax(&logits).unwrap_or(0);
-        logits = threads.run(|| engine.weights.forward(&[next], &mut cache))?;
-    }
+    let mut done = 0;
+    threads.run_steps(
+        || {
+            if done == max_tokens {
+                return Ok(std::ops::ControlFlow::Break(()));
+            }
+            let next = engine::argmax(&logits).unwrap_or(0);
+            logits = engine.weights.forward(&[next], &mut cache)?;
+            done += 1;
+            Ok(std::ops::ControlFlow::Continue(()))
+        },
+        |e| e,
+    )?;
     Ok(BenchReport {
         load,
         prompt_tokens: tokens.len(),
