@@ -204,7 +204,7 @@ mod tests {
         let frame = next(&mut frames).await.unwrap_or_default();
         assert_eq!(frame.as_ref(), expected.as_slice(), "every ready event in the first frame");
         // Nothing more is ready: the stream waits.
-        assert!(futures::poll!(next(&mut frames)).is_pending());
+        assert!(futures::poll!(std::pin::pin!(next(&mut frames))).is_pending());
         tx.unbounded_send(rest[0].clone()).unwrap_or_else(|e| panic!("{e}"));
         drop(tx);
         let mut last = Vec::new();
