@@ -24,7 +24,9 @@
 //! one-request form with all N runs multiplexed over one HTTP/2 connection (h2c, as a proxy or a
 //! backend service in front of the server sends them). Reported: wall
 //! time of the three, the ratios to in-process, p50/p99 time to first event, the server's peak RSS (`VmHWM`) and its CPU time
-//! per run (all its threads, from `/proc/PID/task/*/schedstat`), and the in-process CPU per run.
+//! per run (all its threads, from `/proc/PID/task/*/schedstat`), and the in-process CPU per run;
+//! the server's read and write system calls per run (`/proc/PID/io`), and this process's CPU per
+//! served run (the HTTP client's work, on the same cores).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -52,6 +54,15 @@ fn cpu_ns(pid: u32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
         .sum()
+}
+
+/// Read and write system calls of a process so far (`syscr`, `syscw` of `/proc/PID/io`: socket
+/// reads and writes included).
+fn io_calls(pid: u32) -> (u64, u64) {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field =
+        |name: &str| io.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    (field("syscr:"), field("syscw:"))
 }
 
 /// A `/proc/PID/status` field in MiB (`VmHWM`: peak RSS; `VmRSS`: now).
@@ -121,6 +132,12 @@ fn spawn_role(role: &str, mock_url: Option<&str>) -> (Child, String) {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     (child, line.trim().to_string())
+}
+
+/// Read and write system calls per run between two readings of [`io_calls`], as `R+W`.
+fn per_run_calls(before: (u64, u64), after: (u64, u64), n: usize) -> String {
+    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64;
+    format!("{:.1}+{:.1}", per(before.0, after.0), per(before.1, after.1))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -265,7 +282,8 @@ fn main() {
             "round | in-process wall ms | served wall ms (POST + GET events) | ratio | served wall ms (POST /runs/stream) \
              | ratio | served wall ms (POST /runs/stream, HTTP/2) | ratio | TTFE p50/p99 in-process ms \
              | TTFE p50/p99 served ms | TTFE p50/p99 stream ms | server CPU µs/run served / stream / HTTP/2 \
-             | in-process CPU µs/run | server peak RSS MiB | load avg"
+             | in-process CPU µs/run | server read+write syscalls/run served / stream / HTTP/2 \
+             | client CPU µs/run served / stream / HTTP/2 | server peak RSS MiB | load avg"
         );
         for round in 1..=rounds {
             let cpu = cpu_ns(me);
@@ -278,6 +296,7 @@ fn main() {
             let local = Figures::new(started.elapsed(), ttfe);
             let local_cpu = (cpu_ns(me) - cpu) as f64 / n as f64 / 1000.0;
 
+            let (io, client) = (io_calls(server_pid), cpu_ns(me));
             let cpu = cpu_ns(server_pid);
             let started = Instant::now();
             let tasks: Vec<_> =
@@ -288,7 +307,10 @@ fn main() {
             }
             let served = Figures::new(started.elapsed(), ttfe);
             let server_cpu = (cpu_ns(server_pid) - cpu) as f64 / n as f64 / 1000.0;
+            let served_calls = per_run_calls(io, io_calls(server_pid), n);
+            let served_client = (cpu_ns(me) - client) as f64 / n as f64 / 1000.0;
 
+            let (io, client) = (io_calls(server_pid), cpu_ns(me));
             let cpu = cpu_ns(server_pid);
             let started = Instant::now();
             let tasks: Vec<_> =
@@ -299,7 +321,10 @@ fn main() {
             }
             let streamed = Figures::new(started.elapsed(), ttfe);
             let stream_cpu = (cpu_ns(server_pid) - cpu) as f64 / n as f64 / 1000.0;
+            let stream_calls = per_run_calls(io, io_calls(server_pid), n);
+            let stream_client = (cpu_ns(me) - client) as f64 / n as f64 / 1000.0;
 
+            let (io, client) = (io_calls(server_pid), cpu_ns(me));
             let cpu = cpu_ns(server_pid);
             let started = Instant::now();
             let tasks: Vec<_> =
@@ -310,11 +335,15 @@ fn main() {
             }
             let multiplexed = Figures::new(started.elapsed(), ttfe);
             let h2_cpu = (cpu_ns(server_pid) - cpu) as f64 / n as f64 / 1000.0;
+            let h2_calls = per_run_calls(io, io_calls(server_pid), n);
+            let h2_client = (cpu_ns(me) - client) as f64 / n as f64 / 1000.0;
             let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
             let load: Vec<&str> = load.split_whitespace().take(3).collect();
             println!(
                 "{round} | {:.1} | {:.1} | {:.3} | {:.1} | {:.3} | {:.1} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} \
-                 | {:.2} / {:.2} | {server_cpu:.1} / {stream_cpu:.1} / {h2_cpu:.1} | {local_cpu:.1} | {:.1} | {}",
+                 | {:.2} / {:.2} | {server_cpu:.1} / {stream_cpu:.1} / {h2_cpu:.1} | {local_cpu:.1} \
+                 | {served_calls} / {stream_calls} / {h2_calls} | {served_client:.1} / {stream_client:.1} / {h2_client:.1} \
+                 | {:.1} | {}",
                 ms(local.wall),
                 ms(served.wall),
                 served.wall.as_secs_f64() / local.wall.as_secs_f64(),

@@ -3,21 +3,20 @@
 //! `POST /runs/stream`: a run started and its events streamed in one request (the same SSE ids,
 //! so `GET /runs/{id}/events` with `Last-Event-ID` resumes it).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::{FutureExt, Stream, StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use loom_agent::{Event, Run};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
 use crate::runs::CreateRun;
+use crate::sse::EventBox;
 use crate::state::{AppState, Body, Tenant};
 
 /// Query of the events endpoint.
@@ -71,11 +70,6 @@ async fn source(state: &AppState, tenant: &Tenant, run_id: &str) -> ApiResult<So
     Err(ApiError::not_found("run", run_id))
 }
 
-fn sse_event(e: &Event) -> SseEvent {
-    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".to_string());
-    SseEvent::default().id(e.seq.to_string()).event(e.type_name()).data(data)
-}
-
 /// The seq after which to start: `Last-Event-ID`, else `?after=`.
 fn start_after(headers: &HeaderMap, q: &EventsQuery) -> ApiResult<Option<u64>> {
     match headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
@@ -110,7 +104,7 @@ pub(crate) async fn events(
                 )
             }
         };
-        return Ok(sse_response(events));
+        return Ok(crate::sse::response(events));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let (mut page, done) = match source {
@@ -152,13 +146,6 @@ pub(crate) async fn events(
     Ok(Json(json!({ "events": page, "next_after": next_after, "done": done })).into_response())
 }
 
-type EventBox = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
-
-fn sse_response(events: EventBox) -> Response {
-    let body = events.map(|e| Ok::<_, Infallible>(sse_event(&e)));
-    Sse::new(body).keep_alive(KeepAlive::default()).into_response()
-}
-
 /// `POST /runs/stream`: starts a run as `POST /runs` does (same body; `wait` is refused) and
 /// answers its events as SSE from the first one, in the same request. The run's address is in
 /// `Content-Location` (and every event carries its `run_id`): a client that loses the stream
@@ -181,10 +168,17 @@ pub(crate) async fn create_stream(
         }
         None => {
             let (_, run) = crate::runs::start(&state, &tenant, body).await?;
-            (run.id().to_string(), Box::pin(run.events()))
+            let mut events = run.events().peekable();
+            // The run's first events come from its task, which starts once this one yields:
+            // waiting for them for one turn of the scheduler sends the response head and the
+            // first events in one write (one wake-up of the client, not two). A run that waits
+            // behind its session's earlier runs is answered after that turn all the same.
+            let first = std::pin::Pin::new(&mut events).peek();
+            futures::future::select(first, std::pin::pin!(tokio::task::yield_now())).await;
+            (run.id().to_string(), Box::pin(events))
         }
     };
-    let mut response = sse_response(events);
+    let mut response = crate::sse::response(events);
     if let Ok(location) = HeaderValue::from_str(&format!("/runs/{run_id}")) {
         response.headers_mut().insert(header::CONTENT_LOCATION, location);
     }

@@ -39,6 +39,7 @@ mod queued;
 mod runs;
 mod sessions;
 mod signals;
+mod sse;
 mod state;
 mod transcript;
 mod ui;

@@ -234,7 +234,8 @@ async fn sessions_create_get_list_close_history_runs() {
     assert_eq!(status, 404);
 }
 
-/// Reads SSE frames `(id, event, data)` from a response until `n` events or the end.
+/// Reads SSE frames `(id, event, data)` from a response until `n` events or the end (a chunk may
+/// carry several events: the ones after the `n`th are not read, as a client that stops there).
 async fn sse(r: reqwest::Response, n: usize) -> Vec<(u64, String, Value)> {
     let mut out = Vec::new();
     let mut buf = String::new();
@@ -242,7 +243,9 @@ async fn sse(r: reqwest::Response, n: usize) -> Vec<(u64, String, Value)> {
     while out.len() < n {
         let Some(chunk) = body.next().await else { break };
         buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = buf.find("\n\n") {
+        while out.len() < n
+            && let Some(end) = buf.find("\n\n")
+        {
             let frame: String = buf.drain(..end + 2).collect();
             let (mut id, mut ev, mut data) = (None, String::new(), String::new());
             for line in frame.lines() {
