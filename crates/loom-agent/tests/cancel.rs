@@ -246,3 +246,66 @@ async fn cancelling_a_finished_run_changes_nothing() {
     assert_eq!(after.state, RunState::Completed);
     assert_eq!(collect(run.events()).await, before.events.to_vec());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_drives_the_run_on_the_callers_task_and_start_spawns_one() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let tool = FunctionTool::new("where", "Says where it runs.", json!({"type": "object"}), move |_c, _a| {
+        record.lock().unwrap().push(tokio::task::try_id());
+        async { Ok(ToolOutput::text("here")) }
+    });
+    let (_, model) = scripted([ScriptedTurn::tool_call("where", json!({})), ScriptedTurn::text("done")]);
+    let agent = Agent::builder().model(model).tool(tool).build().unwrap();
+    let caller = tokio::spawn({
+        let agent = agent.clone();
+        async move { (tokio::task::id(), agent.run("x").await.map(|r| r.output)) }
+    });
+    let (caller_id, output) = within(5, "the run", caller).await.unwrap();
+    assert_eq!(output.unwrap(), "done");
+    assert_eq!(seen.lock().unwrap().as_slice(), [Some(caller_id)], "the tool ran on the caller's task");
+
+    let (_, model) = scripted([ScriptedTurn::tool_call("where", json!({})), ScriptedTurn::text("done")]);
+    let record = seen.clone();
+    let tool = FunctionTool::new("where", "Says where it runs.", json!({"type": "object"}), move |_c, _a| {
+        record.lock().unwrap().push(tokio::task::try_id());
+        async { Ok(ToolOutput::text("here")) }
+    });
+    let agent = Agent::builder().model(model).tool(tool).build().unwrap();
+    let caller = tokio::spawn(async move {
+        let run = agent.start("x");
+        (tokio::task::id(), run.result().await.output)
+    });
+    let (caller_id, output) = within(5, "the started run", caller).await.unwrap();
+    assert_eq!(output, "done");
+    let started = seen.lock().unwrap()[1];
+    assert!(started.is_some_and(|id| id != caller_id), "a started run has a task of its own");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_agent_run_still_ends_its_journaled_run_cancelled() {
+    let model = GateModel::new();
+    model.gate("x");
+    let (model, shared) = share(model);
+    let order = EventOrder::default();
+    let agent = Agent::builder().model(shared).hook(order.clone()).journal("memory").build().unwrap();
+    let mut fut = Box::pin(agent.run(RunRequest::new("x").session("journaled")));
+    drive_until(&mut fut, || model.log.snapshot().contains(&"start:x".to_string())).await;
+    drop(fut);
+    let run_id = first_run_id(&order);
+    let journal = agent.journal().unwrap().clone();
+    let stored = within(5, "the journal's end", async {
+        loop {
+            match journal.load(&run_id).await.unwrap() {
+                Some(stored) if stored.finished => return stored,
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(stored.state, RunState::Cancelled);
+    let run = agent.session(SessionConfig::new("journaled")).get_run(&run_id).await.unwrap().expect("known");
+    let result = within(5, "cancelled by drop", run.result()).await;
+    assert_eq!(result.state, RunState::Cancelled);
+    assert_eq!(result.events.last().map(|e| e.kind.type_name()), Some("run.cancelled"));
+}
