@@ -206,9 +206,8 @@ async fn loom_run(agent: &Agent, prompt: &str, durable: bool, i: usize) {
     if durable {
         request = request.session(format!("bench-{i}")).user("bench");
     }
-    // `agent.run`: the plain way to run to the end (the run's driver on the caller's task).
-    let result = agent.run(request).await;
-    assert!(result.as_ref().is_ok_and(|r| r.state == RunState::Completed), "{:?}", result.err());
+    let result = agent.start(request).result().await;
+    assert_eq!(result.state, RunState::Completed, "{:?}", result.error);
 }
 
 /// One scenario in this process: prints `client mode value…` as one line.

@@ -3,16 +3,13 @@
 //! journaled runs) the lease heartbeat, and publishes the result. Every side effect is the
 //! runtime's (`crate::runtime`).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::AgentInner;
 use super::input::RunRequest;
-use super::run::Run;
 use super::session::SessionInner;
 use crate::error::{RunError, RunErrorKind};
 use crate::event::{EventKind, OutputInvalid, SignalEvent};
@@ -33,53 +30,6 @@ pub(crate) enum Start {
     /// A journaled run, and the architecture it runs under when its record names another one
     /// than the agent's.
     Resume(Box<JournaledRun>, Option<Arc<dyn crate::architecture::Architecture>>),
-}
-
-/// A run's driver ([`drive`]), boxed: spawned by `start`, or awaited on the caller's task by `run`.
-pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A driver awaited on the caller's task. Dropped before the run ends (the caller gave up), it
-/// cancels the run and hands the driver to a task of its own, which ends the run `cancelled` and
-/// persists and publishes it as a started run's driver does.
-pub(crate) struct Inline {
-    run: Run,
-    driver: Option<Driver>,
-}
-
-impl Inline {
-    pub(crate) fn new(run: Run, driver: Driver) -> Self {
-        Inline { run, driver: Some(driver) }
-    }
-}
-
-impl Future for Inline {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(driver) = self.driver.as_mut() else {
-            return Poll::Ready(());
-        };
-        match driver.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.driver = None;
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for Inline {
-    fn drop(&mut self) {
-        let Some(driver) = self.driver.take() else {
-            return;
-        };
-        self.run.cancel();
-        // Outside a runtime (it is shutting down) the driver is dropped, as a spawned one would be.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(driver);
-        }
-    }
 }
 
 /// The whole life of a run: wait for the session's earlier runs, execute, seal, persist, publish.

@@ -154,29 +154,16 @@ impl Agent {
     /// Runs to the end. `Ok` when the run completed; otherwise [`Error::Run`] carrying the full
     /// [`RunResult`]. Dropping the returned future cancels the run.
     ///
-    /// The run is driven on the caller's task (no task is spawned for it, unlike
-    /// [`Agent::start`]), so its `tracing` span is a child of the caller's current span. Its events
-    /// and its handle (through the session's live runs) behave as a started run's. A run cancelled
-    /// by dropping this future finishes on a task of its own.
-    ///
     /// Without a session id the run starts a new session (its id is in the result, so a later run
     /// can continue it); with one, it continues that session after the session's earlier runs.
     /// Sessions belong to the request's user: the same session id from two users names two
     /// sessions, and neither sees the other's history.
     pub async fn run(&self, request: impl Into<RunRequest>) -> Result<RunResult, Error> {
-        self.run_here(request.into()).await.into_completed()
-    }
-
-    /// Runs a request in its session (a named one, or a new anonymous one) on the caller's task.
-    async fn run_here(&self, request: RunRequest) -> RunResult {
-        match &request.session_id {
-            Some(id) => {
-                let config =
-                    SessionConfig { id: Some(id.clone()), user_id: request.user_id.clone(), ..Default::default() };
-                self.session(config).run_here(request).await
-            }
-            None => Session::anonymous(self.clone(), request.user_id.as_deref()).run_here(request).await,
-        }
+        let run = self.start(request);
+        let mut guard = CancelOnDrop(Some(run.clone()));
+        let result = run.result().await;
+        guard.0 = None;
+        result.into_completed()
     }
 
     /// Runs with an output schema made from `T` and returns the validated, typed answer.
@@ -410,6 +397,18 @@ impl ResumeOptions {
     pub fn cancelled(mut self) -> Self {
         self.cancel = true;
         self
+    }
+}
+
+struct CancelOnDrop(Option<Run>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take()
+            && !run.state().is_terminal()
+        {
+            run.cancel();
+        }
     }
 }
 

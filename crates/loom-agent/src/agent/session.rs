@@ -227,33 +227,7 @@ impl Session {
 
     /// [`Session::start`], for a run a signal started (its `signal.received` event follows
     /// `run.started`).
-    pub(crate) fn start_with(&self, request: RunRequest, received: Option<crate::event::SignalEvent>) -> Run {
-        let (run, driver) = self.prepare(request, received);
-        if let Some(driver) = driver {
-            tokio::spawn(driver);
-        }
-        run
-    }
-
-    /// Starts a run whose driver runs on the caller's task, and waits for its result: no task is
-    /// spawned and no thread hands the run over to another. Dropping the future before the run
-    /// ends cancels the run, and its driver finishes on a task of its own (ending the run
-    /// `cancelled`, with its journal, transcript and audit entries, as a started run does).
-    pub(crate) async fn run_here(&self, request: RunRequest) -> RunResult {
-        let (run, driver) = self.prepare(request, None);
-        if let Some(driver) = driver {
-            driver::Inline::new(run.clone(), driver).await;
-        }
-        run.result().await
-    }
-
-    /// Checks and queues a run: its handle, and its driver when it has one to run (none when the
-    /// run ended at once: refused, or no Tokio runtime).
-    fn prepare(
-        &self,
-        mut request: RunRequest,
-        received: Option<crate::event::SignalEvent>,
-    ) -> (Run, Option<driver::Driver>) {
+    pub(crate) fn start_with(&self, mut request: RunRequest, received: Option<crate::event::SignalEvent>) -> Run {
         let input = request.input.take().unwrap_or_else(|| super::RunInput::Prompt(String::new()));
         let agent = &self.inner.agent.inner;
         // The agent's tools and hooks as they are now: the run keeps them to its end.
@@ -294,24 +268,21 @@ impl Session {
                 self.inner.id
             );
             self.refuse(&log, RunError::new(RunErrorKind::Config, message));
-            return (run, None);
+            return run;
         }
         if self.user_id() == Some("") {
             self.refuse(&log, RunError::new(RunErrorKind::Config, "the user id is empty; omit it for no user"));
-            return (run, None);
+            return run;
         }
         if self.inner.closed.load(Ordering::Acquire) {
             let message = format!("session `{}` is closed", self.inner.id);
             self.refuse(&log, RunError::new(RunErrorKind::Config, message));
-            return (run, None);
+            return run;
         }
-        match self.queue(&run, live, driver::Start::Fresh(Box::new((request, received)))) {
-            Ok(driver) => (run, Some(driver)),
-            Err(no_runtime) => {
-                fail_at_once(&log, RunError::new(RunErrorKind::Config, no_runtime));
-                (run, None)
-            }
+        if let Err(no_runtime) = self.spawn(&run, live, driver::Start::Fresh(Box::new((request, received)))) {
+            fail_at_once(&log, RunError::new(RunErrorKind::Config, no_runtime));
         }
+        run
     }
 
     /// Continues a journaled run (its lease already taken) after the session's earlier runs.
@@ -362,19 +333,15 @@ impl Session {
             // Before its task starts: it ends `cancelled` without executing a step.
             run.cancel();
         }
-        let driver = self
-            .queue(&run, live, driver::Start::Resume(Box::new(stored), architecture))
+        self.spawn(&run, live, driver::Start::Resume(Box::new(stored), architecture))
             .map_err(|e| Error::Config(e.into()))?;
-        tokio::spawn(driver);
         Ok(run)
     }
 
-    /// Queues a run behind the session's earlier runs and returns its driver, to spawn or to run
-    /// on the caller's task. Fails (saying why) outside a Tokio runtime.
-    fn queue(&self, run: &Run, live: Arc<Live>, start: driver::Start) -> Result<driver::Driver, &'static str> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err("runs need a Tokio runtime; none is running");
-        }
+    /// Queues a run behind the session's earlier runs and spawns its driver. Fails (saying why)
+    /// outside a Tokio runtime.
+    fn spawn(&self, run: &Run, live: Arc<Live>, start: driver::Start) -> Result<(), &'static str> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| "runs need a Tokio runtime; none is running")?;
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let previous = {
             let mut st = self.inner.lock();
@@ -382,13 +349,18 @@ impl Session {
             st.tail.replace(done_rx)
         };
         let agent = self.inner.agent.inner.clone();
-        Ok(Box::pin(driver::drive(agent, live, self.inner.clone(), run.log.clone(), start, previous, done_tx)))
+        handle.spawn(driver::drive(agent, live, self.inner.clone(), run.log.clone(), start, previous, done_tx));
+        Ok(())
     }
 
-    /// Runs to the end. `Ok` when it completed; otherwise [`Error::Run`]. The run is driven on the
-    /// caller's task; dropping the returned future cancels the run, as with [`Agent::run`].
+    /// Starts a run and waits for it. `Ok` when it completed; otherwise [`Error::Run`]. Dropping
+    /// the returned future cancels the run, as with [`Agent::run`].
     pub async fn run(&self, request: impl Into<RunRequest>) -> Result<RunResult, Error> {
-        self.run_here(request.into()).await.into_completed()
+        let run = self.start(request);
+        let mut guard = super::CancelOnDrop(Some(run.clone()));
+        let result = run.result().await;
+        guard.0 = None;
+        result.into_completed()
     }
 
     /// Starts a run and streams its events. Dropping the stream before the run ends cancels it.

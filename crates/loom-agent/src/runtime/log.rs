@@ -58,11 +58,7 @@ struct RunInner {
     result: Option<Arc<RunResult>>,
     transcript: Option<Arc<Transcript>>,
     published: bool,
-    /// Event consumers waiting for the next event (woken by every event and by the end).
     wakers: Vec<Waker>,
-    /// Tasks waiting for the result (woken only when it is published: a caller waiting on a run's
-    /// result is not woken, and its thread not unparked, at each of the run's events).
-    result_wakers: Vec<Waker>,
     /// Steering messages not yet seen by the model.
     steering: Vec<String>,
 }
@@ -132,7 +128,6 @@ impl RunLog {
                 transcript: None,
                 published: false,
                 wakers: Vec::new(),
-                result_wakers: Vec::new(),
                 steering: Vec::new(),
             }),
         })
@@ -170,7 +165,6 @@ impl RunLog {
                 transcript: Some(Arc::new(t.clone())),
                 published: true,
                 wakers: Vec::new(),
-                result_wakers: Vec::new(),
                 steering: Vec::new(),
             }),
         })
@@ -482,12 +476,12 @@ impl RunLog {
     }
 
     pub(crate) fn publish(&self) {
-        let (wakers, result_wakers) = {
+        let wakers = {
             let mut inner = self.lock();
             inner.published = true;
-            (std::mem::take(&mut inner.wakers), std::mem::take(&mut inner.result_wakers))
+            std::mem::take(&mut inner.wakers)
         };
-        for w in wakers.into_iter().chain(result_wakers) {
+        for w in wakers {
             w.wake();
         }
     }
@@ -497,7 +491,7 @@ impl RunLog {
         match &inner.result {
             Some(r) if inner.published => Poll::Ready(r.clone()),
             _ => {
-                register(&mut inner.result_wakers, cx.waker());
+                register(&mut inner.wakers, cx.waker());
                 Poll::Pending
             }
         }
