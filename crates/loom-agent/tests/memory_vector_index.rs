@@ -14,19 +14,6 @@ use memory_support::*;
 
 const MODEL: &str = "test:hash-64";
 
-fn random_unit(state: &mut u64) -> Vec<f32> {
-    let v: Vec<f32> = (0..DIM)
-        .map(|_| {
-            *state ^= *state >> 12;
-            *state ^= *state << 25;
-            *state ^= *state >> 27;
-            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
-
 fn emb(vector: Vec<f32>) -> Option<Embedding> {
     Some(Embedding { model: MODEL.into(), vector })
 }

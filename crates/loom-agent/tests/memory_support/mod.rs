@@ -74,3 +74,17 @@ pub fn postgres_url() -> Option<String> {
         }
     }
 }
+
+/// A random unit vector of [`DIM`] dimensions from a xorshift state (deterministic per seed).
+pub fn random_unit(state: &mut u64) -> Vec<f32> {
+    let v: Vec<f32> = (0..DIM)
+        .map(|_| {
+            *state ^= *state >> 12;
+            *state ^= *state << 25;
+            *state ^= *state >> 27;
+            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
