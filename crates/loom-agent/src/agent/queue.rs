@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 
 use super::signals::Receipt;
 use super::{Agent, ResumeOptions, Run, RunRequest, Session, SessionConfig};
-use crate::error::Error;
+use crate::error::{Error, RunError, RunErrorKind};
 use crate::event::SignalEvent;
-use crate::run::{RunContext, RunInput};
+use crate::governance::{AuditAction, Scope};
+use crate::run::{RunContext, RunInput, RunState};
 use crate::signal::{Attention, Incoming, SessionState, SignalAdapter};
 use crate::store::{ClaimedRun, Journal, QueuedRun, RunQueue, TenantUsageStore};
 
@@ -129,6 +130,9 @@ impl Agent {
     /// stores).
     pub async fn start_claimed(&self, claimed: &ClaimedRun) -> Result<Run, Error> {
         let run = &claimed.run;
+        if let Some(why) = &claimed.unreadable {
+            return Err(Error::Config(format!("queued run {}: its stored request is unreadable ({why})", run.run_id)));
+        }
         let handle = if claimed.begun {
             let mut options = ResumeOptions::default();
             if let Some(user) = &run.user_id {
@@ -159,6 +163,42 @@ impl Agent {
 }
 
 impl Agent {
+    /// Ends `failed` a run this process claimed that cannot start (`why`: what
+    /// [`Agent::start_claimed`] returned — an unreadable request, a journal that does not load, a
+    /// model or architecture this agent does not run), so that no worker claims it again: the
+    /// queue finishes it with a `run.failed` event that says why ([`RunQueue::fail_claimed`]), and
+    /// the audit log records its end (and its start, when it never began). `false` when another
+    /// claim took the run since.
+    pub async fn fail_claimed(&self, claimed: &ClaimedRun, why: &Error) -> Result<bool, Error> {
+        let run = &claimed.run;
+        let kind = match why {
+            Error::Corrupt(_) | Error::Store(_) => RunErrorKind::Store,
+            Error::Config(_) | Error::ModelChanged { .. } => RunErrorKind::Config,
+            _ => RunErrorKind::Internal,
+        };
+        let error = RunError::new(kind, format!("the queued run cannot start: {why}"));
+        let lease = self.inner.env.stores.lease.fenced(claimed.fence);
+        if !self.run_queue()?.fail_claimed(&run.run_id, &lease, &error).await? {
+            return Ok(false);
+        }
+        let env = &self.inner.env;
+        if env.policies.audit.is_some() {
+            let scope = Scope {
+                run_id: Arc::from(run.run_id.as_str()),
+                session_id: Arc::from(run.session_id.as_str()),
+                user_id: run.user_id.as_deref().map(Arc::from),
+            };
+            if !claimed.begun {
+                let input =
+                    parse_request(run).ok().and_then(|r| r.input).unwrap_or_else(|| RunInput::Prompt(String::new()));
+                env.audit_unexecuted_start(&scope, &input).await?;
+            }
+            let end = serde_json::json!({"state": RunState::Failed, "turns": 0, "error": error.message});
+            env.policies.audit(&scope, AuditAction::RunFinished, end).await?;
+        }
+        Ok(true)
+    }
+
     /// [`Session::receive`] for a server whose runs execute in queue workers, in the session
     /// `session_id` of `user_id` (opened without handling its waiting signals here: that is a
     /// worker's job). The signal is stored (a duplicate dedupe key stops there) and the attention policy decides, seeing
@@ -411,13 +451,35 @@ impl QueueWorker {
                         self.count_usage(&run);
                         running.insert(claim.run.run_id.clone(), (run, index));
                     }
-                    // Its lease lapses and another claim retries it (or reports the same error).
-                    Err(e) => tracing::warn!(run_id = %claim.run.run_id, error = %e, "starting a claimed run failed"),
+                    // The database or another process stood in the way: its lease lapses and a
+                    // later claim retries it.
+                    Err(e) if transient(&e) => {
+                        tracing::warn!(run_id = %claim.run.run_id, error = %e, "starting a claimed run failed; it is retried")
+                    }
+                    // It can never start here: it ends failed, not claimed again forever.
+                    Err(e) => match agent.fail_claimed(&claim, &e).await {
+                        Ok(ended) => {
+                            tracing::warn!(run_id = %claim.run.run_id, error = %e, "a claimed run cannot start: it ends failed");
+                            if ended {
+                                *report.ended.entry(RunState::Failed.as_str().to_string()).or_default() += 1;
+                            }
+                        }
+                        Err(f) => tracing::warn!(
+                            run_id = %claim.run.run_id, error = %e, failure = %f,
+                            "a claimed run cannot start, and ending it failed; it is retried"
+                        ),
+                    },
                 }
             }
         }
         Ok(full)
     }
+}
+
+/// Whether starting a claimed run failed for a reason that may pass (the database, another
+/// process holding the run): then a later claim retries it.
+fn transient(e: &Error) -> bool {
+    matches!(e, Error::Store(_) | Error::LeaseHeld { .. } | Error::LeaseLost { .. })
 }
 
 impl QueueWorker {

@@ -58,7 +58,11 @@ struct RunInner {
     result: Option<Arc<RunResult>>,
     transcript: Option<Arc<Transcript>>,
     published: bool,
+    /// Event consumers: woken by each event and at publish.
     wakers: Vec<Waker>,
+    /// Result waiters: woken only at publish (an event does not change the result, and waking a
+    /// waiter on another thread for each of a run's events costs a thread wake-up each).
+    result_wakers: Vec<Waker>,
     /// Steering messages not yet seen by the model.
     steering: Vec<String>,
 }
@@ -128,6 +132,7 @@ impl RunLog {
                 transcript: None,
                 published: false,
                 wakers: Vec::new(),
+                result_wakers: Vec::new(),
                 steering: Vec::new(),
             }),
         })
@@ -165,6 +170,7 @@ impl RunLog {
                 transcript: Some(Arc::new(t.clone())),
                 published: true,
                 wakers: Vec::new(),
+                result_wakers: Vec::new(),
                 steering: Vec::new(),
             }),
         })
@@ -479,7 +485,9 @@ impl RunLog {
         let wakers = {
             let mut inner = self.lock();
             inner.published = true;
-            std::mem::take(&mut inner.wakers)
+            let mut wakers = std::mem::take(&mut inner.wakers);
+            wakers.append(&mut inner.result_wakers);
+            wakers
         };
         for w in wakers {
             w.wake();
@@ -491,7 +499,7 @@ impl RunLog {
         match &inner.result {
             Some(r) if inner.published => Poll::Ready(r.clone()),
             _ => {
-                register(&mut inner.wakers, cx.waker());
+                register(&mut inner.result_wakers, cx.waker());
                 Poll::Pending
             }
         }

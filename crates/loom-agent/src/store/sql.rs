@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
-use crate::event::Event;
+use crate::error::{Error, RunError};
+use crate::event::{Event, EventKind, RunEnded};
 use crate::message::Message;
 use crate::run::{RunInput, RunState, Transcript};
 use crate::store::{JournalEntry, RunRecord, SessionKey, SessionRecord};
@@ -134,6 +134,29 @@ pub(crate) fn encode_events(events: &[Event]) -> Result<Vec<(i64, String)>, Erro
             Ok((seq, json(e)?))
         })
         .collect()
+}
+
+/// The `run.failed` event that ends a claimed run that cannot start ([`loom_core::journal::RunQueue::fail_claimed`]),
+/// as stored at `seq` (the next of the run's log): its JSON.
+pub(crate) fn claim_failed_event(run_id: &str, session_id: &str, seq: i64, error: &RunError) -> Result<String, Error> {
+    let event = Event {
+        run_id: Arc::from(run_id),
+        session_id: Arc::from(session_id),
+        seq: u64::try_from(seq).unwrap_or_default(),
+        at: Utc::now(),
+        kind: EventKind::RunFailed(RunEnded { error: error.clone(), turns: 0, usage: Default::default() }),
+    };
+    json(&event)
+}
+
+/// A queued request read back from its column when a claim takes it: an unreadable one is `null`,
+/// with the reason (the claimer then ends the run `failed` instead of starting it).
+pub(crate) fn claimed_request(run_id: &str, text: Option<&str>) -> (serde_json::Value, Option<String>) {
+    match text.map(|t| decode::<serde_json::Value>(t, || format!("run {run_id}: queued request"))) {
+        None => (serde_json::Value::Null, None),
+        Some(Ok(v)) => (v, None),
+        Some(Err(e)) => (serde_json::Value::Null, Some(e.to_string())),
+    }
 }
 
 /// One stored event read back.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, RunError};
 use crate::event::Event;
 use crate::run::RunState;
 
@@ -45,6 +45,10 @@ pub struct ClaimedRun {
     pub begun: bool,
     /// Whether a cancel was requested: the claimer ends it `cancelled`.
     pub cancel_requested: bool,
+    /// Why the stored request could not be read, when it could not (a corrupt row): `request` is
+    /// then `null`, and the claimer ends the run `failed` ([`RunQueue::fail_claimed`]) instead of
+    /// starting it.
+    pub unreadable: Option<String>,
 }
 
 /// Where a run is, as the queue's database knows it (any process may ask).
@@ -112,6 +116,16 @@ pub trait RunQueue: Send + Sync + 'static {
     /// oldest first, for `lease`'s owner: each claim increments the run's fencing number. Claims
     /// by concurrent workers never overlap.
     async fn claim(&self, agent: &str, lease: &Lease, max: usize) -> Result<Vec<ClaimedRun>, Error>;
+
+    /// Ends a claimed run that can never start `failed` (its stored request is unreadable, its
+    /// journal cannot be resumed, its agent cannot take it): the run is finished with state
+    /// `failed`, its lease released, and a `run.failed` event carrying `error` appended to its
+    /// event log (so its followers see the end; that event counts no turns or usage, which the
+    /// queue does not know). `lease` is the claimer's, fenced with its claim's number. `false`,
+    /// writing nothing, when the run finished already or another claim took it since (another
+    /// owner's lease that has not expired). Without this, such a run would be claimed again at
+    /// every lease expiry, forever.
+    async fn fail_claimed(&self, run_id: &str, lease: &Lease, error: &RunError) -> Result<bool, Error>;
 
     /// Records a run that waits to execute in the process of `lease` (behind its session's earlier
     /// runs) as `queued`, its lease held by that process (so no worker claims it, and other

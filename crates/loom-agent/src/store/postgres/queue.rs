@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{PostgresStore, get, pg};
-use crate::error::Error;
+use crate::error::{Error, RunError};
 use crate::event::Event;
 use crate::run::RunState;
 use crate::store::sql::{self, decode_event, expand, from_millis, json, millis, now_ms, parse_state};
@@ -47,10 +47,7 @@ fn status(row: &Row) -> Result<RunStatus, Error> {
 fn claimed(row: &Row) -> Result<ClaimedRun, Error> {
     let run_id: String = get(row, 0)?;
     let request: Option<String> = get(row, 4)?;
-    let request = match request {
-        Some(text) => sql::decode(&text, || format!("run {run_id}: queued request"))?,
-        None => serde_json::Value::Null,
-    };
+    let (request, unreadable) = sql::claimed_request(&run_id, request.as_deref());
     let fence: i64 = get(row, 6)?;
     Ok(ClaimedRun {
         run: QueuedRun {
@@ -64,6 +61,7 @@ fn claimed(row: &Row) -> Result<ClaimedRun, Error> {
         fence: u64::try_from(fence).unwrap_or_default(),
         begun: get(row, 7)?,
         cancel_requested: get(row, 8)?,
+        unreadable,
     })
 }
 
@@ -104,6 +102,38 @@ impl RunQueue for PostgresStore {
         let mut runs = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
         runs.sort_by_key(|c| c.run.queued_at);
         Ok(runs)
+    }
+
+    async fn fail_claimed(&self, run_id: &str, lease: &Lease, error: &RunError) -> Result<bool, Error> {
+        let (owner, fence): (&str, i64) = (&lease.owner, lease.fence_i64());
+        let now = now_ms();
+        with_conn!(self, |client| async {
+            let tx = client.transaction().await.map_err(|e| pg("failing the claimed run", e))?;
+            let row = tx
+                .query_opt(
+                    "UPDATE loom_runs SET state = 'failed', finished = TRUE, finished_at = $1, lease_owner = NULL,
+                        lease_expires = NULL
+                     WHERE run_id = $2 AND NOT finished AND fence >= $3
+                       AND (lease_owner IS NULL OR lease_owner = $4 OR lease_expires < $1)
+                     RETURNING session_id",
+                    &[&now, &run_id, &fence, &owner],
+                )
+                .await
+                .map_err(|e| pg("failing the claimed run", e))?;
+            let Some(row) = row else { return Ok(false) };
+            let session: String = get(&row, 0)?;
+            let seq: i64 = tx
+                .query_one("SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_events WHERE run_id = $1", &[&run_id])
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| pg("failing the claimed run", e))?;
+            let event = sql::claim_failed_event(run_id, &session, seq, error)?;
+            tx.execute("INSERT INTO loom_events (run_id, seq, event) VALUES ($1, $2, $3)", &[&run_id, &seq, &event])
+                .await
+                .map_err(|e| pg("failing the claimed run", e))?;
+            tx.commit().await.map_err(|e| pg("failing the claimed run", e))?;
+            Ok(true)
+        })
     }
 
     async fn hold(&self, run: &QueuedRun, lease: &Lease) -> Result<bool, Error> {

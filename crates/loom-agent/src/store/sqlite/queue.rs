@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, db, load_events};
-use crate::error::Error;
+use crate::error::{Error, RunError};
 use crate::event::Event;
 use crate::run::RunState;
 use crate::store::sql::{self, from_millis, json, millis, now_ms, parse_state};
@@ -85,6 +85,41 @@ impl RunQueue for SqliteStore {
         .await
     }
 
+    async fn fail_claimed(&self, run_id: &str, lease: &Lease, error: &RunError) -> Result<bool, Error> {
+        let run_id = run_id.to_string();
+        let (owner, fence) = (lease.owner.clone(), lease.fence_i64());
+        let error = error.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let session: Option<String> = tx
+                .query_row(
+                    "UPDATE loom_runs SET state = 'failed', finished = 1, finished_at = ?1, lease_owner = NULL,
+                        lease_expires = NULL
+                     WHERE run_id = ?2 AND finished = 0 AND fence >= ?3
+                       AND (lease_owner IS NULL OR lease_owner = ?4 OR lease_expires < ?1)
+                     RETURNING session_id",
+                    params![now_ms(), run_id, fence, &*owner],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(session) = session else { return Ok(false) };
+            let seq: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(seq) + 1, 0) FROM loom_events WHERE run_id = ?1",
+                    params![run_id],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            let event = sql::claim_failed_event(&run_id, &session, seq, &error)?;
+            tx.execute("INSERT INTO loom_events (run_id, seq, event) VALUES (?1, ?2, ?3)", params![run_id, seq, event])
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn hold(&self, run: &QueuedRun, lease: &Lease) -> Result<bool, Error> {
         let request = json(&run.request)?;
         let at = millis(run.queued_at);
@@ -138,10 +173,7 @@ impl RunQueue for SqliteStore {
         let Some((run_id, agent, session_id, user_id, request, queued_at, fence, cancel_requested)) = row else {
             return Ok(None);
         };
-        let request = match request {
-            Some(text) => sql::decode(&text, || format!("run {run_id}: queued request"))?,
-            None => serde_json::Value::Null,
-        };
+        let (request, unreadable) = sql::claimed_request(&run_id, request.as_deref());
         Ok(Some(ClaimedRun {
             run: QueuedRun {
                 run_id,
@@ -154,6 +186,7 @@ impl RunQueue for SqliteStore {
             fence: u64::try_from(fence).unwrap_or_default(),
             begun: false,
             cancel_requested,
+            unreadable,
         }))
     }
 
@@ -231,10 +264,7 @@ impl RunQueue for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(db)?;
                 for (run_id, agent, session_id, user_id, request, queued_at, fence, begun, cancel_requested) in rows {
-                    let request = match request {
-                        Some(text) => sql::decode(&text, || format!("run {run_id}: queued request"))?,
-                        None => serde_json::Value::Null,
-                    };
+                    let (request, unreadable) = sql::claimed_request(&run_id, request.as_deref());
                     claimed.push(ClaimedRun {
                         run: QueuedRun {
                             agent: agent.unwrap_or_default(),
@@ -247,6 +277,7 @@ impl RunQueue for SqliteStore {
                         fence: u64::try_from(fence).unwrap_or_default(),
                         begun,
                         cancel_requested,
+                        unreadable,
                     });
                 }
             }

@@ -3,8 +3,8 @@
 //! the ratios, not the absolute numbers across runs).
 //!
 //! ```text
-//! cargo bench -p loom-examples --bench http_runs
-//! LOOM_HTTP_RUNS=2000 cargo bench -p loom-examples --bench http_runs
+//! cargo bench -p loom-agent --bench http_runs
+//! LOOM_HTTP_RUNS=2000 cargo bench -p loom-agent --bench http_runs
 //! ```
 //!
 //! A run is two model calls and one tool: the model asks for a tool, the tool answers, the model
@@ -123,12 +123,10 @@ fn serve() {
 // Measurements
 
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to our struct.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).unwrap();
+    let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    tv(usage.user_time()) + tv(usage.system_time())
 }
 
 fn peak_rss_mb() -> f64 {
@@ -260,13 +258,9 @@ fn scenario(client: &str, mode: &str, port: u16) {
 
 /// Raises the open-file limit to its hard maximum (10,000 runs hold 10,000 connections).
 fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
