@@ -352,7 +352,7 @@ impl StreamDecoder for MessagesDecoder {
         let kind = v.get("type").and_then(Value::as_str).unwrap_or(event.event.as_str());
         match kind {
             "message_start" => {
-                if let Some(u) = v.pointer("/message/usage") {
+                if let Some(u) = crate::json::at(&v, "/message/usage") {
                     apply_usage(&mut self.usage, u);
                 }
             }
@@ -406,7 +406,7 @@ impl StreamDecoder for MessagesDecoder {
                 }
             }
             "message_delta" => {
-                if let Some(reason) = v.pointer("/delta/stop_reason").filter(|r| !r.is_null()) {
+                if let Some(reason) = crate::json::at(&v, "/delta/stop_reason").filter(|r| !r.is_null()) {
                     self.finish = Some(stop_reason(Some(reason)));
                 }
                 if let Some(u) = v.get("usage") {

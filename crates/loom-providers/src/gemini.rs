@@ -261,7 +261,7 @@ impl WireFormat for GenerateContent {
 fn retry_delay(body: &str) -> Option<std::time::Duration> {
     let v: Value = serde_json::from_str(body).ok()?;
     let v = if v.is_array() { v.get(0)?.clone() } else { v };
-    v.pointer("/error/details")?.as_array()?.iter().find_map(|d| {
+    crate::json::at(&v, "/error/details")?.as_array()?.iter().find_map(|d| {
         let secs = d.get("retryDelay")?.as_str()?.strip_suffix('s')?.parse::<f64>().ok()?;
         std::time::Duration::try_from_secs_f64(secs).ok()
     })
@@ -298,11 +298,11 @@ impl GeminiDecoder {
         if let Some(err) = v.get("error") {
             return Err(gemini_error(err));
         }
-        if let Some(reason) = v.pointer("/promptFeedback/blockReason").and_then(Value::as_str) {
+        if let Some(reason) = crate::json::at(v, "/promptFeedback/blockReason").and_then(Value::as_str) {
             return Err(ModelError::ContentFilter(format!("the prompt was blocked ({reason})")));
         }
-        if let Some(candidate) = v.pointer("/candidates/0") {
-            for part in candidate.pointer("/content/parts").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(candidate) = crate::json::at(v, "/candidates/0") {
+            for part in crate::json::at(candidate, "/content/parts").and_then(Value::as_array).into_iter().flatten() {
                 let signature = part.get("thoughtSignature").and_then(Value::as_str).map(str::to_string);
                 let provider = signature.is_some().then(|| SIGNATURE_PROVIDER.to_string());
                 if let Some(call) = part.get("functionCall") {

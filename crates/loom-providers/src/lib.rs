@@ -27,6 +27,7 @@ pub mod embeddings;
 mod fallback;
 pub mod gemini;
 mod http;
+mod json;
 mod openai;
 pub mod pricing;
 pub mod responses;

@@ -197,7 +197,7 @@ impl WireFormat for Responses {
 }
 
 fn usage(u: &Value) -> Usage {
-    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let n = |p: &str| crate::json::at(u, p).and_then(Value::as_u64).unwrap_or(0);
     let cached = n("/input_tokens_details/cached_tokens");
     Usage {
         input_tokens: n("/input_tokens").saturating_sub(cached),
@@ -217,7 +217,7 @@ fn finish_response(response: &Value, has_calls: bool, out: &mut Vec<ModelChunk>)
         out.push(ModelChunk::Usage(usage(u)));
     }
     let finish = match response.get("status").and_then(Value::as_str) {
-        Some("incomplete") => match response.pointer("/incomplete_details/reason").and_then(Value::as_str) {
+        Some("incomplete") => match crate::json::at(response, "/incomplete_details/reason").and_then(Value::as_str) {
             Some("max_output_tokens") => FinishReason::Length,
             Some("content_filter") => FinishReason::ContentFilter,
             _ => FinishReason::Other,
@@ -337,7 +337,7 @@ impl StreamDecoder for ResponsesDecoder {
                 return Ok(true);
             }
             "response.failed" => {
-                return Err(response_error(v.pointer("/response/error").unwrap_or(&Value::Null)));
+                return Err(response_error(crate::json::at(&v, "/response/error").unwrap_or(&Value::Null)));
             }
             "error" => return Err(response_error(&v)),
             _ => {}

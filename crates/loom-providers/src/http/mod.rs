@@ -226,6 +226,9 @@ pub struct HttpModel<W: WireFormat> {
     price: Option<Price>,
     stream: bool,
     key: Option<ApiKey>,
+    /// The model's context window from the pricing table, looked up once (not at every
+    /// `capabilities()` call: several per model call).
+    context_window: Option<u32>,
 }
 
 impl<W: WireFormat> HttpModel<W> {
@@ -234,7 +237,17 @@ impl<W: WireFormat> HttpModel<W> {
     pub fn new(wire: W) -> Self {
         let price = crate::pricing::price_for(wire.model());
         let key = env_key(wire.key_env());
-        HttpModel { wire, config: HttpConfig::default(), client: None, limiter: None, price, stream: true, key }
+        let context_window = crate::pricing::context_window_for(wire.model());
+        HttpModel {
+            wire,
+            config: HttpConfig::default(),
+            client: None,
+            limiter: None,
+            price,
+            stream: true,
+            key,
+            context_window,
+        }
     }
 
     /// Sets the API key (instead of the provider's environment variable).
@@ -253,6 +266,7 @@ impl<W: WireFormat> HttpModel<W> {
     /// Changes the wire format's settings.
     pub fn configure(mut self, f: impl FnOnce(&mut W)) -> Self {
         f(&mut self.wire);
+        self.context_window = crate::pricing::context_window_for(self.wire.model());
         self
     }
 
@@ -405,7 +419,7 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
 
     fn capabilities(&self) -> ModelCapabilities {
         let mut caps = self.wire.capabilities();
-        caps.context_window = crate::pricing::context_window_for(self.wire.model()).or(caps.context_window);
+        caps.context_window = self.context_window.or(caps.context_window);
         caps
     }
 

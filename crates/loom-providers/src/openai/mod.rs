@@ -187,8 +187,8 @@ impl WireFormat for ChatCompletions {
         if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
             return Err(stream_error(err));
         }
-        let choice =
-            v.pointer("/choices/0").ok_or_else(|| ModelError::Protocol("the response has no choices".into()))?;
+        let choice = crate::json::at(&v, "/choices/0")
+            .ok_or_else(|| ModelError::Protocol("the response has no choices".into()))?;
         let message = choice.get("message").unwrap_or(&Value::Null);
         if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
             return Err(refused(refusal));
@@ -205,8 +205,11 @@ impl WireFormat for ChatCompletions {
                 out.push(ModelChunk::ToolCallDelta {
                     index,
                     id: c.get("id").and_then(Value::as_str).map(str::to_string),
-                    name: c.pointer("/function/name").and_then(Value::as_str).map(str::to_string),
-                    arguments: c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("").to_string(),
+                    name: crate::json::at(c, "/function/name").and_then(Value::as_str).map(str::to_string),
+                    arguments: crate::json::at(c, "/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                 });
             }
         }
@@ -226,7 +229,7 @@ pub(crate) fn sampling_value(v: f32) -> Value {
 
 /// OpenAI's usage, normalized: `prompt_tokens` includes cached tokens, which we count apart.
 pub(crate) fn usage(u: &Value) -> Usage {
-    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let n = |p: &str| crate::json::at(u, p).and_then(Value::as_u64).unwrap_or(0);
     let prompt = n("/prompt_tokens");
     // OpenAI reports cached tokens in prompt_tokens_details; DeepSeek as prompt_cache_hit_tokens.
     let cached = n("/prompt_tokens_details/cached_tokens").max(n("/prompt_cache_hit_tokens"));
