@@ -553,21 +553,6 @@ async fn a_streamed_tool_round_trip_reuses_the_connection() {
     assert_eq!(server.connections(), 1);
 }
 
-/// The same on a multi-thread runtime, where the stream does not yield at its end: another worker
-/// runs the connection task.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_tool_round_trip_reuses_the_connection_on_a_multi_thread_runtime() {
-    for _ in 0..20 {
-        let server = MockServer::start().await;
-        server.enqueue(Reply::sse(openai::tool_call_stream(&[("call_1", "echo", r#"{"x":"hi"}"#)], 10, 2)));
-        server.enqueue(Reply::sse(openai::text_stream("ok")));
-        let agent = round_trip_agent(gpt4o(&server));
-        within(30, "run", agent.run("say hi")).await.unwrap();
-        assert_eq!(server.requests().len(), 2);
-        assert_eq!(server.connections(), 1);
-    }
-}
-
 #[tokio::test]
 async fn a_non_streamed_agent_run_round_trips_a_tool_call() {
     let server = MockServer::start().await;

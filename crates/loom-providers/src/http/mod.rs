@@ -511,13 +511,7 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
             deadline,
             key: self.key.clone(),
             _permit: permit,
-            // On a multi-thread runtime another worker runs hyper's connection task meanwhile:
-            // no yield at the end (it would wake an idle worker, a system call and a thread
-            // wake-up per call).
-            yielded: matches!(
-                tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
-                Ok(tokio::runtime::RuntimeFlavor::MultiThread)
-            ),
+            yielded: false,
         };
         Ok(Box::pin(state))
     }
