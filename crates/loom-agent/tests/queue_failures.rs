@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[cfg(feature = "postgres")]
+mod signal_support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -156,12 +158,10 @@ async fn postgres_runs_that_cannot_start_end_failed_once() {
         return;
     };
     // A schema of its own: the agent names and queue of other tests stay apart.
-    let schema = format!("qf_{}", loom_agent::new_id("s").replace('-', "_").to_lowercase());
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let scoped = signal_support::fresh_schema(&url).await;
+    let (client, conn) = tokio_postgres::connect(&scoped, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let scoped = format!("{url}{sep}options=-csearch_path%3D{schema}");
+    let schema: String = client.query_one("SELECT current_schema()", &[]).await.unwrap().get(0);
     let target = format!("{schema}.loom_runs");
     poisoned_runs_end_failed(&scoped, |run_id| {
         let client = &client;

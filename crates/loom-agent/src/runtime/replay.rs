@@ -359,20 +359,17 @@ impl Recorder {
     ///
     /// [`RunCx::take_replayed_steps`]: super::RunCx::take_replayed_steps
     pub(crate) fn take_steps(&mut self) -> std::collections::HashMap<String, Value> {
-        let mut steps = std::collections::HashMap::new();
         if !self.is_replaying() {
-            return steps;
+            return std::collections::HashMap::new();
         }
-        let mut i = 0;
-        while i < self.entries.len() {
-            if matches!(&self.entries[i], JournalEntry::StepCompleted { .. }) {
-                if let JournalEntry::StepCompleted { key, output } = self.entries.remove(i) {
-                    steps.insert(key, output);
-                }
-            } else {
-                i += 1;
-            }
-        }
+        let steps = self
+            .entries
+            .extract_if(.., |e| matches!(e, JournalEntry::StepCompleted { .. }))
+            .filter_map(|e| match e {
+                JournalEntry::StepCompleted { key, output } => Some((key, output)),
+                _ => None,
+            })
+            .collect();
         self.consumed();
         steps
     }
