@@ -70,6 +70,10 @@ impl SqliteMemoryStore {
         let mut conn =
             Connection::open(&path).map_err(|e| Error::store(format!("opening {}: {e}", path.display()), e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        // Plans that do not depend on bound values (SQLite's QPSG): otherwise recall's `LIMIT ?n`
+        // is parsed and planned again at every query (rusqlite clears a cached statement's
+        // bindings, which expires such a plan; see the session store's `plans_ignore_bound_values`).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
         conn.pragma_update(None, "secure_delete", "ON").map_err(db)?;

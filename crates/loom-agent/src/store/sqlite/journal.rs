@@ -18,6 +18,14 @@ use loom_core::journal::{
     may_decide, may_take_over, may_write,
 };
 
+/// Journaled runs, newest first, filtered by session, user, unfinished and parent.
+pub(super) const LIST_RUNS: &str = "SELECT run_id, session_id, user_id, state, finished, started_at,
+        (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id), parent_run_id
+     FROM loom_runs r
+     WHERE record IS NOT NULL AND (?1 IS NULL OR session_id = ?1) AND (?2 IS NULL OR user_id = ?2) AND (?3 = 0 OR finished = 0)
+        AND (?5 IS NULL OR parent_run_id = ?5)
+     ORDER BY run_id DESC LIMIT ?4";
+
 #[async_trait::async_trait]
 impl Journal for SqliteStore {
     fn signal_store(&self) -> Option<std::sync::Arc<dyn crate::signal::SignalStore>> {
@@ -254,29 +262,23 @@ impl Journal for SqliteStore {
         let filter = filter.clone();
         self.call(move |conn| {
             let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT run_id, session_id, user_id, state, finished, started_at,
-                        (SELECT COUNT(*) FROM loom_journal j WHERE j.run_id = r.run_id), parent_run_id
-                     FROM loom_runs r
-                     WHERE record IS NOT NULL AND (?1 IS NULL OR session_id = ?1) AND (?2 IS NULL OR user_id = ?2) AND (?3 = 0 OR finished = 0)
-                        AND (?5 IS NULL OR parent_run_id = ?5)
-                     ORDER BY run_id DESC LIMIT ?4",
-                )
-                .map_err(db)?;
+            let mut stmt = conn.prepare_cached(LIST_RUNS).map_err(db)?;
             let rows = stmt
-                .query_map(params![filter.session_id, filter.user_id, filter.unfinished, limit, filter.parent_run_id], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, bool>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, i64>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ))
-                })
+                .query_map(
+                    params![filter.session_id, filter.user_id, filter.unfinished, limit, filter.parent_run_id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, bool>(4)?,
+                            r.get::<_, i64>(5)?,
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, Option<String>>(7)?,
+                        ))
+                    },
+                )
                 .map_err(db)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db)?;

@@ -20,6 +20,9 @@ mod sessions;
 mod signals;
 mod tenant_usage;
 
+#[cfg(test)]
+mod plan_tests;
+
 /// The newest schema this version reads and writes.
 pub(crate) const SCHEMA_VERSION: i64 = 9;
 
@@ -134,6 +137,7 @@ impl SqliteStore {
         // Every statement a run uses stays prepared: rusqlite keeps 16 by default, fewer than the
         // store's statements, and an evicted one is parsed again on its next use (each run).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        plans_ignore_bound_values(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", synchronous.pragma()).map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
@@ -186,6 +190,17 @@ impl SqliteStore {
         self.tx.send(job).map_err(|_| Error::Store("the SQLite thread has stopped".into()))?;
         rx.await.map_err(|e| Error::store("the SQLite thread stopped during a call", e))?
     }
+}
+
+/// Turns on SQLite's query planner stability guarantee (QPSG): a statement's plan no longer
+/// depends on the values bound to it. Without it, SQLite marks a statement to be prepared again
+/// whenever a parameter it looked at while planning is bound anew (`LIMIT ?n`, an equality left
+/// as a filter, a partial index's condition), and rusqlite clears the bindings of every cached
+/// statement it takes back, so such a statement was parsed and planned again at every use: the
+/// session history and pending-signal reads of every run, each paginated list, each queue claim.
+fn plans_ignore_bound_values(conn: &Connection) -> Result<(), Error> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(db)?;
+    Ok(())
 }
 
 /// A thread that checkpoints the WAL every 100 ms while the store is open, and once more when

@@ -15,6 +15,10 @@ use crate::store::sql::{
 use crate::store::{RunSummary, SessionKey, SessionRecord, SessionStore, SessionSummary, StoredSession};
 use loom_core::store::may_lock_session;
 
+/// A session's history, oldest first.
+pub(super) const HISTORY: &str =
+    "SELECT id, message, run_id FROM loom_history WHERE session_id = ?1 AND owner = ?2 ORDER BY id";
+
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
     async fn open_session(&self, record: &SessionRecord) -> Result<SessionRecord, Error> {
@@ -36,11 +40,7 @@ impl SessionStore for SqliteStore {
     async fn history(&self, session: SessionKey<'_>) -> Result<Vec<Message>, Error> {
         let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
         self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, message, run_id FROM loom_history WHERE session_id = ?1 AND owner = ?2 ORDER BY id",
-                )
-                .map_err(db)?;
+            let mut stmt = conn.prepare_cached(HISTORY).map_err(db)?;
             let rows = stmt
                 .query_map([&id, &owner], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
                 .map_err(db)?

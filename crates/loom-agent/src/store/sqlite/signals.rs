@@ -48,6 +48,14 @@ fn query(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<
     rows.into_iter().map(SignalRow::decode).collect()
 }
 
+/// A session's signals still to handle: pending, or claimed by a holder whose claim lapsed.
+pub(super) fn pending_sql() -> String {
+    format!(
+        "SELECT {SIGNAL_COLUMNS} FROM loom_signals WHERE owner = ?1 AND session_id = ?2
+         AND (status = 'pending' OR (status = 'claimed' AND claim_until < ?3)) ORDER BY seq"
+    )
+}
+
 #[async_trait::async_trait]
 impl SignalStore for SqliteStore {
     async fn append(
@@ -128,14 +136,7 @@ impl SignalStore for SqliteStore {
 
     async fn pending(&self, session: SessionKey<'_>, now_ms: i64) -> Result<Vec<SignalRecord>, Error> {
         let (owner, id) = (session.owner().to_string(), session.session_id.to_string());
-        self.call(move |conn| {
-            let sql = format!(
-                "SELECT {SIGNAL_COLUMNS} FROM loom_signals WHERE owner = ?1 AND session_id = ?2
-                 AND (status = 'pending' OR (status = 'claimed' AND claim_until < ?3)) ORDER BY seq"
-            );
-            query(conn, &sql, params![owner, id, now_ms])
-        })
-        .await
+        self.call(move |conn| query(conn, &pending_sql(), params![owner, id, now_ms])).await
     }
 
     async fn pending_sessions(&self, now_ms: i64) -> Result<Vec<(Option<String>, String)>, Error> {
