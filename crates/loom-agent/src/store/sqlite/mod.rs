@@ -21,7 +21,7 @@ mod signals;
 mod tenant_usage;
 
 #[cfg(test)]
-mod plan_tests;
+mod upkeep_tests;
 
 /// The newest schema this version reads and writes.
 pub(crate) const SCHEMA_VERSION: i64 = 9;
@@ -203,12 +203,18 @@ fn plans_ignore_bound_values(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
+/// The WAL's length (in frames of one page) past which a checkpoint starts the log over.
+const WAL_MAX_FRAMES: i64 = 4096;
+
 /// A thread that checkpoints the WAL every 100 ms while the store is open, and once more when
-/// the store is dropped. PASSIVE checkpoints never block writers; under continuous writes they may
-/// never catch up, so once the log passes 4,096 frames (16 MiB) a RESTART checkpoint makes the
-/// next write start the log over (writers wait for it, briefly), which bounds the WAL.
+/// the store is dropped. PASSIVE checkpoints never block writers, and a log they copy entirely is
+/// started over by the next write; but under continuous writes new frames arrive while they copy,
+/// so the log is never seen entirely copied and grows without end (838 MB after 6,000 durable
+/// runs in a row, measured), even when each checkpoint copied every frame it saw. So once the log
+/// holds more than 4,096 frames (16 MiB) a RESTART checkpoint follows, whatever the PASSIVE one
+/// copied: it waits for the writer between two transactions, copies the rest, and makes the next
+/// write start the log over, which bounds it (writers wait for it, briefly).
 fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
-    const MAX_FRAMES: i64 = 4096;
     let conn = Connection::open(path).map_err(|e| Error::store(format!("opening {}: {e}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(1)).map_err(db)?;
     let (tx, rx) = mpsc::channel::<()>();
@@ -227,9 +233,8 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
             loop {
                 match rx.recv_timeout(std::time::Duration::from_millis(100)) {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if let Some((log, done)) = checkpoint("PASSIVE")
-                            && log > MAX_FRAMES
-                            && done < log
+                        if let Some((log, _)) = checkpoint("PASSIVE")
+                            && log > WAL_MAX_FRAMES
                         {
                             checkpoint("RESTART");
                         }

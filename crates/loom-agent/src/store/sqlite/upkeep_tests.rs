@@ -1,6 +1,7 @@
-//! The statements a run uses are prepared once per connection, whatever values are bound to
-//! them: none is parsed and planned again at the next use (SQLite's query planner stability
-//! guarantee; see `plans_ignore_bound_values`).
+//! The SQLite store's upkeep: the statements a run uses are prepared once per connection,
+//! whatever values are bound to them (none is parsed and planned again at the next use: SQLite's
+//! query planner stability guarantee, see `plans_ignore_bound_values`), and the WAL stays bounded
+//! under writes that never pause.
 
 use loom_core::journal::{Journal, RunFilter};
 use rusqlite::StatementStatus;
@@ -50,6 +51,34 @@ async fn a_runs_reads_are_planned_once_whatever_is_bound() {
         assert_eq!(runs, 6, "each read ran from the one cached statement: {sql}");
         assert_eq!(reprepares, 0, "prepared again after new values were bound: {sql}");
     }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Under writes that never pause, the WAL still starts over once it passes `WAL_MAX_FRAMES`: it
+/// grew without end before (each PASSIVE checkpoint copied every frame it saw, so no RESTART
+/// followed, while new frames kept the log from ever being seen entirely copied).
+#[tokio::test]
+async fn the_wal_stays_bounded_under_continuous_writes() {
+    let dir = std::env::temp_dir().join(format!("loom-wal-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let wal = dir.join("wal.db-wal");
+    let store = SqliteStore::open_with(dir.join("wal.db"), Synchronous::Normal).expect("store");
+    let frame = 4096 + 24;
+    let max_frames = super::WAL_MAX_FRAMES as u64;
+    // Each transaction writes at least two frames (the row's page and its overflow page), so
+    // these transactions write at least four times the frames past which the log starts over.
+    let text = "x".repeat(6000);
+    let transactions = 2 * max_frames;
+    let mut largest = 0;
+    for i in 0..transactions {
+        let session = format!("s{}", i % 50);
+        let key = SessionKey { user_id: Some("ada"), session_id: &session };
+        store.append_history(key, &format!("run_{i}"), &[Message::user(text.clone())]).await.expect("history");
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    let bound = 3 * max_frames * frame;
+    assert!(largest <= bound, "the WAL reached {largest} bytes (bound {bound}) in {transactions} transactions");
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
