@@ -92,10 +92,10 @@ pub fn serve(args: ServeArgs) -> Exit {
                 return Exit::Usage;
             }
         };
-        let listener = match std::net::TcpListener::bind(addr) {
+        let listener = match loom_server::listen(addr) {
             Ok(l) => l,
             Err(e) => {
-                report(&format!("error: cannot listen on {addr}: {e}"));
+                report(&format!("error: {e}"));
                 return Exit::Usage;
             }
         };

@@ -115,7 +115,7 @@ fn server_role(mock_url: &str) {
         let (_, key) = loom_server::create_key(keys.as_ref(), "bench").await.unwrap();
         let agents = BTreeMap::from([("bench".to_string(), agent(mock_url))]);
         let server = Server::new(AppState::new(agents, Some(keys), None), Default::default());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = loom_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         println!("{} {key}", listener.local_addr().unwrap().port());
         server.serve_on(listener).await.unwrap();
     });

@@ -238,8 +238,7 @@ impl Server {
     /// Listens on `addr` until the process is interrupted (Ctrl-C) — over TLS when the settings
     /// give a certificate and key.
     pub async fn serve(self, addr: SocketAddr) -> Result<(), Error> {
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| Error::Config(format!("binding {addr}: {e}")))?;
-        self.serve_on(listener).await
+        self.serve_on(listen(addr)?).await
     }
 
     /// Serves on a bound listener (port 0 in tests: read the address from the listener first).
@@ -279,6 +278,27 @@ impl Server {
 
 /// Streams one HTTP/2 connection may carry at once (runs streaming their events, say).
 const MAX_HTTP2_STREAMS: u32 = 4096;
+
+/// Connections waiting to be accepted that the kernel keeps (it caps the figure at
+/// `net.core.somaxconn`, 4096 by default).
+const BACKLOG: i32 = 4096;
+
+/// A listening socket on `addr` for [`Server::serve_on`], with room for a burst of new
+/// connections: `std::net::TcpListener::bind` asks the kernel for a backlog of 128, and 1,000
+/// clients connecting at once then lose their first packets past it and wait for a retransmission
+/// (200 ms to 1 s each). Address reuse is on, so a restarted server binds at once.
+///
+/// # Errors
+/// [`Error::Config`] when the address cannot be bound (in use, not local, no permission).
+pub fn listen(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let fail = |e: std::io::Error| Error::Config(format!("cannot listen on {addr}: {e}"));
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(BACKLOG).map_err(fail)?;
+    Ok(socket.into())
+}
 
 async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))

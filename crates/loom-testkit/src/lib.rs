@@ -210,7 +210,11 @@ impl MockServer {
     /// When no port on 127.0.0.1 can be bound (a broken test machine).
     #[allow(clippy::expect_used)]
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        // A backlog of 4,096 (tokio's `bind` asks for 128): benchmarks connect thousands of
+        // clients at once, and past the backlog the kernel drops their SYNs (a 1 s wait each).
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0");
+        let listener = socket.listen(4096).expect("listen on 127.0.0.1");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State::default()));
         let arrived = Arc::new(Notify::new());
