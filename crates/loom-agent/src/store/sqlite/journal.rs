@@ -233,7 +233,9 @@ impl Journal for SqliteStore {
             .map(|(key, holder)| (key.owner().to_string(), key.session_id.to_string(), holder.to_string()));
         self.call(move |conn| {
             let tx = Immediate::begin(conn)?;
-            renew_lease(&tx, &run_id, &lease, lease.expiry_ms(now_ms()))?;
+            // The lease is released below: checked, not renewed (a renewal rewrote the run's row
+            // once more in this transaction).
+            check_lease(&tx, &run_id, &lease)?;
             for (kind, text) in &entries {
                 insert_entry(&tx, &run_id, kind, text)?;
             }
