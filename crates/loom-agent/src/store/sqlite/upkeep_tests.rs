@@ -66,9 +66,10 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
     let store = SqliteStore::open_with(dir.join("wal.db"), Synchronous::Normal).expect("store");
     let frame = 4096 + 24;
     let max_frames = super::WAL_MAX_FRAMES as u64;
-    // Each transaction writes at least two frames (the row's page and its overflow page), so
-    // these transactions write at least four times the frames past which the log starts over.
-    let text = "x".repeat(6000);
+    // Each transaction writes at least five frames (the row's page and the four overflow pages of
+    // its 20 KB message), so these transactions write at least ten times the frames past which
+    // the log starts over: without the restart the log ends at twice the bound or more.
+    let text = "x".repeat(20_000);
     let transactions = 2 * max_frames;
     let mut largest = 0;
     for i in 0..transactions {
@@ -77,7 +78,9 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
         store.append_history(key, &format!("run_{i}"), &[Message::user(text.clone())]).await.expect("history");
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
-    let bound = 3 * max_frames * frame;
+    // The log passes the restart point by what is written while a checkpoint comes round (every
+    // 100 ms, later on a loaded machine): room for that, far under the unbounded log's size.
+    let bound = 5 * max_frames * frame;
     assert!(largest <= bound, "the WAL reached {largest} bytes (bound {bound}) in {transactions} transactions");
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
