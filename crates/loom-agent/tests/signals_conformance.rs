@@ -111,6 +111,19 @@ async fn claim_settle_observe(store: &dyn SignalStore, name: &str) {
 
 /// A decision that starts no run is stored with the signal in one write: observed ones wait for
 /// the next run, ignored ones are handled; duplicates and other users' keys behave as for append.
+/// Waiting signals come back in the order they arrived, whatever their status: one claimed with
+/// a lapsed claim after two pending ones comes last.
+async fn pending_in_arrival_order(store: &dyn SignalStore, name: &str) {
+    let sid = format!("s_{}", unique());
+    let key = SessionKey::of_user("u", &sid);
+    let (a, b, c) = (RuntimeSignal::new("a"), RuntimeSignal::new("b"), RuntimeSignal::new("c"));
+    store.append(key, &a, None).await.unwrap();
+    store.append(key, &b, None).await.unwrap();
+    store.append(key, &c, Some(("gone", now() - 1))).await.unwrap();
+    let pending: Vec<String> = store.pending(key, now()).await.unwrap().into_iter().map(|r| r.signal.id).collect();
+    assert_eq!(pending, [a.id, b.id, c.id], "{name}");
+}
+
 async fn append_decided(store: &dyn SignalStore, name: &str) {
     let sid = format!("s_{}", unique());
     let key = SessionKey::of_user("u", &sid);
@@ -197,6 +210,7 @@ async fn every_store_conforms() {
         let store = db.open().await;
         append_and_dedupe(store.as_ref(), name).await;
         claim_settle_observe(store.as_ref(), name).await;
+        pending_in_arrival_order(store.as_ref(), name).await;
         append_decided(store.as_ref(), name).await;
         schedules_and_leases(&db, store.as_ref(), name).await;
         if !matches!(db, Db::Memory(_)) {

@@ -240,7 +240,7 @@ impl Journal for SqliteStore {
                 insert_entry(&tx, &run_id, kind, text)?;
             }
             insert_events(&tx, &run_id, &events)?;
-            super::sessions::write_run(&tx, &row)?;
+            super::sessions::write_run(&tx, &row, Some(true))?;
             if let Some(rows) = &history {
                 super::sessions::write_history(
                     &tx,

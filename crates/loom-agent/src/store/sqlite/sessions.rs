@@ -78,7 +78,7 @@ impl SessionStore for SqliteStore {
         let history = history.map(|h| encode_history(h, row.literal())).transpose()?;
         self.call(move |conn| {
             let tx = Immediate::begin(conn)?;
-            write_run(&tx, &row)?;
+            write_run(&tx, &row, None)?;
             if let Some(rows) = &history {
                 write_history(&tx, row.user_id.as_deref().unwrap_or(""), &row.session_id, &row.run_id, rows)?;
             }
@@ -366,31 +366,38 @@ pub(super) fn unlock(conn: &Connection, owner: &str, id: &str, holder: &str) -> 
 }
 
 /// Writes a finished run's row (and, for a run the journal does not cover, its events).
-pub(super) fn write_run(tx: &rusqlite::Connection, row: &RunRow) -> Result<(), Error> {
-    let journaled: bool = tx
-        .prepare_cached(
-            "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
-                finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (run_id) DO UPDATE SET state = ?4, input = ?6, transcript = ?7, finished_at = ?9,
-                finished = CASE WHEN record IS NULL THEN ?5 ELSE finished END
-             RETURNING record IS NOT NULL",
-        )
-        .map_err(db)?
-        .query_row(
-            params![
-                row.run_id,
-                row.session_id,
-                row.user_id,
-                row.state.as_str(),
-                row.finished,
-                row.input,
-                row.transcript,
-                row.started,
-                row.finished_at
-            ],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
+/// Writes a run's row: its transcript, state and input. `journaled` says whether the journal
+/// registered the run (its final commit knows it: `Some(true)`); `None` reads it from the row. No
+/// `RETURNING` here: SQLite collects a `RETURNING` clause's rows in a temporary table, and opening
+/// one (its pager, page cache and a 64 KiB statement journal) cost every run's final commit.
+pub(super) fn write_run(tx: &rusqlite::Connection, row: &RunRow, journaled: Option<bool>) -> Result<(), Error> {
+    tx.prepare_cached(
+        "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
+            finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (run_id) DO UPDATE SET state = ?4, input = ?6, transcript = ?7, finished_at = ?9,
+            finished = CASE WHEN record IS NULL THEN ?5 ELSE finished END",
+    )
+    .map_err(db)?
+    .execute(params![
+        row.run_id,
+        row.session_id,
+        row.user_id,
+        row.state.as_str(),
+        row.finished,
+        row.input,
+        row.transcript,
+        row.started,
+        row.finished_at
+    ])
+    .map_err(db)?;
+    let journaled = match journaled {
+        Some(journaled) => journaled,
+        None => tx
+            .prepare_cached("SELECT record IS NOT NULL FROM loom_runs WHERE run_id = ?1")
+            .map_err(db)?
+            .query_row([&row.run_id], |r| r.get(0))
+            .map_err(db)?,
+    };
     // A journaled run's events are written by the journal, at its boundaries and final
     // commit, so a resumed run finds exactly the events its journal covers.
     if !journaled {
