@@ -141,6 +141,31 @@ async fn a_streamed_request_has_the_documented_shape() {
     );
 }
 
+/// An extension that names a built-in field replaces it: the key is sent once, with the
+/// extension's value (the body is written straight from the request, not through a map).
+#[tokio::test]
+async fn an_extension_replaces_a_built_in_field_and_is_sent_once() {
+    let server = MockServer::start().await;
+    server.always(Reply::sse(openai::text_stream("ok")));
+    let model = gpt4o(&server);
+    let messages = [Message::user("hi")];
+    let generation = Generation::new()
+        .temperature(0.2)
+        .max_output_tokens(100)
+        .extension("temperature", json!(0.7))
+        .extension("stream_options", json!({"include_usage": false}));
+    chunks(&model, request(&messages, &[], &generation)).await.unwrap();
+    let r = &server.requests()[0];
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    assert_eq!(body.matches(r#""temperature""#).count(), 1, "{body}");
+    assert_eq!(body.matches(r#""stream_options""#).count(), 1, "{body}");
+    let json = r.json();
+    assert_eq!(json["temperature"], json!(0.7));
+    assert_eq!(json["stream_options"], json!({"include_usage": false}));
+    assert_eq!(json["max_tokens"], json!(100));
+    assert_eq!(json["stream"], json!(true));
+}
+
 #[tokio::test]
 async fn sampling_settings_are_sent_as_written_not_widened_from_f32() {
     let server = MockServer::start().await;

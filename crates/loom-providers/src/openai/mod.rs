@@ -5,6 +5,7 @@
 //! `chat.completion.chunk` events; see docs/benchmarks.md for what it saves) and `chunk` (the typed
 //! serde structs both decode into); their tests, proptests included, are in `tests`.
 
+mod body;
 mod chunk;
 mod scan;
 mod stream;
@@ -12,12 +13,11 @@ mod stream;
 mod tests;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::http::{ApiKey, HttpRequest, StreamDecoder, WireFormat, secret_header};
-use crate::strict::strict_schema;
 use loom_core::error::ModelError;
-use loom_core::message::{ContentPart, FinishReason, Message, Usage};
+use loom_core::message::{FinishReason, Usage};
 use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
 use stream::ChatDecoder;
 
@@ -40,47 +40,6 @@ pub(crate) fn is_reasoning_model(model: &str) -> bool {
     ["o1", "o3", "o4", "gpt-5", "gpt-6"].iter().any(|p| {
         m.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
     })
-}
-
-impl ChatCompletions {
-    fn messages(&self, messages: &[Message]) -> Vec<Value> {
-        messages
-            .iter()
-            .map(|m| match m {
-                Message::System { content } => json!({"role": "system", "content": content}),
-                Message::User { content } => json!({"role": "user", "content": user_content(content)}),
-                Message::Assistant { content, tool_calls, .. } => {
-                    let mut msg = Map::new();
-                    msg.insert("role".into(), json!("assistant"));
-                    msg.insert("content".into(), if content.is_empty() { Value::Null } else { json!(content) });
-                    if !tool_calls.is_empty() {
-                        let calls: Vec<Value> = tool_calls
-                            .iter()
-                            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-                            .collect();
-                        msg.insert("tool_calls".into(), Value::Array(calls));
-                    }
-                    Value::Object(msg)
-                }
-                Message::Tool { call_id, content, .. } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
-            })
-            .collect()
-    }
-}
-
-fn user_content(parts: &[ContentPart]) -> Value {
-    if let [ContentPart::Text { text }] = parts {
-        return json!(text);
-    }
-    Value::Array(
-        parts
-            .iter()
-            .map(|p| match p {
-                ContentPart::Text { text } => json!({"type": "text", "text": text}),
-                ContentPart::Image { url, .. } => json!({"type": "image_url", "image_url": {"url": url}}),
-            })
-            .collect(),
-    )
 }
 
 impl WireFormat for ChatCompletions {
@@ -117,51 +76,6 @@ impl WireFormat for ChatCompletions {
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
-        let g = request.generation;
-        let mut body = Map::new();
-        body.insert("model".into(), json!(self.model));
-        body.insert("messages".into(), Value::Array(self.messages(request.messages)));
-        if !request.tools.is_empty() {
-            let tools: Vec<Value> = request
-                .tools
-                .iter()
-                .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
-                .collect();
-            body.insert("tools".into(), Value::Array(tools));
-        }
-        if stream {
-            body.insert("stream".into(), json!(true));
-            body.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        let reasoning = is_reasoning_model(&self.model) && self.provider == "openai";
-        // Reasoning models reject sampling settings: they are left out for them.
-        if let Some(t) = g.temperature.filter(|_| !reasoning) {
-            body.insert("temperature".into(), sampling_value(t));
-        }
-        if let Some(p) = g.top_p.filter(|_| !reasoning) {
-            body.insert("top_p".into(), sampling_value(p));
-        }
-        if let Some(n) = g.max_output_tokens {
-            let field = if reasoning { "max_completion_tokens" } else { "max_tokens" };
-            body.insert(field.into(), json!(n));
-        }
-        if !g.stop.is_empty() {
-            body.insert("stop".into(), json!(g.stop));
-        }
-        if let Some(seed) = g.seed {
-            body.insert("seed".into(), json!(seed));
-        }
-        if let Some(schema) = request.output_schema {
-            let (schema, strict) = strict_schema(schema);
-            body.insert(
-                "response_format".into(),
-                json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": strict}}),
-            );
-        }
-        // Provider-specific fields (reasoning_effort, prompt_cache_key, …) pass through as given.
-        for (k, v) in &g.extensions {
-            body.insert(k.clone(), v.clone());
-        }
         let mut headers = HeaderMap::new();
         if let Some(key) = key {
             headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose()))?);
@@ -173,7 +87,10 @@ impl WireFormat for ChatCompletions {
                 .map_err(|_| ModelError::InvalidRequest(format!("invalid value for header {name}")))?;
             headers.insert(name, value);
         }
-        let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(2048);
+        serde_json::to_writer(&mut bytes, &body::Body { wire: self, request, stream })
+            .map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
+        let body = bytes;
         Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/chat/completions", &[])?, headers, body })
     }
 
