@@ -144,8 +144,8 @@ impl SignalStore for SqliteStore {
                 .map_err(db)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db)?;
-            // In arrival order, sorted here: an `ORDER BY seq` made SQLite build a temporary
-            // b-tree (its own pager and page cache, 90 KB) for every read, that is every run.
+            // In arrival order, sorted here: with `ORDER BY seq` SQLite sorted them in a temporary
+            // b-tree (its index serves the session, not the order) at every read, every run.
             rows.sort_unstable_by_key(|(seq, _)| *seq);
             rows.into_iter().map(|(_, r)| SignalRow::decode(r)).collect()
         })
