@@ -365,8 +365,8 @@ pub(super) fn unlock(conn: &Connection, owner: &str, id: &str, holder: &str) -> 
     Ok(())
 }
 
-/// Writes a finished run's row (and, for a run the journal does not cover, its events).
-/// Writes a run's row: its transcript, state and input. `journaled` says whether the journal
+/// Writes a finished run's row: its transcript, state and input (and, for a run the journal does
+/// not cover, its events). `journaled` says whether the journal
 /// registered the run (its final commit knows it: `Some(true)`); `None` reads it from the row. No
 /// `RETURNING` here: SQLite collects a `RETURNING` clause's rows in a temporary table, and opening
 /// one (its pager, page cache and a 64 KiB statement journal) cost every run's final commit.
