@@ -366,10 +366,10 @@ pub(super) fn unlock(conn: &Connection, owner: &str, id: &str, holder: &str) -> 
 }
 
 /// Writes a finished run's row: its transcript, state and input (and, for a run the journal does
-/// not cover, its events). `journaled` says whether the journal
-/// registered the run (its final commit knows it: `Some(true)`); `None` reads it from the row. No
-/// `RETURNING` here: SQLite collects a `RETURNING` clause's rows in a temporary table, and opening
-/// one (its pager, page cache and a 64 KiB statement journal) cost every run's final commit.
+/// not cover, its events). `journaled` says whether the journal registered the run (its final
+/// commit knows it: `Some(true)`); `None` reads it from the row. No `RETURNING` here: SQLite
+/// collects a `RETURNING` clause's rows in a temporary table, and opening one (its pager, page
+/// cache and a 64 KiB statement journal) cost every run's final commit.
 pub(super) fn write_run(tx: &rusqlite::Connection, row: &RunRow, journaled: Option<bool>) -> Result<(), Error> {
     tx.prepare_cached(
         "INSERT INTO loom_runs (run_id, session_id, user_id, state, finished, input, transcript, started_at,
