@@ -206,6 +206,10 @@ fn plans_ignore_bound_values(conn: &Connection) -> Result<(), Error> {
 /// The WAL's length (in frames of one page) past which a checkpoint starts the log over.
 const WAL_MAX_FRAMES: i64 = 4096;
 
+/// New frames per PASSIVE pass below which the checkpoint thread stops catching up and restarts
+/// the log.
+const CATCH_UP_FRAMES: i64 = 256;
+
 /// A thread that checkpoints the WAL every 100 ms while the store is open, and once more when
 /// the store is dropped. PASSIVE checkpoints never block writers, and a log they copy entirely is
 /// started over by the next write; but under continuous writes new frames arrive while they copy,
@@ -233,9 +237,18 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
             loop {
                 match rx.recv_timeout(std::time::Duration::from_millis(100)) {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if let Some((log, _)) = checkpoint("PASSIVE")
+                        if let Some((mut log, _)) = checkpoint("PASSIVE")
                             && log > WAL_MAX_FRAMES
                         {
+                            // Catch up first: each PASSIVE pass copies what arrived during the one
+                            // before, without blocking the writer, so the RESTART (which holds the
+                            // write lock while it copies) has only the last frames left to copy.
+                            for _ in 0..8 {
+                                match checkpoint("PASSIVE") {
+                                    Some((now, _)) if now - log > CATCH_UP_FRAMES => log = now,
+                                    _ => break,
+                                }
+                            }
                             checkpoint("RESTART");
                         }
                     }
