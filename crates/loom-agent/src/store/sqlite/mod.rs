@@ -217,7 +217,8 @@ const CATCH_UP_FRAMES: i64 = 256;
 /// runs in a row, measured), even when each checkpoint copied every frame it saw. So once the log
 /// holds more than 4,096 frames (16 MiB) a RESTART checkpoint follows, whatever the PASSIVE one
 /// copied: it waits for the writer between two transactions, copies the rest, and makes the next
-/// write start the log over, which bounds it (writers wait for it, briefly).
+/// write start the log over, which bounds it. Writers wait while it copies, so PASSIVE passes
+/// catch up first and leave it only the last frames.
 fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
     let conn = Connection::open(path).map_err(|e| Error::store(format!("opening {}: {e}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(1)).map_err(db)?;
