@@ -208,7 +208,7 @@ const WAL_MAX_FRAMES: i64 = 4096;
 
 /// New frames per PASSIVE pass below which the checkpoint thread stops catching up and restarts
 /// the log.
-const CATCH_UP_FRAMES: i64 = 256;
+const CATCH_UP_FRAMES: i64 = 1024;
 
 /// A thread that checkpoints the WAL every 100 ms while the store is open, and once more when
 /// the store is dropped. PASSIVE checkpoints never block writers, and a log they copy entirely is
@@ -244,7 +244,7 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, Error> {
                             // Catch up first: each PASSIVE pass copies what arrived during the one
                             // before, without blocking the writer, so the RESTART (which holds the
                             // write lock while it copies) has only the last frames left to copy.
-                            for _ in 0..8 {
+                            for _ in 0..4 {
                                 match checkpoint("PASSIVE") {
                                     Some((now, _)) if now - log > CATCH_UP_FRAMES => log = now,
                                     _ => break,
