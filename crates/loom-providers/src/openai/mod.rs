@@ -1,7 +1,8 @@
 //! OpenAI Chat Completions (`POST {base}/chat/completions`), and every server that speaks it.
 //!
-//! This file is the wire format: the request, a whole response, the shared helpers. The streamed
-//! response is decoded in `stream` (the decoder) with `scan` (a hand-written scanner for the common
+//! This file is the wire format: the request, a whole response, the shared helpers; `body` writes
+//! the request body straight from the borrowed request. The streamed response is decoded in
+//! `stream` (the decoder) with `scan` (a hand-written scanner for the common
 //! `chat.completion.chunk` events; see docs/benchmarks.md for what it saves) and `chunk` (the typed
 //! serde structs both decode into); their tests, proptests included, are in `tests`.
 
