@@ -286,7 +286,9 @@ const BACKLOG: i32 = 4096;
 /// A listening socket on `addr` for [`Server::serve_on`], with room for a burst of new
 /// connections: `std::net::TcpListener::bind` asks the kernel for a backlog of 128, and 1,000
 /// clients connecting at once then lose their first packets past it and wait for a retransmission
-/// (200 ms to 1 s each). Address reuse is on, so a restarted server binds at once.
+/// (200 ms to 1 s each). Address reuse is on where it means rebinding a port whose old
+/// connections linger (not on Windows, where it would let another socket take the port), so a
+/// restarted server binds at once.
 ///
 /// # Errors
 /// [`Error::Config`] when the address cannot be bound (in use, not local, no permission).
@@ -294,6 +296,7 @@ pub fn listen(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
     use socket2::{Domain, Protocol, Socket, Type};
     let fail = |e: std::io::Error| Error::Config(format!("cannot listen on {addr}: {e}"));
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    #[cfg(not(windows))]
     socket.set_reuse_address(true).map_err(fail)?;
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(BACKLOG).map_err(fail)?;
