@@ -3,7 +3,7 @@
 //! tree cost about 60 allocations per call: every string and every tool schema copied).
 
 use serde::Serialize;
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use loom_core::message::{ContentPart, Message, ToolCall};
@@ -44,7 +44,7 @@ impl Serialize for Body<'_> {
         }
         if self.stream {
             put(&mut map, ext, "stream", &true)?;
-            put(&mut map, ext, "stream_options", &IncludeUsage)?;
+            put(&mut map, ext, "stream_options", &IncludeUsage { include_usage: true })?;
         }
         let reasoning = is_reasoning_model(&self.wire.model) && self.wire.provider == "openai";
         // Reasoning models reject sampling settings: they are left out for them.
@@ -79,54 +79,47 @@ impl Serialize for Body<'_> {
 }
 
 /// `{"include_usage": true}`.
-struct IncludeUsage;
-
-impl Serialize for IncludeUsage {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry("include_usage", &true)?;
-        map.end()
-    }
+#[derive(Serialize)]
+struct IncludeUsage {
+    include_usage: bool,
 }
 
+/// The messages, each as Chat Completions takes it.
 struct Messages<'a>(&'a [Message]);
 
 impl Serialize for Messages<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(WireMessage))
+        serializer.collect_seq(self.0.iter().map(|m| match m {
+            Message::System { content } => WireMessage::System { content },
+            Message::User { content } => WireMessage::User { content: UserContent(content) },
+            Message::Assistant { content, tool_calls, .. } => WireMessage::Assistant {
+                content: (!content.is_empty()).then_some(content.as_str()),
+                tool_calls: Calls(tool_calls),
+            },
+            Message::Tool { call_id, content, .. } => WireMessage::Tool { tool_call_id: call_id, content },
+        }))
     }
 }
 
-/// One message as Chat Completions takes it.
-struct WireMessage<'a>(&'a Message);
-
-impl Serialize for WireMessage<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        match self.0 {
-            Message::System { content } => {
-                map.serialize_entry("role", "system")?;
-                map.serialize_entry("content", content)?;
-            }
-            Message::User { content } => {
-                map.serialize_entry("role", "user")?;
-                map.serialize_entry("content", &UserContent(content))?;
-            }
-            Message::Assistant { content, tool_calls, .. } => {
-                map.serialize_entry("role", "assistant")?;
-                map.serialize_entry("content", &(!content.is_empty()).then_some(content))?;
-                if !tool_calls.is_empty() {
-                    map.serialize_entry("tool_calls", &Calls(tool_calls))?;
-                }
-            }
-            Message::Tool { call_id, content, .. } => {
-                map.serialize_entry("role", "tool")?;
-                map.serialize_entry("tool_call_id", call_id)?;
-                map.serialize_entry("content", content)?;
-            }
-        }
-        map.end()
-    }
+/// One message, tagged with its role.
+#[derive(Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum WireMessage<'a> {
+    System {
+        content: &'a str,
+    },
+    User {
+        content: UserContent<'a>,
+    },
+    Assistant {
+        content: Option<&'a str>,
+        #[serde(skip_serializing_if = "Calls::is_empty")]
+        tool_calls: Calls<'a>,
+    },
+    Tool {
+        tool_call_id: &'a str,
+        content: &'a str,
+    },
 }
 
 /// A user's content: a string when it is one text part, else the parts.
@@ -137,62 +130,57 @@ impl Serialize for UserContent<'_> {
         if let [ContentPart::Text { text }] = self.0 {
             return serializer.serialize_str(text);
         }
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for part in self.0 {
-            match part {
-                ContentPart::Text { text } => seq.serialize_element(&TextPart(text))?,
-                ContentPart::Image { url, .. } => seq.serialize_element(&ImageUrl(url))?,
-            }
-        }
-        seq.end()
+        serializer.collect_seq(self.0.iter().map(|part| match part {
+            ContentPart::Text { text } => Part::Text { text },
+            ContentPart::Image { url, .. } => Part::ImageUrl { image_url: Url { url } },
+        }))
     }
 }
 
-/// `{"type": "text", "text": …}`.
-struct TextPart<'a>(&'a str);
-
-impl Serialize for TextPart<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("type", "text")?;
-        map.serialize_entry("text", self.0)?;
-        map.end()
-    }
+/// `{"type": "text", "text": …}` or `{"type": "image_url", "image_url": {"url": …}}`.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Part<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: Url<'a> },
 }
 
-/// `{"type": "image_url", "image_url": {"url": …}}`.
-struct ImageUrl<'a>(&'a str);
-
-impl Serialize for ImageUrl<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("type", "image_url")?;
-        map.serialize_entry("image_url", &Url(self.0))?;
-        map.end()
-    }
-}
-
-struct Url<'a>(&'a str);
-
-impl Serialize for Url<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry("url", self.0)?;
-        map.end()
-    }
+#[derive(Serialize)]
+struct Url<'a> {
+    url: &'a str,
 }
 
 /// An assistant message's tool calls: `{"id", "type": "function", "function": {"name", "arguments"}}`.
 struct Calls<'a>(&'a [ToolCall]);
 
+impl Calls<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Serialize for Calls<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|c| Function {
-            id: Some(&c.id),
-            name: &c.name,
-            payload: Payload::Arguments(&c.arguments),
+        serializer.collect_seq(self.0.iter().map(|c| FunctionCall {
+            id: &c.id,
+            kind: "function",
+            function: CallFunction { name: &c.name, arguments: &c.arguments },
         }))
     }
+}
+
+#[derive(Serialize)]
+struct FunctionCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: CallFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct CallFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 /// The tools: `{"type": "function", "function": {"name", "description", "parameters"}}`.
@@ -200,51 +188,23 @@ struct Tools<'a>(&'a [ToolSpec]);
 
 impl Serialize for Tools<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|t| Function {
-            id: None,
-            name: &t.name,
-            payload: Payload::Declared { description: &t.description, parameters: &t.parameters },
+        serializer.collect_seq(self.0.iter().map(|t| FunctionTool {
+            kind: "function",
+            function: ToolFunction { name: &t.name, description: &t.description, parameters: &t.parameters },
         }))
     }
 }
 
-/// `{"id"?, "type": "function", "function": {…}}`: a call the model made, or a tool it may call.
-struct Function<'a> {
-    id: Option<&'a str>,
+#[derive(Serialize)]
+struct FunctionTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: ToolFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct ToolFunction<'a> {
     name: &'a str,
-    payload: Payload<'a>,
-}
-
-enum Payload<'a> {
-    Arguments(&'a str),
-    Declared { description: &'a str, parameters: &'a Value },
-}
-
-impl Serialize for Function<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        if let Some(id) = self.id {
-            map.serialize_entry("id", id)?;
-        }
-        map.serialize_entry("type", "function")?;
-        map.serialize_entry("function", &Inner(self))?;
-        map.end()
-    }
-}
-
-struct Inner<'a, 'b>(&'b Function<'a>);
-
-impl Serialize for Inner<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("name", self.0.name)?;
-        match self.0.payload {
-            Payload::Arguments(arguments) => map.serialize_entry("arguments", arguments)?,
-            Payload::Declared { description, parameters } => {
-                map.serialize_entry("description", description)?;
-                map.serialize_entry("parameters", parameters)?;
-            }
-        }
-        map.end()
-    }
+    description: &'a str,
+    parameters: &'a Value,
 }
