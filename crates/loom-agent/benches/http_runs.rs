@@ -145,6 +145,45 @@ fn peak_rss_mb() -> f64 {
     kb / 1024.0
 }
 
+/// With `LOOM_HTTP_SAMPLE` set, a thread samples the open descriptors (connections) and RSS every
+/// 2 ms during a `conc:N` scenario: what RSS follows.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<String>,
+}
+
+impl Sampler {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rss_mb = || {
+                let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+                let pages: f64 = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+                pages * 4096.0 / 1048576.0
+            };
+            let fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+            let (mut max_fds, mut max_rss, mut fds_at_max_rss, mut ms_at_max_rss) = (0, 0.0f64, 0, 0);
+            let started = Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let (f, r) = (fds(), rss_mb());
+                max_fds = max_fds.max(f);
+                if r > max_rss {
+                    (max_rss, fds_at_max_rss, ms_at_max_rss) = (r, f, started.elapsed().as_millis());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            format!(" max_fds={max_fds} fds_at_peak={fds_at_max_rss} peak_at_ms={ms_at_max_rss} end_fds={}", fds())
+        });
+        Sampler { stop, thread }
+    }
+
+    fn finish(self) -> String {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Clients
 
@@ -240,12 +279,15 @@ fn scenario(client: &str, mode: &str, port: u16) {
         }
         if let Some(n) = mode.strip_prefix("conc:") {
             let n: usize = n.parse().unwrap();
+            let sampler = std::env::var_os("LOOM_HTTP_SAMPLE").map(|_| Sampler::start());
             let started = Instant::now();
             let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(one(i))).collect();
             for t in tasks {
                 t.await.unwrap();
             }
-            println!("{client} {mode} peak_rss_mb={:.1} wall_s={:.2}", peak_rss_mb(), started.elapsed().as_secs_f64());
+            let wall = started.elapsed().as_secs_f64();
+            let sampled = sampler.map(Sampler::finish).unwrap_or_default();
+            println!("{client} {mode} peak_rss_mb={:.1} wall_s={wall:.2}{sampled}", peak_rss_mb());
         } else {
             let n: usize = std::env::var("LOOM_HTTP_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
             let (cpu, wall) = (cpu_seconds(), Instant::now());

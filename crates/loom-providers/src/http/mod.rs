@@ -511,7 +511,7 @@ impl<W: WireFormat> LanguageModel for HttpModel<W> {
             deadline,
             key: self.key.clone(),
             _permit: permit,
-            yielded: false,
+            yield_at_end: stream::yields_at_end(),
         };
         Ok(Box::pin(state))
     }

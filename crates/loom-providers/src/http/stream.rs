@@ -22,6 +22,22 @@ fn priced(chunk: ModelChunk, price: Option<&Price>) -> ModelChunk {
     }
 }
 
+/// Whether a stream that reached the end of its body should yield once before it ends.
+///
+/// Once the body has ended, the task hyper spawned to put the connection back in the pool is
+/// woken, but has not run yet. On a current-thread runtime it runs only when this task yields;
+/// without the yield, the next call (right after a quick tool) opens a second connection (a new
+/// TLS handshake against a real provider). On a multi-thread runtime that task almost always runs
+/// first anyway: a worker runs the task woken last next, and the connection's task woke it after
+/// this one (a two-worker test reused one connection for six calls in 50 of 50 agent runs, 48 of
+/// 50 under load, with or without the yield). There a self-wake costs more than it saves: tokio
+/// treats it as a yield and wakes an idle worker (an eventfd write and futex calls), about a fifth
+/// of a streamed run's CPU (docs/benchmarks.md).
+pub(super) fn yields_at_end() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// What the stream handed to the caller carries between polls.
 pub(super) struct Streaming {
     pub(super) chunks: VecDeque<ModelChunk>,
@@ -34,8 +50,8 @@ pub(super) struct Streaming {
     pub(super) deadline: Deadline,
     pub(super) key: Option<ApiKey>,
     pub(super) _permit: Option<OwnedSemaphorePermit>,
-    /// Whether the stream already yielded once after the body ended.
-    pub(super) yielded: bool,
+    /// Whether the stream still has to yield once after the body ended (see `yields_at_end`).
+    pub(super) yield_at_end: bool,
 }
 
 impl futures::Stream for Streaming {
@@ -59,10 +75,10 @@ impl futures::Stream for Streaming {
                     let wait = this.idle.min(this.deadline.remaining()).min(Duration::from_millis(500));
                     std::task::ready!(body.poll_drain(cx, wait));
                 }
-                if !this.yielded {
+                if this.yield_at_end {
                     // Give hyper's connection task one turn to put the connection back in the pool,
                     // so the next call (often right after a quick tool) reuses it.
-                    this.yielded = true;
+                    this.yield_at_end = false;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
