@@ -29,7 +29,7 @@ fn priced(chunk: ModelChunk, price: Option<&Price>) -> ModelChunk {
 /// without the yield, the next call (right after a quick tool) opens a second connection (a new
 /// TLS handshake against a real provider). On a multi-thread runtime that task almost always runs
 /// first anyway: a worker runs the task woken last next, and the connection's task woke it after
-/// this one (a two-worker test reused one connection for six calls in 50 of 50 agent runs, 48 of
+/// this one (a two-worker test reused one connection for six calls in 50 of 50 agent runs, 48-50 of
 /// 50 under load, with or without the yield). There a self-wake costs more than it saves: tokio
 /// treats it as a yield and wakes an idle worker (an eventfd write and futex calls), about a fifth
 /// of a streamed run's CPU (docs/benchmarks.md).
