@@ -19,6 +19,10 @@
 //!    `model_call` serves them), and in 1, 4 and 16 KB pieces. The crate is driven as a `Stream`
 //!    over the pieces, polled by `futures::executor::block_on_stream` (the pieces are always ready,
 //!    so that costs one poll per event).
+//! 4. `body`: building one call's request (`WireFormat::build`: URL, headers and the JSON body) for
+//!    a conversation of 14 messages (a system prompt, 4 user turns, 4 tool round trips with
+//!    thinking on two of them) and 4 tools, for each wire format that builds its body from the
+//!    borrowed request.
 //!
 //! ```text
 //! cargo bench -p loom-agent --bench providers -- --warm-up-time 1 --measurement-time 3
@@ -455,6 +459,74 @@ fn sse(c: &mut Criterion) {
     group.finish();
 }
 
+/// The conversation `body` builds requests for: 14 messages, 4 tools.
+fn conversation() -> (Vec<Message>, Vec<ToolSpec>) {
+    use loom_agent::ToolCall;
+    use loom_agent::message::Thinking;
+    let mut messages = vec![Message::system("You are a careful assistant. Use the tools; answer briefly and cite.")];
+    for i in 0..4 {
+        messages.push(Message::user(format!("Question {i}: what does the file src/module_{i}.rs export, and why?")));
+        let thinking = if i % 2 == 0 {
+            vec![Thinking {
+                text: "The user wants the exports; read the file first.".into(),
+                signature: Some("EqQBCkgIARABGAIiQL2cBv0lT2y5sMw4KnGmF0pN1oT6A==".into()),
+                provider: Some("anthropic".into()),
+            }]
+        } else {
+            vec![]
+        };
+        let args = json!({"path": format!("src/module_{i}.rs"), "max_lines": 200});
+        messages.push(Message::Assistant {
+            content: String::new(),
+            thinking,
+            tool_calls: vec![ToolCall::new(format!("call_{i}"), "read_file", &args)],
+        });
+        messages.push(Message::tool(
+            format!("call_{i}"),
+            "read_file",
+            "pub fn parse(input: &str) -> Result<Ast, Error> { /* 40 lines */ }\npub struct Ast { nodes: Vec<Node> }",
+            false,
+        ));
+    }
+    messages.push(Message::user("Thanks. Summarize in one line."));
+    let schema = |props: serde_json::Value| json!({"type": "object", "properties": props, "required": ["path"]});
+    let tools = ["read_file", "list_dir", "grep", "write_file"]
+        .iter()
+        .map(|name| ToolSpec {
+            name: (*name).into(),
+            description: format!("{name}: works on the files under the workspace root."),
+            parameters: schema(json!({"path": {"type": "string"}, "max_lines": {"type": "integer", "minimum": 1}})),
+            flags: Default::default(),
+        })
+        .collect();
+    (messages, tools)
+}
+
+fn body(c: &mut Criterion) {
+    let (messages, tools) = conversation();
+    let generation = Generation::new().max_output_tokens(1000).temperature(0.2);
+    let request = ModelRequest {
+        messages: &messages,
+        tools: &tools,
+        generation: &generation,
+        output_schema: None,
+        run_id: "run_bench",
+        user_id: None,
+        turn: 5,
+    };
+    let key = ApiKey::new(KEY);
+    let openai = Model::openai("gpt-4o").wire().clone();
+    let anthropic = Model::anthropic("claude-sonnet-4-5").wire().clone();
+    let mut group = c.benchmark_group("body");
+    group.bench_function("chat_completions", |b| {
+        b.iter(|| black_box(openai.build(black_box(&request), true, Some(&key)).unwrap().body.len()))
+    });
+    group.bench_function("anthropic_messages", |b| {
+        b.iter(|| black_box(anthropic.build(black_box(&request), true, Some(&key)).unwrap().body.len()))
+    });
+    group.finish();
+}
+
 /// How long one `Instant::now()` pair and a thread-CPU read cost, for reading the numbers above.
 fn clock_cost(c: &mut Criterion) {
     let cpu = ThreadCpu::open();
@@ -481,7 +553,7 @@ fn profile(spec: &str) {
     });
 }
 
-criterion_group!(benches, model_call, sse, sse_vs_crate, clock_cost);
+criterion_group!(benches, model_call, sse, sse_vs_crate, body, clock_cost);
 
 fn main() {
     if let Ok(spec) = std::env::var("LOOM_PROFILE_CALLS") {

@@ -209,6 +209,59 @@ async fn request_path_headers_and_body_are_exact() {
 }
 
 #[tokio::test]
+async fn an_extension_replaces_a_built_in_field_and_is_sent_once() {
+    let server = MockServer::start().await;
+    server.enqueue(Reply::sse(wire::text_stream("ok", 10, 2)));
+    let generation = Generation::new()
+        .temperature(0.2)
+        .max_output_tokens(100)
+        .extension("temperature", json!(0.7))
+        .extension("max_tokens", json!(64));
+    let (_, err) = call(&model(&server), &[Message::user("hi")], &[], &generation).await;
+    assert_eq!(err, None);
+    let r = &server.requests()[0];
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    assert_eq!(body.matches(r#""temperature""#).count(), 1, "{body}");
+    assert_eq!(body.matches(r#""max_tokens""#).count(), 1, "{body}");
+    let json = r.json();
+    assert_eq!((&json["temperature"], &json["max_tokens"], &json["stream"]), (&json!(0.7), &json!(64), &json!(true)));
+}
+
+/// A tool call's arguments go back as its `input` as they were written when they are a JSON
+/// object; anything else (a model's malformed or non-object arguments) goes back as `{}`.
+#[tokio::test]
+async fn tool_call_arguments_are_replayed_as_written_objects_or_as_empty_objects() {
+    let server = MockServer::start().await;
+    server.enqueue(Reply::sse(wire::text_stream("ok", 10, 2)));
+    let call_with =
+        |id: &str, arguments: &str| ToolCall { id: id.into(), name: "f".into(), arguments: arguments.into() };
+    let messages = vec![
+        Message::user("go"),
+        Message::Assistant {
+            content: String::new(),
+            thinking: vec![],
+            tool_calls: vec![
+                call_with("t1", r#"{"b": 1, "a": {"z": [true, null]}, "big": 12345678901234567890123}"#),
+                call_with("t2", "[1, 2]"),
+                call_with("t3", r#""text""#),
+                call_with("t4", r#"{"unclosed": "#),
+                call_with("t5", ""),
+            ],
+        },
+        Message::tool("t1", "f", "ok", false),
+    ];
+    let (_, err) = call(&model(&server), &messages, &[], &Generation::default()).await;
+    assert_eq!(err, None);
+    let r = &server.requests()[0];
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    // As written: key order, spacing and a number no f64 holds exactly.
+    assert!(body.contains(r#""input":{"b": 1, "a": {"z": [true, null]}, "big": 12345678901234567890123}"#), "{body}");
+    let inputs: Vec<Value> =
+        r.json()["messages"][1]["content"].as_array().unwrap().iter().map(|b| b["input"].clone()).collect();
+    assert_eq!(inputs[1..], [json!({}), json!({}), json!({}), json!({})]);
+}
+
+#[tokio::test]
 async fn default_max_tokens_and_no_cache_breakpoints_when_caching_is_off() {
     let server = MockServer::start().await;
     server.enqueue(Reply::sse(wire::text_stream("ok", 10, 2)));

@@ -44,11 +44,6 @@ pub fn gemini(model: &str) -> HttpModel<GenerateContent> {
     })
 }
 
-/// An `f32` setting as the decimal it was written as: `json!(0.2f32)` widens to 0.20000000298023224.
-fn decimal(v: f32) -> Value {
-    v.to_string().parse::<f64>().map_or(Value::Null, Value::from)
-}
-
 fn user_part(p: &ContentPart) -> Value {
     match p {
         ContentPart::Text { text } => json!({"text": text}),
@@ -175,10 +170,10 @@ impl WireFormat for GenerateContent {
         }
         let mut config = Map::new();
         if let Some(t) = g.temperature {
-            config.insert("temperature".into(), decimal(t));
+            config.insert("temperature".into(), crate::json::decimal(t));
         }
         if let Some(p) = g.top_p {
-            config.insert("topP".into(), decimal(p));
+            config.insert("topP".into(), crate::json::decimal(p));
         }
         if let Some(n) = g.max_output_tokens {
             config.insert("maxOutputTokens".into(), json!(n));

@@ -1,6 +1,25 @@
-//! Reading fields out of a decoded JSON answer.
+//! Reading fields out of a decoded JSON answer, and small pieces shared by the request bodies.
 
-use serde_json::Value;
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::{Map, Value};
+
+/// An `f32` setting (a temperature, a `top_p`) as the decimal it was written as: `json!(0.2f32)`
+/// widens to 0.20000000298023224. Not a number becomes `null`.
+pub(crate) fn decimal(v: f32) -> Value {
+    v.to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+}
+
+/// Writes `key: value` into a request body being serialized, unless the generation's extensions
+/// give `key`: those are written as given, in place of the built-in value.
+pub(crate) fn put<M: SerializeMap, V: Serialize + ?Sized>(
+    map: &mut M,
+    extensions: &Map<String, Value>,
+    key: &str,
+    value: &V,
+) -> Result<(), M::Error> {
+    if extensions.contains_key(key) { Ok(()) } else { map.serialize_entry(key, value) }
+}
 
 /// The value at `pointer` (a JSON pointer such as `/choices/0/message`), as
 /// [`Value::pointer`] finds it, for pointers written in the code: without `~0`/`~1` escapes.

@@ -6,7 +6,8 @@ use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Map, Value, json};
 
 use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
-use crate::openai::{is_reasoning_model, sampling_value};
+use crate::json::decimal;
+use crate::openai::is_reasoning_model;
 use crate::sse::SseEvent;
 use crate::strict::strict_schema;
 use loom_core::error::ModelError;
@@ -121,10 +122,10 @@ impl WireFormat for Responses {
             body.insert("stream".into(), json!(true));
         }
         if let Some(t) = g.temperature.filter(|_| !is_reasoning_model(&self.model)) {
-            body.insert("temperature".into(), sampling_value(t));
+            body.insert("temperature".into(), decimal(t));
         }
         if let Some(p) = g.top_p.filter(|_| !is_reasoning_model(&self.model)) {
-            body.insert("top_p".into(), sampling_value(p));
+            body.insert("top_p".into(), decimal(p));
         }
         if let Some(n) = g.max_output_tokens {
             body.insert("max_output_tokens".into(), json!(n));

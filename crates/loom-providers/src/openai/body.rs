@@ -4,13 +4,14 @@
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use loom_core::message::{ContentPart, Message, ToolCall};
 use loom_core::model::ModelRequest;
 use loom_core::tool::ToolSpec;
 
-use super::{ChatCompletions, is_reasoning_model, sampling_value};
+use super::{ChatCompletions, is_reasoning_model};
+use crate::json::{decimal, put};
 use crate::strict::strict_schema;
 
 /// The body of one call. A key the generation's extensions also give is theirs: they are sent as
@@ -19,16 +20,6 @@ pub(super) struct Body<'a> {
     pub(super) wire: &'a ChatCompletions,
     pub(super) request: &'a ModelRequest<'a>,
     pub(super) stream: bool,
-}
-
-/// Writes `key: value` unless the extensions give `key`.
-fn put<M: SerializeMap, V: Serialize + ?Sized>(
-    map: &mut M,
-    extensions: &Map<String, Value>,
-    key: &str,
-    value: &V,
-) -> Result<(), M::Error> {
-    if extensions.contains_key(key) { Ok(()) } else { map.serialize_entry(key, value) }
 }
 
 impl Serialize for Body<'_> {
@@ -49,10 +40,10 @@ impl Serialize for Body<'_> {
         let reasoning = is_reasoning_model(&self.wire.model) && self.wire.provider == "openai";
         // Reasoning models reject sampling settings: they are left out for them.
         if let Some(t) = g.temperature.filter(|_| !reasoning) {
-            put(&mut map, ext, "temperature", &sampling_value(t))?;
+            put(&mut map, ext, "temperature", &decimal(t))?;
         }
         if let Some(p) = g.top_p.filter(|_| !reasoning) {
-            put(&mut map, ext, "top_p", &sampling_value(p))?;
+            put(&mut map, ext, "top_p", &decimal(p))?;
         }
         if let Some(n) = g.max_output_tokens {
             let field = if reasoning { "max_completion_tokens" } else { "max_tokens" };

@@ -139,12 +139,6 @@ impl WireFormat for ChatCompletions {
     }
 }
 
-/// A sampling setting as JSON, written as the `f32` reads (`0.2`, not the widened
-/// `0.20000000298023224`).
-pub(crate) fn sampling_value(v: f32) -> Value {
-    v.to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
-}
-
 /// OpenAI's usage, normalized: `prompt_tokens` includes cached tokens, which we count apart.
 pub(crate) fn usage(u: &Value) -> Usage {
     let n = |p: &str| crate::json::at(u, p).and_then(Value::as_u64).unwrap_or(0);

@@ -1,14 +1,17 @@
-//! Anthropic Messages (`POST {base}/v1/messages`).
+//! Anthropic Messages (`POST {base}/v1/messages`): the wire format and its decoders here, the
+//! request body in `body.rs`.
+
+mod body;
 
 use std::collections::HashMap;
 
 use reqwest::header::HeaderMap;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, header, secret_header};
 use crate::sse::SseEvent;
 use loom_core::error::ModelError;
-use loom_core::message::{ContentPart, FinishReason, Message, Usage};
+use loom_core::message::{FinishReason, Usage};
 use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
 
 /// The API version header sent with every call.
@@ -66,99 +69,6 @@ pub fn anthropic(model: &str) -> HttpModel<AnthropicMessages> {
     })
 }
 
-fn cache_mark(block: &mut Value) {
-    if let Some(obj) = block.as_object_mut() {
-        obj.insert("cache_control".into(), json!({"type": "ephemeral"}));
-    }
-}
-
-/// An `f32` setting as the decimal it was written as: `json!(0.2f32)` widens to 0.20000000298023224.
-fn decimal(v: f32) -> Value {
-    v.to_string().parse::<f64>().map_or(Value::Null, Value::from)
-}
-
-fn image_block(url: &str, media_type: Option<&str>) -> Value {
-    if let Some(rest) = url.strip_prefix("data:")
-        && let Some((meta, data)) = rest.split_once(',')
-    {
-        let mt = meta.trim_end_matches(";base64");
-        let mt = if mt.is_empty() { media_type.unwrap_or("image/png") } else { mt };
-        return json!({"type": "image", "source": {"type": "base64", "media_type": mt, "data": data}});
-    }
-    json!({"type": "image", "source": {"type": "url", "url": url}})
-}
-
-impl AnthropicMessages {
-    /// The system blocks and the alternating messages.
-    fn convert(&self, messages: &[Message]) -> (Vec<Value>, Vec<Value>) {
-        let mut system = Vec::new();
-        let mut out: Vec<Value> = Vec::new();
-        let push = |role: &str, blocks: Vec<Value>, out: &mut Vec<Value>| {
-            if blocks.is_empty() {
-                return;
-            }
-            // Consecutive messages of one role merge into one turn.
-            if let Some(last) = out.last_mut()
-                && last["role"] == role
-                && let Some(content) = last.get_mut("content").and_then(Value::as_array_mut)
-            {
-                content.extend(blocks);
-                return;
-            }
-            out.push(json!({"role": role, "content": blocks}));
-        };
-        for m in messages {
-            match m {
-                Message::System { content } => system.push(json!({"type": "text", "text": content})),
-                Message::User { content } => {
-                    let blocks = content
-                        .iter()
-                        .map(|p| match p {
-                            ContentPart::Text { text } => json!({"type": "text", "text": text}),
-                            ContentPart::Image { url, media_type } => image_block(url, media_type.as_deref()),
-                        })
-                        .collect();
-                    push("user", blocks, &mut out);
-                }
-                Message::Assistant { content, thinking, tool_calls } => {
-                    let mut blocks = Vec::new();
-                    for t in thinking {
-                        // Unsigned thinking cannot be replayed, nor can another provider's
-                        // signature: Anthropic would reject either.
-                        let Some(signature) = &t.signature else { continue };
-                        if !t.replayable_by(SIGNATURE_PROVIDER) {
-                            continue;
-                        }
-                        match signature.strip_prefix(REDACTED_THINKING) {
-                            Some(data) => blocks.push(json!({"type": "redacted_thinking", "data": data})),
-                            None => {
-                                blocks.push(json!({"type": "thinking", "thinking": t.text, "signature": signature}))
-                            }
-                        }
-                    }
-                    if !content.is_empty() {
-                        blocks.push(json!({"type": "text", "text": content}));
-                    }
-                    for c in tool_calls {
-                        let input: Value = serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
-                        let input = if input.is_object() { input } else { json!({}) };
-                        blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
-                    }
-                    push("assistant", blocks, &mut out);
-                }
-                Message::Tool { call_id, content, is_error, .. } => {
-                    let mut block = json!({"type": "tool_result", "tool_use_id": call_id, "content": content});
-                    if *is_error {
-                        block["is_error"] = json!(true);
-                    }
-                    push("user", vec![block], &mut out);
-                }
-            }
-        }
-        (system, out)
-    }
-}
-
 impl WireFormat for AnthropicMessages {
     fn provider(&self) -> &str {
         "anthropic"
@@ -185,61 +95,14 @@ impl WireFormat for AnthropicMessages {
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
-        let g = request.generation;
-        let (mut system, mut messages) = self.convert(request.messages);
-        let mut body = Map::new();
-        body.insert("model".into(), json!(self.model));
-        body.insert("max_tokens".into(), json!(g.max_output_tokens.unwrap_or(self.default_max_tokens)));
-        let mut tools: Vec<Value> = request
-            .tools
-            .iter()
-            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
-            .collect();
-        if self.prompt_caching {
-            if let Some(last) = system.last_mut() {
-                cache_mark(last);
-            }
-            if let Some(last) = tools.last_mut() {
-                cache_mark(last);
-            }
-            if let Some(block) = messages
-                .last_mut()
-                .and_then(|m| m.get_mut("content"))
-                .and_then(Value::as_array_mut)
-                .and_then(|c| c.last_mut())
-            {
-                cache_mark(block);
-            }
-        }
-        if !system.is_empty() {
-            body.insert("system".into(), Value::Array(system));
-        }
-        body.insert("messages".into(), Value::Array(messages));
-        if !tools.is_empty() {
-            body.insert("tools".into(), Value::Array(tools));
-        }
-        if stream {
-            body.insert("stream".into(), json!(true));
-        }
-        if let Some(t) = g.temperature {
-            body.insert("temperature".into(), decimal(t));
-        }
-        if let Some(p) = g.top_p {
-            body.insert("top_p".into(), decimal(p));
-        }
-        if !g.stop.is_empty() {
-            body.insert("stop_sequences".into(), json!(g.stop));
-        }
-        // thinking, tool_choice, metadata, … pass through as given.
-        for (k, v) in &g.extensions {
-            body.insert(k.clone(), v.clone());
-        }
+        let mut body = Vec::with_capacity(2048);
+        serde_json::to_writer(&mut body, &body::Body { wire: self, request, stream })
+            .map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
         let mut headers = HeaderMap::new();
         if let Some(key) = key {
             headers.insert("x-api-key", secret_header(key.expose())?);
         }
         header(&mut headers, "anthropic-version", ANTHROPIC_VERSION)?;
-        let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
         Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/v1/messages", &[])?, headers, body })
     }
 
