@@ -21,8 +21,7 @@
 //!    so that costs one poll per event).
 //! 4. `body`: building one call's request (`WireFormat::build`: URL, headers and the JSON body) for
 //!    a conversation of 14 messages (a system prompt, 4 user turns, 4 tool round trips with
-//!    thinking on two of them) and 4 tools, for each wire format that builds its body from the
-//!    borrowed request.
+//!    thinking on two of them) and 4 tools, for each HTTP wire format.
 //!
 //! ```text
 //! cargo bench -p loom-agent --bench providers -- --warm-up-time 1 --measurement-time 3
@@ -517,12 +516,20 @@ fn body(c: &mut Criterion) {
     let key = ApiKey::new(KEY);
     let openai = Model::openai("gpt-4o").wire().clone();
     let anthropic = Model::anthropic("claude-sonnet-4-5").wire().clone();
+    let responses = Model::openai_responses("gpt-4.1").wire().clone();
+    let gemini = Model::gemini("gemini-2.5-flash").wire().clone();
     let mut group = c.benchmark_group("body");
     group.bench_function("chat_completions", |b| {
         b.iter(|| black_box(openai.build(black_box(&request), true, Some(&key)).unwrap().body.len()))
     });
     group.bench_function("anthropic_messages", |b| {
         b.iter(|| black_box(anthropic.build(black_box(&request), true, Some(&key)).unwrap().body.len()))
+    });
+    group.bench_function("responses", |b| {
+        b.iter(|| black_box(responses.build(black_box(&request), true, Some(&key)).unwrap().body.len()))
+    });
+    group.bench_function("gemini", |b| {
+        b.iter(|| black_box(gemini.build(black_box(&request), true, Some(&key)).unwrap().body.len()))
     });
     group.finish();
 }

@@ -158,6 +158,27 @@ async fn reasoning_models_get_no_temperature_and_the_rest_as_given() {
 }
 
 #[tokio::test]
+async fn an_extension_replaces_a_built_in_field_and_is_sent_once() {
+    let server = MockServer::start().await;
+    server.enqueue(Reply::sse(responses::text_stream("ok", responses::usage(10, 0, 1))));
+    let messages = [Message::system("Be terse."), Message::user("hi")];
+    let generation = Generation::new()
+        .max_output_tokens(64)
+        .extension("store", json!(true))
+        .extension("instructions", json!("Mine."));
+    chunks(&gpt4o(&server), request(&messages, &[], &generation)).await.unwrap();
+    let r = &server.requests()[0];
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    assert_eq!(body.matches(r#""store""#).count(), 1, "{body}");
+    assert_eq!(body.matches(r#""instructions""#).count(), 1, "{body}");
+    let json = r.json();
+    assert_eq!(
+        (&json["store"], &json["instructions"], &json["max_output_tokens"]),
+        (&json!(true), &json!("Mine."), &json!(64))
+    );
+}
+
+#[tokio::test]
 async fn a_request_without_settings_or_system_message_has_no_instructions() {
     let server = MockServer::start().await;
     server.enqueue(Reply::sse(responses::text_stream("ok", responses::usage(10, 0, 1))));

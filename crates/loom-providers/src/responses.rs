@@ -1,18 +1,22 @@
 //! The OpenAI Responses API (`POST {base}/responses`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::{Value, json};
 
 use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
-use crate::json::decimal;
+use crate::json::{decimal, put};
 use crate::openai::is_reasoning_model;
 use crate::sse::SseEvent;
 use crate::strict::strict_schema;
 use loom_core::error::ModelError;
 use loom_core::message::{ContentPart, FinishReason, Message, Usage};
 use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
+use loom_core::tool::ToolSpec;
 
 /// The Responses wire format (stateless: `store: false`, the whole conversation is sent each turn).
 #[derive(Clone, Debug)]
@@ -29,46 +33,175 @@ pub fn openai_responses(model: &str) -> HttpModel<Responses> {
     })
 }
 
-fn input_items(messages: &[Message]) -> (Option<String>, Vec<Value>) {
-    let mut instructions: Option<String> = None;
+/// The leading system messages as the instructions (joined by a blank line), and the input items:
+/// later system messages stay in place as developer messages.
+fn input_items(messages: &[Message]) -> (Option<Cow<'_, str>>, Vec<Item<'_>>) {
+    let mut instructions: Option<Cow<'_, str>> = None;
     let mut items = Vec::new();
     for m in messages {
         match m {
-            Message::System { content } => match &mut instructions {
-                // Leading system messages become the instructions; later ones stay in place.
-                Some(i) if items.is_empty() => {
+            Message::System { content } if items.is_empty() => match &mut instructions {
+                Some(i) => {
+                    let i = i.to_mut();
                     i.push_str("\n\n");
                     i.push_str(content);
                 }
-                None if items.is_empty() => instructions = Some(content.clone()),
-                _ => items.push(json!({"role": "developer", "content": content})),
+                None => instructions = Some(Cow::Borrowed(content)),
             },
+            Message::System { content } => {
+                items.push(Item::Message { role: "developer", content: Content::Text(content) })
+            }
             Message::User { content } => {
-                let parts: Vec<Value> = content
-                    .iter()
-                    .map(|p| match p {
-                        ContentPart::Text { text } => json!({"type": "input_text", "text": text}),
-                        ContentPart::Image { url, .. } => json!({"type": "input_image", "image_url": url}),
-                    })
-                    .collect();
-                items.push(json!({"role": "user", "content": parts}));
+                items.push(Item::Message { role: "user", content: Content::User(UserParts(content)) })
             }
             Message::Assistant { content, tool_calls, .. } => {
                 if !content.is_empty() {
-                    items.push(json!({"role": "assistant", "content": [{"type": "output_text", "text": content}]}));
+                    let text = [Part::OutputText { text: content }];
+                    items.push(Item::Message { role: "assistant", content: Content::Assistant(text) });
                 }
-                for c in tool_calls {
-                    items.push(
-                        json!({"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}),
-                    );
-                }
+                items.extend(tool_calls.iter().map(|c| Item::Call {
+                    kind: "function_call",
+                    call_id: &c.id,
+                    name: &c.name,
+                    arguments: &c.arguments,
+                }));
             }
             Message::Tool { call_id, content, .. } => {
-                items.push(json!({"type": "function_call_output", "call_id": call_id, "output": content}));
+                items.push(Item::Output { kind: "function_call_output", call_id, output: content })
             }
         }
     }
     (instructions, items)
+}
+
+/// One input item: a message (tagged by its role) or a function call or its output (tagged by
+/// their type).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Message {
+        role: &'static str,
+        content: Content<'a>,
+    },
+    Call {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        call_id: &'a str,
+        name: &'a str,
+        arguments: &'a str,
+    },
+    Output {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        call_id: &'a str,
+        output: &'a str,
+    },
+}
+
+/// A message's content: a developer message's text, a user's parts, an assistant's text as one
+/// `output_text` part.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(&'a str),
+    User(UserParts<'a>),
+    Assistant([Part<'a>; 1]),
+}
+
+/// A user's parts: `input_text` and `input_image`.
+struct UserParts<'a>(&'a [ContentPart]);
+
+impl Serialize for UserParts<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|p| match p {
+            ContentPart::Text { text } => Part::InputText { text },
+            ContentPart::Image { url, .. } => Part::InputImage { image_url: url },
+        }))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Part<'a> {
+    InputText { text: &'a str },
+    InputImage { image_url: &'a str },
+    OutputText { text: &'a str },
+}
+
+/// A tool: `{"type": "function", "name", "description", "parameters", "strict": false}`.
+#[derive(Serialize)]
+struct Tool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
+    strict: bool,
+}
+
+struct Tools<'a>(&'a [ToolSpec]);
+
+impl Serialize for Tools<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|t| Tool {
+            kind: "function",
+            name: &t.name,
+            description: &t.description,
+            parameters: &t.parameters,
+            strict: false,
+        }))
+    }
+}
+
+/// The body of one call, serialized straight from the borrowed request. A key the generation's
+/// extensions also give is theirs: they are sent as given, in place of the built-in value.
+struct Body<'a> {
+    model: &'a str,
+    request: &'a ModelRequest<'a>,
+    stream: bool,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let request = self.request;
+        let g = request.generation;
+        let ext = &g.extensions;
+        let (instructions, input) = input_items(request.messages);
+        let mut map = serializer.serialize_map(None)?;
+        put(&mut map, ext, "model", self.model)?;
+        if let Some(i) = &instructions {
+            put(&mut map, ext, "instructions", i)?;
+        }
+        put(&mut map, ext, "input", &input)?;
+        put(&mut map, ext, "store", &false)?;
+        if !request.tools.is_empty() {
+            put(&mut map, ext, "tools", &Tools(request.tools))?;
+        }
+        if self.stream {
+            put(&mut map, ext, "stream", &true)?;
+        }
+        // Reasoning models reject sampling settings: they are left out for them.
+        let reasoning = is_reasoning_model(self.model);
+        if let Some(t) = g.temperature.filter(|_| !reasoning) {
+            put(&mut map, ext, "temperature", &decimal(t))?;
+        }
+        if let Some(p) = g.top_p.filter(|_| !reasoning) {
+            put(&mut map, ext, "top_p", &decimal(p))?;
+        }
+        if let Some(n) = g.max_output_tokens {
+            put(&mut map, ext, "max_output_tokens", &n)?;
+        }
+        if let Some(schema) = request.output_schema {
+            let (schema, strict) = strict_schema(schema);
+            let text = json!({"format": {"type": "json_schema", "name": "output", "schema": schema, "strict": strict}});
+            put(&mut map, ext, "text", &text)?;
+        }
+        // reasoning, include, previous_response_id, … pass through as given.
+        for (k, v) in ext {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 impl WireFormat for Responses {
@@ -101,50 +234,13 @@ impl WireFormat for Responses {
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
-        let g = request.generation;
-        let (instructions, input) = input_items(request.messages);
-        let mut body = Map::new();
-        body.insert("model".into(), json!(self.model));
-        if let Some(i) = instructions {
-            body.insert("instructions".into(), json!(i));
-        }
-        body.insert("input".into(), Value::Array(input));
-        body.insert("store".into(), json!(false));
-        if !request.tools.is_empty() {
-            let tools: Vec<Value> = request
-                .tools
-                .iter()
-                .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters, "strict": false}))
-                .collect();
-            body.insert("tools".into(), Value::Array(tools));
-        }
-        if stream {
-            body.insert("stream".into(), json!(true));
-        }
-        if let Some(t) = g.temperature.filter(|_| !is_reasoning_model(&self.model)) {
-            body.insert("temperature".into(), decimal(t));
-        }
-        if let Some(p) = g.top_p.filter(|_| !is_reasoning_model(&self.model)) {
-            body.insert("top_p".into(), decimal(p));
-        }
-        if let Some(n) = g.max_output_tokens {
-            body.insert("max_output_tokens".into(), json!(n));
-        }
-        if let Some(schema) = request.output_schema {
-            let (schema, strict) = strict_schema(schema);
-            body.insert(
-                "text".into(),
-                json!({"format": {"type": "json_schema", "name": "output", "schema": schema, "strict": strict}}),
-            );
-        }
-        for (k, v) in &g.extensions {
-            body.insert(k.clone(), v.clone());
-        }
+        let mut body = Vec::with_capacity(2048);
+        serde_json::to_writer(&mut body, &Body { model: &self.model, request, stream })
+            .map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
         let mut headers = HeaderMap::new();
         if let Some(key) = key {
             headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose()))?);
         }
-        let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
         Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/responses", &[])?, headers, body })
     }
 
