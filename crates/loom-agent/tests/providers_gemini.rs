@@ -247,6 +247,26 @@ async fn a_signature_on_a_text_only_turn_goes_back_on_its_first_part() {
 }
 
 #[tokio::test]
+async fn an_extension_replaces_a_built_in_setting_and_is_sent_once() {
+    let server = MockServer::start().await;
+    server.enqueue(Reply::sse(wire::text_stream("ok", 10, 2)));
+    let generation = Generation::new()
+        .temperature(0.2)
+        .max_output_tokens(100)
+        .extension("generationConfig.temperature", json!(0.7))
+        .extension("thinkingConfig", json!({"thinkingBudget": 0}));
+    let (_, err) = call(&model(&server), &[Message::user("hi")], &[], &generation, None).await;
+    assert_eq!(err, None);
+    let r = &server.requests()[0];
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    assert_eq!(body.matches(r#""temperature""#).count(), 1, "{body}");
+    assert_eq!(
+        r.json()["generationConfig"],
+        json!({"temperature": 0.7, "maxOutputTokens": 100, "thinkingConfig": {"thinkingBudget": 0}})
+    );
+}
+
+#[tokio::test]
 async fn a_minimal_request_has_only_contents() {
     let server = MockServer::start().await;
     server.enqueue(Reply::sse(wire::text_stream("ok", 10, 2)));

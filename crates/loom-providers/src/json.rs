@@ -2,12 +2,35 @@
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// An `f32` setting (a temperature, a `top_p`) as the decimal it was written as: `json!(0.2f32)`
 /// widens to 0.20000000298023224. Not a number becomes `null`.
 pub(crate) fn decimal(v: f32) -> Value {
     v.to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+}
+
+/// A tool call's arguments sent back to a provider that takes only an object (Anthropic's
+/// `input`, Gemini's `args`): as they were written when they are a JSON object, else `{}` (a
+/// model's malformed arguments were answered by the tool's error).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum ObjectArgs<'a> {
+    Object(&'a RawValue),
+    Empty(Empty),
+}
+
+/// `{}`.
+#[derive(Serialize)]
+pub(crate) struct Empty {}
+
+/// `arguments` as [`ObjectArgs`].
+pub(crate) fn object_args(arguments: &str) -> ObjectArgs<'_> {
+    match serde_json::from_str::<&RawValue>(arguments) {
+        Ok(raw) if raw.get().trim_start().starts_with('{') => ObjectArgs::Object(raw),
+        _ => ObjectArgs::Empty(Empty {}),
+    }
 }
 
 /// Writes `key: value` into a request body being serialized, unless the generation's extensions

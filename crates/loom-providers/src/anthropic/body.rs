@@ -4,7 +4,6 @@
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::value::RawValue;
 
 use loom_core::message::{ContentPart, Message};
 use loom_core::model::ModelRequest;
@@ -12,7 +11,7 @@ use loom_core::tool::ToolSpec;
 use serde_json::Value;
 
 use super::{AnthropicMessages, REDACTED_THINKING, SIGNATURE_PROVIDER};
-use crate::json::{decimal, put};
+use crate::json::{ObjectArgs, decimal, object_args, put};
 
 /// The body of one call. A key the generation's extensions also give is theirs: they are sent as
 /// given, in place of the built-in value.
@@ -79,7 +78,7 @@ enum Block<'a> {
     ToolUse {
         id: &'a str,
         name: &'a str,
-        input: Input<'a>,
+        input: ObjectArgs<'a>,
     },
     ToolResult {
         tool_use_id: &'a str,
@@ -95,26 +94,6 @@ enum Block<'a> {
 enum Source<'a> {
     Base64 { media_type: &'a str, data: &'a str },
     Url { url: &'a str },
-}
-
-/// The input of a tool call: its arguments as they were written when they are a JSON object, else
-/// `{}` (Anthropic takes only objects; malformed arguments were answered by the tool's error).
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Input<'a> {
-    Object(&'a RawValue),
-    Empty(Empty),
-}
-
-/// `{}`.
-#[derive(Serialize)]
-struct Empty {}
-
-fn input(arguments: &str) -> Input<'_> {
-    match serde_json::from_str::<&RawValue>(arguments) {
-        Ok(raw) if raw.get().trim_start().starts_with('{') => Input::Object(raw),
-        _ => Input::Empty(Empty {}),
-    }
 }
 
 /// An image block: base64 data from a `data:` URL (its media type, else the part's, else PNG), or
@@ -175,7 +154,7 @@ fn convert(messages: &[Message]) -> (Vec<Block<'_>>, Vec<Turn<'_>>) {
                 blocks.extend(tool_calls.iter().map(|c| Block::ToolUse {
                     id: &c.id,
                     name: &c.name,
-                    input: input(&c.arguments),
+                    input: object_args(&c.arguments),
                 }));
             }
             Message::Tool { call_id, content, is_error, .. } => {

@@ -1,12 +1,15 @@
-//! Google Gemini `generateContent` and `streamGenerateContent` (`?alt=sse`).
+//! Google Gemini `generateContent` and `streamGenerateContent` (`?alt=sse`): the wire format and
+//! its decoder here, the request body in `body.rs`.
+
+mod body;
 
 use reqwest::header::HeaderMap;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
 use crate::sse::SseEvent;
 use loom_core::error::ModelError;
-use loom_core::message::{ContentPart, FinishReason, Message, Usage};
+use loom_core::message::{FinishReason, Usage};
 use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
 
 /// The Gemini wire format. Function calls carry their thought signature back on the next turn
@@ -44,89 +47,6 @@ pub fn gemini(model: &str) -> HttpModel<GenerateContent> {
     })
 }
 
-fn user_part(p: &ContentPart) -> Value {
-    match p {
-        ContentPart::Text { text } => json!({"text": text}),
-        ContentPart::Image { url, media_type } => {
-            if let Some(rest) = url.strip_prefix("data:")
-                && let Some((meta, data)) = rest.split_once(',')
-            {
-                let mt = meta.trim_end_matches(";base64");
-                let mt = if mt.is_empty() { media_type.as_deref().unwrap_or("image/png") } else { mt };
-                return json!({"inlineData": {"mimeType": mt, "data": data}});
-            }
-            json!({"fileData": {"mimeType": media_type.as_deref().unwrap_or("image/png"), "fileUri": url}})
-        }
-    }
-}
-
-impl GenerateContent {
-    fn contents(messages: &[Message]) -> (Vec<Value>, Vec<Value>) {
-        let mut system = Vec::new();
-        let mut contents: Vec<Value> = Vec::new();
-        let push = |role: &str, parts: Vec<Value>, contents: &mut Vec<Value>| {
-            if parts.is_empty() {
-                return;
-            }
-            if let Some(last) = contents.last_mut()
-                && last["role"] == role
-                && let Some(p) = last.get_mut("parts").and_then(Value::as_array_mut)
-            {
-                p.extend(parts);
-                return;
-            }
-            contents.push(json!({"role": role, "parts": parts}));
-        };
-        for m in messages {
-            match m {
-                Message::System { content } => system.push(json!({"text": content})),
-                Message::User { content } => push("user", content.iter().map(user_part).collect(), &mut contents),
-                Message::Assistant { content, thinking, tool_calls } => {
-                    // Only Gemini's own signatures go back; a turn signed by another provider gets
-                    // the documented placeholder instead.
-                    let own = thinking.iter().filter(|t| t.replayable_by(SIGNATURE_PROVIDER));
-                    let signature = own.filter_map(|t| t.signature.clone()).next().or_else(|| {
-                        thinking.iter().any(|t| t.signature.is_some()).then(|| FOREIGN_TURN_SIGNATURE.to_string())
-                    });
-                    let mut parts = Vec::new();
-                    if !content.is_empty() {
-                        parts.push(json!({"text": content}));
-                    }
-                    for c in tool_calls {
-                        // Gemini takes only an object (a Struct); malformed arguments go back as `{}`.
-                        let args = serde_json::from_str::<Value>(&c.arguments)
-                            .ok()
-                            .filter(Value::is_object)
-                            .unwrap_or_else(|| json!({}));
-                        let mut call = json!({"name": c.name, "args": args});
-                        if !c.id.starts_with("call_") {
-                            call["id"] = json!(c.id);
-                        }
-                        parts.push(json!({"functionCall": call}));
-                    }
-                    // The signature goes back on the first function call (or the text) of the turn.
-                    if let Some(sig) = signature {
-                        let target = parts.iter().position(|p| p.get("functionCall").is_some()).unwrap_or(0);
-                        if let Some(p) = parts.get_mut(target) {
-                            p["thoughtSignature"] = json!(sig);
-                        }
-                    }
-                    push("model", parts, &mut contents);
-                }
-                Message::Tool { call_id, name, content, is_error } => {
-                    let key = if *is_error { "error" } else { "content" };
-                    let mut resp = json!({"name": name, "response": {key: content}});
-                    if !call_id.starts_with("call_") {
-                        resp["id"] = json!(call_id);
-                    }
-                    push("user", vec![json!({"functionResponse": resp})], &mut contents);
-                }
-            }
-        }
-        (system, contents)
-    }
-}
-
 impl WireFormat for GenerateContent {
     fn provider(&self) -> &str {
         "gemini"
@@ -153,62 +73,9 @@ impl WireFormat for GenerateContent {
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
-        let g = request.generation;
-        let (system, contents) = Self::contents(request.messages);
-        let mut body = Map::new();
-        body.insert("contents".into(), Value::Array(contents));
-        if !system.is_empty() {
-            body.insert("systemInstruction".into(), json!({"parts": system}));
-        }
-        if !request.tools.is_empty() {
-            let decls: Vec<Value> = request
-                .tools
-                .iter()
-                .map(|t| json!({"name": t.name, "description": t.description, "parametersJsonSchema": t.parameters}))
-                .collect();
-            body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-        }
-        let mut config = Map::new();
-        if let Some(t) = g.temperature {
-            config.insert("temperature".into(), crate::json::decimal(t));
-        }
-        if let Some(p) = g.top_p {
-            config.insert("topP".into(), crate::json::decimal(p));
-        }
-        if let Some(n) = g.max_output_tokens {
-            config.insert("maxOutputTokens".into(), json!(n));
-        }
-        if !g.stop.is_empty() {
-            config.insert("stopSequences".into(), json!(g.stop));
-        }
-        if let Some(seed) = g.seed {
-            config.insert("seed".into(), json!(seed));
-        }
-        if let Some(schema) = request.output_schema {
-            config.insert("responseMimeType".into(), json!("application/json"));
-            let mut schema = schema.clone();
-            if let Some(o) = schema.as_object_mut() {
-                o.remove("$schema");
-            }
-            config.insert("responseJsonSchema".into(), schema);
-        }
-        // Extensions: `generationConfig.*` keys (thinkingConfig, …) or top-level fields (safetySettings, …).
-        for (k, v) in &g.extensions {
-            match k.strip_prefix("generationConfig.") {
-                Some(inner) => {
-                    config.insert(inner.to_string(), v.clone());
-                }
-                None if k == "thinkingConfig" || k == "responseModalities" => {
-                    config.insert(k.clone(), v.clone());
-                }
-                None => {
-                    body.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        if !config.is_empty() {
-            body.insert("generationConfig".into(), Value::Object(config));
-        }
+        let mut body = Vec::with_capacity(2048);
+        serde_json::to_writer(&mut body, &body::Body { request })
+            .map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
         let mut headers = HeaderMap::new();
         if let Some(key) = key {
             headers.insert("x-goog-api-key", secret_header(key.expose())?);
@@ -219,7 +86,6 @@ impl WireFormat for GenerateContent {
         } else {
             crate::http::endpoint(&self.base_url, &format!("/v1beta/models/{}:generateContent", self.model), &[])?
         };
-        let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
         Ok(HttpRequest { url, headers, body })
     }
 
