@@ -33,6 +33,26 @@ pub(crate) fn object_args(arguments: &str) -> ObjectArgs<'_> {
     }
 }
 
+/// One turn of a conversation for providers that take alternating turns (Anthropic, Gemini): a
+/// role and its parts, serialized as `{"role", "parts"}`.
+#[derive(Serialize)]
+pub(crate) struct Turn<P> {
+    pub(crate) role: &'static str,
+    pub(crate) parts: Vec<P>,
+}
+
+/// Appends a message's `parts` as a turn of `role`: consecutive messages of one role merge into one
+/// turn, and a message with no parts adds none.
+pub(crate) fn push_turn<P>(turns: &mut Vec<Turn<P>>, role: &'static str, mut parts: Vec<P>) {
+    if parts.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some(last) if last.role == role => last.parts.append(&mut parts),
+        _ => turns.push(Turn { role, parts }),
+    }
+}
+
 /// Writes `key: value` into a request body being serialized, unless the generation's extensions
 /// give `key`: those are written as given, in place of the built-in value.
 pub(crate) fn put<M: SerializeMap, V: Serialize + ?Sized>(

@@ -11,7 +11,7 @@ use loom_core::tool::ToolSpec;
 use serde_json::Value;
 
 use super::{AnthropicMessages, REDACTED_THINKING, SIGNATURE_PROVIDER};
-use crate::json::{ObjectArgs, decimal, object_args, put};
+use crate::json::{ObjectArgs, Turn, decimal, object_args, push_turn, put};
 
 /// The body of one call. A key the generation's extensions also give is theirs: they are sent as
 /// given, in place of the built-in value.
@@ -109,16 +109,10 @@ fn image<'a>(url: &'a str, media_type: Option<&'a str>) -> Block<'a> {
     Block::Image { source: Source::Url { url } }
 }
 
-/// One turn: a role and its blocks (consecutive messages of one role merge into one turn).
-struct Turn<'a> {
-    role: &'static str,
-    blocks: Vec<Block<'a>>,
-}
-
 /// The system prompt's blocks and the alternating turns.
-fn convert(messages: &[Message]) -> (Vec<Block<'_>>, Vec<Turn<'_>>) {
+fn convert(messages: &[Message]) -> (Vec<Block<'_>>, Vec<Turn<Block<'_>>>) {
     let mut system = Vec::new();
-    let mut turns: Vec<Turn<'_>> = Vec::new();
+    let mut turns = Vec::new();
     for m in messages {
         let mut blocks = Vec::new();
         let role = match m {
@@ -161,13 +155,7 @@ fn convert(messages: &[Message]) -> (Vec<Block<'_>>, Vec<Turn<'_>>) {
                 blocks.push(Block::ToolResult { tool_use_id: call_id, content, is_error: *is_error })
             }
         }
-        if blocks.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some(last) if last.role == role => last.blocks.append(&mut blocks),
-            _ => turns.push(Turn { role, blocks }),
-        }
+        push_turn(&mut turns, role, blocks);
     }
     (system, turns)
 }
@@ -202,7 +190,7 @@ impl<T: Serialize> Serialize for MarkLast<'_, T> {
 }
 
 /// The turns; with caching on, the last block of the last turn is a cache breakpoint.
-struct Turns<'a>(&'a [Turn<'a>], bool);
+struct Turns<'a>(&'a [Turn<Block<'a>>], bool);
 
 impl Serialize for Turns<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -211,7 +199,7 @@ impl Serialize for Turns<'_> {
             self.0
                 .iter()
                 .enumerate()
-                .map(|(i, t)| WireTurn { role: t.role, content: MarkLast(&t.blocks, self.1 && i == last) }),
+                .map(|(i, t)| WireTurn { role: t.role, content: MarkLast(&t.parts, self.1 && i == last) }),
         )
     }
 }

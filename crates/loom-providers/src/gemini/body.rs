@@ -11,7 +11,7 @@ use loom_core::model::ModelRequest;
 use loom_core::tool::ToolSpec;
 
 use super::{FOREIGN_TURN_SIGNATURE, SIGNATURE_PROVIDER};
-use crate::json::{ObjectArgs, decimal, object_args, put};
+use crate::json::{ObjectArgs, Turn, decimal, object_args, push_turn, put};
 
 /// The body of one call. Extensions named `generationConfig.<key>`, `thinkingConfig` and
 /// `responseModalities` go into `generationConfig`, the others at the top level; either way an
@@ -155,13 +155,6 @@ struct Declaration<'a> {
     parameters_json_schema: &'a Value,
 }
 
-/// One turn: a role (`user` or `model`) and its parts (consecutive messages of one role merge).
-#[derive(Serialize)]
-struct Turn<'a> {
-    role: &'static str,
-    parts: Vec<Part<'a>>,
-}
-
 /// One part: exactly one of its fields, plus a thought signature on the part that carries it.
 #[derive(Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -242,11 +235,11 @@ fn user_part(p: &ContentPart) -> Part<'_> {
 }
 
 /// The system instruction's parts and the turns.
-fn contents(messages: &[Message]) -> (Vec<Part<'_>>, Vec<Turn<'_>>) {
+fn contents(messages: &[Message]) -> (Vec<Part<'_>>, Vec<Turn<Part<'_>>>) {
     let mut system = Vec::new();
-    let mut turns: Vec<Turn<'_>> = Vec::new();
+    let mut turns = Vec::new();
     for m in messages {
-        let (role, mut parts) = match m {
+        let (role, parts) = match m {
             Message::System { content } => {
                 system.push(Part { text: Some(content), ..Part::default() });
                 continue;
@@ -291,13 +284,7 @@ fn contents(messages: &[Message]) -> (Vec<Part<'_>>, Vec<Turn<'_>>) {
                 ("user", vec![part])
             }
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some(last) if last.role == role => last.parts.append(&mut parts),
-            _ => turns.push(Turn { role, parts }),
-        }
+        push_turn(&mut turns, role, parts);
     }
     (system, turns)
 }
