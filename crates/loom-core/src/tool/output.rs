@@ -103,6 +103,11 @@ display_outputs!(bool, i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, 
 
 /// What a tool function may return: an output, or a `Result` of an output and any error that
 /// converts into [`ToolError`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a tool's result",
+    label = "a tool returns a `String`, `&str`, `()`, a number, `bool`, `char`, a `serde_json::Value`, a `ToolOutput`, a `Json<T>`, or a `Result` of one",
+    note = "to return your own type, derive `serde::Serialize` for it and return `Json(value)`"
+)]
 pub trait IntoToolResult {
     /// Converts into the tool's result.
     fn into_tool_result(self) -> Result<ToolOutput, ToolError>;
