@@ -14,6 +14,8 @@ mod stream;
 mod tests;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::http::{ApiKey, HttpRequest, StreamDecoder, WireFormat, secret_header};
@@ -100,43 +102,86 @@ impl WireFormat for ChatCompletions {
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<ModelChunk>, ModelError> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| ModelError::Protocol(format!("invalid JSON response: {e}")))?;
-        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
-            return Err(stream_error(err));
+        // Typed and borrowed first; an answer that does not fit those types (a field of another
+        // type, a duplicate key, an array for an object) is read from a JSON tree, which takes what it can.
+        match serde_json::from_slice::<chunk::Obj<chunk::Completion<'_>>>(body) {
+            Ok(completion) => decode_completion(completion.0),
+            Err(_) => decode_tree(body),
         }
-        let choice = crate::json::at(&v, "/choices/0")
-            .ok_or_else(|| ModelError::Protocol("the response has no choices".into()))?;
-        let message = choice.get("message").unwrap_or(&Value::Null);
-        if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
-            return Err(refused(refusal));
-        }
-        let mut out = Vec::new();
-        if let Some(r) = reasoning_text(message) {
-            out.push(ModelChunk::Thinking { text: r.to_string(), signature: None, provider: None });
-        }
-        if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-            out.push(ModelChunk::Text(text.to_string()));
-        }
-        if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
-            for (index, c) in calls.iter().enumerate() {
-                out.push(ModelChunk::ToolCallDelta {
-                    index,
-                    id: c.get("id").and_then(Value::as_str).map(str::to_string),
-                    name: crate::json::at(c, "/function/name").and_then(Value::as_str).map(str::to_string),
-                    arguments: crate::json::at(c, "/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                });
-            }
-        }
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            out.push(ModelChunk::Usage(usage(u)));
-        }
-        out.push(ModelChunk::Finish(finish_reason(choice.get("finish_reason"))));
-        Ok(out)
     }
+}
+
+/// A whole answer, from its typed fields: what [`decode_tree`] makes of the same answer.
+fn decode_completion(c: chunk::Completion<'_>) -> Result<Vec<ModelChunk>, ModelError> {
+    if let Some(err) = c.error.as_ref().filter(|e| !e.is_null()) {
+        return Err(stream_error(err));
+    }
+    let choice =
+        c.choices.into_iter().next().ok_or_else(|| ModelError::Protocol("the response has no choices".into()))?;
+    let mut out = Vec::new();
+    if let Some(message) = choice.message {
+        if let Some(refusal) = message.refusal.filter(|r| !r.is_empty()) {
+            return Err(refused(&refusal));
+        }
+        // Servers send either reasoning field, and sometimes the other one as null.
+        let reasoning =
+            message.reasoning_content.filter(|r| !r.is_empty()).or(message.reasoning.filter(|r| !r.is_empty()));
+        if let Some(r) = reasoning {
+            out.push(ModelChunk::Thinking { text: r.into_owned(), signature: None, provider: None });
+        }
+        if let Some(text) = message.content.filter(|t| !t.is_empty()) {
+            out.push(ModelChunk::Text(text.into_owned()));
+        }
+        for (index, call) in message.tool_calls.into_iter().flatten().enumerate() {
+            let (name, arguments) = match call.function {
+                Some(f) => (f.name.map(Cow::into_owned), f.arguments.map(Cow::into_owned).unwrap_or_default()),
+                None => (None, String::new()),
+            };
+            out.push(ModelChunk::ToolCallDelta { index, id: call.id.map(Cow::into_owned), name, arguments });
+        }
+    }
+    if let Some(u) = c.usage {
+        out.push(ModelChunk::Usage(stream::typed_usage(u)));
+    }
+    out.push(ModelChunk::Finish(choice.finish_reason.map_or(FinishReason::Stop, |r| stream::finish_reason_str(&r))));
+    Ok(out)
+}
+
+/// A whole answer, read from a JSON tree.
+fn decode_tree(body: &[u8]) -> Result<Vec<ModelChunk>, ModelError> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| ModelError::Protocol(format!("invalid JSON response: {e}")))?;
+    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        return Err(stream_error(err));
+    }
+    let choice =
+        crate::json::at(&v, "/choices/0").ok_or_else(|| ModelError::Protocol("the response has no choices".into()))?;
+    let message = choice.get("message").unwrap_or(&Value::Null);
+    if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+        return Err(refused(refusal));
+    }
+    let mut out = Vec::new();
+    if let Some(r) = reasoning_text(message) {
+        out.push(ModelChunk::Thinking { text: r.to_string(), signature: None, provider: None });
+    }
+    if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        out.push(ModelChunk::Text(text.to_string()));
+    }
+    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+        for (index, c) in calls.iter().enumerate() {
+            out.push(ModelChunk::ToolCallDelta {
+                index,
+                id: c.get("id").and_then(Value::as_str).map(str::to_string),
+                name: crate::json::at(c, "/function/name").and_then(Value::as_str).map(str::to_string),
+                arguments: crate::json::at(c, "/function/arguments").and_then(Value::as_str).unwrap_or("").to_string(),
+            });
+        }
+    }
+    if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+        out.push(ModelChunk::Usage(usage(u)));
+    }
+    out.push(ModelChunk::Finish(finish_reason(choice.get("finish_reason"))));
+    Ok(out)
 }
 
 /// OpenAI's usage, normalized: `prompt_tokens` includes cached tokens, which we count apart.

@@ -88,7 +88,7 @@ impl ChatDecoder {
     }
 }
 
-fn finish_reason_str(reason: &str) -> FinishReason {
+pub(super) fn finish_reason_str(reason: &str) -> FinishReason {
     match reason {
         "stop" => FinishReason::Stop,
         "tool_calls" | "function_call" => FinishReason::ToolCalls,
@@ -124,7 +124,7 @@ impl ChatDecoder {
                 return Ok(());
             }
         }
-        let v: chunk::Chunk<'_> = serde_json::from_str(data)
+        let chunk::Obj(v): chunk::Obj<chunk::Chunk<'_>> = serde_json::from_str(data)
             .map_err(|e| ModelError::Protocol(format!("invalid JSON in the event stream: {e}")))?;
         if let Some(err) = v.error.as_ref().filter(|e| !e.is_null()) {
             return Err(stream_error(err));
@@ -193,19 +193,22 @@ impl ChatDecoder {
             }
         }
         if let Some(u) = usage {
-            let cached = u
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0)
-                .max(u.prompt_cache_hit_tokens.unwrap_or(0));
-            out.push(ModelChunk::Usage(Usage {
-                input_tokens: u.prompt_tokens.saturating_sub(cached),
-                cached_input_tokens: cached,
-                cache_write_tokens: 0,
-                output_tokens: u.completion_tokens,
-                cost_usd: 0.0,
-            }));
+            out.push(ModelChunk::Usage(typed_usage(u)));
         }
+    }
+}
+
+/// OpenAI's usage, normalized: `prompt_tokens` includes cached tokens, which we count apart
+/// (reported in `prompt_tokens_details`, or as DeepSeek's `prompt_cache_hit_tokens`).
+pub(super) fn typed_usage(u: chunk::Usage) -> Usage {
+    let cached =
+        u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0).max(u.prompt_cache_hit_tokens.unwrap_or(0));
+    Usage {
+        input_tokens: u.prompt_tokens.saturating_sub(cached),
+        cached_input_tokens: cached,
+        cache_write_tokens: 0,
+        output_tokens: u.completion_tokens,
+        cost_usd: 0.0,
     }
 }
 

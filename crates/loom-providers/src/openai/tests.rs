@@ -318,6 +318,12 @@ fn object_of(fields: Vec<(&'static str, BoxedStrategy<Value>)>) -> BoxedStrategy
 
 /// Events shaped like `chat.completion.chunk`, with odd values here and there.
 fn chunk_value() -> impl Strategy<Value = Value> {
+    answer_value("delta")
+}
+
+/// Answers shaped like a stream's events (`delta`) or a whole `chat.completion` (`message`), with
+/// odd values here and there.
+fn answer_value(message_key: &'static str) -> impl Strategy<Value = Value> {
     let text = || prop_oneof![4 => any::<String>().prop_map(Value::from), 1 => json_value()].boxed();
     let count = || prop_oneof![4 => (0u64..1000).prop_map(Value::from), 1 => json_value()].boxed();
     let function = object_of(vec![("name", text()), ("arguments", text()), ("other", json_value().boxed())]);
@@ -338,7 +344,7 @@ fn chunk_value() -> impl Strategy<Value = Value> {
     ]);
     let choice = object_of(vec![
         ("index", count()),
-        ("delta", prop_oneof![4 => delta, 1 => json_value()].boxed()),
+        (message_key, prop_oneof![4 => delta, 1 => json_value()].boxed()),
         ("finish_reason", text()),
         ("logprobs", json_value().boxed()),
     ]);
@@ -362,7 +368,66 @@ fn chunk_value() -> impl Strategy<Value = Value> {
     ])
 }
 
+type Decoded = Result<Vec<ModelChunk>, ModelError>;
+
+/// A whole answer through the typed decoder, when it fits its types, and from a JSON tree.
+fn decode_whole(body: &[u8]) -> (Option<Decoded>, Decoded) {
+    let typed = serde_json::from_slice::<chunk::Obj<chunk::Completion<'_>>>(body).ok().map(|c| decode_completion(c.0));
+    (typed, decode_tree(body))
+}
+
+#[test]
+fn whole_answers_take_the_typed_path_and_decode_as_from_a_tree() {
+    let answers = [
+        r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"q\":\"weather\"}"}}],"refusal":null},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":40,"completion_tokens":8,"total_tokens":48,"prompt_tokens_details":{"cached_tokens":32,"audio_tokens":0}},"system_fingerprint":"fp_1"}"#,
+        r#"{"choices":[{"message":{"role":"assistant","content":"It is sunny in \"Tokyo\".","reasoning_content":"Look it up."},"finish_reason":"stop"}],"usage":{"prompt_tokens":60,"completion_tokens":7,"prompt_cache_hit_tokens":50}}"#,
+        r#"{"choices":[{"message":{"content":"cut"},"finish_reason":"length"}]}"#,
+        r#"{"choices":[{"message":{"refusal":"No."},"finish_reason":"stop"}]}"#,
+        r#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        r#"{"choices":[]}"#,
+    ];
+    for answer in answers {
+        let (typed, tree) = decode_whole(answer.as_bytes());
+        assert_eq!(typed.as_ref(), Some(&tree), "{answer}");
+    }
+    let (typed, _) = decode_whole(answers[0].as_bytes());
+    assert_eq!(
+        typed.unwrap().unwrap(),
+        vec![
+            ModelChunk::ToolCallDelta {
+                index: 0,
+                id: Some("call_1".into()),
+                name: Some("lookup".into()),
+                arguments: r#"{"q":"weather"}"#.into()
+            },
+            ModelChunk::Usage(Usage {
+                input_tokens: 8,
+                cached_input_tokens: 32,
+                cache_write_tokens: 0,
+                output_tokens: 8,
+                cost_usd: 0.0
+            }),
+            ModelChunk::Finish(FinishReason::ToolCalls),
+        ]
+    );
+    // A field of another type leaves the typed path; the tree reads what it can.
+    let odd = r#"{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1.5}}"#;
+    let (typed, tree) = decode_whole(odd.as_bytes());
+    assert!(typed.is_none());
+    assert_eq!(crate::compatible::openai("gpt-4o").wire().decode_body(odd.as_bytes()), tree);
+    assert_eq!(tree.unwrap()[0], ModelChunk::Text("hi".into()));
+}
+
 proptest! {
+    #[test]
+    fn whole_answers_decode_typed_as_from_a_tree(v in prop_oneof![json_value(), answer_value("message")]) {
+        let body = serde_json::to_vec(&v).unwrap_or_default();
+        let (typed, tree) = decode_whole(&body);
+        if let Some(typed) = typed {
+            prop_assert_eq!(typed, tree, "{}", v);
+        }
+    }
+
     #[test]
     fn content_round_trips_through_the_scanner(text in any::<String>()) {
         for quoted in [serde_json::to_string(&text).unwrap_or_default(), escape_all(&text)] {
