@@ -1,9 +1,32 @@
 //! Reading fields out of a decoded JSON answer, and small pieces shared by the request bodies.
 
+use loom_core::error::ModelError;
+use loom_core::model::ModelRequest;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+/// One call's request body: a wire format and the borrowed request. Each wire format serializes it
+/// with its own `Serialize` impl (beside it, in `body.rs`), straight from the request: no JSON tree
+/// is built and cloned first.
+pub(crate) struct Body<'a, W> {
+    pub(crate) wire: &'a W,
+    pub(crate) request: &'a ModelRequest<'a>,
+    pub(crate) stream: bool,
+}
+
+impl<'a, W> Body<'a, W>
+where
+    Body<'a, W>: Serialize,
+{
+    /// The bytes sent.
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let mut bytes = Vec::with_capacity(2048);
+        serde_json::to_writer(&mut bytes, self).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
+        Ok(bytes)
+    }
+}
 
 /// An `f32` setting (a temperature, a `top_p`) as the decimal it was written as: `json!(0.2f32)`
 /// widens to 0.20000000298023224. Not a number becomes `null`.

@@ -9,7 +9,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
-use crate::json::{decimal, put};
+use crate::json::{Body, decimal, put};
 use crate::openai::is_reasoning_model;
 use crate::sse::SseEvent;
 use crate::strict::strict_schema;
@@ -153,22 +153,16 @@ impl Serialize for Tools<'_> {
     }
 }
 
-/// The body of one call, serialized straight from the borrowed request. A key the generation's
-/// extensions also give is theirs: they are sent as given, in place of the built-in value.
-struct Body<'a> {
-    model: &'a str,
-    request: &'a ModelRequest<'a>,
-    stream: bool,
-}
-
-impl Serialize for Body<'_> {
+/// The body of one call. A key the generation's extensions also give is theirs: they are sent as
+/// given, in place of the built-in value.
+impl Serialize for Body<'_, Responses> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let request = self.request;
         let g = request.generation;
         let ext = &g.extensions;
         let (instructions, input) = input_items(request.messages);
         let mut map = serializer.serialize_map(None)?;
-        put(&mut map, ext, "model", self.model)?;
+        put(&mut map, ext, "model", &self.wire.model)?;
         if let Some(i) = &instructions {
             put(&mut map, ext, "instructions", i)?;
         }
@@ -181,7 +175,7 @@ impl Serialize for Body<'_> {
             put(&mut map, ext, "stream", &true)?;
         }
         // Reasoning models reject sampling settings: they are left out for them.
-        let reasoning = is_reasoning_model(self.model);
+        let reasoning = is_reasoning_model(&self.wire.model);
         if let Some(t) = g.temperature.filter(|_| !reasoning) {
             put(&mut map, ext, "temperature", &decimal(t))?;
         }
@@ -234,9 +228,7 @@ impl WireFormat for Responses {
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
-        let mut body = Vec::with_capacity(2048);
-        serde_json::to_writer(&mut body, &Body { model: &self.model, request, stream })
-            .map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
+        let body = Body { wire: self, request, stream }.to_bytes()?;
         let mut headers = HeaderMap::new();
         if let Some(key) = key {
             headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose()))?);

@@ -6,22 +6,15 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use loom_core::message::{ContentPart, Message};
-use loom_core::model::ModelRequest;
 use loom_core::tool::ToolSpec;
 use serde_json::Value;
 
 use super::{AnthropicMessages, REDACTED_THINKING, SIGNATURE_PROVIDER};
-use crate::json::{ObjectArgs, Turn, decimal, object_args, push_turn, put};
+use crate::json::{Body, ObjectArgs, Turn, decimal, object_args, push_turn, put};
 
 /// The body of one call. A key the generation's extensions also give is theirs: they are sent as
 /// given, in place of the built-in value.
-pub(super) struct Body<'a> {
-    pub(super) wire: &'a AnthropicMessages,
-    pub(super) request: &'a ModelRequest<'a>,
-    pub(super) stream: bool,
-}
-
-impl Serialize for Body<'_> {
+impl Serialize for Body<'_, AnthropicMessages> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let request = self.request;
         let g = request.generation;

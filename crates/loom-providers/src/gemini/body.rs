@@ -10,15 +10,8 @@ use loom_core::message::{ContentPart, Message};
 use loom_core::model::ModelRequest;
 use loom_core::tool::ToolSpec;
 
-use super::{FOREIGN_TURN_SIGNATURE, SIGNATURE_PROVIDER};
-use crate::json::{ObjectArgs, Turn, decimal, object_args, push_turn, put};
-
-/// The body of one call. Extensions named `generationConfig.<key>`, `thinkingConfig` and
-/// `responseModalities` go into `generationConfig`, the others at the top level; either way an
-/// extension naming a built-in field replaces it.
-pub(super) struct Body<'a> {
-    pub(super) request: &'a ModelRequest<'a>,
-}
+use super::{FOREIGN_TURN_SIGNATURE, GenerateContent, SIGNATURE_PROVIDER};
+use crate::json::{Body, ObjectArgs, Turn, decimal, object_args, push_turn, put};
 
 /// Where an extension goes: into `generationConfig` (under this key), or at the top level.
 fn config_key(key: &str) -> Option<&str> {
@@ -29,7 +22,10 @@ fn config_key(key: &str) -> Option<&str> {
     }
 }
 
-impl Serialize for Body<'_> {
+/// The body of one call. Extensions named `generationConfig.<key>`, `thinkingConfig` and
+/// `responseModalities` go into `generationConfig`, the others at the top level; either way an
+/// extension naming a built-in field replaces it. Streaming changes only the URL.
+impl Serialize for Body<'_, GenerateContent> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let request = self.request;
         let ext = &request.generation.extensions;

@@ -7,6 +7,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::http::{ApiKey, HttpModel, HttpRequest, StreamDecoder, WireFormat, secret_header};
+use crate::json::Body;
 use crate::sse::SseEvent;
 use loom_core::error::ModelError;
 use loom_core::message::{FinishReason, Usage};
@@ -73,9 +74,7 @@ impl WireFormat for GenerateContent {
     }
 
     fn build(&self, request: &ModelRequest<'_>, stream: bool, key: Option<&ApiKey>) -> Result<HttpRequest, ModelError> {
-        let mut body = Vec::with_capacity(2048);
-        serde_json::to_writer(&mut body, &body::Body { request })
-            .map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
+        let body = Body { wire: self, request, stream }.to_bytes()?;
         let mut headers = HeaderMap::new();
         if let Some(key) = key {
             headers.insert("x-goog-api-key", secret_header(key.expose())?);

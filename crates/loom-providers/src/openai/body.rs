@@ -7,22 +7,15 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use loom_core::message::{ContentPart, Message, ToolCall};
-use loom_core::model::ModelRequest;
 use loom_core::tool::ToolSpec;
 
 use super::{ChatCompletions, is_reasoning_model};
-use crate::json::{decimal, put};
+use crate::json::{Body, decimal, put};
 use crate::strict::strict_schema;
 
 /// The body of one call. A key the generation's extensions also give is theirs: they are sent as
 /// given, in place of the built-in value.
-pub(super) struct Body<'a> {
-    pub(super) wire: &'a ChatCompletions,
-    pub(super) request: &'a ModelRequest<'a>,
-    pub(super) stream: bool,
-}
-
-impl Serialize for Body<'_> {
+impl Serialize for Body<'_, ChatCompletions> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let request = self.request;
         let g = request.generation;

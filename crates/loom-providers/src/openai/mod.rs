@@ -14,11 +14,10 @@ mod stream;
 mod tests;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
-use std::borrow::Cow;
-
 use serde_json::Value;
 
 use crate::http::{ApiKey, HttpRequest, StreamDecoder, WireFormat, secret_header};
+use crate::json::Body;
 use loom_core::error::ModelError;
 use loom_core::message::{FinishReason, Usage};
 use loom_core::model::{ModelCapabilities, ModelChunk, ModelRequest};
@@ -90,10 +89,7 @@ impl WireFormat for ChatCompletions {
                 .map_err(|_| ModelError::InvalidRequest(format!("invalid value for header {name}")))?;
             headers.insert(name, value);
         }
-        let mut bytes = Vec::with_capacity(2048);
-        serde_json::to_writer(&mut bytes, &body::Body { wire: self, request, stream })
-            .map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
-        let body = bytes;
+        let body = Body { wire: self, request, stream }.to_bytes()?;
         Ok(HttpRequest { url: crate::http::endpoint(&self.base_url, "/chat/completions", &[])?, headers, body })
     }
 
@@ -120,24 +116,18 @@ fn decode_completion(c: chunk::Completion<'_>) -> Result<Vec<ModelChunk>, ModelE
         c.choices.into_iter().next().ok_or_else(|| ModelError::Protocol("the response has no choices".into()))?;
     let mut out = Vec::new();
     if let Some(message) = choice.message {
-        if let Some(refusal) = message.refusal.filter(|r| !r.is_empty()) {
+        // A whole answer's calls are in order: each at its place in the list.
+        let mut next = 0;
+        let refusal = stream::delta_chunks(
+            message,
+            |_, _| {
+                next += 1;
+                next - 1
+            },
+            &mut out,
+        );
+        if let Some(refusal) = refusal.filter(|r| !r.is_empty()) {
             return Err(refused(&refusal));
-        }
-        // Servers send either reasoning field, and sometimes the other one as null.
-        let reasoning =
-            message.reasoning_content.filter(|r| !r.is_empty()).or(message.reasoning.filter(|r| !r.is_empty()));
-        if let Some(r) = reasoning {
-            out.push(ModelChunk::Thinking { text: r.into_owned(), signature: None, provider: None });
-        }
-        if let Some(text) = message.content.filter(|t| !t.is_empty()) {
-            out.push(ModelChunk::Text(text.into_owned()));
-        }
-        for (index, call) in message.tool_calls.into_iter().flatten().enumerate() {
-            let (name, arguments) = match call.function {
-                Some(f) => (f.name.map(Cow::into_owned), f.arguments.map(Cow::into_owned).unwrap_or_default()),
-                None => (None, String::new()),
-            };
-            out.push(ModelChunk::ToolCallDelta { index, id: call.id.map(Cow::into_owned), name, arguments });
         }
     }
     if let Some(u) = c.usage {

@@ -166,27 +166,10 @@ impl ChatDecoder {
     /// The first choice and the usage of one decoded event.
     fn apply(&mut self, choice: Option<chunk::Choice<'_>>, usage: Option<chunk::Usage>, out: &mut Vec<ModelChunk>) {
         if let Some(choice) = choice {
-            if let Some(delta) = choice.delta {
-                // Servers send either reasoning field, and sometimes the other one as null.
-                let reasoning =
-                    delta.reasoning_content.filter(|r| !r.is_empty()).or(delta.reasoning.filter(|r| !r.is_empty()));
-                if let Some(r) = reasoning {
-                    out.push(ModelChunk::Thinking { text: r.into_owned(), signature: None, provider: None });
-                }
-                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                    out.push(ModelChunk::Text(text.into_owned()));
-                }
-                if let Some(r) = delta.refusal {
-                    self.refusal.push_str(&r);
-                }
-                for c in delta.tool_calls.into_iter().flatten() {
-                    let index = self.call_index(c.index, c.id.as_deref());
-                    let (name, arguments) = match c.function {
-                        Some(f) => (f.name.map(Cow::into_owned), f.arguments.map(Cow::into_owned).unwrap_or_default()),
-                        None => (None, String::new()),
-                    };
-                    out.push(ModelChunk::ToolCallDelta { index, id: c.id.map(Cow::into_owned), name, arguments });
-                }
+            if let Some(delta) = choice.delta
+                && let Some(r) = delta_chunks(delta, |i, id| self.call_index(i, id), out)
+            {
+                self.refusal.push_str(&r);
             }
             if let Some(reason) = choice.finish_reason {
                 self.finish = Some(finish_reason_str(&reason));
@@ -196,6 +179,33 @@ impl ChatDecoder {
             out.push(ModelChunk::Usage(typed_usage(u)));
         }
     }
+}
+
+/// The chunks of a stream's delta or of a whole answer's message, into `out`: its reasoning, its
+/// text, then its tool calls, each at the index `index` gives it (from the call's own index and
+/// id). Returns its refusal text, if any.
+pub(super) fn delta_chunks<'a>(
+    delta: chunk::Delta<'a>,
+    mut index: impl FnMut(Option<u64>, Option<&str>) -> usize,
+    out: &mut Vec<ModelChunk>,
+) -> Option<Cow<'a, str>> {
+    // Servers send either reasoning field, and sometimes the other one as null.
+    let reasoning = delta.reasoning_content.filter(|r| !r.is_empty()).or(delta.reasoning.filter(|r| !r.is_empty()));
+    if let Some(r) = reasoning {
+        out.push(ModelChunk::Thinking { text: r.into_owned(), signature: None, provider: None });
+    }
+    if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+        out.push(ModelChunk::Text(text.into_owned()));
+    }
+    for c in delta.tool_calls.into_iter().flatten() {
+        let index = index(c.index, c.id.as_deref());
+        let (name, arguments) = match c.function {
+            Some(f) => (f.name.map(Cow::into_owned), f.arguments.map(Cow::into_owned).unwrap_or_default()),
+            None => (None, String::new()),
+        };
+        out.push(ModelChunk::ToolCallDelta { index, id: c.id.map(Cow::into_owned), name, arguments });
+    }
+    delta.refusal
 }
 
 /// OpenAI's usage, normalized: `prompt_tokens` includes cached tokens, which we count apart
