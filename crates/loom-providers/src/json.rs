@@ -20,7 +20,9 @@ impl<'a, W> Body<'a, W>
 where
     Body<'a, W>: Serialize,
 {
-    /// The bytes sent.
+    /// The bytes sent. Inlined into each wire format's `build`: called once for all four, the
+    /// serializer's writes to the `Vec` stopped being inlined (0.38 µs more per body, measured).
+    #[inline(always)]
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         let mut bytes = Vec::with_capacity(2048);
         serde_json::to_writer(&mut bytes, self).map_err(|e| ModelError::InvalidRequest(e.to_string()))?;
